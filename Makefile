@@ -1,0 +1,76 @@
+# Two commands on a fresh Debian machine, as root:
+#   make run    the main job (for now: the single-node capture demo)
+#   make test   the whole test suite
+# Both install what they need first (system packages, then .venv).
+#
+# Seed habits, as thin aliases of the tracekit CLI:
+#   make collect RUN_ID=r1 NODE_ID=cloud1 STAGE=cloud   (alias: start-collect)
+#   make stop-collect RUN_ID=r1
+# honouring PROC_MATCH, PROC_MATCH_CMDLINE, PROC_PID_DIR, PROC_INTERVAL_MS, LOGS_DIR.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+TRACEKIT := $(VENV)/bin/tracekit
+APT_PACKAGES := ffmpeg
+PYTEST_ARGS ?=
+
+.PHONY: run test deps system-deps venv demo collect start-collect stop-collect status-collect clean
+
+run: deps demo
+
+test: deps
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+deps: system-deps venv
+
+# Debian packages: install only what is missing (apt lists are empty on a
+# fresh machine, hence the update).
+system-deps:
+	@missing=""; \
+	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo:
+	LOGS_DIR="$(LOGS_DIR)" TRACEKIT="$(TRACEKIT)" bash examples/single-node-demo.sh
+
+# Patterns are handed over through the environment with $(value ...): make
+# would otherwise expand the '$|' in '^ffmpeg$|^ffprobe$' and silently break it.
+export TRACEKIT_PROC_MATCH := $(value PROC_MATCH)
+export TRACEKIT_PROC_MATCH_CMDLINE := $(value PROC_MATCH_CMDLINE)
+export TRACEKIT_RUN_ID := $(value RUN_ID)
+NODE_ID ?= $(shell hostname)
+STAGE ?= cloud
+PROC_INTERVAL_MS ?= 1000
+LOGS_DIR ?=
+
+collect: venv
+	$(TRACEKIT) collect start --node-id "$(NODE_ID)" --stage "$(STAGE)" \
+	  --interval-ms "$(PROC_INTERVAL_MS)" \
+	  $(if $(LOGS_DIR),--logs-dir "$(LOGS_DIR)") \
+	  $(if $(PROC_PID_DIR),--pid-dir "$(PROC_PID_DIR)") \
+	  $${TRACEKIT_PROC_MATCH:+--match "$$TRACEKIT_PROC_MATCH"} \
+	  $${TRACEKIT_PROC_MATCH_CMDLINE:+--match-cmdline "$$TRACEKIT_PROC_MATCH_CMDLINE"}
+
+start-collect: collect
+
+stop-collect: venv
+	$(TRACEKIT) collect stop $(if $(LOGS_DIR),--logs-dir "$(LOGS_DIR)")
+
+status-collect: venv
+	$(TRACEKIT) collect status $(if $(LOGS_DIR),--logs-dir "$(LOGS_DIR)")
+
+clean:
+	rm -rf $(VENV) .pytest_cache

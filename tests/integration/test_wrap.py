@@ -1,0 +1,110 @@
+"""tracekit wrap against real children: rusage numbers, exit codes, signals,
+missing binaries, the event line."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import read_jsonl, tracekit_cmd, wait_until
+from tracekit import cli
+from tracekit.adapters.wrap import Invocation, run_invocation
+from tracekit.errors import CommandNotFound
+from tracekit.schemas import validation_errors
+
+# Burns CPU and holds ~200 MiB, then reports its own rusage to stdout.
+BURNER = """
+import resource, sys
+block = bytearray(200 * 1024 * 1024)
+for i in range(0, len(block), 4096):
+    block[i] = 1
+x = 0
+for i in range(3_000_000):
+    x += i * i
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(usage.ru_utime * 1000, usage.ru_stime * 1000, usage.ru_maxrss)
+"""
+
+
+def test_rusage_of_a_cpu_burning_child(logs_dir):
+    argv = [sys.executable, "-c", BURNER]
+    event = run_invocation(Invocation(argv=argv, run_id="w1", module="burn", task_id="t1"))
+    event_line = read_jsonl(logs_dir / "w1" / "events.burn.jsonl")[0]
+    assert event_line == event
+    assert validation_errors("raw/invocation_event", event) == []
+    assert event["status"] == 0 and event["error"] is None and event["signal"] is None
+    assert event["max_rss_kb"] >= 200 * 1024
+    assert event["cpu_user_ms"] > 0
+    assert event["ts_end"] >= event["ts_start"] == event["ts_enqueue"]
+    assert event["pid"] > 0 and event["create_time_ms"] > 0
+
+
+def test_rusage_equals_what_the_child_measured(logs_dir):
+    # The child prints its own rusage just before exiting; wait4's totals
+    # include that and only the interpreter's shutdown on top of it.
+    result = subprocess.run(
+        tracekit_cmd("wrap", "--run-id", "w2", "--module", "burn", "--", sys.executable, "-c", BURNER),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    child_user_ms, child_system_ms, child_maxrss = (float(v) for v in result.stdout.split())
+    [event] = read_jsonl(logs_dir / "w2" / "events.burn.jsonl")
+    assert child_user_ms <= event["cpu_user_ms"] <= child_user_ms + 50
+    assert child_system_ms <= event["cpu_system_ms"] <= child_system_ms + 50
+    assert event["max_rss_kb"] >= child_maxrss
+
+
+def test_exit_code_is_passed_through(logs_dir):
+    assert cli.main(["wrap", "--run-id", "w3", "--", "sh", "-c", "exit 3"]) == 3
+    [event] = read_jsonl(logs_dir / "w3" / "events.sh.jsonl")
+    assert event["status"] == 3 and event["error"] == "exit status 3"
+
+
+def test_labels_are_recorded(logs_dir):
+    argv = ["wrap", "--run-id", "w4", "--task-id", "T", "--trace-id", "abc", "--ts-enqueue", "1000",
+            "--node-id", "cloud2", "--attempt", "2", "--module", "job", "--", "true"]  # fmt: skip
+    assert cli.main(argv) == 0
+    [event] = read_jsonl(logs_dir / "w4" / "events.job.jsonl")
+    assert (event["task_id"], event["trace_id"], event["ts_enqueue"]) == ("T", "abc", 1000)
+    assert (event["node"], event["attempt"], event["argv"]) == ("cloud2", 2, ["true"])
+
+
+def test_missing_binary_is_a_clear_error_and_a_failed_event(logs_dir, capsys):
+    assert cli.main(["wrap", "--run-id", "w5", "--", "no-such-binary-xyz", "arg"]) == 127
+    err = capsys.readouterr().err
+    assert err.startswith("tracekit wrap: error: command not found: no-such-binary-xyz") and err.count("\n") == 1
+    [event] = read_jsonl(logs_dir / "w5" / "events.no-such-binary-xyz.jsonl")
+    assert event["status"] == 127 and event["pid"] is None and "command not found" in event["error"]
+    assert validation_errors("raw/invocation_event", event) == []
+    with pytest.raises(CommandNotFound):
+        run_invocation(Invocation(argv=["/nonexistent/tool"], run_id="w5"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_are_forwarded_to_the_child(logs_dir, children, signum):
+    # The child traps the signal and exits 42, proving it received it.
+    script = f"trap 'kill $!; exit 42' {signal.Signals(signum).name[3:]}; sleep 30 & wait"
+    wrapper = children(tracekit_cmd("wrap", "--run-id", "w6", "--", "bash", "-c", script))
+    events = logs_dir / "w6" / "pids"
+    wait_until(lambda: events.is_dir() and list(events.glob("*.json")), what="child registered")
+    wrapper.send_signal(signum)
+    assert wrapper.wait(timeout=20) == 42
+    [event] = read_jsonl(logs_dir / "w6" / "events.bash.jsonl")
+    assert event["status"] == 42
+
+
+def test_killed_child_reports_the_signal(logs_dir):
+    assert cli.main(["wrap", "--run-id", "w7", "--", "sh", "-c", "kill -KILL $$"]) == 128 + 9
+    [event] = read_jsonl(logs_dir / "w7" / "events.sh.jsonl")
+    assert event["status"] == -9 and event["signal"] == "SIGKILL" and event["error"] == "killed by SIGKILL"
+
+
+def test_wrap_needs_a_command_and_a_run_id(logs_dir, capsys):
+    assert cli.main(["wrap", "--run-id", "w8"]) == 2
+    assert "nothing to run" in capsys.readouterr().err
+    assert cli.main(["wrap", "--", "true"]) == 2
+    assert "no run id" in capsys.readouterr().err

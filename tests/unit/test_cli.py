@@ -1,0 +1,41 @@
+"""Every command has a complete --help; argument errors exit 2."""
+
+import pytest
+
+from tracekit import cli
+
+COMMANDS = [
+    [], ["collect"], ["collect", "start"], ["collect", "run"], ["collect", "stop"], ["collect", "status"],
+    ["wrap"], ["ffmpeg"], ["inputs"], ["inputs", "generate"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("words", COMMANDS, ids=lambda w: " ".join(w) or "tracekit")
+def test_help(words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*words, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tracekit")
+
+
+def test_collect_start_help_names_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["collect", "start", "--help"])
+    out = capsys.readouterr().out
+    for flag in ["--run-id", "--node-id", "--stage", "--interval-ms", "--match", "--match-cmdline",
+                 "--pid-dir", "--no-host", "--logs-dir", "--cpu-mhz", "TRACEKIT_LOGS_DIR"]:  # fmt: skip
+        assert flag in out
+
+
+def test_unknown_command_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bogus"])
+    assert exit_info.value.code == 2
+
+
+def test_bad_durations_list(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["inputs", "generate", "-o", "x", "--durations", "5,ten"])
+    assert exit_info.value.code == 2
+    assert "comma-separated list" in capsys.readouterr().err

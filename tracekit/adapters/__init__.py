@@ -1,0 +1,1 @@
+"""Adapters turn work into invocation events: wrap (any command), ffmpeg."""

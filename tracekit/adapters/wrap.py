@@ -1,0 +1,170 @@
+"""Run one command as a traced invocation: ``argv -> events.<module>.jsonl`` line.
+
+The child is registered in the run's PID folder only after it has exec'd
+(``subprocess.Popen`` returns once exec succeeded), so the collector never
+sees the wrapper's own name under that PID. The wrapper waits with
+``os.wait4``: the child's exact CPU time and peak RSS at exit close the books
+that interval samples leave open.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tracekit import runfolder
+from tracekit.adapters.ffmpeg_argv import IoPaths, guess_io_paths
+from tracekit.collect.process import process_identity, write_registration
+from tracekit.errors import CommandNotFound, UsageError
+from tracekit.jsonl import append_line
+
+NODE_ID_ENV = "TRACEKIT_NODE_ID"
+_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# Exit statuses a shell would report when a command cannot run.
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+
+
+def new_trace_id() -> str:
+    """A W3C trace-context trace id (32 hex digits)."""
+    return secrets.token_hex(16)
+
+
+def module_for(argv: list[str]) -> str:
+    """Default module name: the command's base name, made safe for a file name."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.basename(argv[0])) or "cmd"
+    return name
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What to run and how to label it."""
+
+    argv: list[str]
+    run_id: str
+    logs_dir: Path | str | None = None
+    module: str | None = None  # default: module_for(argv)
+    task_id: str | None = None  # default: a new UUID
+    trace_id: str | None = None  # default: a new trace id
+    ts_enqueue: int | None = None  # epoch ms; default: ts_start
+    node_id: str | None = None  # default: $TRACEKIT_NODE_ID, else the host name
+    attempt: int = 1
+    pid_dir: Path | None = None  # default: the run folder's pids/
+    io: IoPaths | None = None  # default: guessed for ffmpeg argv
+    extra: dict = field(default_factory=dict)  # more fields for the event (profile, ...)
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise UsageError("nothing to run: give the command after '--', e.g. tracekit wrap -- sleep 1")
+        runfolder.validate_run_id(self.run_id)
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def run_invocation(
+    invocation: Invocation, on_start: Callable[[int], None] | None = None
+) -> dict:
+    """Run the command to completion and write its event; return the event.
+
+    Raises CommandNotFound (after writing a failed event) when the command
+    cannot be executed.
+    """
+    folder = runfolder.ensure_writable_dir(
+        Path(runfolder.logs_dir(invocation.logs_dir)) / invocation.run_id, "run folder"
+    )
+    module = invocation.module or module_for(invocation.argv)
+    events_path = runfolder.events_file(folder, module)
+    pid_dir = invocation.pid_dir or folder / runfolder.PID_DIR
+    io = invocation.io or guess_io_paths(invocation.argv)
+    task_id = invocation.task_id or uuid.uuid4().hex
+    event = {
+        "run_id": invocation.run_id,
+        "task_id": task_id,
+        "trace_id": invocation.trace_id or new_trace_id(),
+        "node": invocation.node_id or os.environ.get(NODE_ID_ENV) or runfolder.default_node_id(),
+        "module": module,
+        "attempt": invocation.attempt,
+        "argv": list(invocation.argv),
+        "inputs": list(io.inputs),
+        "outputs": list(io.outputs),
+        "bytes_in": sum(_file_size(p) for p in io.inputs),
+        **invocation.extra,
+    }
+    ts_start = int(time.time() * 1000)
+    event["ts_enqueue"] = invocation.ts_enqueue if invocation.ts_enqueue is not None else ts_start
+    event["ts_start"] = ts_start
+    try:
+        child = subprocess.Popen(invocation.argv)
+    except OSError as exc:
+        missing = isinstance(exc, FileNotFoundError)
+        event.update(
+            pid=None, create_time_ms=None, ts_end=int(time.time() * 1000),
+            status=EXIT_NOT_FOUND if missing else EXIT_NOT_EXECUTABLE, signal=None,
+            error=f"{'command not found' if missing else 'cannot execute'}: {invocation.argv[0]} ({exc.strerror})",
+            cpu_user_ms=0.0, cpu_system_ms=0.0, max_rss_kb=0, bytes_out=0,
+        )  # fmt: skip
+        append_line(events_path, event)
+        hint = "is it installed and on PATH?" if missing else "check its permissions"
+        raise CommandNotFound(f"{event['error']}; {hint}", exit_code=event["status"]) from None
+
+    # Popen returned: the child has exec'd. Register it for the collector.
+    identity = process_identity(child.pid)
+    registration = write_registration(pid_dir, child.pid, identity.create_time_ms, task_id)
+    if on_start is not None:
+        on_start(child.pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_SIGNALS}
+    try:
+        _, wait_status, usage = os.wait4(child.pid, 0)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        registration.unlink(missing_ok=True)
+    ts_end = int(time.time() * 1000)
+    exit_code = os.waitstatus_to_exitcode(wait_status)
+    child.returncode = exit_code  # reaped here; keep Popen from waiting again
+    event.update(
+        pid=child.pid,
+        create_time_ms=identity.create_time_ms,
+        ts_end=ts_end,
+        status=exit_code,
+        signal=signal.Signals(-exit_code).name if exit_code < 0 else None,
+        error=None if exit_code == 0 else _describe_failure(exit_code),
+        cpu_user_ms=round(usage.ru_utime * 1000, 3),
+        cpu_system_ms=round(usage.ru_stime * 1000, 3),
+        max_rss_kb=usage.ru_maxrss,  # Linux reports kB
+        bytes_out=sum(_file_size(p) for p in io.outputs),
+    )
+    append_line(events_path, event)
+    return event
+
+
+def _describe_failure(exit_code: int) -> str:
+    if exit_code < 0:
+        return f"killed by {signal.Signals(-exit_code).name}"
+    return f"exit status {exit_code}"
+
+
+def shell_exit_code(status: int) -> int:
+    """The exit code a shell reports for a child's status (128+N for signal N)."""
+    return 128 - status if status < 0 else status

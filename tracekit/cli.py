@@ -1,0 +1,243 @@
+"""Command line: argv -> one API call -> exit code. No logic lives here.
+
+Every error the library raises (TracekitError) becomes one line on stderr,
+``tracekit <command>: error: <what and how to fix>``, and its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tracekit import __version__, runfolder
+from tracekit.errors import TracekitError
+
+EPILOG_ENV = (
+    "environment: TRACEKIT_LOGS_DIR (default logs folder), TRACEKIT_RUN_ID (default run id), "
+    "TRACEKIT_NODE_ID (default node id)"
+)
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers, e.g. 5,10,20") from None
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-id", help="run id; the run folder is <logs dir>/<RUN_ID> (default: $TRACEKIT_RUN_ID)")
+    parser.add_argument("--logs-dir", help="folder holding the run folders (default: $TRACEKIT_LOGS_DIR, else ./logs)")
+
+
+def _default_node_id() -> str:
+    return os.environ.get("TRACEKIT_NODE_ID") or runfolder.default_node_id()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tracekit",
+        description="Capture traces of real workloads: collectors, traced invocations, test inputs.",
+        epilog=EPILOG_ENV,
+    )
+    parser.add_argument("--version", action="version", version=f"tracekit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # collect
+    collect = commands.add_parser(
+        "collect",
+        help="the per-node collector daemon (host, process and topology samples)",
+        description="Start, stop or query the collector of a run on this node. Raw samples go to "
+        "<logs dir>/<RUN_ID>/ (node.json, host.jsonl, proc.jsonl, processes.jsonl, collector.jsonl).",
+        epilog=EPILOG_ENV,
+    )
+    actions = collect.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, help_text in (
+        ("start", "start a detached collector (does nothing if one already runs for the run)"),
+        ("run", "run the collector in the foreground until SIGINT/SIGTERM (or --duration)"),
+    ):
+        action = actions.add_parser(name, help=help_text, description=help_text, epilog=EPILOG_ENV)
+        _add_run_args(action)
+        action.add_argument("--node-id", default=None, help="node id (default: $TRACEKIT_NODE_ID, else the host name)")
+        action.add_argument("--stage", default="cloud", help="stage label recorded in node.json (default: cloud)")
+        action.add_argument("--role", default=None, help="role recorded in node.json (controller, worker)")
+        action.add_argument("--interval-ms", type=int, default=1000, help="sampling interval, 100 or more (default: 1000)")
+        action.add_argument("--match", metavar="REGEX", help="follow processes whose name matches, e.g. '^ffmpeg$|^ffprobe$'")
+        action.add_argument("--match-cmdline", metavar="REGEX", help="follow processes whose command line matches")
+        action.add_argument(
+            "--pid-dir", type=Path, help="folder where 'tracekit wrap' registers PIDs (default: <run folder>/pids)"
+        )
+        action.add_argument("--no-host", action="store_true", help="do not record host samples")
+        action.add_argument("--cpu-mhz", type=float, help="nominal core speed to record, overriding detection")
+        if name == "run":
+            action.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after this long")
+    for name, help_text in (
+        ("stop", "stop the run's collector: final sample, flush (a notice if none runs)"),
+        ("status", "say whether a collector runs for the run (exit 0 running, 3 not running)"),
+    ):
+        action = actions.add_parser(name, help=help_text, description=help_text, epilog=EPILOG_ENV)
+        _add_run_args(action)
+
+    # wrap
+    wrap = commands.add_parser(
+        "wrap",
+        help="run a command as a traced invocation",
+        description="Run CMD as a child, register its PID for the collector, forward SIGINT/SIGTERM, "
+        "and append one event (timestamps, exit status, exact CPU time and peak RSS from wait4) to "
+        "<run folder>/events.<module>.jsonl. Exits with the command's exit code.",
+        epilog="example: tracekit wrap --run-id r1 -- ffmpeg -nostdin -y -i in.mp4 out.mp4\n" + EPILOG_ENV,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_args(wrap)
+    wrap.add_argument("--module", help="event file name part (default: the command's name, e.g. ffmpeg)")
+    wrap.add_argument("--task-id", help="task id (default: a new UUID)")
+    wrap.add_argument("--trace-id", help="trace id (default: a new W3C trace id)")
+    wrap.add_argument("--ts-enqueue", type=int, metavar="MS", help="when the task was queued, epoch ms (default: start)")
+    wrap.add_argument("--node-id", help="node id (default: $TRACEKIT_NODE_ID, else the host name)")
+    wrap.add_argument("--attempt", type=int, default=1, help="attempt number (default: 1)")
+    wrap.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...", help="the command to run")
+
+    # ffmpeg
+    ffmpeg = commands.add_parser(
+        "ffmpeg",
+        help="transcode one file with ffmpeg, traced (the seed's ffmpeg_wrapper.sh)",
+        description="Transcode INPUT to OUTPUT with libx264 (always -nostdin -y) through 'wrap', so the "
+        "task is an invocation event of the run.",
+        epilog=EPILOG_ENV,
+    )
+    _add_run_args(ffmpeg)
+    ffmpeg.add_argument("input", metavar="INPUT")
+    ffmpeg.add_argument("output", metavar="OUTPUT")
+    ffmpeg.add_argument("--scale", default="1280:720", help="WIDTH:HEIGHT (default: 1280:720)")
+    ffmpeg.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast)")
+    ffmpeg.add_argument("--crf", type=int, default=28, help="x264 quality, 0-51 (default: 28)")
+    ffmpeg.add_argument("--threads", type=int, help="encoder threads (default: ffmpeg decides)")
+    ffmpeg.add_argument("--task-id", help="task id (default: a new UUID)")
+    ffmpeg.add_argument("--trace-id", help="trace id (default: a new W3C trace id)")
+    ffmpeg.add_argument("--node-id", help="node id (default: $TRACEKIT_NODE_ID, else the host name)")
+
+    # inputs
+    inputs = commands.add_parser("inputs", help="test inputs made with ffmpeg's lavfi sources")
+    inputs_actions = inputs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    generate = inputs_actions.add_parser(
+        "generate",
+        help="generate varied test clips (testsrc2, mandelbrot, life, noise, ...)",
+        description="Generate COUNT clips with ffmpeg's built-in sources; nothing is downloaded. "
+        "The same seed gives the same plan; clips already in DIR are kept.",
+    )
+    generate.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="where the clips go")
+    generate.add_argument("--count", type=int, default=3, help="number of clips (default: 3)")
+    generate.add_argument("--durations", type=_csv_ints, default=[5, 10, 20], help="seconds to pick from (default: 5,10,20)")
+    generate.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT (default: 1280x720)")
+    generate.add_argument("--fps", type=int, default=25, help="frames per second (default: 25)")
+    generate.add_argument("--seed", type=int, default=0, help="random seed of the plan (default: 0)")
+    return parser
+
+
+# -- command handlers: each turns arguments into one API call -------------------
+
+
+def _collector_config(args: argparse.Namespace):
+    from tracekit.collect.daemon import CollectorConfig
+
+    return CollectorConfig(
+        run_id=runfolder.run_id_or_env(args.run_id),
+        node_id=args.node_id or _default_node_id(),
+        stage=args.stage,
+        interval_ms=args.interval_ms,
+        match_name=args.match,
+        match_cmdline=args.match_cmdline,
+        pid_dir=args.pid_dir,
+        host=not args.no_host,
+        logs_dir=runfolder.logs_dir(args.logs_dir),
+        cpu_mhz=args.cpu_mhz,
+        role=args.role,
+    )
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from tracekit.collect import daemon
+
+    if args.action == "start":
+        status, started = daemon.start_collector(_collector_config(args))
+        print(("started: " if started else "already running: ") + status.describe())
+        return 0
+    if args.action == "run":
+        final = daemon.run_collector(_collector_config(args), stop_after_s=args.duration, log_to_stderr=True)
+        return 0 if final else 1
+    run_id = runfolder.run_id_or_env(args.run_id)
+    if args.action == "stop":
+        result = daemon.stop_collector(run_id, args.logs_dir)
+        print(result.message)
+        return 0
+    status = daemon.collector_status(run_id, args.logs_dir)
+    print(status.describe())
+    return 0 if status.running else 3
+
+
+def _cmd_wrap(args: argparse.Namespace) -> int:
+    from tracekit.adapters.wrap import Invocation, run_invocation, shell_exit_code
+
+    argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    invocation = Invocation(
+        argv=argv,
+        run_id=runfolder.run_id_or_env(args.run_id),
+        logs_dir=args.logs_dir,
+        module=args.module,
+        task_id=args.task_id,
+        trace_id=args.trace_id,
+        ts_enqueue=args.ts_enqueue,
+        node_id=args.node_id,
+        attempt=args.attempt,
+    )
+    event = run_invocation(invocation)
+    return shell_exit_code(event["status"])
+
+
+def _cmd_ffmpeg(args: argparse.Namespace) -> int:
+    from tracekit.adapters.ffmpeg import transcode
+    from tracekit.adapters.ffmpeg_argv import TranscodeSettings
+    from tracekit.adapters.wrap import shell_exit_code
+
+    settings = TranscodeSettings(args.scale, args.preset, args.crf, args.threads)
+    event = transcode(
+        args.input,
+        args.output,
+        settings,
+        run_id=runfolder.run_id_or_env(args.run_id),
+        logs_dir=args.logs_dir,
+        task_id=args.task_id,
+        trace_id=args.trace_id,
+        node_id=args.node_id,
+    )
+    if event["status"] != 0:
+        print(f"tracekit ffmpeg: {args.input}: {event['error']}", file=sys.stderr)
+    return shell_exit_code(event["status"])
+
+
+def _cmd_inputs(args: argparse.Namespace) -> int:
+    from tracekit.adapters.ffmpeg import generate_clips
+
+    clips = generate_clips(args.output, args.count, args.durations, args.size, args.seed, args.fps)
+    for clip in clips:
+        print(clip)
+    return 0
+
+
+_HANDLERS = {"collect": _cmd_collect, "wrap": _cmd_wrap, "ffmpeg": _cmd_ffmpeg, "inputs": _cmd_inputs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"tracekit {args.command}"
+    try:
+        return _HANDLERS[args.command](args)
+    except TracekitError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

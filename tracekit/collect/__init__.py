@@ -1,0 +1,1 @@
+"""Collectors: host, process and topology samples of one node (psutil lives here)."""

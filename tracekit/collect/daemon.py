@@ -1,0 +1,443 @@
+"""The collector daemon: ``CollectorConfig -> raw files in logs/<RUN_ID>/``.
+
+One daemon per node and run. It holds an exclusive lock on the run's pidfile
+for its whole life, which makes ``start`` idempotent (a second start finds the
+lock taken and reports the running collector) and ``status`` exact (a stale
+pidfile has no lock). It samples on a fixed monotonic grid: tick k is due at
+t0 + k * interval, so delays never accumulate; each sample carries the wall
+clock time at which it was really taken. SIGTERM and SIGINT end the loop with
+a final sample and a flush.
+
+Writes: node.json, host.jsonl, proc.jsonl, processes.jsonl, collector.jsonl,
+collector.log, collector.pid (see tracekit.runfolder).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tracekit import __version__, runfolder
+from tracekit.collect._procfs import has_exited
+from tracekit.collect.host import sample_host, self_usage
+from tracekit.collect.process import ProcessTracker
+from tracekit.collect.topology import node_facts
+from tracekit.errors import CollectorError, UsageError
+from tracekit.jsonl import JsonlWriter
+
+MIN_INTERVAL_MS = 100
+MAX_INTERVAL_MS = 3_600_000
+SELF_USAGE_EVERY_TICKS = 10  # cumulative, so sparse records lose nothing
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 15.0
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def compile_regex(pattern: str | None, flag: str) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(
+            f"{flag} {pattern!r} is not a valid regular expression ({exc}); "
+            "quote it for the shell, e.g. {flag} '^ffmpeg$|^ffprobe$'".replace("{flag}", flag)
+        ) from None
+
+
+def validate_name(value: str, flag: str) -> str:
+    if not _NAME_RE.match(value):
+        raise UsageError(
+            f"{flag} {value!r} is invalid: use letters, digits, '.', '_' and '-' (e.g. cloud1)"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """Everything one collector needs; validated on creation."""
+
+    run_id: str
+    node_id: str = field(default_factory=runfolder.default_node_id)
+    stage: str = "cloud"
+    interval_ms: int = 1000
+    match_name: str | None = None
+    match_cmdline: str | None = None
+    pid_dir: Path | None = None  # None: the run folder's pids/
+    host: bool = True
+    logs_dir: Path = field(default_factory=runfolder.logs_dir)
+    cpu_mhz: float | None = None
+    role: str | None = None
+
+    def __post_init__(self) -> None:
+        runfolder.validate_run_id(self.run_id)
+        validate_name(self.node_id, "--node-id")
+        validate_name(self.stage, "--stage")
+        if not MIN_INTERVAL_MS <= self.interval_ms <= MAX_INTERVAL_MS:
+            raise UsageError(
+                f"--interval-ms {self.interval_ms} is out of range: use {MIN_INTERVAL_MS} "
+                f"to {MAX_INTERVAL_MS} ms (100 ms = 10 samples per second)"
+            )
+        compile_regex(self.match_name, "--match")
+        compile_regex(self.match_cmdline, "--match-cmdline")
+        if self.cpu_mhz is not None and not (math.isfinite(self.cpu_mhz) and self.cpu_mhz > 0):
+            raise UsageError(f"--cpu-mhz {self.cpu_mhz} must be a positive number of MHz, e.g. 2400")
+
+    @property
+    def run_folder(self) -> Path:
+        return Path(self.logs_dir) / self.run_id
+
+    @property
+    def effective_pid_dir(self) -> Path:
+        return self.pid_dir if self.pid_dir is not None else self.run_folder / runfolder.PID_DIR
+
+    def to_argv(self) -> list[str]:
+        """The ``tracekit collect run`` arguments that rebuild this config."""
+        argv = [
+            "--run-id", self.run_id,
+            "--node-id", self.node_id,
+            "--stage", self.stage,
+            "--interval-ms", str(self.interval_ms),
+            "--logs-dir", str(self.logs_dir),
+            "--pid-dir", str(self.effective_pid_dir),
+        ]  # fmt: skip
+        if self.match_name is not None:
+            argv += ["--match", self.match_name]
+        if self.match_cmdline is not None:
+            argv += ["--match-cmdline", self.match_cmdline]
+        if not self.host:
+            argv.append("--no-host")
+        if self.cpu_mhz is not None:
+            argv += ["--cpu-mhz", repr(self.cpu_mhz)]
+        if self.role is not None:
+            argv += ["--role", self.role]
+        return argv
+
+
+@dataclass(frozen=True)
+class CollectorStatus:
+    run_folder: Path
+    running: bool
+    pid: int | None  # of the running collector, or of the stale pidfile
+    last_record: dict | None = None  # the newest line of collector.jsonl
+
+    def describe(self) -> str:
+        if self.running:
+            text = f"collector for {self.run_folder} is running (pid {self.pid})"
+            if self.last_record:
+                text += (
+                    f", {self.last_record.get('ticks', 0)} samples, "
+                    f"{self.last_record.get('processes_tracked', 0)} processes tracked"
+                )
+            return text
+        if self.pid is not None:
+            return f"no collector running for {self.run_folder} (stale pidfile of pid {self.pid})"
+        return f"no collector running for {self.run_folder}"
+
+
+# -- status / start / stop ----------------------------------------------------
+
+
+def _last_line(path: Path) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 4096))
+            tail = f.read().splitlines()
+    except OSError:
+        return None
+    for raw in reversed(tail):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            continue
+    return None
+
+
+def collector_status(run_id: str, logs_dir: Path | str | None = None) -> CollectorStatus:
+    folder = runfolder.run_dir(run_id, logs_dir)
+    pidfile = folder / runfolder.COLLECTOR_PIDFILE
+    try:
+        fd = os.open(pidfile, os.O_RDONLY)
+    except FileNotFoundError:
+        return CollectorStatus(folder, running=False, pid=None)
+    try:
+        content = os.read(fd, 64).decode().strip()
+        pid = int(content) if content.isdigit() else None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            last = _last_line(folder / runfolder.COLLECTOR_EVENTS)
+            return CollectorStatus(folder, running=True, pid=pid, last_record=last)
+        return CollectorStatus(folder, running=False, pid=pid)
+    finally:
+        os.close(fd)
+
+
+def start_collector(config: CollectorConfig) -> tuple[CollectorStatus, bool]:
+    """Start a detached collector; return (status, started_now).
+
+    Idempotent: if a collector already runs for the run, it is reported and
+    no second one is started.
+    """
+    folder = runfolder.ensure_writable_dir(config.run_folder, "run folder")
+    status = collector_status(config.run_id, config.logs_dir)
+    if status.running:
+        return status, False
+    log_path = folder / runfolder.COLLECTOR_LOG
+    with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tracekit", "collect", "run", *config.to_argv()],
+            stdin=devnull,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # survives the shell (and the Ansible task) that started it
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = collector_status(config.run_id, config.logs_dir)
+        if status.running and status.pid == child.pid:
+            return status, True
+        if child.poll() is not None:
+            status = collector_status(config.run_id, config.logs_dir)
+            if status.running:  # lost a race with a concurrent start
+                return status, False
+            reason = _last_log_line(log_path) or f"exit status {child.returncode}"
+            raise CollectorError(f"collector for run {config.run_id} did not start: {reason} (log: {log_path})")
+        time.sleep(0.02)
+    child.terminate()
+    raise CollectorError(
+        f"collector for run {config.run_id} did not come up within {START_TIMEOUT_S:.0f} s; "
+        f"see {log_path}"
+    )
+
+
+def _last_log_line(path: Path) -> str | None:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1] if lines else None
+
+
+@dataclass(frozen=True)
+class StopResult:
+    was_running: bool
+    pid: int | None
+    summary: dict | None  # the collector's final record
+    message: str
+
+
+def stop_collector(
+    run_id: str, logs_dir: Path | str | None = None, timeout_s: float = STOP_TIMEOUT_S
+) -> StopResult:
+    """Stop the run's collector (final sample, flush). Idempotent."""
+    status = collector_status(run_id, logs_dir)
+    if not status.running or status.pid is None:
+        if status.pid is not None:
+            (status.run_folder / runfolder.COLLECTOR_PIDFILE).unlink(missing_ok=True)
+        return StopResult(False, status.pid, None, status.describe() + "; nothing to stop")
+    try:
+        os.kill(status.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        # The lock is released in the daemon's last steps; wait for its exit
+        # too, so that callers may move the run folder right after.
+        if not collector_status(run_id, logs_dir).running and has_exited(status.pid):
+            break
+        time.sleep(0.02)
+    else:
+        try:
+            os.kill(status.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        raise CollectorError(
+            f"collector pid {status.pid} of run {run_id} did not stop within {timeout_s:.0f} s "
+            "and was killed; samples up to its last flush are kept"
+        )
+    summary = _last_line(status.run_folder / runfolder.COLLECTOR_EVENTS)
+    if summary is None or summary.get("event") != "stop":
+        return StopResult(True, status.pid, None, f"collector pid {status.pid} stopped")
+    message = (
+        f"collector pid {status.pid} stopped: {summary['ticks']} samples, "
+        f"{summary['processes_tracked']} processes tracked -> {status.run_folder}"
+    )
+    if summary["processes_tracked"] == 0:
+        message += (
+            "\nwarning: no process was tracked in this run: check --match/--match-cmdline, "
+            "or run the tasks through 'tracekit wrap' with the same --run-id"
+        )
+    return StopResult(True, status.pid, summary, message)
+
+
+# -- the daemon loop ------------------------------------------------------------
+
+
+class _Stop:
+    """Turns SIGTERM/SIGINT into a flag plus a byte on a wakeup pipe."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self.read_fd, write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.requested = signal.Signals(signum).name
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, returning early when a stop signal arrives."""
+        if seconds > 0 and self.requested is None:
+            select.select([self.read_fd], [], [], seconds)
+
+
+def next_due(due: float, now: float, interval_s: float) -> tuple[float, int]:
+    """The next grid point after ``due``, and how many grid points are skipped.
+
+    The grid is fixed (t0 + k * interval), so a late tick does not shift the
+    ticks after it. A tick less than an interval late is taken at once; when
+    whole grid points have already passed (machine suspended, overloaded),
+    they are skipped rather than fired as a burst of catch-up samples.
+    """
+    due += interval_s
+    missed = max(0, math.floor((now - due) / interval_s))
+    return due + missed * interval_s, missed
+
+
+def _make_logger(path: Path, to_stderr: bool) -> logging.Logger:
+    logger = logging.getLogger(f"tracekit.collector.{path}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    handlers: list[logging.Handler] = [logging.FileHandler(path)]
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    return logger
+
+
+def _acquire_pidfile(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 64).decode().strip()
+        os.close(fd)
+        raise CollectorError(f"a collector already runs for this run (pid {owner or '?'})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def run_collector(config: CollectorConfig, stop_after_s: float | None = None, log_to_stderr: bool = False) -> dict:
+    """Sample until SIGTERM/SIGINT (or ``stop_after_s``); return the final record."""
+    folder = runfolder.ensure_writable_dir(config.run_folder, "run folder")
+    lock_fd = _acquire_pidfile(folder / runfolder.COLLECTOR_PIDFILE)
+    log = _make_logger(folder / runfolder.COLLECTOR_LOG, log_to_stderr)
+    stop = _Stop()
+    interval_s = config.interval_ms / 1000.0
+    tracker = ProcessTracker(
+        match_name=compile_regex(config.match_name, "--match"),
+        match_cmdline=compile_regex(config.match_cmdline, "--match-cmdline"),
+        pid_dir=config.effective_pid_dir,
+        exclude_pids=frozenset({os.getpid()}),
+    )
+    facts = node_facts(config.node_id, config.stage, config.role, config.cpu_mhz)
+    (folder / runfolder.NODE_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
+    host_out = JsonlWriter(folder / runfolder.HOST_SAMPLES) if config.host else None
+    proc_out = JsonlWriter(folder / runfolder.PROC_SAMPLES)
+    processes_out = JsonlWriter(folder / runfolder.PROCESSES)
+    events_out = JsonlWriter(folder / runfolder.COLLECTOR_EVENTS)
+    counts = {"ticks": 0, "skipped_ticks": 0}
+
+    def record(event: str, ts_ms: int) -> dict:
+        return {
+            "ts_ms": ts_ms,
+            "event": event,
+            "pid": os.getpid(),
+            "node": config.node_id,
+            **counts,
+            "processes_tracked": tracker.tracked_total,
+            **self_usage(),
+        }
+
+    def tick() -> None:
+        ts_ms = int(time.time() * 1000)
+        for process in tracker.refresh(ts_ms):
+            processes_out.write(process.record(ts_ms))
+        for line in tracker.sample_lines(ts_ms):
+            proc_out.write_line(line)
+        if host_out is not None:
+            host_out.write(sample_host(ts_ms))
+        for notice in tracker.notices:
+            log.info("notice: %s", notice)
+        tracker.notices.clear()
+        counts["ticks"] += 1
+        if counts["ticks"] % SELF_USAGE_EVERY_TICKS == 0:
+            events_out.write(record("self", ts_ms))
+        for writer in (host_out, proc_out, processes_out, events_out):
+            if writer is not None:
+                writer.flush()
+
+    start_record = {
+        **record("start", int(time.time() * 1000)),
+        "version": __version__,
+        "interval_ms": config.interval_ms,
+        "match": config.match_name,
+        "match_cmdline": config.match_cmdline,
+        "pid_dir": str(config.effective_pid_dir),
+        "host": config.host,
+    }
+    events_out.write(start_record)
+    events_out.flush()
+    log.info(
+        "collector started: run=%s node=%s interval=%d ms match=%r match_cmdline=%r pid_dir=%s host=%s -> %s",
+        config.run_id, config.node_id, config.interval_ms, config.match_name,
+        config.match_cmdline, config.effective_pid_dir, config.host, folder,
+    )  # fmt: skip
+    started = time.monotonic()
+    due = started
+    final: dict = {}
+    try:
+        while stop.requested is None:
+            tick()
+            if stop_after_s is not None and time.monotonic() - started >= stop_after_s:
+                break
+            now = time.monotonic()
+            due, missed = next_due(due, now, interval_s)
+            counts["skipped_ticks"] += missed
+            stop.sleep(due - now)
+        tick()  # the final sample: counters as of the stop
+    finally:
+        final = record("stop", int(time.time() * 1000))
+        final["reason"] = stop.requested or "duration"
+        events_out.write(final)
+        for writer in (host_out, proc_out, processes_out, events_out):
+            if writer is not None:
+                writer.close()
+        if tracker.tracked_total == 0:
+            log.warning("no process was tracked in this run (match=%r, pid dir %s)", config.match_name, config.effective_pid_dir)
+        log.info("collector stopped (%s): %d samples, %d processes tracked", final["reason"], counts["ticks"], tracker.tracked_total)
+        (folder / runfolder.COLLECTOR_PIDFILE).unlink(missing_ok=True)
+        os.close(lock_fd)
+    return final

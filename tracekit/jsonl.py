@@ -1,0 +1,92 @@
+"""JSON Lines: an appending writer and a tolerant reader.
+
+Writers append whole lines and flush on demand, so a crash loses at most the
+lines not yet flushed and never leaves a half line behind a complete one.
+Readers skip a truncated last line or a garbled line and report where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """One compact JSON line (no trailing newline)."""
+    return json.dumps(record, separators=(",", ":"), allow_nan=False)
+
+
+class JsonlWriter:
+    """Buffered appender; ``flush()`` pushes the buffer to the kernel."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(dumps(record).encode() + b"\n")
+
+    def write_line(self, line: str) -> None:
+        """Write a line already serialised by the caller (hot paths)."""
+        self._file.write(line.encode() + b"\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            self._file.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def append_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one record with a single ``write()``, safe with concurrent writers.
+
+    O_APPEND makes each write land at the end of the file as a whole, so
+    several wrappers can share one events file.
+    """
+    data = (dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class BadLine:
+    path: Path
+    line_no: int  # 1-based
+    reason: str  # "truncated last line" or the JSON error
+
+
+def read_jsonl(path: Path, bad_lines: list[BadLine] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield the records of ``path``; garbled lines go to ``bad_lines``."""
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    last_complete = data.endswith(b"\n")
+    for index, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        is_last = index == len(lines) - 1
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            if bad_lines is not None:
+                reason = "truncated last line" if is_last and not last_complete else str(exc)
+                bad_lines.append(BadLine(path, index + 1, reason))
+            continue
+        yield record

@@ -1,0 +1,89 @@
+"""Where a run's files live: ``<logs dir>/<RUN_ID>/`` and the names inside it.
+
+Every command that reads or writes a run folder resolves it here, so the
+``--logs-dir`` flag, the ``TRACEKIT_LOGS_DIR`` variable and the file names are
+decided in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tempfile
+from pathlib import Path
+
+from tracekit.errors import RunFolderError, UsageError
+
+LOGS_DIR_ENV = "TRACEKIT_LOGS_DIR"
+RUN_ID_ENV = "TRACEKIT_RUN_ID"
+DEFAULT_LOGS_DIR = "logs"
+
+# Raw files one node writes into its run folder.
+NODE_FACTS = "node.json"  # topology: node facts and interfaces
+HOST_SAMPLES = "host.jsonl"  # host samples, cumulative counters
+PROC_SAMPLES = "proc.jsonl"  # process samples, cumulative counters
+PROCESSES = "processes.jsonl"  # one record per tracked process
+COLLECTOR_EVENTS = "collector.jsonl"  # collector lifecycle and own CPU/RSS
+COLLECTOR_LOG = "collector.log"
+COLLECTOR_PIDFILE = "collector.pid"
+PID_DIR = "pids"  # wrappers register their children here
+
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def validate_run_id(run_id: str | None) -> str:
+    """Return ``run_id`` if it is a safe folder name; raise UsageError if not."""
+    if not run_id:
+        raise UsageError(
+            f"no run id: pass --run-id or set {RUN_ID_ENV} (letters, digits, '.', '_', '-')"
+        )
+    if not _RUN_ID_RE.match(run_id) or ".." in run_id:
+        raise UsageError(
+            f"run id {run_id!r} is not a safe folder name: use letters, digits, '.', '_' "
+            "and '-' (no '/', no '..', at most 128 characters), e.g. 20261125T101500Z"
+        )
+    return run_id
+
+
+def run_id_or_env(run_id: str | None) -> str:
+    """The run id given on the command line, else the one in the environment."""
+    return validate_run_id(run_id or os.environ.get(RUN_ID_ENV))
+
+
+def logs_dir(logs_dir_arg: str | os.PathLike | None = None) -> Path:
+    """The logs folder: the argument, else ``$TRACEKIT_LOGS_DIR``, else ``./logs``."""
+    chosen = logs_dir_arg or os.environ.get(LOGS_DIR_ENV) or DEFAULT_LOGS_DIR
+    return Path(chosen)
+
+
+def run_dir(run_id: str, logs_dir_arg: str | os.PathLike | None = None) -> Path:
+    """The run folder of ``run_id`` (not created)."""
+    return logs_dir(logs_dir_arg) / validate_run_id(run_id)
+
+
+def ensure_writable_dir(path: Path, what: str = "folder") -> Path:
+    """Create ``path`` if needed and prove that files can be written in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise RunFolderError(
+            f"cannot write {what} {str(path)!r}: {exc.strerror or exc}; "
+            f"pass --logs-dir or set {LOGS_DIR_ENV} to a writable folder"
+        ) from None
+    return path
+
+
+def default_node_id() -> str:
+    return socket.gethostname()
+
+
+def events_file(run_folder: Path, module: str) -> Path:
+    """The invocation events of one adapter module (``events.ffmpeg.jsonl``)."""
+    if not re.match(r"^[A-Za-z0-9_-]+$", module):
+        raise UsageError(
+            f"module name {module!r} is invalid: use letters, digits, '_' or '-' (e.g. ffmpeg)"
+        )
+    return run_folder / f"events.{module}.jsonl"
