@@ -12,7 +12,7 @@ export TRACEKIT_LOGS_DIR=${LOGS_DIR:-${TRACEKIT_LOGS_DIR:-logs}}
 
 "$TRACEKIT" inputs generate -o "$DEMO_DIR/inputs" --count 3 --durations 2,3,4 --size 640x360 --seed 7
 
-"$TRACEKIT" collect start --run-id "$RUN_ID" --stage cloud --interval-ms 200 --match '^ffmpeg$|^ffprobe$'
+"$TRACEKIT" collect start --run-id "$RUN_ID" --stage cloud --interval-ms 100 --match '^ffmpeg$|^ffprobe$'
 trap '"$TRACEKIT" collect stop --run-id "$RUN_ID"' EXIT
 
 for clip in "$DEMO_DIR"/inputs/*.mp4; do

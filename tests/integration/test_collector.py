@@ -213,7 +213,7 @@ def test_dead_pid_folder_entry_is_a_notice(logs_dir):
         (["--run-id", "ok", "--interval-ms", "50"], "--interval-ms 50 is out of range"),
         (["--run-id", "ok", "--match", "(ffmpeg"], "--match '(ffmpeg' is not a valid regular expression"),
         (["--run-id", "ok", "--match-cmdline", "[x"], "--match-cmdline '[x' is not a valid"),
-        (["--run-id", "ok", "--cpu-mhz", "-5"], "--cpu-mhz -5.0 must be a positive number"),
+        (["--run-id", "ok", "--cpu-mhz", "-5"], "--cpu-mhz must be a positive number"),
         ([], "no run id"),
     ],
 )

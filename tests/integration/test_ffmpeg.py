@@ -76,10 +76,25 @@ def test_traced_transcode_is_sampled_by_name(logs_dir, clips, tmp_path):
         assert event["bytes_out"] == (outputs / clip.name).stat().st_size > 0
         assert "-nostdin" in event["argv"] and "-y" in event["argv"]
     processes = read_jsonl(cfg.run_folder / "processes.jsonl")
-    ffmpeg_pids = {p["pid"] for p in processes if p["comm"] == "ffmpeg"}
-    assert {e["pid"] for e in events} <= ffmpeg_pids
-    registered = {p["task_id"] for p in processes if p["task_id"]}
-    assert registered <= {c.stem for c in clips}
+    assert {p["task_id"] for p in processes if p["task_id"]} <= {c.stem for c in clips}
+
+
+def test_ffmpeg_is_followed_by_name(logs_dir, clips, tmp_path):
+    # -re reads the input at its frame rate: the process lives as long as the
+    # clip (1-2 s), many sampling intervals, so the collector must see it.
+    cfg = CollectorConfig(run_id="f3", node_id="cloud1", interval_ms=100, match_name="^ffmpeg$|^ffprobe$")
+    daemon.start_collector(cfg)
+    try:
+        live = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-re", "-i", str(clips[0]), str(tmp_path / "o.mp4")]
+        )
+        assert live.wait(timeout=60) == 0
+    finally:
+        daemon.stop_collector("f3", logs_dir)
+    [record] = [p for p in read_jsonl(cfg.run_folder / "processes.jsonl") if p["pid"] == live.pid]
+    assert record["reason"] == "name" and record["comm"] == "ffmpeg" and record["task_id"] is None
+    samples = [s for s in read_jsonl(cfg.run_folder / "proc.jsonl") if s["pid"] == live.pid]
+    assert len(samples) >= 2 and samples[-1]["cpu_user_ms"] >= samples[0]["cpu_user_ms"]
 
 
 def test_ffmpeg_failure_and_bad_settings(logs_dir, tmp_path, capsys):

@@ -32,7 +32,7 @@ from tracekit import __version__, runfolder
 from tracekit.collect._procfs import has_exited
 from tracekit.collect.host import sample_host, self_usage
 from tracekit.collect.process import ProcessTracker
-from tracekit.collect.topology import node_facts
+from tracekit.collect.topology import node_facts, validate_cpu_mhz
 from tracekit.errors import CollectorError, UsageError
 from tracekit.jsonl import JsonlWriter
 
@@ -92,8 +92,7 @@ class CollectorConfig:
             )
         compile_regex(self.match_name, "--match")
         compile_regex(self.match_cmdline, "--match-cmdline")
-        if self.cpu_mhz is not None and not (math.isfinite(self.cpu_mhz) and self.cpu_mhz > 0):
-            raise UsageError(f"--cpu-mhz {self.cpu_mhz} must be a positive number of MHz, e.g. 2400")
+        validate_cpu_mhz(self.cpu_mhz)
 
     @property
     def run_folder(self) -> Path:
@@ -136,7 +135,7 @@ class CollectorStatus:
     def describe(self) -> str:
         if self.running:
             text = f"collector for {self.run_folder} is running (pid {self.pid})"
-            if self.last_record:
+            if self.last_record and self.last_record.get("event") == "self":
                 text += (
                     f", {self.last_record.get('ticks', 0)} samples, "
                     f"{self.last_record.get('processes_tracked', 0)} processes tracked"

@@ -145,7 +145,7 @@ def _run_lscpu() -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def _validated_override(override_mhz: float | None) -> float | None:
+def validate_cpu_mhz(override_mhz: float | None) -> float | None:
     """The user's --cpu-mhz as a float; UsageError unless a positive finite number."""
     if override_mhz is None:
         return None
@@ -161,7 +161,7 @@ def _validated_override(override_mhz: float | None) -> float | None:
 
 def detect_cpu_speed(override_mhz: float | None = None) -> CpuSpeed:
     """Best available nominal CPU speed, most trustworthy source first."""
-    override = _validated_override(override_mhz)
+    override = validate_cpu_mhz(override_mhz)
     if override is not None:
         return CpuSpeed(override, "override")
     # cpufreq max is the hardware's rated top speed; absent on most VMs.

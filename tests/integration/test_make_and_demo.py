@@ -1,0 +1,74 @@
+"""The seed's make habits and the single-node demo, run for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import read_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+VENV = Path(sys.executable).parent.parent
+
+
+def make(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "-s", "-C", str(REPO), f"VENV={VENV}", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("via", ["command line", "environment"])
+def test_proc_match_reaches_the_collector_intact(logs_dir, via):
+    pattern = "^ffmpeg$|^ffprobe$"  # the seed lost its '$|' to make
+    args = ["RUN_ID=mk1", "NODE_ID=cloud1", "STAGE=edge", "PROC_INTERVAL_MS=250", f"LOGS_DIR={logs_dir}"]
+    if via == "command line":
+        started = make("collect", *args, f"PROC_MATCH={pattern}")
+    else:
+        started = make("start-collect", *args, env={"PROC_MATCH": pattern})
+    assert started.returncode == 0, started.stderr
+    try:
+        start = read_jsonl(logs_dir / "mk1" / "collector.jsonl")[0]
+        assert start["match"] == pattern
+        assert start["interval_ms"] == 250
+        facts = json.loads((logs_dir / "mk1" / "node.json").read_text())
+        assert (facts["node"], facts["stage"]) == ("cloud1", "edge")
+    finally:
+        stopped = make("stop-collect", "RUN_ID=mk1", f"LOGS_DIR={logs_dir}")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped" in stopped.stdout
+
+
+def test_proc_pid_dir_is_honoured(logs_dir, tmp_path):
+    pid_dir = tmp_path / "my pids"
+    started = make("collect", "RUN_ID=mk2", f"LOGS_DIR={logs_dir}", f"PROC_PID_DIR={pid_dir}")
+    assert started.returncode == 0, started.stderr
+    make("stop-collect", "RUN_ID=mk2", f"LOGS_DIR={logs_dir}")
+    assert read_jsonl(logs_dir / "mk2" / "collector.jsonl")[0]["pid_dir"] == str(pid_dir)
+
+
+def test_single_node_demo(tmp_path):
+    env = {
+        **os.environ,
+        "TRACEKIT": str(VENV / "bin" / "tracekit"),
+        "RUN_ID": "demo-test",
+        "DEMO_DIR": str(tmp_path / "demo"),
+        "LOGS_DIR": str(tmp_path / "logs"),
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / "examples" / "single-node-demo.sh")], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "logs" / "demo-test"
+    assert f"run demo-test captured in {folder}" in result.stdout
+    events = read_jsonl(folder / "events.ffmpeg.jsonl")
+    assert len(events) == 3 and all(e["status"] == 0 for e in events)
+    assert read_jsonl(folder / "host.jsonl")
+    assert read_jsonl(folder / "collector.jsonl")[-1]["event"] == "stop"
