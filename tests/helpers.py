@@ -38,3 +38,15 @@ def tracekit_cmd(*args: str) -> list[str]:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_proc_csv(path: Path) -> list[dict]:
+    """proc.csv rows as dicts of ints (None for empty fields)."""
+    lines = path.read_text().splitlines()
+    if not lines:
+        return []
+    header = lines[0].split(",")
+    return [
+        {name: (int(value) if value else None) for name, value in zip(header, line.split(","))}
+        for line in lines[1:]
+    ]

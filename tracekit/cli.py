@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "collect",
         help="the per-node collector daemon (host, process and topology samples)",
         description="Start, stop or query the collector of a run on this node. Raw samples go to "
-        "<logs dir>/<RUN_ID>/ (node.json, host.jsonl, proc.jsonl, processes.jsonl, collector.jsonl).",
+        "<logs dir>/<RUN_ID>/ (node.json, host.jsonl, proc.csv, processes.jsonl, collector.jsonl).",
         epilog=EPILOG_ENV,
     )
     actions = collect.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--cpu-mhz", type=float, help="nominal core speed to record, overriding detection")
         if name == "run":
             action.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after this long")
+            # Set by 'start': stderr already goes to collector.log, so log only there.
+            action.add_argument("--detached", action="store_true", help=argparse.SUPPRESS)
     for name, help_text in (
         ("stop", "stop the run's collector: final sample, flush (a notice if none runs)"),
         ("status", "say whether a collector runs for the run (exit 0 running, 3 not running)"),
@@ -165,7 +167,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         print(("started: " if started else "already running: ") + status.describe())
         return 0
     if args.action == "run":
-        final = daemon.run_collector(_collector_config(args), stop_after_s=args.duration, log_to_stderr=True)
+        final = daemon.run_collector(
+            _collector_config(args), stop_after_s=args.duration, log_to_stderr=not args.detached
+        )
         return 0 if final else 1
     run_id = runfolder.run_id_or_env(args.run_id)
     if args.action == "stop":

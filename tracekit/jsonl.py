@@ -20,12 +20,13 @@ def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"), allow_nan=False)
 
 
-class JsonlWriter:
-    """Buffered appender; ``flush()`` pushes the buffer to the kernel."""
+class LineWriter:
+    """Buffered line appender; ``flush()`` pushes the buffer to the kernel."""
 
     def __init__(self, path: Path):
         self.path = path
         self._file = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+        self.at_start = self._file.tell() == 0  # a new (or empty) file
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(dumps(record).encode() + b"\n")
@@ -42,7 +43,7 @@ class JsonlWriter:
             self._file.flush()
             self._file.close()
 
-    def __enter__(self) -> JsonlWriter:
+    def __enter__(self) -> LineWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

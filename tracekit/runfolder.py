@@ -22,7 +22,7 @@ DEFAULT_LOGS_DIR = "logs"
 # Raw files one node writes into its run folder.
 NODE_FACTS = "node.json"  # topology: node facts and interfaces
 HOST_SAMPLES = "host.jsonl"  # host samples, cumulative counters
-PROC_SAMPLES = "proc.jsonl"  # process samples, cumulative counters
+PROC_SAMPLES = "proc.csv"  # process samples, cumulative counters (CSV: the bulk of a run)
 PROCESSES = "processes.jsonl"  # one record per tracked process
 COLLECTOR_EVENTS = "collector.jsonl"  # collector lifecycle and own CPU/RSS
 COLLECTOR_LOG = "collector.log"

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import read_jsonl, tracekit_cmd
+from tests.helpers import read_jsonl, read_proc_csv, tracekit_cmd
 from tracekit import cli
 from tracekit.adapters.ffmpeg import SOURCE_NAMES, generate_clips, plan_clips, probe_duration_s
 from tracekit.collect import daemon
@@ -93,7 +93,7 @@ def test_ffmpeg_is_followed_by_name(logs_dir, clips, tmp_path):
         daemon.stop_collector("f3", logs_dir)
     [record] = [p for p in read_jsonl(cfg.run_folder / "processes.jsonl") if p["pid"] == live.pid]
     assert record["reason"] == "name" and record["comm"] == "ffmpeg" and record["task_id"] is None
-    samples = [s for s in read_jsonl(cfg.run_folder / "proc.jsonl") if s["pid"] == live.pid]
+    samples = [s for s in read_proc_csv(cfg.run_folder / "proc.csv") if s["pid"] == live.pid]
     assert len(samples) >= 2 and samples[-1]["cpu_user_ms"] >= samples[0]["cpu_user_ms"]
 
 

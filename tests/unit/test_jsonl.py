@@ -2,13 +2,13 @@ import math
 
 import pytest
 
-from tracekit.jsonl import BadLine, JsonlWriter, append_line, read_jsonl
+from tracekit.jsonl import BadLine, LineWriter, append_line, read_jsonl
 
 
 def test_round_trip(tmp_path):
     path = tmp_path / "x.jsonl"
     records = [{"a": 1, "b": "two", "c": [1.5, None]}, {"a": 2, "nested": {"k": True}}]
-    with JsonlWriter(path) as writer:
+    with LineWriter(path) as writer:
         for record in records:
             writer.write(record)
     append_line(path, {"a": 3})

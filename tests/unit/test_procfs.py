@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import time
 
 import psutil
 import pytest
@@ -25,6 +26,11 @@ def test_comm_with_spaces_and_parentheses(tmp_path):
     link.symlink_to(shutil.which("sleep"))
     child = subprocess.Popen([str(link), "30"])
     try:
+        # exec closes the CLOEXEC pipe that Popen waits on a moment before the
+        # kernel renames the task: poll for the new name.
+        deadline = time.monotonic() + 10
+        while _procfs.read_stat(child.pid).comm != "odd) (name" and time.monotonic() < deadline:
+            time.sleep(0.001)
         assert _procfs.read_stat(child.pid).comm == "odd) (name"
         assert _procfs.read_cmdline(child.pid) == [str(link), "30"]
     finally:

@@ -8,7 +8,7 @@ t0 + k * interval, so delays never accumulate; each sample carries the wall
 clock time at which it was really taken. SIGTERM and SIGINT end the loop with
 a final sample and a flush.
 
-Writes: node.json, host.jsonl, proc.jsonl, processes.jsonl, collector.jsonl,
+Writes: node.json, host.jsonl, proc.csv, processes.jsonl, collector.jsonl,
 collector.log, collector.pid (see tracekit.runfolder).
 """
 
@@ -31,10 +31,10 @@ from pathlib import Path
 from tracekit import __version__, runfolder
 from tracekit.collect._procfs import has_exited
 from tracekit.collect.host import sample_host, self_usage
-from tracekit.collect.process import ProcessTracker
+from tracekit.collect.process import PROC_CSV_COLUMNS, ProcessTracker
 from tracekit.collect.topology import node_facts, validate_cpu_mhz
 from tracekit.errors import CollectorError, UsageError
-from tracekit.jsonl import JsonlWriter
+from tracekit.jsonl import LineWriter
 
 MIN_INTERVAL_MS = 100
 MAX_INTERVAL_MS = 3_600_000
@@ -199,7 +199,7 @@ def start_collector(config: CollectorConfig) -> tuple[CollectorStatus, bool]:
     log_path = folder / runfolder.COLLECTOR_LOG
     with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
         child = subprocess.Popen(
-            [sys.executable, "-m", "tracekit", "collect", "run", *config.to_argv()],
+            [sys.executable, "-m", "tracekit", "collect", "run", "--detached", *config.to_argv()],
             stdin=devnull,
             stdout=log,
             stderr=log,
@@ -350,10 +350,12 @@ def _acquire_pidfile(path: Path) -> int:
 
 def run_collector(config: CollectorConfig, stop_after_s: float | None = None, log_to_stderr: bool = False) -> dict:
     """Sample until SIGTERM/SIGINT (or ``stop_after_s``); return the final record."""
+    # Handlers first: 'start' returns once the pidfile is locked, and a stop
+    # requested right then must still end in a final sample and a flush.
+    stop = _Stop()
     folder = runfolder.ensure_writable_dir(config.run_folder, "run folder")
     lock_fd = _acquire_pidfile(folder / runfolder.COLLECTOR_PIDFILE)
     log = _make_logger(folder / runfolder.COLLECTOR_LOG, log_to_stderr)
-    stop = _Stop()
     interval_s = config.interval_ms / 1000.0
     tracker = ProcessTracker(
         match_name=compile_regex(config.match_name, "--match"),
@@ -363,10 +365,12 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
     )
     facts = node_facts(config.node_id, config.stage, config.role, config.cpu_mhz)
     (folder / runfolder.NODE_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
-    host_out = JsonlWriter(folder / runfolder.HOST_SAMPLES) if config.host else None
-    proc_out = JsonlWriter(folder / runfolder.PROC_SAMPLES)
-    processes_out = JsonlWriter(folder / runfolder.PROCESSES)
-    events_out = JsonlWriter(folder / runfolder.COLLECTOR_EVENTS)
+    host_out = LineWriter(folder / runfolder.HOST_SAMPLES) if config.host else None
+    proc_out = LineWriter(folder / runfolder.PROC_SAMPLES)
+    if proc_out.at_start:
+        proc_out.write_line(",".join(PROC_CSV_COLUMNS))
+    processes_out = LineWriter(folder / runfolder.PROCESSES)
+    events_out = LineWriter(folder / runfolder.COLLECTOR_EVENTS)
     counts = {"ticks": 0, "skipped_ticks": 0}
 
     def record(event: str, ts_ms: int) -> dict:
@@ -384,8 +388,8 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
         ts_ms = int(time.time() * 1000)
         for process in tracker.refresh(ts_ms):
             processes_out.write(process.record(ts_ms))
-        for line in tracker.sample_lines(ts_ms):
-            proc_out.write_line(line)
+        for row in tracker.sample_rows(ts_ms):
+            proc_out.write_line(row)
         if host_out is not None:
             host_out.write(sample_host(ts_ms))
         for notice in tracker.notices:

@@ -2,9 +2,9 @@
 
 input:  the live process table (/proc), the run's PID folder, name/cmdline
         regexes
-output: ``TrackedProcess`` records (once per process) and ``ProcSample``
-        records (per tick, CUMULATIVE counters, so a lost sample loses no CPU
-        time)
+output: ``TrackedProcess`` records (once per process, processes.jsonl) and
+        proc.csv rows (per tick, CUMULATIVE counters, so a lost sample loses
+        no CPU time; CSV because millions of them are read back by parse)
 
 A process is identified by (pid, create_time_ms): a reused PID is a new
 process. Processes are followed when their name or command line matches,
@@ -30,6 +30,14 @@ RECHECK_NAME_WINDOW_MS = 10_000
 
 # comm is cut at 15 characters by the kernel; then match argv[0] as well.
 _COMM_MAX = 15
+
+
+# proc.csv columns, in order (schemas/raw/proc_sample.schema.json describes them;
+# an empty field is null: the counter could not be read).
+PROC_CSV_COLUMNS = (
+    "ts_ms", "pid", "create_time_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb",
+    "num_threads", "read_bytes", "write_bytes", "ctx_voluntary", "ctx_involuntary",
+)  # fmt: skip
 
 
 class ProcessKey(NamedTuple):
@@ -134,7 +142,7 @@ class ProcessTracker:
 
         new: list[TrackedProcess] = []
         new.extend(self._read_registrations())
-        for pid in live:
+        for pid in sorted(live):  # parents (usually lower PIDs) first: stable reasons
             if pid in self.exclude_pids:
                 continue
             if pid in self.tracked:
@@ -264,12 +272,12 @@ class ProcessTracker:
 
     # -- sampling ------------------------------------------------------------
 
-    def sample_lines(self, ts_ms: int) -> list[str]:
-        """One ``proc.jsonl`` line per live followed process (cumulative counters).
+    def sample_rows(self, ts_ms: int) -> list[str]:
+        """One ``proc.csv`` row per live followed process (cumulative counters).
 
-        Serialised by hand: this runs for every process on every tick.
+        Formatted by hand: this runs for every process on every tick.
         """
-        lines = []
+        rows = []
         for pid, process in list(self.tracked.items()):
             try:
                 stat = _procfs.read_stat(pid)
@@ -279,20 +287,17 @@ class ProcessTracker:
             except OSError:
                 del self.tracked[pid]  # exited (or its PID was reused) since refresh
                 continue
-            lines.append(
-                f'{{"ts_ms":{ts_ms},"pid":{pid},"create_time_ms":{stat.create_time_ms},'
-                f'"cpu_user_ms":{stat.cpu_user_ms:.0f},"cpu_system_ms":{stat.cpu_system_ms:.0f},'
-                f'"rss_kb":{stat.rss_kb},"num_threads":{stat.num_threads},'
-                f'"read_bytes":{_json_int(counters.read_bytes)},'
-                f'"write_bytes":{_json_int(counters.write_bytes)},'
-                f'"ctx_voluntary":{_json_int(counters.ctx_voluntary)},'
-                f'"ctx_involuntary":{_json_int(counters.ctx_involuntary)}}}'
+            rows.append(
+                f"{ts_ms},{pid},{stat.create_time_ms},{stat.cpu_user_ms:.0f},{stat.cpu_system_ms:.0f},"
+                f"{stat.rss_kb},{stat.num_threads},{_csv_int(counters.read_bytes)},"
+                f"{_csv_int(counters.write_bytes)},{_csv_int(counters.ctx_voluntary)},"
+                f"{_csv_int(counters.ctx_involuntary)}"
             )
-        return lines
+        return rows
 
 
-def _json_int(value: int | None) -> str:
-    return "null" if value is None else str(value)
+def _csv_int(value: int | None) -> str:
+    return "" if value is None else str(value)
 
 
 def process_identity(pid: int) -> ProcessKey:
