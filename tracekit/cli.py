@@ -135,6 +135,67 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT (default: 1280x720)")
     generate.add_argument("--fps", type=int, default=25, help="frames per second (default: 25)")
     generate.add_argument("--seed", type=int, default=0, help="random seed of the plan (default: 0)")
+    # parse
+    parse = commands.add_parser(
+        "parse",
+        help="raw node files of a run -> the normalized trace cctf/",
+        description="Read RUN_DIR (one node's raw files, or nodes/<node>/ folders) and write RUN_DIR/cctf/: "
+        "invocations, process/host/link metrics, nodes, links, placement events, audit. Garbled lines are "
+        "skipped and listed in the audit (with --strict they are fatal). The same input gives byte-identical output.",
+        epilog="example: tracekit parse logs/test001",
+    )
+    parse.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder, e.g. logs/<RUN_ID>")
+    parse.add_argument("--strict", action="store_true", help="fail on the first garbled or truncated line")
+
+    # adapt
+    adapt = commands.add_parser("adapt", help="turn logs of existing services into invocation events")
+    adapters = adapt.add_subparsers(dest="adapter", metavar="ADAPTER", required=True)
+    nginx = adapters.add_parser(
+        "nginx",
+        help="nginx access log -> events.nginx.jsonl",
+        description="Read an nginx access log (format 'combined', or 'extended' = combined + "
+        "$request_length $request_time \"$http_x_trace_id\") and write one invocation event per request. "
+        "$time_local is when a request ended. Write the output into a run folder as events.nginx.jsonl so "
+        "that 'tracekit parse' merges it.",
+        epilog="example: tracekit adapt nginx --input /var/log/nginx/access.log "
+        "--output logs/test001/events.nginx.jsonl --format extended",
+    )
+    nginx.add_argument("--input", required=True, type=Path, metavar="LOG")
+    nginx.add_argument("--output", required=True, type=Path, metavar="FILE")
+    nginx.add_argument("--format", default="combined", choices=["combined", "extended"], help="(default: combined)")
+    nginx.add_argument("--node", help="node id of the nginx host (default: $TRACEKIT_NODE_ID, else the host name)")
+    nginx.add_argument("--strict", action="store_true", help="fail on the first line that is not a log line")
+
+    # export / verify
+    export = commands.add_parser("export", help="export a parsed run to a simulator's input format")
+    exporters = export.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    opendc = exporters.add_parser(
+        "opendc",
+        help="cctf/ -> OpenDC workload (tasks.parquet, fragments.parquet, experiment.json)",
+        description="Write the OpenDC workload of a parsed run: one task per successful invocation, fragments "
+        "covering each task exactly (CPU-seconds equal the measured CPU time), experiment.json with the "
+        "measured nodes as hosts, task_ids.jsonl mapping OpenDC ids to task ids.",
+        epilog="example: tracekit export opendc logs/test001 -o logs/test001/opendc",
+    )
+    opendc.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder with cctf/ (run 'tracekit parse')")
+    opendc.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR")
+    opendc.add_argument("--include-failed", action="store_true", help="export failed invocations too")
+    opendc.add_argument(
+        "--merge-tolerance", type=float, metavar="PCT", help="merge adjacent slices whose usage differs by less"
+    )
+    opendc.add_argument("--force", action="store_true", help="replace OUT_DIR if it is not empty")
+    verify = commands.add_parser("verify", help="check an exported workload")
+    verifiers = verify.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    verify_opendc = verifiers.add_parser(
+        "opendc",
+        help="check tasks.parquet / fragments.parquet as OpenDC's reader would, and more",
+        description="Check column presence and exact Parquet types, non-nullable required columns, value rules, "
+        "orphans, fit against the topology, and with --against conservation of CPU time and duration per task. "
+        "Prints one line per violation and exits 1, or one summary line and exits 0.",
+    )
+    verify_opendc.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    verify_opendc.add_argument("--topology", type=Path, help="experiment.json (default: OUT_DIR/experiment.json)")
+    verify_opendc.add_argument("--against", type=Path, metavar="RUN_DIR", help="check conservation against this run")
     return parser
 
 
@@ -230,7 +291,69 @@ def _cmd_inputs(args: argparse.Namespace) -> int:
     return 0
 
 
-_HANDLERS = {"collect": _cmd_collect, "wrap": _cmd_wrap, "ffmpeg": _cmd_ffmpeg, "inputs": _cmd_inputs}
+def _cmd_parse(args: argparse.Namespace) -> int:
+    from tracekit.trace.parse import parse_run
+
+    result = parse_run(args.run_dir, strict=args.strict)
+    audit = result.audit
+    print(
+        f"{result.cctf_dir}: {audit['invocations']} invocations ({audit['invocations_failed']} failed), "
+        f"{audit['proc_samples']} process samples on {audit['nodes']} node(s), "
+        f"{audit['invocations_with_samples_pct']}% of invocations sampled, {audit['bad_lines']} skipped lines"
+    )
+    for note in audit["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from tracekit.adapters.nginx import adapt_nginx_log
+
+    report = adapt_nginx_log(args.input, args.output, args.format, args.node or _default_node_id(), args.strict)
+    print(f"{args.output}: {report.events} events from {report.lines} lines of {args.input}")
+    for line_no, reason in report.bad_lines[:10]:
+        print(f"skipped {args.input}:{line_no}: {reason}", file=sys.stderr)
+    if len(report.bad_lines) > 10:
+        print(f"... and {len(report.bad_lines) - 10} more skipped lines", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tracekit.trace.export_opendc import export_opendc
+
+    result = export_opendc(args.run_dir, args.output, args.include_failed, args.merge_tolerance, args.force)
+    summary = result.summary
+    print(
+        f"{result.out_dir}: {summary['tasks']} tasks, {summary['fragments']} fragments, "
+        f"{summary['cpu_ms_total'] / 1000:.3f} CPU-seconds; {summary['excluded_failed']} failed invocations excluded"
+    )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from tracekit.trace.verify import verify_opendc
+
+    result = verify_opendc(args.out_dir, args.topology, args.against)
+    for violation in result.violations:
+        print(violation)
+    if not result.ok:
+        print(f"{len(result.violations)} violations in {args.out_dir}", file=sys.stderr)
+        return 1
+    checked = f", conservation checked for {result.checked_conservation} tasks" if args.against else ""
+    print(f"{args.out_dir}: OK: {result.tasks} tasks, {result.fragments} fragments{checked}")
+    return 0
+
+
+_HANDLERS = {
+    "collect": _cmd_collect,
+    "wrap": _cmd_wrap,
+    "ffmpeg": _cmd_ffmpeg,
+    "inputs": _cmd_inputs,
+    "parse": _cmd_parse,
+    "adapt": _cmd_adapt,
+    "export": _cmd_export,
+    "verify": _cmd_verify,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,14 @@ class BadLine:
 
 def read_jsonl(path: Path, bad_lines: list[BadLine] | None = None) -> Iterator[dict[str, Any]]:
     """Yield the records of ``path``; garbled lines go to ``bad_lines``."""
+    for _, record in read_jsonl_numbered(path, bad_lines):
+        yield record
+
+
+def read_jsonl_numbered(
+    path: Path, bad_lines: list[BadLine] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, record) of ``path``; garbled lines go to ``bad_lines``."""
     with open(path, "rb") as f:
         data = f.read()
     lines = data.split(b"\n")
@@ -90,4 +98,4 @@ def read_jsonl(path: Path, bad_lines: list[BadLine] | None = None) -> Iterator[d
                 reason = "truncated last line" if is_last and not last_complete else str(exc)
                 bad_lines.append(BadLine(path, index + 1, reason))
             continue
-        yield record
+        yield index + 1, record

@@ -441,7 +441,7 @@ def test_run_lscpu_missing_binary(monkeypatch):
 EXPECTED_KEYS = {
     "node", "stage", "role", "hostname", "os", "kernel", "arch", "cpu_model",
     "cores_logical", "cores_physical", "cpu_mhz", "cpu_mhz_source", "mem_kb",
-    "cgroup_version", "boot_time_ms", "clk_tck", "page_size", "interfaces",
+    "cgroup_version", "boot_time_ms", "start_time_correction_ms", "clk_tck", "page_size", "interfaces",
 }
 
 
@@ -492,3 +492,24 @@ def test_invalid_override_raises_usage_error(bad):
     assert repr(bad) in message and "--cpu-mhz must be a positive number of MHz" in message
     with pytest.raises(UsageError):
         detect_cpu_speed(bad)
+
+
+def test_start_time_correction_gives_real_process_start_times():
+    # create_time_ms rests on a whole-second boot time; corrected, it must
+    # match the wall clock at which the process was forked.
+    import subprocess
+    import time
+
+    from tracekit.collect._procfs import read_stat
+    from tracekit.collect.topology import start_time_correction_ms
+
+    correction = start_time_correction_ms()
+    assert -50 <= correction <= 1050
+    before_ms = time.time() * 1000
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        started_ms = read_stat(child.pid).create_time_ms + correction
+    finally:
+        child.kill()
+        child.wait()
+    assert abs(started_ms - before_ms) < 100

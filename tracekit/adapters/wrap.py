@@ -55,7 +55,7 @@ class Invocation:
     module: str | None = None  # default: module_for(argv)
     task_id: str | None = None  # default: a new UUID
     trace_id: str | None = None  # default: a new trace id
-    ts_enqueue: int | None = None  # epoch ms; default: ts_start
+    ts_enqueue: int | None = None  # epoch ms, controller clock; default: ts_start (node clock)
     node_id: str | None = None  # default: $TRACEKIT_NODE_ID, else the host name
     attempt: int = 1
     pid_dir: Path | None = None  # default: the run folder's pids/
@@ -106,6 +106,9 @@ def run_invocation(
     }
     ts_start = int(time.time() * 1000)
     event["ts_enqueue"] = invocation.ts_enqueue if invocation.ts_enqueue is not None else ts_start
+    # A given enqueue time comes from the dispatcher, on the controller's
+    # clock; parse must not shift it by this node's clock offset.
+    event["ts_enqueue_given"] = invocation.ts_enqueue is not None
     event["ts_start"] = ts_start
     try:
         child = subprocess.Popen(invocation.argv)

@@ -14,6 +14,7 @@ import platform
 import re
 import socket
 import subprocess
+import time
 from typing import Any, NamedTuple
 
 import psutil
@@ -221,6 +222,18 @@ def _os_pretty_name() -> str | None:
     return None
 
 
+def start_time_correction_ms() -> int:
+    """What to add to a process's create_time_ms to get its real start time.
+
+    The kernel gives boot time in whole seconds (/proc/stat btime), so
+    create times (btime + start ticks, the same for every reader, hence a
+    stable process key) are early by up to a second. The precise boot time is
+    now minus the time since boot.
+    """
+    precise_boot_ms = (time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)) * 1000
+    return round(precise_boot_ms - int(psutil.boot_time()) * 1000)
+
+
 def node_facts(
     node: str,
     stage: str,
@@ -247,6 +260,7 @@ def node_facts(
         "mem_kb": psutil.virtual_memory().total // 1024,
         "cgroup_version": cgroup_version(),
         "boot_time_ms": int(psutil.boot_time() * 1000),
+        "start_time_correction_ms": start_time_correction_ms(),
         "clk_tck": os.sysconf("SC_CLK_TCK"),
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "interfaces": interfaces(),

@@ -1,0 +1,1 @@
+"""The trace pipeline: raw node files -> cctf/ -> OpenDC workload, and its checks."""

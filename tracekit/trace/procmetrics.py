@@ -1,0 +1,148 @@
+"""Process samples: cumulative ``proc.csv`` rows -> per-interval ``proc_metrics``.
+
+input:  one node's RAW_PROC table, its processes.jsonl records, a task
+        attribution per process, the node's clock offset
+output: a PROC_METRICS table, rows ordered by (pid, create_time_ms, ts_ms),
+        and the JSON Lines of proc_metrics / proc_cpu / proc_rss
+
+The first sample of a process covers [create_time, first sample]: its
+counters are everything the process used since it started, so no work is
+lost before the first tick (the original tool wrote a zero placeholder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tracekit.trace.arrowjson import joined_fields, jsonl_lines
+from tracekit.trace.records import (
+    PROC_CPU_COLUMNS,
+    PROC_METRICS,
+    PROC_METRICS_PER_PROCESS,
+    PROC_NARROW_PER_PROCESS,
+    PROC_RSS_COLUMNS,
+)
+
+_COUNTERS = ("cpu_user_ms", "cpu_system_ms", "read_bytes", "write_bytes", "ctx_voluntary", "ctx_involuntary")
+_GAUGES = ("rss_kb", "num_threads")
+
+
+@dataclass
+class NodeProcMetrics:
+    table: pa.Table  # PROC_METRICS
+    process_lead: pa.Array  # per row: the per-process fields of proc_metrics, formatted
+    narrow_lead: pa.Array  # per row: node, pid, create_time_ms, formatted
+    negative_deltas: int  # counters that went backwards (clamped to 0)
+
+    def proc_metrics_lines(self) -> pa.Array:
+        rest = self.table.select(PROC_METRICS.names[len(PROC_METRICS_PER_PROCESS) :])
+        return jsonl_lines(rest, lead=self.process_lead)
+
+    def proc_cpu_lines(self) -> pa.Array:
+        cpu_ms = pc.add(self.table.column("cpu_user_ms"), self.table.column("cpu_system_ms"))
+        narrow = pa.table(
+            {"ts_ms": self.table.column("ts_ms"), "dt_ms": self.table.column("dt_ms"), "cpu_ms": cpu_ms}
+        )
+        return jsonl_lines(narrow.select(list(PROC_CPU_COLUMNS)), lead=self.narrow_lead)
+
+    def proc_rss_lines(self) -> pa.Array:
+        return jsonl_lines(self.table.select(list(PROC_RSS_COLUMNS)), lead=self.narrow_lead)
+
+
+def _previous(array: pa.Array) -> pa.Array:
+    """``array`` shifted down by one row (null first)."""
+    return pa.concat_arrays([pa.nulls(1, array.type), array.slice(0, len(array) - 1)])
+
+
+def build_proc_metrics(
+    node: str,
+    samples: pa.Table,
+    processes: dict[tuple[int, int], dict[str, Any]],
+    task_of: dict[tuple[int, int], str | None],
+    clock_offset_ms: int,
+    start_correction_ms: int = 0,
+) -> NodeProcMetrics:
+    """Per-interval metrics of one node's followed processes."""
+    if samples.num_rows == 0:
+        empty = pa.array([], pa.string())
+        return NodeProcMetrics(PROC_METRICS.empty_table(), empty, empty, 0)
+    ordered = samples.sort_by([("pid", "ascending"), ("create_time_ms", "ascending"), ("ts_ms", "ascending")])
+    ordered = ordered.combine_chunks()
+    column = {name: ordered.column(name).chunk(0) for name in ordered.column_names}
+    pid, ctime, ts = column["pid"], column["create_time_ms"], column["ts_ms"]
+    first = pc.fill_null(
+        pc.or_(pc.not_equal(pid, _previous(pid)), pc.not_equal(ctime, _previous(ctime))), True
+    )
+
+    negative = 0
+
+    def per_interval(values: pa.Array, start: pa.Array | int) -> pa.Array:
+        nonlocal negative
+        step = pc.if_else(first, pc.subtract(values, start), pc.pairwise_diff(values))
+        below = pc.less(step, 0)
+        count = pc.sum(below).as_py() or 0
+        if count:
+            negative += count
+            step = pc.if_else(below, 0, step)
+        return step
+
+    # create_time_ms is a stable key but up to a second early (whole-second
+    # boot time): the first interval starts at the corrected start time.
+    dt_ms = per_interval(ts, pc.add(ctime, start_correction_ms))
+    deltas = {name: per_interval(column[name], 0) for name in _COUNTERS}
+
+    # One row per process, in the order the groups appear.
+    group_index = pc.subtract(pc.cumulative_sum(pc.cast(first, pa.int64())), 1)
+    keys = list(zip(pid.filter(first).to_pylist(), ctime.filter(first).to_pylist()))
+    per_process = pa.table(
+        {
+            "node": pa.array([node] * len(keys), pa.string()),
+            "pid": pa.array([k[0] for k in keys], pa.int64()),
+            "create_time_ms": pa.array([k[1] + clock_offset_ms for k in keys], pa.int64()),
+            "comm": pa.array([processes.get(k, {}).get("comm") for k in keys], pa.string()),
+            "cgroup": pa.array([processes.get(k, {}).get("cgroup") for k in keys], pa.string()),
+            "container_id": pa.array([processes.get(k, {}).get("container_id") for k in keys], pa.string()),
+            "task_id": pa.array([task_of.get(k) for k in keys], pa.string()),
+        }
+    )
+    rows = {name: pc.take(per_process.column(name), group_index) for name in PROC_METRICS_PER_PROCESS}
+    rows.update(
+        ts_ms=pc.add(ts, clock_offset_ms),
+        dt_ms=dt_ms,
+        rss_kb=column["rss_kb"],
+        num_threads=column["num_threads"],
+        **deltas,
+    )
+    table = pa.table({name: rows[name] for name in PROC_METRICS.names}, schema=PROC_METRICS)
+    process_lead = pc.take(joined_fields(per_process, PROC_METRICS_PER_PROCESS, first=True), group_index)
+    narrow_lead = pc.take(joined_fields(per_process, PROC_NARROW_PER_PROCESS, first=True), group_index)
+    return NodeProcMetrics(table, process_lead, narrow_lead, negative)
+
+
+def attribute_tasks(
+    processes: list[dict[str, Any]], invocation_keys: dict[tuple[int, int], str]
+) -> dict[tuple[int, int], str | None]:
+    """The task each followed process worked for, keyed by (pid, create_time_ms).
+
+    A process is an invocation's own process (wrap recorded its pid and create
+    time), or was registered with a task id, or descends from such a process.
+    The collector may have followed a process by name before its registration
+    arrived, so descent is worked out here again from the parent links.
+    """
+    task_of: dict[tuple[int, int], str | None] = {}
+    latest_with_pid: dict[int, tuple[int, int]] = {}
+    for record in sorted(processes, key=lambda r: (r["create_time_ms"], r["pid"])):
+        key = (record["pid"], record["create_time_ms"])
+        task = invocation_keys.get(key) or record.get("task_id")
+        if task is None:
+            parent = latest_with_pid.get(record["ppid"])
+            task = task_of.get(parent) if parent is not None else None
+        task_of[key] = task
+        latest_with_pid[record["pid"]] = key
+    for key, task in invocation_keys.items():
+        task_of.setdefault(key, task)  # sampled, but its processes.jsonl line was lost
+    return task_of

@@ -1,0 +1,237 @@
+"""``tracekit verify opendc``: check an OpenDC workload as OpenDC's reader would, and more.
+
+input:  OUT_DIR with tasks.parquet and fragments.parquet; optionally an
+        experiment.json (topology) and the run folder it came from
+output: a list of violations, one line each (empty: the workload is sound)
+
+What the reader requires (exact physical types, required columns written
+non-nullable, millisecond timestamps, 3-level INT32 lists), what it would
+silently drop or misread (orphan fragments, tasks without fragments,
+missing columns), value rules, fit against the topology, and with the run
+folder: conservation of CPU time and duration per task.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tracekit.errors import RunFolderError
+from tracekit.jsonl import read_jsonl
+
+CONSERVATION_TOLERANCE = 0.01  # 1 % of the measured CPU time
+# column -> (physical type, allowed logical types); all of them required (not null)
+TASK_COLUMNS = {
+    "id": ("INT32", {"None"}),
+    "submission_time": ("INT64", {"None", "Timestamp(isAdjustedToUTC=true, timeUnit=milliseconds, is_from_converted_type=false, force_set_converted_type=false)"}),  # noqa: E501
+    "duration": ("INT64", {"None"}),
+    "cpu_count": ("INT32", {"None"}),
+    "cpu_capacity": ("DOUBLE", {"None"}),
+    "mem_capacity": ("INT64", {"None"}),
+}
+FRAGMENT_COLUMNS = {
+    "id": ("INT32", {"None"}),
+    "duration": ("INT64", {"None"}),
+    "cpu_usage": ("DOUBLE", {"None"}),
+}
+OPTIONAL_COLUMNS = {"gpu_count": "INT32", "gpu_capacity": "DOUBLE", "deadline": "INT64", "deferrable": "BOOLEAN"}
+
+
+@dataclass
+class Verification:
+    violations: list[str] = field(default_factory=list)
+    tasks: int = 0
+    fragments: int = 0
+    checked_conservation: int = 0
+
+    def add(self, message: str) -> None:
+        self.violations.append(message)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def _check_physical(path: Path, expected: dict[str, tuple[str, set[str]]], result: Verification) -> None:
+    schema = pq.ParquetFile(path).schema
+    columns = {schema.column(i).path: schema.column(i) for i in range(len(schema))}
+    for name, (physical, logical_ok) in expected.items():
+        column = columns.get(name)
+        if column is None:
+            result.add(f"{path.name}: required column {name!r} is missing (OpenDC would read it as 0)")
+            continue
+        if column.physical_type != physical:
+            result.add(f"{path.name}: column {name!r} is {column.physical_type}, OpenDC needs {physical}")
+        if str(column.logical_type) not in logical_ok:
+            result.add(
+                f"{path.name}: column {name!r} has logical type {column.logical_type} "
+                "(micro- or nanosecond timestamps are misread as milliseconds)"
+            )
+        if column.max_definition_level != 0:
+            result.add(f"{path.name}: column {name!r} is nullable; OpenDC needs it written as required")
+    for name, physical in OPTIONAL_COLUMNS.items():
+        column = columns.get(name)
+        if column is not None and column.physical_type != physical:
+            result.add(f"{path.name}: optional column {name!r} is {column.physical_type}, OpenDC needs {physical}")
+    for name in ("parents", "children"):
+        lists = [c for path_, c in columns.items() if path_.split(".")[0] == name]
+        if lists and not (len(lists) == 1 and lists[0].path == f"{name}.list.element"
+                          and lists[0].physical_type == "INT32"):  # fmt: skip
+            result.add(f"{path.name}: column {name!r} must be a standard 3-level LIST<INT32> ({name}.list.element)")
+
+
+def verify_opendc(
+    out_dir: str | Path, topology: str | Path | None = None, against: str | Path | None = None
+) -> Verification:
+    out_dir = Path(out_dir)
+    result = Verification()
+    tasks_path, fragments_path = out_dir / "tasks.parquet", out_dir / "fragments.parquet"
+    for path in (tasks_path, fragments_path):
+        if not path.exists():
+            raise RunFolderError(f"{path} not found; export first: tracekit export opendc RUN_DIR -o {out_dir}")
+    _check_physical(tasks_path, TASK_COLUMNS, result)
+    _check_physical(fragments_path, FRAGMENT_COLUMNS, result)
+    tasks = pq.read_table(tasks_path).to_pydict()
+    fragments = pq.read_table(fragments_path).to_pydict()
+    result.tasks = len(tasks.get("id", []))
+    result.fragments = len(fragments.get("id", []))
+    if result.tasks == 0:
+        result.add("tasks.parquet: no tasks (an empty workload crashes OpenDC)")
+    if not result.ok and ("id" not in tasks or "id" not in fragments):
+        return result
+
+    _check_values(tasks, fragments, result)
+    topology_path = Path(topology) if topology else out_dir / "experiment.json"
+    if topology is not None or topology_path.exists():
+        _check_fit(tasks, topology_path, result)
+    if against is not None:
+        _check_conservation(tasks, fragments, out_dir, Path(against), result)
+    return result
+
+
+def _finite_nonnegative(value) -> bool:
+    return value is not None and math.isfinite(value) and value >= 0
+
+
+def _check_values(tasks: dict, fragments: dict, result: Verification) -> None:
+    ids = tasks["id"]
+    known = set(ids)
+    if len(known) != len(ids):
+        result.add(f"tasks.parquet: {len(ids) - len(known)} duplicate task ids")
+    for row, task_id in enumerate(ids):
+        if (tasks.get("cpu_count") or [1] * len(ids))[row] is None or tasks["cpu_count"][row] < 1:
+            result.add(f"tasks.parquet: task {task_id}: cpu_count {tasks['cpu_count'][row]} is below 1")
+        duration = tasks.get("duration", [1] * len(ids))[row]
+        if duration is None or duration <= 0:
+            result.add(f"tasks.parquet: task {task_id}: duration {duration} is not positive")
+        capacity = tasks.get("cpu_capacity", [1.0] * len(ids))[row]
+        if not _finite_nonnegative(capacity) or capacity == 0:
+            result.add(f"tasks.parquet: task {task_id}: cpu_capacity {capacity} is not a positive number")
+        memory = tasks.get("mem_capacity", [0] * len(ids))[row]
+        if memory is None or memory < 0:
+            result.add(f"tasks.parquet: task {task_id}: mem_capacity {memory} is negative")
+    with_fragments: set[int] = set()
+    previous = None
+    closed: set[int] = set()
+    for row, (task_id, duration, usage) in enumerate(zip(fragments["id"], fragments["duration"], fragments["cpu_usage"])):
+        if task_id not in known:
+            result.add(f"fragments.parquet: row {row}: task {task_id} does not exist (OpenDC drops it silently)")
+        if duration is None or duration <= 0:
+            result.add(f"fragments.parquet: row {row}: task {task_id}: duration {duration} is not positive")
+        if not _finite_nonnegative(usage):
+            result.add(f"fragments.parquet: row {row}: task {task_id}: cpu_usage {usage} is not finite and >= 0")
+        if task_id != previous:
+            if task_id in closed:
+                result.add(f"fragments.parquet: row {row}: fragments of task {task_id} are not contiguous")
+            if previous is not None:
+                closed.add(previous)
+            previous = task_id
+        with_fragments.add(task_id)
+    for task_id in sorted(known - with_fragments):
+        result.add(f"tasks.parquet: task {task_id} has no fragments (OpenDC drops it silently)")
+    _check_workflow(tasks, known, result)
+
+
+def _check_workflow(tasks: dict, known: set[int], result: Verification) -> None:
+    parents = tasks.get("parents")
+    children = tasks.get("children")
+    if parents is None and children is None:
+        return
+    ids = tasks["id"]
+    parents_of = {i: set(p or []) for i, p in zip(ids, parents or [[]] * len(ids))}
+    children_of = {i: set(c or []) for i, c in zip(ids, children or [[]] * len(ids))}
+    for task_id in ids:
+        for parent in parents_of[task_id]:
+            if parent not in known:
+                result.add(f"tasks.parquet: task {task_id}: parent {parent} does not exist")
+            elif children is not None and task_id not in children_of[parent]:
+                result.add(f"tasks.parquet: task {task_id} names parent {parent}, which does not name it as a child")
+        for child in children_of[task_id]:
+            if child not in known:
+                result.add(f"tasks.parquet: task {task_id}: child {child} does not exist")
+
+
+def _check_fit(tasks: dict, topology_path: Path, result: Verification) -> None:
+    try:
+        experiment = json.loads(topology_path.read_text())
+        hosts = [
+            (host["cpu"]["coreCount"], host["memory"]["size"])
+            for topology in experiment["topologies"]
+            for cluster in topology["clusters"]
+            for host in cluster["hosts"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        result.add(f"{topology_path}: not a usable topology ({exc.__class__.__name__}: {exc})")
+        return
+    for task_id, cores, memory_kb in zip(tasks["id"], tasks["cpu_count"], tasks["mem_capacity"]):
+        if not any(cores <= host_cores and memory_kb / 1000 <= host_mib for host_cores, host_mib in hosts):
+            result.add(
+                f"task {task_id} ({cores} cores, {memory_kb} kB) fits no host of {topology_path.name} "
+                "(OpenDC terminates it as 'does not fit')"
+            )
+
+
+def _check_conservation(tasks: dict, fragments: dict, out_dir: Path, run_dir: Path, result: Verification) -> None:
+    mapping_path = out_dir / "task_ids.jsonl"
+    cctf = run_dir / "cctf"
+    if not mapping_path.exists() or not (cctf / "invocations.jsonl").exists():
+        raise RunFolderError(f"--against needs {mapping_path} and {cctf}/invocations.jsonl (parse, then export)")
+    mhz = {n["node"]: n["cpu_mhz"] for n in json.loads((cctf / "nodes.json").read_text())}
+    invocations = {(r["node"], r["task_id"], r["attempt"]): r for r in read_jsonl(cctf / "invocations.jsonl")}
+    cpu_ms = defaultdict(float)
+    duration_ms = defaultdict(int)
+    mapping = {m["id"]: m for m in read_jsonl(mapping_path)}
+    for task_id, duration, usage in zip(fragments["id"], fragments["duration"], fragments["cpu_usage"]):
+        node = mapping.get(task_id, {}).get("node")
+        if node in mhz and usage is not None and duration is not None:
+            cpu_ms[task_id] += usage / mhz[node] * duration
+            duration_ms[task_id] += duration
+    for task_id in tasks["id"]:
+        entry = mapping.get(task_id)
+        if entry is None:
+            result.add(f"task_ids.jsonl: no entry for task {task_id}")
+            continue
+        invocation = invocations.get((entry["node"], entry["task_id"], entry["attempt"]))
+        if invocation is None:
+            result.add(f"task {task_id}: {entry['task_id']} (attempt {entry['attempt']}) is not in {cctf}")
+            continue
+        result.checked_conservation += 1
+        expected_duration = max(1, invocation["ts_end"] - invocation["ts_start"])
+        if duration_ms[task_id] != expected_duration:
+            result.add(
+                f"task {task_id} ({entry['task_id']}): fragments last {duration_ms[task_id]} ms, "
+                f"the invocation {expected_duration} ms"
+            )
+        if invocation.get("cpu_user_ms") is None:
+            continue  # no exact total to conserve (log adapters)
+        measured = invocation["cpu_user_ms"] + (invocation.get("cpu_system_ms") or 0)
+        if abs(cpu_ms[task_id] - measured) > CONSERVATION_TOLERANCE * max(measured, 1.0):
+            result.add(
+                f"task {task_id} ({entry['task_id']}): fragments hold {cpu_ms[task_id]:.1f} CPU-ms, "
+                f"measured {measured:.1f} CPU-ms (more than {CONSERVATION_TOLERANCE:.0%} apart)"
+            )
