@@ -1,0 +1,226 @@
+"""The trace pipeline on a real captured two-node run: parse -> cctf/,
+export -> OpenDC, verify -> conservation; plus the bad-input paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.helpers import read_jsonl
+from tracekit import cli
+from tracekit.adapters.ffmpeg import generate_clips
+from tracekit.adapters.wrap import Invocation, run_invocation
+from tracekit.collect import daemon
+from tracekit.collect.daemon import CollectorConfig
+from tracekit.errors import RunFolderError, TracekitError, UsageError
+from tracekit.trace.export_opendc import export_opendc
+from tracekit.trace.parse import parse_run
+from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS, PROC_METRICS
+from tracekit.trace.verify import verify_opendc
+
+CLOUD2_OFFSET_MS = 5000
+# Burns CPU in itself and in a child it waits for (a descendant).
+BURNER = (
+    "import subprocess, sys\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'x = 0\\nfor i in range(4_000_000): x += i'])\n"
+    "x = 0\n"
+    "for i in range(4_000_000): x += i\n"
+    "child.wait()\n"
+)
+
+
+def _capture_node(root: Path, node: str, tasks) -> Path:
+    cfg = CollectorConfig(run_id="p1", node_id=node, interval_ms=100, match_name="^ffmpeg$", logs_dir=root / node)
+    daemon.start_collector(cfg)
+    try:
+        for argv, module, task_id in tasks:
+            try:
+                run_invocation(
+                    Invocation(argv=argv, run_id="p1", logs_dir=root / node, module=module, task_id=task_id, node_id=node)
+                )
+            except TracekitError:
+                pass
+    finally:
+        daemon.stop_collector("p1", root / node)
+    return cfg.run_folder
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory) -> Path:
+    """A run folder with nodes/cloud1 and nodes/cloud2, captured for real."""
+    root = tmp_path_factory.mktemp("capture")
+    [clip] = generate_clips(root / "inputs", count=1, durations_s=[2], size="320x180", seed=1)
+    ffmpeg = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-re", "-i", str(clip)]
+    cloud1 = _capture_node(root, "cloud1", [
+        ([*ffmpeg, str(root / "a.mp4")], "ffmpeg", "t-ffmpeg-1"),
+        ([sys.executable, "-c", BURNER], "burn", "t-burn"),
+        (["true"], "quick", "t-quick"),
+    ])  # fmt: skip
+    cloud2 = _capture_node(root, "cloud2", [
+        ([*ffmpeg, str(root / "b.mp4")], "ffmpeg", "t-ffmpeg-2"),
+        (["sh", "-c", "exit 3"], "fail", "t-fail"),
+    ])  # fmt: skip
+    run = root / "run"
+    shutil.copytree(cloud1, run / "nodes" / "cloud1")
+    shutil.copytree(cloud2, run / "nodes" / "cloud2")
+    (run / "nodes" / "cloud2" / "clock.json").write_text(
+        json.dumps({"offset_ms": CLOUD2_OFFSET_MS, "uncertainty_ms": 0.5, "reference": "cloud0", "rtt_ms": 0.2})
+    )
+    return run
+
+
+@pytest.fixture
+def run(captured, tmp_path) -> Path:
+    """A private copy of the captured run, to parse (and break) at will."""
+    copy = tmp_path / "run"
+    shutil.copytree(captured, copy)
+    return copy
+
+
+def test_parse_builds_the_whole_trace(run):
+    result = parse_run(run)
+    cctf = result.cctf_dir
+    for name in ["invocations.jsonl", "proc_metrics.jsonl", "proc_metrics.parquet", "proc_cpu.jsonl",
+                 "proc_rss.jsonl", "host_metrics.jsonl", "link_metrics.jsonl", "nodes.json", "links.json",
+                 "audit.json", "audit.md"]:  # fmt: skip
+        assert (cctf / name).exists(), name
+    invocations = {r["task_id"]: r for r in read_jsonl(cctf / "invocations.jsonl")}
+    assert set(invocations) == {"t-ffmpeg-1", "t-burn", "t-quick", "t-ffmpeg-2", "t-fail"}
+    assert invocations["t-fail"]["ok"] is False and invocations["t-fail"]["status"] == 3
+    assert invocations["t-ffmpeg-2"]["node"] == "cloud2"
+    # ffmpeg ran for ~2 s (-re) at 100 ms: sampled; the burner and its child too.
+    assert invocations["t-ffmpeg-1"]["samples"] >= 5 and invocations["t-burn"]["samples"] >= 2
+    metrics = read_jsonl(cctf / "proc_metrics.jsonl")
+    burn_pids = {m["pid"] for m in metrics if m["task_id"] == "t-burn"}
+    assert len(burn_pids) == 2  # the wrapped python and the child it waited for
+    audit = result.audit
+    assert audit["invocations"] == 5 and audit["invocations_failed"] == 1 and audit["bad_lines"] == 0
+    assert audit["proc_samples"] == len(metrics)
+    nodes = {n["node"]: n for n in json.loads((cctf / "nodes.json").read_text())}
+    assert nodes["cloud2"]["clock_offset_ms"] == CLOUD2_OFFSET_MS and nodes["cloud1"]["clock_offset_ms"] is None
+    assert nodes["cloud1"]["cpu_mhz"] > 0
+    assert any("no clock offset for cloud1" in note for note in audit["notes"])
+
+
+def test_clock_offset_moves_a_node_to_the_controller_clock(run):
+    raw = read_jsonl(run / "nodes" / "cloud2" / "events.ffmpeg.jsonl")[0]
+    cctf = parse_run(run).cctf_dir
+    [parsed] = [r for r in read_jsonl(cctf / "invocations.jsonl") if r["task_id"] == "t-ffmpeg-2"]
+    assert parsed["ts_start"] == raw["ts_start"] + CLOUD2_OFFSET_MS
+    assert parsed["ts_end"] == raw["ts_end"] + CLOUD2_OFFSET_MS
+    samples = [m for m in read_jsonl(cctf / "proc_metrics.jsonl") if m["task_id"] == "t-ffmpeg-2"]
+    assert all(parsed["ts_start"] < m["ts_ms"] <= parsed["ts_end"] + 200 for m in samples)
+
+
+def test_parse_is_byte_identical_and_parquet_matches_jsonl(run):
+    first = parse_run(run).cctf_dir
+    snapshot = {p.name: p.read_bytes() for p in first.iterdir()}
+    second = parse_run(run).cctf_dir
+    assert {p.name: p.read_bytes() for p in second.iterdir()} == snapshot
+    table = pq.read_table(second / "proc_metrics.parquet")
+    assert table.schema.equals(PROC_METRICS)
+    assert table.to_pylist() == read_jsonl(second / "proc_metrics.jsonl")
+    cpu = read_jsonl(second / "proc_cpu.jsonl")
+    assert [r["cpu_ms"] for r in cpu] == [r["cpu_user_ms"] + r["cpu_system_ms"] for r in table.to_pylist()]
+
+
+def test_export_and_verify_conserve_cpu_time(run, tmp_path):
+    parse_run(run)
+    out = tmp_path / "opendc"
+    result = export_opendc(run, out)
+    assert result.summary["tasks"] == 4 and result.summary["excluded_failed"] == 1
+    tasks = pq.read_table(out / "tasks.parquet")
+    fragments = pq.read_table(out / "fragments.parquet")
+    assert tasks.schema.equals(OPENDC_TASKS) and fragments.schema.equals(OPENDC_FRAGMENTS)
+    verification = verify_opendc(out, against=run)
+    assert verification.violations == [] and verification.checked_conservation == 4
+    mapping = read_jsonl(out / "task_ids.jsonl")
+    assert [m["id"] for m in mapping] == list(range(4))
+    quick = next(m for m in mapping if m["task_id"] == "t-quick")
+    assert sum(1 for i in fragments.column("id").to_pylist() if i == quick["id"]) >= 1  # from rusage alone
+    experiment = json.loads((out / "experiment.json").read_text())
+    [host] = experiment["topologies"][0]["clusters"][0]["hosts"]
+    assert host["count"] == 2 and host["name"] == "cloud1+cloud2"  # identical nodes are grouped
+    assert cli.main(["verify", "opendc", str(out), "--against", str(run)]) == 0
+
+
+def test_export_include_failed_and_merge(run, tmp_path):
+    parse_run(run)
+    everything = export_opendc(run, tmp_path / "all", include_failed=True)
+    assert everything.summary["tasks"] == 5 and everything.summary["excluded_failed"] == 0
+    merged = export_opendc(run, tmp_path / "merged", merge_tolerance_pct=50)
+    plain = export_opendc(run, tmp_path / "plain")
+    assert merged.summary["fragments"] <= plain.summary["fragments"]
+    assert verify_opendc(tmp_path / "merged", against=run).ok
+
+
+def test_export_refuses_an_existing_folder_and_unwritable_paths(run, tmp_path, capsys):
+    parse_run(run)
+    out = tmp_path / "o"
+    export_opendc(run, out)
+    with pytest.raises(UsageError, match="--force"):
+        export_opendc(run, out)
+    export_opendc(run, out, force=True)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["export", "opendc", str(run), "-o", str(blocker / "sub")]) == 1
+    assert "cannot write output folder" in capsys.readouterr().err
+    with pytest.raises(RunFolderError, match="run 'tracekit parse"):
+        export_opendc(tmp_path / "not-parsed", tmp_path / "x")
+
+
+def test_garbled_and_truncated_lines_are_counted_and_named(run):
+    events = run / "nodes" / "cloud1" / "events.burn.jsonl"
+    with open(events, "a") as f:
+        f.write("{not json}\n")
+    proc = run / "nodes" / "cloud2" / "proc.csv"
+    with open(proc, "a") as f:
+        f.write("1795600000000,12,17956")  # a crash mid-write
+    audit = parse_run(run).audit
+    where = {(b["file"], b["line"]) for b in audit["bad_lines_listed"]}
+    assert ("nodes/cloud1/events.burn.jsonl", 2) in where
+    assert any(file == "nodes/cloud2/proc.csv" for file, _ in where)
+    assert audit["bad_lines"] == 2 and audit["invocations"] == 5
+    with pytest.raises(TracekitError, match=r"events.burn.jsonl:2"):
+        parse_run(run, strict=True)
+
+
+def test_garbled_csv_row_keeps_the_good_rows(run):
+    proc = run / "nodes" / "cloud1" / "proc.csv"
+    lines = proc.read_text().splitlines()
+    lines.insert(3, "this,is,not,a,sample")
+    proc.write_text("\n".join(lines) + "\n")
+    audit = parse_run(run).audit
+    assert [(b["file"], b["line"]) for b in audit["bad_lines_listed"]] == [("nodes/cloud1/proc.csv", 4)]
+    assert audit["proc_samples"] == len(lines) - 2 + sum(
+        1 for _ in (run / "nodes" / "cloud2" / "proc.csv").read_text().splitlines()[1:]
+    )
+
+
+def test_bad_run_folders_give_one_line(tmp_path, run, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["parse", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert "holds no raw files" in err and err.count("\n") == 1
+    (run / "nodes" / "cloud2" / "node.json").unlink()
+    assert cli.main(["parse", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "cloud2: no node.json" in err and err.count("\n") == 1
+    assert cli.main(["parse", str(tmp_path / "missing")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_single_node_run_folder_and_cli(tmp_path, captured, capsys):
+    single = tmp_path / "p1"
+    shutil.copytree(captured / "nodes" / "cloud1", single)
+    assert cli.main(["parse", str(single)]) == 0
+    assert "3 invocations (0 failed)" in capsys.readouterr().out
+    assert cli.main(["export", "opendc", str(single), "-o", str(single / "opendc")]) == 0
+    assert cli.main(["verify", "opendc", str(single / "opendc"), "--against", str(single)]) == 0
+    assert "OK: 3 tasks" in capsys.readouterr().out
