@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -18,6 +19,7 @@ from tracekit.adapters.wrap import Invocation, run_invocation
 from tracekit.collect import daemon
 from tracekit.collect.daemon import CollectorConfig
 from tracekit.errors import RunFolderError, TracekitError, UsageError
+from tracekit.jsonl import dumps
 from tracekit.trace.export_opendc import export_opendc
 from tracekit.trace.parse import parse_run
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS, PROC_METRICS
@@ -224,3 +226,24 @@ def test_single_node_run_folder_and_cli(tmp_path, captured, capsys):
     assert cli.main(["export", "opendc", str(single), "-o", str(single / "opendc")]) == 0
     assert cli.main(["verify", "opendc", str(single / "opendc"), "--against", str(single)]) == 0
     assert "OK: 3 tasks" in capsys.readouterr().out
+
+
+def test_every_file_round_trips(run, tmp_path):
+    """Read back every cctf file and both OpenDC files; writing the records
+    again gives the same bytes (JSON) or the same records and schema (Parquet)."""
+    cctf = parse_run(run).cctf_dir
+    for path in sorted(cctf.glob("*.jsonl")):
+        records = read_jsonl(path)
+        assert "".join(dumps(r) + "\n" for r in records) == path.read_text(), path.name
+    for name in ("nodes.json", "links.json", "audit.json"):
+        value = json.loads((cctf / name).read_text())
+        assert json.dumps(value, indent=2) + "\n" == (cctf / name).read_text(), name
+    export_opendc(run, tmp_path / "o")
+    out = tmp_path / "o"
+    for path, schema in ((out / "tasks.parquet", OPENDC_TASKS), (out / "fragments.parquet", OPENDC_FRAGMENTS),
+                         (cctf / "proc_metrics.parquet", PROC_METRICS)):  # fmt: skip
+        table = pq.read_table(path)
+        again = tmp_path / f"again-{path.name}"
+        pq.write_table(pa.Table.from_pylist(table.to_pylist(), schema=schema), again)
+        reread = pq.read_table(again)
+        assert reread.schema.equals(schema) and reread.to_pylist() == table.to_pylist(), path.name

@@ -33,4 +33,6 @@ def test_quick_start_runs_as_written(tmp_path):
     events = read_jsonl(folder / "events.ffmpeg.jsonl")
     assert [e["status"] for e in events] == [0, 0] and events[1]["task_id"] == "t-2"
     assert read_jsonl(folder / "host.jsonl")
+    assert "OK: 2 tasks" in result.stdout  # parse, export and verify ran on the capture
+    assert (folder / "cctf" / "invocations.jsonl").exists()
     assert (tmp_path / "outputs" / "a.mp4").stat().st_size > 0
