@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tracekit.errors import RunFolderError
@@ -96,14 +97,13 @@ def verify_opendc(
             raise RunFolderError(f"{path} not found; export first: tracekit export opendc RUN_DIR -o {out_dir}")
     _check_physical(tasks_path, TASK_COLUMNS, result)
     _check_physical(fragments_path, FRAGMENT_COLUMNS, result)
-    tasks = pq.read_table(tasks_path).to_pydict()
-    fragments = pq.read_table(fragments_path).to_pydict()
+    tasks, fragments = _read(tasks_path), _read(fragments_path)
     result.tasks = len(tasks.get("id", []))
     result.fragments = len(fragments.get("id", []))
     if result.tasks == 0:
         result.add("tasks.parquet: no tasks (an empty workload crashes OpenDC)")
-    if not result.ok and ("id" not in tasks or "id" not in fragments):
-        return result
+    if any(c not in tasks for c in TASK_COLUMNS) or any(c not in fragments for c in FRAGMENT_COLUMNS):
+        return result  # reported above; the value checks need every required column
 
     _check_values(tasks, fragments, result)
     topology_path = Path(topology) if topology else out_dir / "experiment.json"
@@ -112,6 +112,15 @@ def verify_opendc(
     if against is not None:
         _check_conservation(tasks, fragments, out_dir, Path(against), result)
     return result
+
+
+def _read(path: Path) -> dict[str, list]:
+    """Column -> values; timestamps as integers (nanoseconds do not convert to datetime)."""
+    table = pq.read_table(path)
+    return {
+        name: (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
+        for name, column in zip(table.column_names, table.columns)
+    }
 
 
 def _finite_nonnegative(value) -> bool:
@@ -174,6 +183,8 @@ def _check_workflow(tasks: dict, known: set[int], result: Verification) -> None:
         for child in children_of[task_id]:
             if child not in known:
                 result.add(f"tasks.parquet: task {task_id}: child {child} does not exist")
+            elif parents is not None and task_id not in parents_of[child]:
+                result.add(f"tasks.parquet: task {task_id} names child {child}, which does not name it as a parent")
 
 
 def _check_fit(tasks: dict, topology_path: Path, result: Verification) -> None:
@@ -189,6 +200,8 @@ def _check_fit(tasks: dict, topology_path: Path, result: Verification) -> None:
         result.add(f"{topology_path}: not a usable topology ({exc.__class__.__name__}: {exc})")
         return
     for task_id, cores, memory_kb in zip(tasks["id"], tasks["cpu_count"], tasks["mem_capacity"]):
+        if cores is None or memory_kb is None:
+            continue  # reported by _check_values
         if not any(cores <= host_cores and memory_kb / 1000 <= host_mib for host_cores, host_mib in hosts):
             result.add(
                 f"task {task_id} ({cores} cores, {memory_kb} kB) fits no host of {topology_path.name} "
