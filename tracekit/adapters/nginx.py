@@ -46,7 +46,7 @@ _EXTENDED = (
 )
 _PATTERNS = {"combined": re.compile(_COMBINED + r"\s*$"), "extended": re.compile(_EXTENDED + r"\s*$")}
 _REQUEST_LINE = re.compile(r"^(?P<method>[A-Z][A-Z0-9_-]*) (?P<target>\S+)(?: (?P<protocol>HTTP/\d(?:\.\d)?))?$")
-_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
+_ESCAPE_RUN = re.compile(r"(?:\\x[0-9A-Fa-f]{2})+")
 
 
 @dataclass
@@ -56,9 +56,21 @@ class AdaptReport:
     bad_lines: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
 
 
+def _decode_escapes(match: re.Match) -> str:
+    data = bytes.fromhex(match.group(0).replace("\\x", ""))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def unescape(value: str) -> str:
-    """Undo nginx's ``\\xHH`` escaping (escape=default)."""
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
+    """Undo nginx's ``\\xHH`` escaping (escape=default).
+
+    nginx escapes byte by byte (``é`` is logged as ``\\xC3\\xA9``), so each run
+    of escapes is decoded as UTF-8 (latin-1 if the bytes are not UTF-8).
+    """
+    return _ESCAPE_RUN.sub(_decode_escapes, value)
 
 
 def _time_local_ms(text: str) -> int:
