@@ -64,3 +64,72 @@ def children():
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port with its own password.
+
+    The password lives in the config file (not on the command line) and in a
+    password file for the CLI; restart() loses all data (no persistence).
+    """
+
+    def __init__(self, folder: Path):
+        import secrets
+        import socket
+
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.password = secrets.token_hex(16)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password_file = folder / "redis.password"
+        self.password_file.write_text(self.password + "\n")
+        self.config = folder / "redis.conf"
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode yes\nrequirepass {self.password}\n"
+            f'save ""\nappendonly no\ndir {folder}\nlogfile {folder / "redis.log"}\n'
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import redis as redis_lib
+
+        self.process = subprocess.Popen(["redis-server", str(self.config)], stdout=subprocess.DEVNULL)
+        client = redis_lib.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
+        for _ in range(200):
+            try:
+                client.ping()
+                return
+            except redis_lib.ConnectionError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server exited: see {self.folder / 'redis.log'}")
+                import time
+
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def client(self):
+        import redis as redis_lib
+
+        return redis_lib.Redis(port=self.port, password=self.password, decode_responses=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path, monkeypatch):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    monkeypatch.setenv("REDIS_PASSWORD", server.password)
+    yield server
+    server.stop()

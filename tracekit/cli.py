@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from tracekit import __version__, runfolder
-from tracekit.errors import TracekitError
+from tracekit.errors import TracekitError, UsageError
 
 EPILOG_ENV = (
     "environment: TRACEKIT_LOGS_DIR (default logs folder), TRACEKIT_RUN_ID (default run id), "
@@ -196,6 +196,59 @@ def build_parser() -> argparse.ArgumentParser:
     verify_opendc.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     verify_opendc.add_argument("--topology", type=Path, help="experiment.json (default: OUT_DIR/experiment.json)")
     verify_opendc.add_argument("--against", type=Path, metavar="RUN_DIR", help="check conservation against this run")
+
+    # worker / dispatch
+    redis_epilog = (
+        "The Redis password is read from --redis-password-file or $REDIS_PASSWORD, never from the URL "
+        "(command lines are visible to every user). " + EPILOG_ENV
+    )
+    worker = commands.add_parser(
+        "worker",
+        help="run the tasks the dispatcher places on this node",
+        description="Consume this node's task queue on Redis with K parallel slots, run each task through "
+        "'wrap' (ffmpeg, -nostdin -y), send heartbeats, write one terminal record per task. SIGINT/SIGTERM: "
+        "finish the running tasks and exit; a second signal stops them and hands them back.",
+        epilog=redis_epilog,
+    )
+    _add_run_args(worker)
+    worker.add_argument("--node-id", help="this node's id (default: $TRACEKIT_NODE_ID, else the host name)")
+    worker.add_argument("--redis-url", required=True, help="redis://HOST:PORT/DB (no password)")
+    worker.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
+    worker.add_argument("--parallel", type=int, default=1, help="tasks run at once (default: 1)")
+    worker.add_argument("--outputs", type=Path, default=Path("outputs"), help="where outputs go (default: outputs)")
+    worker.add_argument("--grace", type=float, default=60.0, metavar="S", help="after a stop signal, how long running tasks may finish (default: 60)")
+
+    dispatch = commands.add_parser(
+        "dispatch",
+        help="place transcode tasks on worker nodes and wait until all are done",
+        description="Plan one task per input (or --total tasks from a weighted --mix of profiles), place them "
+        "on the nodes' queues with a placement policy, follow completions, requeue tasks of silent workers, "
+        "and exit 0 only when every task is done (1 with a summary when some failed or timed out). "
+        "Policies: round-robin, least-loaded, lpt, duration-online (aliases rr3, duration-greedy, lpt-duration, "
+        "online-duration). Profiles for --mix: 360p-ultrafast, 480p-veryfast, 720p-veryfast, 720p-medium, "
+        "1080p-veryfast.",
+        epilog=redis_epilog,
+    )
+    _add_run_args(dispatch)
+    dispatch.add_argument("--redis-url", required=True, help="redis://HOST:PORT/DB (no password)")
+    dispatch.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
+    dispatch.add_argument("--nodes", help="worker nodes, comma-separated, e.g. cloud1,cloud2")
+    dispatch.add_argument("--inputs", type=Path, help="folder of input videos")
+    dispatch.add_argument("--outputs", type=Path, help="accepted for the seed's habit; workers choose with their --outputs")
+    dispatch.add_argument("--policy", default="duration-online", help="placement policy (default: duration-online)")
+    dispatch.add_argument("--scale", default="1280:720", help="WIDTH:HEIGHT (default: 1280:720)")
+    dispatch.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast)")
+    dispatch.add_argument("--crf", type=int, default=28, help="x264 quality (default: 28)")
+    dispatch.add_argument("--threads", type=int, help="encoder threads per task (default: ffmpeg decides)")
+    dispatch.add_argument("--batch-size", type=int, default=0, help="placements per round (default: 0, no limit)")
+    dispatch.add_argument("--dribble-interval", type=float, default=0.0, metavar="S", help="seconds between rounds (default: 0)")
+    dispatch.add_argument("--backlog-limit", type=int, default=0, help="max queued + running per node (default: 0, no limit)")
+    dispatch.add_argument("--mix", help="weighted profiles, e.g. 720p-veryfast=3,360p-ultrafast=1 (needs --total)")
+    dispatch.add_argument("--total", type=int, help="number of tasks (default: one per input)")
+    dispatch.add_argument("--seed", type=int, default=0, help="seed of the plan (default: 0)")
+    dispatch.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="give up after (default: 3600)")
+    dispatch.add_argument("--worker-wait", type=float, default=30.0, metavar="S", help="wait this long for every node's worker (default: 30)")
+    dispatch.add_argument("--cleanup", action="store_true", help="delete the run's Redis keys and exit")
     return parser
 
 
@@ -344,6 +397,64 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from tracekit.sched.worker import WorkerConfig, run_worker
+
+    config = WorkerConfig(
+        node_id=args.node_id or _default_node_id(),
+        run_id=runfolder.run_id_or_env(args.run_id),
+        redis_url=args.redis_url,
+        password_file=args.redis_password_file,
+        parallel=args.parallel,
+        outputs=args.outputs,
+        logs_dir=runfolder.logs_dir(args.logs_dir),
+        grace_s=args.grace,
+    )
+    return run_worker(config)
+
+
+def _cmd_dispatch(args: argparse.Namespace) -> int:
+    from tracekit.adapters.ffmpeg_argv import TranscodeSettings
+    from tracekit.sched.dispatcher import DispatchConfig, cleanup, dispatch
+    from tracekit.sched.plan import parse_mix
+
+    run_id = runfolder.run_id_or_env(args.run_id)
+    if args.cleanup:
+        print(f"deleted {cleanup(run_id, args.redis_url, args.redis_password_file)} keys of run {run_id}")
+        return 0
+    if not args.nodes or args.inputs is None:
+        raise UsageError("dispatch needs --nodes (e.g. cloud1,cloud2) and --inputs DIR")
+    if args.mix and args.total is None:
+        raise UsageError("--mix needs --total N (how many tasks to draw from the mix)")
+    config = DispatchConfig(
+        run_id=run_id,
+        redis_url=args.redis_url,
+        password_file=args.redis_password_file,
+        nodes=tuple(n.strip() for n in args.nodes.split(",") if n.strip()),
+        inputs=args.inputs,
+        policy=args.policy,
+        settings=TranscodeSettings(args.scale, args.preset, args.crf, args.threads),
+        mix=parse_mix(args.mix) if args.mix else None,
+        total=args.total,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        dribble_interval_s=args.dribble_interval,
+        backlog_limit=args.backlog_limit,
+        timeout_s=args.timeout,
+        worker_wait_s=args.worker_wait,
+        logs_dir=runfolder.logs_dir(args.logs_dir),
+    )
+    result = dispatch(config)
+    summary = result.summary
+    print(
+        f"{summary['done']}/{summary['tasks']} tasks done, {summary['failed']} failed, {summary['timed_out']} "
+        f"timed out; makespan {summary['makespan_ms'] / 1000:.1f} s with {summary['policy']}"
+    )
+    for node, counts in sorted(summary["per_node"].items()):
+        print(f"  {node}: {counts['done']} done, {counts['failed']} failed, busy {counts['busy_ms'] / 1000:.1f} s")
+    return 0 if result.ok else 1
+
+
 _HANDLERS = {
     "collect": _cmd_collect,
     "wrap": _cmd_wrap,
@@ -353,6 +464,8 @@ _HANDLERS = {
     "adapt": _cmd_adapt,
     "export": _cmd_export,
     "verify": _cmd_verify,
+    "worker": _cmd_worker,
+    "dispatch": _cmd_dispatch,
 }
 
 

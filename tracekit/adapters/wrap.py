@@ -14,6 +14,7 @@ import re
 import secrets
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -136,7 +137,10 @@ def run_invocation(
         except ProcessLookupError:
             pass
 
-    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_SIGNALS}
+    # Only the main thread may install handlers; a threaded caller (the
+    # worker's slots) handles signals itself and stops its children.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_SIGNALS} if in_main_thread else {}
     try:
         _, wait_status, usage = os.wait4(child.pid, 0)
     finally:

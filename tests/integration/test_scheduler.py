@@ -1,0 +1,206 @@
+"""The Redis scheduler against a real redis-server and real ffmpeg: placement,
+exactly-once terminal records, crashed workers, a restarted Redis, failing
+tasks, bad connections."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import read_jsonl, tracekit_cmd, wait_until
+from tracekit import cli
+from tracekit.adapters.ffmpeg import generate_clips
+from tracekit.adapters.ffmpeg_argv import TranscodeSettings
+from tracekit.sched.dispatcher import DispatchConfig, dispatch
+from tracekit.sched.keys import RunKeys
+from tracekit.sched.queue import TaskMessage, TaskQueue
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("inputs")
+    generate_clips(folder, count=4, durations_s=[1, 2], size="320x180", seed=5)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """One clip whose transcode (veryslow) takes seconds: long enough to be killed mid-task."""
+    folder = tmp_path_factory.mktemp("long")
+    generate_clips(folder, count=1, durations_s=[6], size="640x360", seed=2)
+    return folder
+
+
+def start_worker(children, redis_server, root: Path, node: str, run_id: str = "s1", parallel: int = 1):
+    """A worker subprocess in its own session (so its ffmpeg can be killed with it)."""
+    argv = tracekit_cmd("worker", "--node-id", node, "--run-id", run_id, "--redis-url", redis_server.url,
+                        "--parallel", str(parallel), "--outputs", str(root / node / "outputs"),
+                        "--logs-dir", str(root / node / "logs"), "--grace", "30")  # fmt: skip
+    log = open(root / f"{node}.stderr", "ab")  # noqa: SIM115 - closed with the process
+    return children(argv, stderr=log, start_new_session=True, env={**os.environ, "REDIS_PASSWORD": redis_server.password})
+
+
+def config(redis_server, inputs: Path, root: Path, **overrides) -> DispatchConfig:
+    values = dict(run_id="s1", redis_url=redis_server.url, nodes=("cloud1", "cloud2"), inputs=inputs,
+                  settings=TranscodeSettings("160:90", "ultrafast", 30), logs_dir=root / "cloud0" / "logs",
+                  worker_wait_s=20, timeout_s=120)  # fmt: skip
+    values.update(overrides)
+    return DispatchConfig(**values)
+
+
+def results(redis_server, run_id: str = "s1") -> list[dict]:
+    entries = redis_server.client().xrange(RunKeys(run_id).results)
+    return [json.loads(fields["record"]) for _, fields in entries]
+
+
+@pytest.mark.parametrize("policy", ["round-robin", "least-loaded", "lpt", "duration-online"])
+def test_two_workers_run_every_task_once(redis_server, clips, tmp_path, children, policy):
+    for node in ("cloud1", "cloud2"):
+        start_worker(children, redis_server, tmp_path, node)
+    result = dispatch(config(redis_server, clips, tmp_path, policy=policy, batch_size=2, backlog_limit=2))
+    assert result.ok and result.summary["done"] == 4 and result.summary["failed"] == 0
+    records = results(redis_server)
+    assert sorted(r["task_id"] for r in records) == sorted(f"t{i:05d}-{p.stem}" for i, p in enumerate(sorted(clips.iterdir())))
+    assert all(r["state"] == "done" and r["attempt"] == 1 for r in records)
+    placements = read_jsonl(tmp_path / "cloud0" / "logs" / "s1" / "placement_events.jsonl")
+    assert len(placements) == 4 and {p["policy"] for p in placements} == {policy}
+    assert all("backlog" in p and "expected_outstanding_ms" in p for p in placements)
+    # Each worker wrote its invocations in its own node's run folder, with the dispatcher's ids.
+    events = [e for node in ("cloud1", "cloud2") for e in _events(tmp_path, node)]
+    by_task = {e["task_id"]: e for e in events}
+    for placement in placements:
+        event = by_task[placement["task_id"]]
+        assert event["node"] == placement["node"] and event["ts_enqueue"] == placement["ts_ms"]
+        assert event["ts_enqueue_given"] is True and event["status"] == 0
+
+
+def _events(root: Path, node: str) -> list[dict]:
+    path = root / node / "logs" / "s1" / "events.ffmpeg.jsonl"
+    return read_jsonl(path) if path.exists() else []
+
+
+def test_killed_worker_task_is_rerun_once_on_restart(redis_server, long_clip, tmp_path, children):
+    worker = start_worker(children, redis_server, tmp_path, "cloud1")
+    cfg = config(redis_server, long_clip, tmp_path, nodes=("cloud1",), settings=TranscodeSettings("640:360", "veryslow", 18))
+    dispatcher = children(
+        tracekit_cmd("dispatch", "--run-id", "s1", "--redis-url", redis_server.url, "--nodes", "cloud1",
+                     "--inputs", str(long_clip), "--scale", "640:360", "--preset", "veryslow", "--crf", "18",
+                     "--logs-dir", str(cfg.logs_dir), "--timeout", "180"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    starts = RunKeys("s1").starts
+    wait_until(lambda: redis_server.client().xlen(starts) >= 1, timeout_s=60, what="the task to start")
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker and its ffmpeg, mid-task
+    worker.wait()
+    start_worker(children, redis_server, tmp_path, "cloud1")
+    out, err = dispatcher.communicate(timeout=180)
+    assert dispatcher.returncode == 0, err
+    [record] = results(redis_server)
+    assert record["state"] == "done" and record["attempt"] == 2
+    attempts = sorted(e["attempt"] for e in _events(tmp_path, "cloud1"))
+    assert attempts == [2]  # attempt 1 died with its wrapper; only attempt 2 finished
+
+
+def test_silent_worker_task_is_reclaimed_by_the_dispatcher(redis_server, long_clip, tmp_path, children):
+    doomed = start_worker(children, redis_server, tmp_path, "cloud1")
+    start_worker(children, redis_server, tmp_path, "cloud2")
+    cfg = config(redis_server, long_clip, tmp_path, policy="round-robin", lease_ms=1000,
+                 settings=TranscodeSettings("640:360", "veryslow", 18), timeout_s=180)  # fmt: skip
+    import threading
+
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", dispatch(cfg)))
+    thread.start()
+    starts = RunKeys("s1").starts
+    wait_until(lambda: redis_server.client().xlen(starts) >= 1, timeout_s=60, what="the task to start")
+    first = json.loads(redis_server.client().xrange(starts)[0][1]["record"])
+    victim = doomed if first["node"] == "cloud1" else None
+    if victim is None:
+        pytest.skip("round-robin placed the only task on cloud2")  # never with nodes in name order
+    os.killpg(victim.pid, signal.SIGKILL)
+    thread.join(240)
+    result = outcome["result"]
+    assert result.ok
+    [record] = results(redis_server)
+    assert record["state"] == "done" and record["node"] == "cloud2" and record["attempt"] == 2
+    placements = read_jsonl(cfg.logs_dir / "s1" / "placement_events.jsonl")
+    assert [p["reason"] for p in placements] == ["placed", "reclaimed"]
+
+
+def test_failing_tasks_get_one_failed_record_and_the_run_goes_on(redis_server, clips, tmp_path, children, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for clip in sorted(clips.iterdir())[:2]:
+        (inputs / clip.name).symlink_to(clip)
+    (inputs / "broken.mp4").write_bytes(b"not a video at all")
+    start_worker(children, redis_server, tmp_path, "cloud1")
+    result = dispatch(config(redis_server, inputs, tmp_path, nodes=("cloud1",)))
+    assert not result.ok and result.summary["done"] == 2 and result.summary["failed"] == 1
+    [failed] = [r for r in results(redis_server) if r["state"] == "failed"]
+    assert "broken" in failed["task_id"] and failed["reason"].startswith("ffmpeg exit status")
+
+
+def test_missing_input_is_a_failed_record(redis_server, tmp_path, children):
+    client = redis_server.client()
+    queue = TaskQueue(client, RunKeys("s1"))
+    queue.create(["cloud1"], {"run_id": "s1"})
+    queue.place("cloud1", TaskMessage("t-missing", "0" * 32, str(tmp_path / "nope.mp4"), "o.mp4", 1))
+    start_worker(children, redis_server, tmp_path, "cloud1")
+    wait_until(lambda: results(redis_server), what="a terminal record")
+    [record] = results(redis_server)
+    assert record["state"] == "failed" and record["reason"] == f"input not found: {tmp_path / 'nope.mp4'}"
+
+
+def test_restarted_redis_makes_dispatcher_and_worker_exit_non_zero(redis_server, long_clip, tmp_path, children):
+    worker = start_worker(children, redis_server, tmp_path, "cloud1")
+    dispatcher = children(
+        tracekit_cmd("dispatch", "--run-id", "s1", "--redis-url", redis_server.url, "--nodes", "cloud1",
+                     "--inputs", str(long_clip), "--scale", "640:360", "--preset", "veryslow",
+                     "--logs-dir", str(tmp_path / "cloud0"), "--timeout", "300"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_until(lambda: redis_server.client().xlen(RunKeys("s1").starts) >= 1, timeout_s=60, what="a start")
+    redis_server.restart()  # no persistence: the run's queues are gone
+    _, err = dispatcher.communicate(timeout=60)
+    assert dispatcher.returncode == 1 and "no longer holds run s1" in err
+    assert worker.wait(timeout=90) == 1
+    assert "no longer holds run s1" in (tmp_path / "cloud1.stderr").read_text()
+
+
+def test_bad_connections_fail_fast_with_one_line(redis_server, tmp_path, capsys, monkeypatch):
+    run_args = ["--run-id", "s1", "--logs-dir", str(tmp_path)]
+    monkeypatch.setenv("REDIS_PASSWORD", "wrong")
+    assert cli.main(["worker", *run_args, "--node-id", "cloud1", "--redis-url", redis_server.url]) == 1
+    err = capsys.readouterr().err
+    assert "authentication failed" in err and redis_server.url in err and "wrong" not in err
+    monkeypatch.setenv("REDIS_PASSWORD", redis_server.password)
+    assert cli.main(["worker", *run_args, "--redis-url", "redis://127.0.0.1:1/0"]) == 1
+    assert "cannot reach redis://127.0.0.1:1/0" in capsys.readouterr().err
+    url_with_password = f"redis://:{redis_server.password}@127.0.0.1:{redis_server.port}/0"
+    assert cli.main(["worker", *run_args, "--redis-url", url_with_password]) == 2
+    err = capsys.readouterr().err
+    assert "carries a password" in err and redis_server.password not in err
+
+
+def test_unknown_policy_and_node(redis_server, clips, tmp_path, capsys, children):
+    base = ["dispatch", "--run-id", "s1", "--redis-url", redis_server.url, "--inputs", str(clips), "--logs-dir", str(tmp_path)]
+    assert cli.main([*base, "--nodes", "cloud1", "--policy", "fastest"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown policy 'fastest'" in err and "duration-online" in err
+    start_worker(children, redis_server, tmp_path, "cloud1")
+    assert cli.main([*base, "--nodes", "cloud1,cloud9", "--worker-wait", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "no worker answers for node(s) cloud9" in err and "workers seen: cloud1" in err
+
+
+def test_cleanup_removes_every_key(redis_server, tmp_path, capsys):
+    queue = TaskQueue(redis_server.client(), RunKeys("s1"))
+    queue.create(["cloud1", "cloud2"], {"run_id": "s1"})
+    assert cli.main(["dispatch", "--cleanup", "--run-id", "s1", "--redis-url", redis_server.url]) == 0
+    assert "deleted 3 keys" in capsys.readouterr().out
+    assert redis_server.client().keys("tk:s1:*") == []

@@ -1,0 +1,1 @@
+"""Redis scheduler: keys, queue, placement policies, dispatcher, worker."""

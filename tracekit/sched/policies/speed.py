@@ -1,0 +1,64 @@
+"""Learned transcode speed: milliseconds of processing per media second, per profile.
+
+Every policy estimates a task's work as ``media_s * ms_per_media_s(profile)``.
+The rate is learned online from completed tasks, so estimates improve as a run
+goes on; before a profile has been seen it borrows the mean over the profiles
+seen so far (other profiles are the best evidence we have about this cluster),
+and with nothing seen at all it assumes real time (1000 ms per media second).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tracekit.sched.policies.base import PlannedTask
+
+REAL_TIME_MS_PER_MEDIA_S = 1000.0
+
+# Exponentially weighted mean rather than a plain running mean: speed on shared
+# cloud VMs drifts (noisy neighbours, CPU credit and thermal limits, cache
+# warm-up), so recent completions should count more. alpha = 0.3 remembers
+# about (2 - alpha) / alpha ~ 6 completions: enough to smooth input-to-input
+# noise, quick enough to follow a slowdown within a few tasks.
+DEFAULT_ALPHA = 0.3
+
+
+class SpeedModel:
+    """Per-profile EWMA of ms per media second, with a prior for unseen profiles."""
+
+    def __init__(self, alpha: float = DEFAULT_ALPHA, prior_ms_per_media_s: float = REAL_TIME_MS_PER_MEDIA_S):
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        self.alpha = alpha
+        self.prior_ms_per_media_s = prior_ms_per_media_s
+        self._rate: dict[str, float] = {}
+        self._count: dict[str, int] = {}
+
+    def ms_per_media_s(self, profile: str) -> float:
+        if profile in self._rate:
+            return self._rate[profile]
+        if self._rate:
+            return sum(self._rate.values()) / len(self._rate)
+        return self.prior_ms_per_media_s
+
+    def estimate_ms(self, task: PlannedTask) -> float:
+        return task.media_s * self.ms_per_media_s(task.profile)
+
+    def observe(self, task: PlannedTask, actual_ms: float) -> None:
+        # A zero-length input or a nonsensical duration says nothing about speed.
+        if task.media_s <= 0 or not math.isfinite(actual_ms) or actual_ms < 0:
+            return
+        sample = actual_ms / task.media_s
+        old = self._rate.get(task.profile)
+        # The first observation replaces the prior outright: the prior is a guess.
+        self._rate[task.profile] = sample if old is None else old + self.alpha * (sample - old)
+        self._count[task.profile] = self._count.get(task.profile, 0) + 1
+
+    def observations(self, profile: str) -> int:
+        return self._count.get(profile, 0)
+
+    def snapshot(self) -> dict[str, float]:
+        """Learned rates by profile (JSON-ready), for placement records."""
+        return {profile: round(rate, 3) for profile, rate in sorted(self._rate.items())}

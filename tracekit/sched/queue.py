@@ -1,0 +1,226 @@
+"""The reliable task queue on Redis Streams: place, take, finish, requeue.
+
+input:  a Redis client and a run's keys
+output: tasks on per-node streams, read by worker slots through one consumer
+        group; terminal records on the results stream
+
+A task entry stays in its node's stream, pending for the worker slot that
+took it, until that slot finishes it. Finishing is one Lua script: the
+entry is acknowledged and deleted and the terminal record written together,
+and only if the entry was still pending, so a task ends in exactly one
+terminal record even when a slot died and its task was requeued. A
+restarted slot reads its own pending entries first (their delivery count
+gives the attempt number).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from tracekit.sched.connection import RedisUnavailable
+from tracekit.sched.keys import ENVELOPE_VERSION, WORKER_GROUP, RunKeys
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """What a worker needs to run one task (the payload of a queue entry)."""
+
+    task_id: str
+    trace_id: str
+    input: str
+    output: str  # file name under the worker's --outputs folder
+    ts_enqueue: int  # epoch ms, dispatcher (controller) clock
+    attempt: int = 1  # of the placement; a restarted slot adds its redeliveries
+    profile: str = "default"
+    scale: str = "1280:720"
+    preset: str = "veryfast"
+    crf: int = 28
+    threads: int | None = None
+    media_s: float = 0.0
+    expected_ms: float = 0.0
+
+    def encode(self) -> dict[str, str]:
+        return {"task": json.dumps({"v": ENVELOPE_VERSION, **asdict(self)}, separators=(",", ":"))}
+
+    @classmethod
+    def decode(cls, fields: dict[str, str]) -> TaskMessage:
+        data = json.loads(fields["task"])
+        if data.pop("v", None) != ENVELOPE_VERSION:
+            raise ValueError(f"unsupported task envelope version in {fields!r}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A task a worker slot took: its entry, message and attempt number."""
+
+    entry_id: str
+    message: TaskMessage
+    attempt: int
+
+
+@dataclass(frozen=True)
+class TerminalRecord:
+    task_id: str
+    node: str
+    consumer: str
+    attempt: int
+    state: str  # "done" or "failed"
+    exit_status: int | None
+    reason: str | None
+    ts_start: int
+    ts_end: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        data = asdict(self)
+        data.update(data.pop("extra"))
+        return json.dumps({"v": ENVELOPE_VERSION, **data}, separators=(",", ":"))
+
+
+# KEYS: queue, results. ARGV: group, entry id, record. Returns 1 if finished here.
+_FINISH = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'record', ARGV[3])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+# KEYS: old queue, new queue. ARGV: group, entry id, new payload. Moves a task.
+_REQUEUE = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  return redis.call('XADD', KEYS[2], '*', 'task', ARGV[3])
+end
+return false
+"""
+
+
+class TaskQueue:
+    def __init__(self, client: redis.Redis, keys: RunKeys, url: str = "redis"):
+        self.client = client
+        self.keys = keys
+        self.url = url
+        self._finish = client.register_script(_FINISH)
+        self._requeue = client.register_script(_REQUEUE)
+
+    # -- set-up and state -------------------------------------------------------
+
+    def create(self, nodes: list[str], meta: dict[str, str]) -> None:
+        """Make the node queues and mark the run live (idempotent)."""
+        self.client.hset(self.keys.meta, mapping=meta)
+        for node in nodes:
+            self.ensure_group(node)
+
+    def ensure_group(self, node: str) -> None:
+        try:
+            self.client.xgroup_create(self.keys.queue(node), WORKER_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def is_live(self) -> bool:
+        return bool(self.client.exists(self.keys.meta))
+
+    def require_live(self) -> None:
+        if not self.is_live():
+            raise RedisUnavailable(
+                f"Redis at {self.url} no longer holds run {self.keys.run_id} "
+                "(restarted without persistence, or cleaned up); the run's queue state is lost"
+            )
+
+    def cleanup(self) -> int:
+        """Delete every key of the run; returns how many."""
+        deleted = 0
+        for key in self.client.scan_iter(match=self.keys.pattern, count=500):
+            deleted += self.client.unlink(key)
+        return deleted
+
+    # -- dispatcher side ----------------------------------------------------------
+
+    def place(self, node: str, message: TaskMessage) -> str:
+        return self.client.xadd(self.keys.queue(node), message.encode())
+
+    def read_stream(self, key: str, last_id: str, block_ms: int | None) -> list[tuple[str, dict[str, str]]]:
+        reply = self.client.xread({key: last_id}, count=1000, block=block_ms)
+        return reply[0][1] if reply else []
+
+    def pending_of_dead_consumers(self, node: str, lease_ms: int) -> list[tuple[str, str]]:
+        """(consumer, entry id) of tasks held by slots without a heartbeat for ``lease_ms``."""
+        queue = self.keys.queue(node)
+        found = []
+        for entry in self.client.xpending_range(queue, WORKER_GROUP, "-", "+", 1000):
+            consumer = entry["consumer"]
+            if entry["time_since_delivered"] < lease_ms:
+                continue
+            if not self.client.exists(self.keys.heartbeat(node, consumer)):
+                found.append((consumer, entry["message_id"]))
+        return found
+
+    def requeue(self, from_node: str, entry_id: str, to_node: str, message: TaskMessage) -> str | None:
+        """Move a pending task to ``to_node``'s queue (None if it was finished meanwhile)."""
+        return self._requeue(
+            keys=[self.keys.queue(from_node), self.keys.queue(to_node)],
+            args=[WORKER_GROUP, entry_id, message.encode()["task"]],
+        )
+
+    def entry(self, node: str, entry_id: str) -> TaskMessage | None:
+        found = self.client.xrange(self.keys.queue(node), entry_id, entry_id)
+        return TaskMessage.decode(found[0][1]) if found else None
+
+    def live_nodes(self) -> set[str]:
+        """Nodes with at least one worker slot sending heartbeats."""
+        nodes = set()
+        for key in self.client.scan_iter(match=f"{self.keys.prefix}heartbeat:*", count=500):
+            nodes.add(key[len(f"{self.keys.prefix}heartbeat:") :].split(":", 1)[0])
+        return nodes
+
+    # -- worker side ----------------------------------------------------------------
+
+    def take(self, node: str, consumer: str, block_ms: int) -> Taken | None:
+        """The slot's own unfinished task first (after a restart), else a new one."""
+        queue = self.keys.queue(node)
+        reply = self.client.xreadgroup(WORKER_GROUP, consumer, {queue: "0"}, count=1)
+        entries = reply[0][1] if reply else []
+        redelivered = bool(entries)
+        if not entries:
+            reply = self.client.xreadgroup(WORKER_GROUP, consumer, {queue: ">"}, count=1, block=block_ms)
+            entries = reply[0][1] if reply else []
+        if not entries:
+            return None
+        entry_id, fields = entries[0]
+        message = TaskMessage.decode(fields)
+        deliveries = 1
+        if redelivered:
+            [pending] = self.client.xpending_range(queue, WORKER_GROUP, entry_id, entry_id, 1)
+            deliveries = pending["times_delivered"]
+        return Taken(entry_id, message, message.attempt + deliveries - 1)
+
+    def started(self, node: str, consumer: str, taken: Taken, ts_start: int) -> None:
+        record = {"task_id": taken.message.task_id, "node": node, "consumer": consumer,
+                  "attempt": taken.attempt, "ts_start": ts_start}  # fmt: skip
+        self.client.xadd(self.keys.starts, {"record": json.dumps(record)})
+
+    def finish(self, node: str, taken: Taken, record: TerminalRecord) -> bool:
+        """Write the terminal record and release the entry, atomically."""
+        return bool(
+            self._finish(keys=[self.keys.queue(node), self.keys.results], args=[WORKER_GROUP, taken.entry_id, record.encode()])
+        )
+
+    def hand_back(self, node: str, taken: Taken) -> None:
+        """Return an interrupted task to its node's queue (the next attempt runs it)."""
+        message = TaskMessage(**{**asdict(taken.message), "attempt": taken.attempt + 1})
+        self.requeue(node, taken.entry_id, node, message)
+
+    def heartbeat(self, node: str, consumers: list[str], ttl_ms: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        now = str(int(time.time() * 1000))
+        for consumer in consumers:
+            pipe.set(self.keys.heartbeat(node, consumer), now, px=ttl_ms)
+        pipe.execute()

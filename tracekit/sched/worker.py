@@ -1,0 +1,249 @@
+"""``tracekit worker``: run the tasks placed on one node, K at a time.
+
+input:  the node's queue on Redis (tracekit.sched.queue)
+output: one invocation event per attempt (through ``wrap``, in the node's
+        run folder), one terminal record per task on Redis, worker.log
+
+Each of the K slots is a thread with a stable consumer name (``<node>-<k>``),
+so a restarted worker takes back what its slots had not finished. A
+heartbeat thread keeps the slots' heartbeat keys alive; the dispatcher
+requeues tasks of slots whose heartbeat stopped. SIGINT/SIGTERM: stop taking
+tasks and finish the running ones; a second signal (or the grace period
+running out) stops the running ffmpeg and hands its task back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import redis
+
+from tracekit import runfolder
+from tracekit.adapters.ffmpeg import require_binary
+from tracekit.adapters.ffmpeg_argv import IoPaths, TranscodeSettings, transcode_argv
+from tracekit.adapters.wrap import Invocation, run_invocation
+from tracekit.collect.daemon import validate_name
+from tracekit.errors import TracekitError, UsageError
+from tracekit.sched.connection import RedisUnavailable, connect, safe_url
+from tracekit.sched.keys import RunKeys
+from tracekit.sched.queue import Taken, TaskQueue, TerminalRecord
+
+WORKER_LOG = "worker.log"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    node_id: str
+    run_id: str
+    redis_url: str
+    password_file: Path | None = None
+    parallel: int = 1
+    outputs: Path = Path("outputs")
+    logs_dir: Path = field(default_factory=runfolder.logs_dir)
+    heartbeat_interval_s: float = 1.0
+    grace_s: float = 60.0  # after a stop signal, how long running tasks may finish
+    redis_loss_timeout_s: float = 10.0  # how long to retry a lost connection
+
+    def __post_init__(self) -> None:
+        validate_name(self.node_id, "--node-id")
+        runfolder.validate_run_id(self.run_id)
+        if not 1 <= self.parallel <= 256:
+            raise UsageError(f"--parallel {self.parallel} must be between 1 and 256")
+
+    @property
+    def consumers(self) -> list[str]:
+        return [f"{self.node_id}-{slot}" for slot in range(self.parallel)]
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        self.folder = runfolder.ensure_writable_dir(Path(config.logs_dir) / config.run_id, "run folder")
+        self.log = _logger(self.folder / WORKER_LOG, config.node_id)
+        self.client = connect(config.redis_url, config.password_file)
+        self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url))
+        self.draining = threading.Event()  # take no new tasks
+        self.aborting = threading.Event()  # stop running tasks and hand them back
+        self.failure: BaseException | None = None
+        self._running: dict[str, int] = {}  # consumer -> pid of its running ffmpeg
+        self._lock = threading.Lock()
+        self.done = threading.Event()  # the slots have stopped: heartbeats end
+        self.tasks_finished = 0
+
+    # -- Redis calls survive short outages, and notice a lost run -----------------
+
+    def _redis(self, call: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.config.redis_loss_timeout_s
+        while True:
+            try:
+                return call()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise RedisUnavailable(
+                        f"lost the connection to {self.queue.url} for {self.config.redis_loss_timeout_s:.0f} s ({exc})"
+                    ) from None
+                time.sleep(0.5)
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    self.queue.require_live()  # raises when the run's state is gone
+                    self.queue.ensure_group(self.config.node_id)
+                    continue
+                raise
+
+    # -- the slots ----------------------------------------------------------------
+
+    def _slot(self, consumer: str) -> None:
+        try:
+            while not self.draining.is_set():
+                taken = self._redis(lambda: self.queue.take(self.config.node_id, consumer, block_ms=500))
+                if taken is None:
+                    if not self._redis(self.queue.is_live):
+                        self.queue.require_live()
+                    continue
+                self._run(consumer, taken)
+        except BaseException as exc:  # noqa: BLE001 - reported by run(), never lost
+            self.failure = self.failure or exc
+            self.draining.set()
+
+    def _run(self, consumer: str, taken: Taken) -> None:
+        message = taken.message
+        node = self.config.node_id
+        ts_start = int(time.time() * 1000)
+        self._redis(lambda: self.queue.started(node, consumer, taken, ts_start))
+        input_path = Path(message.input)
+        output_path = self.config.outputs / message.output
+        state, exit_status, reason = "done", 0, None
+        event: dict = {}
+        if not input_path.is_file():
+            state, exit_status, reason = "failed", None, f"input not found: {input_path}"
+        else:
+            settings = TranscodeSettings(message.scale, message.preset, message.crf, message.threads)
+            output_path.parent.mkdir(parents=True, exist_ok=True)
+            invocation = Invocation(
+                argv=transcode_argv(str(input_path), str(output_path), settings, require_binary("ffmpeg")),
+                run_id=self.config.run_id,
+                logs_dir=self.config.logs_dir,
+                module="ffmpeg",
+                task_id=message.task_id,
+                trace_id=message.trace_id,
+                ts_enqueue=message.ts_enqueue,
+                node_id=node,
+                attempt=taken.attempt,
+                io=IoPaths((str(input_path),), (str(output_path),)),
+                extra={"profile": message.profile, "media_s": message.media_s, "consumer": consumer},
+            )
+            event = run_invocation(invocation, on_start=lambda pid: self._started(consumer, pid))
+            with self._lock:
+                self._running.pop(consumer, None)
+            if self.aborting.is_set() and event["status"] != 0:
+                self._redis(lambda: self.queue.hand_back(node, taken))
+                self.log.info("handed back %s (attempt %d) after a stop", message.task_id, taken.attempt)
+                return
+            if event["status"] != 0:
+                state, exit_status, reason = "failed", event["status"], f"ffmpeg {event['error']}"
+        record = TerminalRecord(
+            task_id=message.task_id, node=node, consumer=consumer, attempt=taken.attempt, state=state,
+            exit_status=exit_status, reason=reason, ts_start=event.get("ts_start", ts_start),
+            ts_end=event.get("ts_end", int(time.time() * 1000)),
+            extra={"cpu_ms": (event.get("cpu_user_ms") or 0) + (event.get("cpu_system_ms") or 0),
+                   "profile": message.profile, "media_s": message.media_s},
+        )  # fmt: skip
+        finished = self._redis(lambda: self.queue.finish(node, taken, record))
+        self.tasks_finished += finished
+        level = logging.INFO if state == "done" else logging.WARNING
+        self.log.log(level, "%s %s (attempt %d)%s", message.task_id, state, taken.attempt, f": {reason}" if reason else "")
+        if not finished:
+            self.log.warning("%s was requeued by the dispatcher meanwhile; this attempt's record is dropped", message.task_id)
+
+    def _started(self, consumer: str, pid: int) -> None:
+        with self._lock:
+            self._running[consumer] = pid
+        if self.aborting.is_set():
+            self._stop_children()
+
+    def _stop_children(self) -> None:
+        with self._lock:
+            pids = list(self._running.values())
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def _heartbeats(self) -> None:
+        ttl_ms = int(self.config.heartbeat_interval_s * 3000)
+        while not self.done.is_set():
+            try:
+                self.queue.heartbeat(self.config.node_id, self.config.consumers, ttl_ms)
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # the slots notice a lasting outage
+            self.done.wait(self.config.heartbeat_interval_s)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.queue.ensure_group(self.config.node_id)
+        stops = {"count": 0}
+
+        def on_signal(signum: int, _frame: object) -> None:
+            stops["count"] += 1
+            self.draining.set()
+            if stops["count"] > 1:
+                self.aborting.set()
+                self._stop_children()
+            self.log.info("%s: %s", signal.Signals(signum).name,
+                          "stopping running tasks" if stops["count"] > 1 else "finishing running tasks")  # fmt: skip
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+        self.log.info(
+            "worker %s: run %s, %d slot(s), redis %s, outputs %s",
+            self.config.node_id, self.config.run_id, self.config.parallel, self.queue.url, self.config.outputs,
+        )  # fmt: skip
+        beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+        beat.start()
+        slots = [threading.Thread(target=self._slot, args=(c,), name=c, daemon=True) for c in self.config.consumers]
+        for slot in slots:
+            slot.start()
+        while not self.draining.wait(0.5):  # a timed wait lets signal handlers run
+            pass
+        deadline = time.monotonic() + self.config.grace_s
+        for slot in slots:
+            while slot.is_alive():
+                slot.join(0.2)
+                if time.monotonic() > deadline and not self.aborting.is_set():
+                    self.aborting.set()
+                    self._stop_children()
+        self.done.set()
+        beat.join(5)
+        if self.failure is not None:
+            if isinstance(self.failure, TracekitError):
+                raise self.failure
+            raise TracekitError(f"worker {self.config.node_id} failed: {self.failure!r}") from self.failure
+        self.log.info("worker %s stopped: %d tasks finished", self.config.node_id, self.tasks_finished)
+        return 0
+
+
+def _logger(path: Path, node: str) -> logging.Logger:
+    logger = logging.getLogger(f"tracekit.worker.{node}.{path}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    return logger
+
+
+def run_worker(config: WorkerConfig) -> int:
+    return Worker(config).run()
