@@ -43,6 +43,7 @@ class TaskMessage:
     threads: int | None = None
     media_s: float = 0.0
     expected_ms: float = 0.0
+    argv: list[str] | None = None  # a plain command instead of a transcode (benchmarks, other workloads)
 
     def encode(self) -> dict[str, str]:
         return {"task": json.dumps({"v": ENVELOPE_VERSION, **asdict(self)}, separators=(",", ":"))}
@@ -183,11 +184,17 @@ class TaskQueue:
 
     # -- worker side ----------------------------------------------------------------
 
-    def take(self, node: str, consumer: str, block_ms: int) -> Taken | None:
-        """The slot's own unfinished task first (after a restart), else a new one."""
+    def take(self, node: str, consumer: str, block_ms: int, own_pending_first: bool = True) -> Taken | None:
+        """The slot's own unfinished task first (after a restart), else a new one.
+
+        A slot that finishes what it takes has nothing pending; it checks its
+        own pending entries only when it starts (``own_pending_first``).
+        """
         queue = self.keys.queue(node)
-        reply = self.client.xreadgroup(WORKER_GROUP, consumer, {queue: "0"}, count=1)
-        entries = reply[0][1] if reply else []
+        entries = []
+        if own_pending_first:
+            reply = self.client.xreadgroup(WORKER_GROUP, consumer, {queue: "0"}, count=1)
+            entries = reply[0][1] if reply else []
         redelivered = bool(entries)
         if not entries:
             reply = self.client.xreadgroup(WORKER_GROUP, consumer, {queue: ">"}, count=1, block=block_ms)

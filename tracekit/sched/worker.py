@@ -32,7 +32,7 @@ from tracekit.adapters.ffmpeg import require_binary
 from tracekit.adapters.ffmpeg_argv import IoPaths, TranscodeSettings, transcode_argv
 from tracekit.adapters.wrap import Invocation, run_invocation
 from tracekit.collect.daemon import validate_name
-from tracekit.errors import TracekitError, UsageError
+from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.sched.connection import RedisUnavailable, connect, safe_url
 from tracekit.sched.keys import RunKeys
 from tracekit.sched.queue import Taken, TaskQueue, TerminalRecord
@@ -104,9 +104,13 @@ class Worker:
 
     def _slot(self, consumer: str) -> None:
         try:
+            own_pending_first = True  # after a restart, this slot's unfinished task comes first
             while not self.draining.is_set():
-                taken = self._redis(lambda: self.queue.take(self.config.node_id, consumer, block_ms=500))
+                taken = self._redis(
+                    lambda: self.queue.take(self.config.node_id, consumer, 500, own_pending_first)
+                )
                 if taken is None:
+                    own_pending_first = False
                     if not self._redis(self.queue.is_live):
                         self.queue.require_live()
                     continue
@@ -124,25 +128,33 @@ class Worker:
         output_path = self.config.outputs / message.output
         state, exit_status, reason = "done", 0, None
         event: dict = {}
-        if not input_path.is_file():
+        if message.argv is None and not input_path.is_file():
             state, exit_status, reason = "failed", None, f"input not found: {input_path}"
         else:
-            settings = TranscodeSettings(message.scale, message.preset, message.crf, message.threads)
-            output_path.parent.mkdir(parents=True, exist_ok=True)
+            if message.argv is not None:
+                argv, module, io = message.argv, None, IoPaths()
+            else:
+                settings = TranscodeSettings(message.scale, message.preset, message.crf, message.threads)
+                output_path.parent.mkdir(parents=True, exist_ok=True)
+                argv = transcode_argv(str(input_path), str(output_path), settings, require_binary("ffmpeg"))
+                module, io = "ffmpeg", IoPaths((str(input_path),), (str(output_path),))
             invocation = Invocation(
-                argv=transcode_argv(str(input_path), str(output_path), settings, require_binary("ffmpeg")),
+                argv=argv,
                 run_id=self.config.run_id,
                 logs_dir=self.config.logs_dir,
-                module="ffmpeg",
+                module=module,
                 task_id=message.task_id,
                 trace_id=message.trace_id,
                 ts_enqueue=message.ts_enqueue,
                 node_id=node,
                 attempt=taken.attempt,
-                io=IoPaths((str(input_path),), (str(output_path),)),
+                io=io,
                 extra={"profile": message.profile, "media_s": message.media_s, "consumer": consumer},
             )
-            event = run_invocation(invocation, on_start=lambda pid: self._started(consumer, pid))
+            try:
+                event = run_invocation(invocation, on_start=lambda pid: self._started(consumer, pid))
+            except CommandNotFound as exc:
+                event = {"status": exc.exit_code, "error": str(exc)}
             with self._lock:
                 self._running.pop(consumer, None)
             if self.aborting.is_set() and event["status"] != 0:
@@ -150,7 +162,8 @@ class Worker:
                 self.log.info("handed back %s (attempt %d) after a stop", message.task_id, taken.attempt)
                 return
             if event["status"] != 0:
-                state, exit_status, reason = "failed", event["status"], f"ffmpeg {event['error']}"
+                program = os.path.basename(invocation.argv[0])
+                state, exit_status, reason = "failed", event["status"], f"{program} {event['error']}"
         record = TerminalRecord(
             task_id=message.task_id, node=node, consumer=consumer, attempt=taken.attempt, state=state,
             exit_status=exit_status, reason=reason, ts_start=event.get("ts_start", ts_start),
