@@ -4,29 +4,59 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import psutil
 
 from tests.helpers import read_jsonl
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def quick_start_block() -> str:
+MARKER = "<!-- The block below is run by tests/integration/test_readme.py. -->"
+
+
+def readme_blocks() -> list[str]:
+    """The bash blocks that follow a MARKER, in README order."""
     text = README.read_text()
-    marker = text.index("<!-- The block below is run by tests/integration/test_readme.py. -->")
-    return re.search(r"```bash\n(.*?)```", text[marker:], re.S).group(1)
+    return [re.search(r"```bash\n(.*?)```", part, re.S).group(1) for part in text.split(MARKER)[1:]]
+
+
+def quick_start_block() -> str:
+    return readme_blocks()[0]
+
+
+def run_block(block: str, cwd: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(extra_env or {})}
+    for name in ("TRACEKIT_LOGS_DIR", "TRACEKIT_RUN_ID", "REDIS_PASSWORD"):
+        env.pop(name, None)
+    # Output goes to files, not pipes: a background process the block left
+    # behind would hold a pipe open and hang the wait.
+    out, err = cwd / ".block.stdout", cwd / ".block.stderr"
+    try:
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            code = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=cwd, stdout=stdout,
+                                  stderr=stderr, env=env, timeout=240).returncode  # fmt: skip
+    finally:
+        _kill_leftovers(cwd)
+    return subprocess.CompletedProcess(block, code, out.read_text(), err.read_text())
+
+
+def _kill_leftovers(cwd: Path) -> None:
+    """Whatever the block started in the background and left running (if it failed midway)."""
+    for process in psutil.process_iter(["pid", "cwd"]):
+        if process.info["cwd"] and Path(process.info["cwd"]).is_relative_to(cwd) and process.pid != os.getpid():
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
 
 
 def test_quick_start_runs_as_written(tmp_path):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("TRACEKIT_LOGS_DIR", None)
-    env.pop("TRACEKIT_RUN_ID", None)
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", quick_start_block()],
-        cwd=tmp_path, capture_output=True, text=True, env=env,
-    )  # fmt: skip
+    result = run_block(quick_start_block(), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     folder = tmp_path / "logs" / "test001"
     assert "is running" in result.stdout and "stopped" in result.stdout
@@ -36,3 +66,23 @@ def test_quick_start_runs_as_written(tmp_path):
     assert "OK: 2 tasks" in result.stdout  # parse, export and verify ran on the capture
     assert (folder / "cctf" / "invocations.jsonl").exists()
     assert (tmp_path / "outputs" / "a.mp4").stat().st_size > 0
+
+
+def test_two_workers_step_by_step(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_block(readme_blocks()[1], tmp_path, {"REDIS_PORT": str(port)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4/4 tasks done, 0 failed, 0 timed out" in result.stdout
+    assert "OK: 4 tasks" in result.stdout and "conservation checked for 4 tasks" in result.stdout
+    cctf = tmp_path / "logs" / "two001" / "cctf"
+    placements = read_jsonl(cctf / "placement_events.jsonl")
+    invocations = read_jsonl(cctf / "invocations.jsonl")
+    assert len(placements) == 4 and {p["policy"] for p in placements} == {"duration-online"}
+    assert {i["node"] for i in invocations} == {"cloud1", "cloud2"}
+    for invocation in invocations:  # enqueue time from the dispatcher, start and end from the worker
+        [placed] = [p for p in placements if p["task_id"] == invocation["task_id"]]
+        assert invocation["ts_enqueue"] == placed["ts_ms"] <= invocation["ts_start"] < invocation["ts_end"]
+        assert invocation["node"] == placed["node"]
+    assert not (tmp_path / "redis.pid").exists()  # Redis was shut down

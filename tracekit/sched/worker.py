@@ -78,6 +78,7 @@ class Worker:
         self._running: dict[str, int] = {}  # consumer -> pid of its running ffmpeg
         self._lock = threading.Lock()
         self.done = threading.Event()  # the slots have stopped: heartbeats end
+        self.run_seen = threading.Event()  # the dispatcher's run marker was there once
         self.tasks_finished = 0
 
     # -- Redis calls survive short outages, and notice a lost run -----------------
@@ -94,8 +95,8 @@ class Worker:
                     ) from None
                 time.sleep(0.5)
             except redis.ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    self.queue.require_live()  # raises when the run's state is gone
+                if "NOGROUP" in str(exc):  # the queue vanished: Redis restarted or the run was cleaned up
+                    self.queue.require_live()
                     self.queue.ensure_group(self.config.node_id)
                     continue
                 raise
@@ -111,13 +112,23 @@ class Worker:
                 )
                 if taken is None:
                     own_pending_first = False
-                    if not self._redis(self.queue.is_live):
-                        self.queue.require_live()
+                    self._check_run_state()
                     continue
                 self._run(consumer, taken)
         except BaseException as exc:  # noqa: BLE001 - reported by run(), never lost
             self.failure = self.failure or exc
             self.draining.set()
+
+    def _check_run_state(self) -> None:
+        """A run the dispatcher created and that then vanished from Redis is lost.
+
+        Workers may start before the dispatcher creates the run: until the
+        run has been seen, its absence only means "not yet".
+        """
+        if self._redis(self.queue.is_live):
+            self.run_seen.set()
+        elif self.run_seen.is_set():
+            self.queue.require_live()
 
     def _run(self, consumer: str, taken: Taken) -> None:
         message = taken.message

@@ -38,6 +38,7 @@ from tracekit.trace.rawrun import (
     BadLines,
     NodeFolder,
     find_node_folders,
+    is_dispatcher_only,
     load_node_folder,
     read_proc_samples,
     read_records,
@@ -137,7 +138,11 @@ def link_records(node: NodeFolder) -> list[dict[str, Any]]:
 def parse_run(run_dir: str | Path, strict: bool = False) -> ParseResult:
     run_dir = Path(run_dir)
     folders = find_node_folders(run_dir)
-    nodes = [load_node_folder(folder) for folder in folders]
+    # A controller that ran only the dispatcher contributes its placements.
+    placement_only = [folder for folder in folders if is_dispatcher_only(folder)]
+    nodes = [load_node_folder(folder) for folder in folders if folder not in placement_only]
+    if not nodes:
+        raise RunFolderError(f"{run_dir}: no node folder with node facts (node.json); nothing was measured")
     seen: dict[str, Path] = {}
     for node in nodes:
         if node.node in seen:
@@ -161,9 +166,11 @@ def parse_run(run_dir: str | Path, strict: bool = False) -> ParseResult:
         try:
             for node in nodes:
                 invocations += _parse_node(node, outputs, parquet, bad, audit)
-                for event in read_records(node.path / PLACEMENT_EVENTS, bad):
+                for event in read_records(node.path / PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id")):
                     event["ts_ms"] = node.shift(event["ts_ms"])
                     placements.append(event)
+            for folder in placement_only:  # the dispatcher's clock is the controller's
+                placements += read_records(folder / PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id"))
             invocations.sort(key=lambda r: (r["ts_start"], r["node"], r["task_id"], r["attempt"]))
             audit.finish(nodes, invocations, bad.lines)  # also counts each invocation's samples
             outputs["invocations.jsonl"].writelines((dumps(r) + "\n").encode() for r in invocations)

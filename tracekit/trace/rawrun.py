@@ -76,6 +76,15 @@ def find_node_folders(run_dir: Path) -> list[Path]:
     )
 
 
+def is_dispatcher_only(folder: Path) -> bool:
+    """A folder with the dispatcher's placements and no measurements of its own."""
+    return (
+        not (folder / runfolder.NODE_FACTS).exists()
+        and (folder / PLACEMENT_EVENTS).exists()
+        and not _has_raw_files(folder)
+    )
+
+
 def load_node_folder(folder: Path) -> NodeFolder:
     facts_path = folder / runfolder.NODE_FACTS
     try:
