@@ -204,3 +204,39 @@ def test_cleanup_removes_every_key(redis_server, tmp_path, capsys):
     assert cli.main(["dispatch", "--cleanup", "--run-id", "s1", "--redis-url", redis_server.url]) == 0
     assert "deleted 3 keys" in capsys.readouterr().out
     assert redis_server.client().keys("tk:s1:*") == []
+
+
+def _one_long_task(redis_server, long_clip, tmp_path, children):
+    """A worker on cloud1 running one slow transcode placed straight on its queue."""
+    queue = TaskQueue(redis_server.client(), RunKeys("s1"))
+    queue.create(["cloud1"], {"run_id": "s1"})
+    [clip] = sorted(long_clip.iterdir())
+    queue.place("cloud1", TaskMessage("t-long", "1" * 32, str(clip), "long.mp4", 1, preset="veryslow", scale="640:360"))
+    worker = start_worker(children, redis_server, tmp_path, "cloud1")
+    wait_until(lambda: redis_server.client().xlen(RunKeys("s1").starts) >= 1, timeout_s=60, what="the task to start")
+    return worker, queue
+
+
+def test_sigterm_lets_the_running_task_finish(redis_server, long_clip, tmp_path, children):
+    worker, _ = _one_long_task(redis_server, long_clip, tmp_path, children)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=120) == 0
+    [record] = results(redis_server)
+    assert record["state"] == "done" and record["attempt"] == 1
+
+
+def test_second_sigterm_hands_the_task_back(redis_server, long_clip, tmp_path, children):
+    worker, queue = _one_long_task(redis_server, long_clip, tmp_path, children)
+    worker.send_signal(signal.SIGTERM)
+    # Two signals sent at once may merge into one: wait until the first is seen.
+    log = tmp_path / "cloud1.stderr"
+    wait_until(lambda: "finishing running tasks" in log.read_text(), what="the first SIGTERM")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    assert results(redis_server) == []  # not finished, not lost:
+    [(_, fields)] = redis_server.client().xrange(RunKeys("s1").queue("cloud1"))
+    assert TaskMessage.decode(fields).attempt == 2  # back on the queue for the next attempt
+    start_worker(children, redis_server, tmp_path, "cloud1")
+    wait_until(lambda: results(redis_server), timeout_s=120, what="the handed-back task to finish")
+    [record] = results(redis_server)
+    assert record["state"] == "done" and record["attempt"] == 2

@@ -76,6 +76,7 @@ class Worker:
         self.aborting = threading.Event()  # stop running tasks and hand them back
         self.failure: BaseException | None = None
         self._running: dict[str, int] = {}  # consumer -> pid of its running ffmpeg
+        self._interrupted: set[str] = set()  # consumers whose task we stopped (to hand back)
         self._lock = threading.Lock()
         self.done = threading.Event()  # the slots have stopped: heartbeats end
         self.run_seen = threading.Event()  # the dispatcher's run marker was there once
@@ -168,7 +169,9 @@ class Worker:
                 event = {"status": exc.exit_code, "error": str(exc)}
             with self._lock:
                 self._running.pop(consumer, None)
-            if self.aborting.is_set() and event["status"] != 0:
+                interrupted = consumer in self._interrupted
+                self._interrupted.discard(consumer)
+            if interrupted:  # we stopped it: its output is partial whatever the exit status
                 self._redis(lambda: self.queue.hand_back(node, taken))
                 self.log.info("handed back %s (attempt %d) after a stop", message.task_id, taken.attempt)
                 return
@@ -198,6 +201,7 @@ class Worker:
     def _stop_children(self) -> None:
         with self._lock:
             pids = list(self._running.values())
+            self._interrupted.update(self._running)
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGTERM)
