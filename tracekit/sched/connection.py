@@ -9,7 +9,10 @@ from ``--redis-password-file`` or ``$REDIS_PASSWORD``. Errors name the URL
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -79,3 +82,20 @@ def ping(client: redis.Redis, url: str) -> None:
         raise RedisUnavailable(f"{safe_url(url)}: {exc}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise RedisUnavailable(f"cannot reach {safe_url(url)}: {exc}; is redis-server running there?") from None
+
+
+T = TypeVar("T")
+
+
+def retrying(call: Callable[[], T], url: str, outage_timeout_s: float) -> T:
+    """Run a Redis call, riding out a connection outage of up to ``outage_timeout_s``."""
+    deadline = time.monotonic() + outage_timeout_s
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise RedisUnavailable(
+                    f"lost the connection to {safe_url(url)} for {outage_timeout_s:.0f} s ({exc})"
+                ) from None
+            time.sleep(0.5)

@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import redis
-
 from tracekit import runfolder
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
 from tracekit.collect.daemon import validate_name
-from tracekit.errors import TracekitError, UsageError
+from tracekit.errors import UsageError
+from tracekit.filelog import file_logger
 from tracekit.jsonl import LineWriter
-from tracekit.sched.connection import RedisUnavailable, connect, safe_url
+from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.keys import RunKeys
 from tracekit.sched.plan import Planned, plan_tasks
 from tracekit.sched.policies import NodeState, make_policy
@@ -105,7 +103,7 @@ class Dispatcher:
     def __init__(self, config: DispatchConfig):
         self.config = config
         self.folder = runfolder.ensure_writable_dir(Path(config.logs_dir) / config.run_id, "run folder")
-        self.log = _logger(self.folder / DISPATCHER_LOG)
+        self.log = file_logger(self.folder / DISPATCHER_LOG)
         self.client = connect(config.redis_url, config.password_file)
         self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url))
         self.policy = make_policy(config.policy)
@@ -113,16 +111,7 @@ class Dispatcher:
         self.events = LineWriter(self.folder / PLACEMENT_EVENTS)
 
     def _redis(self, call: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self.config.redis_loss_timeout_s
-        while True:
-            try:
-                return call()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise RedisUnavailable(
-                        f"lost the connection to {self.queue.url} for {self.config.redis_loss_timeout_s:.0f} s ({exc})"
-                    ) from None
-                time.sleep(0.5)
+        return retrying(call, self.config.redis_url, self.config.redis_loss_timeout_s)
 
     # -- bookkeeping --------------------------------------------------------------
 
@@ -301,17 +290,6 @@ class Dispatcher:
         return DispatchResult(summary)
 
 
-def _logger(path: Path) -> logging.Logger:
-    logger = logging.getLogger(f"tracekit.dispatcher.{path}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
-        handler.setFormatter(formatter)
-        logger.addHandler(handler)
-    return logger
-
-
 def dispatch(config: DispatchConfig, progress_callback=None) -> DispatchResult:
     return Dispatcher(config).run(progress_callback)
 
@@ -321,5 +299,3 @@ def cleanup(run_id: str, redis_url: str, password_file: Path | None = None) -> i
     queue = TaskQueue(connect(redis_url, password_file), RunKeys(run_id), safe_url(redis_url))
     return queue.cleanup()
 
-
-__all__ = ["DispatchConfig", "DispatchResult", "TracekitError", "cleanup", "dispatch"]

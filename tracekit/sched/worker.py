@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +32,8 @@ from tracekit.adapters.ffmpeg_argv import IoPaths, TranscodeSettings, transcode_
 from tracekit.adapters.wrap import Invocation, run_invocation
 from tracekit.collect.daemon import validate_name
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
-from tracekit.sched.connection import RedisUnavailable, connect, safe_url
+from tracekit.filelog import file_logger
+from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.keys import RunKeys
 from tracekit.sched.queue import Taken, TaskQueue, TerminalRecord
 
@@ -69,7 +69,7 @@ class Worker:
     def __init__(self, config: WorkerConfig):
         self.config = config
         self.folder = runfolder.ensure_writable_dir(Path(config.logs_dir) / config.run_id, "run folder")
-        self.log = _logger(self.folder / WORKER_LOG, config.node_id)
+        self.log = file_logger(self.folder / WORKER_LOG)
         self.client = connect(config.redis_url, config.password_file)
         self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url))
         self.draining = threading.Event()  # take no new tasks
@@ -85,16 +85,9 @@ class Worker:
     # -- Redis calls survive short outages, and notice a lost run -----------------
 
     def _redis(self, call: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self.config.redis_loss_timeout_s
         while True:
             try:
-                return call()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise RedisUnavailable(
-                        f"lost the connection to {self.queue.url} for {self.config.redis_loss_timeout_s:.0f} s ({exc})"
-                    ) from None
-                time.sleep(0.5)
+                return retrying(call, self.config.redis_url, self.config.redis_loss_timeout_s)
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # the queue vanished: Redis restarted or the run was cleaned up
                     self.queue.require_live()
@@ -260,17 +253,6 @@ class Worker:
             raise TracekitError(f"worker {self.config.node_id} failed: {self.failure!r}") from self.failure
         self.log.info("worker %s stopped: %d tasks finished", self.config.node_id, self.tasks_finished)
         return 0
-
-
-def _logger(path: Path, node: str) -> logging.Logger:
-    logger = logging.getLogger(f"tracekit.worker.{node}.{path}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
-        handler.setFormatter(formatter)
-        logger.addHandler(handler)
-    return logger
 
 
 def run_worker(config: WorkerConfig) -> int:

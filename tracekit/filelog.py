@@ -1,0 +1,23 @@
+"""Loggers that write a process's log into its run folder (and stderr)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+
+def file_logger(path: Path, to_stderr: bool = True) -> logging.Logger:
+    """A logger writing timestamped lines to ``path`` (and stderr), not to the root logger."""
+    logger = logging.getLogger(f"tracekit.{path}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+        handlers: list[logging.Handler] = [logging.FileHandler(path)]
+        if to_stderr:
+            handlers.append(logging.StreamHandler(sys.stderr))
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+    return logger
