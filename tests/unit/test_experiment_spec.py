@@ -1,0 +1,92 @@
+"""Experiment files: validation errors a person can act on, defaults, overrides."""
+
+from pathlib import Path
+
+import pytest
+
+from tracekit.experiment.spec import ExperimentError, load_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = "name: x\nworkload:\n  ffmpeg:\n    generate: {count: 2}\n"
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["ffmpeg.yaml", "smoke.yaml"])
+def test_committed_experiments_are_valid(name):
+    experiment = load_experiment(REPO / "experiments" / name)
+    assert experiment.name == name.removesuffix(".yaml") and experiment.workload.generate is not None
+
+
+def test_defaults_fill_everything(tmp_path):
+    experiment = load_experiment(write(tmp_path, MINIMAL))
+    assert experiment.dispatch.policy == "duration-online" and experiment.dispatch.timeout == 3600
+    assert experiment.collectors.interval_ms == 1000 and experiment.collectors.match == "^ffmpeg$|^ffprobe$"
+    assert experiment.workload.generate.durations == (2, 4, 8) and experiment.workload.generate.count == 2
+    assert experiment.workload.transcode.preset == "veryfast" and experiment.parallel == 1
+    assert experiment.export_opendc is True and experiment.include_failed is False
+    assert experiment.as_dict()["workload"]["transcode"]["crf"] == 28
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (MINIMAL + "dispatch: {policy: fastest}\n",
+         "dispatch.policy: 'fastest' is not one of round-robin, least-loaded, lpt, duration-online"),
+        (MINIMAL + "dispatch: {polcy: lpt}\n", "dispatch.polcy: unknown key (did you mean 'policy'?)"),
+        (MINIMAL + "colectors: {}\n", "colectors: unknown key (did you mean 'collectors'?)"),
+        (MINIMAL + "collectors: {interval_ms: 50}\n", "collectors.interval_ms: 50 is less than the minimum of 100"),
+        (MINIMAL + "workers: {parallel: two}\n", "workers.parallel: 'two' is not of type integer"),
+        ("workload:\n  ffmpeg:\n    generate: {}\n", "name: missing; it is required"),
+        ("name: x\nworkload:\n  ffmpeg: {transcode: {}}\n", "give exactly one of 'inputs'"),
+        ("name: x\nworkload:\n  ffmpeg: {inputs: in, generate: {}}\n", "give exactly one of 'inputs'"),
+        (MINIMAL.replace("generate: {count: 2}", "generate: {count: 2}\n    mix: {4k-slow: 1}\n    total: 3"),
+         "workload.ffmpeg.mix: '4k-slow' is not one of 360p-ultrafast, 480p-veryfast"),
+        (MINIMAL.replace("generate: {count: 2}", "generate: {count: 2}\n    mix: {720p-veryfast: 1}"),
+         "workload.ffmpeg.total: missing"),
+        ("name: [unclosed\n", "not valid YAML"),
+        ("- a list\n", "an experiment is a YAML mapping"),
+    ],
+)
+def test_errors_name_file_path_and_allowed_values(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert str(info.value).startswith(f"{path}") and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_errors_give_line_and_column(tmp_path):
+    path = write(tmp_path, "name: x\nworkload: [\n")
+    with pytest.raises(ExperimentError, match=rf"{path}:\d+:\d+: not valid YAML"):
+        load_experiment(path)
+
+
+def test_overrides(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    experiment = load_experiment(path, ["dispatch.policy=lpt", "workers.parallel=3", "tags.who=me"])
+    assert (experiment.dispatch.policy, experiment.parallel, experiment.tags) == ("lpt", 3, {"who": "me"})
+    with pytest.raises(ExperimentError, match="dispatch.policy: 'nope' is not one of"):
+        load_experiment(path, ["dispatch.policy=nope"])
+    with pytest.raises(ExperimentError, match="KEY=VALUE"):
+        load_experiment(path, ["policy"])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ExperimentError, match="cannot read the experiment"):
+        load_experiment(tmp_path / "none.yaml")
+
+
+def test_schema_names_the_same_policies_and_profiles_as_the_code():
+    from tracekit.schemas import load_schema
+    from tracekit.sched.plan import PROFILES
+    from tracekit.sched.policies import ALIASES, POLICIES
+
+    schema = load_schema("experiment")
+    assert schema["properties"]["dispatch"]["properties"]["policy"]["enum"] == [*POLICIES, *ALIASES]
+    mix = schema["properties"]["workload"]["properties"]["ffmpeg"]["properties"]["mix"]
+    assert mix["propertyNames"]["enum"] == list(PROFILES)

@@ -1,0 +1,1 @@
+"""Experiments: the YAML spec, its rendering into Ansible variables, the runner."""

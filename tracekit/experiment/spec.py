@@ -1,0 +1,225 @@
+"""Experiment files: ``experiments/X.yaml -> Experiment`` (validated, defaults applied, frozen).
+
+input:  a YAML file and optional ``-e key.path=value`` overrides
+output: an immutable ``Experiment``; or one ExperimentError line naming the
+        file, the path in the YAML (``dispatch.policy``) and what is allowed
+
+schemas/experiment.schema.json is the master; its defaults fill what the
+file leaves out, so the resolved experiment (``Experiment.as_dict``) states
+every value a run used.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from tracekit.errors import UsageError
+from tracekit.schemas import load_schema
+
+SCHEMA = "experiment"
+
+
+class ExperimentError(UsageError):
+    """The experiment file (or an override) is not a valid experiment."""
+
+
+@dataclass(frozen=True)
+class Collectors:
+    interval_ms: int
+    match: str | None
+    match_cmdline: str | None
+    host: bool
+
+
+@dataclass(frozen=True)
+class Generate:
+    count: int
+    durations: tuple[int, ...]
+    size: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Transcode:
+    scale: str
+    preset: str
+    crf: int
+    threads: int | None
+
+
+@dataclass(frozen=True)
+class FfmpegWorkload:
+    inputs: str | None  # a folder of inputs, or
+    generate: Generate | None  # clips to generate
+    transcode: Transcode
+    mix: dict[str, float] | None
+    total: int | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    policy: str
+    batch_size: int
+    dribble_interval: float
+    backlog_limit: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    inventory: str | None
+    collectors: Collectors
+    workload: FfmpegWorkload
+    dispatch: Dispatch
+    parallel: int
+    export_opendc: bool
+    include_failed: bool
+    tags: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- errors a person can act on ---------------------------------------------------
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+
+
+def _allowed_keys(schema: dict[str, Any]) -> list[str]:
+    return sorted(schema.get("properties", {}))
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _where(error)
+    if error.validator == "additionalProperties":
+        allowed = _allowed_keys(error.schema)
+        unknown = sorted(set(error.instance) - set(allowed))
+        parts = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            prefix = "" if where == "(top level)" else f"{where}."
+            parts.append(f"{prefix}{key}: unknown key{hint}; allowed: {', '.join(allowed)}")
+        return "; ".join(parts)
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in (error.instance or {})]
+        prefix = "" if where == "(top level)" else f"{where}."
+        return f"{prefix}{missing[0]}: missing; it is required"
+    if error.validator == "oneOf" and where.endswith("ffmpeg"):
+        return f"{where}: give exactly one of 'inputs' (a folder of videos) or 'generate' (clips to make)"
+    if error.validator == "type":
+        return f"{where}: {error.instance!r} is not of type {error.validator_value}"
+    return f"{where}: {error.message}"
+
+
+def _first_error(document: Any) -> jsonschema.ValidationError | None:
+    schema = load_schema(SCHEMA)
+    errors = list(jsonschema.validators.validator_for(schema)(schema).iter_errors(document))
+    if not errors:
+        return None
+    # The deepest, then the first in document order: the most specific problem.
+    return sorted(errors, key=lambda e: (-len(e.absolute_path), [str(p) for p in e.absolute_path]))[0]
+
+
+# -- loading ----------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``dispatch.policy=lpt`` -> (["dispatch", "policy"], "lpt"); the value is read as YAML."""
+    path, found, value = text.partition("=")
+    if not found or not path.strip():
+        raise ExperimentError(f"-e {text!r}: write KEY=VALUE with a dotted key, e.g. -e dispatch.policy=lpt")
+    return path.strip().split("."), yaml.safe_load(value) if value.strip() else ""
+
+
+def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    result = copy.deepcopy(document)
+    for text in overrides:
+        keys, value = parse_override(text)
+        target = result
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+            if not isinstance(target, dict):
+                raise ExperimentError(f"-e {text!r}: {key} is not a section")
+        target[keys[-1]] = value
+    return result
+
+
+def _defaults(schema: dict[str, Any], value: Any) -> Any:
+    """``value`` with the schema's defaults filled in, recursively."""
+    if schema.get("type") == "object" or "properties" in schema:
+        value = dict(value or {})
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                value[key] = _defaults(sub, value[key])
+            elif "default" in sub:
+                value[key] = _defaults(sub, copy.deepcopy(sub["default"]))
+    return value
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ExperimentError(f"{path}: cannot read the experiment ({exc.strerror})") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ExperimentError(f"{path}{where}: not valid YAML: {problem}") from None
+    if not isinstance(document, dict):
+        raise ExperimentError(f"{path}: an experiment is a YAML mapping with at least 'name' and 'workload'")
+    document = apply_overrides(document, overrides or [])
+    error = _first_error(document)
+    if error is not None:
+        raise ExperimentError(f"{path}: {_describe(error)}")
+    return build(_defaults(load_schema(SCHEMA), document), str(path))
+
+
+def build(document: dict[str, Any], source: str) -> Experiment:
+    """A validated document (defaults applied) -> Experiment."""
+    ffmpeg = document["workload"]["ffmpeg"]
+    generate = ffmpeg.get("generate")
+    if ffmpeg.get("mix") and ffmpeg.get("total") is None:
+        raise ExperimentError(f"{source}: workload.ffmpeg.total: missing; a mix needs the number of tasks to draw")
+    collectors, dispatch, export = document["collectors"], document["dispatch"], document["export"]
+    return Experiment(
+        name=document["name"],
+        description=document["description"],
+        inventory=document.get("inventory"),
+        collectors=Collectors(**collectors),
+        workload=FfmpegWorkload(
+            inputs=ffmpeg.get("inputs"),
+            generate=Generate(generate["count"], tuple(generate["durations"]), generate["size"], generate["seed"])
+            if generate
+            else None,
+            transcode=Transcode(**ffmpeg["transcode"]),
+            mix=dict(ffmpeg["mix"]) if ffmpeg.get("mix") else None,
+            total=ffmpeg.get("total"),
+            seed=ffmpeg.get("seed", 0),
+        ),
+        dispatch=Dispatch(**dispatch),
+        parallel=document["workers"]["parallel"],
+        export_opendc=export["opendc"],
+        include_failed=export["include_failed"],
+        tags=dict(document["tags"]),
+        source=source,
+    )
