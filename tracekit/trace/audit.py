@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracekit.jsonl import BadLine
@@ -28,27 +29,23 @@ class Audit:
 
     def add_node(self, node, metrics, processes: int) -> None:
         table = metrics.table
-        cpu = pc.add(table.column("cpu_user_ms"), table.column("cpu_system_ms"))
-        attributed = table.filter(pc.is_valid(table.column("task_id")))
-        if attributed.num_rows:
-            grouped = (
-                attributed.append_column("cpu_ms", pc.add(attributed.column("cpu_user_ms"), attributed.column("cpu_system_ms")))
-                .group_by("task_id")
-                .aggregate([("cpu_ms", "count"), ("cpu_ms", "sum")])
-            )
-            for task_id, count, total in zip(
-                grouped.column("task_id").to_pylist(),
-                grouped.column("cpu_ms_count").to_pylist(),
-                grouped.column("cpu_ms_sum").to_pylist(),
-            ):
-                self.task_samples[(node.node, task_id)] = (count, total)
+        cpu_ms = pc.add(table.column("cpu_user_ms"), table.column("cpu_system_ms"))
+        with_cpu = pa.table({"task_id": table.column("task_id"), "cpu_ms": cpu_ms})
+        attributed = with_cpu.filter(pc.is_valid(with_cpu.column("task_id")))
+        grouped = attributed.group_by("task_id").aggregate([("cpu_ms", "count"), ("cpu_ms", "sum")])
+        for task_id, count, total in zip(
+            grouped.column("task_id").to_pylist(),
+            grouped.column("cpu_ms_count").to_pylist(),
+            grouped.column("cpu_ms_sum").to_pylist(),
+        ):
+            self.task_samples[(node.node, task_id)] = (count, total)
+        cpu_total = pc.sum(cpu_ms).as_py() or 0
         self.per_node[node.node] = {
             "proc_samples": table.num_rows,
             "processes_followed": processes,
-            "cpu_ms_samples": pc.sum(cpu).as_py() or 0,
-            "cpu_ms_samples_unattributed": (pc.sum(cpu).as_py() or 0)
-            - (pc.sum(pc.add(attributed.column("cpu_user_ms"), attributed.column("cpu_system_ms"))).as_py() or 0),
-            "negative_counter_steps": metrics.negative_deltas,
+            "cpu_ms_samples": cpu_total,
+            "cpu_ms_samples_unattributed": cpu_total - (pc.sum(attributed.column("cpu_ms")).as_py() or 0),
+            "negative_steps_clamped": metrics.negative_deltas,
             "clock_offset_ms": node.clock_offset_ms,
             "cpu_mhz": node.facts.get("cpu_mhz"),
             "cpu_mhz_source": node.facts.get("cpu_mhz_source"),
