@@ -116,74 +116,86 @@ def export_opendc(
     return ExportResult(out_dir, summary)
 
 
-def build_fragments(
-    tasks: list[dict[str, Any]], nodes: dict[str, dict], samples_path: Path
-) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """Fragments of every task (OPENDC_FRAGMENTS) and per-task facts."""
-    count = len(tasks)
+def _node_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], samples_path: Path) -> pa.Table:
+    """One node's sampling ticks inside its tasks: id, ts_ms, slice duration, cpu_ms, rss_kb.
+
+    All processes of a task are sampled in the same tick, so a tick's CPU is
+    the sum over them. Only this node's samples are read (memory follows the
+    largest node, not the run).
+    """
     task_table = pa.table(
         {
-            "node": pa.array([t["node"] for t in tasks], pa.string()),
-            "task_id": pa.array([t["task_id"] for t in tasks], pa.string()),
-            "id": pa.array(range(count), pa.int32()),
-            "ts_start": pa.array([t["ts_start"] for t in tasks], pa.int64()),
-            "ts_end": pa.array([t["ts_end"] for t in tasks], pa.int64()),
+            "task_id": pa.array([tasks[i]["task_id"] for i in indices], pa.string()),
+            "id": pa.array(indices, pa.int32()),
+            "ts_start": pa.array([tasks[i]["ts_start"] for i in indices], pa.int64()),
+            "ts_end": pa.array([tasks[i]["ts_end"] for i in indices], pa.int64()),
         }
     )
     samples = pq.read_table(
-        samples_path, columns=["node", "task_id", "ts_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb"]
-    ).filter(pc.is_valid(pc.field("task_id")))
-    # All processes of a task are sampled in the same tick: one row per tick.
+        samples_path,
+        columns=["task_id", "ts_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb"],
+        filters=[("node", "=", node), ("task_id", "!=", "")],
+    )
     ticks = (
-        samples.append_column("cpu_ms", pc.add(samples.column("cpu_user_ms"), samples.column("cpu_system_ms")))
-        .group_by(["node", "task_id", "ts_ms"], use_threads=False)
+        pa.table({"task_id": samples.column("task_id"), "ts_ms": samples.column("ts_ms"),
+                  "cpu_ms": pc.add(samples.column("cpu_user_ms"), samples.column("cpu_system_ms")),
+                  "rss_kb": samples.column("rss_kb")})  # fmt: skip
+        .group_by(["task_id", "ts_ms"], use_threads=False)
         .aggregate([("cpu_ms", "sum"), ("rss_kb", "sum")])
-        .join(task_table, ["node", "task_id"], join_type="inner", use_threads=False)
+        .join(task_table, "task_id", join_type="inner", use_threads=False)
     )
     inside = pc.and_(pc.greater(ticks.column("ts_ms"), ticks.column("ts_start")),
                      pc.less_equal(ticks.column("ts_ms"), ticks.column("ts_end")))  # fmt: skip
     ticks = ticks.filter(inside).sort_by([("id", "ascending"), ("ts_ms", "ascending")]).combine_chunks()
+    if ticks.num_rows == 0:
+        return pa.table({"id": pa.array([], pa.int32()), "ts_ms": pa.array([], pa.int64()),
+                         "duration": pa.array([], pa.int64()), "cpu_ms": pa.array([], pa.float64()),
+                         "rss_kb": pa.array([], pa.int64())})  # fmt: skip
+    ids, ts = ticks.column("id").chunk(0), ticks.column("ts_ms").chunk(0)
+    previous_ts = pa.concat_arrays([pa.nulls(1, pa.int64()), ts.slice(0, len(ts) - 1)])
+    previous_id = pa.concat_arrays([pa.nulls(1, pa.int32()), ids.slice(0, len(ids) - 1)])
+    first = pc.fill_null(pc.not_equal(ids, previous_id), True)
+    slice_start = pc.if_else(first, ticks.column("ts_start").chunk(0), previous_ts)
+    return pa.table({"id": ids, "ts_ms": ts, "duration": pc.subtract(ts, slice_start),
+                     "cpu_ms": pc.cast(ticks.column("cpu_ms_sum"), pa.float64()),
+                     "rss_kb": ticks.column("rss_kb_sum")})  # fmt: skip
 
-    ids = ticks.column("id").chunk(0) if ticks.num_rows else pa.array([], pa.int32())
-    ts = ticks.column("ts_ms").chunk(0) if ticks.num_rows else pa.array([], pa.int64())
-    if ticks.num_rows:
-        previous_ts = pa.concat_arrays([pa.nulls(1, pa.int64()), ts.slice(0, len(ts) - 1)])
-        previous_id = pa.concat_arrays([pa.nulls(1, pa.int32()), ids.slice(0, len(ids) - 1)])
-        first = pc.fill_null(pc.not_equal(ids, previous_id), True)
-        slice_start = pc.if_else(first, ticks.column("ts_start").chunk(0), previous_ts)
-        durations = pc.subtract(ts, slice_start)
-    else:
-        durations = pa.array([], pa.int64())
-    cpu_ms = ticks.column("cpu_ms_sum").to_pylist() if ticks.num_rows else []
 
-    # Per task: sampled CPU, last tick, peak RSS (Python over tasks, not samples).
+def build_fragments(
+    tasks: list[dict[str, Any]], nodes: dict[str, dict], samples_path: Path
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Fragments of every task (OPENDC_FRAGMENTS) and per-task facts."""
+    by_node: dict[str, list[int]] = {}
+    for index, task in enumerate(tasks):
+        by_node.setdefault(task["node"], []).append(index)
+    ticks = pa.concat_tables([_node_ticks(node, tasks, by_node[node], samples_path) for node in sorted(by_node)])
+    ticks = ticks.append_column("row", pa.array(range(ticks.num_rows), pa.int64()))
+
+    # Per task, from its ticks: how many, their CPU, the last one, peak RSS.
     per_task = [
-        {"samples": 0, "sampled_cpu_ms": 0, "last_tick": t["ts_start"], "peak_rss_kb": 0, "last_row": None,
-         "peak_cores": 0.0}
+        {"samples": 0, "sampled_cpu_ms": 0.0, "last_tick": t["ts_start"], "peak_rss_kb": 0, "last_row": None,
+         "peak_cores": 0.0}  # fmt: skip
         for t in tasks
     ]
-    id_list, ts_list = ids.to_pylist(), ts.to_pylist()
-    rss_list = ticks.column("rss_kb_sum").to_pylist() if ticks.num_rows else []
-    for row, (task_index, tick, cpu, rss) in enumerate(zip(id_list, ts_list, cpu_ms, rss_list)):
-        facts = per_task[task_index]
-        facts["samples"] += 1
-        facts["sampled_cpu_ms"] += cpu
-        facts["last_tick"] = tick
-        facts["last_row"] = row
-        facts["peak_rss_kb"] = max(facts["peak_rss_kb"], rss)
+    summary = ticks.group_by("id", use_threads=False).aggregate(
+        [("cpu_ms", "count"), ("cpu_ms", "sum"), ("ts_ms", "max"), ("rss_kb", "max"), ("row", "max")]
+    )
+    for index, count, cpu, last, rss, row in zip(*(summary.column(name).to_pylist() for name in (
+            "id", "cpu_ms_count", "cpu_ms_sum", "ts_ms_max", "rss_kb_max", "row_max"))):  # fmt: skip
+        per_task[index].update(samples=count, sampled_cpu_ms=cpu, last_tick=last, peak_rss_kb=rss, last_row=row)
 
     # Close the books of every task with its exact CPU total (rusage).
-    scale = [1.0] * count
-    tail_ids, tail_durations, tail_cpu = [], [], []
-    for task_index, (task, facts) in enumerate(zip(tasks, per_task)):
+    scale = [1.0] * len(tasks)
+    extra_on_last_row: dict[int, float] = {}
+    tail_ids, tail_durations, tail_cpu, tail_order = [], [], [], []
+    for index, (task, facts) in enumerate(zip(tasks, per_task)):
         rusage = None
         if task.get("cpu_user_ms") is not None:
             rusage = task["cpu_user_ms"] + (task.get("cpu_system_ms") or 0)
         total = rusage if rusage is not None else facts["sampled_cpu_ms"]
-        if facts["sampled_cpu_ms"] > total > 0:
-            scale[task_index] = total / facts["sampled_cpu_ms"]  # samples tick in 10 ms steps
-        elif facts["sampled_cpu_ms"] > total:
-            scale[task_index] = 0.0
+        if facts["sampled_cpu_ms"] > total:
+            # Samples count in 10 ms ticks and can overshoot the exact total a little.
+            scale[index] = total / facts["sampled_cpu_ms"]
         remainder = max(0.0, total - facts["sampled_cpu_ms"])
         tail = task["ts_end"] - facts["last_tick"]
         facts["cpu_ms"] = total
@@ -191,36 +203,37 @@ def build_fragments(
         if facts["stretched"]:
             tail = 1  # OpenDC needs positive durations; a sub-millisecond task lasts 1 ms
         if tail > 0:
-            tail_ids.append(task_index)
+            tail_ids.append(index)
             tail_durations.append(tail)
             tail_cpu.append(remainder)
+            tail_order.append(task["ts_end"] + 1)  # after every tick
         elif remainder > 0 and facts["last_row"] is not None:
-            cpu_ms[facts["last_row"]] += remainder  # the last tick was exactly at ts_end
-    scaled_cpu = [cpu * scale[task_index] for cpu, task_index in zip(cpu_ms, id_list)]
+            extra_on_last_row[facts["last_row"]] = remainder  # the last tick was exactly at ts_end
+    cpu = pc.multiply(ticks.column("cpu_ms"), pc.take(pa.array(scale, pa.float64()), ticks.column("id")))
+    if extra_on_last_row:
+        extra = [0.0] * ticks.num_rows
+        for row, value in extra_on_last_row.items():
+            extra[row] = value
+        cpu = pc.add(cpu, pa.array(extra, pa.float64()))
 
-    mhz = [float(nodes[t["node"]]["cpu_mhz"]) for t in tasks]
-    all_ids = id_list + tail_ids
-    all_durations = durations.to_pylist() + tail_durations
-    all_cpu = scaled_cpu + tail_cpu
-    order_key = ts_list + [tasks[i]["ts_end"] + 1 for i in tail_ids]  # the tail comes last
-    table = pa.table(
-        {"id": pa.array(all_ids, pa.int32()), "duration": pa.array(all_durations, pa.int64()),
-         "cpu_ms": pa.array(all_cpu, pa.float64()), "order": pa.array(order_key, pa.int64()),
-         "mhz": pa.array([mhz[i] for i in all_ids], pa.float64())}  # fmt: skip
-    ).sort_by([("id", "ascending"), ("order", "ascending")])
-    usage = pc.multiply(pc.divide(table.column("cpu_ms"), pc.cast(table.column("duration"), pa.float64())),
-                        table.column("mhz"))  # fmt: skip
+    mhz = pa.array([float(nodes[t["node"]]["cpu_mhz"]) for t in tasks], pa.float64())
+    slices = pa.concat_tables([
+        pa.table({"id": ticks.column("id"), "duration": ticks.column("duration"), "cpu_ms": cpu,
+                  "order": ticks.column("ts_ms")}),
+        pa.table({"id": pa.array(tail_ids, pa.int32()), "duration": pa.array(tail_durations, pa.int64()),
+                  "cpu_ms": pa.array(tail_cpu, pa.float64()), "order": pa.array(tail_order, pa.int64())}),
+    ]).sort_by([("id", "ascending"), ("order", "ascending")])  # fmt: skip
+    slice_mhz = pc.take(mhz, slices.column("id"))
+    cores_used = pc.divide(slices.column("cpu_ms"), pc.cast(slices.column("duration"), pa.float64()))
     fragments = pa.table(
-        {"id": table.column("id"), "duration": table.column("duration"), "cpu_usage": usage},
+        {"id": slices.column("id"), "duration": slices.column("duration"), "cpu_usage": pc.multiply(cores_used, slice_mhz)},
         schema=OPENDC_FRAGMENTS,
     )
-    peaks = (
-        pa.table({"id": fragments.column("id"), "cores": pc.divide(usage, table.column("mhz"))})
-        .group_by("id", use_threads=False)
-        .aggregate([("cores", "max")])
+    peaks = pa.table({"id": slices.column("id"), "cores": cores_used}).group_by("id", use_threads=False).aggregate(
+        [("cores", "max")]
     )
-    for task_index, cores in zip(peaks.column("id").to_pylist(), peaks.column("cores_max").to_pylist()):
-        per_task[task_index]["peak_cores"] = cores
+    for index, cores in zip(peaks.column("id").to_pylist(), peaks.column("cores_max").to_pylist()):
+        per_task[index]["peak_cores"] = cores
     return fragments, per_task
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,24 +108,29 @@ def load_node_folder(folder: Path) -> NodeFolder:
     return NodeFolder(folder, facts["node"], facts, offset, clock)
 
 
-def read_records(path: Path, bad: BadLines, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """All records of a JSONL file ([] if it does not exist).
+def iter_records(path: Path, bad: BadLines, required: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """The records of a JSONL file (none if it does not exist), one at a time.
 
     A record that lacks one of the ``required`` fields counts as a bad line.
     """
     if not path.exists():
-        return []
+        return
     found: list[BadLine] = []
-    records = []
     for line_no, record in read_jsonl_numbered(path, found):
+        while found:
+            bad.add(found.pop(0))
         missing = [name for name in required if record.get(name) is None]
         if missing:
-            found.append(BadLine(path, line_no, f"missing {', '.join(missing)}"))
+            bad.add(BadLine(path, line_no, f"missing {', '.join(missing)}"))
         else:
-            records.append(record)
-    for line in sorted(found, key=lambda b: b.line_no):
+            yield record
+    for line in found:
         bad.add(line)
-    return records
+
+
+def read_records(path: Path, bad: BadLines, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """All records of a JSONL file ([] if it does not exist)."""
+    return list(iter_records(path, bad, required))
 
 
 def read_proc_samples(path: Path, bad: BadLines) -> pa.Table:
