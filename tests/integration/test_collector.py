@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,10 +14,11 @@ import pytest
 
 from tests.helpers import named_binary, read_jsonl, read_proc_csv, tracekit_cmd, wait_until
 from tracekit import cli, runfolder
-from tracekit.collect import daemon
+from tracekit.collect import _procfs, daemon
+from tracekit.collect import process as process_module
 from tracekit.collect._procfs import has_exited
 from tracekit.collect.daemon import CollectorConfig
-from tracekit.collect.process import write_registration
+from tracekit.collect.process import ProcessTracker, process_identity, registration_name, write_registration
 from tracekit.errors import RunFolderError, UsageError
 from tracekit.schemas import validation_errors
 
@@ -241,3 +243,168 @@ def test_unwritable_logs_dir(tmp_path, capsys):
 def test_config_validates_on_creation():
     with pytest.raises(UsageError):
         CollectorConfig(run_id="r", node_id="bad node")
+
+
+# -- sampling cost: kept /proc files, gated discovery ---------------------------
+
+
+def host_ticks(folder) -> int:
+    path = folder / runfolder.HOST_SAMPLES
+    return len(read_jsonl(path)) if path.exists() else 0
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _steady_fd_count(pid: int) -> int:
+    """The daemon's fds between ticks (a tick may hold one or two more for a moment)."""
+    return min(_fd_count(pid) for _ in range(5) if time.sleep(0.03) is None)
+
+
+def test_no_fd_leak_with_many_short_lived_processes(logs_dir, tmp_path, children):
+    binary = named_binary(tmp_path, "tk-short")
+    cfg = config(logs_dir, match_name="^tk-short$")
+    status, _ = daemon.start_collector(cfg)
+    folder = cfg.run_folder
+    wait_until(lambda: host_ticks(folder) >= 3, what="first ticks")
+    baseline = _steady_fd_count(status.pid)
+
+    # While followed, a process's /proc files are kept open...
+    sleepers = [children([binary, "60"]) for _ in range(10)]
+    wait_until(lambda: all(samples_of(folder, p.pid) for p in sleepers), what="sleepers sampled")
+    assert _steady_fd_count(status.pid) >= baseline + 10 * _procfs.ProcessFiles.FDS
+    for p in sleepers:
+        p.kill()
+        p.wait()
+    # ...and closed once it has gone, however many come and go.
+    for _ in range(8):
+        wave = [children([binary, "0.4"]) for _ in range(10)]
+        for p in wave:
+            p.wait()
+    wait_until(lambda: _steady_fd_count(status.pid) <= baseline, what="fds back to the baseline")
+    result = daemon.stop_collector("r1", logs_dir)
+    assert result.summary["processes_tracked"] >= 10 + 40  # most short-lived ones were followed
+
+
+def test_samples_are_the_processes_own_numbers(logs_dir, tmp_path, children):
+    sleeper = children([named_binary(tmp_path, "tk-exact"), "60"])
+    cfg = config(logs_dir, match_name="^tk-exact$")
+    daemon.start_collector(cfg)
+    wait_until(lambda: len(samples_of(cfg.run_folder, sleeper.pid)) >= 5, what="samples")
+    daemon.stop_collector("r1", logs_dir)
+    expected = _procfs.read_sample(sleeper.pid)  # a sleeping process: nothing moves any more
+    last = samples_of(cfg.run_folder, sleeper.pid)[-1]
+    assert last == {
+        "ts_ms": last["ts_ms"],
+        "pid": sleeper.pid,
+        "create_time_ms": process_identity(sleeper.pid).create_time_ms,
+        "cpu_user_ms": int(f"{expected.cpu_user_ms:.0f}"),
+        "cpu_system_ms": int(f"{expected.cpu_system_ms:.0f}"),
+        "rss_kb": expected.rss_kb,
+        "num_threads": 1,
+        "read_bytes": expected.read_bytes,
+        "write_bytes": expected.write_bytes,
+        "ctx_voluntary": expected.ctx_voluntary,
+        "ctx_involuntary": expected.ctx_involuntary,
+    }
+
+
+def test_a_process_that_execs_later_is_found(logs_dir, tmp_path, children):
+    # No fork announces the exec: the young process is looked at again each tick.
+    binary = named_binary(tmp_path, "tk-late")
+    cfg = config(logs_dir, match_name="^tk-late$")
+    daemon.start_collector(cfg)
+    wait_until(lambda: host_ticks(cfg.run_folder) >= 2, what="first ticks")
+    shell = children(["sh", "-c", f"sleep 0.6; exec {binary} 60"])
+    wait_until(lambda: tracked(cfg.run_folder, shell.pid), what="the exec'd process tracked")
+    daemon.stop_collector("r1", logs_dir)
+    [record] = tracked(cfg.run_folder, shell.pid)
+    assert record["reason"] == "name" and record["comm"] == "tk-late"
+
+
+def _settled(pid: int, name: str) -> bool:
+    """Exec'd, and asleep with counters that no longer move."""
+    first = _procfs.read_sample(pid)
+    time.sleep(0.02)
+    stat = _procfs.read_stat(pid)
+    return stat.comm == name and stat.state == "S" and _procfs.read_sample(pid) == first
+
+
+def _started(tmp_path, children, name: str, count: int) -> list[subprocess.Popen]:
+    binary = named_binary(tmp_path, name)
+    procs = [children([binary, "60"]) for _ in range(count)]
+    wait_until(lambda: all(_settled(p.pid, name) for p in procs), what=f"{name} settled in its sleep")
+    return procs
+
+
+def test_rows_are_the_same_with_or_without_kept_files(tmp_path, children, monkeypatch):
+    procs = _started(tmp_path, children, "tk-rows", 3)
+    kept = ProcessTracker(match_name=re.compile("^tk-rows$"))
+    monkeypatch.setattr(process_module, "_kept_files_budget", lambda: 0)  # over the fd budget
+    unkept = ProcessTracker(match_name=re.compile("^tk-rows$"))
+    try:
+        now_ms = int(time.time() * 1000)
+        assert {p.key.pid for p in kept.refresh(now_ms)} == {p.pid for p in procs}
+        assert {p.key.pid for p in unkept.refresh(now_ms)} == {p.pid for p in procs}
+        assert len(kept._files) == 3 and not unkept._files
+        assert sorted(kept.sample_rows(7)) == sorted(unkept.sample_rows(7))
+        procs[0].kill()
+        procs[0].wait()
+        assert len(kept.sample_rows(8)) == len(unkept.sample_rows(8)) == 2
+        assert procs[0].pid not in kept._files and procs[0].pid not in kept.tracked
+    finally:
+        kept.close()
+        unkept.close()
+
+
+def test_discovery_survives_a_fork_counter_that_does_not_move(tmp_path, children, monkeypatch):
+    monkeypatch.setattr(_procfs, "forks_since_boot", lambda proc_stat: 42)
+    tracker = ProcessTracker(match_name=re.compile("^tk-fake"))
+    try:
+        tracker.refresh(int(time.time() * 1000))
+        [first] = _started(tmp_path, children, "tk-fake1", 1)
+        tracker.refresh(int(time.time() * 1000))
+        assert first.pid not in tracker.tracked  # the counter says: nothing new, no listing
+        monkeypatch.setattr(process_module, "RELIST_AT_LEAST_EVERY_S", 0.0)
+        tracker.refresh(int(time.time() * 1000))  # the safety listing finds it...
+        assert first.pid in tracker.tracked
+        assert any("fork counter" in notice for notice in tracker.notices)
+        monkeypatch.setattr(process_module, "RELIST_AT_LEAST_EVERY_S", 5.0)
+        [second] = _started(tmp_path, children, "tk-fake2", 1)
+        tracker.refresh(int(time.time() * 1000))  # ...and from then on /proc is listed every tick
+        assert second.pid in tracker.tracked
+    finally:
+        tracker.close()
+
+
+def test_pid_folder_is_listed_only_when_it_changed(tmp_path, children, monkeypatch):
+    a, b = _started(tmp_path, children, "tk-reg", 2)
+    pid_dir = tmp_path / "pids"
+    tracker = ProcessTracker(pid_dir=pid_dir)
+    listings = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(
+        process_module.os, "listdir", lambda path=".": (listings.append(path), real_listdir(path))[1]
+    )
+    folder_listings = lambda: sum(1 for path in listings if str(path) == str(pid_dir))  # noqa: E731
+    try:
+        now_ms = int(time.time() * 1000)
+        write_registration(pid_dir, a.pid, process_identity(a.pid).create_time_ms, "t-a")
+        assert [(p.key.pid, p.task_id) for p in tracker.refresh(now_ms)] == [(a.pid, "t-a")]
+        # Back to back, within the folder's mtime granularity: still seen.
+        write_registration(pid_dir, b.pid, process_identity(b.pid).create_time_ms, "t-b")
+        assert [(p.key.pid, p.task_id) for p in tracker.refresh(now_ms)] == [(b.pid, "t-b")]
+        # A settled folder is not listed again until it changes.
+        old_ns = time.time_ns() - 60 * 10**9
+        os.utime(pid_dir, ns=(old_ns, old_ns))
+        tracker.refresh(now_ms)
+        before = folder_listings()
+        for _ in range(3):
+            assert tracker.refresh(now_ms) == []
+        assert folder_listings() == before
+        (pid_dir / registration_name(a.pid, process_identity(a.pid).create_time_ms)).unlink()
+        tracker.refresh(now_ms)
+        assert folder_listings() == before + 1
+    finally:
+        tracker.close()

@@ -15,8 +15,11 @@ followed (descendants).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import resource
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +30,16 @@ from tracekit.collect.cgroup import read_cgroup
 # A freshly forked child still has its parent's name until it calls exec; a
 # process that did not match at first sight is looked at again while young.
 RECHECK_NAME_WINDOW_MS = 10_000
+
+# /proc and the PID folder are listed only when they may have changed, and at
+# least this often anyway, in case a change went unseen.
+RELIST_AT_LEAST_EVERY_S = 5.0
+# A PID folder mtime this much older than its listing cannot hide a later change.
+_MTIME_SETTLED_NS = 2_000_000_000
+
+# Fds left free for everything but kept /proc files (output files, /proc
+# reads during discovery, the PID folder listing).
+FD_RESERVE = 256
 
 # comm is cut at 15 characters by the kernel; then match argv[0] as well.
 _COMM_MAX = 15
@@ -109,7 +122,12 @@ def read_registration(path: Path) -> Registration:
 
 
 class ProcessTracker:
-    """Finds the processes to follow and samples them, one tick at a time."""
+    """Finds the processes to follow and samples them, one tick at a time.
+
+    Keeps each followed process's /proc files open between ticks (up to an
+    fd budget): ``close()`` when done, and processes that exit are closed as
+    soon as they are noticed.
+    """
 
     def __init__(
         self,
@@ -124,46 +142,105 @@ class ProcessTracker:
         self.exclude_pids = exclude_pids
         self.tracked: dict[int, TrackedProcess] = {}
         self._unmatched: dict[int, _Unmatched] = {}
+        self._young_unmatched: set[int] = set()  # looked at again each tick (may still exec)
         self._seen_registrations: set[str] = set()
         self.notices: list[str] = []  # harmless oddities, for the collector's log
         self.tracked_total = 0
+        self._files: dict[int, _procfs.ProcessFiles] = {}  # kept open, per followed pid
+        self._max_kept = _kept_files_budget()
+        # The last /proc listing: which PIDs, the fork counter just before it, when.
+        self._proc_stat = _procfs.KeptFile("/proc/stat")
+        self._listed_pids: set[int] = set()
+        self._forks_at_listing: int | None = None
+        self._trust_forks = True
+        self._listed_at = -math.inf  # time.monotonic()
+        # The last PID folder listing: the folder's stat stamp, when.
+        self._pid_dir_stamp: tuple[int, int, int] | None = None
+        self._pid_dir_listed_at = -math.inf
+
+    def close(self) -> None:
+        """Close every kept /proc file; call once done with the tracker."""
+        for files in self._files.values():
+            files.close()
+        self._files.clear()
+        self._proc_stat.close()
 
     # -- discovery -----------------------------------------------------------
 
     def refresh(self, now_ms: int) -> list[TrackedProcess]:
         """Update the set of followed processes; return those new this tick."""
-        live = set(_procfs.list_pids())
-        for pid in list(self.tracked):
-            if pid not in live:
-                del self.tracked[pid]
-        for pid in list(self._unmatched):
-            if pid not in live:
+        candidates = set(self._young_unmatched)
+        live = self._list_pids_if_changed()
+        if live is not None:
+            for pid in self.tracked.keys() - live:
+                self._drop(pid)
+            for pid in self._unmatched.keys() - live:
                 del self._unmatched[pid]
+            self._young_unmatched &= live
+            candidates &= live
+            candidates |= live - self.tracked.keys() - self._unmatched.keys() - self.exclude_pids
 
         new: list[TrackedProcess] = []
         new.extend(self._read_registrations())
-        for pid in sorted(live):  # parents (usually lower PIDs) first: stable reasons
-            if pid in self.exclude_pids:
-                continue
-            if pid in self.tracked:
+        for pid in sorted(candidates):  # parents (usually lower PIDs) first: stable reasons
+            if pid in self.tracked:  # registered just now
                 continue
             known = self._unmatched.get(pid)
             if known is not None and now_ms - known.create_time_ms > RECHECK_NAME_WINDOW_MS:
+                self._young_unmatched.discard(pid)
                 continue
             try:
                 stat = _procfs.read_stat(pid)
             except OSError:
+                self._forget_unmatched(pid)  # gone
                 continue
-            if known is not None and known.create_time_ms != stat.create_time_ms:
-                known = None  # the PID was reused
             found = self._classify(stat)
             if found is None:
                 self._unmatched[pid] = _Unmatched(stat.create_time_ms, stat.ppid)
+                # Kernel threads never exec: their name is final.
+                if not stat.kernel_thread and now_ms - stat.create_time_ms <= RECHECK_NAME_WINDOW_MS:
+                    self._young_unmatched.add(pid)
+                else:
+                    self._young_unmatched.discard(pid)
             else:
-                self._unmatched.pop(pid, None)
+                self._forget_unmatched(pid)
                 new.append(found)
-        # Descendants: children of followed processes, to a fixed point (a
-        # newly followed process may already have children of its own).
+        if new:
+            # Descendants: children of followed processes, to a fixed point (a
+            # newly followed process may already have children of its own).
+            # Only a newly followed process can make an unmatched one a descendant.
+            self._adopt_descendants(new)
+        return new
+
+    def _list_pids_if_changed(self) -> set[int] | None:
+        """The live PIDs, or None when none can have appeared since the last listing.
+
+        Listing /proc and looking at each new PID is most of discovery's cost.
+        The kernel's fork counter tells whether any process (or thread) was
+        created since: it only grows, unlike PIDs, which are reused. /proc is
+        listed anyway at least every RELIST_AT_LEAST_EVERY_S; should that find a
+        PID the counter missed (a /proc that fakes it), the counter is ignored.
+        """
+        try:
+            forks = _procfs.forks_since_boot(self._proc_stat.read())
+        except (OSError, ValueError):
+            forks = None
+        now = time.monotonic()
+        unchanged = self._trust_forks and forks is not None and forks == self._forks_at_listing
+        if unchanged and now - self._listed_at < RELIST_AT_LEAST_EVERY_S:
+            return None
+        live = set(_procfs.list_pids())
+        if unchanged and live - self._listed_pids:
+            self._trust_forks = False
+            self.notices.append("the fork counter of /proc/stat missed new processes: listing /proc every tick")
+        self._listed_pids, self._forks_at_listing, self._listed_at = live, forks, now
+        return live
+
+    def _forget_unmatched(self, pid: int) -> None:
+        self._unmatched.pop(pid, None)
+        self._young_unmatched.discard(pid)
+
+    def _adopt_descendants(self, new: list[TrackedProcess]) -> None:
         grew = True
         while grew:
             grew = False
@@ -177,10 +254,9 @@ class ProcessTracker:
                     continue
                 if stat.create_time_ms != known.create_time_ms:
                     continue
-                del self._unmatched[pid]
+                self._forget_unmatched(pid)
                 new.append(self._track(stat, "descendant", parent.task_id))
                 grew = True
-        return new
 
     def _classify(self, stat: _procfs.ProcStat) -> TrackedProcess | None:
         parent = self.tracked.get(stat.ppid)
@@ -209,13 +285,38 @@ class ProcessTracker:
             return bool(argv) and bool(self.match_name.search(os.path.basename(argv[0])))
         return False
 
+    def _pid_dir_names(self) -> list[str] | None:
+        """The PID folder's entries, or None when it has not changed since the last listing.
+
+        A stat of the folder is cheaper than listing it. A change within the
+        file system's timestamp granularity of the listing can leave the mtime
+        as it was, so an unchanged stamp is trusted only when the mtime is well
+        older than the listing; and the folder is listed at least every
+        RELIST_AT_LEAST_EVERY_S anyway.
+        """
+        assert self.pid_dir is not None
+        now = time.monotonic()
+        try:
+            st = os.stat(self.pid_dir)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if stamp == self._pid_dir_stamp and now - self._pid_dir_listed_at < RELIST_AT_LEAST_EVERY_S:
+                return None
+            names = os.listdir(self.pid_dir)
+        except FileNotFoundError:
+            self._pid_dir_stamp = None
+            return []
+        settled = time.time_ns() - st.st_mtime_ns > _MTIME_SETTLED_NS
+        self._pid_dir_stamp = stamp if settled else None
+        self._pid_dir_listed_at = now
+        return names
+
     def _read_registrations(self) -> list[TrackedProcess]:
         if self.pid_dir is None:
             return []
-        try:
-            names = os.listdir(self.pid_dir)
-        except FileNotFoundError:
+        names = self._pid_dir_names()
+        if names is None:
             return []
+        self._seen_registrations.intersection_update(names)  # forget removed entries
         found = []
         for name in names:
             if name in self._seen_registrations or not name.endswith(".json") or name[0] == ".":
@@ -242,7 +343,7 @@ class ProcessTracker:
                 # Already followed by a regex or as a descendant: add the task.
                 current.task_id = current.task_id or entry.task_id
                 continue
-            self._unmatched.pop(entry.pid, None)
+            self._forget_unmatched(entry.pid)
             found.append(self._track(stat, "registered", entry.task_id))
         return found
 
@@ -266,9 +367,24 @@ class ProcessTracker:
             task_id=task_id,
             cmdline=cmdline,
         )
+        self._drop(stat.pid)  # an earlier process with this PID, if still listed
         self.tracked[stat.pid] = process
         self.tracked_total += 1
+        if len(self._files) < self._max_kept:
+            try:
+                # Opened after the stat read: if the PID was reused in between,
+                # the first sample sees another start time and drops it.
+                self._files[stat.pid] = _procfs.ProcessFiles(stat.pid)
+            except OSError:
+                pass  # gone already: the next sample finds out
         return process
+
+    def _drop(self, pid: int) -> None:
+        """Stop following ``pid`` (exited, or its PID reused) and close its files."""
+        self.tracked.pop(pid, None)
+        files = self._files.pop(pid, None)
+        if files is not None:
+            files.close()
 
     # -- sampling ------------------------------------------------------------
 
@@ -279,25 +395,32 @@ class ProcessTracker:
         """
         rows = []
         for pid, process in list(self.tracked.items()):
+            files = self._files.get(pid)
             try:
-                stat = _procfs.read_stat(pid)
-                if stat.create_time_ms != process.key.create_time_ms:
-                    raise ProcessLookupError
-                counters = _procfs.read_counters(pid)
+                s = _procfs.read_sample(pid) if files is None else files.sample()
             except OSError:
-                del self.tracked[pid]  # exited (or its PID was reused) since refresh
+                s = None
+            if s is None or s.create_time_ms != process.key.create_time_ms:
+                self._drop(pid)  # exited (or its PID was reused) since refresh
                 continue
+            # An empty field is None: that counter could not be read.
             rows.append(
-                f"{ts_ms},{pid},{stat.create_time_ms},{stat.cpu_user_ms:.0f},{stat.cpu_system_ms:.0f},"
-                f"{stat.rss_kb},{stat.num_threads},{_csv_int(counters.read_bytes)},"
-                f"{_csv_int(counters.write_bytes)},{_csv_int(counters.ctx_voluntary)},"
-                f"{_csv_int(counters.ctx_involuntary)}"
+                f"{ts_ms},{pid},{s.create_time_ms},{s.cpu_user_ms:.0f},{s.cpu_system_ms:.0f},"
+                f"{s.rss_kb},{s.num_threads},{'' if s.read_bytes is None else s.read_bytes},"
+                f"{'' if s.write_bytes is None else s.write_bytes},"
+                f"{'' if s.ctx_voluntary is None else s.ctx_voluntary},"
+                f"{'' if s.ctx_involuntary is None else s.ctx_involuntary}"
             )
         return rows
 
 
-def _csv_int(value: int | None) -> str:
-    return "" if value is None else str(value)
+def _kept_files_budget() -> int:
+    """How many processes may keep their /proc files open, leaving
+    FD_RESERVE fds of the soft RLIMIT_NOFILE for everything else."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(0, soft - FD_RESERVE) // _procfs.ProcessFiles.FDS
 
 
 def process_identity(pid: int) -> ProcessKey:
