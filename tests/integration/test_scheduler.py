@@ -240,3 +240,20 @@ def test_second_sigterm_hands_the_task_back(redis_server, long_clip, tmp_path, c
     wait_until(lambda: results(redis_server), timeout_s=120, what="the handed-back task to finish")
     [record] = results(redis_server)
     assert record["state"] == "done" and record["attempt"] == 2
+
+
+def test_a_slot_reads_the_queue_once_per_task(redis_server, tmp_path, children):
+    # Regression: a busy slot re-read its own (empty) pending list before every
+    # task, two reads per task instead of one.
+    client = redis_server.client()
+    queue = TaskQueue(client, RunKeys("s1"))
+    queue.create(["cloud1"], {"run_id": "s1"})
+    for index in range(20):
+        queue.place("cloud1", TaskMessage(f"t{index}", "2" * 32, "", "", 1, argv=["true"]))
+    client.config_resetstat()
+    worker = start_worker(children, redis_server, tmp_path, "cloud1")
+    wait_until(lambda: len(results(redis_server)) == 20, timeout_s=60, what="20 terminal records")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    reads = client.info("commandstats")["cmdstat_xreadgroup"]["calls"]
+    assert reads <= 20 + 6  # one per task, the start-up check, a few idle polls

@@ -104,8 +104,8 @@ class Worker:
                 taken = self._redis(
                     lambda: self.queue.take(self.config.node_id, consumer, 500, own_pending_first)
                 )
+                own_pending_first = False  # checked once; what this slot takes, it finishes
                 if taken is None:
-                    own_pending_first = False
                     self._check_run_state()
                     continue
                 self._run(consumer, taken)
