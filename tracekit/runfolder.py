@@ -30,6 +30,14 @@ COLLECTOR_PIDFILE = "collector.pid"
 PID_DIR = "pids"  # wrappers register their children here
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def validate_name(value: str, flag: str) -> str:
+    """A node id or label: a safe file-name part (it names folders and Redis keys)."""
+    if not _NAME_RE.match(value):
+        raise UsageError(f"{flag} {value!r} is invalid: use letters, digits, '.', '_' and '-' (e.g. cloud1)")
+    return value
 
 
 def validate_run_id(run_id: str | None) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import gc
 import json
-import logging
 import math
 import os
 import re
@@ -36,6 +35,7 @@ from tracekit.collect.host import HostSampler, self_usage
 from tracekit.collect.process import PROC_CSV_COLUMNS, ProcessTracker
 from tracekit.collect.topology import node_facts, validate_cpu_mhz
 from tracekit.errors import CollectorError, UsageError
+from tracekit.filelog import file_logger
 from tracekit.jsonl import LineWriter
 
 MIN_INTERVAL_MS = 100
@@ -44,7 +44,6 @@ SELF_USAGE_EVERY_TICKS = 10  # cumulative, so sparse records lose nothing
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 15.0
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def compile_regex(pattern: str | None, flag: str) -> re.Pattern[str] | None:
@@ -57,14 +56,6 @@ def compile_regex(pattern: str | None, flag: str) -> re.Pattern[str] | None:
             f"{flag} {pattern!r} is not a valid regular expression ({exc}); "
             "quote it for the shell, e.g. {flag} '^ffmpeg$|^ffprobe$'".replace("{flag}", flag)
         ) from None
-
-
-def validate_name(value: str, flag: str) -> str:
-    if not _NAME_RE.match(value):
-        raise UsageError(
-            f"{flag} {value!r} is invalid: use letters, digits, '.', '_' and '-' (e.g. cloud1)"
-        )
-    return value
 
 
 @dataclass(frozen=True)
@@ -85,8 +76,8 @@ class CollectorConfig:
 
     def __post_init__(self) -> None:
         runfolder.validate_run_id(self.run_id)
-        validate_name(self.node_id, "--node-id")
-        validate_name(self.stage, "--stage")
+        runfolder.validate_name(self.node_id, "--node-id")
+        runfolder.validate_name(self.stage, "--stage")
         if not MIN_INTERVAL_MS <= self.interval_ms <= MAX_INTERVAL_MS:
             raise UsageError(
                 f"--interval-ms {self.interval_ms} is out of range: use {MIN_INTERVAL_MS} "
@@ -323,20 +314,6 @@ def next_due(due: float, now: float, interval_s: float) -> tuple[float, int]:
     return due + missed * interval_s, missed
 
 
-def _make_logger(path: Path, to_stderr: bool) -> logging.Logger:
-    logger = logging.getLogger(f"tracekit.collector.{path}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    handlers: list[logging.Handler] = [logging.FileHandler(path)]
-    if to_stderr:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        logger.addHandler(handler)
-    return logger
-
-
 def _acquire_pidfile(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -374,7 +351,7 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
     stop = _Stop()
     folder = runfolder.ensure_writable_dir(config.run_folder, "run folder")
     lock_fd = _acquire_pidfile(folder / runfolder.COLLECTOR_PIDFILE)
-    log = _make_logger(folder / runfolder.COLLECTOR_LOG, log_to_stderr)
+    log = file_logger(folder / runfolder.COLLECTOR_LOG, log_to_stderr)
     interval_s = config.interval_ms / 1000.0
     _allow_more_open_files()
     tracker = ProcessTracker(

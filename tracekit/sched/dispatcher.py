@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 from tracekit import runfolder
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
-from tracekit.collect.daemon import validate_name
 from tracekit.errors import UsageError
 from tracekit.filelog import file_logger
 from tracekit.jsonl import LineWriter
@@ -68,7 +67,7 @@ class DispatchConfig:
         if not self.nodes:
             raise UsageError("--nodes is empty: name the worker nodes, e.g. --nodes cloud1,cloud2")
         for node in self.nodes:
-            validate_name(node, "--nodes entry")
+            runfolder.validate_name(node, "--nodes entry")
         if len(set(self.nodes)) != len(self.nodes):
             raise UsageError(f"--nodes {','.join(self.nodes)} names a node twice")
         for flag, value in (("--batch-size", self.batch_size), ("--backlog-limit", self.backlog_limit)):

@@ -30,7 +30,6 @@ from tracekit import runfolder
 from tracekit.adapters.ffmpeg import require_binary
 from tracekit.adapters.ffmpeg_argv import IoPaths, TranscodeSettings, transcode_argv
 from tracekit.adapters.wrap import Invocation, run_invocation
-from tracekit.collect.daemon import validate_name
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import file_logger
 from tracekit.sched.connection import connect, retrying, safe_url
@@ -55,7 +54,7 @@ class WorkerConfig:
     redis_loss_timeout_s: float = 10.0  # how long to retry a lost connection
 
     def __post_init__(self) -> None:
-        validate_name(self.node_id, "--node-id")
+        runfolder.validate_name(self.node_id, "--node-id")
         runfolder.validate_run_id(self.run_id)
         if not 1 <= self.parallel <= 256:
             raise UsageError(f"--parallel {self.parallel} must be between 1 and 256")
