@@ -24,8 +24,8 @@ from pathlib import Path
 from tracekit import runfolder
 from tracekit.adapters.ffmpeg_argv import IoPaths, guess_io_paths
 from tracekit.collect.process import process_identity, write_registration
-from tracekit.errors import CommandNotFound, UsageError
-from tracekit.jsonl import append_line
+from tracekit.errors import CommandNotFound, RunFolderError, UsageError
+from tracekit.jsonl import append_line, dumps
 
 NODE_ID_ENV = "TRACEKIT_NODE_ID"
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -84,9 +84,11 @@ def run_invocation(
     Raises CommandNotFound (after writing a failed event) when the command
     cannot be executed.
     """
-    folder = runfolder.ensure_writable_dir(
-        Path(runfolder.logs_dir(invocation.logs_dir)) / invocation.run_id, "run folder"
-    )
+    folder = Path(runfolder.logs_dir(invocation.logs_dir)) / invocation.run_id
+    if not folder.is_dir():
+        # Proved writable once, when new; workers run thousands of tasks into
+        # an existing folder, and a failed event write is reported below.
+        runfolder.ensure_writable_dir(folder, "run folder")
     module = invocation.module or module_for(invocation.argv)
     events_path = runfolder.events_file(folder, module)
     pid_dir = invocation.pid_dir or folder / runfolder.PID_DIR
@@ -121,7 +123,7 @@ def run_invocation(
             error=f"{'command not found' if missing else 'cannot execute'}: {invocation.argv[0]} ({exc.strerror})",
             cpu_user_ms=0.0, cpu_system_ms=0.0, max_rss_kb=0, bytes_out=0,
         )  # fmt: skip
-        append_line(events_path, event)
+        _write_event(events_path, event)
         hint = "is it installed and on PATH?" if missing else "check its permissions"
         raise CommandNotFound(f"{event['error']}; {hint}", exit_code=event["status"]) from None
 
@@ -162,8 +164,18 @@ def run_invocation(
         max_rss_kb=usage.ru_maxrss,  # Linux reports kB
         bytes_out=sum(_file_size(p) for p in io.outputs),
     )
-    append_line(events_path, event)
+    _write_event(events_path, event)
     return event
+
+
+def _write_event(path: Path, event: dict) -> None:
+    try:
+        append_line(path, event)
+    except OSError as exc:
+        raise RunFolderError(
+            f"cannot write {path}: {exc.strerror}; the command ran (status {event['status']}) but its event "
+            f"is lost: {dumps(event)[:200]}"
+        ) from None
 
 
 def _describe_failure(exit_code: int) -> str:
