@@ -212,11 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_args(worker)
     worker.add_argument("--node-id", help="this node's id (default: $TRACEKIT_NODE_ID, else the host name)")
-    worker.add_argument("--redis-url", required=True, help="redis://HOST:PORT/DB (no password)")
+    worker.add_argument("--redis-url", help="redis://HOST:PORT/DB (no password); required unless --stop")
     worker.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
     worker.add_argument("--parallel", type=int, default=1, help="tasks run at once (default: 1)")
     worker.add_argument("--outputs", type=Path, default=Path("outputs"), help="where outputs go (default: outputs)")
     worker.add_argument("--grace", type=float, default=60.0, metavar="S", help="after a stop signal, how long running tasks may finish (default: 60)")
+    worker_mode = worker.add_mutually_exclusive_group()
+    worker_mode.add_argument(
+        "--detach", action="store_true",
+        help="run in the background (pidfile worker.pid and console log worker.out in the run folder); "
+        "does nothing when this run's worker already runs",
+    )
+    worker_mode.add_argument(
+        "--stop", action="store_true",
+        help="stop this run's background worker (SIGTERM: running tasks finish within --grace) and wait for its exit",
+    )
 
     dispatch = commands.add_parser(
         "dispatch",
@@ -230,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=redis_epilog,
     )
     _add_run_args(dispatch)
-    dispatch.add_argument("--redis-url", required=True, help="redis://HOST:PORT/DB (no password)")
+    dispatch.add_argument("--redis-url", help="redis://HOST:PORT/DB (no password); required unless --stop")
     dispatch.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
     dispatch.add_argument("--nodes", help="worker nodes, comma-separated, e.g. cloud1,cloud2")
     dispatch.add_argument("--inputs", type=Path, help="folder of input videos")
@@ -249,6 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="give up after (default: 3600)")
     dispatch.add_argument("--worker-wait", type=float, default=30.0, metavar="S", help="wait this long for every node's worker (default: 30)")
     dispatch.add_argument("--cleanup", action="store_true", help="delete the run's Redis keys and exit")
+    dispatch.add_argument("--stop", action="store_true", help="stop this run's dispatcher if one still runs (idempotent)")
+
+    clock = commands.add_parser(
+        "clock",
+        help="measure this node's clock offset to the controller (Redis TIME) into clock.json",
+        description="Probe the controller's Redis TIME a few times and record the offset with the smallest "
+        "round trip (offset = server time - midpoint, uncertainty = RTT/2) under 'start' or 'end' in the run "
+        "folder's clock.json. 'tracekit parse' adds offset_ms to this node's timestamps.",
+        epilog=redis_epilog,
+    )
+    _add_run_args(clock)
+    clock.add_argument("--redis-url", required=True, help="the controller's redis://HOST:PORT/DB (no password)")
+    clock.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
+    clock.add_argument("--moment", choices=("start", "end"), default="start", help="which measurement this is (default: start)")
     return parser
 
 
@@ -397,9 +421,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+WORKER_PIDFILE = "worker.pid"
+WORKER_CONSOLE = "worker.out"
+DISPATCHER_PIDFILE = "dispatcher.pid"
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from tracekit import detach
     from tracekit.sched.worker import WorkerConfig, run_worker
 
+    run_id = runfolder.run_id_or_env(args.run_id)
+    folder = runfolder.run_dir(run_id, runfolder.logs_dir(args.logs_dir))
+    if args.stop:
+        stopped = detach.stop_detached(folder / WORKER_PIDFILE, f"worker of run {run_id}", args.grace + 10)
+        print(f"worker of run {run_id} {'stopped' if stopped else 'was not running'}")
+        return 0
+    if not args.redis_url:
+        raise UsageError("worker needs --redis-url redis://HOST:PORT/DB")
     config = WorkerConfig(
         node_id=args.node_id or _default_node_id(),
         run_id=runfolder.run_id_or_env(args.run_id),
@@ -410,6 +448,16 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         logs_dir=runfolder.logs_dir(args.logs_dir),
         grace_s=args.grace,
     )
+    if args.detach:
+        from tracekit.sched.connection import connect
+
+        connect(config.redis_url, config.password_file)  # a wrong URL or password fails here, not in the background
+        runfolder.ensure_writable_dir(folder, "run folder")
+        argv = [sys.executable, "-m", "tracekit", *[a for a in args.argv if a != "--detach"]]
+        running, started = detach.start_detached(argv, folder / WORKER_PIDFILE, folder / WORKER_CONSOLE, f"worker of run {run_id}")
+        state = "started" if started else "already running"
+        print(f"worker of run {run_id} on node {config.node_id} {state} (pid {running.pid}); log: {folder}")
+        return 0
     return run_worker(config)
 
 
@@ -418,7 +466,16 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
     from tracekit.sched.dispatcher import DispatchConfig, cleanup, dispatch
     from tracekit.sched.plan import parse_mix
 
+    from tracekit import detach
+
     run_id = runfolder.run_id_or_env(args.run_id)
+    folder = runfolder.run_dir(run_id, runfolder.logs_dir(args.logs_dir))
+    if args.stop:
+        stopped = detach.stop_detached(folder / DISPATCHER_PIDFILE, f"dispatcher of run {run_id}", 10)
+        print(f"dispatcher of run {run_id} {'stopped' if stopped else 'was not running'}")
+        return 0
+    if not args.redis_url:
+        raise UsageError("dispatch needs --redis-url redis://HOST:PORT/DB")
     if args.cleanup:
         print(f"deleted {cleanup(run_id, args.redis_url, args.redis_password_file)} keys of run {run_id}")
         return 0
@@ -444,7 +501,9 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
         worker_wait_s=args.worker_wait,
         logs_dir=runfolder.logs_dir(args.logs_dir),
     )
-    result = dispatch(config)
+    runfolder.ensure_writable_dir(folder, "run folder")
+    with detach.pidfile_of_this_process(folder / DISPATCHER_PIDFILE):
+        result = dispatch(config)
     summary = result.summary
     print(
         f"{summary['done']}/{summary['tasks']} tasks done, {summary['failed']} failed, {summary['timed_out']} "
@@ -453,6 +512,16 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
     for node, counts in sorted(summary["per_node"].items()):
         print(f"  {node}: {counts['done']} done, {counts['failed']} failed, busy {counts['busy_ms'] / 1000:.1f} s")
     return 0 if result.ok else 1
+
+
+def _cmd_clock(args: argparse.Namespace) -> int:
+    from tracekit.collect.clock import record_clock
+
+    run_id = runfolder.run_id_or_env(args.run_id)
+    clock = record_clock(run_id, args.redis_url, args.redis_password_file, args.moment, runfolder.logs_dir(args.logs_dir))
+    probe = clock[args.moment]
+    print(f"clock offset {probe['offset_ms']:+.3f} ms ± {probe['uncertainty_ms']:.3f} ms (rtt {probe['rtt_ms']:.3f} ms)")
+    return 0
 
 
 _HANDLERS = {
@@ -466,12 +535,14 @@ _HANDLERS = {
     "verify": _cmd_verify,
     "worker": _cmd_worker,
     "dispatch": _cmd_dispatch,
+    "clock": _cmd_clock,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # --detach re-runs it without the flag
     prog = f"tracekit {args.command}"
     try:
         return _HANDLERS[args.command](args)

@@ -1,0 +1,178 @@
+"""Experiment + inventory -> what the playbooks need (extravars) and the plan a person reads.
+
+input:  an ``Experiment`` (tracekit.experiment.spec), an inventory file
+output: ``extravars`` for playbooks/experiment.yml (no secret: the Redis
+        password travels as the path of a root-only file), and a ``Plan``
+        (phases, hosts, task count, policy) that --dry-run prints
+
+The inventory is read with Ansible's own parser, so a broken inventory fails
+here, before any node is touched, with the file named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tracekit.errors import UsageError
+from tracekit.experiment.spec import Experiment
+
+PHASES = ("prepare", "start", "run", "stop", "fetch", "parse")
+PHASE_HOSTS = {
+    "prepare": "controller:workers",
+    "start": "controller:workers",
+    "run": "controller",
+    "stop": "controller:workers",
+    "fetch": "controller:workers",
+    "parse": "localhost",
+}
+
+
+class InventoryError(UsageError):
+    """The inventory cannot describe an experiment."""
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    controller: str
+    workers: tuple[str, ...]
+    hostvars: dict[str, dict[str, Any]]
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return (self.controller, *self.workers)
+
+    def redis_address(self) -> tuple[str, int] | None:
+        """The controller's Redis host and port when the inventory states them plainly."""
+        values = self.hostvars.get(self.controller, {})
+        bind, port = values.get("tracekit_redis_bind", "127.0.0.1"), values.get("tracekit_redis_port", 6379)
+        if "{{" in str(bind) or "{{" in str(port):
+            return None
+        return str(bind), int(port)
+
+
+def read_inventory(path: Path) -> Inventory:
+    """Parse with Ansible; require one controller and at least one worker, each with a node root."""
+    if not path.is_file():
+        raise InventoryError(f"{path}: no such inventory file; give -i inventory/local.yml or a copy of inventory/cluster.example.yml")
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.utils.display import Display
+
+    Display().verbosity = 0
+    manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
+    groups = manager.get_groups_dict()
+    if not manager.hosts and not [h for g in groups.values() for h in g]:
+        raise InventoryError(f"{path}: Ansible found no host in it; check its YAML (groups 'controller' and 'workers')")
+    controllers, workers = groups.get("controller", []), groups.get("workers", [])
+    if len(controllers) != 1:
+        raise InventoryError(
+            f"{path}: group 'controller' must hold exactly one host (found {len(controllers)}: {', '.join(controllers) or 'none'})"
+        )
+    if not workers:
+        raise InventoryError(f"{path}: group 'workers' holds no host; add at least one worker node")
+    if controllers[0] in workers:
+        raise InventoryError(f"{path}: {controllers[0]} is both the controller and a worker; give it one role")
+    hostvars = {}
+    for name in (*controllers, *workers):
+        host = manager.get_host(name)
+        values = {k: v for k, v in host.get_vars().items()}
+        for group in host.get_groups():
+            for key, value in group.get_vars().items():
+                values.setdefault(key, value)
+        if not values.get("tracekit_node_root"):
+            raise InventoryError(f"{path}: host {name} has no tracekit_node_root (the node's own folder); set it in the inventory")
+        hostvars[name] = values
+    return Inventory(path.resolve(), controllers[0], tuple(workers), hostvars)
+
+
+def generated_inputs_name(experiment: Experiment) -> str | None:
+    """Folder name of the generated clips: the same clips get the same folder on every run."""
+    generate = experiment.workload.generate
+    if generate is None:
+        return None
+    key = json.dumps([generate.count, list(generate.durations), generate.size, generate.seed])
+    return f"clips-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def task_count(experiment: Experiment) -> int | None:
+    """How many tasks the dispatcher will plan (None: one per file of a folder not visible here)."""
+    workload = experiment.workload
+    if workload.total is not None:
+        return workload.total
+    if workload.generate is not None:
+        return workload.generate.count
+    folder = Path(workload.inputs or "")
+    if folder.is_dir():
+        return sum(1 for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return None
+
+
+def extravars(
+    experiment: Experiment, run_id: str, run_dir: Path, wheelhouse: Path, secret_file: Path, python: str
+) -> dict[str, Any]:
+    workload = experiment.workload
+    if workload.inputs is not None and not Path(workload.inputs).is_absolute():
+        raise UsageError(
+            f"{experiment.source}: workload.ffmpeg.inputs: {workload.inputs!r} must be an absolute path "
+            "(the same folder on every node)"
+        )
+    resolved = experiment.as_dict()
+    workload_vars = dict(resolved["workload"])
+    workload_vars["generated_name"] = generated_inputs_name(experiment)
+    return {
+        "tracekit_run_id": run_id,
+        "tracekit_run_dir": str(run_dir),
+        "tracekit_run_wheelhouse": str(wheelhouse),
+        "tracekit_run_secret_file": str(secret_file),
+        "tracekit_run_python": python,
+        "tracekit_run_collectors": resolved["collectors"],
+        "tracekit_run_workload": workload_vars,
+        "tracekit_run_dispatch": resolved["dispatch"],
+        "tracekit_run_parallel": experiment.parallel,
+        "tracekit_run_export": {"opendc": experiment.export_opendc, "include_failed": experiment.include_failed},
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    run_id: str
+    experiment: Experiment
+    inventory: Inventory
+    phases: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        tasks = task_count(self.experiment)
+        workload = self.experiment.workload
+        source = (
+            f"{workload.generate.count} generated clips ({workload.generate.size}, durations "
+            f"{','.join(map(str, workload.generate.durations))} s)"
+            if workload.generate
+            else f"inputs from {workload.inputs}"
+        )
+        dispatch = self.experiment.dispatch
+        lines = [
+            f"run {self.run_id}: experiment {self.experiment.name!r} ({self.experiment.source})",
+            f"inventory {self.inventory.path}: controller {self.inventory.controller}, "
+            f"workers {', '.join(self.inventory.workers)}",
+            f"workload: {tasks if tasks is not None else 'one per input'} tasks from {source}, "
+            f"transcode {workload.transcode.scale} {workload.transcode.preset} crf {workload.transcode.crf}"
+            + (f", mix {workload.mix}" if workload.mix else ""),
+            f"dispatch: policy {dispatch.policy}, batch {dispatch.batch_size}, dribble {dispatch.dribble_interval} s, "
+            f"backlog limit {dispatch.backlog_limit}, timeout {dispatch.timeout:g} s; "
+            f"{self.experiment.parallel} slot(s) per worker",
+            "phases:",
+        ]
+        for phase in self.phases:
+            hosts = PHASE_HOSTS[phase]
+            named = {
+                "controller:workers": ", ".join(self.inventory.hosts),
+                "controller": self.inventory.controller,
+                "localhost": "this machine",
+            }[hosts]
+            lines.append(f"  {phase:<8} {named}")
+        return lines

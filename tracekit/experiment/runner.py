@@ -1,0 +1,546 @@
+"""``run_experiment``: one experiment file -> Ansible phases -> a complete, verified run folder.
+
+input:  experiments/X.yaml (+ -e overrides), an inventory, playbooks/ and roles/
+output: <logs dir>/<RUN_ID>/ with experiment.yaml (as given), resolved.json,
+        inventory.yml, manifest.json, status.json, ansible/ (ansible-runner's
+        private data dir and artifacts), nodes/<node>/, cctf/, opendc/
+
+Each phase is one ansible-runner call of playbooks/experiment.yml with the
+phase's tag, so the runner decides what follows a failure: stop and fetch
+always run once anything may have started, parse only after a good run.
+The Redis password is generated per run into a root-only file outside the
+run folder (<logs dir>/.secrets/); only that file's path reaches Ansible,
+whose tasks read it with no_log. --resume re-runs from the first phase that
+did not finish (start and run together, since stop undoes start).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracekit import __version__, runfolder
+from tracekit.errors import TracekitError, UsageError
+from tracekit.experiment.progress import Progress, make_progress
+from tracekit.experiment.render import PHASES, Inventory, Plan, extravars, read_inventory, task_count
+from tracekit.experiment.spec import Experiment, load_experiment
+from tracekit.experiment.wheelhouse import build_wheelhouse, find_checkout
+
+ALWAYS_AFTER_START = ("stop", "fetch")  # run even after a failure or an interruption
+UNDONE_BY_STOP = ("start", "run")  # resuming either re-runs both
+STATUS_FILE = "status.json"
+MANIFEST_FILE = "manifest.json"
+SECRET_DIR = ".secrets"
+SECRET_NAME = re.compile(r"pass(word)?|secret|token|_key$", re.IGNORECASE)
+
+
+class RunError(TracekitError):
+    """The run folder cannot be created or resumed as asked."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    state: str  # succeeded, failed, interrupted, planned (dry run)
+    status: dict[str, Any] = field(default_factory=dict)
+    summary: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"succeeded": 0, "planned": 0, "interrupted": 130}.get(self.state, 1)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _write_json(path: Path, value: Any) -> None:
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(partial, path)
+
+
+def default_run_id(experiment: Experiment) -> str:
+    return f"{experiment.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+# -- the run folder ------------------------------------------------------------------
+
+
+def _inventory_without_secrets(text: str) -> str:
+    """The inventory as used, with any password-like value blanked."""
+    lines = []
+    for line in text.splitlines():
+        key = line.split(":", 1)[0].strip()
+        lines.append(f"{line.split(':', 1)[0]}: '(removed)'" if ":" in line and SECRET_NAME.search(key) else line)
+    return "\n".join(lines) + "\n"
+
+
+def _secret_file(logs_dir: Path, run_id: str) -> Path:
+    """This run's Redis password, generated once, root-only, outside the run folder."""
+    folder = logs_dir / SECRET_DIR
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    path = folder / f"{run_id}.redis"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path
+
+
+def _versions() -> dict[str, Any]:
+    def command(argv: list[str]) -> str | None:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else None
+
+    import importlib.metadata as md
+
+    checkout = find_checkout()
+    commit = command(["git", "-C", str(checkout), "rev-parse", "HEAD"])
+    dirty = command(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "tracekit": __version__,
+        "git_commit": commit,
+        "git_dirty": bool(dirty) if commit else None,
+        "python": platform.python_version(),
+        "ansible_core": md.version("ansible-core"),
+        "ansible_runner": md.version("ansible-runner"),
+        "redis_server": command(["redis-server", "--version"]),
+        "ffmpeg": command(["ffmpeg", "-version"]),
+    }
+
+
+# -- one phase through ansible-runner --------------------------------------------------
+
+
+@dataclass
+class PhaseOutcome:
+    state: str  # succeeded, failed, interrupted
+    hosts: dict[str, dict[str, Any]]
+    error: str | None
+
+
+class _Interrupt:
+    """SIGINT/SIGTERM: cancel the running phase, then stop and fetch; signals during cleanup are noted only."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.requested = False
+        self.cleaning = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.cleaning:
+            self.progress.say("stopping what was started and fetching the data; please wait")
+            return
+        self.requested = True
+        self.progress.say(f"{signal.Signals(signum).name}: cancelling; then stopping everything and fetching the data")
+
+
+def _describe_failure(event: dict[str, Any]) -> str:
+    data = event.get("event_data", {})
+    res = data.get("res") or {}
+    message = res.get("msg") or ""
+    stderr = (res.get("stderr") or "").strip()
+    if stderr:
+        # Tracekit's own errors are one line: 'tracekit <cmd>: error: ...'
+        lines = [line for line in stderr.splitlines() if "error:" in line] or stderr.splitlines()
+        message = lines[-1]
+    elif res.get("stdout") and res.get("rc"):
+        message = res["stdout"].strip().splitlines()[-1]
+    return " ".join(str(message).split())[:400] or "failed"
+
+
+class PhaseRunner:
+    def __init__(
+        self,
+        run_dir: Path,
+        inventory: Inventory,
+        variables: dict[str, Any],
+        progress: Progress,
+        interrupt: _Interrupt,
+        verbose: bool,
+        limit: str | None,
+    ):
+        self.checkout = find_checkout()
+        self.run_dir = run_dir
+        self.inventory = inventory
+        self.variables = variables
+        self.progress = progress
+        self.interrupt = interrupt
+        self.verbose = verbose
+        self.limit = limit
+        (run_dir / "ansible").mkdir(exist_ok=True)
+        self.count = len(list((run_dir / "ansible" / "artifacts").glob("*"))) if (run_dir / "ansible" / "artifacts").exists() else 0
+
+    def run(self, phase: str, on_tick: Callable[[], None] | None = None) -> PhaseOutcome:
+        import ansible_runner
+
+        hosts: dict[str, dict[str, Any]] = {}
+        errors: list[tuple[str, str]] = []
+
+        def on_event(event: dict[str, Any]) -> bool:
+            kind = event.get("event", "")
+            data = event.get("event_data", {})
+            host = data.get("host")
+            task = data.get("task", "")
+            if not host or not kind.startswith("runner_on_"):
+                return True
+            entry = hosts.setdefault(host, {"state": "ok", "error": None})
+            if kind == "runner_on_start":
+                self.progress.host_event(host, task, "running")
+            elif kind == "runner_on_unreachable":
+                detail = _describe_failure(event)
+                entry.update(state="unreachable", error=f"{task}: {detail}")
+                errors.append((host, f"unreachable: {detail}"))
+                self.progress.host_event(host, task, "unreachable", detail)
+            elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+                detail = _describe_failure(event)
+                entry.update(state="failed", error=f"{task}: {detail}")
+                errors.append((host, f"{task}: {detail}"))
+                self.progress.host_event(host, task, "failed", detail)
+            elif kind == "runner_on_ok":
+                self.progress.host_event(host, task, "changed" if (data.get("res") or {}).get("changed") else "ok")
+            return True
+
+        last_tick = [0.0]
+
+        def cancel() -> bool:
+            if on_tick is not None and time.monotonic() - last_tick[0] >= 1.0:
+                last_tick[0] = time.monotonic()
+                on_tick()
+            return self.interrupt.requested and not self.interrupt.cleaning
+
+        self.count += 1
+        result = ansible_runner.run(
+            private_data_dir=str(self.run_dir / "ansible"),
+            project_dir=str(self.checkout / "playbooks"),
+            playbook="experiment.yml",
+            inventory=str(self.inventory.path),
+            extravars=self.variables,
+            tags=phase,
+            limit=self.limit,
+            ident=f"{self.count:02d}-{phase}",
+            envvars={
+                "ANSIBLE_CONFIG": str(self.checkout / "ansible.cfg"),
+                "ANSIBLE_ROLES_PATH": str(self.checkout / "roles"),
+                "ANSIBLE_NOCOLOR": "1",
+                # The ansible-playbook installed beside this Python (the venv need not be on PATH).
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            },
+            event_handler=on_event,
+            cancel_callback=cancel,
+            quiet=not self.verbose,
+            suppress_env_files=False,
+            rotate_artifacts=0,
+        )
+        if result.status == "canceled" or self.interrupt.requested and not self.interrupt.cleaning:
+            return PhaseOutcome("interrupted", hosts, "interrupted by a signal")
+        if result.status == "successful" and not errors:
+            return PhaseOutcome("succeeded", hosts, None)
+        if not errors:
+            tail = _stdout_tail(result)
+            errors.append(("ansible-playbook", tail or f"ended with status {result.status} (rc {result.rc})"))
+        return PhaseOutcome("failed", hosts, _join_errors(errors))
+
+
+def _join_errors(errors: list[tuple[str, str]]) -> str:
+    """'cloud1, cloud2: <what>' for the same error on several hosts."""
+    by_message: dict[str, list[str]] = {}
+    for host, message in errors:
+        hosts = by_message.setdefault(message, [])
+        if host not in hosts:
+            hosts.append(host)
+    return "; ".join(f"{', '.join(hosts)}: {message}" for message, hosts in by_message.items())
+
+
+def _stdout_tail(result: Any) -> str:
+    try:
+        lines = [line for line in result.stdout.read().splitlines() if line.strip()]
+    except Exception:  # artifacts may be missing after a crash of ansible itself
+        return ""
+    for index, line in enumerate(lines):
+        if "ERROR" in line:  # Ansible's own error, with the file it is about on the next line
+            origin = next((o.strip() for o in lines[index + 1 : index + 3] if o.strip().startswith("Origin:")), "")
+            return " ".join(f"{line} {origin}".split())[:400]
+    return " ".join(lines[-1].split())[:400] if lines else ""
+
+
+# -- dispatch progress straight from Redis ------------------------------------------------
+
+
+def _dispatch_counter(inventory: Inventory, run_id: str, secret_file: Path) -> Callable[[], tuple[int, int] | None]:
+    """(done, failed) so far, read from the run's results stream; None when Redis is not reachable from here."""
+    address = inventory.redis_address()
+    state: dict[str, Any] = {"client": None, "seen": 0, "done": 0, "failed": 0}
+
+    def count() -> tuple[int, int] | None:
+        if address is None:
+            return None
+        import redis
+
+        from tracekit.sched.keys import RunKeys
+
+        try:
+            if state["client"] is None:
+                state["client"] = redis.Redis(
+                    host=address[0], port=address[1], password=secret_file.read_text().strip(),
+                    socket_connect_timeout=0.5, socket_timeout=1.0, decode_responses=True,
+                )
+            entries = state["client"].xrange(RunKeys(run_id).results, min=f"({state['seen']}" if state["seen"] else "-")
+            for entry_id, fields in entries:
+                state["seen"] = entry_id
+                state["done" if json.loads(fields["record"]).get("state") == "done" else "failed"] += 1
+            return state["done"], state["failed"]
+        except Exception:  # not reachable from here (or not up yet): no bar, the phase goes on
+            state["client"] = None
+            return None
+
+    return count
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def _load_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _phases_to_run(status: dict[str, Any]) -> list[str]:
+    """On resume: from the first phase that did not succeed (start and run as one)."""
+    phases = status.get("phases", {})
+    for index, phase in enumerate(PHASES):
+        if phases.get(phase, {}).get("state") != "succeeded":
+            if phase in UNDONE_BY_STOP:
+                index = PHASES.index(UNDONE_BY_STOP[0])
+            return list(PHASES[index:])
+    return []
+
+
+def run_experiment(
+    experiment_path: str | Path | None = None,
+    *,
+    inventory: str | Path | None = None,
+    run_id: str | None = None,
+    dry_run: bool = False,
+    resume: str | None = None,
+    force: bool = False,
+    overrides: list[str] | None = None,
+    limit: str | None = None,
+    verbose: bool = False,
+    logs_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    out: Callable[[str], None] = print,
+) -> RunResult:
+    """Run (or plan, or resume) one experiment; never raises for a failed phase (see RunResult.state)."""
+    logs = Path(runfolder.logs_dir(logs_dir)).resolve()
+    checkout = find_checkout()
+    if resume:
+        run_id = resume
+        run_dir = logs / runfolder.validate_run_id(resume)
+        resolved = _read_resolved(run_dir)
+        experiment_path = run_dir / "experiment.yaml"
+        overrides = resolved.get("overrides", []) + list(overrides or [])
+        inventory = inventory or resolved.get("inventory_path")
+    elif experiment_path is None:
+        raise UsageError("give an experiment file (e.g. experiments/ffmpeg.yaml) or --resume RUN_ID")
+    experiment = load_experiment(experiment_path, overrides)
+    inventory_path = Path(inventory or experiment.inventory or checkout / "inventory" / "local.yml")
+    parsed_inventory = read_inventory(inventory_path)
+    run_id = runfolder.validate_run_id(run_id or default_run_id(experiment))
+    run_dir = logs / run_id
+    status = _load_status(run_dir) if resume else {}
+    phases = _phases_to_run(status) if resume else list(PHASES)
+    if resume and not phases:
+        return RunResult(run_id, run_dir, "succeeded", status, [f"run {run_id}: every phase already finished; nothing to resume"])
+    plan = Plan(run_id, experiment, parsed_inventory, tuple(phases))
+    if dry_run:
+        for line in plan.lines():
+            out(line)
+        return RunResult(run_id, run_dir, "planned", {}, plan.lines())
+
+    if not resume:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not force:
+                raise RunError(
+                    f"{run_dir} already exists; resume it with --resume {run_id}, pick another --run-id, "
+                    "or replace it with --force"
+                )
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(experiment_path, run_dir / "experiment.yaml")
+        (run_dir / "inventory.yml").write_text(_inventory_without_secrets(inventory_path.read_text()))
+        _write_json(
+            run_dir / "resolved.json",
+            {
+                "run_id": run_id,
+                "experiment": experiment.as_dict(),
+                "overrides": list(overrides or []),
+                "inventory_path": str(parsed_inventory.path),
+                "tasks": task_count(experiment),
+            },
+        )
+        status = {"run_id": run_id, "state": "running", "phases": {p: {"state": "pending"} for p in PHASES}}
+        _write_json(run_dir / MANIFEST_FILE, {"run_id": run_id, "start": _now(), "versions": _versions()})
+    status["state"] = "running"
+    status.setdefault("attempts", []).append({"start": _now(), "phases": phases})
+    _write_json(run_dir / STATUS_FILE, status)
+
+    secret_file = _secret_file(logs, run_id)
+    progress = progress or make_progress(PHASES, verbose)
+    with progress, _Interrupt(progress) as interrupt:
+        progress.say(f"run {run_id} -> {run_dir}")
+        try:
+            wheelhouse = build_wheelhouse(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tracekit" / "wheelhouse")
+        except TracekitError as exc:
+            status["state"] = "failed"
+            status["error"] = str(exc)
+            _write_json(run_dir / STATUS_FILE, status)
+            raise
+        variables = extravars(experiment, run_id, run_dir, wheelhouse, secret_file, sys.executable)
+        runner = PhaseRunner(run_dir, parsed_inventory, variables, progress, interrupt, verbose, limit)
+        counter = _dispatch_counter(parsed_inventory, run_id, secret_file)
+        total = task_count(experiment)
+
+        def tick() -> None:
+            counts = counter()
+            if counts is not None:
+                progress.task_counts(counts[0], counts[1], total)
+
+        final = "succeeded"
+        started_any = False
+        for phase in phases:
+            if final != "succeeded" and phase not in ALWAYS_AFTER_START:
+                _set_phase(status, phase, state="skipped", reason=f"an earlier phase {final}")
+                progress.phase_finished(phase, "skipped")
+                continue
+            if final != "succeeded" and not started_any:
+                _set_phase(status, phase, state="skipped", reason="nothing was started")
+                progress.phase_finished(phase, "skipped")
+                continue
+            if final != "succeeded":
+                interrupt.cleaning = True
+            started_any = started_any or phase in ("start", "run", "stop")
+            _set_phase(status, phase, state="running", start=_now(), end=None, error=None)
+            _write_json(run_dir / STATUS_FILE, status)
+            progress.phase_started(phase)
+            outcome = runner.run(phase, tick if phase == "run" else None)
+            if phase == "run":
+                tick()
+            _set_phase(status, phase, state=outcome.state, end=_now(), error=outcome.error, hosts=outcome.hosts)
+            _write_json(run_dir / STATUS_FILE, status)
+            progress.phase_finished(phase, outcome.state, outcome.error)
+            if outcome.state != "succeeded" and final == "succeeded":
+                final = outcome.state
+                if phase == "prepare":
+                    started_any = False  # nothing runs yet: no stop needed
+        interrupt.cleaning = True
+
+    status["state"] = final
+    status["end"] = _now()
+    _write_json(run_dir / STATUS_FILE, status)
+    manifest = _finish_manifest(run_dir)
+    if final == "succeeded":
+        secret_file.unlink(missing_ok=True)
+    summary = summarize(run_dir, status, manifest)
+    return RunResult(run_id, run_dir, final, status, summary)
+
+
+def _read_resolved(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "resolved.json").read_text())
+    except FileNotFoundError:
+        raise RunError(f"{run_dir}: no resolved.json, so not a tracekit-run folder; check the RUN_ID and --logs-dir") from None
+    except ValueError as exc:
+        raise RunError(f"{run_dir}/resolved.json: not valid JSON ({exc})") from None
+
+
+def _set_phase(status: dict[str, Any], phase: str, **values: Any) -> None:
+    record = status.setdefault("phases", {}).setdefault(phase, {})
+    record.update(values)
+    if record.get("start") and record.get("end"):
+        start = dt.datetime.fromisoformat(record["start"])
+        end = dt.datetime.fromisoformat(record["end"])
+        record["duration_s"] = round((end - start).total_seconds(), 3)
+
+
+def _finish_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    manifest["end"] = _now()
+    nodes = {}
+    for folder in sorted(p for p in (run_dir / "nodes").glob("*") if p.is_dir()):
+        entry: dict[str, Any] = {}
+        for name, key in (("node.json", "facts"), ("versions.json", "versions"), ("clock.json", "clock")):
+            try:
+                entry[key] = json.loads((folder / name).read_text())
+            except (OSError, ValueError):
+                pass
+        nodes[folder.name] = entry
+    manifest["nodes"] = nodes
+    _write_json(path, manifest)
+    return manifest
+
+
+def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    """The end-of-run table: phase durations, tasks per node, makespan, where the results are."""
+    lines = [f"run {status.get('run_id')}: {status.get('state')}"]
+    for phase in PHASES:
+        record = status.get("phases", {}).get(phase, {})
+        duration = f"{record['duration_s']:.1f} s" if record.get("duration_s") is not None else ""
+        error = f"  {record['error']}" if record.get("error") else ""
+        lines.append(f"  {phase:<8} {record.get('state', 'pending'):<12} {duration:>8}{error}")
+    dispatch_summary = next(iter(sorted((run_dir / "nodes").glob("*/dispatch.json"))), None)
+    if dispatch_summary is not None:
+        try:
+            summary = json.loads(dispatch_summary.read_text())
+        except ValueError:
+            summary = None
+        if summary:
+            lines.append(
+                f"  tasks: {summary['done']}/{summary['tasks']} done, {summary['failed']} failed, "
+                f"{summary['timed_out']} timed out; makespan {summary['makespan_ms'] / 1000:.1f} s ({summary['policy']})"
+            )
+            for node, counts in sorted(summary["per_node"].items()):
+                lines.append(f"    {node}: {counts['done']} done, {counts['failed']} failed, busy {counts['busy_ms'] / 1000:.1f} s")
+    lines.append(f"  run folder: {run_dir}")
+    if (run_dir / "opendc" / "tasks.parquet").exists():
+        lines.append(f"  OpenDC:     {run_dir / 'opendc'} (tasks.parquet, fragments.parquet, experiment.json)")
+    if status.get("state") not in ("succeeded",):
+        lines.append(f"  resume with: tracekit-run --resume {status.get('run_id')}")
+    return lines
