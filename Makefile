@@ -12,7 +12,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 TRACEKIT := $(VENV)/bin/tracekit
-APT_PACKAGES := ffmpeg nginx redis-server
+APT_PACKAGES := ffmpeg nginx redis-server openssh-server openssh-client
 PYTEST_ARGS ?=
 
 .PHONY: run test deps system-deps venv demo collect start-collect stop-collect status-collect clean

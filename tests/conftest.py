@@ -132,3 +132,16 @@ def redis_server(tmp_path, monkeypatch):
     monkeypatch.setenv("REDIS_PASSWORD", server.password)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sshd_nodes(tmp_path):
+    """Real sshd nodes on loopback (cloud0 = controller, cloud1-2 = workers); see tests/sshd.py.
+
+    Every sshd and every process below it is stopped, also when the test fails.
+    """
+    from tests.sshd import start_sshd_nodes
+
+    nodes = start_sshd_nodes(tmp_path)
+    yield nodes
+    nodes.close()
