@@ -1,6 +1,8 @@
 # Two commands on a fresh Debian machine, as root:
-#   make run    the main job (for now: the single-node capture demo)
+#   make run    the main job: tracekit-run experiments/ffmpeg.yaml on the
+#               local inventory (EXPERIMENT=..., RUN_ARGS='-e dispatch.policy=lpt')
 #   make test   the whole test suite
+#   make demo   the single-node capture demo (no Ansible)
 # Both install what they need first (system packages, then .venv).
 #
 # Seed habits, as thin aliases of the tracekit CLI:
@@ -17,7 +19,11 @@ PYTEST_ARGS ?=
 
 .PHONY: run test deps system-deps venv demo collect start-collect stop-collect status-collect clean
 
-run: deps demo
+EXPERIMENT ?= experiments/ffmpeg.yaml
+RUN_ARGS ?=
+
+run: deps
+	$(VENV)/bin/tracekit-run $(EXPERIMENT) $(RUN_ARGS)
 
 test: deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
@@ -43,7 +49,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
 	touch $@
 
-demo:
+demo: deps
 	LOGS_DIR="$(LOGS_DIR)" TRACEKIT="$(TRACEKIT)" bash examples/single-node-demo.sh
 
 # Patterns are handed over through the environment with $(value ...): make

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,8 +74,114 @@ def test_redis_role_starts_a_protected_server_and_is_idempotent(tmp_path):
         for artifact in (tmp_path / "runner" / "artifacts").rglob("*"):
             if artifact.is_file():
                 assert password not in artifact.read_text(errors="replace"), artifact  # no_log held
+        stopped = run_role(tmp_path, "tracekit_redis", {**variables, "tracekit_redis_state": "stopped"}, "stop")
+        assert stopped.rc == 0 and changed(stopped) == 1
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(port=port, password=password, socket_connect_timeout=1).ping()
+        again = run_role(tmp_path, "tracekit_redis", {**variables, "tracekit_redis_state": "stopped"}, "stop-again")
+        assert again.rc == 0 and changed(again) == 0
     finally:
         try:
             redis.Redis(port=port, password=password).shutdown(nosave=True)
         except redis.ConnectionError:
             pass
+
+
+TRACEKIT = str(Path(sys.executable).parent / "tracekit")
+
+
+def test_collector_role_starts_once_and_stops_once(tmp_path):
+    variables = {"tracekit_collector_run_id": "role-c", "tracekit_collector_logs_dir": str(tmp_path / "logs"),
+                 "tracekit_collector_tracekit": TRACEKIT, "tracekit_collector_interval_ms": 200}  # fmt: skip
+    try:
+        first = run_role(tmp_path, "tracekit_collector", variables, "start")
+        assert first.rc == 0 and changed(first) == 1, first.stdout.read()
+        second = run_role(tmp_path, "tracekit_collector", variables, "start-again")
+        assert second.rc == 0 and changed(second) == 0
+        stop = {**variables, "tracekit_collector_state": "stopped"}
+        stopped = run_role(tmp_path, "tracekit_collector", stop, "stop")
+        assert stopped.rc == 0 and changed(stopped) == 1
+        assert '"event":"stop"' in (tmp_path / "logs" / "role-c" / "collector.jsonl").read_text().replace(" ", "")
+        again = run_role(tmp_path, "tracekit_collector", stop, "stop-again")
+        assert again.rc == 0 and changed(again) == 0
+    finally:
+        subprocess.run([TRACEKIT, "collect", "stop", "--run-id", "role-c", "--logs-dir", str(tmp_path / "logs")], capture_output=True)
+
+
+def test_worker_role_starts_once_and_stops_once(tmp_path, redis_server):
+    password_file = tmp_path / "redis.password"
+    password_file.write_text(redis_server.password)
+    variables = {"tracekit_worker_run_id": "role-w", "tracekit_worker_logs_dir": str(tmp_path / "logs"),
+                 "tracekit_worker_tracekit": TRACEKIT, "tracekit_worker_node_id": "cloud1",
+                 "tracekit_worker_redis_url": redis_server.url, "tracekit_worker_redis_password_file": str(password_file),
+                 "tracekit_worker_outputs": str(tmp_path / "out"), "tracekit_worker_grace": 5}  # fmt: skip
+    pidfile = tmp_path / "logs" / "role-w" / "worker.pid"
+    try:
+        first = run_role(tmp_path, "tracekit_worker", variables, "start")
+        assert first.rc == 0 and changed(first) == 1, first.stdout.read()
+        pid = int(pidfile.read_text().split()[0])
+        assert psutil.pid_exists(pid)
+        second = run_role(tmp_path, "tracekit_worker", variables, "start-again")
+        assert second.rc == 0 and changed(second) == 0
+        assert int(pidfile.read_text().split()[0]) == pid  # still the one worker
+        stop = {**variables, "tracekit_worker_state": "stopped"}
+        stopped = run_role(tmp_path, "tracekit_worker", stop, "stop")
+        assert stopped.rc == 0 and changed(stopped) == 1
+        assert not pidfile.exists()
+        assert "stopped" in (tmp_path / "logs" / "role-w" / "worker.log").read_text()
+        again = run_role(tmp_path, "tracekit_worker", stop, "stop-again")
+        assert again.rc == 0 and changed(again) == 0
+    finally:
+        subprocess.run([TRACEKIT, "worker", "--stop", "--run-id", "role-w", "--logs-dir", str(tmp_path / "logs")], capture_output=True)
+
+
+def test_dispatcher_role_stops_a_leftover_dispatcher_once(tmp_path):
+    folder = tmp_path / "logs" / "role-d"
+    folder.mkdir(parents=True)
+    leftover = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    (folder / "dispatcher.pid").write_text(f"{leftover.pid} {psutil.Process(leftover.pid).create_time()}\n")
+    variables = {"tracekit_dispatcher_state": "stopped", "tracekit_dispatcher_run_id": "role-d",
+                 "tracekit_dispatcher_logs_dir": str(tmp_path / "logs"), "tracekit_dispatcher_tracekit": TRACEKIT}  # fmt: skip
+    try:
+        first = run_role(tmp_path, "tracekit_dispatcher", variables, "stop")
+        assert first.rc == 0 and changed(first) == 1
+        assert leftover.wait(timeout=10) == -15  # SIGTERM
+        second = run_role(tmp_path, "tracekit_dispatcher", variables, "stop-again")
+        assert second.rc == 0 and changed(second) == 0
+    finally:
+        leftover.kill()
+        leftover.wait()
+
+
+def test_fetch_role_brings_the_run_folder_and_is_idempotent(tmp_path):
+    source = tmp_path / "node" / "logs" / "role-f"
+    (source / "pids").mkdir(parents=True)
+    (source / "node.json").write_text('{"node": "localhost"}\n')
+    (source / "host.jsonl").write_text('{"ts_ms": 1}\n')
+    variables = {"tracekit_fetch_run_id": "role-f", "tracekit_fetch_logs_dir": str(tmp_path / "node" / "logs"),
+                 "tracekit_fetch_dest": str(tmp_path / "run" / "nodes")}  # fmt: skip
+    first = run_role(tmp_path, "tracekit_fetch", variables, "fetch")
+    assert first.rc == 0 and changed(first) > 0, first.stdout.read()
+    fetched = tmp_path / "run" / "nodes" / "localhost"
+    assert (fetched / "node.json").read_text() == '{"node": "localhost"}\n' and (fetched / "pids").is_dir()
+    second = run_role(tmp_path, "tracekit_fetch", variables, "fetch-again")
+    assert second.rc == 0 and changed(second) == 0
+    (source / "host.jsonl").write_text('{"ts_ms": 1}\n{"ts_ms": 2}\n')  # new data is fetched again
+    third = run_role(tmp_path, "tracekit_fetch", variables, "fetch-new")
+    assert third.rc == 0 and changed(third) > 0
+    assert (fetched / "host.jsonl").read_text().count("ts_ms") == 2
+
+
+def test_node_role_installs_tracekit_once(tmp_path):
+    from tracekit.experiment.wheelhouse import build_wheelhouse
+
+    wheelhouse = build_wheelhouse(Path.home() / ".cache" / "tracekit" / "wheelhouse")
+    variables = {"tracekit_node_root": str(tmp_path / "node"), "tracekit_node_wheelhouse": str(wheelhouse),
+                 "tracekit_node_packages": ["python3-venv"]}  # fmt: skip
+    first = run_role(tmp_path, "tracekit_node", variables, "install")
+    assert first.rc == 0 and changed(first) > 0, first.stdout.read()
+    installed = subprocess.run([str(tmp_path / "node" / "venv" / "bin" / "tracekit"), "--version"], capture_output=True, text=True)
+    assert installed.returncode == 0 and installed.stdout.startswith("tracekit ")
+    assert (tmp_path / "node" / "secrets").stat().st_mode & 0o077 == 0
+    second = run_role(tmp_path, "tracekit_node", variables, "install-again")
+    assert second.rc == 0 and changed(second) == 0

@@ -88,6 +88,8 @@ class Progress:
     def phase_started(self, phase: str) -> None:
         self.phases[phase] = _Phase("running", time.monotonic())
         self.hosts.clear()
+        if phase == "run":
+            self.tasks = _Tasks()  # the rate counts from the start of dispatch
         self.say(f"{phase}: started")
 
     def phase_finished(self, phase: str, state: str, error: str | None = None) -> None:
@@ -106,7 +108,7 @@ class Progress:
 
     def task_counts(self, done: int, failed: int, total: int | None) -> None:
         if self.tasks is None:
-            self.tasks = _Tasks(total=total)
+            return
         changed = (done, failed) != (self.tasks.done, self.tasks.failed)
         self.tasks.done, self.tasks.failed, self.tasks.total = done, failed, total
         if changed:
@@ -134,6 +136,8 @@ class LiveProgress(Progress):
     def phase_started(self, phase: str) -> None:
         self.phases[phase] = _Phase("running", time.monotonic())
         self.hosts.clear()
+        if phase == "run":
+            self.tasks = _Tasks()
 
     def phase_finished(self, phase: str, state: str, error: str | None = None) -> None:
         record = self.phases[phase]
@@ -152,7 +156,7 @@ class LiveProgress(Progress):
 
     def task_counts(self, done: int, failed: int, total: int | None) -> None:
         if self.tasks is None:
-            self.tasks = _Tasks(total=total)
+            return
         self.tasks.done, self.tasks.failed, self.tasks.total = done, failed, total
 
     def _render(self) -> Group:

@@ -48,8 +48,8 @@ SECRET_DIR = ".secrets"
 SECRET_NAME = re.compile(r"pass(word)?|secret|token|_key$", re.IGNORECASE)
 
 
-class RunError(TracekitError):
-    """The run folder cannot be created or resumed as asked."""
+class RunError(UsageError):
+    """The run folder cannot be created or resumed as asked (exit 2)."""
 
 
 @dataclass
@@ -377,7 +377,9 @@ def run_experiment(
     elif experiment_path is None:
         raise UsageError("give an experiment file (e.g. experiments/ffmpeg.yaml) or --resume RUN_ID")
     experiment = load_experiment(experiment_path, overrides)
-    inventory_path = Path(inventory or experiment.inventory or checkout / "inventory" / "local.yml")
+    if inventory is None and experiment.inventory is not None:
+        inventory = checkout / experiment.inventory  # the experiment names it relative to the repository
+    inventory_path = Path(inventory or checkout / "inventory" / "local.yml")
     parsed_inventory = read_inventory(inventory_path)
     run_id = runfolder.validate_run_id(run_id or default_run_id(experiment))
     run_dir = logs / run_id
@@ -413,7 +415,10 @@ def run_experiment(
             },
         )
         status = {"run_id": run_id, "state": "running", "phases": {p: {"state": "pending"} for p in PHASES}}
-        _write_json(run_dir / MANIFEST_FILE, {"run_id": run_id, "start": _now(), "versions": _versions()})
+        _write_json(
+            run_dir / MANIFEST_FILE,
+            {"run_id": run_id, "start": _now(), "tags": experiment.tags, "versions": _versions()},
+        )
     status["state"] = "running"
     status.setdefault("attempts", []).append({"start": _now(), "phases": phases})
     _write_json(run_dir / STATUS_FILE, status)

@@ -1,0 +1,249 @@
+"""tracekit-run end to end: real Ansible (ansible-runner), real Redis, real ffmpeg, local and SSH nodes.
+
+The local runs share one set of node roots (module scope), so the node venvs
+are installed once and later runs show the idempotent path. Every test checks
+that nothing it started outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.helpers import VENV_BIN, wait_until
+from tests.sshd import free_port
+from tracekit.experiment.runner import run_experiment
+from tracekit.experiment.spec import ExperimentError
+from tracekit.trace.verify import verify_opendc
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "experiments" / "smoke.yaml"
+NODES = ("cloud0", "cloud1", "cloud2")
+
+pytestmark = pytest.mark.slow
+
+
+def write_local_inventory(folder: Path, redis_port: int, unreachable: str | None = None) -> Path:
+    """Like inventory/local.yml, with node roots under ``folder`` and a free Redis port."""
+    hosts = {}
+    for name in NODES:
+        hosts[name] = {"tracekit_node_root": str(folder / "nodes" / name)}
+        if name == unreachable:  # an SSH node where nothing listens
+            hosts[name].update(ansible_connection="ssh", ansible_host="127.0.0.1", ansible_port=free_port(),
+                               ansible_user="root", ansible_ssh_common_args="-o BatchMode=yes -o ConnectTimeout=3")  # fmt: skip
+    hosts["cloud0"].update(tracekit_redis_bind="127.0.0.1", tracekit_redis_port=redis_port)
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                "tracekit_inputs_root": str(folder / "inputs"),
+                "tracekit_inputs_shared": True,
+            },
+            "children": {
+                "controller": {"hosts": {"cloud0": hosts["cloud0"]}},
+                "workers": {"hosts": {"cloud1": hosts["cloud1"], "cloud2": hosts["cloud2"]}},
+            },
+        }
+    }
+    path = folder / f"inventory-{redis_port}.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def processes_under(root: Path, redis_port: int | None = None) -> list[str]:
+    """Live processes whose command line names ``root`` (collectors, workers) or the run's Redis port."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        line = " ".join(proc.info["cmdline"] or [])
+        if str(root) in line or (redis_port is not None and f":{redis_port}" in line and "redis-server" in line):
+            if proc.info["pid"] != os.getpid():
+                found.append(f"{proc.info['pid']} {line[:150]}")
+    return found
+
+
+def kill_processes_under(root: Path, redis_port: int | None = None) -> None:
+    for entry in processes_under(root, redis_port):
+        try:
+            os.kill(int(entry.split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def local_site(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("site")
+    port = free_port()
+    yield folder, write_local_inventory(folder, port), port
+    kill_processes_under(folder, port)
+
+
+def run_files(run_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(run_dir)): p.read_bytes().decode(errors="replace") for p in run_dir.rglob("*") if p.is_file()}
+
+
+def assert_complete_run(run_dir: Path, result, password: str) -> None:
+    assert result.state == "succeeded", result.summary
+    for name in ("experiment.yaml", "resolved.json", "inventory.yml", "manifest.json", "status.json"):
+        assert (run_dir / name).is_file(), name
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "succeeded"
+    assert [status["phases"][p]["state"] for p in ("prepare", "start", "run", "stop", "fetch", "parse")] == ["succeeded"] * 6
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["versions"]["ansible_core"] and manifest["versions"]["redis_server"].startswith("Redis server")
+    assert sorted(manifest["nodes"]) == list(NODES)
+    for node in NODES:
+        clock = json.loads((run_dir / "nodes" / node / "clock.json").read_text())
+        assert {"start", "end"} <= set(clock) and clock["uncertainty_ms"] >= 0 and "controller" in clock["reference"]
+        assert manifest["nodes"][node]["facts"]["node"] == node
+    # Every task of the plan is in the trace, on the node that ran it.
+    dispatch = json.loads((run_dir / "nodes" / "cloud0" / "dispatch.json").read_text())
+    assert dispatch["tasks"] == 2 and dispatch["done"] == 2
+    placements = [json.loads(line) for line in (run_dir / "nodes/cloud0/placement_events.jsonl").read_text().splitlines()]
+    invocations = [json.loads(line) for line in (run_dir / "cctf" / "invocations.jsonl").read_text().splitlines()]
+    ran = {(i["task_id"], i["node"]) for i in invocations if i["ok"]}
+    placed = {(p["task_id"], p["node"]) for p in placements}
+    assert len(placed) == 2 and placed <= ran, (placed, ran)
+    for task_id, node in placed:
+        events = (run_dir / "nodes" / node / "events.ffmpeg.jsonl").read_text()
+        assert task_id in events
+    # The OpenDC files pass verification against the run.
+    checked = verify_opendc(run_dir / "opendc", topology=run_dir / "opendc" / "experiment.json", against=run_dir)
+    assert checked.tasks == 2
+    # The per-run password is in no file of the run folder (nor in the artifacts Ansible left there).
+    leaks = [name for name, text in run_files(run_dir).items() if password in text]
+    assert not leaks, leaks
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, local_site):
+    _, inventory, _ = local_site
+    lines: list[str] = []
+    result = run_experiment(SMOKE, inventory=inventory, run_id="dry", dry_run=True, logs_dir=tmp_path / "logs", out=lines.append)
+    assert result.state == "planned" and result.exit_code == 0
+    text = "\n".join(lines)
+    assert "2 tasks" in text and "round-robin" in text and "cloud1, cloud2" in text
+    assert [line.split()[0] for line in lines[lines.index("phases:") + 1 :]] == ["prepare", "start", "run", "stop", "fetch", "parse"]
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_malformed_experiment_fails_before_any_node_is_touched(tmp_path, local_site):
+    _, inventory, _ = local_site
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMOKE.read_text().replace("policy: round-robin", "policy: fastest"))
+    cli = subprocess.run([str(VENV_BIN / "tracekit-run"), str(bad), "-i", str(inventory), "--logs-dir", str(tmp_path / "logs")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert cli.returncode == 2
+    assert cli.stderr.startswith(f"tracekit-run: error: {bad}: dispatch.policy: 'fastest' is not one of")
+    assert len(cli.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "logs").exists()
+    with pytest.raises(ExperimentError, match="not valid YAML"):
+        bad.write_text("name: [unclosed\n")
+        run_experiment(bad, inventory=inventory, logs_dir=tmp_path / "logs")
+
+
+def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_site):
+    folder, inventory, port = local_site
+    logs = tmp_path / "logs"
+    result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-local", logs_dir=logs)
+    run_dir = logs / "smoke-local"
+    # The password file is gone after a good run; read it from Redis's config file on the controller instead.
+    config = (folder / "nodes" / "cloud0" / "redis" / "redis.conf").read_text()
+    password = next(line.split()[1] for line in config.splitlines() if line.startswith("requirepass"))
+    assert_complete_run(run_dir, result, password)
+    assert not (logs / ".secrets" / "smoke-local.redis").exists()
+    assert processes_under(folder, port) == []
+    # Nothing left to resume; an existing run folder is not overwritten without --force.
+    again = run_experiment(resume="smoke-local", inventory=inventory, logs_dir=logs)
+    assert again.state == "succeeded" and "nothing to resume" in again.summary[0]
+    cli = subprocess.run([str(VENV_BIN / "tracekit-run"), str(SMOKE), "-i", str(inventory), "--run-id", "smoke-local",
+                          "--logs-dir", str(logs)], capture_output=True, text=True)  # fmt: skip
+    assert cli.returncode == 2 and "--resume smoke-local" in cli.stderr and "--force" in cli.stderr
+
+
+def test_sigint_stops_everything_and_leaves_a_resumable_run(tmp_path, local_site):
+    folder, inventory, port = local_site
+    logs = tmp_path / "logs"
+    # Long enough tasks that the interrupt lands during dispatch.
+    argv = [str(VENV_BIN / "tracekit-run"), str(SMOKE), "-i", str(inventory), "--run-id", "interrupted",
+            "--logs-dir", str(logs), "-e", "workload.ffmpeg.generate.durations=[20]",
+            "-e", "workload.ffmpeg.transcode.preset=medium"]  # fmt: skip
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        status_path = logs / "interrupted" / "status.json"
+
+        def dispatching() -> bool:
+            try:
+                status = json.loads(status_path.read_text())
+            except (OSError, ValueError):
+                return False
+            return status["phases"]["run"].get("state") == "running"
+
+        wait_until(dispatching, timeout=300, message="the run phase never started")
+        time.sleep(3)  # let the workers take their tasks
+        child.send_signal(signal.SIGINT)
+        output, _ = child.communicate(timeout=300)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, output
+    status = json.loads(status_path.read_text())
+    assert status["state"] == "interrupted"
+    assert status["phases"]["run"]["state"] == "interrupted"
+    assert status["phases"]["stop"]["state"] == "succeeded" and status["phases"]["fetch"]["state"] == "succeeded"
+    assert status["phases"]["parse"]["state"] == "skipped"
+    assert processes_under(folder, port) == [], "tracekit-run left processes behind after SIGINT"
+    assert (logs / "interrupted" / "nodes" / "cloud1" / "collector.jsonl").exists()  # the data is kept
+    assert (logs / ".secrets" / "interrupted.redis").exists()  # kept for --resume
+    resumed = run_experiment(resume="interrupted", inventory=inventory, logs_dir=logs)
+    assert resumed.state == "succeeded", resumed.summary
+    status = json.loads(status_path.read_text())
+    assert [a["phases"][0] for a in status["attempts"]] == ["prepare", "start"]
+    assert processes_under(folder, port) == []
+
+
+def test_unreachable_node_is_named_and_nothing_runs(tmp_path):
+    port = free_port()
+    inventory = write_local_inventory(tmp_path, port, unreachable="cloud2")
+    try:
+        result = run_experiment(SMOKE, inventory=inventory, run_id="unreachable", logs_dir=tmp_path / "logs")
+        status = json.loads((tmp_path / "logs" / "unreachable" / "status.json").read_text())
+        assert result.exit_code == 1 and result.state == "failed"
+        assert status["phases"]["prepare"]["state"] == "failed"
+        assert status["phases"]["prepare"]["error"].startswith("cloud2: unreachable")
+        assert status["phases"]["prepare"]["hosts"]["cloud2"]["state"] == "unreachable"
+        assert status["phases"]["start"]["state"] == "skipped"
+        assert processes_under(tmp_path, port) == []
+    finally:
+        kill_processes_under(tmp_path, port)
+
+
+def test_ssh_nodes_end_to_end(tmp_path, sshd_nodes):
+    inventory = sshd_nodes.inventory()
+    document = yaml.safe_load(inventory.read_text())
+    port = free_port()
+    document["all"]["children"]["controller"]["hosts"]["cloud0"].update(tracekit_redis_port=port, tracekit_redis_bind="127.0.0.1")
+    document["all"].setdefault("vars", {}).update(tracekit_inputs_root=str(tmp_path / "inputs"), tracekit_inputs_shared=True)
+    inventory.write_text(yaml.safe_dump(document))
+    logs = tmp_path / "logs"
+    try:
+        result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-ssh", logs_dir=logs)
+        config = (sshd_nodes.nodes["cloud0"].root / "redis" / "redis.conf").read_text()
+        password = next(line.split()[1] for line in config.splitlines() if line.startswith("requirepass"))
+        assert_complete_run(logs / "smoke-ssh", result, password)
+        # Each node's run folder was written below its own root, over SSH.
+        for name in NODES:
+            assert (sshd_nodes.nodes[name].root / "logs" / "smoke-ssh" / "node.json").is_file()
+        assert processes_under(tmp_path / "nodes", port) == []
+    finally:
+        kill_processes_under(tmp_path / "nodes", port)
