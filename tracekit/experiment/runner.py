@@ -159,10 +159,10 @@ class _Interrupt:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, _frame: object) -> None:
+        self.requested = True  # parse is skipped; the run ends 'interrupted'
         if self.cleaning:
             self.progress.say("stopping what was started and fetching the data; please wait")
             return
-        self.requested = True
         self.progress.say(f"{signal.Signals(signum).name}: cancelling; then stopping everything and fetching the data")
 
 
@@ -447,17 +447,16 @@ def run_experiment(
         final = "succeeded"
         started_any = False
         for phase in phases:
-            if final != "succeeded" and phase not in ALWAYS_AFTER_START:
-                _set_phase(status, phase, state="skipped", reason=f"an earlier phase {final}")
+            if interrupt.requested and final == "succeeded":
+                final = "interrupted"  # a signal between phases
+            if final != "succeeded" and (phase not in ALWAYS_AFTER_START or not started_any):
+                reason = f"an earlier phase {final}" if phase not in ALWAYS_AFTER_START else "nothing was started"
+                _set_phase(status, phase, state="skipped", reason=reason)
                 progress.phase_finished(phase, "skipped")
                 continue
-            if final != "succeeded" and not started_any:
-                _set_phase(status, phase, state="skipped", reason="nothing was started")
-                progress.phase_finished(phase, "skipped")
-                continue
-            if final != "succeeded":
-                interrupt.cleaning = True
-            started_any = started_any or phase in ("start", "run", "stop")
+            # Stop and fetch are never cancelled: a signal meanwhile is only noted.
+            interrupt.cleaning = phase in ALWAYS_AFTER_START
+            started_any = started_any or phase in UNDONE_BY_STOP
             _set_phase(status, phase, state="running", start=_now(), end=None, error=None)
             _write_json(run_dir / STATUS_FILE, status)
             progress.phase_started(phase)
@@ -469,8 +468,6 @@ def run_experiment(
             progress.phase_finished(phase, outcome.state, outcome.error)
             if outcome.state != "succeeded" and final == "succeeded":
                 final = outcome.state
-                if phase == "prepare":
-                    started_any = False  # nothing runs yet: no stop needed
         interrupt.cleaning = True
 
     status["state"] = final

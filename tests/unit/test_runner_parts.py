@@ -1,0 +1,104 @@
+"""The runner's pure parts: resume order, inventory checks, secrets kept out, errors grouped, plain progress."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+import yaml
+
+from tracekit.experiment.progress import Progress
+from tracekit.experiment.render import InventoryError, generated_inputs_name, read_inventory
+from tracekit.experiment.runner import _inventory_without_secrets, _join_errors, _phases_to_run
+from tracekit.experiment.spec import load_experiment
+
+PHASES = ["prepare", "start", "run", "stop", "fetch", "parse"]
+
+
+def status(**states: str) -> dict:
+    return {"phases": {p: {"state": states.get(p, "pending")} for p in PHASES}}
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        ({}, PHASES),
+        ({"prepare": "succeeded", "start": "succeeded", "run": "interrupted", "stop": "succeeded", "fetch": "succeeded"},
+         ["start", "run", "stop", "fetch", "parse"]),  # stop undid start: both again
+        ({"prepare": "succeeded", "start": "failed"}, ["start", "run", "stop", "fetch", "parse"]),
+        ({p: "succeeded" for p in PHASES[:5]} | {"parse": "failed"}, ["parse"]),
+        ({p: "succeeded" for p in PHASES[:3]} | {"stop": "failed"}, ["stop", "fetch", "parse"]),
+        ({p: "succeeded" for p in PHASES}, []),
+    ],
+)  # fmt: skip
+def test_resume_starts_at_the_first_unfinished_phase(states, expected):
+    assert _phases_to_run(status(**states)) == expected
+
+
+def test_inventory_copy_blanks_password_like_values():
+    text = "all:\n  vars:\n    ansible_password: hunter2\n    become_pass: x\n    tracekit_node_root: /srv\n    api_token: t\n"
+    copy = _inventory_without_secrets(text)
+    assert "hunter2" not in copy and ": t\n" not in copy and "become_pass: 'x'" not in copy
+    assert "tracekit_node_root: /srv" in copy
+
+
+def test_same_error_on_several_hosts_is_said_once():
+    errors = [("cloud1", "unreachable: refused"), ("cloud2", "unreachable: refused"), ("cloud0", "Start: boom")]
+    assert _join_errors(errors) == "cloud1, cloud2: unreachable: refused; cloud0: Start: boom"
+
+
+def write(tmp_path, document) -> object:
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_inventory_needs_one_controller_workers_and_node_roots(tmp_path):
+    good = {"all": {"children": {"controller": {"hosts": {"c0": {"tracekit_node_root": "/a"}}},
+                                 "workers": {"hosts": {"w1": {"tracekit_node_root": "/b"}}}}}}  # fmt: skip
+    inventory = read_inventory(write(tmp_path, good))
+    assert inventory.controller == "c0" and inventory.workers == ("w1",)
+    assert inventory.redis_address() == ("127.0.0.1", 6379)
+    no_workers = {"all": {"children": {"controller": {"hosts": {"c0": {"tracekit_node_root": "/a"}}}}}}
+    with pytest.raises(InventoryError, match="group 'workers' holds no host"):
+        read_inventory(write(tmp_path, no_workers))
+    no_root = {"all": {"children": {"controller": {"hosts": {"c0": {}}}, "workers": {"hosts": {"w1": {}}}}}}
+    with pytest.raises(InventoryError, match="host c0 has no tracekit_node_root"):
+        read_inventory(write(tmp_path, no_root))
+    with pytest.raises(InventoryError, match="no such inventory file"):
+        read_inventory(tmp_path / "missing.yml")
+
+
+def test_the_default_inventories_are_valid():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    local = read_inventory(repo / "inventory" / "local.yml")
+    assert local.hosts == ("cloud0", "cloud1", "cloud2")
+    assert all(v["ansible_connection"] == "local" for v in local.hostvars.values())
+    assert len({v["tracekit_node_root"] for v in local.hostvars.values()}) == 3  # one root per node
+    cluster = read_inventory(repo / "inventory" / "cluster.example.yml")
+    assert cluster.hosts == ("cloud0", "cloud1", "cloud2")
+
+
+def test_same_clips_same_folder(tmp_path):
+    experiment = load_experiment("experiments/smoke.yaml")
+    other_seed = load_experiment("experiments/smoke.yaml", ["workload.ffmpeg.generate.seed=9"])
+    assert generated_inputs_name(experiment) == generated_inputs_name(load_experiment("experiments/smoke.yaml"))
+    assert generated_inputs_name(experiment) != generated_inputs_name(other_seed)
+
+
+def test_plain_progress_prints_timestamped_lines():
+    stream = io.StringIO()
+    progress = Progress(tuple(PHASES), stream)
+    progress.phase_started("run")
+    progress.task_counts(1, 0, 4)
+    progress.task_counts(1, 0, 4)  # no change, no line
+    progress.host_event("cloud2", "Start the worker", "unreachable", "Connection refused")
+    progress.phase_finished("run", "failed", "cloud2: unreachable")
+    lines = stream.getvalue().splitlines()
+    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines)
+    assert [line[9:] for line in lines][:2] == ["run: started", "  dispatch: 1/4 tasks (0 failed), " + lines[1].split(", ", 1)[1]]
+    assert "  cloud2: unreachable: Start the worker: Connection refused" in [line[9:] for line in lines]
+    assert lines[-1].endswith(": cloud2: unreachable") and "run: failed" in lines[-1]
