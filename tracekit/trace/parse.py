@@ -32,7 +32,7 @@ from tracekit.errors import RunFolderError
 from tracekit.jsonl import dumps
 from tracekit.trace import audit as audit_mod
 from tracekit.trace.arrowjson import write_lines
-from tracekit.trace.hostmetrics import host_and_link_metrics
+from tracekit.trace.hostmetrics import build_host_metrics
 from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics
 from tracekit.trace.rawrun import (
     PLACEMENT_EVENTS,
@@ -40,8 +40,8 @@ from tracekit.trace.rawrun import (
     NodeFolder,
     find_node_folders,
     is_dispatcher_only,
-    iter_records,
     load_node_folder,
+    read_host_samples,
     read_proc_samples,
     read_records,
 )
@@ -235,9 +235,7 @@ def _parse_node(node, outputs, parquet, bad: BadLines, audit) -> list[dict[str, 
     parquet.write_table(metrics.table)
     audit.add_node(node, metrics, len(processes))
     del metrics, samples  # before the host samples: one node's bulk in memory at a time
-    host_out, link_out = outputs["host_metrics.jsonl"], outputs["link_metrics.jsonl"]
-    host_samples = iter_records(node.path / runfolder.HOST_SAMPLES, bad, required=("ts_ms",))
-    for host, links in host_and_link_metrics(node.node, host_samples, offset):
-        host_out.write((dumps(host) + "\n").encode())
-        link_out.writelines((dumps(link) + "\n").encode() for link in links)
+    host = build_host_metrics(node.node, read_host_samples(node.path / runfolder.HOST_SAMPLES, bad), offset)
+    write_lines(host.host_lines, outputs["host_metrics.jsonl"])
+    write_lines(host.link_lines, outputs["link_metrics.jsonl"])
     return invocations
