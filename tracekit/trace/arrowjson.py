@@ -15,8 +15,10 @@ only.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import BinaryIO
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -152,3 +154,45 @@ def _data_bytes(strings: pa.Array) -> memoryview:
     offsets = pa.Array.from_buffers(offset_type, len(strings) + 1, [None, offsets_buffer], offset=strings.offset)
     begin, end = offsets[0].as_py(), offsets[len(strings)].as_py()
     return memoryview(data_buffer)[begin:end]
+
+
+class BackgroundWriter:
+    """Runs writes (``write_lines``, a Parquet ``write_table``) on one thread, in submission order.
+
+    Arrow kernels and file writes release the GIL, so on two cores the next
+    slice is formatted while the last one is written. At most ``depth``
+    writes wait (bounded memory). An error in a write is raised by the next
+    ``submit`` or by ``close``.
+    """
+
+    def __init__(self, depth: int = 3) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tracekit-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, write: Callable[..., Any], *args: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((write, args))
+
+    def write_lines(self, lines: pa.Array | pa.ChunkedArray, out: BinaryIO) -> None:
+        self.submit(write_lines, lines, out)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            write, args = item
+            if self._error is None:  # after an error, drain without writing
+                try:
+                    write(*args)
+                except BaseException as exc:  # handed to the caller
+                    self._error = exc
+            del item, write, args  # drop the slice now, not when the next one arrives
+
+    def close(self) -> None:
+        """Wait for every write; raise the first error."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error

@@ -31,7 +31,7 @@ from tracekit import runfolder
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import dumps
 from tracekit.trace import audit as audit_mod
-from tracekit.trace.arrowjson import write_lines
+from tracekit.trace.arrowjson import BackgroundWriter
 from tracekit.trace.hostmetrics import build_host_metrics
 from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics
 from tracekit.trace.rawrun import (
@@ -175,11 +175,12 @@ def _parse_run(run_dir: Path, strict: bool) -> ParseResult:
     try:
         outputs = {name: open(staging / name, "wb") for name in JSONL_OUTPUTS}  # noqa: SIM115
         parquet = pq.ParquetWriter(staging / "proc_metrics.parquet", PROC_METRICS, compression="zstd")
+        writer = BackgroundWriter()
         invocations: list[dict[str, Any]] = []
         placements: list[dict[str, Any]] = []
         try:
             for node in nodes:
-                invocations += _parse_node(node, outputs, parquet, bad, audit)
+                invocations += _parse_node(node, outputs, parquet, writer, bad, audit)
                 for event in read_records(node.path / PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id")):
                     event["ts_ms"] = node.shift(event["ts_ms"])
                     placements.append(event)
@@ -187,9 +188,13 @@ def _parse_run(run_dir: Path, strict: bool) -> ParseResult:
                 placements += read_records(folder / PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id"))
             invocations.sort(key=lambda r: (r["ts_start"], r["node"], r["task_id"], r["attempt"]))
             audit.finish(nodes, invocations, bad.lines)  # also counts each invocation's samples
+            writer.close()
             outputs["invocations.jsonl"].writelines((dumps(r) + "\n").encode() for r in invocations)
         finally:
-            parquet.close()
+            try:
+                writer.close()  # after an error too: no write may outlive the files
+            finally:
+                parquet.close()
             for out in outputs.values():
                 out.close()
         if placements:
@@ -213,7 +218,7 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
-def _parse_node(node, outputs, parquet, bad: BadLines, audit) -> list[dict[str, Any]]:
+def _parse_node(node, outputs, parquet, writer, bad: BadLines, audit) -> list[dict[str, Any]]:
     offset = node.clock_offset_ms or 0
     invocations = []
     for path in sorted(node.path.glob("events.*.jsonl")):
@@ -229,13 +234,14 @@ def _parse_node(node, outputs, parquet, bad: BadLines, audit) -> list[dict[str, 
     samples = read_proc_samples(node.path / runfolder.PROC_SAMPLES, bad)
     correction = node.facts.get("start_time_correction_ms") or 0
     metrics = build_proc_metrics(node.node, samples, by_key, task_of, offset, correction)
-    write_lines(metrics.proc_metrics_lines(), outputs["proc_metrics.jsonl"])
-    write_lines(metrics.proc_cpu_lines(), outputs["proc_cpu.jsonl"])
-    write_lines(metrics.proc_rss_lines(), outputs["proc_rss.jsonl"])
-    parquet.write_table(metrics.table)
+    del samples
+    writer.submit(parquet.write_table, metrics.table)
+    for lines in metrics.lines():
+        for name in list(lines):
+            writer.write_lines(lines.pop(name), outputs[name])
     audit.add_node(node, metrics, len(processes))
-    del metrics, samples  # before the host samples: one node's bulk in memory at a time
+    del metrics  # before the host samples: one node's bulk in memory at a time
     host = build_host_metrics(node.node, read_host_samples(node.path / runfolder.HOST_SAMPLES, bad), offset)
-    write_lines(host.host_lines, outputs["host_metrics.jsonl"])
-    write_lines(host.link_lines, outputs["link_metrics.jsonl"])
+    writer.write_lines(host.host_lines, outputs["host_metrics.jsonl"])
+    writer.write_lines(host.link_lines, outputs["link_metrics.jsonl"])
     return invocations
