@@ -48,8 +48,8 @@ def _as_float(values: pa.Array) -> pa.Array:
     return pc.cast(values, pa.float64(), safe=False)  # int -> float as Python's float(int) does
 
 
-def _busy_pct(now: pa.Array, before: pa.Array) -> tuple[pa.Array, dict[str, pa.Array]]:
-    """Busy % and the share of each mode, from two arrays of per-mode CPU ms structs.
+def _busy_pct(now: pa.Array, before: pa.Array, shares: bool = True) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """Busy % and the share of each mode (if ``shares``), from two arrays of per-mode CPU ms structs.
 
     A pair whose total did not grow gives 0.0 everywhere.
     """
@@ -64,7 +64,7 @@ def _busy_pct(now: pa.Array, before: pa.Array) -> tuple[pa.Array, dict[str, pa.A
         return pc.if_else(grew, pc.divide(pc.multiply(_as_float(part), 100.0), total_ms), 0.0)
 
     busy = pct(pc.subtract(pc.subtract(total, delta[_IDLE_MODES[0]]), delta[_IDLE_MODES[1]]))
-    return busy, {mode: pct(delta[mode]) for mode in _SHARES}
+    return busy, {mode: pct(delta[mode]) for mode in _SHARES} if shares else {}
 
 
 def _rate(delta: pa.Array, dt_ms: pa.Array) -> pa.Array:
@@ -91,7 +91,7 @@ def _per_core_text(samples: pa.Table, now_rows: pa.Array, before_rows: pa.Array)
         first = pc.cast(pc.take(pc.cast(starts, pa.int64()), pc.take(rows, pair)), pa.int64())
         return pc.take(per_core.values, pc.add(first, core))
 
-    busy, _ = _busy_pct(elements(now_rows), elements(before_rows))
+    busy, _ = _busy_pct(elements(now_rows), elements(before_rows), shares=False)
     joined = pc.binary_join(pa.ListArray.from_arrays(bounds, float_text(busy, DIGITS)), ",")
     return pc.binary_join_element_wise("[", joined, "]", "")
 

@@ -217,7 +217,7 @@ def read_host_samples(path: Path, bad: BadLines) -> pa.Table:
             truncated.append(BadLine(path, data.count(b"\n") + 1, "truncated last line"))
             data = data[:cut]
     table = RAW_HOST.empty_table()
-    if data.strip():
+    if data and not data.isspace():
         try:
             table = _read_host_json(data)
         except pa.ArrowInvalid:
@@ -229,7 +229,8 @@ def read_host_samples(path: Path, bad: BadLines) -> pa.Table:
 
 def _read_host_json(data: bytes) -> pa.Table:
     options = pa_json.ParseOptions(explicit_schema=RAW_HOST, unexpected_field_behavior="infer")
-    table = pa_json.read_json(io.BytesIO(data), parse_options=options)
+    # Blocks of 1 MB (the default) cost ~50% more CPU than 8 MB ones (a line is a few kB).
+    table = pa_json.read_json(io.BytesIO(data), pa_json.ReadOptions(block_size=8 << 20), options)
     # The reader enforces RAW_HOST (types, required fields); `net` is checked here.
     disk = table.column("disk")
     for name in ("read_bytes", "write_bytes"):
