@@ -23,7 +23,7 @@ time of the call itself (imports excluded) and the process's peak RSS
   not grow with the number of nodes.
 
     .venv/bin/python bench/pipeline.py --quick     # smoke run, ~30 s
-    .venv/bin/python bench/pipeline.py             # 3 nodes, 2M samples (~12 min today)
+    .venv/bin/python bench/pipeline.py             # 3 nodes, 2M samples (~7 min on a busy 2-core machine)
     .venv/bin/python bench/pipeline.py --profile   # + cProfile of parse and export (~+7 min)
 
 Prints Markdown to stdout; exits 0 whatever the numbers are (1 if a job
