@@ -23,7 +23,7 @@ time of the call itself (imports excluded) and the process's peak RSS
   not grow with the number of nodes.
 
     .venv/bin/python bench/pipeline.py --quick     # smoke run, ~30 s
-    .venv/bin/python bench/pipeline.py             # 3 nodes, 2M samples (~12 min today)
+    .venv/bin/python bench/pipeline.py             # 3 nodes, 2M samples (~7 min on a busy 2-core machine)
     .venv/bin/python bench/pipeline.py --profile   # + cProfile of parse and export (~+7 min)
 
 Prints Markdown to stdout; exits 0 whatever the numbers are (1 if a job
@@ -689,7 +689,19 @@ def measure(job: str, run: Path, out: Path, profile: Path | None) -> None:
         started = time.perf_counter()
         work()
         seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "peak_rss_kb": _status_kb("VmHWM"), "rss_before_kb": before}))
+    # parse_run's worker processes: the largest one's peak (ru_maxrss of the waited-for children; a
+    # forked child's count includes the pages it shares with this process) times the number of
+    # workers, added to this process's peak. An upper bound on what was resident at once.
+    import resource
+
+    worker_peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    workers = 0
+    if worker_peak_kb and job == "tracekit-parse":
+        from tracekit.trace.parse import WORKERS as workers
+    own_peak_kb = _status_kb("VmHWM")
+    print(json.dumps({"seconds": seconds, "peak_rss_kb": own_peak_kb + workers * worker_peak_kb,
+                      "own_peak_kb": own_peak_kb, "workers": workers, "worker_peak_kb": worker_peak_kb,
+                      "rss_before_kb": before}))  # fmt: skip
 
 
 def run_job(job: str, run: Path, out: Path, profile: Path | None = None) -> dict:
@@ -884,7 +896,12 @@ def main(argv: list[str] | None = None) -> int:
         for (impl, n), r in results.items():
             if ok(r):
                 p, e = r["parse"], r["export"]
-                print(f"- {impl}, {n} nodes: parse {p['peak_rss_kb'] / 1024:.0f} ({p['rss_before_kb'] / 1024:.0f}), "
+                workers = ""
+                if p.get("workers"):
+                    workers = (f" = {p['own_peak_kb'] / 1024:.0f} + {p['workers']} workers x "
+                               f"{p['worker_peak_kb'] / 1024:.0f}")  # fmt: skip
+                print(f"- {impl}, {n} nodes: parse {p['peak_rss_kb'] / 1024:.0f}{workers} "
+                      f"({p['rss_before_kb'] / 1024:.0f}), "
                       f"export {e['peak_rss_kb'] / 1024:.0f} ({e['rss_before_kb'] / 1024:.0f})")  # fmt: skip
         tk = results.get(("tracekit", nodes))
         if tk and base and ok(tk) and ok(base):

@@ -192,6 +192,22 @@ def test_garbled_and_truncated_lines_are_counted_and_named(run):
         parse_run(run, strict=True)
 
 
+def test_a_host_sample_without_a_field_is_skipped_and_named(run):
+    host = run / "nodes" / "cloud1" / "host.jsonl"
+    lines = host.read_text().splitlines()
+    record = json.loads(lines[2])
+    del record["cpu_ms"]  # parse used to crash here with a KeyError
+    lines[2] = dumps(record)
+    host.write_text("\n".join(lines) + "\n")
+    result = parse_run(run)
+    audit = result.audit
+    assert [(b["file"], b["line"], b["reason"]) for b in audit["bad_lines_listed"]] == [
+        ("nodes/cloud1/host.jsonl", 3, "missing cpu_ms")
+    ]
+    hosts = [r for r in read_jsonl(result.cctf_dir / "host_metrics.jsonl") if r["node"] == "cloud1"]
+    assert len(hosts) == len(lines) - 2  # one sample fewer: its two intervals become one
+
+
 def test_garbled_csv_row_keeps_the_good_rows(run):
     proc = run / "nodes" / "cloud1" / "proc.csv"
     lines = proc.read_text().splitlines()

@@ -52,3 +52,23 @@ def test_opendc_required_columns_are_not_nullable():
     assert records.OPENDC_TASKS.field("id").type == pa.int32()
     assert records.OPENDC_TASKS.field("mem_capacity").type == pa.int64()
     assert records.OPENDC_FRAGMENTS.field("cpu_usage").type == pa.float64()
+
+
+def test_raw_host_agrees_with_the_host_sample_schema():
+    schema = load_schema("raw/host_sample")
+    properties = schema["properties"]
+    # net is inferred (its fields are interface names); everything else is declared.
+    assert {*records.RAW_HOST.names, "net"} == set(properties)
+    assert set(records.RAW_HOST_REQUIRED) <= set(schema["required"])
+    modes = load_schema("raw/host_sample")["$defs"]["cpu_ms"]["required"]
+    assert list(records.CPU_MODES) == modes
+    assert [f.name for f in records.RAW_HOST.field("cpu_ms").type] == modes
+    disk = properties["disk"]
+    assert [f.name for f in records.RAW_HOST.field("disk").type] == disk["required"]
+    for field in records.RAW_HOST:
+        types = _json_types(properties[field.name])
+        if pa.types.is_struct(field.type) or pa.types.is_list(field.type):
+            assert types & {"object", "array", None}, field.name
+        else:
+            assert JSON_TYPE_OF[field.type] in types, field.name
+        assert ("null" in types) == field.nullable, field.name

@@ -8,8 +8,10 @@ output: RUN_DIR/cctf/ invocations.jsonl, proc_metrics.jsonl (+ .parquet, the
         host_metrics.jsonl, link_metrics.jsonl, nodes.json, links.json,
         placement_events.jsonl, audit.json, audit.md
 
-Nodes are processed one at a time (memory does not grow with the number of
-nodes). Every timestamp is moved to the controller's clock with the node's
+Each node is two jobs (its processes, its host samples; nodeparse) run by
+WORKERS processes, each job holding one node's bulk at a time: memory
+depends on the number of workers, not of nodes. The parts are put together
+in node order. Every timestamp is moved to the controller's clock with the node's
 measured offset. The output is written to a temporary folder and renamed,
 so a failed parse never leaves a half trace; the same input always gives
 byte-identical files.
@@ -19,82 +21,58 @@ from __future__ import annotations
 
 import gc
 import json
+import multiprocessing
 import os
 import shutil
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tracekit import runfolder
 from tracekit.errors import RunFolderError
-from tracekit.jsonl import dumps
+from tracekit.jsonl import BadLine, dumps
 from tracekit.trace import audit as audit_mod
-from tracekit.trace.arrowjson import write_lines
-from tracekit.trace.hostmetrics import host_and_link_metrics
-from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics
+from tracekit.trace.nodeparse import (
+    EVENT_REQUIRED,
+    HOST_PARTS,
+    INVOCATION_FIELDS,
+    PROC_PARTS,
+    PROC_ROWS_PART,
+    ProcessesPart,
+    invocation_ok,
+    normalize_invocation,
+    parse_node_host,
+    parse_node_processes,
+)
 from tracekit.trace.rawrun import (
     PLACEMENT_EVENTS,
     BadLines,
     NodeFolder,
     find_node_folders,
     is_dispatcher_only,
-    iter_records,
     load_node_folder,
-    read_proc_samples,
     read_records,
 )
 from tracekit.trace.records import PROC_METRICS
 from tracekit.trace.validate import validate_outputs
+
+__all__ = ["EVENT_REQUIRED", "INVOCATION_FIELDS", "ParseResult", "invocation_ok", "normalize_invocation", "parse_run"]
 
 CCTF = "cctf"
 JSONL_OUTPUTS = (
     "invocations.jsonl", "proc_metrics.jsonl", "proc_cpu.jsonl", "proc_rss.jsonl",
     "host_metrics.jsonl", "link_metrics.jsonl",
 )  # fmt: skip
-
-# Fields of an invocation in cctf/, in order (events may carry more: kept after these).
-INVOCATION_FIELDS = (
-    "task_id", "trace_id", "node", "module", "attempt", "pid", "create_time_ms",
-    "ts_enqueue", "ts_start", "ts_end", "duration_ms", "status", "ok", "error",
-    "cpu_user_ms", "cpu_system_ms", "max_rss_kb", "samples", "sampled_cpu_ms", "bytes_in", "bytes_out",
-    "method", "path", "span_id", "parent_span_id",
-)  # fmt: skip
-_NODE_CLOCK_FIELDS = ("ts_start", "ts_end", "create_time_ms")
-EVENT_REQUIRED = ("task_id", "ts_start", "ts_end", "status")
-
+WORKERS = 2  # processes: the nodes' jobs keep two cores busy
 
 @dataclass(frozen=True)
 class ParseResult:
     cctf_dir: Path
     audit: dict[str, Any]
-
-
-def invocation_ok(event: dict[str, Any]) -> bool:
-    """Did the invocation succeed? Exit status 0; for HTTP, any status below 500."""
-    status = event.get("status")
-    if event.get("module") in ("nginx", "http"):
-        return isinstance(status, int) and status < 500
-    return status == 0
-
-
-def normalize_invocation(event: dict[str, Any], node: NodeFolder) -> dict[str, Any]:
-    """An event from a node's events.*.jsonl -> a cctf invocation (controller clock)."""
-    record = dict(event)
-    record["node"] = node.node
-    for name in _NODE_CLOCK_FIELDS:
-        record[name] = node.shift(record.get(name))
-    if not record.get("ts_enqueue_given"):
-        record["ts_enqueue"] = node.shift(record.get("ts_enqueue"))
-    record["duration_ms"] = record["ts_end"] - record["ts_start"]
-    record["ok"] = invocation_ok(record)
-    record.setdefault("attempt", 1)
-    for name in INVOCATION_FIELDS:
-        record.setdefault(name, None)
-    ordered = {name: record.pop(name) for name in INVOCATION_FIELDS}
-    ordered.update(sorted(record.items()))
-    return ordered
 
 
 def node_record(node: NodeFolder) -> dict[str, Any]:
@@ -173,13 +151,22 @@ def _parse_run(run_dir: Path, strict: bool) -> ParseResult:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        outputs = {name: open(staging / name, "wb") for name in JSONL_OUTPUTS}  # noqa: SIM115
-        parquet = pq.ParquetWriter(staging / "proc_metrics.parquet", PROC_METRICS, compression="zstd")
         invocations: list[dict[str, Any]] = []
         placements: list[dict[str, Any]] = []
+        outputs = {name: open(staging / name, "wb") for name in JSONL_OUTPUTS}  # noqa: SIM115
+        parquet = pq.ParquetWriter(staging / "proc_metrics.parquet", PROC_METRICS, compression="zstd")
         try:
-            for node in nodes:
-                invocations += _parse_node(node, outputs, parquet, bad, audit)
+            for node, processes, host_bad_lines, part in _node_parts(nodes, staging / ".parts", strict):
+                invocations += processes.invocations
+                for line in processes.bad_lines + host_bad_lines:
+                    bad.add(line)
+                audit.per_node.update(processes.audit_per_node)
+                audit.task_samples.update(processes.audit_task_samples)
+                with pa.memory_map(str(part / PROC_ROWS_PART)) as rows:
+                    parquet.write_table(pa.ipc.open_file(rows).read_all())
+                for name in PROC_PARTS + HOST_PARTS:
+                    _append_file(part / name, outputs[name])
+                shutil.rmtree(part)
                 for event in read_records(node.path / PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id")):
                     event["ts_ms"] = node.shift(event["ts_ms"])
                     placements.append(event)
@@ -192,6 +179,7 @@ def _parse_run(run_dir: Path, strict: bool) -> ParseResult:
             parquet.close()
             for out in outputs.values():
                 out.close()
+        (staging / ".parts").rmdir()
         if placements:
             placements.sort(key=lambda r: (r["ts_ms"], str(r.get("task_id")), r.get("attempt", 1)))
             with open(staging / "placement_events.jsonl", "w") as out:
@@ -213,31 +201,37 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
-def _parse_node(node, outputs, parquet, bad: BadLines, audit) -> list[dict[str, Any]]:
-    offset = node.clock_offset_ms or 0
-    invocations = []
-    for path in sorted(node.path.glob("events.*.jsonl")):
-        for event in read_records(path, bad, required=EVENT_REQUIRED):
-            invocations.append(normalize_invocation(event, node))
-    processes = read_records(node.path / runfolder.PROCESSES, bad)
-    by_key = {(p["pid"], p["create_time_ms"]): p for p in processes}
-    # Invocation keys are on the node clock here, like the samples.
-    invocation_keys = {
-        (r["pid"], r["create_time_ms"] - offset): r["task_id"] for r in invocations if r["pid"] is not None
-    }
-    task_of = attribute_tasks(processes, invocation_keys)
-    samples = read_proc_samples(node.path / runfolder.PROC_SAMPLES, bad)
-    correction = node.facts.get("start_time_correction_ms") or 0
-    metrics = build_proc_metrics(node.node, samples, by_key, task_of, offset, correction)
-    write_lines(metrics.proc_metrics_lines(), outputs["proc_metrics.jsonl"])
-    write_lines(metrics.proc_cpu_lines(), outputs["proc_cpu.jsonl"])
-    write_lines(metrics.proc_rss_lines(), outputs["proc_rss.jsonl"])
-    parquet.write_table(metrics.table)
-    audit.add_node(node, metrics, len(processes))
-    del metrics, samples  # before the host samples: one node's bulk in memory at a time
-    host_out, link_out = outputs["host_metrics.jsonl"], outputs["link_metrics.jsonl"]
-    host_samples = iter_records(node.path / runfolder.HOST_SAMPLES, bad, required=("ts_ms",))
-    for host, links in host_and_link_metrics(node.node, host_samples, offset):
-        host_out.write((dumps(host) + "\n").encode())
-        link_out.writelines((dumps(link) + "\n").encode() for link in links)
-    return invocations
+def _node_parts(
+    nodes: list[NodeFolder], parts: Path, strict: bool
+) -> Iterator[tuple[NodeFolder, ProcessesPart, list[BadLine], Path]]:
+    """Each node's parts, in node order, made by WORKERS processes (two jobs per node).
+
+    Results are taken in node order, so with --strict the first bad line
+    raised is the one a sequential parse would meet first.
+    """
+    context = multiprocessing.get_context("fork")  # the workers need nothing but the arguments
+    with ProcessPoolExecutor(max_workers=min(WORKERS, 2 * len(nodes)), mp_context=context) as pool:
+        jobs = []
+        for index, node in enumerate(nodes):
+            part = parts / f"{index:05d}"
+            jobs.append((node, part, pool.submit(parse_node_processes, node, part, strict),
+                         pool.submit(parse_node_host, node, part, strict)))  # fmt: skip
+        try:
+            for node, part, processes, host in jobs:
+                yield node, processes.result(), host.result(), part
+        finally:
+            for *_, processes, host in jobs:
+                processes.cancel()
+                host.cancel()
+
+
+def _append_file(source: Path, out: BinaryIO) -> None:
+    """Append ``source`` to ``out`` in the kernel (copy_file_range), without reading it into Python."""
+    out.flush()
+    with open(source, "rb") as src:
+        remaining = os.fstat(src.fileno()).st_size
+        while remaining > 0:
+            copied = os.copy_file_range(src.fileno(), out.fileno(), remaining)
+            if copied == 0:
+                raise OSError(f"{source}: copy stopped with {remaining} bytes left")
+            remaining -= copied

@@ -3,7 +3,7 @@
 input:  one node's RAW_PROC table, its processes.jsonl records, a task
         attribution per process, the node's clock offset
 output: a PROC_METRICS table, rows ordered by (pid, create_time_ms, ts_ms),
-        and the JSON Lines of proc_metrics / proc_cpu / proc_rss
+        and the JSON Lines of proc_metrics / proc_cpu / proc_rss, slice by slice
 
 The first sample of a process covers [create_time, first sample]: its
 counters are everything the process used since it started, so no work is
@@ -12,13 +12,14 @@ lost before the first tick (the original tool wrote a zero placeholder).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracekit.trace.arrowjson import joined_fields, jsonl_lines
+from tracekit.trace.arrowjson import joined_fields, json_text, object_lines
 from tracekit.trace.records import (
     PROC_CPU_COLUMNS,
     PROC_METRICS,
@@ -31,26 +32,36 @@ _COUNTERS = ("cpu_user_ms", "cpu_system_ms", "read_bytes", "write_bytes", "ctx_v
 _GAUGES = ("rss_kb", "num_threads")
 
 
+SLICE_ROWS = 1 << 19  # rows formatted at a time: bounded memory, and writing overlaps formatting
+
+
 @dataclass
 class NodeProcMetrics:
     table: pa.Table  # PROC_METRICS
-    process_lead: pa.Array  # per row: the per-process fields of proc_metrics, formatted
-    narrow_lead: pa.Array  # per row: node, pid, create_time_ms, formatted
+    process_lead: pa.Array  # per process: the per-process fields of proc_metrics, formatted
+    narrow_lead: pa.Array  # per process: node, pid, create_time_ms, formatted
+    process_of_row: pa.Array  # per row: its process's index in the leads
     negative_deltas: int  # counters that went backwards (clamped to 0)
 
-    def proc_metrics_lines(self) -> pa.Array:
-        rest = self.table.select(PROC_METRICS.names[len(PROC_METRICS_PER_PROCESS) :])
-        return jsonl_lines(rest, lead=self.process_lead)
+    def lines(self, slice_rows: int = SLICE_ROWS) -> Iterator[dict[str, pa.Array]]:
+        """The lines of proc_metrics.jsonl, proc_cpu.jsonl and proc_rss.jsonl, a slice of rows at a time.
 
-    def proc_cpu_lines(self) -> pa.Array:
-        cpu_ms = pc.add(self.table.column("cpu_user_ms"), self.table.column("cpu_system_ms"))
-        narrow = pa.table(
-            {"ts_ms": self.table.column("ts_ms"), "dt_ms": self.table.column("dt_ms"), "cpu_ms": cpu_ms}
-        )
-        return jsonl_lines(narrow.select(list(PROC_CPU_COLUMNS)), lead=self.narrow_lead)
-
-    def proc_rss_lines(self) -> pa.Array:
-        return jsonl_lines(self.table.select(list(PROC_RSS_COLUMNS)), lead=self.narrow_lead)
+        A column's text is made once per slice and used by every file that has it.
+        """
+        wide = PROC_METRICS.names[len(PROC_METRICS_PER_PROCESS) :]
+        for start in range(0, self.table.num_rows, slice_rows):
+            rows = self.table.slice(start, slice_rows)
+            owner = self.process_of_row.slice(start, slice_rows)
+            text = {name: json_text(rows.column(name)) for name in wide}
+            text["cpu_ms"] = json_text(pc.add(rows.column("cpu_user_ms"), rows.column("cpu_system_ms")))
+            narrow_lead = pc.take(self.narrow_lead, owner)
+            yield {
+                "proc_metrics.jsonl": object_lines(
+                    [(name, text[name]) for name in wide], lead=pc.take(self.process_lead, owner)
+                ),
+                "proc_cpu.jsonl": object_lines([(name, text[name]) for name in PROC_CPU_COLUMNS], lead=narrow_lead),
+                "proc_rss.jsonl": object_lines([(name, text[name]) for name in PROC_RSS_COLUMNS], lead=narrow_lead),
+            }
 
 
 def _previous(array: pa.Array) -> pa.Array:
@@ -69,7 +80,7 @@ def build_proc_metrics(
     """Per-interval metrics of one node's followed processes."""
     if samples.num_rows == 0:
         empty = pa.array([], pa.string())
-        return NodeProcMetrics(PROC_METRICS.empty_table(), empty, empty, 0)
+        return NodeProcMetrics(PROC_METRICS.empty_table(), empty, empty, pa.array([], pa.int64()), 0)
     ordered = samples.sort_by([("pid", "ascending"), ("create_time_ms", "ascending"), ("ts_ms", "ascending")])
     ordered = ordered.combine_chunks()
     column = {name: ordered.column(name).chunk(0) for name in ordered.column_names}
@@ -118,9 +129,9 @@ def build_proc_metrics(
         **deltas,
     )
     table = pa.table({name: rows[name] for name in PROC_METRICS.names}, schema=PROC_METRICS)
-    process_lead = pc.take(joined_fields(per_process, PROC_METRICS_PER_PROCESS, first=True), group_index)
-    narrow_lead = pc.take(joined_fields(per_process, PROC_NARROW_PER_PROCESS, first=True), group_index)
-    return NodeProcMetrics(table, process_lead, narrow_lead, negative)
+    process_lead = joined_fields(per_process, PROC_METRICS_PER_PROCESS, first=True)
+    narrow_lead = joined_fields(per_process, PROC_NARROW_PER_PROCESS, first=True)
+    return NodeProcMetrics(table, process_lead, narrow_lead, group_index, negative)
 
 
 def attribute_tasks(

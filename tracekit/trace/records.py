@@ -34,6 +34,33 @@ RAW_PROC = pa.schema(
 )
 assert tuple(RAW_PROC.names) == PROC_CSV_COLUMNS
 
+# -- raw: host.jsonl written by the collector (cumulative counters) ------------
+# `net` is left out: its fields are the node's interface names (each a
+# struct of the counters in schemas/raw/host_sample), so the reader infers it.
+CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+RAW_DISK_FIELDS = ("read_bytes", "write_bytes", "read_count", "write_count", "busy_ms")
+_CPU_MS = pa.struct([_field(mode, pa.int64()) for mode in CPU_MODES])
+RAW_HOST = pa.schema(
+    [
+        _field("ts_ms", pa.int64()),
+        _field("cpu_ms", _CPU_MS),
+        _field("cpu_ms_per_core", pa.list_(_field("item", _CPU_MS))),
+        _field("mem_total_kb", pa.int64()),
+        _field("mem_available_kb", pa.int64()),
+        _field("mem_used_kb", pa.int64()),
+        _field("mem_free_kb", pa.int64()),
+        _field("swap_used_kb", pa.int64()),
+        _field("load1", pa.float64()),
+        _field("load5", pa.float64()),
+        _field("load15", pa.float64()),
+        # null when the kernel exposes no disk; the reader cannot require
+        # fields inside a nullable struct (rawrun checks read/write_bytes).
+        _field("disk", pa.struct([_field(name, pa.int64(), nullable=True) for name in RAW_DISK_FIELDS]), nullable=True),
+    ]
+)
+# Every host sample has these (the reader refuses a line without one: skipped and reported).
+RAW_HOST_REQUIRED = (*(f.name for f in RAW_HOST if not f.nullable), "net")
+
 # -- cctf: proc_metrics (JSONL, and a Parquet copy for fast readers) ------------
 # Leading columns are constant per process (formatted once per process).
 PROC_METRICS_PER_PROCESS = ("node", "pid", "create_time_ms", "comm", "cgroup", "container_id", "task_id")
