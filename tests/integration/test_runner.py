@@ -210,6 +210,12 @@ def test_sigint_stops_everything_and_leaves_a_resumable_run(tmp_path, local_site
     status = json.loads(status_path.read_text())
     assert [a["phases"][0] for a in status["attempts"]] == ["prepare", "start"]
     assert processes_under(folder, port) == []
+    # The interrupted attempt's data is kept aside; the trace is the resumed attempt's, verified.
+    assert (logs / "interrupted" / "attempts" / "1" / "nodes" / "cloud1" / "collector.jsonl").exists()
+    assert (folder / "nodes" / "cloud1" / "logs" / "interrupted.attempt1" / "node.json").exists()
+    invocations = [json.loads(line) for line in (logs / "interrupted" / "cctf" / "invocations.jsonl").read_text().splitlines()]
+    assert sorted(i["task_id"] for i in invocations if i["ok"]) == sorted({i["task_id"] for i in invocations})
+    assert len({i["task_id"] for i in invocations}) == 2
 
 
 def test_unreachable_node_is_named_and_nothing_runs(tmp_path):

@@ -175,6 +175,9 @@ def _describe_failure(event: dict[str, Any]) -> str:
         # Tracekit's own errors are one line: 'tracekit <cmd>: error: ...'
         lines = [line for line in stderr.splitlines() if "error:" in line] or stderr.splitlines()
         message = lines[-1]
+        stdout = (res.get("stdout") or "").strip()
+        if stdout and res.get("rc"):  # e.g. verify: one violation per stdout line
+            message += f" (first: {stdout.splitlines()[0]})"
     elif res.get("stdout") and res.get("rc"):
         message = res["stdout"].strip().splitlines()[-1]
     return " ".join(str(message).split())[:400] or "failed"
@@ -203,8 +206,6 @@ class PhaseRunner:
         self.count = len(list((run_dir / "ansible" / "artifacts").glob("*"))) if (run_dir / "ansible" / "artifacts").exists() else 0
 
     def run(self, phase: str, on_tick: Callable[[], None] | None = None) -> PhaseOutcome:
-        import ansible_runner
-
         hosts: dict[str, dict[str, Any]] = {}
         errors: list[tuple[str, str]] = []
 
@@ -241,7 +242,23 @@ class PhaseRunner:
             return self.interrupt.requested and not self.interrupt.cleaning
 
         self.count += 1
-        result = ansible_runner.run(
+        try:
+            result = self._ansible(phase, on_event, cancel)
+        except Exception as exc:  # ansible-runner itself broke: the phase failed, stop and fetch still run
+            return PhaseOutcome("failed", hosts, f"ansible-runner could not run the {phase} phase: {exc}")
+        if result.status == "canceled" or self.interrupt.requested and not self.interrupt.cleaning:
+            return PhaseOutcome("interrupted", hosts, "interrupted by a signal")
+        if result.status == "successful" and not errors:
+            return PhaseOutcome("succeeded", hosts, None)
+        if not errors:
+            tail = _stdout_tail(result)
+            errors.append(("ansible-playbook", tail or f"ended with status {result.status} (rc {result.rc})"))
+        return PhaseOutcome("failed", hosts, _join_errors(errors))
+
+    def _ansible(self, phase: str, on_event: Callable[[dict[str, Any]], bool], cancel: Callable[[], bool]) -> Any:
+        import ansible_runner
+
+        return ansible_runner.run(
             private_data_dir=str(self.run_dir / "ansible"),
             project_dir=str(self.checkout / "playbooks"),
             playbook="experiment.yml",
@@ -263,14 +280,6 @@ class PhaseRunner:
             suppress_env_files=False,
             rotate_artifacts=0,
         )
-        if result.status == "canceled" or self.interrupt.requested and not self.interrupt.cleaning:
-            return PhaseOutcome("interrupted", hosts, "interrupted by a signal")
-        if result.status == "successful" and not errors:
-            return PhaseOutcome("succeeded", hosts, None)
-        if not errors:
-            tail = _stdout_tail(result)
-            errors.append(("ansible-playbook", tail or f"ended with status {result.status} (rc {result.rc})"))
-        return PhaseOutcome("failed", hosts, _join_errors(errors))
 
 
 def _join_errors(errors: list[tuple[str, str]]) -> str:
@@ -421,6 +430,9 @@ def run_experiment(
         )
     status["state"] = "running"
     status.setdefault("attempts", []).append({"start": _now(), "phases": phases})
+    attempt = len(status["attempts"])
+    if resume and "start" in phases:
+        _archive_attempt(run_dir, attempt - 1)
     _write_json(run_dir / STATUS_FILE, status)
 
     secret_file = _secret_file(logs, run_id)
@@ -435,6 +447,7 @@ def run_experiment(
             _write_json(run_dir / STATUS_FILE, status)
             raise
         variables = extravars(experiment, run_id, run_dir, wheelhouse, secret_file, sys.executable)
+        variables["tracekit_run_attempt"] = attempt
         runner = PhaseRunner(run_dir, parsed_inventory, variables, progress, interrupt, verbose, limit)
         counter = _dispatch_counter(parsed_inventory, run_id, secret_file)
         total = task_count(experiment)
@@ -478,6 +491,19 @@ def run_experiment(
         secret_file.unlink(missing_ok=True)
     summary = summarize(run_dir, status, manifest)
     return RunResult(run_id, run_dir, final, status, summary)
+
+
+def _archive_attempt(run_dir: Path, number: int) -> None:
+    """Before start and run are done again: keep what the earlier attempt collected under attempts/<n>/.
+
+    The trace is then the resumed attempt's alone (the same tasks run again);
+    nodes keep their copy as logs/<RUN_ID>.attempt<n>/ (playbooks/start.yml).
+    """
+    kept = run_dir / "attempts" / str(number)
+    for name in ("nodes", "cctf", "opendc"):
+        if (run_dir / name).exists():
+            kept.mkdir(parents=True, exist_ok=True)
+            os.replace(run_dir / name, kept / name)
 
 
 def _read_resolved(run_dir: Path) -> dict[str, Any]:
