@@ -102,3 +102,23 @@ def test_plain_progress_prints_timestamped_lines():
     assert [line[9:] for line in lines][:2] == ["run: started", "  dispatch: 1/4 tasks (0 failed), " + lines[1].split(", ", 1)[1]]
     assert "  cloud2: unreachable: Start the worker: Connection refused" in [line[9:] for line in lines]
     assert lines[-1].endswith(": cloud2: unreachable") and "run: failed" in lines[-1]
+
+
+def test_live_progress_redraws_and_prints_only_failures():
+    from tracekit.experiment.progress import LiveProgress, make_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    assert isinstance(make_progress(tuple(PHASES), verbose=False, stream=stream), LiveProgress)
+    assert not isinstance(make_progress(tuple(PHASES), verbose=True, stream=stream), LiveProgress)  # -v: plain lines
+    with make_progress(tuple(PHASES), verbose=False, stream=stream) as progress:
+        progress.phase_started("run")
+        progress.task_counts(3, 1, 8)
+        progress.host_event("cloud2", "Start the worker", "failed", "boom")
+    text = stream.getvalue()
+    assert "cloud2: failed: Start the worker: boom" in text  # a line above the display
+    assert "run: started" not in text  # shown in the table instead
+    assert "4/8 tasks (1 failed)" in text and "running" in text

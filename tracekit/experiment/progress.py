@@ -85,26 +85,30 @@ class Progress:
             self.stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
             self.stream.flush()
 
+    def _note(self, text: str, important: bool) -> None:
+        """A change: plain mode prints every one; the live display only what it cannot show."""
+        self.say(text)
+
     def phase_started(self, phase: str) -> None:
         self.phases[phase] = _Phase("running", time.monotonic())
         self.hosts.clear()
         if phase == "run":
             self.tasks = _Tasks()  # the rate counts from the start of dispatch
-        self.say(f"{phase}: started")
+        self._note(f"{phase}: started", important=False)
 
     def phase_finished(self, phase: str, state: str, error: str | None = None) -> None:
         record = self.phases[phase]
         record.state, record.ended = state, time.monotonic()
         if record.started is None:
             record.started = record.ended
-        self.say(f"{phase}: {state} ({record.duration()})" + (f": {error}" if error else ""))
+        self._note(f"{phase}: {state} ({record.duration()})" + (f": {error}" if error else ""), important=bool(error))
         if phase == "run":
             self.tasks = None
 
     def host_event(self, host: str, task: str, state: str, detail: str | None = None) -> None:
         self.hosts[host] = (task, state)
         if state in ("failed", "unreachable"):
-            self.say(f"  {host}: {state}: {task}" + (f": {detail}" if detail else ""))
+            self._note(f"  {host}: {state}: {task}" + (f": {detail}" if detail else ""), important=True)
 
     def task_counts(self, done: int, failed: int, total: int | None) -> None:
         if self.tasks is None:
@@ -112,7 +116,7 @@ class Progress:
         changed = (done, failed) != (self.tasks.done, self.tasks.failed)
         self.tasks.done, self.tasks.failed, self.tasks.total = done, failed, total
         if changed:
-            self.say(f"  dispatch: {self.tasks.describe()}")
+            self._note(f"  dispatch: {self.tasks.describe()}", important=False)
 
 
 class LiveProgress(Progress):
@@ -133,31 +137,9 @@ class LiveProgress(Progress):
     def say(self, text: str) -> None:
         self.console.print(Text(f"{time.strftime('%H:%M:%S')} {text}"))
 
-    def phase_started(self, phase: str) -> None:
-        self.phases[phase] = _Phase("running", time.monotonic())
-        self.hosts.clear()
-        if phase == "run":
-            self.tasks = _Tasks()
-
-    def phase_finished(self, phase: str, state: str, error: str | None = None) -> None:
-        record = self.phases[phase]
-        record.state, record.ended = state, time.monotonic()
-        if record.started is None:
-            record.started = record.ended
-        if error:
-            self.say(f"{phase}: {state}: {error}")
-        if phase == "run":
-            self.tasks = None
-
-    def host_event(self, host: str, task: str, state: str, detail: str | None = None) -> None:
-        self.hosts[host] = (task, state)
-        if state in ("failed", "unreachable"):
-            self.say(f"  {host}: {state}: {task}" + (f": {detail}" if detail else ""))
-
-    def task_counts(self, done: int, failed: int, total: int | None) -> None:
-        if self.tasks is None:
-            return
-        self.tasks.done, self.tasks.failed, self.tasks.total = done, failed, total
+    def _note(self, text: str, important: bool) -> None:
+        if important:
+            self.say(text)
 
     def _render(self) -> Group:
         phases = Table.grid(padding=(0, 2))

@@ -16,20 +16,25 @@ def _field(name: str, kind: pa.DataType, nullable: bool = False) -> pa.Field:
     return pa.field(name, kind, nullable=nullable)
 
 
+# The process counters, cumulative in proc.csv and per interval in proc_metrics.
+_PROC_COUNTERS = [
+    _field("cpu_user_ms", pa.int64()),
+    _field("cpu_system_ms", pa.int64()),
+    _field("rss_kb", pa.int64()),
+    _field("num_threads", pa.int64()),
+    _field("read_bytes", pa.int64(), nullable=True),
+    _field("write_bytes", pa.int64(), nullable=True),
+    _field("ctx_voluntary", pa.int64(), nullable=True),
+    _field("ctx_involuntary", pa.int64(), nullable=True),
+]
+
 # -- raw: proc.csv written by the collector (cumulative counters) ---------------
 RAW_PROC = pa.schema(
     [
         _field("ts_ms", pa.int64()),
         _field("pid", pa.int64()),
         _field("create_time_ms", pa.int64()),
-        _field("cpu_user_ms", pa.int64()),
-        _field("cpu_system_ms", pa.int64()),
-        _field("rss_kb", pa.int64()),
-        _field("num_threads", pa.int64()),
-        _field("read_bytes", pa.int64(), nullable=True),
-        _field("write_bytes", pa.int64(), nullable=True),
-        _field("ctx_voluntary", pa.int64(), nullable=True),
-        _field("ctx_involuntary", pa.int64(), nullable=True),
+        *_PROC_COUNTERS,
     ]
 )
 assert tuple(RAW_PROC.names) == PROC_CSV_COLUMNS
@@ -75,14 +80,7 @@ PROC_METRICS = pa.schema(
         _field("task_id", pa.string(), nullable=True),
         _field("ts_ms", pa.int64()),
         _field("dt_ms", pa.int64()),
-        _field("cpu_user_ms", pa.int64()),
-        _field("cpu_system_ms", pa.int64()),
-        _field("rss_kb", pa.int64()),
-        _field("num_threads", pa.int64()),
-        _field("read_bytes", pa.int64(), nullable=True),
-        _field("write_bytes", pa.int64(), nullable=True),
-        _field("ctx_voluntary", pa.int64(), nullable=True),
-        _field("ctx_involuntary", pa.int64(), nullable=True),
+        *_PROC_COUNTERS,
     ]
 )
 assert tuple(PROC_METRICS.names[: len(PROC_METRICS_PER_PROCESS)]) == PROC_METRICS_PER_PROCESS
