@@ -1,0 +1,35 @@
+"""tracekit clock: the offset to the controller's clock, measured against a real Redis TIME."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.helpers import tracekit_cmd
+
+
+def test_clock_records_start_and_end_offsets(tmp_path, redis_server):
+    base = ["--run-id", "clk", "--logs-dir", str(tmp_path), "--redis-url", redis_server.url,
+            "--redis-password-file", str(redis_server.password_file)]  # fmt: skip
+    for moment in ("start", "end"):
+        done = subprocess.run(tracekit_cmd("clock", *base, "--moment", moment), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("clock offset ")
+    clock = json.loads((tmp_path / "clk" / "clock.json").read_text())
+    assert {"start", "end", "offset_ms", "uncertainty_ms", "rtt_ms", "reference"} <= set(clock)
+    # Same machine, same clock: the offset is within the measurement's own uncertainty (plus Redis' 1 us steps).
+    for moment in ("start", "end"):
+        assert abs(clock[moment]["offset_ms"]) <= clock[moment]["uncertainty_ms"] + 0.01
+        assert clock[moment]["rtt_ms"] > 0
+    assert clock["offset_ms"] == round((clock["start"]["offset_ms"] + clock["end"]["offset_ms"]) / 2, 3)
+    assert redis_server.password not in (tmp_path / "clk" / "clock.json").read_text()
+
+
+def test_clock_with_a_wrong_password_says_so_in_one_line(tmp_path, redis_server):
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password")
+    done = subprocess.run(tracekit_cmd("clock", "--run-id", "clk", "--logs-dir", str(tmp_path), "--redis-url",
+                                       redis_server.url, "--redis-password-file", str(wrong)), capture_output=True, text=True)  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1 and "authentication failed" in done.stderr
+    assert not (tmp_path / "clk" / "clock.json").exists()
