@@ -257,3 +257,28 @@ def test_a_slot_reads_the_queue_once_per_task(redis_server, tmp_path, children):
     assert worker.wait(timeout=30) == 0
     reads = client.info("commandstats")["cmdstat_xreadgroup"]["calls"]
     assert reads <= 20 + 6  # one per task, the start-up check, a few idle polls
+
+
+def test_a_busy_slot_finishes_and_takes_in_one_round_trip(redis_server, tmp_path, children):
+    client = redis_server.client()
+    queue = TaskQueue(client, RunKeys("s1"))
+    queue.create(["cloud1"], {"run_id": "s1"})
+    for index in range(20):
+        queue.place("cloud1", TaskMessage(f"t{index}", "3" * 32, "", "", 1, argv=["true"]))
+    queue.place("cloud1", TaskMessage("t-fails", "3" * 32, "", "", 1, argv=["false"]))
+    client.config_resetstat()
+    worker = start_worker(children, redis_server, tmp_path, "cloud1")
+    wait_until(lambda: len(results(redis_server)) == 21, timeout_s=60, what="21 terminal records")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    stats = client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] <= 21 + 1  # finish + next take + its start, per task
+    # Every task: one start record, written where its terminal record says it ran, in the usual shape.
+    starts = [json.loads(fields["record"]) for _, fields in client.xrange(RunKeys("s1").starts)]
+    assert sorted(s["task_id"] for s in starts) == sorted(r["task_id"] for r in results(redis_server))
+    for start in starts:
+        assert list(start) == ["task_id", "node", "consumer", "attempt", "ts_start"]
+        assert (start["node"], start["consumer"], start["attempt"]) == ("cloud1", "cloud1-0", 1)
+    assert [r["state"] for r in results(redis_server)] == ["done"] * 20 + ["failed"]
+    log = (tmp_path / "cloud1" / "logs" / "s1" / "worker.log").read_text()
+    assert "t-fails failed (attempt 1): false exit status 1" in log and "t0 " not in log  # failures only

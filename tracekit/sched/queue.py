@@ -95,6 +95,34 @@ if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
 end
 return 0
 """
+# A busy worker slot's one round trip per task: finish the task it ran (as
+# _FINISH, unless ARGV[2] is empty), take the next new entry if there is one
+# (never blocking: Redis does not block inside a script) and write its start
+# record, in the start record's usual field order. KEYS: queue, results,
+# starts. ARGV: group, entry id, record, consumer, node and consumer as JSON
+# strings, ts_start. Returns {finished, entry id, payload} or {finished}.
+_FINISH_AND_TAKE = """
+local finished = 0
+if ARGV[2] ~= '' and redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'record', ARGV[3])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  finished = 1
+end
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[4], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+if not reply then
+  return {finished}
+end
+local entry = reply[1][2][1]
+local payload
+for i = 1, #entry[2], 2 do
+  if entry[2][i] == 'task' then payload = entry[2][i + 1] end
+end
+local task = cjson.decode(payload)
+redis.call('XADD', KEYS[3], '*', 'record', '{"task_id":' .. cjson.encode(task.task_id) .. ',"node":' .. ARGV[5]
+  .. ',"consumer":' .. ARGV[6] .. ',"attempt":' .. string.format('%d', task.attempt or 1) .. ',"ts_start":'
+  .. ARGV[7] .. '}')
+return {finished, entry[1], payload}
+"""
 # KEYS: old queue, new queue. ARGV: group, entry id, new payload. Moves a task.
 _REQUEUE = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
@@ -111,6 +139,7 @@ class TaskQueue:
         self.keys = keys
         self.url = url
         self._finish = client.register_script(_FINISH)
+        self._finish_and_take = client.register_script(_FINISH_AND_TAKE)
         self._requeue = client.register_script(_REQUEUE)
 
     # -- set-up and state -------------------------------------------------------
@@ -221,6 +250,24 @@ class TaskQueue:
         return bool(
             self._finish(keys=[self.keys.queue(node), self.keys.results], args=[WORKER_GROUP, taken.entry_id, record.encode()])
         )
+
+    def finish_and_take(
+        self, node: str, consumer: str, taken: Taken | None, record: TerminalRecord | None, ts_start: int
+    ) -> tuple[bool, Taken | None]:
+        """``finish`` the slot's task (if any), then take a new one and record its start: one round trip.
+
+        Returns (finished, the task now taken and started, or None when the
+        queue holds no new entry: then ``take`` waits for one).
+        """
+        reply = self._finish_and_take(
+            keys=[self.keys.queue(node), self.keys.results, self.keys.starts],
+            args=[WORKER_GROUP, taken.entry_id if taken else "", record.encode() if record else "", consumer,
+                  json.dumps(node), json.dumps(consumer), ts_start],
+        )  # fmt: skip
+        if len(reply) == 1:
+            return bool(reply[0]), None
+        message = TaskMessage.decode({"task": reply[2]})
+        return bool(reply[0]), Taken(reply[1], message, message.attempt)
 
     def hand_back(self, node: str, taken: Taken) -> None:
         """Return an interrupted task to its node's queue (the next attempt runs it)."""
