@@ -18,7 +18,8 @@ from tracekit.adapters.ffmpeg import generate_clips
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
 from tracekit.sched.dispatcher import DispatchConfig, dispatch
 from tracekit.sched.keys import RunKeys
-from tracekit.sched.queue import TaskMessage, TaskQueue
+from tracekit.sched.connection import connect, retrying
+from tracekit.sched.queue import SlotConnection, TaskMessage, TaskQueue, TerminalRecord
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +283,26 @@ def test_a_busy_slot_finishes_and_takes_in_one_round_trip(redis_server, tmp_path
     assert [r["state"] for r in results(redis_server)] == ["done"] * 20 + ["failed"]
     log = (tmp_path / "cloud1" / "logs" / "s1" / "worker.log").read_text()
     assert "t-fails failed (attempt 1): false exit status 1" in log and "t0 " not in log  # failures only
+
+
+def test_a_slot_connection_rides_out_a_script_flush_and_a_dropped_connection(redis_server):
+    client = redis_server.client()
+    queue = TaskQueue(client, RunKeys("s1"))
+    queue.create(["cloud1"], {"run_id": "s1"})
+    for index in range(3):
+        queue.place("cloud1", TaskMessage(f"t{index}", "4" * 32, "", "", 1, argv=["true"]))
+    connection = SlotConnection(connect(redis_server.url, redis_server.password_file))
+
+    def finish_and_take(taken):
+        record = taken and TerminalRecord(taken.message.task_id, "cloud1", "cloud1-0", 1, "done", 0, None, 1, 2)
+        return queue.finish_and_take("cloud1", "cloud1-0", taken, record, 1, connection)
+
+    _, taken = finish_and_take(None)
+    client.script_flush()  # as after a Redis restart: EVALSHA finds no script
+    finished, taken = finish_and_take(taken)
+    assert finished and taken.message.task_id == "t1"
+    client.client_kill_filter(_type="normal", skipme=True)  # drops the slot's connection
+    finished, taken = retrying(lambda: finish_and_take(taken), redis_server.url, 5)
+    assert finished and taken.message.task_id == "t2"
+    connection.close()
+    assert [r["task_id"] for r in results(redis_server)] == ["t0", "t1"]

@@ -34,7 +34,7 @@ from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import file_logger
 from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.keys import RunKeys
-from tracekit.sched.queue import Taken, TaskQueue, TerminalRecord
+from tracekit.sched.queue import SlotConnection, Taken, TaskQueue, TerminalRecord
 
 WORKER_LOG = "worker.log"
 T = TypeVar("T")
@@ -99,6 +99,7 @@ class Worker:
 
     def _slot(self, consumer: str) -> None:
         registrar = Registrar(self.folder / runfolder.PID_DIR, consumer)
+        connection = SlotConnection(self.client)
         node = self.config.node_id
         try:
             own_pending_first = True  # after a restart, this slot's unfinished task comes first
@@ -124,7 +125,9 @@ class Worker:
                     # One round trip: this task's terminal record, the next task and its start.
                     ts_start = int(time.time() * 1000)
                     finished, next_taken = self._redis(
-                        lambda t=taken, r=record, ts=ts_start: self.queue.finish_and_take(node, consumer, t, r, ts)
+                        lambda t=taken, r=record, ts=ts_start: self.queue.finish_and_take(
+                            node, consumer, t, r, ts, connection
+                        )
                     )
                 self._finished(taken, record, finished)
                 taken = next_taken
@@ -133,6 +136,7 @@ class Worker:
             self.draining.set()
         finally:
             registrar.close()
+            connection.close()
 
     def _check_run_state(self) -> None:
         """A run the dispatcher created and that then vanished from Redis is lost.
