@@ -306,3 +306,13 @@ def test_a_slot_connection_rides_out_a_script_flush_and_a_dropped_connection(red
     assert finished and taken.message.task_id == "t2"
     connection.close()
     assert [r["task_id"] for r in results(redis_server)] == ["t0", "t1"]
+
+
+def test_place_many_places_each_task_on_its_node_in_order(redis_server):
+    queue = TaskQueue(redis_server.client(), RunKeys("s1"))
+    queue.create(["cloud1", "cloud2"], {"run_id": "s1"})
+    batch = [(f"cloud{1 + i % 2}", TaskMessage(f"t{i}", "5" * 32, "", "", i, argv=["true"])) for i in range(7)]
+    assert len(queue.place_many(batch)) == 7
+    for node in ("cloud1", "cloud2"):
+        placed = [TaskMessage.decode(fields) for _, fields in redis_server.client().xrange(RunKeys("s1").queue(node))]
+        assert placed == [message for n, message in batch if n == node]

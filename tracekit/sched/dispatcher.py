@@ -33,7 +33,7 @@ from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.keys import RunKeys
 from tracekit.sched.plan import Planned, plan_tasks
 from tracekit.sched.policies import NodeState, make_policy
-from tracekit.sched.queue import TaskMessage, TaskQueue
+from tracekit.sched.queue import PLACE_BATCH, TaskMessage, TaskQueue
 
 PLACEMENT_EVENTS = "placement_events.jsonl"
 DISPATCH_SUMMARY = "dispatch.json"
@@ -232,12 +232,15 @@ class Dispatcher:
                     break
                 pending = [p.planned.task for p in self.tasks.values() if p.state == "pending"]
                 if pending and now >= next_round:
-                    for placement in self.policy.next_placements(
-                        pending, self._states(), config.batch_size, backlog_limit=config.backlog_limit
-                    ):
-                        progress = self.tasks[placement.task.task_id]
-                        message = self._place(progress, placement.node, placement.decided_on, "placed")
-                        self._redis(lambda n=placement.node, m=message: self.queue.place(n, m))
+                    placed = [
+                        (placement.node, self._place(self.tasks[placement.task.task_id], placement.node,
+                                                     placement.decided_on, "placed"))
+                        for placement in self.policy.next_placements(
+                            pending, self._states(), config.batch_size, backlog_limit=config.backlog_limit
+                        )
+                    ]  # fmt: skip
+                    for start in range(0, len(placed), PLACE_BATCH):  # one round trip per batch, not per task
+                        self._redis(lambda b=placed[start : start + PLACE_BATCH]: self.queue.place_many(b))
                     self.events.flush()
                     next_round = now + config.dribble_interval_s
                 if now - last_reclaim >= 1.0:
