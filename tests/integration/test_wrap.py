@@ -149,3 +149,21 @@ def test_a_registrar_registers_each_child_and_leaves_nothing_behind(logs_dir):
     registrar.close()
     assert os.listdir(pid_dir) == []
     assert [e["task_id"] for e in read_jsonl(logs_dir / "w10" / "events.true.jsonl")] == ["t1-with-a-long-task-id", "t2"]
+
+
+def test_commands_are_found_on_the_current_path(logs_dir, tmp_path, monkeypatch):
+    # The wrapper remembers where PATH led a command; a changed PATH, or a
+    # command gone since, must be searched again as execvp would.
+    for folder, status in (("one", 3), ("two", 4)):
+        (tmp_path / folder).mkdir()
+        script = tmp_path / folder / "tk-probe"
+        script.write_text(f"#!/bin/sh\nexit {status}\n")
+        script.chmod(0o755)
+    statuses = []
+    for folder in ("one", "two", "one"):
+        monkeypatch.setenv("PATH", f"{tmp_path / folder}:/usr/bin:/bin")
+        statuses.append(run_invocation(Invocation(argv=["tk-probe"], run_id="w11"))["status"])
+    assert statuses == [3, 4, 3]
+    (tmp_path / "one" / "tk-probe").unlink()
+    with pytest.raises(CommandNotFound):
+        run_invocation(Invocation(argv=["tk-probe"], run_id="w11"))

@@ -13,9 +13,11 @@ that interval samples leave open.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
+import shutil
 import signal
 import threading
 import time
@@ -104,6 +106,38 @@ def _environment() -> Mapping[bytes, bytes]:
     return getattr(os.environ, "_data", os.environb)
 
 
+def _spawn(argv: list[str]) -> int:
+    """posix_spawn ``argv``, found on PATH as execvp would find it."""
+    environment, descriptors = _environment(), _inherited_descriptors()
+    executable = _on_path(argv[0], os.environ.get("PATH"))
+    if executable is not None:
+        try:
+            return os.posix_spawn(executable, argv, environment, setsigdef=_RESTORED_SIGNALS, file_actions=descriptors)
+        except OSError:
+            pass  # gone or changed since it was found: posix_spawnp searches again, and says why it fails
+    return os.posix_spawnp(argv[0], argv, environment, setsigdef=_RESTORED_SIGNALS, file_actions=descriptors)
+
+
+@functools.lru_cache(maxsize=256)
+def _on_path(command: str, path: str | None) -> str | None:
+    """Where PATH leads ``command`` (None: not found), remembered per PATH value.
+
+    posix_spawnp tries each PATH entry in the child, one failed exec after
+    another, on every spawn (~60 us a task for a command in /usr/bin).
+    """
+    if "/" in command:
+        return command if os.path.isabs(command) else None
+    found = shutil.which(command, path=path)
+    return found if found is not None and os.path.isabs(found) else None  # a relative PATH entry: search each time
+
+
+@functools.lru_cache(maxsize=64)
+def _run_paths(logs_dir: Path, run_id: str, module: str) -> tuple[Path, Path]:
+    """The run folder and the module's events file (built once, not per task)."""
+    folder = logs_dir / run_id
+    return folder, runfolder.events_file(folder, module)
+
+
 def _file_size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -124,13 +158,12 @@ def run_invocation(
     Raises CommandNotFound (after writing a failed event) when the command
     cannot be executed.
     """
-    folder = Path(runfolder.logs_dir(invocation.logs_dir)) / invocation.run_id
-    if not folder.is_dir():
+    module = invocation.module or module_for(invocation.argv)
+    folder, events_path = _run_paths(runfolder.logs_dir(invocation.logs_dir), invocation.run_id, module)
+    if not os.path.isdir(folder):
         # Proved writable once, when new; workers run thousands of tasks into
         # an existing folder, and a failed event write is reported below.
         runfolder.ensure_writable_dir(folder, "run folder")
-    module = invocation.module or module_for(invocation.argv)
-    events_path = runfolder.events_file(folder, module)
     pid_dir = invocation.pid_dir or folder / runfolder.PID_DIR
     io = invocation.io or guess_io_paths(invocation.argv)
     task_id = invocation.task_id or uuid.uuid4().hex
@@ -154,8 +187,7 @@ def run_invocation(
     event["ts_enqueue_given"] = invocation.ts_enqueue is not None
     event["ts_start"] = ts_start
     try:
-        pid = os.posix_spawnp(invocation.argv[0], invocation.argv, _environment(), setsigdef=_RESTORED_SIGNALS,
-                              file_actions=_inherited_descriptors())  # fmt: skip
+        pid = _spawn(invocation.argv)
     except OSError as exc:
         missing = isinstance(exc, FileNotFoundError)
         event.update(
