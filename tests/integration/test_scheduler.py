@@ -316,3 +316,22 @@ def test_place_many_places_each_task_on_its_node_in_order(redis_server):
     for node in ("cloud1", "cloud2"):
         placed = [TaskMessage.decode(fields) for _, fields in redis_server.client().xrange(RunKeys("s1").queue(node))]
         assert placed == [message for n, message in batch if n == node]
+
+
+def test_finish_and_take_retried_after_a_lost_reply_strands_no_task(redis_server):
+    # Regression: the client retries a call whose reply was lost; the retry
+    # took yet another task, and the one the lost reply carried stayed
+    # pending for the slot, never run (its heartbeat kept it from reclaim).
+    client = redis_server.client()
+    queue = TaskQueue(client, RunKeys("s1"))
+    queue.create(["cloud1"], {"run_id": "s1"})
+    for index in range(3):
+        queue.place("cloud1", TaskMessage(f"t{index}", "6" * 32, "", "", 1, argv=["true"]))
+    _, first = queue.finish_and_take("cloud1", "cloud1-0", None, None, 1)
+    record = TerminalRecord("t0", "cloud1", "cloud1-0", 1, "done", 0, None, 1, 2)
+    queue.finish_and_take("cloud1", "cloud1-0", first, record, 2)  # its reply is "lost"
+    finished, taken = queue.finish_and_take("cloud1", "cloud1-0", first, record, 2)  # the retry
+    assert not finished and (taken.message.task_id, taken.attempt) == ("t1", 1)
+    assert [r["task_id"] for r in results(redis_server)] == ["t0"]  # one terminal record
+    starts = [json.loads(fields["record"])["task_id"] for _, fields in client.xrange(RunKeys("s1").starts)]
+    assert starts == ["t0", "t1"]  # t1's start was recorded once, by the call that took it

@@ -102,9 +102,13 @@ return 0
 # A busy worker slot's one round trip per task: finish the task it ran (as
 # _FINISH, unless ARGV[2] is empty), take the next new entry if there is one
 # (never blocking: Redis does not block inside a script) and write its start
-# record, in the start record's usual field order. KEYS: queue, results,
-# starts. ARGV: group, entry id, record, consumer, node and consumer as JSON
-# strings, ts_start. Returns {finished, entry id, payload} or {finished}.
+# record, in the start record's usual field order. A slot holds one task at
+# a time, so an entry still pending for it after the finish was taken by a
+# call whose reply was lost (the client retried): it is returned again, with
+# its delivery count, instead of a new one, which would strand it. KEYS:
+# queue, results, starts. ARGV: group, entry id, record, consumer, node and
+# consumer as JSON strings, ts_start. Returns {finished, entry id, payload},
+# {finished, entry id, payload, deliveries} for a retaken entry, or {finished}.
 _FINISH_AND_TAKE = """
 local finished = 0
 if ARGV[2] ~= '' and redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
@@ -112,15 +116,25 @@ if ARGV[2] ~= '' and redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('XDEL', KEYS[1], ARGV[2])
   finished = 1
 end
+local function task_payload(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'task' then return fields[i + 1] end
+  end
+end
+local mine = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[4])
+if #mine > 0 then
+  local found = redis.call('XRANGE', KEYS[1], mine[1][1], mine[1][1])
+  if #found > 0 then
+    return {finished, mine[1][1], task_payload(found[1][2]), mine[1][4]}
+  end
+  redis.call('XACK', KEYS[1], ARGV[1], mine[1][1])  -- its entry is gone: nothing to run
+end
 local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[4], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
 if not reply then
   return {finished}
 end
 local entry = reply[1][2][1]
-local payload
-for i = 1, #entry[2], 2 do
-  if entry[2][i] == 'task' then payload = entry[2][i + 1] end
-end
+local payload = task_payload(entry[2])
 local task = cjson.decode(payload)
 redis.call('XADD', KEYS[3], '*', 'record', '{"task_id":' .. cjson.encode(task.task_id) .. ',"node":' .. ARGV[5]
   .. ',"consumer":' .. ARGV[6] .. ',"attempt":' .. string.format('%d', task.attempt or 1) .. ',"ts_start":'
@@ -316,7 +330,8 @@ class TaskQueue:
         if len(reply) == 1:
             return bool(reply[0]), None
         message = TaskMessage.decode({"task": reply[2]})
-        return bool(reply[0]), Taken(reply[1], message, message.attempt)
+        deliveries = reply[3] if len(reply) > 3 else 1
+        return bool(reply[0]), Taken(reply[1], message, message.attempt + deliveries - 1)
 
     def hand_back(self, node: str, taken: Taken) -> None:
         """Return an interrupted task to its node's queue (the next attempt runs it)."""
