@@ -164,7 +164,6 @@ def run_invocation(
         # Proved writable once, when new; workers run thousands of tasks into
         # an existing folder, and a failed event write is reported below.
         runfolder.ensure_writable_dir(folder, "run folder")
-    pid_dir = invocation.pid_dir or folder / runfolder.PID_DIR
     io = invocation.io or guess_io_paths(invocation.argv)
     task_id = invocation.task_id or uuid.uuid4().hex
     event = {
@@ -206,6 +205,7 @@ def run_invocation(
         registration = registrar.register(pid, identity.create_time_ms, task_id)
         unregister = lambda: registrar.unregister(registration)  # noqa: E731
     else:
+        pid_dir = invocation.pid_dir or folder / runfolder.PID_DIR
         registration_path = write_registration(pid_dir, pid, identity.create_time_ms, task_id)
         unregister = lambda: registration_path.unlink(missing_ok=True)  # noqa: E731
     if on_start is not None:

@@ -15,6 +15,7 @@ gives the attempt number).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from tracekit.sched.connection import RedisUnavailable
 from tracekit.sched.keys import ENVELOPE_VERSION, WORKER_GROUP, RunKeys
 
 
+_json_string = functools.lru_cache(maxsize=1024)(json.dumps)  # node and consumer names, per task
 PLACE_BATCH = 500  # tasks per place_many call: one round trip, and Redis busy for about a millisecond
 
 
@@ -322,7 +324,7 @@ class TaskQueue:
         """
         keys = [self.keys.queue(node), self.keys.results, self.keys.starts]
         args = [WORKER_GROUP, taken.entry_id if taken else "", record.encode() if record else "", consumer,
-                json.dumps(node), json.dumps(consumer), ts_start]  # fmt: skip
+                _json_string(node), _json_string(consumer), ts_start]  # fmt: skip
         if connection is not None:
             reply = connection.run_script(self._finish_and_take, keys, args)
         else:
