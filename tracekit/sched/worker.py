@@ -5,7 +5,10 @@ output: one invocation event per attempt (through ``wrap``, in the node's
         run folder), one terminal record per task on Redis, worker.log
 
 Each of the K slots is a thread with a stable consumer name (``<node>-<k>``),
-so a restarted worker takes back what its slots had not finished. A
+so a restarted worker takes back what its slots had not finished. A busy
+slot makes one Redis round trip per task, on its own connection: the
+terminal record of the task it ran, the next task and that task's start
+record go in one script call (``TaskQueue.finish_and_take``). A
 heartbeat thread keeps the slots' heartbeat keys alive; the dispatcher
 requeues tasks of slots whose heartbeat stopped. SIGINT/SIGTERM: stop taking
 tasks and finish the running ones; a second signal (or the grace period
