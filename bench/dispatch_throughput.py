@@ -4,13 +4,15 @@ Same work for both, a real process per task (``true``), on one private
 redis-server (127.0.0.1, free port, password in its config file), in turn:
 
 * tracekit: N ``TaskMessage(argv=["true"])`` placed round-robin on 2 node
-  queues with ``TaskQueue.place`` (the dispatcher's placement call; the real
-  ``dispatch()`` plans from input files only, so it cannot place argv tasks),
+  queues with ``TaskQueue.place_many``, PLACE_BATCH tasks a call (the
+  dispatcher's placement call; the real ``dispatch()`` plans from input
+  files only, so it cannot place argv tasks),
   run by 2 live ``tracekit worker`` processes with --parallel 1, 2 and 4
   (fresh run id each); done at N terminal records on the results stream.
   Latency: ``ts_start`` of the start record - ``TaskMessage.ts_enqueue``.
 * rq: N jobs of ``run_true`` (``subprocess.run(["true"])``) enqueued into 2
-  queues, drained by 2 ``rq.SimpleWorker(...).work(burst=True)`` processes,
+  queues with ``Queue.enqueue_many`` (one pipeline per queue and batch of
+  PLACE_BATCH), drained by 2 ``rq.SimpleWorker(...).work(burst=True)`` processes,
   released once all is enqueued (a burst worker quits on an empty queue).
   Latency: ``started_at - enqueued_at``.
 * ceiling: 2 processes that only spawn and reap ``true`` (no queue at all).
@@ -205,7 +207,7 @@ def run_tracekit(server: RedisServer, children: Children, n: int, parallel: int,
     import json
 
     from tracekit.sched.keys import RunKeys
-    from tracekit.sched.queue import TaskMessage, TaskQueue
+    from tracekit.sched.queue import PLACE_BATCH, TaskMessage, TaskQueue
 
     run_id = f"tput-p{parallel}-{secrets.token_hex(3)}"
     queue = TaskQueue(server.client(), RunKeys(run_id), server.url)
@@ -219,11 +221,12 @@ def run_tracekit(server: RedisServer, children: Children, n: int, parallel: int,
             time.sleep(0.05)
         cpu0, redis0 = sum(cpu_s(w.pid) for w in workers), cpu_s(server.process.pid)
         enqueued, trace_id, t0 = {}, secrets.token_hex(16), time.time()
-        for i in range(n):
-            message = TaskMessage(task_id=f"t{i:06d}", trace_id=trace_id, input="", output="",
-                                  ts_enqueue=int(time.time() * 1000), profile="noop", argv=["true"])  # fmt: skip
-            queue.place(NODES[i % len(NODES)], message)
-            enqueued[message.task_id] = message.ts_enqueue
+        for start in range(0, n, PLACE_BATCH):  # as the dispatcher places a round
+            batch = [(NODES[i % len(NODES)], TaskMessage(task_id=f"t{i:06d}", trace_id=trace_id, input="", output="",
+                      ts_enqueue=int(time.time() * 1000), profile="noop", argv=["true"]))
+                     for i in range(start, min(n, start + PLACE_BATCH))]  # fmt: skip
+            queue.place_many(batch)
+            enqueued.update((message.task_id, message.ts_enqueue) for _, message in batch)
         t_enq, records, cursor, progress = time.time(), [], "0", time.monotonic()
         while len(records) < n:
             if entries := queue.read_stream(queue.keys.results, cursor, 500):
@@ -256,9 +259,14 @@ def run_rq(server: RedisServer, children: Children, n: int, tmp: Path) -> dict:
     queues = [Queue(f"{name}-{node}", connection=client) for node in NODES]
     workers, cpu0 = start_ready(children, server, ["--rq-worker", name], tmp)
     try:
+        from tracekit.sched.queue import PLACE_BATCH
+
         redis0, job_ids, t0 = cpu_s(server.process.pid), [], time.time()
-        for i in range(n):
-            job_ids.append(queues[i % len(queues)].enqueue(f"{Path(__file__).stem}.run_true").id)
+        for start in range(0, n, PLACE_BATCH):  # rq's batch enqueue (one pipeline), like Tracekit's
+            for k, queue in enumerate(queues):
+                count = sum(1 for i in range(start, min(n, start + PLACE_BATCH)) if i % len(queues) == k)
+                jobs = queue.enqueue_many([Queue.prepare_data(f"{Path(__file__).stem}.run_true") for _ in range(count)])
+                job_ids += [job.id for job in jobs]
         t_enq = time.time()
         _, cpu = go(workers)
         redis_cpu = cpu_s(server.process.pid) - redis0

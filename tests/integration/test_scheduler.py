@@ -18,7 +18,8 @@ from tracekit.adapters.ffmpeg import generate_clips
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
 from tracekit.sched.dispatcher import DispatchConfig, dispatch
 from tracekit.sched.keys import RunKeys
-from tracekit.sched.queue import TaskMessage, TaskQueue
+from tracekit.sched.connection import connect, retrying
+from tracekit.sched.queue import SlotConnection, TaskMessage, TaskQueue, TerminalRecord
 
 
 @pytest.fixture(scope="module")
@@ -257,3 +258,80 @@ def test_a_slot_reads_the_queue_once_per_task(redis_server, tmp_path, children):
     assert worker.wait(timeout=30) == 0
     reads = client.info("commandstats")["cmdstat_xreadgroup"]["calls"]
     assert reads <= 20 + 6  # one per task, the start-up check, a few idle polls
+
+
+def test_a_busy_slot_finishes_and_takes_in_one_round_trip(redis_server, tmp_path, children):
+    client = redis_server.client()
+    queue = TaskQueue(client, RunKeys("s1"))
+    queue.create(["cloud1"], {"run_id": "s1"})
+    for index in range(20):
+        queue.place("cloud1", TaskMessage(f"t{index}", "3" * 32, "", "", 1, argv=["true"]))
+    queue.place("cloud1", TaskMessage("t-fails", "3" * 32, "", "", 1, argv=["false"]))
+    client.config_resetstat()
+    worker = start_worker(children, redis_server, tmp_path, "cloud1")
+    wait_until(lambda: len(results(redis_server)) == 21, timeout_s=60, what="21 terminal records")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    stats = client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] <= 21 + 1  # finish + next take + its start, per task
+    # Every task: one start record, written where its terminal record says it ran, in the usual shape.
+    starts = [json.loads(fields["record"]) for _, fields in client.xrange(RunKeys("s1").starts)]
+    assert sorted(s["task_id"] for s in starts) == sorted(r["task_id"] for r in results(redis_server))
+    for start in starts:
+        assert list(start) == ["task_id", "node", "consumer", "attempt", "ts_start"]
+        assert (start["node"], start["consumer"], start["attempt"]) == ("cloud1", "cloud1-0", 1)
+    assert [r["state"] for r in results(redis_server)] == ["done"] * 20 + ["failed"]
+    log = (tmp_path / "cloud1" / "logs" / "s1" / "worker.log").read_text()
+    assert "t-fails failed (attempt 1): false exit status 1" in log and "t0 " not in log  # failures only
+
+
+def test_a_slot_connection_rides_out_a_script_flush_and_a_dropped_connection(redis_server):
+    client = redis_server.client()
+    queue = TaskQueue(client, RunKeys("s1"))
+    queue.create(["cloud1"], {"run_id": "s1"})
+    for index in range(3):
+        queue.place("cloud1", TaskMessage(f"t{index}", "4" * 32, "", "", 1, argv=["true"]))
+    connection = SlotConnection(connect(redis_server.url, redis_server.password_file))
+
+    def finish_and_take(taken):
+        record = taken and TerminalRecord(taken.message.task_id, "cloud1", "cloud1-0", 1, "done", 0, None, 1, 2)
+        return queue.finish_and_take("cloud1", "cloud1-0", taken, record, 1, connection)
+
+    _, taken = finish_and_take(None)
+    client.script_flush()  # as after a Redis restart: EVALSHA finds no script
+    finished, taken = finish_and_take(taken)
+    assert finished and taken.message.task_id == "t1"
+    client.client_kill_filter(_type="normal", skipme=True)  # drops the slot's connection
+    finished, taken = retrying(lambda: finish_and_take(taken), redis_server.url, 5)
+    assert finished and taken.message.task_id == "t2"
+    connection.close()
+    assert [r["task_id"] for r in results(redis_server)] == ["t0", "t1"]
+
+
+def test_place_many_places_each_task_on_its_node_in_order(redis_server):
+    queue = TaskQueue(redis_server.client(), RunKeys("s1"))
+    queue.create(["cloud1", "cloud2"], {"run_id": "s1"})
+    batch = [(f"cloud{1 + i % 2}", TaskMessage(f"t{i}", "5" * 32, "", "", i, argv=["true"])) for i in range(7)]
+    assert len(queue.place_many(batch)) == 7
+    for node in ("cloud1", "cloud2"):
+        placed = [TaskMessage.decode(fields) for _, fields in redis_server.client().xrange(RunKeys("s1").queue(node))]
+        assert placed == [message for n, message in batch if n == node]
+
+
+def test_finish_and_take_retried_after_a_lost_reply_strands_no_task(redis_server):
+    # Regression: the client retries a call whose reply was lost; the retry
+    # took yet another task, and the one the lost reply carried stayed
+    # pending for the slot, never run (its heartbeat kept it from reclaim).
+    client = redis_server.client()
+    queue = TaskQueue(client, RunKeys("s1"))
+    queue.create(["cloud1"], {"run_id": "s1"})
+    for index in range(3):
+        queue.place("cloud1", TaskMessage(f"t{index}", "6" * 32, "", "", 1, argv=["true"]))
+    _, first = queue.finish_and_take("cloud1", "cloud1-0", None, None, 1)
+    record = TerminalRecord("t0", "cloud1", "cloud1-0", 1, "done", 0, None, 1, 2)
+    queue.finish_and_take("cloud1", "cloud1-0", first, record, 2)  # its reply is "lost"
+    finished, taken = queue.finish_and_take("cloud1", "cloud1-0", first, record, 2)  # the retry
+    assert not finished and (taken.message.task_id, taken.attempt) == ("t1", 1)
+    assert [r["task_id"] for r in results(redis_server)] == ["t0"]  # one terminal record
+    starts = [json.loads(fields["record"])["task_id"] for _, fields in client.xrange(RunKeys("s1").starts)]
+    assert starts == ["t0", "t1"]  # t1's start was recorded once, by the call that took it

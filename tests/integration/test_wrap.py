@@ -3,6 +3,7 @@ missing binaries, the event line."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from tests.helpers import read_jsonl, tracekit_cmd, wait_until
 from tracekit import cli
 from tracekit.adapters.wrap import Invocation, run_invocation
+from tracekit.collect.process import Registrar, read_registration, registration_name
 from tracekit.errors import CommandNotFound
 from tracekit.schemas import validation_errors
 
@@ -108,3 +110,60 @@ def test_wrap_needs_a_command_and_a_run_id(logs_dir, capsys):
     assert "nothing to run" in capsys.readouterr().err
     assert cli.main(["wrap", "--", "true"]) == 2
     assert "no run id" in capsys.readouterr().err
+
+
+def test_child_gets_default_sigpipe_and_no_inherited_descriptor(logs_dir):
+    # Python ignores SIGPIPE; a child must get it back at its default (as Popen
+    # did), or a command writing into a closed pipe would not stop. grep
+    # matches only if SigIgn has SIGPIPE's bit (0x1000) set.
+    argv = ["grep", "-Eq", r"^SigIgn:\s+[0-9a-f]*[13579bdf][0-9a-f]{3}$", "/proc/self/status"]
+    assert run_invocation(Invocation(argv=argv, run_id="w9", module="sigign"))["status"] == 1
+    # An inheritable descriptor of the wrapper's own stays out of the child (Popen's close_fds).
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    try:
+        argv = ["sh", "-c", f"test ! -e /proc/self/fd/{write_end}"]
+        assert run_invocation(Invocation(argv=argv, run_id="w9", module="fds"))["status"] == 0
+        assert os.get_inheritable(write_end)  # the wrapper's own descriptor is left as it was
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_registrar_registers_each_child_and_leaves_nothing_behind(logs_dir):
+    pid_dir = logs_dir / "w10" / "pids"
+    registrar = Registrar(pid_dir, "slot-0")
+    seen = {}
+
+    def on_start(_pid: int) -> None:  # while the child runs
+        for name in os.listdir(pid_dir):
+            if not name.startswith("."):
+                seen[name] = read_registration(pid_dir / name)
+
+    for task in ("t1-with-a-long-task-id", "t2"):  # the second is written over the first
+        invocation = Invocation(argv=["true"], run_id="w10", task_id=task)
+        event = run_invocation(invocation, on_start=on_start, registrar=registrar)
+        name = registration_name(event["pid"], event["create_time_ms"])
+        assert seen.pop(name).task_id == task and seen == {}  # that child's entry, and only it
+    assert [name for name in os.listdir(pid_dir) if not name.startswith(".")] == []
+    registrar.close()
+    assert os.listdir(pid_dir) == []
+    assert [e["task_id"] for e in read_jsonl(logs_dir / "w10" / "events.true.jsonl")] == ["t1-with-a-long-task-id", "t2"]
+
+
+def test_commands_are_found_on_the_current_path(logs_dir, tmp_path, monkeypatch):
+    # The wrapper remembers where PATH led a command; a changed PATH, or a
+    # command gone since, must be searched again as execvp would.
+    for folder, status in (("one", 3), ("two", 4)):
+        (tmp_path / folder).mkdir()
+        script = tmp_path / folder / "tk-probe"
+        script.write_text(f"#!/bin/sh\nexit {status}\n")
+        script.chmod(0o755)
+    statuses = []
+    for folder in ("one", "two", "one"):
+        monkeypatch.setenv("PATH", f"{tmp_path / folder}:/usr/bin:/bin")
+        statuses.append(run_invocation(Invocation(argv=["tk-probe"], run_id="w11"))["status"])
+    assert statuses == [3, 4, 3]
+    (tmp_path / "one" / "tk-probe").unlink()
+    with pytest.raises(CommandNotFound):
+        run_invocation(Invocation(argv=["tk-probe"], run_id="w11"))

@@ -33,7 +33,7 @@ from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.keys import RunKeys
 from tracekit.sched.plan import Planned, plan_tasks
 from tracekit.sched.policies import NodeState, make_policy
-from tracekit.sched.queue import TaskMessage, TaskQueue
+from tracekit.sched.queue import PLACE_BATCH, TaskMessage, TaskQueue
 
 PLACEMENT_EVENTS = "placement_events.jsonl"
 DISPATCH_SUMMARY = "dispatch.json"
@@ -107,6 +107,8 @@ class Dispatcher:
         self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url))
         self.policy = make_policy(config.policy)
         self.tasks: dict[str, TaskProgress] = {}
+        self._pending: dict[str, TaskProgress] = {}  # tasks not placed yet
+        self._unfinished = 0  # tasks neither done nor failed
         self.events = LineWriter(self.folder / PLACEMENT_EVENTS)
 
     def _redis(self, call: Callable[[], T]) -> T:
@@ -143,6 +145,7 @@ class Dispatcher:
             expected_ms=round(self.policy.expected_ms(planned.task), 3),
         )  # fmt: skip
         progress.node, progress.state, progress.placed_ms, progress.started_ms = node, "queued", ts_enqueue, None
+        self._pending.pop(planned.task.task_id, None)
         self.events.write(
             {"ts_ms": ts_enqueue, "task_id": planned.task.task_id, "node": node, "policy": self.policy.name,
              "attempt": progress.attempt, "reason": reason, "expected_ms": message.expected_ms, **decided_on}
@@ -165,6 +168,7 @@ class Dispatcher:
             if progress is None or progress.state in ("done", "failed"):
                 continue
             progress.state, progress.record = record["state"], record
+            self._unfinished -= progress.state in ("done", "failed")
             if record["state"] == "done":
                 self.policy.task_completed(progress.planned.task, record["node"], record["ts_end"] - record["ts_start"])
             self.log.log(
@@ -213,6 +217,10 @@ class Dispatcher:
         config = self.config
         planned = plan_tasks(config.inputs, config.settings, config.mix, config.total, config.seed)
         self.tasks = {p.task.task_id: TaskProgress(p) for p in planned}
+        # Kept up to date as tasks move, not recounted over all tasks at every
+        # turn of the loop (which turns about once per terminal record).
+        self._pending = dict(self.tasks)  # in plan order
+        self._unfinished = len(self.tasks)
         for bad_input in sorted({f"{p.input}: {p.probe_error}" for p in planned if p.probe_error}):
             self.log.warning("cannot probe %s; its tasks run anyway and will fail visibly", bad_input)
         self._redis(lambda: self.queue.create(list(config.nodes), {"run_id": config.run_id, "policy": self.policy.name}))
@@ -227,17 +235,19 @@ class Dispatcher:
         try:
             while True:
                 now = time.monotonic()
-                unfinished = [p for p in self.tasks.values() if p.state not in ("done", "failed")]
-                if not unfinished or now > deadline:
+                if not self._unfinished or now > deadline:
                     break
-                pending = [p.planned.task for p in self.tasks.values() if p.state == "pending"]
-                if pending and now >= next_round:
-                    for placement in self.policy.next_placements(
-                        pending, self._states(), config.batch_size, backlog_limit=config.backlog_limit
-                    ):
-                        progress = self.tasks[placement.task.task_id]
-                        message = self._place(progress, placement.node, placement.decided_on, "placed")
-                        self._redis(lambda n=placement.node, m=message: self.queue.place(n, m))
+                if self._pending and now >= next_round:
+                    pending = [p.planned.task for p in self._pending.values()]
+                    placed = [
+                        (placement.node, self._place(self.tasks[placement.task.task_id], placement.node,
+                                                     placement.decided_on, "placed"))
+                        for placement in self.policy.next_placements(
+                            pending, self._states(), config.batch_size, backlog_limit=config.backlog_limit
+                        )
+                    ]  # fmt: skip
+                    for start in range(0, len(placed), PLACE_BATCH):  # one round trip per batch, not per task
+                        self._redis(lambda b=placed[start : start + PLACE_BATCH]: self.queue.place_many(b))
                     self.events.flush()
                     next_round = now + config.dribble_interval_s
                 if now - last_reclaim >= 1.0:
@@ -245,7 +255,7 @@ class Dispatcher:
                     self._reclaim()
                     self.events.flush()
                     last_reclaim = now
-                wait_ms = 200 if not pending else max(1, min(200, int((next_round - time.monotonic()) * 1000)))
+                wait_ms = 200 if not self._pending else max(1, min(200, int((next_round - time.monotonic()) * 1000)))
                 self._follow(cursors, wait_ms)
                 if progress_callback is not None:
                     progress_callback(self._counts())

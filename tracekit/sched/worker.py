@@ -5,7 +5,10 @@ output: one invocation event per attempt (through ``wrap``, in the node's
         run folder), one terminal record per task on Redis, worker.log
 
 Each of the K slots is a thread with a stable consumer name (``<node>-<k>``),
-so a restarted worker takes back what its slots had not finished. A
+so a restarted worker takes back what its slots had not finished. A busy
+slot makes one Redis round trip per task, on its own connection: the
+terminal record of the task it ran, the next task and that task's start
+record go in one script call (``TaskQueue.finish_and_take``). A
 heartbeat thread keeps the slots' heartbeat keys alive; the dispatcher
 requeues tasks of slots whose heartbeat stopped. SIGINT/SIGTERM: stop taking
 tasks and finish the running ones; a second signal (or the grace period
@@ -14,7 +17,6 @@ running out) stops the running ffmpeg and hands its task back.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -30,14 +32,16 @@ from tracekit import runfolder
 from tracekit.adapters.ffmpeg import require_binary
 from tracekit.adapters.ffmpeg_argv import IoPaths, TranscodeSettings, transcode_argv
 from tracekit.adapters.wrap import Invocation, run_invocation
+from tracekit.collect.process import Registrar
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import file_logger
 from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.keys import RunKeys
-from tracekit.sched.queue import Taken, TaskQueue, TerminalRecord
+from tracekit.sched.queue import SlotConnection, Taken, TaskQueue, TerminalRecord
 
 WORKER_LOG = "worker.log"
 T = TypeVar("T")
+_NO_IO = IoPaths()
 
 
 @dataclass(frozen=True)
@@ -97,20 +101,45 @@ class Worker:
     # -- the slots ----------------------------------------------------------------
 
     def _slot(self, consumer: str) -> None:
+        registrar = Registrar(self.folder / runfolder.PID_DIR, consumer)
+        connection = SlotConnection(self.client)
+        node = self.config.node_id
         try:
             own_pending_first = True  # after a restart, this slot's unfinished task comes first
-            while not self.draining.is_set():
-                taken = self._redis(
-                    lambda: self.queue.take(self.config.node_id, consumer, 500, own_pending_first)
-                )
-                own_pending_first = False  # checked once; what this slot takes, it finishes
+            taken: Taken | None = None  # taken and its start recorded
+            # A task taken together with the last one's finish is run even if
+            # a stop signal came meanwhile: its start is recorded already.
+            while taken is not None or not self.draining.is_set():
                 if taken is None:
-                    self._check_run_state()
+                    taken = self._redis(lambda: self.queue.take(node, consumer, 500, own_pending_first))
+                    own_pending_first = False  # checked once; what this slot takes, it finishes
+                    if taken is None:
+                        self._check_run_state()
+                        continue
+                    ts_start = int(time.time() * 1000)
+                    self._redis(lambda t=taken, ts=ts_start: self.queue.started(node, consumer, t, ts))
+                record = self._run(consumer, taken, registrar)
+                if record is None:  # handed back
+                    taken = None
                     continue
-                self._run(consumer, taken)
+                if self.draining.is_set():
+                    finished, next_taken = self._redis(lambda t=taken, r=record: self.queue.finish(node, t, r)), None
+                else:
+                    # One round trip: this task's terminal record, the next task and its start.
+                    ts_start = int(time.time() * 1000)
+                    finished, next_taken = self._redis(
+                        lambda t=taken, r=record, ts=ts_start: self.queue.finish_and_take(
+                            node, consumer, t, r, ts, connection
+                        )
+                    )
+                self._finished(taken, record, finished)
+                taken = next_taken
         except BaseException as exc:  # noqa: BLE001 - reported by run(), never lost
             self.failure = self.failure or exc
             self.draining.set()
+        finally:
+            registrar.close()
+            connection.close()
 
     def _check_run_state(self) -> None:
         """A run the dispatcher created and that then vanished from Redis is lost.
@@ -123,21 +152,20 @@ class Worker:
         elif self.run_seen.is_set():
             self.queue.require_live()
 
-    def _run(self, consumer: str, taken: Taken) -> None:
+    def _run(self, consumer: str, taken: Taken, registrar: Registrar) -> TerminalRecord | None:
+        """Run a taken task; its terminal record, or None if it was stopped and handed back."""
         message = taken.message
         node = self.config.node_id
         ts_start = int(time.time() * 1000)
-        self._redis(lambda: self.queue.started(node, consumer, taken, ts_start))
-        input_path = Path(message.input)
-        output_path = self.config.outputs / message.output
         state, exit_status, reason = "done", 0, None
         event: dict = {}
-        if message.argv is None and not input_path.is_file():
-            state, exit_status, reason = "failed", None, f"input not found: {input_path}"
+        if message.argv is None and not os.path.isfile(message.input):
+            state, exit_status, reason = "failed", None, f"input not found: {Path(message.input)}"
         else:
             if message.argv is not None:
-                argv, module, io = message.argv, None, IoPaths()
+                argv, module, io = message.argv, None, _NO_IO
             else:
+                input_path, output_path = Path(message.input), self.config.outputs / message.output
                 settings = TranscodeSettings(message.scale, message.preset, message.crf, message.threads)
                 output_path.parent.mkdir(parents=True, exist_ok=True)
                 argv = transcode_argv(str(input_path), str(output_path), settings, require_binary("ffmpeg"))
@@ -156,7 +184,7 @@ class Worker:
                 extra={"profile": message.profile, "media_s": message.media_s, "consumer": consumer},
             )
             try:
-                event = run_invocation(invocation, on_start=lambda pid: self._started(consumer, pid))
+                event = run_invocation(invocation, lambda pid: self._started(consumer, pid), registrar)
             except CommandNotFound as exc:
                 event = {"status": exc.exit_code, "error": str(exc)}
             with self._lock:
@@ -166,23 +194,27 @@ class Worker:
             if interrupted:  # we stopped it: its output is partial whatever the exit status
                 self._redis(lambda: self.queue.hand_back(node, taken))
                 self.log.info("handed back %s (attempt %d) after a stop", message.task_id, taken.attempt)
-                return
+                return None
             if event["status"] != 0:
                 program = os.path.basename(invocation.argv[0])
                 state, exit_status, reason = "failed", event["status"], f"{program} {event['error']}"
-        record = TerminalRecord(
+        return TerminalRecord(
             task_id=message.task_id, node=node, consumer=consumer, attempt=taken.attempt, state=state,
             exit_status=exit_status, reason=reason, ts_start=event.get("ts_start", ts_start),
             ts_end=event.get("ts_end", int(time.time() * 1000)),
             extra={"cpu_ms": (event.get("cpu_user_ms") or 0) + (event.get("cpu_system_ms") or 0),
                    "profile": message.profile, "media_s": message.media_s},
         )  # fmt: skip
-        finished = self._redis(lambda: self.queue.finish(node, taken, record))
+
+    def _finished(self, taken: Taken, record: TerminalRecord, finished: bool) -> None:
         self.tasks_finished += finished
-        level = logging.INFO if state == "done" else logging.WARNING
-        self.log.log(level, "%s %s (attempt %d)%s", message.task_id, state, taken.attempt, f": {reason}" if reason else "")
+        task_id = taken.message.task_id
+        if record.state == "done":  # one line per task costs more than the rest of a no-op task's bookkeeping
+            self.log.debug("%s done (attempt %d)", task_id, taken.attempt)
+        else:
+            self.log.warning("%s %s (attempt %d): %s", task_id, record.state, taken.attempt, record.reason)
         if not finished:
-            self.log.warning("%s was requeued by the dispatcher meanwhile; this attempt's record is dropped", message.task_id)
+            self.log.warning("%s was requeued by the dispatcher meanwhile; this attempt's record is dropped", task_id)
 
     def _started(self, consumer: str, pid: int) -> None:
         with self._lock:

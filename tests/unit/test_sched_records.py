@@ -1,0 +1,38 @@
+"""The queue's message and record envelopes: exact wire format and round trips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tracekit.sched.queue import TaskMessage, TerminalRecord
+
+
+def test_task_message_wire_format_and_round_trip():
+    message = TaskMessage("t1", "a" * 32, "/in/x.mp4", "x.mp4", 1700000000000, attempt=2, profile="p1",
+                          threads=2, media_s=4.5, expected_ms=120.25, argv=["true", "-x"])  # fmt: skip
+    encoded = message.encode()
+    assert encoded == {
+        "task": '{"v":1,"task_id":"t1","trace_id":"' + "a" * 32 + '","input":"/in/x.mp4","output":"x.mp4",'
+        '"ts_enqueue":1700000000000,"attempt":2,"profile":"p1","scale":"1280:720","preset":"veryfast",'
+        '"crf":28,"threads":2,"media_s":4.5,"expected_ms":120.25,"argv":["true","-x"]}'
+    }
+    assert TaskMessage.decode(encoded) == message
+
+
+def test_task_message_of_another_envelope_version_is_refused():
+    fields = {"task": json.dumps({**json.loads(TaskMessage("t", "0", "", "", 0).encode()["task"]), "v": 99})}
+    with pytest.raises(ValueError, match="unsupported task envelope version"):
+        TaskMessage.decode(fields)
+
+
+def test_terminal_record_flattens_its_extra_fields():
+    record = TerminalRecord("t1", "cloud1", "cloud1-0", 1, "failed", 3, "sh exit status 3", 10, 25,
+                            extra={"cpu_ms": 1.5, "profile": "p1", "media_s": 0.0})  # fmt: skip
+    assert record.encode() == (
+        '{"v":1,"task_id":"t1","node":"cloud1","consumer":"cloud1-0","attempt":1,"state":"failed",'
+        '"exit_status":3,"reason":"sh exit status 3","ts_start":10,"ts_end":25,"cpu_ms":1.5,"profile":"p1",'
+        '"media_s":0.0}'
+    )
+    assert record.extra == {"cpu_ms": 1.5, "profile": "p1", "media_s": 0.0}  # encoding leaves the record as it was
