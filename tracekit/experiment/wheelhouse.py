@@ -28,7 +28,7 @@ from tracekit.errors import TracekitError
 
 # What `tracekit collect|wrap|worker|dispatch|clock|inputs` import on a node.
 # pip is there to run from its wheel: the node venv is made --without-pip (ensurepip is slow).
-NODE_DISTRIBUTIONS = ("pip", "psutil", "redis", "pyyaml", "jsonschema")
+NODE_DISTRIBUTIONS = ("pip", "psutil", "redis", "hiredis", "pyyaml", "jsonschema")
 ID_FILE = "wheelhouse.id"
 ARCHIVE = "wheelhouse.tar"
 
