@@ -21,6 +21,9 @@ in this order:
 4. **one call** (unless --no-whole-playbook): the same with no ``--tags``,
    the whole playbook in one ansible-playbook process (total only).
 
+With --repeat N, steps 2 and 3 run N times each, alternating which goes
+first, and the tables show per-phase medians.
+
 overhead = the sum of every phase but ``run`` (the dispatch). Targets
 (PASS/FAIL after the tables, exit code 0 whatever they say): overhead
 <= 30 s local and <= 45 s over SSH, and tracekit-run's overhead within 10 %
@@ -31,6 +34,7 @@ loading), in tasks and after the last one, and the costliest tasks.
 
     PYTHONPATH=$PWD .venv/bin/python bench/orchestration_overhead.py             # ~6-10 min
     PYTHONPATH=$PWD .venv/bin/python bench/orchestration_overhead.py --only ssh
+    PYTHONPATH=$PWD .venv/bin/python bench/orchestration_overhead.py --only local --repeat 3
     PYTHONPATH=$PWD .venv/bin/python bench/orchestration_overhead.py --keep /tmp/tko
 
 Prints Markdown. Every sshd, collector, worker and redis-server it starts
@@ -48,6 +52,7 @@ import os
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,6 +100,12 @@ class Timing:
     @property
     def overhead_s(self) -> float:
         return sum(s for phase, s in self.phases_s.items() if phase != DISPATCH_PHASE)
+
+    @staticmethod
+    def median(runs: list[Timing]) -> Timing:
+        """Per phase (and wall) the median over ``runs``; the run folder is the last run's."""
+        phases = {p: statistics.median(r.phases_s[p] for r in runs) for p in runs[0].phases_s}
+        return Timing(runs[0].label, runs[-1].run_dir, "succeeded", phases, statistics.median(r.wall_s for r in runs))
 
 
 # -- sites -----------------------------------------------------------------------------
@@ -322,8 +333,9 @@ def _s(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def print_table(kind: str, first: Timing, measured: Timing, plain: Timing, whole: Timing | None) -> None:
-    print(f"\n## {kind}: {len(NODES)} nodes ({'local connection' if kind == 'local' else 'SSH on 127.0.0.1'})\n")
+def print_table(kind: str, first: Timing, measured: Timing, plain: Timing, whole: Timing | None, repeat: int) -> None:
+    how = "one run each" if repeat == 1 else f"medians of {repeat} runs each, alternating"
+    print(f"\n## {kind}: {len(NODES)} nodes ({'local connection' if kind == 'local' else 'SSH on 127.0.0.1'}; {how})\n")
     header = "| phase | first run s | tracekit-run s | ansible-playbook s | tracekit − plain s |"
     rule = "|---|---|---|---|---|"
     if whole is not None:
@@ -359,20 +371,29 @@ def verdicts(kind: str, measured: Timing, plain: Timing) -> list[str]:
     ]
 
 
-def bench_kind(kind: str, folder: Path, whole_playbook: bool, top: int) -> list[str]:
+def bench_kind(kind: str, folder: Path, whole_playbook: bool, top: int, repeat: int) -> list[str]:
     with site(kind, folder) as (inventory, _port):
         logs = folder / "logs"
         print(f"{kind}: first run ({load()})", file=sys.stderr)
         first = tracekit_run("first run", inventory, logs, f"{kind}-first")
-        print(f"{kind}: tracekit-run ({load()})", file=sys.stderr)
-        measured = tracekit_run("tracekit-run", inventory, logs, f"{kind}-tracekit")
-        print(f"{kind}: ansible-playbook per phase ({load()})", file=sys.stderr)
-        plain = plain_run("ansible-playbook", inventory, measured.run_dir, logs, f"{kind}-plain", by_phase=True)
+        measured_runs: list[Timing] = []
+        plain_runs: list[Timing] = []
+        for n in range(1, repeat + 1):
+            # Alternate which goes first, so that a load that rises or falls over time favours neither.
+            for which in ("tracekit", "plain") if n % 2 else ("plain", "tracekit"):
+                print(f"{kind}: {which} {n}/{repeat} ({load()})", file=sys.stderr)
+                if which == "tracekit":
+                    measured_runs.append(tracekit_run("tracekit-run", inventory, logs, f"{kind}-tracekit-{n}"))
+                else:  # the extravars of any tracekit-run run of this inventory: only ids and paths change
+                    template = (measured_runs or [first])[-1].run_dir
+                    plain_runs.append(plain_run("ansible-playbook", inventory, template, logs, f"{kind}-plain-{n}",
+                                                by_phase=True))  # fmt: skip
+        measured, plain = Timing.median(measured_runs), Timing.median(plain_runs)
         whole = None
         if whole_playbook:
             print(f"{kind}: ansible-playbook, one call ({load()})", file=sys.stderr)
-            whole = plain_run("one call", inventory, measured.run_dir, logs, f"{kind}-plain-all", by_phase=False)
-        print_table(kind, first, measured, plain, whole)
+            whole = plain_run("one call", inventory, first.run_dir, logs, f"{kind}-plain-all", by_phase=False)
+        print_table(kind, first, measured, plain, whole, repeat)
         print_costs(kind, measured.run_dir, top)
         return verdicts(kind, measured, plain)
 
@@ -382,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=KINDS, help="one inventory kind (default: local, then ssh)")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the run folders, logs and node roots in DIR")
     parser.add_argument("--no-whole-playbook", action="store_true", help="skip the one-call ansible-playbook run")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="measured tracekit-run and ansible-playbook runs each, alternating; medians (default 1)")
     parser.add_argument("--top", type=int, default=8, help="costliest tasks to list per kind (default 8)")
     args = parser.parse_args(argv)
     interrupt_on_sigterm()
@@ -397,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with folder_context as name:
         for kind in kinds:
-            results += bench_kind(kind, Path(name) / kind, not args.no_whole_playbook, args.top)
+            results += bench_kind(kind, Path(name) / kind, not args.no_whole_playbook, args.top, args.repeat)
         if args.keep:
             print(f"\nkept: {name}")
     print(f"\nend: {load()}\n")
