@@ -15,11 +15,11 @@ in this order:
    run folder's status.json (one ansible-runner call per phase).
 3. **ansible-playbook**: the measured run's ``env/extravars`` with a new
    run id, run folder and secret file, then ``ansible-playbook -i INV
-   playbooks/experiment.yml --tags PHASE -e @extravars`` once per phase, in
+   playbooks/PHASE.yml -e @extravars`` once per phase, in
    tracekit-run's order, each call timed from outside; same ansible.cfg,
    roles path and PATH as tracekit-run gives ansible-runner.
-4. **one call** (unless --no-whole-playbook): the same with no ``--tags``,
-   the whole playbook in one ansible-playbook process (total only).
+4. **one call** (unless --no-whole-playbook): ``playbooks/experiment.yml``,
+   every phase in one ansible-playbook process (total only).
 
 With --repeat N, steps 2 and 3 run N times each, alternating which goes
 first, and the tables show per-phase medians.
@@ -203,12 +203,15 @@ def plain_extravars(template_run: Path, logs: Path, run_id: str) -> tuple[Path, 
     return path, secret
 
 
-def ansible_playbook(inventory: Path, extravars: Path, tags: str | None, log: Path) -> tuple[int, float]:
-    """One plain ansible-playbook call with the environment tracekit-run gives ansible-runner: (rc, seconds)."""
+def ansible_playbook(inventory: Path, extravars: Path, phase: str | None, log: Path) -> tuple[int, float]:
+    """One plain ansible-playbook call with the environment tracekit-run gives ansible-runner: (rc, seconds).
+
+    A phase runs its own playbook, as tracekit-run does; None runs experiment.yml (every phase).
+    """
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
            "ANSIBLE_NOCOLOR": "1", "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "experiment.yml", "-e", f"@{extravars}"]
-    argv += ["--tags", tags] if tags else []
+    playbook = f"{phase}.yml" if phase else "experiment.yml"
+    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), playbook, "-e", f"@{extravars}"]
     with log.open("w") as out:
         started = time.monotonic()
         rc = subprocess.run(argv, cwd=REPO / "playbooks", env=env, stdin=subprocess.DEVNULL,

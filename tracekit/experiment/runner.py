@@ -5,8 +5,9 @@ output: <logs dir>/<RUN_ID>/ with experiment.yaml (as given), resolved.json,
         inventory.yml, manifest.json, status.json, ansible/ (ansible-runner's
         private data dir and artifacts), nodes/<node>/, cctf/, opendc/
 
-Each phase is one ansible-runner call of playbooks/experiment.yml with the
-phase's tag, so the runner decides what follows a failure: stop and fetch
+Each phase is one ansible-runner call of its playbook (playbooks/<phase>.yml,
+which playbooks/experiment.yml imports with the phase's tag), so the runner
+decides what follows a failure: stop and fetch
 always run once anything may have started, parse only after a good run.
 The Redis password is generated per run into a root-only file outside the
 run folder (<logs dir>/.secrets/); only that file's path reaches Ansible,
@@ -261,10 +262,11 @@ class PhaseRunner:
         return ansible_runner.run(
             private_data_dir=str(self.run_dir / "ansible"),
             project_dir=str(self.checkout / "playbooks"),
-            playbook="experiment.yml",
+            # The phase's own playbook (experiment.yml imports them all, tagged):
+            # only its roles are loaded and their arguments checked.
+            playbook=f"{phase}.yml",
             inventory=str(self.inventory.path),
             extravars=self.variables,
-            tags=phase,
             limit=self.limit,
             ident=f"{self.count:02d}-{phase}",
             envvars={
