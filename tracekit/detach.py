@@ -26,7 +26,7 @@ import psutil
 
 from tracekit.errors import TracekitError
 
-START_CHECK_S = 1.0  # a process that dies this soon did not start
+START_CHECK_S = 0.5  # a process that dies this soon did not start (the caller checked its inputs first)
 
 
 @dataclass(frozen=True)
