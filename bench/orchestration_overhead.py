@@ -71,6 +71,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), os.environ.g
 
 from dispatch_throughput import interrupt_on_sigterm, load, machine  # noqa: E402
 
+from tests.inventories import local_inventory  # noqa: E402
 from tests.sshd import SshNodes, free_port, start_sshd_nodes  # noqa: E402
 from tracekit.experiment.progress import Progress  # noqa: E402
 from tracekit.experiment.render import PHASES  # noqa: E402
@@ -109,21 +110,6 @@ class Timing:
 
 
 # -- sites -----------------------------------------------------------------------------
-
-
-def local_inventory(folder: Path, redis_port: int) -> Path:
-    """inventory/local.yml with node roots and inputs under ``folder`` and Redis on ``redis_port``."""
-    hosts = {name: {"tracekit_node_root": str(folder / "nodes" / name)} for name in NODES}
-    hosts["cloud0"].update(tracekit_redis_bind="127.0.0.1", tracekit_redis_port=redis_port)
-    document = {"all": {
-        "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                 "tracekit_inputs_root": str(folder / "inputs"), "tracekit_inputs_shared": True},
-        "children": {"controller": {"hosts": {"cloud0": hosts["cloud0"]}},
-                     "workers": {"hosts": {"cloud1": hosts["cloud1"], "cloud2": hosts["cloud2"]}}},
-    }}  # fmt: skip
-    path = folder / "inventory.yml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
 
 
 def ssh_inventory(nodes: SshNodes, folder: Path, redis_port: int) -> Path:

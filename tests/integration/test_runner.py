@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.helpers import VENV_BIN, wait_until
+from tests.inventories import local_inventory
 from tests.sshd import free_port
 from tracekit.experiment.runner import run_experiment
 from tracekit.experiment.spec import ExperimentError
@@ -29,34 +30,6 @@ NODES = ("cloud0", "cloud1", "cloud2")
 
 # Each experiment takes minutes on a loaded 2-core machine (a hung one still fails).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def write_local_inventory(folder: Path, redis_port: int, unreachable: str | None = None) -> Path:
-    """Like inventory/local.yml, with node roots under ``folder`` and a free Redis port."""
-    hosts = {}
-    for name in NODES:
-        hosts[name] = {"tracekit_node_root": str(folder / "nodes" / name)}
-        if name == unreachable:  # an SSH node where nothing listens
-            hosts[name].update(ansible_connection="ssh", ansible_host="127.0.0.1", ansible_port=free_port(),
-                               ansible_user="root", ansible_ssh_common_args="-o BatchMode=yes -o ConnectTimeout=3")  # fmt: skip
-    hosts["cloud0"].update(tracekit_redis_bind="127.0.0.1", tracekit_redis_port=redis_port)
-    inventory = {
-        "all": {
-            "vars": {
-                "ansible_connection": "local",
-                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                "tracekit_inputs_root": str(folder / "inputs"),
-                "tracekit_inputs_shared": True,
-            },
-            "children": {
-                "controller": {"hosts": {"cloud0": hosts["cloud0"]}},
-                "workers": {"hosts": {"cloud1": hosts["cloud1"], "cloud2": hosts["cloud2"]}},
-            },
-        }
-    }
-    path = folder / f"inventory-{redis_port}.yml"
-    path.write_text(yaml.safe_dump(inventory))
-    return path
 
 
 def processes_under(root: Path, redis_port: int | None = None) -> list[str]:
@@ -84,7 +57,7 @@ def kill_processes_under(root: Path, redis_port: int | None = None) -> None:
 def local_site(tmp_path_factory):
     folder = tmp_path_factory.mktemp("site")
     port = free_port()
-    yield folder, write_local_inventory(folder, port), port
+    yield folder, local_inventory(folder, port), port
     kill_processes_under(folder, port)
 
 
@@ -220,7 +193,7 @@ def test_sigint_stops_everything_and_leaves_a_resumable_run(tmp_path, local_site
 
 def test_unreachable_node_is_named_and_nothing_runs(tmp_path):
     port = free_port()
-    inventory = write_local_inventory(tmp_path, port, unreachable="cloud2")
+    inventory = local_inventory(tmp_path, port, unreachable="cloud2")
     try:
         result = run_experiment(SMOKE, inventory=inventory, run_id="unreachable", logs_dir=tmp_path / "logs")
         status = json.loads((tmp_path / "logs" / "unreachable" / "status.json").read_text())
