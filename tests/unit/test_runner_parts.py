@@ -122,3 +122,14 @@ def test_live_progress_redraws_and_prints_only_failures():
     assert "cloud2: failed: Start the worker: boom" in text  # a line above the display
     assert "run: started" not in text  # shown in the table instead
     assert "4/8 tasks (1 failed)" in text and "running" in text
+
+
+def test_resume_refuses_a_changed_experiment_and_a_folder_that_is_no_run(tmp_path):
+    from tracekit.errors import UsageError
+    from tracekit.experiment.runner import RunError, run_experiment
+
+    with pytest.raises(UsageError, match="continues the run as it was resolved"):
+        run_experiment(resume="r1", overrides=["dispatch.policy=lpt"], logs_dir=tmp_path)
+    (tmp_path / "r2").mkdir()
+    with pytest.raises(RunError, match="no resolved.json, so not a tracekit-run folder"):
+        run_experiment(resume="r2", logs_dir=tmp_path)

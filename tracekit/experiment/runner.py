@@ -379,11 +379,16 @@ def run_experiment(
     logs = Path(runfolder.logs_dir(logs_dir)).resolve()
     checkout = find_checkout()
     if resume:
+        if overrides or experiment_path is not None:
+            raise UsageError(
+                f"--resume {resume} continues the run as it was resolved (its experiment.yaml and -e values); "
+                "give no experiment file or -e with it, or start a new run"
+            )
         run_id = resume
         run_dir = logs / runfolder.validate_run_id(resume)
         resolved = _read_resolved(run_dir)
         experiment_path = run_dir / "experiment.yaml"
-        overrides = resolved.get("overrides", []) + list(overrides or [])
+        overrides = resolved.get("overrides", [])
         inventory = inventory or resolved.get("inventory_path")
     elif experiment_path is None:
         raise UsageError("give an experiment file (e.g. experiments/ffmpeg.yaml) or --resume RUN_ID")
