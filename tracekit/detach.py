@@ -95,7 +95,7 @@ def start_detached(argv: list[str], pidfile: Path, console_log: Path, what: str)
     while time.monotonic() < deadline:
         if child.poll() is not None:
             pidfile.unlink(missing_ok=True)
-            raise TracekitError(f"{what} did not start: {_last_line(console_log) or f'exit status {child.returncode}'} (log: {console_log})")
+            raise TracekitError(f"{what} did not start: {last_log_line(console_log) or f'exit status {child.returncode}'} (log: {console_log})")
         time.sleep(0.05)
     return Running(child.pid, _process_create_time(child.pid) or 0.0), True
 
@@ -127,7 +127,8 @@ def stop_detached(pidfile: Path, what: str, timeout_s: float) -> bool:
     return True
 
 
-def _last_line(path: Path) -> str | None:
+def last_log_line(path: Path) -> str | None:
+    """The last non-blank line of a log (what a process said before it died)."""
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:

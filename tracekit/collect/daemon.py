@@ -34,6 +34,7 @@ from tracekit.collect._procfs import has_exited
 from tracekit.collect.host import HostSampler, self_usage
 from tracekit.collect.process import PROC_CSV_COLUMNS, ProcessTracker
 from tracekit.collect.topology import node_facts, validate_cpu_mhz
+from tracekit.detach import last_log_line
 from tracekit.errors import CollectorError, UsageError
 from tracekit.filelog import file_logger
 from tracekit.jsonl import LineWriter
@@ -207,7 +208,7 @@ def start_collector(config: CollectorConfig) -> tuple[CollectorStatus, bool]:
             status = collector_status(config.run_id, config.logs_dir)
             if status.running:  # lost a race with a concurrent start
                 return status, False
-            reason = _last_log_line(log_path) or f"exit status {child.returncode}"
+            reason = last_log_line(log_path) or f"exit status {child.returncode}"
             raise CollectorError(f"collector for run {config.run_id} did not start: {reason} (log: {log_path})")
         time.sleep(0.02)
     child.terminate()
@@ -215,14 +216,6 @@ def start_collector(config: CollectorConfig) -> tuple[CollectorStatus, bool]:
         f"collector for run {config.run_id} did not come up within {START_TIMEOUT_S:.0f} s; "
         f"see {log_path}"
     )
-
-
-def _last_log_line(path: Path) -> str | None:
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return None
-    return lines[-1] if lines else None
 
 
 @dataclass(frozen=True)

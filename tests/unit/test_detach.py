@@ -1,0 +1,44 @@
+"""Background processes with pidfiles: found again only when PID and start time match."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+
+from tracekit.detach import read_pidfile, start_detached, stop_detached
+from tracekit.errors import TracekitError
+
+
+def test_a_reused_pid_is_not_ours(tmp_path):
+    pidfile = tmp_path / "x.pid"
+    created = psutil.Process(os.getpid()).create_time()
+    pidfile.write_text(f"{os.getpid()} {created}\n")
+    assert read_pidfile(pidfile).pid == os.getpid()
+    pidfile.write_text(f"{os.getpid()} {created - 100}\n")  # same PID, another process's start time
+    assert read_pidfile(pidfile) is None
+    pidfile.write_text("garbage\n")
+    assert read_pidfile(pidfile) is None
+
+
+def test_start_once_stop_once(tmp_path):
+    pidfile, log = tmp_path / "s.pid", tmp_path / "s.out"
+    first, started = start_detached(["sleep", "30"], pidfile, log, "sleeper")
+    try:
+        again, started_again = start_detached(["sleep", "30"], pidfile, log, "sleeper")
+        assert started and not started_again and again.pid == first.pid
+        assert stop_detached(pidfile, "sleeper", timeout_s=5)
+        assert not pidfile.exists() and read_pidfile(pidfile) is None
+        assert not stop_detached(pidfile, "sleeper", timeout_s=5)  # nothing to stop
+    finally:
+        try:
+            os.kill(first.pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_process_that_dies_at_once_is_reported_with_its_last_words(tmp_path):
+    with pytest.raises(TracekitError, match="did not start: no such input"):
+        start_detached(["sh", "-c", "echo 'no such input' >&2; exit 3"], tmp_path / "d.pid", tmp_path / "d.out", "doomed")
+    assert not (tmp_path / "d.pid").exists()
