@@ -61,6 +61,10 @@ class Policy(abc.ABC):
 
     def __init__(self, speed: SpeedModel | None = None):
         self.speed = speed if speed is not None else SpeedModel()
+        # Expected work placed on each node so far in this run: breaks ties
+        # between equally loaded nodes (short tasks often leave every node
+        # idle at each round; the first name would otherwise get them all).
+        self.placed_ms: dict[str, float] = {}
 
     def plan(self, tasks: list[PlannedTask], nodes: list[str]) -> None:
         """Called once before dispatching; offline policies plan here."""
@@ -122,6 +126,7 @@ class Policy(abc.ABC):
                 **self.describe(task),
             }
             placements.append(Placement(task, node, expected, decided_on))
+            self.placed_ms[node] = self.placed_ms.get(node, 0.0) + expected
             state = local[node]
             local[node] = dataclasses.replace(
                 state,
