@@ -167,3 +167,29 @@ def test_commands_are_found_on_the_current_path(logs_dir, tmp_path, monkeypatch)
     (tmp_path / "one" / "tk-probe").unlink()
     with pytest.raises(CommandNotFound):
         run_invocation(Invocation(argv=["tk-probe"], run_id="w11"))
+
+
+def test_a_signal_during_the_spawn_reaches_the_child(logs_dir, monkeypatch):
+    """A stop signal between spawn and the wait goes to the child, not only to the wrapper.
+
+    It used to arrive before the forwarding handler was installed (the CI run
+    that found it saw `tracekit wrap` exit 130 while its child ran on).
+    """
+    import tracekit.adapters.wrap as wrap
+
+    real_spawn = wrap._spawn
+
+    def spawn_then_signal(argv):
+        pid = real_spawn(argv)
+        os.kill(os.getpid(), signal.SIGHUP)  # lands before registration and the wait
+        return pid
+
+    monkeypatch.setattr(wrap, "_spawn", spawn_then_signal)
+    seen_by_caller = []
+    previous = signal.signal(signal.SIGHUP, lambda signum, _frame: seen_by_caller.append(signum))
+    try:
+        event = run_invocation(Invocation(argv=["bash", "-c", "trap 'kill $!; exit 42' HUP; sleep 10 & wait"], run_id="w9"))
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert seen_by_caller == []
+    assert event["status"] == 42 or event["signal"] == "SIGHUP"  # trapped, or before bash set its trap

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tracekit import runfolder
 from tracekit.adapters.ffmpeg_argv import IoPaths, guess_io_paths
@@ -185,6 +186,43 @@ def run_invocation(
     # clock; parse must not shift it by this node's clock offset.
     event["ts_enqueue_given"] = invocation.ts_enqueue is not None
     event["ts_start"] = ts_start
+    # Forward stop signals from before the spawn on: one that arrives before
+    # the child exists is held and delivered as soon as it does (a signal
+    # between spawn and handler installation used to kill only the wrapper).
+    child: dict[str, Any] = {"pid": None, "held": []}
+
+    def forward(signum: int, _frame: object) -> None:
+        if child["pid"] is None:
+            child["held"].append(signum)
+            return
+        try:
+            os.kill(child["pid"], signum)
+        except ProcessLookupError:
+            pass
+
+    # Only the main thread may install handlers; a threaded caller (the
+    # worker's slots) handles signals itself and stops its children.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_SIGNALS} if in_main_thread else {}
+    try:
+        return _spawn_and_wait(invocation, event, events_path, folder, io, task_id, registrar, on_start, child)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _spawn_and_wait(
+    invocation: Invocation,
+    event: dict[str, Any],
+    events_path: Path,
+    folder: Path,
+    io: IoPaths,
+    task_id: str,
+    registrar: Registrar | None,
+    on_start: Callable[[int], None] | None,
+    child: dict[str, Any],
+) -> dict:
+    """Spawn, register, wait; then complete and write the event (run_invocation's second half)."""
     try:
         pid = _spawn(invocation.argv)
     except OSError as exc:
@@ -208,24 +246,14 @@ def run_invocation(
         pid_dir = invocation.pid_dir or folder / runfolder.PID_DIR
         registration_path = write_registration(pid_dir, pid, identity.create_time_ms, task_id)
         unregister = lambda: registration_path.unlink(missing_ok=True)  # noqa: E731
+    child["pid"] = pid
+    for signum in child["held"]:
+        os.kill(pid, signum)
     if on_start is not None:
         on_start(pid)
-
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    # Only the main thread may install handlers; a threaded caller (the
-    # worker's slots) handles signals itself and stops its children.
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_SIGNALS} if in_main_thread else {}
     try:
         _, wait_status, usage = os.wait4(pid, 0)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         unregister()
     ts_end = int(time.time() * 1000)
     exit_code = os.waitstatus_to_exitcode(wait_status)
