@@ -50,7 +50,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess

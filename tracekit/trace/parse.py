@@ -37,14 +37,10 @@ from tracekit.errors import RunFolderError
 from tracekit.jsonl import BadLine, dumps
 from tracekit.trace import audit as audit_mod
 from tracekit.trace.nodeparse import (
-    EVENT_REQUIRED,
     HOST_PARTS,
-    INVOCATION_FIELDS,
     PROC_PARTS,
     PROC_ROWS_PART,
     ProcessesPart,
-    invocation_ok,
-    normalize_invocation,
     parse_node_host,
     parse_node_processes,
 )
