@@ -28,6 +28,7 @@ COLLECTOR_EVENTS = "collector.jsonl"  # collector lifecycle and own CPU/RSS
 COLLECTOR_LOG = "collector.log"
 COLLECTOR_PIDFILE = "collector.pid"
 PID_DIR = "pids"  # wrappers register their children here
+CLOCK = "clock.json"  # this node's clock offset to the controller (tracekit clock)
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -26,7 +26,6 @@ import redis
 from tracekit import runfolder
 from tracekit.sched.connection import connect, safe_url
 
-CLOCK_FILE = "clock.json"
 PROBES = 15
 
 
@@ -69,7 +68,7 @@ def record_clock(
     """Measure now and merge the result into the node's clock.json; return its content."""
     folder = runfolder.ensure_writable_dir(runfolder.run_dir(run_id, logs_dir), "run folder")
     probe = probe_offset(connect(redis_url, password_file))
-    path = folder / CLOCK_FILE
+    path = folder / runfolder.CLOCK
     try:
         clock = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -82,7 +81,7 @@ def record_clock(
         rtt_ms=min(m["rtt_ms"] for m in measured),
         reference=f"{reference} (Redis TIME at {safe_url(redis_url)})",
     )
-    partial = path.with_name(f".{CLOCK_FILE}.{os.getpid()}")
+    partial = path.with_name(f".{runfolder.CLOCK}.{os.getpid()}")
     partial.write_text(json.dumps(clock, indent=2, sort_keys=True) + "\n")
     os.replace(partial, path)
     return clock

@@ -541,7 +541,7 @@ def _finish_manifest(run_dir: Path) -> dict[str, Any]:
     nodes = {}
     for folder in sorted(p for p in (run_dir / "nodes").glob("*") if p.is_dir()):
         entry: dict[str, Any] = {}
-        for name, key in (("node.json", "facts"), ("versions.json", "versions"), ("clock.json", "clock")):
+        for name, key in ((runfolder.NODE_FACTS, "facts"), ("versions.json", "versions"), (runfolder.CLOCK, "clock")):
             try:
                 entry[key] = json.loads((folder / name).read_text())
             except (OSError, ValueError):

@@ -26,7 +26,6 @@ from tracekit.errors import RunFolderError, TracekitError
 from tracekit.jsonl import BadLine, read_jsonl_numbered
 from tracekit.trace.records import RAW_HOST, RAW_HOST_REQUIRED, RAW_PROC
 
-CLOCK_FILE = "clock.json"  # written by the runner: this node's offset to the controller
 PLACEMENT_EVENTS = "placement_events.jsonl"  # written by the dispatcher
 RAW_MARKERS = (runfolder.NODE_FACTS, runfolder.HOST_SAMPLES, runfolder.PROC_SAMPLES, runfolder.PROCESSES)
 
@@ -100,7 +99,7 @@ def load_node_folder(folder: Path) -> NodeFolder:
     except ValueError as exc:
         raise RunFolderError(f"{facts_path}: not valid JSON ({exc}); the node facts are unusable") from None
     clock = None
-    clock_path = folder / CLOCK_FILE
+    clock_path = folder / runfolder.CLOCK
     if clock_path.exists():
         try:
             clock = json.loads(clock_path.read_text())
