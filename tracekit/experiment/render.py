@@ -31,6 +31,24 @@ PHASE_HOSTS = {
 }
 
 
+def play_phases(playbooks: Path) -> dict[str, str]:
+    """Play name -> phase, from playbooks/<phase>.yml.
+
+    tracekit-run runs the phases in one ansible-playbook call and follows
+    them by the plays that start, so play names are unique across phases.
+    """
+    import yaml
+
+    phase_of: dict[str, str] = {}
+    for phase in PHASES:
+        for play in yaml.safe_load((playbooks / f"{phase}.yml").read_text()):
+            name = play["name"]
+            if name in phase_of:
+                raise ValueError(f"{playbooks}: play {name!r} is in both {phase_of[name]}.yml and {phase}.yml")
+            phase_of[name] = phase
+    return phase_of
+
+
 class InventoryError(UsageError):
     """The inventory cannot describe an experiment."""
 
