@@ -191,6 +191,26 @@ def test_sigint_stops_everything_and_leaves_a_resumable_run(tmp_path, local_site
     assert len({i["task_id"] for i in invocations}) == 2
 
 
+def test_a_failed_dispatch_still_stops_and_fetches_every_node(tmp_path, local_site):
+    # The phases run in one ansible-playbook call; a failure ends it, and the
+    # runner stops and fetches in calls of their own.
+    folder, inventory, port = local_site
+    logs = tmp_path / "logs"
+    result = run_experiment(SMOKE, inventory=inventory, run_id="timed-out", logs_dir=logs, overrides=["dispatch.timeout=0.05"])
+    status = json.loads((logs / "timed-out" / "status.json").read_text())
+    assert result.exit_code == 1 and status["state"] == "failed", result.summary
+    assert [status["phases"][p]["state"] for p in ("prepare", "start", "run")] == ["succeeded", "succeeded", "failed"]
+    assert status["phases"]["run"]["error"].startswith("cloud0: Run the dispatcher"), status["phases"]["run"]["error"]
+    assert "timed out" in status["phases"]["run"]["error"]
+    assert status["phases"]["stop"]["state"] == "succeeded" and status["phases"]["fetch"]["state"] == "succeeded"
+    assert sorted(status["phases"]["stop"]["hosts"]) == list(NODES)
+    assert status["phases"]["parse"]["state"] == "skipped"
+    assert processes_under(folder, port) == [], "a failed run left processes behind"
+    for node in NODES:  # what was collected is kept
+        assert (logs / "timed-out" / "nodes" / node / "collector.jsonl").exists(), node
+        assert "end" in json.loads((logs / "timed-out" / "nodes" / node / "clock.json").read_text())
+
+
 def test_unreachable_node_is_named_and_nothing_runs(tmp_path):
     port = free_port()
     inventory = local_inventory(tmp_path, port, unreachable="cloud2")

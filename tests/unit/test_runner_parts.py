@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tracekit.experiment.progress import Progress
-from tracekit.experiment.render import InventoryError, generated_inputs_name, read_inventory
+from tracekit.experiment.render import InventoryError, generated_inputs_name, play_phases, read_inventory
 from tracekit.experiment.runner import _inventory_without_secrets, _join_errors, _phases_to_run
 from tracekit.experiment.spec import load_experiment
 
 PHASES = ["prepare", "start", "run", "stop", "fetch", "parse"]
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
 
 def status(**states: str) -> dict:
@@ -133,3 +135,20 @@ def test_resume_refuses_a_changed_experiment_and_a_folder_that_is_no_run(tmp_pat
     (tmp_path / "r2").mkdir()
     with pytest.raises(RunError, match="no resolved.json, so not a tracekit-run folder"):
         run_experiment(resume="r2", logs_dir=tmp_path)
+
+
+def test_experiment_playbook_imports_every_phase_in_order_under_its_tag():
+    # tracekit-run runs experiment.yml in one call and follows the phases by their plays' names.
+    imports = yaml.safe_load((PLAYBOOKS / "experiment.yml").read_text())
+    assert [(i["ansible.builtin.import_playbook"], i["tags"]) for i in imports] == [(f"{p}.yml", [p]) for p in PHASES]
+    phase_of = play_phases(PLAYBOOKS)
+    assert sorted(set(phase_of.values()), key=PHASES.index) == PHASES
+    assert phase_of["Dispatch the tasks and wait for all of them"] == "run"
+
+
+def test_a_play_name_in_two_phases_is_refused(tmp_path):
+    for phase in PHASES:
+        (tmp_path / f"{phase}.yml").write_text(yaml.safe_dump([{"name": f"Play of {phase}", "hosts": "all"}]))
+    (tmp_path / "stop.yml").write_text(yaml.safe_dump([{"name": "Play of start", "hosts": "all"}]))
+    with pytest.raises(ValueError, match="'Play of start' is in both start.yml and stop.yml"):
+        play_phases(tmp_path)

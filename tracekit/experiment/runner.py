@@ -5,10 +5,13 @@ output: <logs dir>/<RUN_ID>/ with experiment.yaml (as given), resolved.json,
         inventory.yml, manifest.json, status.json, ansible/ (ansible-runner's
         private data dir and artifacts), nodes/<node>/, cctf/, opendc/
 
-Each phase is one ansible-runner call of its playbook (playbooks/<phase>.yml,
-which playbooks/experiment.yml imports with the phase's tag), so the runner
-decides what follows a failure: stop and fetch
-always run once anything may have started, parse only after a good run.
+The phases run in one ansible-runner call of playbooks/experiment.yml (which
+imports playbooks/<phase>.yml with the phase's tag; one ansible-playbook
+start-up instead of six), followed phase by phase through the events of
+their plays. A host failing ends that call (any_errors_fatal); the runner
+then decides what follows: stop and fetch always run once anything may have
+started, each in a call of its own that goes on past a failed host; parse
+only after a good run.
 The Redis password is generated per run into a root-only file outside the
 run folder (<logs dir>/.secrets/); only that file's path reaches Ansible,
 whose tasks read it with no_log. --resume re-runs from the first phase that
@@ -37,7 +40,7 @@ from typing import Any
 from tracekit import __version__, runfolder
 from tracekit.errors import TracekitError, UsageError
 from tracekit.experiment.progress import Progress, make_progress
-from tracekit.experiment.render import PHASES, Inventory, Plan, extravars, read_inventory, task_count
+from tracekit.experiment.render import PHASES, Inventory, Plan, extravars, play_phases, read_inventory, task_count
 from tracekit.experiment.spec import Experiment, load_experiment
 from tracekit.experiment.wheelhouse import build_wheelhouse, find_checkout
 
@@ -185,6 +188,14 @@ def _describe_failure(event: dict[str, Any]) -> str:
 
 
 class PhaseRunner:
+    """Runs phases through ansible-runner and follows them by their plays' events.
+
+    Several phases go in one call of playbooks/experiment.yml (tagged) with
+    any_errors_fatal, so the call ends in the phase where a host failed; one
+    phase goes alone through playbooks/<phase>.yml without it, so a host that
+    fails does not keep the others from stopping or being fetched.
+    """
+
     def __init__(
         self,
         run_dir: Path,
@@ -196,6 +207,7 @@ class PhaseRunner:
         limit: str | None,
     ):
         self.checkout = find_checkout()
+        self.phase_of_play = play_phases(self.checkout / "playbooks")
         self.run_dir = run_dir
         self.inventory = inventory
         self.variables = variables
@@ -206,17 +218,44 @@ class PhaseRunner:
         (run_dir / "ansible").mkdir(exist_ok=True)
         self.count = len(list((run_dir / "ansible" / "artifacts").glob("*"))) if (run_dir / "ansible" / "artifacts").exists() else 0
 
-    def run(self, phase: str, on_tick: Callable[[], None] | None = None) -> PhaseOutcome:
-        hosts: dict[str, dict[str, Any]] = {}
-        errors: list[tuple[str, str]] = []
+    def run(
+        self,
+        phases: list[str],
+        on_begin: Callable[[str], None],
+        on_end: Callable[[str, PhaseOutcome], None],
+        on_tick: Callable[[], None] | None = None,
+    ) -> dict[str, PhaseOutcome]:
+        """Run the phases (in order) in one call; on_begin/on_end for each phase entered; the outcomes of those."""
+        outcomes: dict[str, PhaseOutcome] = {}
+        current: dict[str, Any] = {"phase": None, "hosts": {}, "errors": []}
+
+        def begin(phase: str) -> None:
+            if current["phase"] is not None:  # the call went on, so the phase before ended well
+                finish("failed" if current["errors"] else "succeeded", None)
+            current.update(phase=phase, hosts={}, errors=[])
+            on_begin(phase)
+
+        def finish(state: str, error: str | None) -> None:
+            phase = current["phase"]
+            if current["errors"] and state != "interrupted":
+                state, error = "failed", _join_errors(current["errors"])
+            outcomes[phase] = PhaseOutcome(state, current["hosts"], error)
+            on_end(phase, outcomes[phase])
 
         def on_event(event: dict[str, Any]) -> bool:
             kind = event.get("event", "")
             data = event.get("event_data", {})
+            if kind == "playbook_on_play_start":
+                phase = self.phase_of_play.get(data.get("play", ""))
+                if phase in phases and phase != current["phase"]:
+                    begin(phase)
+                return True
             host = data.get("host")
             task = data.get("task", "")
-            if not host or not kind.startswith("runner_on_"):
+            # Events of phases not asked for (their role argument checks are tagged 'always') are not followed.
+            if not host or not kind.startswith("runner_on_") or current["phase"] is None:
                 return True
+            hosts, errors = current["hosts"], current["errors"]
             entry = hosts.setdefault(host, {"state": "ok", "error": None})
             if kind == "runner_on_start":
                 self.progress.host_event(host, task, "running")
@@ -237,42 +276,53 @@ class PhaseRunner:
         last_tick = [0.0]
 
         def cancel() -> bool:
-            if on_tick is not None and time.monotonic() - last_tick[0] >= 1.0:
+            if on_tick is not None and current["phase"] == "run" and time.monotonic() - last_tick[0] >= 1.0:
                 last_tick[0] = time.monotonic()
                 on_tick()
             return self.interrupt.requested and not self.interrupt.cleaning
 
         self.count += 1
         try:
-            result = self._ansible(phase, on_event, cancel)
+            result = self._ansible(phases, on_event, cancel)
         except Exception as exc:  # ansible-runner itself broke: the phase failed, stop and fetch still run
-            return PhaseOutcome("failed", hosts, f"ansible-runner could not run the {phase} phase: {exc}")
+            if current["phase"] is None:
+                begin(phases[0])
+            finish("failed", f"ansible-runner could not run the {current['phase']} phase: {exc}")
+            return outcomes
+        if current["phase"] is None:  # ansible-playbook ended before the first play (e.g. a syntax error)
+            begin(phases[0])
         if result.status == "canceled" or self.interrupt.requested and not self.interrupt.cleaning:
-            return PhaseOutcome("interrupted", hosts, "interrupted by a signal")
-        if result.status == "successful" and not errors:
-            return PhaseOutcome("succeeded", hosts, None)
-        if not errors:
-            tail = _stdout_tail(result)
-            errors.append(("ansible-playbook", tail or f"ended with status {result.status} (rc {result.rc})"))
-        return PhaseOutcome("failed", hosts, _join_errors(errors))
+            finish("interrupted", "interrupted by a signal")
+        elif result.status == "successful" and not current["errors"]:
+            finish("succeeded", None)
+        else:
+            if not current["errors"]:
+                tail = _stdout_tail(result)
+                current["errors"].append(("ansible-playbook", tail or f"ended with status {result.status} (rc {result.rc})"))
+            finish("failed", None)
+        return outcomes
 
-    def _ansible(self, phase: str, on_event: Callable[[dict[str, Any]], bool], cancel: Callable[[], bool]) -> Any:
+    def _ansible(self, phases: list[str], on_event: Callable[[dict[str, Any]], bool], cancel: Callable[[], bool]) -> Any:
         import ansible_runner
 
+        together = len(phases) > 1
         return ansible_runner.run(
             private_data_dir=str(self.run_dir / "ansible"),
             project_dir=str(self.checkout / "playbooks"),
-            # The phase's own playbook (experiment.yml imports them all, tagged):
-            # only its roles are loaded and their arguments checked.
-            playbook=f"{phase}.yml",
+            # One phase alone: only its own playbook's roles are loaded and their arguments checked.
+            playbook="experiment.yml" if together else f"{phases[0]}.yml",
+            tags=",".join(phases) if together and tuple(phases) != PHASES else None,
             inventory=str(self.inventory.path),
             extravars=self.variables,
             limit=self.limit,
-            ident=f"{self.count:02d}-{phase}",
+            ident=f"{self.count:02d}-{phases[0]}" + (f"-{phases[-1]}" if together else ""),
             envvars={
                 "ANSIBLE_CONFIG": str(self.checkout / "ansible.cfg"),
                 "ANSIBLE_ROLES_PATH": str(self.checkout / "roles"),
                 "ANSIBLE_NOCOLOR": "1",
+                # A host failing ends a call of several phases (the runner then stops what
+                # started); one phase alone (stop, fetch) goes on with the other hosts.
+                "ANSIBLE_ANY_ERRORS_FATAL": "True" if together else "False",
                 # The ansible-playbook installed beside this Python (the venv need not be on PATH).
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             },
@@ -464,30 +514,47 @@ def run_experiment(
             if counts is not None:
                 progress.task_counts(counts[0], counts[1], total)
 
-        final = "succeeded"
         started_any = False
-        for phase in phases:
-            if interrupt.requested and final == "succeeded":
-                final = "interrupted"  # a signal between phases
-            if final != "succeeded" and (phase not in ALWAYS_AFTER_START or not started_any):
-                reason = f"an earlier phase {final}" if phase not in ALWAYS_AFTER_START else "nothing was started"
-                _set_phase(status, phase, state="skipped", reason=reason)
-                progress.phase_finished(phase, "skipped")
-                continue
+        outcomes: dict[str, PhaseOutcome] = {}
+
+        def verdict() -> str:
+            """The run's state so far: the first phase that did not succeed decides."""
+            state = next((o.state for p, o in outcomes.items() if o.state != "succeeded"), "succeeded")
+            return "interrupted" if state == "succeeded" and interrupt.requested else state
+
+        def begin(phase: str) -> None:
+            nonlocal started_any
             # Stop and fetch are never cancelled: a signal meanwhile is only noted.
             interrupt.cleaning = phase in ALWAYS_AFTER_START
             started_any = started_any or phase in UNDONE_BY_STOP
             _set_phase(status, phase, state="running", start=_now(), end=None, error=None)
             _write_json(run_dir / STATUS_FILE, status)
             progress.phase_started(phase)
-            outcome = runner.run(phase, tick if phase == "run" else None)
+
+        def end(phase: str, outcome: PhaseOutcome) -> None:
             if phase == "run":
                 tick()
+            outcomes[phase] = outcome
             _set_phase(status, phase, state=outcome.state, end=_now(), error=outcome.error, hosts=outcome.hosts)
             _write_json(run_dir / STATUS_FILE, status)
             progress.phase_finished(phase, outcome.state, outcome.error)
-            if outcome.state != "succeeded" and final == "succeeded":
-                final = outcome.state
+
+        # Every phase in one ansible-playbook call: it ends where a host fails or at a signal.
+        runner.run(phases, begin, end, tick)
+        # Then what the call did not reach, or stop and fetch again where it cut them short,
+        # one phase per call (after a failure only stop and fetch run).
+        for phase in phases:
+            done = outcomes.get(phase)
+            if done is not None and (done.state == "succeeded" or phase not in ALWAYS_AFTER_START):
+                continue
+            final = verdict()
+            if final != "succeeded" and (phase not in ALWAYS_AFTER_START or not started_any):
+                reason = f"an earlier phase {final}" if phase not in ALWAYS_AFTER_START else "nothing was started"
+                _set_phase(status, phase, state="skipped", reason=reason)
+                progress.phase_finished(phase, "skipped")
+                continue
+            runner.run([phase], begin, end, tick)
+        final = verdict()
         interrupt.cleaning = True
 
     status["state"] = final
