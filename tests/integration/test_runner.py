@@ -222,6 +222,9 @@ def test_unreachable_node_is_named_and_nothing_runs(tmp_path):
         assert status["phases"]["prepare"]["error"].startswith("cloud2: unreachable")
         assert status["phases"]["prepare"]["hosts"]["cloud2"]["state"] == "unreachable"
         assert status["phases"]["start"]["state"] == "skipped"
+        # Ansible goes on through plays left without hosts after an unreachable one: none of them ran.
+        assert [status["phases"][p]["state"] for p in ("run", "stop", "fetch", "parse")] == ["skipped"] * 4
+        assert not (tmp_path / "logs" / "unreachable" / "cctf").exists()
         assert processes_under(tmp_path, port) == []
     finally:
         kill_processes_under(tmp_path, port)

@@ -27,7 +27,7 @@ PHASE_HOSTS = {
     "run": "controller",
     "stop": "controller:workers",
     "fetch": "controller:workers",
-    "parse": "localhost",
+    "parse": "localhost",  # the controller's play, its tasks delegated to this machine
 }
 
 

@@ -230,8 +230,8 @@ class PhaseRunner:
         current: dict[str, Any] = {"phase": None, "hosts": {}, "errors": []}
 
         def begin(phase: str) -> None:
-            if current["phase"] is not None:  # the call went on, so the phase before ended well
-                finish("failed" if current["errors"] else "succeeded", None)
+            if current["phase"] is not None:  # the call went on without a failure: the phase before ended well
+                finish("succeeded", None)
             current.update(phase=phase, hosts={}, errors=[])
             on_begin(phase)
 
@@ -247,7 +247,9 @@ class PhaseRunner:
             data = event.get("event_data", {})
             if kind == "playbook_on_play_start":
                 phase = self.phase_of_play.get(data.get("play", ""))
-                if phase in phases and phase != current["phase"]:
+                # After a failure the call may go on through plays left without hosts
+                # (Ansible miscounts unreachable hosts); those phases did not run.
+                if phase in phases and phase != current["phase"] and not current["errors"]:
                     begin(phase)
                 return True
             host = data.get("host")
