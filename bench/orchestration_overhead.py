@@ -1,4 +1,4 @@
-"""Orchestration overhead: tracekit-run's six Ansible phases vs. the same playbooks by plain ansible-playbook.
+"""Orchestration overhead: tracekit-run's six Ansible phases vs. the same playbooks in one plain ansible-playbook call.
 
 For each inventory kind, on this machine, with experiments/smoke.yaml:
 
@@ -12,14 +12,17 @@ in this order:
    venvs, installs Tracekit, generates the clips); reported apart, since
    every later run reuses them.
 2. **tracekit-run**: ``run_experiment`` again; per-phase durations from the
-   run folder's status.json (one ansible-runner call per phase).
+   run folder's status.json (however many ansible-runner calls it makes).
 3. **ansible-playbook**: the measured run's ``env/extravars`` with a new
-   run id, run folder and secret file, then ``ansible-playbook -i INV
-   playbooks/PHASE.yml -e @extravars`` once per phase, in
-   tracekit-run's order, each call timed from outside; same ansible.cfg,
-   roles path and PATH as tracekit-run gives ansible-runner.
-4. **one call** (unless --no-whole-playbook): ``playbooks/experiment.yml``,
-   every phase in one ansible-playbook process (total only).
+   run id, run folder and secret file, then one ``ansible-playbook -i INV
+   playbooks/experiment.yml -e @extravars`` (every phase in one process;
+   same ansible.cfg, roles path and PATH as tracekit-run gives
+   ansible-runner, and unbuffered output). Its output is read as it comes: a phase runs from the
+   ``PLAY [name]`` banner of its first play (``render.play_phases`` maps play
+   names to phases; the first phase from the launch) to the next phase's
+   first banner (the last phase to the process's exit), so the phases add
+   up to the call. The whole output stays in the plain run's folder
+   (``ansible-playbook.log``).
 
 With --repeat N, steps 2 and 3 run N times each, alternating which goes
 first, and the tables show per-phase medians.
@@ -28,9 +31,13 @@ overhead = the sum of every phase but ``run`` (the dispatch). Targets
 (PASS/FAIL after the tables, exit code 0 whatever they say): overhead
 <= 30 s local and <= 45 s over SSH, and tracekit-run's overhead within 10 %
 of plain ansible-playbook's. Where the time goes comes from the measured
-run's ansible-runner artifacts (job_events/*.json): per phase the time
-before the first task (ansible-playbook start-up, inventory and playbook
-loading), in tasks and after the last one, and the costliest tasks.
+run's ansible-runner artifacts (every ``ansible/artifacts/*/job_events/*.json``,
+each event counted for the phase of its play): per phase the time before
+the first task (for a call's first phase: ansible-playbook start-up,
+inventory and playbook loading; for a later phase in the same call: from
+its first play's start), in tasks and after the last one (up to the next
+phase's first play, or for a call's last phase the call's end: stats and
+wrap-up), and the costliest tasks.
 
     PYTHONPATH=$PWD .venv/bin/python bench/orchestration_overhead.py             # ~6-10 min
     PYTHONPATH=$PWD .venv/bin/python bench/orchestration_overhead.py --only ssh
@@ -49,6 +56,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import signal
 import statistics
@@ -73,7 +81,7 @@ from dispatch_throughput import interrupt_on_sigterm, load, machine  # noqa: E40
 from tests.inventories import local_inventory  # noqa: E402
 from tests.sshd import SshNodes, free_port, start_sshd_nodes  # noqa: E402
 from tracekit.experiment.progress import Progress  # noqa: E402
-from tracekit.experiment.render import PHASES  # noqa: E402
+from tracekit.experiment.render import PHASES, play_phases  # noqa: E402
 from tracekit.experiment.runner import run_experiment  # noqa: E402
 
 SMOKE = REPO / "experiments" / "smoke.yaml"
@@ -85,6 +93,7 @@ DISPATCH_PHASE = "run"
 VERDICT = {True: "PASS", False: "FAIL"}
 ARG_SPEC_TASK = "Validating arguments against arg spec"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+PLAY_BANNER = re.compile(r"PLAY \[(?P<play>.*)\] \*+$")  # at least 3 stars, however long the name
 
 
 @dataclass
@@ -156,7 +165,7 @@ def kill_processes_under(folder: Path, redis_port: int) -> list[str]:
     return killed
 
 
-# -- the three ways of running it ---------------------------------------------------------
+# -- the two ways of running it -----------------------------------------------------------
 
 
 def tracekit_run(label: str, inventory: Path, logs: Path, run_id: str) -> Timing:
@@ -188,46 +197,81 @@ def plain_extravars(template_run: Path, logs: Path, run_id: str) -> tuple[Path, 
     return path, secret
 
 
-def ansible_playbook(inventory: Path, extravars: Path, phase: str | None, log: Path) -> tuple[int, float]:
-    """One plain ansible-playbook call with the environment tracekit-run gives ansible-runner: (rc, seconds).
+def ansible_playbook(inventory: Path, extravars: Path, log: Path) -> tuple[int, float, list[tuple[float, str]]]:
+    """experiment.yml in one plain ansible-playbook call, environment as tracekit-run gives ansible-runner.
 
-    A phase runs its own playbook, as tracekit-run does; None runs experiment.yml (every phase).
+    Returns (rc, seconds, plays): ``plays`` = (seconds since launch, play name)
+    for each ``PLAY [name]`` banner, timed as the line arrives; the whole
+    output goes to ``log``.
     """
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-           "ANSIBLE_NOCOLOR": "1", "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
-    playbook = f"{phase}.yml" if phase else "experiment.yml"
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), playbook, "-e", f"@{extravars}"]
+           "ANSIBLE_NOCOLOR": "1", "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           # Banners must arrive when printed (into a pipe, ansible's stdout is flushed only when a worker
+           # forks; ansible-runner reads it through a pty) and look like banners (no cowsay).
+           "PYTHONUNBUFFERED": "1", "ANSIBLE_NOCOWS": "1"}  # fmt: skip
+    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "experiment.yml", "-e", f"@{extravars}"]
+    plays = []
     with log.open("w") as out:
         started = time.monotonic()
-        rc = subprocess.run(argv, cwd=REPO / "playbooks", env=env, stdin=subprocess.DEVNULL,
-                            stdout=out, stderr=subprocess.STDOUT).returncode  # fmt: skip
-        return rc, time.monotonic() - started
+        proc = subprocess.Popen(argv, cwd=REPO / "playbooks", env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                at = time.monotonic() - started
+                out.write(line)
+                banner = PLAY_BANNER.match(line.rstrip("\n"))
+                if banner:
+                    plays.append((at, banner["play"]))
+            rc = proc.wait()
+        except BaseException:  # Ctrl-C or SIGTERM: end the playbook with the bench
+            proc.kill()
+            proc.wait()
+            raise
+        return rc, time.monotonic() - started, plays
 
 
-def plain_run(label: str, inventory: Path, template_run: Path, logs: Path, run_id: str, by_phase: bool) -> Timing:
-    """The same playbooks by ansible-playbook: one call per phase (``by_phase``) or one call in all."""
+def phase_durations(plays: list[tuple[float, str]], total_s: float, phase_of: dict[str, str]) -> dict[str, float]:
+    """Seconds per phase from the play banners' times: a phase runs from its first play's banner
+    (the first phase from launch, ``0``) to the next phase's first banner (the last one to ``total_s``)."""
+    starts: dict[str, float] = {}
+    for at, play in plays:
+        if play not in phase_of:
+            raise ValueError(f"play {play!r} is in none of playbooks/<phase>.yml")
+        phase = phase_of[play]
+        if phase in starts and phase != list(starts)[-1]:
+            raise ValueError(f"play {play!r} of phase {phase} after a play of phase {list(starts)[-1]}")
+        starts.setdefault(phase, at)
+    if not starts:
+        return {}
+    bounds = [0.0, *list(starts.values())[1:], total_s]
+    return {phase: bounds[i + 1] - bounds[i] for i, phase in enumerate(starts)}
+
+
+def plain_run(label: str, inventory: Path, template_run: Path, logs: Path, run_id: str,
+              phase_of: dict[str, str]) -> Timing:  # fmt: skip
+    """The same phases by plain ansible-playbook: experiment.yml in one call, timed per phase by its play banners."""
     started = time.monotonic()
     extravars, secret = plain_extravars(template_run, logs, run_id)
     run_dir = extravars.parent
-    timing = Timing(label, run_dir, "succeeded")
+    log = run_dir / "ansible-playbook.log"
     try:
-        for phase in PHASES if by_phase else ("all",):
-            failed = timing.state != "succeeded"
-            if failed and phase not in ("stop", "fetch"):
-                continue  # like tracekit-run: after a failure only stop and fetch
-            rc, seconds = ansible_playbook(inventory, extravars, phase if by_phase else None,
-                                           run_dir / f"ansible-playbook-{phase}.log")  # fmt: skip
-            timing.phases_s[phase] = seconds
-            if rc != 0 and not failed:
-                timing.state = f"failed in {phase} (rc {rc}, see {run_dir}/ansible-playbook-{phase}.log)"
+        rc, seconds, plays = ansible_playbook(inventory, extravars, log)
     finally:
         secret.unlink(missing_ok=True)
-    timing.wall_s = time.monotonic() - started
-    if timing.state == "succeeded" and not (run_dir / "opendc" / "tasks.parquet").is_file():
-        timing.state = f"no opendc/tasks.parquet in {run_dir}"
-    if timing.state != "succeeded":
-        raise SystemExit(f"{label}: ansible-playbook {timing.state}")
-    return timing
+    wall = time.monotonic() - started
+    if rc != 0:
+        raise SystemExit(f"{label}: ansible-playbook failed (rc {rc}, see {log})")
+    if not (run_dir / "opendc" / "tasks.parquet").is_file():
+        raise SystemExit(f"{label}: no opendc/tasks.parquet in {run_dir}")
+    try:
+        phases = phase_durations(plays, seconds, phase_of)
+    except ValueError as exc:
+        raise SystemExit(f"{label}: {exc} (see {log})") from None
+    if tuple(phases) != PHASES:
+        raise SystemExit(f"{label}: plays of phases {', '.join(phases) or 'none'} seen, expected {', '.join(PHASES)} "
+                         f"(see {log})")  # fmt: skip
+    return Timing(label, run_dir, "succeeded", phases, wall)
 
 
 # -- where the time goes ------------------------------------------------------------------
@@ -250,49 +294,96 @@ class TaskCost:
 @dataclass
 class PhaseCost:
     phase: str
-    duration_s: float
-    before_first_task_s: float  # phase start -> first task starts (ansible-playbook start-up, loading)
+    duration_s: float  # phase start -> phase end, as in phase_costs
+    before_first_task_s: float  # phase start -> first task starts (start-up and loading, or the play's start)
     in_tasks_s: float
-    after_last_task_s: float  # last result -> phase end (stats, ansible-runner's wrap-up)
+    after_last_task_s: float  # last result -> phase end (stats and wrap-up, or the next phase's first play)
     tasks: list[TaskCost]
     facts_tasks: int  # setup/gather_facts tasks seen
 
 
-def phase_costs(run_dir: Path) -> list[PhaseCost]:
-    """Per phase of a tracekit-run run folder, from status.json and ansible-runner's job_events."""
-    status = json.loads((run_dir / "status.json").read_text())
-    costs = []
-    for artifacts in sorted((run_dir / "ansible" / "artifacts").iterdir()):
-        phase = artifacts.name.split("-", 1)[1]
-        record = status["phases"][phase]
+TASK_STARTS = ("playbook_on_task_start", "playbook_on_handler_task_start")
+FACTS_ACTIONS = ("setup", "ansible.builtin.setup", "gather_facts", "ansible.builtin.gather_facts")
+
+
+def phase_costs(run_dir: Path, phase_of: dict[str, str]) -> tuple[list[PhaseCost], int]:
+    """Per phase of a tracekit-run run folder, from ansible-runner's job_events: (costs, ansible-runner calls).
+
+    Every artifacts folder is one ansible-runner call, running one phase or
+    several in a row; an event belongs to the phase of its play
+    (``phase_of``). A phase runs from its first play's start to the next
+    phase's first play's start in the same call, except at the call's edges:
+    the call's first phase starts and its last one ends when status.json says
+    (so they include ansible-playbook's start-up and wrap-up), unless the
+    call's first or last event lies outside that, or status.json's record does
+    not overlap the phase's events in this call (it is another call's: the
+    phase ran again after a failure). A phase run in several calls adds up.
+    """
+    status = json.loads((run_dir / "status.json").read_text()).get("phases", {})
+    calls = sorted(p for p in (run_dir / "ansible" / "artifacts").iterdir() if (p / "job_events").is_dir())
+    seen: dict[str, PhaseCost] = {}
+    for artifacts in calls:
         events = [json.loads(p.read_text()) for p in (artifacts / "job_events").glob("*.json")]
-        starts: dict[str, tuple[dt.datetime, str]] = {}
+        events.sort(key=lambda e: e.get("counter", 0))
+        if not events:
+            continue
+        first_play: dict[str, dt.datetime] = {}  # phase -> its first play's start, in the order they start
+        last_event: dict[str, dt.datetime] = {}
+        starts: dict[str, tuple[dt.datetime, str, str]] = {}  # task uuid -> (start, task, phase)
         ends: dict[str, dt.datetime] = {}
         hosts: dict[str, set[str]] = {}
-        facts = 0
+        facts: dict[str, int] = {}
         for event in events:
             data = event.get("event_data", {})
-            uuid = data.get("task_uuid")
-            if event["event"] == "playbook_on_task_start":
-                starts[uuid] = (_utc(event["created"]), data.get("task", "?"))
-                facts += data.get("task_action", "") in ("setup", "ansible.builtin.setup", "gather_facts")
+            if "play" not in data:
+                continue  # the playbook's own events (start, stats)
+            if data["play"] not in phase_of:
+                raise SystemExit(f"{artifacts}: play {data['play']!r} is in none of playbooks/<phase>.yml")
+            phase, created, uuid = phase_of[data["play"]], _utc(event["created"]), data.get("task_uuid")
+            last_event[phase] = created
+            if event["event"] == "playbook_on_play_start":
+                first_play.setdefault(phase, created)
+            elif event["event"] in TASK_STARTS:
+                first_play.setdefault(phase, created)
+                starts[uuid] = (created, data.get("task", "?"), phase)
+                facts[phase] = facts.get(phase, 0) + (data.get("task_action", "") in FACTS_ACTIONS)
             elif event["event"].startswith("runner_on_") and data.get("end"):
                 ends[uuid] = max(ends.get(uuid, _utc(data["end"])), _utc(data["end"]))
                 hosts.setdefault(uuid, set()).add(data.get("host", "?"))
-        tasks = [TaskCost(phase, name, (ends.get(uuid, begin) - begin).total_seconds(), len(hosts.get(uuid, ())))
-                 for uuid, (begin, name) in starts.items()]  # fmt: skip
-        phase_start, phase_end = _utc(record["start"]), _utc(record["end"])
-        first = min((begin for begin, _ in starts.values()), default=phase_end)
-        last = max(ends.values(), default=first)
-        costs.append(PhaseCost(phase, record["duration_s"], (first - phase_start).total_seconds(),
-                               sum(t.wall_s for t in tasks), (phase_end - last).total_seconds(),
-                               sorted(tasks, key=lambda t: -t.wall_s), facts))  # fmt: skip
-    return costs
+        order = list(first_play)
+        bounds = [first_play[p] for p in order] + [_utc(events[-1]["created"])]
+        bounds[0] = _utc(events[0]["created"])
+        for edge, phase in ((0, order[0]), (-1, order[-1])):
+            record = status.get(phase, {})
+            if not (record.get("start") and record.get("end")):
+                continue
+            record_start, record_end = _utc(record["start"]), _utc(record["end"])
+            if record_start > last_event[phase] or record_end < first_play[phase]:
+                continue  # another call's record: the phase ran again
+            if edge == 0:
+                bounds[0] = min(bounds[0], record_start)
+            else:
+                bounds[-1] = max(bounds[-1], record_end)
+        for i, phase in enumerate(order):
+            begin, end = bounds[i], bounds[i + 1]
+            tasks = [TaskCost(phase, name, (ends.get(uuid, start) - start).total_seconds(), len(hosts.get(uuid, ())))
+                     for uuid, (start, name, p) in starts.items() if p == phase]  # fmt: skip
+            first = min((start for start, _, p in starts.values() if p == phase), default=end)
+            last = max((ends[uuid] for uuid, (_, _, p) in starts.items() if p == phase and uuid in ends), default=first)
+            cost = seen.setdefault(phase, PhaseCost(phase, 0.0, 0.0, 0.0, 0.0, [], 0))
+            cost.duration_s += (end - begin).total_seconds()
+            cost.before_first_task_s += (first - begin).total_seconds()
+            cost.in_tasks_s += sum(t.wall_s for t in tasks)
+            cost.after_last_task_s += (end - last).total_seconds()
+            cost.tasks = sorted(cost.tasks + tasks, key=lambda t: -t.wall_s)
+            cost.facts_tasks += facts.get(phase, 0)
+    return [seen[p] for p in PHASES if p in seen], len(calls)
 
 
-def print_costs(kind: str, run_dir: Path, top: int) -> None:
-    costs = phase_costs(run_dir)
-    print(f"\nWhere tracekit-run's time goes ({kind}, from {run_dir.name}/ansible/artifacts/*/job_events):\n")
+def print_costs(kind: str, run_dir: Path, top: int, phase_of: dict[str, str]) -> None:
+    costs, calls = phase_costs(run_dir, phase_of)
+    print(f"\nWhere tracekit-run's time goes ({kind}, from {run_dir.name}/ansible/artifacts/*/job_events, "
+          f"{calls} ansible-runner call{'s' if calls != 1 else ''}):\n")  # fmt: skip
     print("| phase | phase s | before the first task s | in tasks s | after the last task s | tasks | slowest task |")
     print("|---|---|---|---|---|---|---|")
     for c in costs:
@@ -300,13 +391,12 @@ def print_costs(kind: str, run_dir: Path, top: int) -> None:
         print(f"| {c.phase} | {c.duration_s:.1f} | {c.before_first_task_s:.1f} | {c.in_tasks_s:.1f} | "
               f"{c.after_last_task_s:.1f} | {len(c.tasks)} | {slowest} |")  # fmt: skip
     overhead = [c for c in costs if c.phase != DISPATCH_PHASE]
-    before = sum(c.before_first_task_s + c.after_last_task_s for c in overhead)
-    print(f"\nOverhead phases: {before:.1f} s around the tasks (start-up and wrap-up of "
-          f"{len(overhead)} ansible-playbook calls), {sum(c.in_tasks_s for c in overhead):.1f} s in "
-          f"{sum(len(c.tasks) for c in overhead)} tasks; fact-gathering tasks: {sum(c.facts_tasks for c in costs)}.")  # fmt: skip
+    around = sum(c.before_first_task_s + c.after_last_task_s for c in overhead)
+    print(f"\nOverhead phases: {around:.1f} s before their first and after their last task, "
+          f"{sum(c.in_tasks_s for c in overhead):.1f} s in {sum(len(c.tasks) for c in overhead)} tasks; "
+          f"fact-gathering tasks: {sum(c.facts_tasks for c in costs)}.")  # fmt: skip
     checks = [t for c in costs for t in c.tasks if t.task.startswith(ARG_SPEC_TASK)]
-    print(f"Role argument checks (tagged 'always' by Ansible, so they run in every phase): {len(checks)} tasks, "
-          f"{sum(t.wall_s for t in checks):.1f} s.")  # fmt: skip
+    print(f"Role argument checks: {len(checks)} tasks, {sum(t.wall_s for t in checks):.1f} s.")
     tasks = sorted((t for c in overhead for t in c.tasks), key=lambda t: -t.wall_s)[:top]
     print(f"\nCostliest tasks outside the dispatch (top {len(tasks)}):\n")
     print("| phase | task | wall s | hosts |\n|---|---|---|---|")
@@ -321,30 +411,23 @@ def _s(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def print_table(kind: str, first: Timing, measured: Timing, plain: Timing, whole: Timing | None, repeat: int) -> None:
+def print_table(kind: str, first: Timing, measured: Timing, plain: Timing, repeat: int) -> None:
     how = "one run each" if repeat == 1 else f"medians of {repeat} runs each, alternating"
     print(f"\n## {kind}: {len(NODES)} nodes ({'local connection' if kind == 'local' else 'SSH on 127.0.0.1'}; {how})\n")
-    header = "| phase | first run s | tracekit-run s | ansible-playbook s | tracekit − plain s |"
-    rule = "|---|---|---|---|---|"
-    if whole is not None:
-        header, rule = header + " ansible-playbook, one call s |", rule + "---|"
-    print(header + "\n" + rule)
-    tail = " |" if whole is not None else ""
+    print("| phase | first run s | tracekit-run s | ansible-playbook, one call s | tracekit − plain s |")
+    print("|---|---|---|---|---|")
     for phase in PHASES:
         t, p = measured.phases_s.get(phase), plain.phases_s.get(phase)
         diff = f"{t - p:+.1f}" if t is not None and p is not None else ""
-        print(f"| {phase} | {_s(first.phases_s.get(phase))} | {_s(t)} | {_s(p)} | {diff} |{tail}")
+        print(f"| {phase} | {_s(first.phases_s.get(phase))} | {_s(t)} | {_s(p)} | {diff} |")
     rows = [
-        ("**overhead** (all but run)", lambda x: x.overhead_s, None),
-        ("all phases", lambda x: sum(x.phases_s.values()), lambda x: sum(x.phases_s.values())),
-        ("wall (incl. outside the phases)", lambda x: x.wall_s, lambda x: x.wall_s),
+        ("**overhead** (all but run)", lambda x: x.overhead_s),
+        ("all phases", lambda x: sum(x.phases_s.values())),
+        ("wall (incl. outside the phases)", lambda x: x.wall_s),
     ]
-    for name, value, whole_value in rows:
-        line = (f"| {name} | {value(first):.1f} | {value(measured):.1f} | {value(plain):.1f} | "
-                f"{value(measured) - value(plain):+.1f} |")  # fmt: skip
-        if whole is not None:
-            line += f" {whole_value(whole):.1f} |" if whole_value else " |"
-        print(line)
+    for name, value in rows:
+        print(f"| {name} | {value(first):.1f} | {value(measured):.1f} | {value(plain):.1f} | "
+              f"{value(measured) - value(plain):+.1f} |")  # fmt: skip
     print(f"\nratio tracekit-run / ansible-playbook, overhead: {measured.overhead_s / plain.overhead_s:.2f}; "
           f"first run: wheelhouse install, venvs and clips, not counted in the targets.")  # fmt: skip
 
@@ -359,7 +442,8 @@ def verdicts(kind: str, measured: Timing, plain: Timing) -> list[str]:
     ]
 
 
-def bench_kind(kind: str, folder: Path, whole_playbook: bool, top: int, repeat: int) -> list[str]:
+def bench_kind(kind: str, folder: Path, top: int, repeat: int) -> list[str]:
+    phase_of = play_phases(REPO / "playbooks")
     with site(kind, folder) as (inventory, _port):
         logs = folder / "logs"
         print(f"{kind}: first run ({load()})", file=sys.stderr)
@@ -375,14 +459,10 @@ def bench_kind(kind: str, folder: Path, whole_playbook: bool, top: int, repeat: 
                 else:  # the extravars of any tracekit-run run of this inventory: only ids and paths change
                     template = (measured_runs or [first])[-1].run_dir
                     plain_runs.append(plain_run("ansible-playbook", inventory, template, logs, f"{kind}-plain-{n}",
-                                                by_phase=True))  # fmt: skip
+                                                phase_of))  # fmt: skip
         measured, plain = Timing.median(measured_runs), Timing.median(plain_runs)
-        whole = None
-        if whole_playbook:
-            print(f"{kind}: ansible-playbook, one call ({load()})", file=sys.stderr)
-            whole = plain_run("one call", inventory, first.run_dir, logs, f"{kind}-plain-all", by_phase=False)
-        print_table(kind, first, measured, plain, whole, repeat)
-        print_costs(kind, measured.run_dir, top)
+        print_table(kind, first, measured, plain, repeat)
+        print_costs(kind, measured.run_dir, top, phase_of)
         return verdicts(kind, measured, plain)
 
 
@@ -390,7 +470,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--only", choices=KINDS, help="one inventory kind (default: local, then ssh)")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the run folders, logs and node roots in DIR")
-    parser.add_argument("--no-whole-playbook", action="store_true", help="skip the one-call ansible-playbook run")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="measured tracekit-run and ansible-playbook runs each, alternating; medians (default 1)")
     parser.add_argument("--top", type=int, default=8, help="costliest tasks to list per kind (default 8)")
@@ -408,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with folder_context as name:
         for kind in kinds:
-            results += bench_kind(kind, Path(name) / kind, not args.no_whole_playbook, args.top, args.repeat)
+            results += bench_kind(kind, Path(name) / kind, args.top, args.repeat)
         if args.keep:
             print(f"\nkept: {name}")
     print(f"\nend: {load()}\n")
