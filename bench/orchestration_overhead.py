@@ -205,7 +205,8 @@ def ansible_playbook(inventory: Path, extravars: Path, log: Path) -> tuple[int, 
     output goes to ``log``.
     """
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-           "ANSIBLE_NOCOLOR": "1", "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_ANY_ERRORS_FATAL": "True",
+           "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
            # Banners must arrive when printed (into a pipe, ansible's stdout is flushed only when a worker
            # forks; ansible-runner reads it through a pty) and look like banners (no cowsay).
            "PYTHONUNBUFFERED": "1", "ANSIBLE_NOCOWS": "1"}  # fmt: skip
