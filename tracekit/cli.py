@@ -32,6 +32,11 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logs-dir", help="folder holding the run folders (default: $TRACEKIT_LOGS_DIR, else ./logs)")
 
 
+def _add_clock_args(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--clock-redis-url", metavar="URL", help=f"the controller's redis://HOST:PORT/DB: {what}")
+    parser.add_argument("--redis-password-file", type=Path, help="file holding the Redis password (else $REDIS_PASSWORD)")
+
+
 def _default_node_id() -> str:
     return os.environ.get("TRACEKIT_NODE_ID") or runfolder.default_node_id()
 
@@ -71,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         action.add_argument("--no-host", action="store_true", help="do not record host samples")
         action.add_argument("--cpu-mhz", type=float, help="nominal core speed to record, overriding detection")
+        if name == "start":
+            _add_clock_args(action, "then measure this node's clock offset to the controller (as 'tracekit clock --moment start')")
         if name == "run":
             action.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after this long")
             # Set by 'start': stderr already goes to collector.log, so log only there.
@@ -81,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         action = actions.add_parser(name, help=help_text, description=help_text, epilog=EPILOG_ENV)
         _add_run_args(action)
+        if name == "stop":
+            _add_clock_args(
+                action,
+                "then measure this node's clock offset to the controller again (as 'tracekit clock --moment end'; "
+                "when Redis cannot be reached, a warning: parse uses the start measurement)",
+            )
 
     # wrap
     wrap = commands.add_parser(
@@ -301,8 +314,11 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     from tracekit.collect import daemon
 
     if args.action == "start":
-        status, started = daemon.start_collector(_collector_config(args))
+        config = _collector_config(args)
+        status, started = daemon.start_collector(config)
         print(("started: " if started else "already running: ") + status.describe())
+        if args.clock_redis_url:
+            _measure_clock(config.run_id, args, "start")
         return 0
     if args.action == "run":
         final = daemon.run_collector(
@@ -313,6 +329,14 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     if args.action == "stop":
         result = daemon.stop_collector(run_id, args.logs_dir)
         print(result.message)
+        if args.clock_redis_url:
+            import redis
+
+            try:
+                _measure_clock(run_id, args, "end")
+            except (TracekitError, redis.RedisError) as exc:  # e.g. Redis already gone after a failed run
+                print(f"tracekit collect: warning: clock offset at the end not measured ({exc}); "
+                      "parse uses the start measurement", file=sys.stderr)
         return 0
     status = daemon.collector_status(run_id, args.logs_dir)
     print(status.describe())
@@ -414,7 +438,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for violation in result.violations:
         print(violation)
     if not result.ok:
-        print(f"{len(result.violations)} violations in {args.out_dir}", file=sys.stderr)
+        print(f"tracekit verify: error: {len(result.violations)} violations in {args.out_dir} "
+              f"(first: {result.violations[0]})", file=sys.stderr)
         return 1
     checked = f", conservation checked for {result.checked_conservation} tasks" if args.against else ""
     print(f"{args.out_dir}: OK: {result.tasks} tasks, {result.fragments} fragments{checked}")
@@ -514,13 +539,17 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _cmd_clock(args: argparse.Namespace) -> int:
+def _measure_clock(run_id: str, args: argparse.Namespace, moment: str, redis_url: str | None = None) -> None:
     from tracekit.collect.clock import record_clock
 
-    run_id = runfolder.run_id_or_env(args.run_id)
-    clock = record_clock(run_id, args.redis_url, args.redis_password_file, args.moment, runfolder.logs_dir(args.logs_dir))
-    probe = clock[args.moment]
+    url = redis_url or args.clock_redis_url
+    clock = record_clock(run_id, url, args.redis_password_file, moment, runfolder.logs_dir(args.logs_dir))
+    probe = clock[moment]
     print(f"clock offset {probe['offset_ms']:+.3f} ms ± {probe['uncertainty_ms']:.3f} ms (rtt {probe['rtt_ms']:.3f} ms)")
+
+
+def _cmd_clock(args: argparse.Namespace) -> int:
+    _measure_clock(runfolder.run_id_or_env(args.run_id), args, args.moment, args.redis_url)
     return 0
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 from tests.helpers import tracekit_cmd
+from tests.sshd import free_port
 
 
 def test_clock_records_start_and_end_offsets(tmp_path, redis_server):
@@ -33,3 +34,35 @@ def test_clock_with_a_wrong_password_says_so_in_one_line(tmp_path, redis_server)
     assert done.returncode != 0
     assert done.stderr.count("\n") == 1 and "authentication failed" in done.stderr
     assert not (tmp_path / "clk" / "clock.json").exists()
+
+
+def test_collect_start_and_stop_measure_the_clock_when_asked(tmp_path, redis_server):
+    run = ["--run-id", "clc", "--logs-dir", str(tmp_path)]
+    clock_args = ["--clock-redis-url", redis_server.url, "--redis-password-file", str(redis_server.password_file)]
+    started = subprocess.run(tracekit_cmd("collect", "start", *run, "--interval-ms", "200", *clock_args),
+                             capture_output=True, text=True)  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "clock offset" in started.stdout
+        assert set(json.loads((tmp_path / "clc" / "clock.json").read_text())) >= {"start", "offset_ms"}
+    finally:
+        stopped = subprocess.run(tracekit_cmd("collect", "stop", *run, *clock_args), capture_output=True, text=True)
+    assert stopped.returncode == 0, stopped.stderr
+    assert {"start", "end"} <= set(json.loads((tmp_path / "clc" / "clock.json").read_text()))
+    status = subprocess.run(tracekit_cmd("collect", "status", *run), capture_output=True, text=True)
+    assert status.returncode == 3  # stopped
+
+
+def test_collect_stop_still_stops_when_redis_is_gone(tmp_path, redis_server):
+    # After a failed run Redis may be down: the collector stops, the end measurement is only missing.
+    run = ["--run-id", "gone", "--logs-dir", str(tmp_path)]
+    started = subprocess.run(tracekit_cmd("collect", "start", *run, "--interval-ms", "200"), capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    stopped = subprocess.run(tracekit_cmd("collect", "stop", *run, "--clock-redis-url", nobody,
+                                          "--redis-password-file", str(redis_server.password_file)),
+                             capture_output=True, text=True)  # fmt: skip
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stderr.count("\n") == 1 and "warning: clock offset at the end not measured" in stopped.stderr
+    assert subprocess.run(tracekit_cmd("collect", "status", *run), capture_output=True).returncode == 3
+    assert not (tmp_path / "gone" / "clock.json").exists()

@@ -11,7 +11,7 @@ import yaml
 
 from tracekit.experiment.progress import Progress
 from tracekit.experiment.render import InventoryError, generated_inputs_name, play_phases, read_inventory
-from tracekit.experiment.runner import _inventory_without_secrets, _join_errors, _phases_to_run
+from tracekit.experiment.runner import _describe_failure, _inventory_without_secrets, _join_errors, _phases_to_run
 from tracekit.experiment.spec import load_experiment
 
 PHASES = ["prepare", "start", "run", "stop", "fetch", "parse"]
@@ -152,3 +152,17 @@ def test_a_play_name_in_two_phases_is_refused(tmp_path):
     (tmp_path / "stop.yml").write_text(yaml.safe_dump([{"name": "Play of start", "hosts": "all"}]))
     with pytest.raises(ValueError, match="'Play of start' is in both start.yml and stop.yml"):
         play_phases(tmp_path)
+
+
+def failed(rc: int, stdout: str, stderr: str) -> dict:
+    return {"event": "runner_on_failed", "event_data": {"res": {"rc": rc, "stdout": stdout, "stderr": stderr, "msg": "non-zero return code"}}}
+
+
+def test_a_failed_step_is_described_by_its_own_error_line():
+    # parse, export and verify run as one shell: verify's error, not parse's first stdout line, is the message.
+    chained = failed(1, "parsed 3 nodes\nexported 2 tasks\ntask t1: cpu mismatch",
+                     "tracekit verify: error: 1 violations in /r/opendc (first: task t1: cpu mismatch)")
+    assert _describe_failure(chained) == "tracekit verify: error: 1 violations in /r/opendc (first: task t1: cpu mismatch)"
+    # No error line (the dispatcher's log and summary): the last log line and the first summary line.
+    dispatcher = failed(1, "0/2 tasks done, 0 failed, 2 timed out; makespan 0.1 s\n  cloud1: ...", "INFO dispatching 2 tasks\nWARNING gave up")
+    assert _describe_failure(dispatcher) == "WARNING gave up (first: 0/2 tasks done, 0 failed, 2 timed out; makespan 0.1 s)"

@@ -177,10 +177,10 @@ def _describe_failure(event: dict[str, Any]) -> str:
     stderr = (res.get("stderr") or "").strip()
     if stderr:
         # Tracekit's own errors are one line: 'tracekit <cmd>: error: ...'
-        lines = [line for line in stderr.splitlines() if "error:" in line] or stderr.splitlines()
-        message = lines[-1]
+        errors = [line for line in stderr.splitlines() if "error:" in line]
+        message = (errors or stderr.splitlines())[-1]
         stdout = (res.get("stdout") or "").strip()
-        if stdout and res.get("rc"):  # e.g. verify: one violation per stdout line
+        if not errors and stdout and res.get("rc"):  # e.g. the dispatcher's summary of failed tasks
             message += f" (first: {stdout.splitlines()[0]})"
     elif res.get("stdout") and res.get("rc"):
         message = res["stdout"].strip().splitlines()[-1]
@@ -284,15 +284,12 @@ class PhaseRunner:
             return self.interrupt.requested and not self.interrupt.cleaning
 
         self.count += 1
+        begin(phases[0])  # ansible-playbook's start-up counts for the first phase
         try:
             result = self._ansible(phases, on_event, cancel)
         except Exception as exc:  # ansible-runner itself broke: the phase failed, stop and fetch still run
-            if current["phase"] is None:
-                begin(phases[0])
             finish("failed", f"ansible-runner could not run the {current['phase']} phase: {exc}")
             return outcomes
-        if current["phase"] is None:  # ansible-playbook ended before the first play (e.g. a syntax error)
-            begin(phases[0])
         if result.status == "canceled" or self.interrupt.requested and not self.interrupt.cleaning:
             finish("interrupted", "interrupted by a signal")
         elif result.status == "successful" and not current["errors"]:
