@@ -27,7 +27,9 @@ in this order:
 With --repeat N, steps 2 and 3 run N times each, alternating which goes
 first, and the tables show per-phase medians.
 
-overhead = the sum of every phase but ``run`` (the dispatch). Targets
+overhead = the wall time of the whole call but the ``run`` phase (the
+dispatch): the other phases and whatever tracekit-run does around them
+(wheelhouse check, versions, run folder). Targets
 (PASS/FAIL after the tables, exit code 0 whatever they say): overhead
 <= 30 s local and <= 45 s over SSH, and tracekit-run's overhead within 10 %
 of plain ansible-playbook's. Where the time goes comes from the measured
@@ -108,6 +110,11 @@ class Timing:
 
     @property
     def overhead_s(self) -> float:
+        """Everything but the dispatch: the whole call's wall time minus the run phase."""
+        return self.wall_s - self.phases_s.get(DISPATCH_PHASE, 0.0)
+
+    @property
+    def phases_but_run_s(self) -> float:
         return sum(s for phase, s in self.phases_s.items() if phase != DISPATCH_PHASE)
 
     @staticmethod
@@ -422,7 +429,8 @@ def print_table(kind: str, first: Timing, measured: Timing, plain: Timing, repea
         diff = f"{t - p:+.1f}" if t is not None and p is not None else ""
         print(f"| {phase} | {_s(first.phases_s.get(phase))} | {_s(t)} | {_s(p)} | {diff} |")
     rows = [
-        ("**overhead** (all but run)", lambda x: x.overhead_s),
+        ("**overhead** (wall but run)", lambda x: x.overhead_s),
+        ("phases but run", lambda x: x.phases_but_run_s),
         ("all phases", lambda x: sum(x.phases_s.values())),
         ("wall (incl. outside the phases)", lambda x: x.wall_s),
     ]

@@ -227,7 +227,7 @@ class PhaseRunner:
     ) -> dict[str, PhaseOutcome]:
         """Run the phases (in order) in one call; on_begin/on_end for each phase entered; the outcomes of those."""
         outcomes: dict[str, PhaseOutcome] = {}
-        current: dict[str, Any] = {"phase": None, "hosts": {}, "errors": []}
+        current: dict[str, Any] = {"phase": None, "hosts": {}, "errors": [], "following": True}
 
         def begin(phase: str) -> None:
             if current["phase"] is not None:  # the call went on without a failure: the phase before ended well
@@ -247,6 +247,9 @@ class PhaseRunner:
             data = event.get("event_data", {})
             if kind == "playbook_on_play_start":
                 phase = self.phase_of_play.get(data.get("play", ""))
+                # Plays of phases not asked for (--resume) still check their roles'
+                # arguments (tagged 'always'): not followed.
+                current["following"] = phase in phases
                 # After a failure the call may go on through plays left without hosts
                 # (Ansible miscounts unreachable hosts); those phases did not run.
                 if phase in phases and phase != current["phase"] and not current["errors"]:
@@ -254,8 +257,7 @@ class PhaseRunner:
                 return True
             host = data.get("host")
             task = data.get("task", "")
-            # Events of phases not asked for (their role argument checks are tagged 'always') are not followed.
-            if not host or not kind.startswith("runner_on_") or current["phase"] is None:
+            if not host or not kind.startswith("runner_on_") or not current["following"]:
                 return True
             hosts, errors = current["hosts"], current["errors"]
             entry = hosts.setdefault(host, {"state": "ok", "error": None})
