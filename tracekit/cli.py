@@ -318,7 +318,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         status, started = daemon.start_collector(config)
         print(("started: " if started else "already running: ") + status.describe())
         if args.clock_redis_url:
-            _measure_clock(config.run_id, args, "start")
+            _measure_clock(config.run_id, args.clock_redis_url, args, "start")
         return 0
     if args.action == "run":
         final = daemon.run_collector(
@@ -333,7 +333,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
             import redis
 
             try:
-                _measure_clock(run_id, args, "end")
+                _measure_clock(run_id, args.clock_redis_url, args, "end")
             except (TracekitError, redis.RedisError) as exc:  # e.g. Redis already gone after a failed run
                 print(f"tracekit collect: warning: clock offset at the end not measured ({exc}); "
                       "parse uses the start measurement", file=sys.stderr)
@@ -539,17 +539,16 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _measure_clock(run_id: str, args: argparse.Namespace, moment: str, redis_url: str | None = None) -> None:
+def _measure_clock(run_id: str, redis_url: str, args: argparse.Namespace, moment: str) -> None:
     from tracekit.collect.clock import record_clock
 
-    url = redis_url or args.clock_redis_url
-    clock = record_clock(run_id, url, args.redis_password_file, moment, runfolder.logs_dir(args.logs_dir))
+    clock = record_clock(run_id, redis_url, args.redis_password_file, moment, runfolder.logs_dir(args.logs_dir))
     probe = clock[moment]
     print(f"clock offset {probe['offset_ms']:+.3f} ms ± {probe['uncertainty_ms']:.3f} ms (rtt {probe['rtt_ms']:.3f} ms)")
 
 
 def _cmd_clock(args: argparse.Namespace) -> int:
-    _measure_clock(runfolder.run_id_or_env(args.run_id), args, args.moment, args.redis_url)
+    _measure_clock(runfolder.run_id_or_env(args.run_id), args.redis_url, args, args.moment)
     return 0
 
 

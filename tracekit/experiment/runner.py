@@ -520,7 +520,7 @@ def run_experiment(
 
         def verdict() -> str:
             """The run's state so far: the first phase that did not succeed decides."""
-            state = next((o.state for p, o in outcomes.items() if o.state != "succeeded"), "succeeded")
+            state = next((o.state for o in outcomes.values() if o.state != "succeeded"), "succeeded")
             return "interrupted" if state == "succeeded" and interrupt.requested else state
 
         def begin(phase: str) -> None:
