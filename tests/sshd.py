@@ -284,9 +284,15 @@ class SshNodes:
             }
 
         first, *rest = self.nodes.values()
+        workers = {node.name: host(node) for node in rest}
+        # All nodes share this machine: each worker gets a CPU of its own while there are enough.
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(workers) <= len(cpus):
+            for values, cpu in zip(workers.values(), cpus):
+                values["tracekit_node_cpus"] = str(cpu)
         document = {"all": {"children": {
             "controller": {"hosts": {first.name: host(first)}},
-            "workers": {"hosts": {node.name: host(node) for node in rest}},
+            "workers": {"hosts": workers},
         }}}  # fmt: skip
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         return path

@@ -7,7 +7,6 @@ Every error the library raises (TracekitError) becomes one line on stderr,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -27,6 +26,15 @@ def _csv_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers, e.g. 5,10,20") from None
 
 
+def _cpu_list(text: str) -> tuple[int, ...]:
+    from tracekit.cpuset import parse_cpu_list
+
+    try:
+        return parse_cpu_list(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help="run id; the run folder is <logs dir>/<RUN_ID> (default: $TRACEKIT_RUN_ID)")
     parser.add_argument("--logs-dir", help="folder holding the run folders (default: $TRACEKIT_LOGS_DIR, else ./logs)")
@@ -35,10 +43,6 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
 def _add_clock_args(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--clock-redis-url", metavar="URL", help=f"the controller's redis://HOST:PORT/DB: {what}")
     parser.add_argument("--redis-password-file", type=Path, help="file holding the Redis password (else $REDIS_PASSWORD)")
-
-
-def _default_node_id() -> str:
-    return os.environ.get("TRACEKIT_NODE_ID") or runfolder.default_node_id()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
         action.add_argument("--no-host", action="store_true", help="do not record host samples")
         action.add_argument("--cpu-mhz", type=float, help="nominal core speed to record, overriding detection")
+        action.add_argument(
+            "--scope", choices=("machine", "node"), default="machine",
+            help="which processes --match/--match-cmdline may follow: any on this machine (default), or only "
+            "those started for this node (TRACEKIT_NODE_ID=<node id> in their environment: what the worker, "
+            "dispatcher and wrap set), for nodes that share one machine",
+        )  # fmt: skip
+        action.add_argument(
+            "--cpus", type=_cpu_list, metavar="LIST",
+            help="the node's own CPUs (e.g. 1 or 0-3,6) where nodes share a machine: recorded in node.json, "
+            "host CPU samples from them only (default: the CPUs this process may use)",
+        )  # fmt: skip
         if name == "start":
             _add_clock_args(action, "then measure this node's clock offset to the controller (as 'tracekit clock --moment start')")
         if name == "run":
@@ -230,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--parallel", type=int, default=1, help="tasks run at once (default: 1)")
     worker.add_argument("--outputs", type=Path, default=Path("outputs"), help="where outputs go (default: outputs)")
     worker.add_argument("--grace", type=float, default=60.0, metavar="S", help="after a stop signal, how long running tasks may finish (default: 60)")
+    worker.add_argument(
+        "--cpus", type=_cpu_list, metavar="LIST",
+        help="keep the worker and every task on these CPUs (e.g. 1 or 0-3,6): the node's own where nodes share a "
+        "machine (default: the CPUs it may use)",
+    )  # fmt: skip
     worker_mode = worker.add_mutually_exclusive_group()
     worker_mode.add_argument(
         "--detach", action="store_true",
@@ -253,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=redis_epilog,
     )
     _add_run_args(dispatch)
+    dispatch.add_argument("--node-id", help="this (the controller's) node id, marked on the processes it starts "
+                          "(default: $TRACEKIT_NODE_ID, else the host name)")
     dispatch.add_argument("--redis-url", help="redis://HOST:PORT/DB (no password); required unless --stop")
     dispatch.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
     dispatch.add_argument("--nodes", help="worker nodes, comma-separated, e.g. cloud1,cloud2")
@@ -297,7 +319,7 @@ def _collector_config(args: argparse.Namespace):
 
     return CollectorConfig(
         run_id=runfolder.run_id_or_env(args.run_id),
-        node_id=args.node_id or _default_node_id(),
+        node_id=args.node_id or runfolder.default_node_id(),
         stage=args.stage,
         interval_ms=args.interval_ms,
         match_name=args.match,
@@ -307,6 +329,8 @@ def _collector_config(args: argparse.Namespace):
         logs_dir=runfolder.logs_dir(args.logs_dir),
         cpu_mhz=args.cpu_mhz,
         role=args.role,
+        scope=args.scope,
+        cpus=args.cpus,
     )
 
 
@@ -410,7 +434,7 @@ def _cmd_parse(args: argparse.Namespace) -> int:
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from tracekit.adapters.nginx import adapt_nginx_log
 
-    report = adapt_nginx_log(args.input, args.output, args.format, args.node or _default_node_id(), args.strict)
+    report = adapt_nginx_log(args.input, args.output, args.format, args.node or runfolder.default_node_id(), args.strict)
     print(f"{args.output}: {report.events} events from {report.lines} lines of {args.input}")
     for line_no, reason in report.bad_lines[:10]:
         print(f"skipped {args.input}:{line_no}: {reason}", file=sys.stderr)
@@ -464,7 +488,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if not args.redis_url:
         raise UsageError("worker needs --redis-url redis://HOST:PORT/DB")
     config = WorkerConfig(
-        node_id=args.node_id or _default_node_id(),
+        node_id=args.node_id or runfolder.default_node_id(),
         run_id=runfolder.run_id_or_env(args.run_id),
         redis_url=args.redis_url,
         password_file=args.redis_password_file,
@@ -472,6 +496,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         outputs=args.outputs,
         logs_dir=runfolder.logs_dir(args.logs_dir),
         grace_s=args.grace,
+        cpus=args.cpus,
     )
     if args.detach:
         from tracekit.sched.connection import connect
@@ -525,6 +550,7 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         worker_wait_s=args.worker_wait,
         logs_dir=runfolder.logs_dir(args.logs_dir),
+        node_id=args.node_id or runfolder.default_node_id(),
     )
     runfolder.ensure_writable_dir(folder, "run folder")
     with detach.pidfile_of_this_process(folder / DISPATCHER_PIDFILE):

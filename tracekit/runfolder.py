@@ -17,6 +17,10 @@ from tracekit.errors import RunFolderError, UsageError
 
 LOGS_DIR_ENV = "TRACEKIT_LOGS_DIR"
 RUN_ID_ENV = "TRACEKIT_RUN_ID"
+# The node id: a default for --node-id, and the mark every process Tracekit
+# starts for a node carries, so that collectors of nodes sharing one machine
+# tell their processes apart (tracekit.collect.process).
+NODE_ID_ENV = "TRACEKIT_NODE_ID"
 DEFAULT_LOGS_DIR = "logs"
 
 # Raw files one node writes into its run folder.
@@ -29,6 +33,10 @@ COLLECTOR_LOG = "collector.log"
 COLLECTOR_PIDFILE = "collector.pid"
 PID_DIR = "pids"  # wrappers register their children here
 CLOCK = "clock.json"  # this node's clock offset to the controller (tracekit clock)
+# Written by the dispatcher into the controller's run folder.
+PLACEMENT_EVENTS = "placement_events.jsonl"  # every placement, with the state it was decided on
+TERMINAL_RECORDS = "terminal_records.jsonl"  # each task's terminal record as received: what ran
+DISPATCH_SUMMARY = "dispatch.json"  # counts, makespan, per-node busy time
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -86,7 +94,13 @@ def ensure_writable_dir(path: Path, what: str = "folder") -> Path:
 
 
 def default_node_id() -> str:
-    return socket.gethostname()
+    """``$TRACEKIT_NODE_ID``, else the host name."""
+    return os.environ.get(NODE_ID_ENV) or socket.gethostname()
+
+
+def node_environment(node_id: str) -> dict[str, str]:
+    """This process's environment with the node mark, for a child started for ``node_id``."""
+    return {**os.environ, NODE_ID_ENV: node_id}
 
 
 def events_file(run_folder: Path, module: str) -> Path:

@@ -408,3 +408,95 @@ def test_pid_folder_is_listed_only_when_it_changed(tmp_path, children, monkeypat
         assert folder_listings() == before + 1
     finally:
         tracker.close()
+
+
+def test_node_scope_follows_only_the_processes_started_for_its_node(tmp_path, children):
+    # Two nodes on one machine, each collector with a node scope: a process
+    # that matches by name but was started for the other node is not followed.
+    binary = named_binary(tmp_path, "tk-scoped")
+    mine = children([binary, "60"], env={**os.environ, runfolder.NODE_ID_ENV: "cloud1"})
+    theirs = children([binary, "60"], env={**os.environ, runfolder.NODE_ID_ENV: "cloud2"})
+    unmarked = children([binary, "60"], env={k: v for k, v in os.environ.items() if k != runfolder.NODE_ID_ENV})
+    by_node = {}
+    for node in ("cloud1", "cloud2"):
+        cfg = CollectorConfig(run_id="r1", node_id=node, interval_ms=100, logs_dir=tmp_path / node,
+                              match_name="^tk-scoped$", scope="node")  # fmt: skip
+        daemon.start_collector(cfg)
+        by_node[node] = cfg.run_folder
+    try:
+        for folder in by_node.values():
+            wait_until(lambda f=folder: tracked(f) and samples_of(f, tracked(f)[0]["pid"]), what="a followed process")
+    finally:
+        summaries = {node: daemon.stop_collector("r1", tmp_path / node).summary for node in by_node}
+    assert [r["pid"] for r in tracked(by_node["cloud1"])] == [mine.pid]
+    assert [r["pid"] for r in tracked(by_node["cloud2"])] == [theirs.pid]
+    assert not samples_of(by_node["cloud1"], theirs.pid) and not samples_of(by_node["cloud1"], unmarked.pid)
+    assert summaries["cloud1"]["processes_of_other_nodes"] == 2  # theirs and the unmarked one, each seen once
+    facts = json.loads((by_node["cloud1"] / runfolder.NODE_FACTS).read_text())
+    assert (facts["process_scope"], facts["process_marker"]) == ("node", "TRACEKIT_NODE_ID=cloud1")
+    assert validation_errors("raw/node_facts", facts) == []
+
+
+def test_machine_scope_follows_every_matching_process(logs_dir, tmp_path, children):
+    binary = named_binary(tmp_path, "tk-anyone")
+    other = children([binary, "60"], env={**os.environ, runfolder.NODE_ID_ENV: "cloud2"})
+    cfg = config(logs_dir, match_name="^tk-anyone$")
+    daemon.start_collector(cfg)
+    wait_until(lambda: tracked(cfg.run_folder, other.pid), what="the other node's process, followed")
+    daemon.stop_collector("r1", logs_dir)
+    facts = json.loads((cfg.run_folder / runfolder.NODE_FACTS).read_text())
+    assert (facts["process_scope"], facts["process_marker"]) == ("machine", None)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to give a node one of them")
+def test_a_node_with_its_own_cpus_records_them_and_samples_only_them(logs_dir):
+    cpu = max(os.sched_getaffinity(0))
+    cfg = config(logs_dir, cpus=(cpu,))
+    daemon.start_collector(cfg)
+    host_samples = cfg.run_folder / runfolder.HOST_SAMPLES
+    wait_until(lambda: host_samples.exists() and len(read_jsonl(host_samples)) >= 2, what="2 host samples")
+    status = daemon.collector_status("r1", logs_dir)
+    assert os.sched_getaffinity(status.pid) == {cpu}  # the collector itself runs there too
+    daemon.stop_collector("r1", logs_dir)
+    facts = json.loads((cfg.run_folder / runfolder.NODE_FACTS).read_text())
+    assert (facts["cpus"], facts["cores_usable"], facts["cpus_source"]) == ([cpu], 1, "assigned")
+    assert facts["cores_logical"] == os.cpu_count()
+    for sample in read_jsonl(cfg.run_folder / runfolder.HOST_SAMPLES):
+        [core] = sample["cpu_ms_per_core"]
+        assert sample["cpu_ms"] == core  # the node's CPU figures are its one core's
+    with open("/proc/stat") as f:
+        line = next(line for line in f if line.startswith(f"cpu{cpu} "))
+    assert core["user"] <= int(line.split()[1]) * 1000 // os.sysconf("SC_CLK_TCK")
+
+
+def test_cpus_the_machine_does_not_have_are_one_line_and_exit_2(logs_dir, capsys):
+    code = cli.main(["collect", "start", "--run-id", "r1", "--cpus", "4096"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("tracekit collect: error: --cpus 4096: this machine lets this process use CPUs")
+    assert len(err.strip().splitlines()) == 1 and not daemon.collector_status("r1", logs_dir).running
+
+
+def test_a_process_seen_while_it_execs_is_looked_at_again(tmp_path, children, monkeypatch):
+    # Right after exec the kernel may not have set up the new environment yet
+    # (/proc/<pid>/environ reads empty): that is "not known yet", not "another node's".
+    binary = named_binary(tmp_path, "tk-exec")
+    child = children([binary, "60"], env={**os.environ, runfolder.NODE_ID_ENV: "cloud1"})
+    wait_until(lambda: _procfs.read_environ(child.pid), what="the child's environment")
+    real = _procfs.read_environ
+    reads = []
+
+    def empty_first(pid):
+        reads.append(pid)
+        return b"" if reads.count(pid) == 1 else real(pid)
+
+    monkeypatch.setattr(_procfs, "read_environ", empty_first)
+    monkeypatch.setattr(process_module, "RELIST_AT_LEAST_EVERY_S", 0.0)
+    tracker = ProcessTracker(match_name=re.compile("^tk-exec$"), node_scope="cloud1")
+    try:
+        tracker.refresh(int(time.time() * 1000))
+        assert child.pid not in tracker.tracked and tracker.other_nodes_total == 0
+        tracker.refresh(int(time.time() * 1000))
+        assert child.pid in tracker.tracked and tracker.tracked[child.pid].reason == "name"
+        assert reads.count(child.pid) == 2  # and never again once decided
+    finally:
+        tracker.close()

@@ -4,6 +4,7 @@ export -> OpenDC, verify -> conservation; plus the bad-input paths."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -107,6 +108,65 @@ def test_parse_builds_the_whole_trace(run):
     assert nodes["cloud2"]["clock_offset_ms"] == CLOUD2_OFFSET_MS and nodes["cloud1"]["clock_offset_ms"] is None
     assert nodes["cloud1"]["cpu_mhz"] > 0
     assert any("no clock offset for cloud1" in note for note in audit["notes"])
+    # What a researcher checks first: no scheduler here (by hand), nothing on the wrong node,
+    # the fragments export will cut, the samples that belong to no task.
+    assert audit["tasks_run"] is None and audit["proc_samples_wrong_node"] == 0
+    assert audit["fragments_per_task"]["min"] >= 1 and audit["fragments_per_task"]["max"] >= 6
+    assert audit["tasks_with_interior_samples"] >= 2
+    assert audit["proc_samples_outside_tasks"] == sum(1 for m in metrics if m["task_id"] is None)
+
+
+def _capture_together(root: Path, scope: str) -> Path:
+    """cloud1 and cloud2 collecting at once on this machine, matching ffmpeg; cloud1 runs one transcode."""
+    [clip] = generate_clips(root / "inputs", count=1, durations_s=[2], size="320x180", seed=1)
+    configs = [CollectorConfig(run_id="p2", node_id=node, interval_ms=100, match_name="^ffmpeg$", scope=scope,
+                               logs_dir=root / node) for node in ("cloud1", "cloud2")]  # fmt: skip
+    for cfg in configs:
+        daemon.start_collector(cfg)
+    try:
+        argv = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-re", "-i", str(clip), str(root / "out.mp4")]
+        run_invocation(Invocation(argv=argv, run_id="p2", logs_dir=root / "cloud1", task_id="t-1", node_id="cloud1"))
+    finally:
+        for cfg in configs:
+            daemon.stop_collector("p2", cfg.logs_dir)
+    run = root / "run"
+    for cfg in configs:
+        shutil.copytree(cfg.run_folder, run / "nodes" / cfg.node_id)
+    return run
+
+
+@pytest.mark.parametrize("scope", ["machine", "node"])
+def test_a_node_holding_another_nodes_task_processes_is_counted_and_fails_verification(tmp_path, scope):
+    run = _capture_together(tmp_path, scope)
+    audit = parse_run(run).audit
+    export_opendc(run, run / "opendc")
+    violations = verify_opendc(run / "opendc", against=run).violations
+    if scope == "machine":  # cloud2's collector followed cloud1's ffmpeg by its name
+        assert audit["per_node"]["cloud2"]["proc_samples_wrong_node"] >= 5
+        assert audit["proc_samples_wrong_node"] == audit["per_node"]["cloud2"]["proc_samples"]
+        assert any("process samples of another node's tasks: cloud2" in note for note in audit["notes"])
+        assert [v for v in violations if "holds" in v] == [
+            f"{run / 'cctf'}: node cloud2 holds {audit['proc_samples_wrong_node']} process samples of another "
+            "node's tasks (the nodes share a machine; collect with --scope node)"]
+    else:  # each collector kept to its own node: cloud2 followed nothing
+        assert audit["proc_samples_wrong_node"] == 0 and audit["per_node"]["cloud2"]["proc_samples"] == 0
+        assert audit["per_node"]["cloud1"]["proc_samples"] >= 5
+        assert violations == []
+
+
+def test_a_topology_claiming_more_cores_than_the_machines_had_fails_verification(run, tmp_path):
+    parse_run(run)
+    out = tmp_path / "opendc"
+    export_opendc(run, out)
+    experiment = json.loads((out / "experiment.json").read_text())
+    [host] = experiment["topologies"][0]["clusters"][0]["hosts"]
+    host["count"] = 2  # one host per node, each with all of this machine's cores: what the old export wrote
+    (out / "experiment.json").write_text(json.dumps(experiment))
+    cores = len(os.sched_getaffinity(0))
+    violations = verify_opendc(out, against=run).violations
+    assert violations == [f"experiment.json: the hosts claim {2 * cores} cores, the machines of nodes cloud1, cloud2 "
+                          f"had {os.cpu_count()} (nodes sharing a machine need CPUs of their own: inventory "
+                          "tracekit_node_cpus)"]  # fmt: skip
 
 
 def test_clock_offset_moves_a_node_to_the_controller_clock(run):
@@ -145,9 +205,11 @@ def test_export_and_verify_conserve_cpu_time(run, tmp_path):
     assert [m["id"] for m in mapping] == list(range(4))
     quick = next(m for m in mapping if m["task_id"] == "t-quick")
     assert sum(1 for i in fragments.column("id").to_pylist() if i == quick["id"]) >= 1  # from rusage alone
+    # Both nodes ran on this machine with every CPU: they had its cores together, not each.
     experiment = json.loads((out / "experiment.json").read_text())
     [host] = experiment["topologies"][0]["clusters"][0]["hosts"]
-    assert host["count"] == 2 and host["name"] == "cloud1+cloud2"  # identical nodes are grouped
+    assert (host["name"], host["count"], host["cpu"]["coreCount"]) == ("cloud1&cloud2", 1, len(os.sched_getaffinity(0)))
+    assert result.summary["nodes_merged_into_one_host"] == [["cloud1", "cloud2"]]
     assert cli.main(["verify", "opendc", str(out), "--against", str(run)]) == 0
 
 

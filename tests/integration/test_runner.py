@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import psutil
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -90,12 +91,27 @@ def assert_complete_run(run_dir: Path, result, password: str) -> None:
     for task_id, node in placed:
         events = (run_dir / "nodes" / node / "events.ffmpeg.jsonl").read_text()
         assert task_id in events
+    assert_each_node_holds_only_its_own(run_dir, invocations)
     # The OpenDC files pass verification against the run.
     checked = verify_opendc(run_dir / "opendc", topology=run_dir / "opendc" / "experiment.json", against=run_dir)
     assert checked.tasks == 2
     # The per-run password is in no file of the run folder (nor in the artifacts Ansible left there).
     leaks = [name for name, text in run_files(run_dir).items() if password in text]
     assert not leaks, leaks
+
+
+def assert_each_node_holds_only_its_own(run_dir: Path, invocations: list[dict]) -> None:
+    """Every node shares this machine: no node's samples of another's tasks, no more cores than it has."""
+    audit = json.loads((run_dir / "cctf" / "audit.json").read_text())
+    assert audit["proc_samples_wrong_node"] == 0 and audit["tasks_in_trace_pct"] == 100.0, audit["notes"]
+    launched = {(i["pid"], i["create_time_ms"]): i["node"] for i in invocations}
+    samples = pq.read_table(run_dir / "cctf" / "proc_metrics.parquet").to_pylist()
+    assert samples and all(launched.get((s["pid"], s["create_time_ms"]), s["node"]) == s["node"] for s in samples)
+    nodes = json.loads((run_dir / "cctf" / "nodes.json").read_text())
+    assert {n["process_scope"] for n in nodes} == {"node"}
+    experiment = json.loads((run_dir / "opendc" / "experiment.json").read_text())
+    hosts = experiment["topologies"][0]["clusters"][0]["hosts"]
+    assert sum(h["cpu"]["coreCount"] * h["count"] for h in hosts) <= os.cpu_count()
 
 
 def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, local_site):

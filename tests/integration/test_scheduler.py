@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -335,3 +336,42 @@ def test_finish_and_take_retried_after_a_lost_reply_strands_no_task(redis_server
     assert [r["task_id"] for r in results(redis_server)] == ["t0"]  # one terminal record
     starts = [json.loads(fields["record"])["task_id"] for _, fields in client.xrange(RunKeys("s1").starts)]
     assert starts == ["t0", "t1"]  # t1's start was recorded once, by the call that took it
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to give a node one of them")
+def test_a_worker_keeps_itself_and_its_tasks_on_its_cpus_marked_with_its_node(redis_server, tmp_path, children):
+    cpu = max(os.sched_getaffinity(0))
+    client = redis_server.client()
+    queue = TaskQueue(client, RunKeys("s1"))
+    queue.create(["cloud1"], {"run_id": "s1"})
+    probe = "import os, sys; print(sorted(os.sched_getaffinity(0)), os.environ.get('TRACEKIT_NODE_ID'), file=open(sys.argv[1], 'w'))"
+    out = tmp_path / "task.out"
+    queue.place("cloud1", TaskMessage("t-probe", "4" * 32, "", "", 1, argv=[sys.executable, "-c", probe, str(out)]))
+    argv = tracekit_cmd("worker", "--node-id", "cloud1", "--run-id", "s1", "--redis-url", redis_server.url,
+                        "--logs-dir", str(tmp_path / "logs"), "--cpus", str(cpu))  # fmt: skip
+    env = {**os.environ, "REDIS_PASSWORD": redis_server.password}
+    env.pop("TRACEKIT_NODE_ID", None)
+    worker = children(argv, env=env)
+    wait_until(lambda: results(redis_server), timeout_s=60, what="the probe task's terminal record")
+    import psutil
+
+    threads = {t.id for t in psutil.Process(worker.pid).threads()}
+    assert all(os.sched_getaffinity(tid) == {cpu} for tid in threads)  # heartbeat and slot threads too
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert out.read_text() == f"[{cpu}] cloud1\n"
+
+
+def test_the_dispatcher_marks_its_probes_with_its_node(tmp_path, monkeypatch):
+    from tracekit.sched.plan import plan_tasks
+
+    inputs, bin_dir = tmp_path / "inputs", tmp_path / "bin"
+    inputs.mkdir(), bin_dir.mkdir()
+    (inputs / "a.mp4").write_bytes(b"x")
+    marks = tmp_path / "marks"
+    fake = bin_dir / "ffprobe"  # answers like ffprobe, and says which node it was started for
+    fake.write_text(f'#!/bin/sh\necho "$TRACEKIT_NODE_ID" >> {marks}\necho \'{{"format": {{"duration": "2.5"}}}}\'\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    [planned] = plan_tasks(inputs, TranscodeSettings(), node_id="cloud0")
+    assert planned.task.media_s == 2.5 and marks.read_text() == "cloud0\n"

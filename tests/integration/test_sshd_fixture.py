@@ -78,6 +78,8 @@ def test_inventory_has_controller_and_workers(sshd_nodes):
     assert list(groups["controller"]["hosts"]) == ["cloud0"]
     assert list(groups["workers"]["hosts"]) == ["cloud1", "cloud2"]
     cloud1 = groups["workers"]["hosts"]["cloud1"]
+    cpus = sorted(os.sched_getaffinity(0))
+    assert cloud1.pop("tracekit_node_cpus", None) == (str(cpus[0]) if len(cpus) >= 2 else None)
     assert cloud1 == {
         "ansible_host": "127.0.0.1",
         "ansible_port": sshd_nodes["cloud1"].port,

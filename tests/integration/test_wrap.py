@@ -75,6 +75,18 @@ def test_labels_are_recorded(logs_dir):
     assert (event["node"], event["attempt"], event["argv"]) == ("cloud2", 2, ["true"])
 
 
+def test_the_child_is_marked_with_its_node(logs_dir, tmp_path, monkeypatch):
+    # A collector of another node on the same machine tells the child apart by this mark.
+    out = tmp_path / "mark"
+    monkeypatch.setenv("TRACEKIT_NODE_ID", "cloud9")  # the wrapper's own: the invocation's node wins
+    argv = ["wrap", "--run-id", "w4b", "--node-id", "cloud2", "--", "sh", "-c", f'echo "$TRACEKIT_NODE_ID" > {out}']
+    assert cli.main(argv) == 0
+    assert out.read_text() == "cloud2\n"
+    assert cli.main(["wrap", "--run-id", "w4b", "--", "sh", "-c", f'echo "$TRACEKIT_NODE_ID" > {out}']) == 0
+    assert out.read_text() == "cloud9\n"  # no --node-id: $TRACEKIT_NODE_ID, as recorded in the event
+    assert [e["node"] for e in read_jsonl(logs_dir / "w4b" / "events.sh.jsonl")] == ["cloud2", "cloud9"]
+
+
 def test_missing_binary_is_a_clear_error_and_a_failed_event(logs_dir, capsys):
     assert cli.main(["wrap", "--run-id", "w5", "--", "no-such-binary-xyz", "arg"]) == 127
     err = capsys.readouterr().err
@@ -179,8 +191,8 @@ def test_a_signal_during_the_spawn_reaches_the_child(logs_dir, monkeypatch):
 
     real_spawn = wrap._spawn
 
-    def spawn_then_signal(argv):
-        pid = real_spawn(argv)
+    def spawn_then_signal(argv, node):
+        pid = real_spawn(argv, node)
         os.kill(os.getpid(), signal.SIGHUP)  # lands before registration and the wait
         return pid
 

@@ -11,6 +11,7 @@ import time
 import psutil
 import pytest
 
+from tests.helpers import wait_until
 from tracekit.collect import _procfs
 
 
@@ -398,3 +399,31 @@ def test_sampled_switch_counts_are_what_status_says(behaviour):
             files.close()
         child.kill()
         child.wait()
+
+
+def test_environ_value_finds_one_entry():
+    environ = b"PATH=/bin\0TRACEKIT_NODE_ID=cloud2\0TRACEKIT_NODE_ID_X=no\0EMPTY=\0"
+    assert _procfs.environ_value(environ, "TRACEKIT_NODE_ID") == "cloud2"
+    assert _procfs.environ_value(environ, "EMPTY") == ""
+    assert _procfs.environ_value(environ, "MISSING") is None
+    assert _procfs.environ_value(b"", "PATH") is None  # a zombie's or a kernel thread's
+
+
+def test_environ_of_a_live_process():
+    child = subprocess.Popen(["sleep", "30"], env={"TRACEKIT_NODE_ID": "cloud7", "PATH": "/usr/bin:/bin"})
+    try:
+        # Empty for a moment while the child execs (the parent resumes before the kernel set it up).
+        environ = wait_until(lambda: _procfs.read_environ(child.pid), what="the child's environment")
+        assert _procfs.environ_value(environ, "TRACEKIT_NODE_ID") == "cloud7"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_cpu_ticks_of_some_cpus_only():
+    with open("/proc/stat", "rb") as f:
+        data = f.read()
+    every = _procfs.cpu_ticks_per_core(data)
+    last = len(every) - 1
+    assert _procfs.cpu_ticks_per_core(data, frozenset({last})) == [every[last]]
+    assert _procfs.cpu_ticks_per_core(data, frozenset()) == []

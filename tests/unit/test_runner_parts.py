@@ -82,6 +82,61 @@ def test_the_default_inventories_are_valid():
     assert len({v["tracekit_node_root"] for v in local.hostvars.values()}) == 3  # one root per node
     cluster = read_inventory(repo / "inventory" / "cluster.example.yml")
     assert cluster.hosts == ("cloud0", "cloud1", "cloud2")
+    # The local nodes share this machine: their collectors keep to their own node, the workers to a CPU each.
+    assert [local.scope(h) for h in local.hosts] == ["node"] * 3
+    assert (local.cpus("cloud0"), local.cpus("cloud1"), local.cpus("cloud2")) == (None, (0,), (1,))
+    # A cluster's nodes are machines of their own: nothing changes for them.
+    assert [cluster.scope(h) for h in cluster.hosts] == ["machine"] * 3
+    assert all(cluster.cpus(h) is None for h in cluster.hosts)
+
+
+def hosts(**workers: dict) -> dict:
+    return {"all": {"children": {"controller": {"hosts": {"c0": {"tracekit_node_root": "/a", "ansible_host": "10.0.0.1"}}},
+                                 "workers": {"hosts": {n: {"tracekit_node_root": f"/{n}", **v} for n, v in workers.items()}}}}}  # fmt: skip
+
+
+def test_nodes_on_one_machine_are_found_by_connection_and_loopback_address(tmp_path):
+    inventory = read_inventory(write(tmp_path, hosts(
+        w1={"ansible_connection": "local"}, w2={"ansible_host": "127.0.0.1", "ansible_port": 2201},
+        w3={"ansible_host": "10.0.0.3"}, w4={"ansible_host": "10.0.0.3", "ansible_port": 2202},
+        w5={"ansible_host": "10.0.0.5", "tracekit_node_scope": "node"})))  # fmt: skip
+    assert inventory.sharing("w1") == ("w2",) and inventory.sharing("w3") == ("w4",)
+    assert [inventory.scope(h) for h in inventory.hosts] == ["machine", "node", "node", "node", "node", "node"]
+    assert extravars_scopes(inventory) == {"c0": "machine", "w1": "node", "w2": "node", "w3": "node", "w4": "node", "w5": "node"}
+
+
+def extravars_scopes(inventory) -> dict:
+    from tracekit.experiment.render import extravars
+
+    experiment = load_experiment("experiments/smoke.yaml")
+    values = extravars(experiment, "r1", Path("/r"), Path("/w"), Path("/s"), "python3", inventory)
+    return values["tracekit_run_node_scopes"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"w1": {"tracekit_redis_port": "64x30"}}, "host w1: tracekit_redis_port '64x30' is not a TCP port"),
+        ({"w1": {"tracekit_redis_port": 70000}}, "host w1: tracekit_redis_port 70000 is not a TCP port"),
+        ({"w1": {"tracekit_node_cpus": "1-x"}}, "host w1: tracekit_node_cpus '1-x' is not a CPU list"),
+        ({"w1": {"tracekit_node_scope": "rack"}}, "host w1: tracekit_node_scope 'rack' is not one of machine, node"),
+        ({"w1": {"ansible_connection": "local", "tracekit_node_cpus": "0-1"},
+          "w2": {"ansible_connection": "local", "tracekit_node_cpus": "1"}},
+         "w1 and w2 share a machine and both have CPU 1 in tracekit_node_cpus"),
+    ],
+)  # fmt: skip
+def test_bad_node_values_fail_before_any_node_is_touched(tmp_path, values, message):
+    with pytest.raises(InventoryError, match=re.escape(message)):
+        read_inventory(write(tmp_path, hosts(**values)))
+
+
+def test_dry_run_says_which_nodes_share_a_machine():
+    from tracekit.experiment.render import Plan
+
+    repo = Path(__file__).resolve().parents[2]
+    plan = Plan("r1", load_experiment("experiments/smoke.yaml"), read_inventory(repo / "inventory" / "local.yml"), ("run",))
+    assert "nodes sharing a machine: cloud0, cloud1, cloud2; each collector follows its own node's processes; " \
+           "CPUs: cloud0 any, cloud1 0, cloud2 1" in plan.lines()
 
 
 def test_same_clips_same_folder(tmp_path):

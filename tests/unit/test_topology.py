@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import math
+from pathlib import Path
 
 import pytest
 
@@ -442,6 +444,7 @@ EXPECTED_KEYS = {
     "node", "stage", "role", "hostname", "os", "kernel", "arch", "cpu_model",
     "cores_logical", "cores_physical", "cpu_mhz", "cpu_mhz_source", "mem_kb",
     "cgroup_version", "boot_time_ms", "start_time_correction_ms", "clk_tck", "page_size", "interfaces",
+    "cpus", "cores_usable", "cpus_source", "machine",
 }
 
 
@@ -462,6 +465,11 @@ def test_node_facts_this_machine():
     assert isinstance(facts["mem_kb"], int) and facts["mem_kb"] > 0
     assert facts["cgroup_version"] in (1, 2)
     assert isinstance(facts["boot_time_ms"], int) and facts["boot_time_ms"] > 0
+    # The CPUs this process may use, and which kernel and process table it is on.
+    assert facts["cpus"] == sorted(os.sched_getaffinity(0)) and facts["cores_usable"] == len(facts["cpus"])
+    assert facts["cpus_source"] == "affinity"
+    assert facts["machine"]["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert facts["machine"]["pid_namespace"].startswith("pid:[")
     assert facts["clk_tck"] > 0 and facts["page_size"] >= 4096
     names = [nic["name"] for nic in facts["interfaces"]]
     assert "lo" in names and names == sorted(names)

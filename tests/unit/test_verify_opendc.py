@@ -293,3 +293,26 @@ def test_cli_broken_workload_prints_one_line_per_violation(tmp_path, capsys):
 def test_cli_missing_workload_is_an_error(tmp_path, capsys):
     assert cli.main(["verify", "opendc", str(tmp_path / "empty")]) == 1
     assert "tasks.parquet not found" in capsys.readouterr().err
+
+
+def node(name: str, boot_id: str | None, cpus: list[int], cores_logical: int = 4) -> dict:
+    return {"node": name, "cores_logical": cores_logical, "cores_usable": len(cpus), "cpus": cpus,
+            "boot_id": boot_id, "cpu_mhz": MHZ, "mem_kb": 8192 * 1024}  # fmt: skip
+
+
+def hosts_of(nodes: list[dict]) -> list[tuple[str, int, int]]:
+    experiment = experiment_json("t", nodes)
+    return [(h["name"], h["count"], h["cpu"]["coreCount"]) for h in experiment["topologies"][0]["clusters"][0]["hosts"]]
+
+
+def test_the_topology_claims_the_cores_the_nodes_had():
+    # Machines of their own, identical: one group of 2 hosts.
+    assert hosts_of([node("a", "m1", [0, 1, 2, 3]), node("b", "m2", [0, 1, 2, 3])]) == [("a+b", 2, 4)]
+    # One machine, a CPU each: 2 hosts of 1 core, not 2 of 4.
+    assert hosts_of([node("a", "m1", [0]), node("b", "m1", [1])]) == [("a+b", 2, 1)]
+    # One machine, the same CPUs: one host of their union.
+    assert hosts_of([node("a", "m1", [0, 1]), node("b", "m1", [1, 2]), node("c", "m2", [0])]) == [
+        ("a&b", 1, 3), ("c", 1, 1)]
+    # Nodes that recorded no CPUs (older collectors) keep the machine's cores.
+    assert hosts_of([{k: v for k, v in node("a", None, [0]).items() if k not in ("cpus", "cores_usable")}]) == [
+        ("a", 1, 4)]

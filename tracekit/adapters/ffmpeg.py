@@ -57,14 +57,15 @@ def transcode(
     return run_invocation(invocation)
 
 
-def probe_duration_s(path: str | Path) -> float:
-    """Container duration of a media file in seconds (ffprobe)."""
+def probe_duration_s(path: str | Path, env: dict[str, str] | None = None) -> float:
+    """Container duration of a media file in seconds (ffprobe, with ``env`` if given)."""
     ffprobe = require_binary("ffprobe")
     result = subprocess.run(
         [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
     try:
         return float(json.loads(result.stdout)["format"]["duration"])

@@ -33,7 +33,6 @@ from tracekit.collect.process import Registrar, process_identity, write_registra
 from tracekit.errors import CommandNotFound, RunFolderError, UsageError
 from tracekit.jsonl import append_line, dumps
 
-NODE_ID_ENV = "TRACEKIT_NODE_ID"
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Python ignores these; a child gets them back at their defaults (as with
 # subprocess.Popen's restore_signals), or ffmpeg would not die of a closed pipe.
@@ -66,7 +65,7 @@ class Invocation:
     task_id: str | None = None  # default: a new UUID
     trace_id: str | None = None  # default: a new trace id
     ts_enqueue: int | None = None  # epoch ms, controller clock; default: ts_start (node clock)
-    node_id: str | None = None  # default: $TRACEKIT_NODE_ID, else the host name
+    node_id: str | None = None  # default: $TRACEKIT_NODE_ID, else the host name; marked on the child
     attempt: int = 1
     pid_dir: Path | None = None  # default: the run folder's pids/
     io: IoPaths | None = None  # default: guessed for ffmpeg argv
@@ -97,19 +96,28 @@ def _inherited_descriptors() -> list[tuple[int, int]]:
     return actions
 
 
-def _environment() -> Mapping[bytes, bytes]:
-    """This process's environment, as posix_spawn takes it.
+_NODE_ID_ENV = runfolder.NODE_ID_ENV.encode()
 
-    ``os.environ`` decodes and re-encodes every variable on each spawn (about
-    0.1 ms for 40 variables); its bytes mapping, kept in step with it by
-    CPython, is taken as it is.
+
+def _environment(node: str) -> Mapping[bytes, bytes]:
+    """This process's environment with the node mark, as posix_spawn takes it.
+
+    The child carries TRACEKIT_NODE_ID=<node>: collectors of other nodes on
+    the same machine leave it alone. ``os.environ`` decodes and re-encodes
+    every variable on each spawn (about 0.1 ms for 40 variables); its bytes
+    mapping, kept in step with it by CPython, is taken as it is when it holds
+    the mark already (a worker marks its own environment once).
     """
-    return getattr(os.environ, "_data", os.environb)
+    environment = getattr(os.environ, "_data", os.environb)
+    mark = node.encode()
+    if environment.get(_NODE_ID_ENV) == mark:
+        return environment
+    return {**environment, _NODE_ID_ENV: mark}
 
 
-def _spawn(argv: list[str]) -> int:
-    """posix_spawn ``argv``, found on PATH as execvp would find it."""
-    environment, descriptors = _environment(), _inherited_descriptors()
+def _spawn(argv: list[str], node: str) -> int:
+    """posix_spawn ``argv`` (found on PATH as execvp would find it), marked with ``node``."""
+    environment, descriptors = _environment(node), _inherited_descriptors()
     executable = _on_path(argv[0], os.environ.get("PATH"))
     if executable is not None:
         try:
@@ -171,7 +179,7 @@ def run_invocation(
         "run_id": invocation.run_id,
         "task_id": task_id,
         "trace_id": invocation.trace_id or new_trace_id(),
-        "node": invocation.node_id or os.environ.get(NODE_ID_ENV) or runfolder.default_node_id(),
+        "node": invocation.node_id or runfolder.default_node_id(),
         "module": module,
         "attempt": invocation.attempt,
         "argv": list(invocation.argv),
@@ -224,7 +232,7 @@ def _spawn_and_wait(
 ) -> dict:
     """Spawn, register, wait; then complete and write the event (run_invocation's second half)."""
     try:
-        pid = _spawn(invocation.argv)
+        pid = _spawn(invocation.argv, event["node"])
     except OSError as exc:
         missing = isinstance(exc, FileNotFoundError)
         event.update(

@@ -276,16 +276,40 @@ class ProcessFiles:
         self._stat_fd = self._status_fd = self._io_fd = self._schedstat_fd = -1
 
 
-def read_cmdline(pid: int) -> list[str]:
-    """The argv of a process ([] for kernel threads and zombies)."""
-    fd = os.open(f"/proc/{pid}/cmdline", os.O_RDONLY)
+def _read_to_end(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
     try:
         data = b""
-        while chunk := os.read(fd, 65536):  # to the end: argv can be long
+        while chunk := os.read(fd, 65536):  # argv and the environment can be long
             data += chunk
     finally:
         os.close(fd)
-    return [arg.decode(errors="replace") for arg in data.split(b"\0") if arg]
+    return data
+
+
+def read_cmdline(pid: int) -> list[str]:
+    """The argv of a process ([] for kernel threads and zombies)."""
+    return [arg.decode(errors="replace") for arg in _read_to_end(f"/proc/{pid}/cmdline").split(b"\0") if arg]
+
+
+def environ_value(environ: bytes, name: str) -> str | None:
+    """The value of ``name`` in the content of /proc/<pid>/environ (None: not set)."""
+    prefix = name.encode() + b"="
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
+def read_environ(pid: int) -> bytes:
+    """The environment the process was started (exec'd) with, as /proc/<pid>/environ holds it.
+
+    Empty for kernel threads and zombies, and for a moment while a process
+    execs: a vfork or posix_spawn parent resumes before the kernel has set
+    up the new environment. Raises OSError when gone or not readable
+    (another user's process).
+    """
+    return _read_to_end(f"/proc/{pid}/environ")
 
 
 def has_exited(pid: int) -> bool:
@@ -330,14 +354,17 @@ def forks_since_boot(proc_stat: bytes) -> int | None:
     return _int_after(proc_stat, b"\nprocesses ")
 
 
-def cpu_ticks_per_core(proc_stat: bytes) -> list[list[int]]:
-    """Per CPU (the ``cpuN`` lines of /proc/stat): user, nice, system, idle,
-    iowait, irq, softirq, steal in clock ticks (0 where the kernel has fewer)."""
+def cpu_ticks_per_core(proc_stat: bytes, only: frozenset[int] | None = None) -> list[list[int]]:
+    """Per CPU (the ``cpuN`` lines of /proc/stat, or those of the CPUs in ``only``): user,
+    nice, system, idle, iowait, irq, softirq, steal in clock ticks (0 where the kernel has fewer)."""
     cores = []
     for line in proc_stat.split(b"\n")[1:]:  # [0] is the all-CPU line
         if not line.startswith(b"cpu"):
             break
-        ticks = [int(value) for value in line.split()[1:9]]
+        fields = line.split()
+        if only is not None and int(fields[0][3:]) not in only:
+            continue
+        ticks = [int(value) for value in fields[1:9]]
         ticks += [0] * (8 - len(ticks))
         cores.append(ticks)
     return cores

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracekit import __version__, runfolder
+from tracekit.cpuset import check_usable, format_cpu_list, keep_on, usable_cpus
 from tracekit.collect._procfs import has_exited
 from tracekit.collect.host import HostSampler, self_usage
 from tracekit.collect.process import PROC_CSV_COLUMNS, ProcessTracker
@@ -44,7 +45,9 @@ MAX_INTERVAL_MS = 3_600_000
 SELF_USAGE_EVERY_TICKS = 10  # cumulative, so sparse records lose nothing
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 15.0
-
+# Which processes a name or command-line match may follow: every one on the
+# machine, or only those marked with this node's id (nodes sharing a machine).
+SCOPES = ("machine", "node")
 
 
 def compile_regex(pattern: str | None, flag: str) -> re.Pattern[str] | None:
@@ -74,6 +77,8 @@ class CollectorConfig:
     logs_dir: Path = field(default_factory=runfolder.logs_dir)
     cpu_mhz: float | None = None
     role: str | None = None
+    scope: str = "machine"
+    cpus: tuple[int, ...] | None = None  # the node's own CPUs (tracekit.cpuset); None: whatever it may use
 
     def __post_init__(self) -> None:
         runfolder.validate_run_id(self.run_id)
@@ -87,6 +92,20 @@ class CollectorConfig:
         compile_regex(self.match_name, "--match")
         compile_regex(self.match_cmdline, "--match-cmdline")
         validate_cpu_mhz(self.cpu_mhz)
+        if self.scope not in SCOPES:
+            raise UsageError(f"--scope {self.scope!r} is not one of {', '.join(SCOPES)}")
+        if self.cpus is not None:
+            check_usable(self.cpus)  # here, before 'start' detaches a daemon that would only log it
+
+    @property
+    def node_scope(self) -> str | None:
+        """The node id a matched process must be marked with, or None (any process of the machine)."""
+        return self.node_id if self.scope == "node" else None
+
+    def scope_record(self) -> dict:
+        """What node.json says about the processes this collector may follow."""
+        marker = None if self.node_scope is None else f"{runfolder.NODE_ID_ENV}={self.node_scope}"
+        return {"process_scope": self.scope, "process_marker": marker}
 
     @property
     def run_folder(self) -> Path:
@@ -116,6 +135,10 @@ class CollectorConfig:
             argv += ["--cpu-mhz", repr(self.cpu_mhz)]
         if self.role is not None:
             argv += ["--role", self.role]
+        if self.scope != "machine":
+            argv += ["--scope", self.scope]
+        if self.cpus is not None:
+            argv += ["--cpus", format_cpu_list(self.cpus)]
         return argv
 
 
@@ -346,16 +369,20 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
     lock_fd = _acquire_pidfile(folder / runfolder.COLLECTOR_PIDFILE)
     log = file_logger(folder / runfolder.COLLECTOR_LOG, log_to_stderr)
     interval_s = config.interval_ms / 1000.0
+    if config.cpus is not None:
+        keep_on(config.cpus)  # the node's CPUs: node.json and the host samples are theirs
     _allow_more_open_files()
     tracker = ProcessTracker(
         match_name=compile_regex(config.match_name, "--match"),
         match_cmdline=compile_regex(config.match_cmdline, "--match-cmdline"),
         pid_dir=config.effective_pid_dir,
         exclude_pids=frozenset({os.getpid()}),
+        node_scope=config.node_scope,
     )
-    facts = node_facts(config.node_id, config.stage, config.role, config.cpu_mhz)
+    facts = node_facts(config.node_id, config.stage, config.role, config.cpu_mhz, config.cpus is not None)
+    facts.update(config.scope_record())
     (folder / runfolder.NODE_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
-    host_sampler = HostSampler() if config.host else None
+    host_sampler = HostSampler(usable_cpus()) if config.host else None
     host_out = LineWriter(folder / runfolder.HOST_SAMPLES) if config.host else None
     proc_out = LineWriter(folder / runfolder.PROC_SAMPLES)
     if proc_out.at_start:
@@ -372,6 +399,7 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
             "node": config.node_id,
             **counts,
             "processes_tracked": tracker.tracked_total,
+            "processes_of_other_nodes": tracker.other_nodes_total,
             **self_usage(),
         }
 
@@ -402,13 +430,14 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
         "match_cmdline": config.match_cmdline,
         "pid_dir": str(config.effective_pid_dir),
         "host": config.host,
+        **config.scope_record(),
     }
     events_out.write(start_record)
     events_out.flush()
     log.info(
-        "collector started: run=%s node=%s interval=%d ms match=%r match_cmdline=%r pid_dir=%s host=%s -> %s",
-        config.run_id, config.node_id, config.interval_ms, config.match_name,
-        config.match_cmdline, config.effective_pid_dir, config.host, folder,
+        "collector started: run=%s node=%s interval=%d ms match=%r match_cmdline=%r scope=%s pid_dir=%s host=%s -> %s",
+        config.run_id, config.node_id, config.interval_ms, config.match_name, config.match_cmdline,
+        config.scope_record()["process_marker"] or "machine", config.effective_pid_dir, config.host, folder,
     )  # fmt: skip
     # Everything allocated so far lives as long as the process: keep it out of
     # the garbage collector's full passes, and out of the ~20 ms it otherwise

@@ -78,9 +78,15 @@ def _kept_or_none(path: str) -> _procfs.KeptFile | None:
 
 
 class HostSampler:
-    """Host records from /proc files opened once; ``close()`` when done."""
+    """Host records from /proc files opened once; ``close()`` when done.
 
-    def __init__(self) -> None:
+    ``cpus``: the node's CPUs (tracekit.cpuset), where the node has only some
+    of the machine's: its CPU figures, total and per core, are those CPUs'
+    alone (in CPU number order). Memory, network and disk stay the machine's.
+    """
+
+    def __init__(self, cpus: tuple[int, ...] | None = None) -> None:
+        self._cpus = frozenset(cpus) if cpus is not None else None
         self._stat = _procfs.KeptFile("/proc/stat")
         self._meminfo = _procfs.KeptFile("/proc/meminfo")
         self._net_dev = _kept_or_none("/proc/net/dev")
@@ -96,7 +102,7 @@ class HostSampler:
 
     def sample(self, ts_ms: int) -> dict[str, Any]:
         """One host record: CPU (total and per core), memory, load, network, disk."""
-        per_core_ms = [list(map(_ticks_to_ms, ticks)) for ticks in _procfs.cpu_ticks_per_core(self._stat.read())]
+        per_core_ms = [list(map(_ticks_to_ms, ticks)) for ticks in _procfs.cpu_ticks_per_core(self._stat.read(), self._cpus)]
         total = [sum(mode) for mode in zip(*per_core_ms)] or [0] * len(_CPU_MODES)  # of the rounded ms
         per_core = [dict(zip(_CPU_MODES, ms)) for ms in per_core_ms]
         load1, load5, load15 = os.getloadavg()

@@ -10,10 +10,20 @@ A process is identified by (pid, create_time_ms): a reused PID is a new
 process. Processes are followed when their name or command line matches,
 when a wrapper registered them in the PID folder, or when their parent is
 followed (descendants).
+
+Node scope: where several nodes share one machine (the local inventory,
+loopback SSH nodes), a collector of one node must not follow another node's
+processes. Everything Tracekit starts for a node carries the node id in its
+environment (``TRACEKIT_NODE_ID``, set by the worker, the dispatcher and
+``wrap``); with a node scope, a process matched by name or command line is
+followed only when its environment (``/proc/<pid>/environ``, read once per
+matching process) names this node. Registered processes (the node's own PID
+folder) and descendants of followed ones are the node's by construction.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import os
@@ -24,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from tracekit import runfolder
 from tracekit.collect import _procfs
 from tracekit.collect.cgroup import read_cgroup
 
@@ -84,6 +95,13 @@ class TrackedProcess:
             "container_runtime": cgroup.runtime,
             "systemd_unit": cgroup.systemd_unit,
         }
+
+
+class _Verdict(enum.Enum):
+    """Why _classify follows no process."""
+
+    NO_MATCH = "no match"  # may still exec into a match while young
+    OTHER_NODE = "other node"  # matched, but another node's (or unmarked, with a node scope)
 
 
 @dataclass
@@ -189,11 +207,15 @@ class ProcessTracker:
         match_cmdline: re.Pattern[str] | None = None,
         pid_dir: Path | None = None,
         exclude_pids: frozenset[int] = frozenset(),
+        node_scope: str | None = None,
     ):
         self.match_name = match_name
         self.match_cmdline = match_cmdline
         self.pid_dir = pid_dir
         self.exclude_pids = exclude_pids
+        # None: every matching process of the machine; else only those marked with this node id.
+        self.node_scope = node_scope
+        self.other_nodes_total = 0  # matching processes left alone: another node's (or unmarked)
         self.tracked: dict[int, TrackedProcess] = {}
         self._unmatched: dict[int, _Unmatched] = {}
         self._young_unmatched: set[int] = set()  # looked at again each tick (may still exec)
@@ -249,10 +271,12 @@ class ProcessTracker:
                 self._forget_unmatched(pid)  # gone
                 continue
             found = self._classify(stat)
-            if found is None:
+            if isinstance(found, _Verdict):
                 self._unmatched[pid] = _Unmatched(stat.create_time_ms, stat.ppid)
-                # Kernel threads never exec: their name is final.
-                if not stat.kernel_thread and now_ms - stat.create_time_ms <= RECHECK_NAME_WINDOW_MS:
+                # Kernel threads never exec: their name is final. Another node's
+                # process stays another node's: its environment is not read again.
+                young = now_ms - stat.create_time_ms <= RECHECK_NAME_WINDOW_MS
+                if found is _Verdict.NO_MATCH and not stat.kernel_thread and young:
                     self._young_unmatched.add(pid)
                 else:
                     self._young_unmatched.discard(pid)
@@ -312,19 +336,42 @@ class ProcessTracker:
                 new.append(self._track(stat, "descendant", parent.task_id))
                 grew = True
 
-    def _classify(self, stat: _procfs.ProcStat) -> TrackedProcess | None:
+    def _classify(self, stat: _procfs.ProcStat) -> TrackedProcess | _Verdict:
+        """The process, followed from now on; or why not (no match, another node's)."""
         parent = self.tracked.get(stat.ppid)
         if parent is not None:
             return self._track(stat, "descendant", parent.task_id)
+        cmdline = None
         if self.match_name is not None and self._name_matches(stat):
-            return self._track(stat, "name", None)
-        if self.match_cmdline is not None:
+            reason = "name"
+        elif self.match_cmdline is not None:
             try:
                 cmdline = _procfs.read_cmdline(stat.pid)
             except OSError:
-                return None
-            if self.match_cmdline.search(" ".join(cmdline)):
-                return self._track(stat, "cmdline", None, cmdline)
+                return _Verdict.NO_MATCH
+            if not self.match_cmdline.search(" ".join(cmdline)):
+                return _Verdict.NO_MATCH
+            reason = "cmdline"
+        else:
+            return _Verdict.NO_MATCH
+        verdict = self._scope_verdict(stat.pid)
+        if verdict is not None:
+            return verdict
+        return self._track(stat, reason, None, cmdline)
+
+    def _scope_verdict(self, pid: int) -> _Verdict | None:
+        """None when this matching process is this node's (always, without a node scope)."""
+        if self.node_scope is None:
+            return None
+        try:
+            environ = _procfs.read_environ(pid)
+        except OSError:
+            environ = None  # gone, or another user's: not known to be ours
+        if environ == b"":
+            return _Verdict.NO_MATCH  # still exec'ing (or an empty environment): looked at again while young
+        if environ is None or _procfs.environ_value(environ, runfolder.NODE_ID_ENV) != self.node_scope:
+            self.other_nodes_total += 1
+            return _Verdict.OTHER_NODE
         return None
 
     def _name_matches(self, stat: _procfs.ProcStat) -> bool:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import psutil
 
+from tracekit import cpuset
 from tracekit.errors import UsageError
 
 CPUFREQ_MAX_PATH = "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"
@@ -26,6 +27,8 @@ CPUINFO_PATH = "/proc/cpuinfo"
 # os-release(5): /etc/os-release wins, /usr/lib/os-release is the vendor fallback.
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
 CGROUP2_MARKER = "/sys/fs/cgroup/cgroup.controllers"
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+PID_NAMESPACE_LINK = "/proc/self/ns/pid"
 LSCPU_TIMEOUT_S = 5
 
 # Keys naming the CPU in /proc/cpuinfo, best first: x86 has "model name",
@@ -234,16 +237,42 @@ def start_time_correction_ms() -> int:
     return round(precise_boot_ms - int(psutil.boot_time()) * 1000)
 
 
+def machine_identity() -> dict[str, str | None]:
+    """Which kernel and which process table this node runs on.
+
+    Nodes with the same boot_id share one machine's CPUs and memory (several
+    inventory nodes on one machine, or containers on one kernel); with the
+    same PID namespace as well, they see the same processes under the same
+    (pid, create time). Parse and verify use this to check that no node's
+    trace holds another node's processes, and export that the topology
+    claims no more cores than the machines had.
+    """
+    boot_id = (_read_text(BOOT_ID_PATH) or "").strip() or None
+    try:
+        pid_namespace: str | None = os.readlink(PID_NAMESPACE_LINK)
+    except OSError:
+        pid_namespace = None
+    return {"boot_id": boot_id, "pid_namespace": pid_namespace}
+
+
 def node_facts(
     node: str,
     stage: str,
     role: str | None = None,
     cpu_mhz_override: float | None = None,
+    cpus_assigned: bool = False,
 ) -> dict[str, Any]:
-    """Everything a report needs to know about this machine, as a JSON-ready dict."""
+    """Everything a report needs to know about this machine, as a JSON-ready dict.
+
+    ``cpus`` are the CPUs this process may use (its affinity): the node's
+    own when ``cpus_assigned`` (the collector was given --cpus), else
+    whatever the machine leaves it (all of them, unless taskset or a cgroup
+    cpuset says otherwise).
+    """
     # First, so a bad --cpu-mhz fails before any other probing.
     speed = detect_cpu_speed(cpu_mhz_override)
     cores_logical = psutil.cpu_count()
+    cpus = cpuset.usable_cpus()
     return {
         "node": node,
         "stage": stage,
@@ -255,6 +284,10 @@ def node_facts(
         "cpu_model": parse_cpuinfo_model(_read_text(CPUINFO_PATH) or ""),
         "cores_logical": cores_logical,
         "cores_physical": psutil.cpu_count(logical=False) or cores_logical,
+        "cpus": list(cpus),
+        "cores_usable": len(cpus),
+        "cpus_source": "assigned" if cpus_assigned else "affinity",
+        "machine": machine_identity(),
         "cpu_mhz": speed.mhz,
         "cpu_mhz_source": speed.source,
         "mem_kb": psutil.virtual_memory().total // 1024,

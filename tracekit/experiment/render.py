@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracekit.cpuset import format_cpu_list, parse_cpu_list
 from tracekit.errors import UsageError
 from tracekit.experiment.spec import Experiment
 
@@ -53,6 +54,25 @@ class InventoryError(UsageError):
     """The inventory cannot describe an experiment."""
 
 
+THIS_MACHINE = "this machine"
+SCOPES = ("machine", "node")
+
+
+def machine_of(host: str, values: dict[str, Any]) -> str:
+    """Which machine an inventory host runs on, as far as the inventory tells.
+
+    The local connection and loopback addresses are this machine; any other
+    address names a machine of its own (two names of one machine are not
+    detected: set tracekit_node_scope: node on them).
+    """
+    if values.get("ansible_connection") == "local":
+        return THIS_MACHINE
+    address = str(values.get("ansible_host") or host)
+    if address in ("localhost", "::1") or address.startswith("127."):
+        return THIS_MACHINE
+    return address
+
+
 @dataclass(frozen=True)
 class Inventory:
     path: Path
@@ -63,6 +83,24 @@ class Inventory:
     @property
     def hosts(self) -> tuple[str, ...]:
         return (self.controller, *self.workers)
+
+    def sharing(self, host: str) -> tuple[str, ...]:
+        """The other hosts on ``host``'s machine."""
+        machine = machine_of(host, self.hostvars[host])
+        return tuple(h for h in self.hosts if h != host and machine_of(h, self.hostvars[h]) == machine)
+
+    def scope(self, host: str) -> str:
+        """'node' where the host shares its machine (or the inventory says so), else 'machine'.
+
+        With 'node', its collector follows only processes started for it
+        (tracekit.collect.process), never another node's on the same machine.
+        """
+        return self.hostvars[host].get("tracekit_node_scope") or ("node" if self.sharing(host) else "machine")
+
+    def cpus(self, host: str) -> tuple[int, ...] | None:
+        """The host's own CPUs (tracekit_node_cpus), or None."""
+        text = self.hostvars[host].get("tracekit_node_cpus")
+        return parse_cpu_list(text, "tracekit_node_cpus") if text not in (None, "") else None
 
     def redis_address(self) -> tuple[str, int] | None:
         """The controller's Redis host and port when the inventory states them plainly."""
@@ -104,8 +142,41 @@ def read_inventory(path: Path) -> Inventory:
                 values.setdefault(key, value)
         if not values.get("tracekit_node_root"):
             raise InventoryError(f"{path}: host {name} has no tracekit_node_root (the node's own folder); set it in the inventory")
+        _check_host_values(path, name, values)
         hostvars[name] = values
-    return Inventory(path.resolve(), controllers[0], tuple(workers), hostvars)
+    inventory = Inventory(path.resolve(), controllers[0], tuple(workers), hostvars)
+    _check_cpus_of_shared_machines(path, inventory)
+    return inventory
+
+
+def _check_host_values(path: Path, host: str, values: dict[str, Any]) -> None:
+    """The Tracekit variables of one host, checked before any node is touched."""
+    port = values.get("tracekit_redis_port")
+    if port is not None and "{{" not in str(port):
+        if not (str(port).isdigit() and 1 <= int(port) <= 65535):
+            raise InventoryError(f"{path}: host {host}: tracekit_redis_port {port!r} is not a TCP port (1 to 65535)")
+    scope = values.get("tracekit_node_scope")
+    if scope is not None and scope not in SCOPES:
+        raise InventoryError(f"{path}: host {host}: tracekit_node_scope {scope!r} is not one of {', '.join(SCOPES)}")
+    cpus = values.get("tracekit_node_cpus")
+    if cpus not in (None, ""):
+        try:
+            parse_cpu_list(cpus, "tracekit_node_cpus")
+        except UsageError as exc:
+            raise InventoryError(f"{path}: host {host}: {exc}") from None
+
+
+def _check_cpus_of_shared_machines(path: Path, inventory: Inventory) -> None:
+    """Nodes on one machine that were given CPUs must not be given the same ones."""
+    for host in inventory.hosts:
+        mine = set(inventory.cpus(host) or ())
+        for other in inventory.sharing(host):
+            common = mine & set(inventory.cpus(other) or ())
+            if common and inventory.hosts.index(other) > inventory.hosts.index(host):
+                raise InventoryError(
+                    f"{path}: {host} and {other} share a machine and both have CPU {format_cpu_list(common)} "
+                    "in tracekit_node_cpus; give each node CPUs of its own"
+                )
 
 
 def generated_inputs_name(experiment: Experiment) -> str | None:
@@ -131,7 +202,13 @@ def task_count(experiment: Experiment) -> int | None:
 
 
 def extravars(
-    experiment: Experiment, run_id: str, run_dir: Path, wheelhouse: Path, secret_file: Path, python: str
+    experiment: Experiment,
+    run_id: str,
+    run_dir: Path,
+    wheelhouse: Path,
+    secret_file: Path,
+    python: str,
+    inventory: Inventory,
 ) -> dict[str, Any]:
     workload = experiment.workload
     if workload.inputs is not None and not Path(workload.inputs).is_absolute():
@@ -153,6 +230,8 @@ def extravars(
         "tracekit_run_dispatch": resolved["dispatch"],
         "tracekit_run_parallel": experiment.parallel,
         "tracekit_run_export": {"opendc": experiment.export_opendc, "include_failed": experiment.include_failed},
+        # Per node: which processes its collector may follow (node where nodes share a machine).
+        "tracekit_run_node_scopes": {host: inventory.scope(host) for host in inventory.hosts},
     }
 
 
@@ -183,6 +262,7 @@ class Plan:
             f"dispatch: policy {dispatch.policy}, batch {dispatch.batch_size}, dribble {dispatch.dribble_interval} s, "
             f"backlog limit {dispatch.backlog_limit}, timeout {dispatch.timeout:g} s; "
             f"{self.experiment.parallel} slot(s) per worker",
+            *self._sharing_lines(),
             "phases:",
         ]
         for phase in self.phases:
@@ -194,3 +274,16 @@ class Plan:
             }[hosts]
             lines.append(f"  {phase:<8} {named}")
         return lines
+
+    def _sharing_lines(self) -> list[str]:
+        """Nodes that share a machine: their collectors' scope and their CPUs."""
+        inventory = self.inventory
+        shared = [h for h in inventory.hosts if inventory.sharing(h)]
+        if not shared:
+            return []
+        cpus = ", ".join(
+            f"{h} {format_cpu_list(inventory.cpus(h))}" if inventory.cpus(h) else f"{h} any" for h in shared
+        )
+        return [
+            f"nodes sharing a machine: {', '.join(shared)}; each collector follows its own node's processes; CPUs: {cpus}"
+        ]

@@ -504,7 +504,7 @@ def run_experiment(
             status["error"] = str(exc)
             _write_json(run_dir / STATUS_FILE, status)
             raise
-        variables = extravars(experiment, run_id, run_dir, wheelhouse, secret_file, sys.executable)
+        variables = extravars(experiment, run_id, run_dir, wheelhouse, secret_file, sys.executable, parsed_inventory)
         variables["tracekit_run_attempt"] = attempt
         runner = PhaseRunner(run_dir, parsed_inventory, variables, progress, interrupt, verbose, limit)
         counter = _dispatch_counter(parsed_inventory, run_id, secret_file)
@@ -628,7 +628,7 @@ def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -
         duration = f"{record['duration_s']:.1f} s" if record.get("duration_s") is not None else ""
         error = f"  {record['error']}" if record.get("error") else ""
         lines.append(f"  {phase:<8} {record.get('state', 'pending'):<12} {duration:>8}{error}")
-    dispatch_summary = next(iter(sorted((run_dir / "nodes").glob("*/dispatch.json"))), None)
+    dispatch_summary = next(iter(sorted((run_dir / "nodes").glob(f"*/{runfolder.DISPATCH_SUMMARY}"))), None)
     if dispatch_summary is not None:
         try:
             summary = json.loads(dispatch_summary.read_text())

@@ -2,9 +2,10 @@
 
 input:  planned tasks (tracekit.sched.plan), a placement policy, the node
         queues on Redis, worker starts and terminal records
-output: placement_events.jsonl, dispatch.json (summary) and dispatcher.log
-        in the dispatcher's run folder; an exit status that says whether
-        every task was done
+output: placement_events.jsonl, terminal_records.jsonl (each task's
+        terminal record as received: the scheduler's account of what ran),
+        dispatch.json (summary) and dispatcher.log in the dispatcher's run
+        folder; an exit status that says whether every task was done
 
 Each round the policy places up to ``batch_size`` tasks on nodes below the
 backlog limit (queued + running, as counted from the workers' start and
@@ -35,8 +36,6 @@ from tracekit.sched.plan import Planned, plan_tasks
 from tracekit.sched.policies import NodeState, make_policy
 from tracekit.sched.queue import PLACE_BATCH, TaskMessage, TaskQueue
 
-PLACEMENT_EVENTS = "placement_events.jsonl"
-DISPATCH_SUMMARY = "dispatch.json"
 DISPATCHER_LOG = "dispatcher.log"
 T = TypeVar("T")
 
@@ -61,9 +60,11 @@ class DispatchConfig:
     worker_wait_s: float = 30.0  # how long to wait for every node's worker
     lease_ms: int = 5000  # a slot silent this long loses its task
     redis_loss_timeout_s: float = 10.0
+    node_id: str = field(default_factory=runfolder.default_node_id)  # the controller's: marked on ffprobe
 
     def __post_init__(self) -> None:
         runfolder.validate_run_id(self.run_id)
+        runfolder.validate_name(self.node_id, "--node-id")
         if not self.nodes:
             raise UsageError("--nodes is empty: name the worker nodes, e.g. --nodes cloud1,cloud2")
         for node in self.nodes:
@@ -109,7 +110,8 @@ class Dispatcher:
         self.tasks: dict[str, TaskProgress] = {}
         self._pending: dict[str, TaskProgress] = {}  # tasks not placed yet
         self._unfinished = 0  # tasks neither done nor failed
-        self.events = LineWriter(self.folder / PLACEMENT_EVENTS)
+        self.events = LineWriter(self.folder / runfolder.PLACEMENT_EVENTS)
+        self.terminal_records = LineWriter(self.folder / runfolder.TERMINAL_RECORDS)
 
     def _redis(self, call: Callable[[], T]) -> T:
         return retrying(call, self.config.redis_url, self.config.redis_loss_timeout_s)
@@ -169,6 +171,7 @@ class Dispatcher:
                 continue
             progress.state, progress.record = record["state"], record
             self._unfinished -= progress.state in ("done", "failed")
+            self.terminal_records.write(record)
             if record["state"] == "done":
                 self.policy.task_completed(progress.planned.task, record["node"], record["ts_end"] - record["ts_start"])
             self.log.log(
@@ -215,7 +218,7 @@ class Dispatcher:
 
     def run(self, progress_callback: Callable[[dict[str, int]], None] | None = None) -> DispatchResult:
         config = self.config
-        planned = plan_tasks(config.inputs, config.settings, config.mix, config.total, config.seed)
+        planned = plan_tasks(config.inputs, config.settings, config.mix, config.total, config.seed, config.node_id)
         self.tasks = {p.task.task_id: TaskProgress(p) for p in planned}
         # Kept up to date as tasks move, not recounted over all tasks at every
         # turn of the loop (which turns about once per terminal record).
@@ -261,6 +264,7 @@ class Dispatcher:
                     progress_callback(self._counts())
         finally:
             self.events.close()
+            self.terminal_records.close()
         return self._finish(time.monotonic() - started)
 
     def _counts(self) -> dict[str, int]:
@@ -294,7 +298,7 @@ class Dispatcher:
             "elapsed_s": round(elapsed_s, 3),
             "per_node": per_node,
         }
-        (self.folder / DISPATCH_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        (self.folder / runfolder.DISPATCH_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         self.log.info("dispatch finished: %s", {k: summary[k] for k in ("tasks", "done", "failed", "timed_out")})
         return DispatchResult(summary)
 

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from tracekit import runfolder
 from tracekit.adapters.ffmpeg import probe_duration_s
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
 from tracekit.errors import TracekitError, UsageError
@@ -39,10 +40,10 @@ class Planned:
     probe_error: str | None = None  # ffprobe could not read the input: expected duration 0
 
 
-def _probe(path: Path) -> tuple[float, str | None]:
+def _probe(path: Path, env: dict[str, str] | None) -> tuple[float, str | None]:
     """Media duration, or 0 and the reason (the task still runs and fails visibly)."""
     try:
-        return probe_duration_s(path), None
+        return probe_duration_s(path, env), None
     except TracekitError as exc:
         return 0.0, str(exc)
 
@@ -80,13 +81,16 @@ def plan_tasks(
     mix: dict[str, float] | None = None,
     total: int | None = None,
     seed: int = 0,
+    node_id: str | None = None,
 ) -> list[Planned]:
+    """The tasks; ffprobe runs marked with ``node_id`` (the controller's), if given."""
     inputs = list_inputs(inputs_dir)
     if total is not None and total < 1:
         raise UsageError(f"--total {total} must be at least 1")
     rng = random.Random(seed)
     count = total if total is not None else len(inputs)
-    probes = {path: _probe(path) for path in inputs}
+    env = runfolder.node_environment(node_id) if node_id is not None else None
+    probes = {path: _probe(path, env) for path in inputs}
     names = sorted(mix) if mix else []
     planned = []
     for index in range(count):

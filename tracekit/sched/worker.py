@@ -33,6 +33,7 @@ from tracekit.adapters.ffmpeg import require_binary
 from tracekit.adapters.ffmpeg_argv import IoPaths, TranscodeSettings, transcode_argv
 from tracekit.adapters.wrap import Invocation, run_invocation
 from tracekit.collect.process import Registrar
+from tracekit.cpuset import check_usable, keep_on
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import file_logger
 from tracekit.sched.connection import connect, retrying, safe_url
@@ -56,12 +57,15 @@ class WorkerConfig:
     heartbeat_interval_s: float = 1.0
     grace_s: float = 60.0  # after a stop signal, how long running tasks may finish
     redis_loss_timeout_s: float = 10.0  # how long to retry a lost connection
+    cpus: tuple[int, ...] | None = None  # the node's own CPUs (tracekit.cpuset); None: whatever it may use
 
     def __post_init__(self) -> None:
         runfolder.validate_name(self.node_id, "--node-id")
         runfolder.validate_run_id(self.run_id)
         if not 1 <= self.parallel <= 256:
             raise UsageError(f"--parallel {self.parallel} must be between 1 and 256")
+        if self.cpus is not None:
+            check_usable(self.cpus)
 
     @property
     def consumers(self) -> list[str]:
@@ -287,4 +291,12 @@ class Worker:
 
 
 def run_worker(config: WorkerConfig) -> int:
+    """Make this process the node's worker: on the node's CPUs, marked with its node id, until stopped.
+
+    What it starts inherits both: tasks stay on the node's CPUs, and a
+    collector of another node on the same machine leaves them alone.
+    """
+    if config.cpus is not None:
+        keep_on(config.cpus)
+    os.environ[runfolder.NODE_ID_ENV] = config.node_id
     return Worker(config).run()

@@ -1,16 +1,21 @@
 """The parse audit: ``what parse saw -> audit.json + audit.md``.
 
-Counts and coverage a researcher checks before trusting a trace: how many
-invocations have process samples, CPU-seconds by source (interval samples
-vs. the exact rusage totals), failed tasks, skipped lines (with file and
-line), clock offsets (and which nodes have none).
+Counts and coverage a researcher checks before trusting a trace: tasks in
+the trace out of the tasks the scheduler ran (must be all of them), how many
+invocations have process samples and how many fragments the export will
+cut them into, process samples outside any task and on the wrong node
+(another node's task on a shared machine: must be none), CPU-seconds by
+source (interval samples vs. the exact rusage totals), failed tasks,
+skipped lines (with file and line), clock offsets (and which nodes have
+none).
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,31 +23,43 @@ import pyarrow.compute as pc
 from tracekit.jsonl import BadLine
 
 MAX_LISTED_BAD_LINES = 200  # audit.json names this many; the count covers all
+MAX_LISTED_TASKS = 100
+
+
+class TaskSamples(NamedTuple):
+    """One task's process samples on one node (controller clock)."""
+
+    rows: int  # samples of its processes
+    cpu_ms: int  # CPU in them
+    ticks: int  # distinct sampling times: the slices the export cuts inside the task
+    last_tick_ms: int
 
 
 @dataclass
 class Audit:
     run_dir: Path
     per_node: dict[str, dict[str, Any]] = field(default_factory=dict)
-    task_samples: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    task_samples: dict[tuple[str, str], TaskSamples] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
 
     def add_node(self, node, metrics, processes: int) -> None:
         table = metrics.table
         cpu_ms = pc.add(table.column("cpu_user_ms"), table.column("cpu_system_ms"))
-        with_cpu = pa.table({"task_id": table.column("task_id"), "cpu_ms": cpu_ms})
+        with_cpu = pa.table({"task_id": table.column("task_id"), "cpu_ms": cpu_ms, "ts_ms": table.column("ts_ms")})
         attributed = with_cpu.filter(pc.is_valid(with_cpu.column("task_id")))
-        grouped = attributed.group_by("task_id").aggregate([("cpu_ms", "count"), ("cpu_ms", "sum")])
-        for task_id, count, total in zip(
-            grouped.column("task_id").to_pylist(),
-            grouped.column("cpu_ms_count").to_pylist(),
-            grouped.column("cpu_ms_sum").to_pylist(),
-        ):
-            self.task_samples[(node.node, task_id)] = (count, total)
+        grouped = attributed.group_by("task_id").aggregate(
+            [("cpu_ms", "count"), ("cpu_ms", "sum"), ("ts_ms", "count_distinct"), ("ts_ms", "max")]
+        )
+        for task_id, *figures in zip(*(grouped.column(name).to_pylist() for name in (
+                "task_id", "cpu_ms_count", "cpu_ms_sum", "ts_ms_count_distinct", "ts_ms_max"))):  # fmt: skip
+            self.task_samples[(node.node, task_id)] = TaskSamples(*figures)
         cpu_total = pc.sum(cpu_ms).as_py() or 0
         self.per_node[node.node] = {
             "proc_samples": table.num_rows,
+            "proc_samples_outside_tasks": table.num_rows - attributed.num_rows,
             "processes_followed": processes,
+            "process_scope": node.facts.get("process_scope"),
+            "cores_usable": node.facts.get("cores_usable"),
             "cpu_ms_samples": cpu_total,
             "cpu_ms_samples_unattributed": cpu_total - (pc.sum(attributed.column("cpu_ms")).as_py() or 0),
             "negative_steps_clamped": metrics.negative_deltas,
@@ -51,17 +68,31 @@ class Audit:
             "cpu_mhz_source": node.facts.get("cpu_mhz_source"),
         }
 
-    def finish(self, nodes, invocations: list[dict[str, Any]], bad_lines: list[BadLine]) -> None:
+    def finish(
+        self,
+        nodes,
+        invocations: list[dict[str, Any]],
+        bad_lines: list[BadLine],
+        terminal_records: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Count everything but ownership (``add_ownership``, once the samples are written).
+
+        ``terminal_records``: the dispatcher's record of every task that ran
+        (none in a run by hand): each should be in the trace as an invocation.
+        """
         with_samples = 0
         cpu_rusage = 0.0
         cpu_sampled = 0
+        fragments = []
         for record in invocations:
-            count, total = self.task_samples.get((record["node"], record["task_id"]), (0, 0))
-            record["samples"] = count
-            record["sampled_cpu_ms"] = total
-            with_samples += count > 0
-            cpu_sampled += total
+            samples = self.task_samples.get((record["node"], record["task_id"]), TaskSamples(0, 0, 0, 0))
+            record["samples"] = samples.rows
+            record["sampled_cpu_ms"] = samples.cpu_ms
+            with_samples += samples.rows > 0
+            cpu_sampled += samples.cpu_ms
             cpu_rusage += (record.get("cpu_user_ms") or 0) + (record.get("cpu_system_ms") or 0)
+            if record["ok"]:
+                fragments.append(_fragments(record, samples))
         failed = [r for r in invocations if not r["ok"]]
         notes = []
         missing_clock = [n.node for n in nodes if n.clock_offset_ms is None]
@@ -79,17 +110,33 @@ class Audit:
                 f"{no_samples} invocations have no process samples (shorter than an interval, or not "
                 "followed): they keep their exact rusage totals"
             )
+        tasks = _tasks_in_trace(invocations, terminal_records)
+        if tasks["tasks_missing_from_trace"]:
+            notes.append(
+                f"{len(tasks['tasks_missing_from_trace'])} tasks the scheduler ran are not in the trace "
+                f"(first: {tasks['tasks_missing_from_trace'][0]}): their node's events file is missing or garbled"
+            )
         self.summary = {
             "run_dir": str(self.run_dir),
             "nodes": len(nodes),
+            **tasks,
             "invocations": len(invocations),
             "invocations_ok": len(invocations) - len(failed),
             "invocations_failed": len(failed),
             "failed_task_ids": sorted({r["task_id"] for r in failed})[:MAX_LISTED_BAD_LINES],
             "invocations_with_samples": with_samples,
             "invocations_with_samples_pct": round(100.0 * with_samples / len(invocations), 2) if invocations else None,
+            # The export's slices of each successful invocation: one per sampling tick inside it, and the tail.
+            "fragments_per_task": {
+                "median": statistics.median(fragments) if fragments else None,
+                "min": min(fragments, default=None),
+                "max": max(fragments, default=None),
+            },
+            "tasks_with_interior_samples": sum(1 for f in fragments if f > 1),
             "processes_followed": sum(n["processes_followed"] for n in self.per_node.values()),
             "proc_samples": sum(n["proc_samples"] for n in self.per_node.values()),
+            "proc_samples_outside_tasks": sum(n["proc_samples_outside_tasks"] for n in self.per_node.values()),
+            "proc_samples_wrong_node": None,  # add_ownership
             "cpu_ms_by_source": {
                 "rusage": round(cpu_rusage, 3),
                 "samples_attributed": cpu_sampled,
@@ -106,35 +153,81 @@ class Audit:
             "notes": notes,
         }
 
+    def add_ownership(self, wrong_node: dict[str, int]) -> None:
+        """Per node: its samples of processes that belong to another node's task (tracekit.trace.ownership)."""
+        for node, count in wrong_node.items():
+            self.per_node.setdefault(node, {})["proc_samples_wrong_node"] = count
+        self.summary["proc_samples_wrong_node"] = sum(wrong_node.values())
+        if self.summary["proc_samples_wrong_node"]:
+            holders = ", ".join(f"{n} {c}" for n, c in sorted(wrong_node.items()) if c)
+            self.summary["notes"].append(
+                f"process samples of another node's tasks: {holders}; these nodes share a machine and their "
+                "collectors followed every matching process: run them with --scope node (tracekit-run does)"
+            )
+
     def as_dict(self) -> dict[str, Any]:
         return self.summary
 
     def as_markdown(self) -> str:
         s = self.summary
         cpu = s["cpu_ms_by_source"]
+        fragments = s["fragments_per_task"]
+        tasks = (
+            f"{s['tasks_in_trace']} of {s['tasks_run']} the scheduler ran ({s['tasks_in_trace_pct']}%)"
+            if s["tasks_run"] is not None
+            else "no scheduler record (a run by hand)"
+        )
         lines = [
             f"# Parse audit: {s['run_dir']}",
             "",
             f"- nodes: {s['nodes']}",
+            f"- tasks in the trace: {tasks}",
             f"- invocations: {s['invocations']} ({s['invocations_ok']} ok, {s['invocations_failed']} failed)",
             f"- invocations with process samples: {s['invocations_with_samples']} "
-            f"({s['invocations_with_samples_pct']}%)",
-            f"- processes followed: {s['processes_followed']}, process samples: {s['proc_samples']}",
+            f"({s['invocations_with_samples_pct']}%); with interior samples: {s['tasks_with_interior_samples']} "
+            f"of {s['invocations_ok']} ok",
+            f"- fragments per task: median {fragments['median']}, min {fragments['min']}, max {fragments['max']}",
+            f"- processes followed: {s['processes_followed']}, process samples: {s['proc_samples']}, "
+            f"outside any task: {s['proc_samples_outside_tasks']}, of another node's tasks: {s['proc_samples_wrong_node']}",
             f"- CPU-seconds: rusage {cpu['rusage'] / 1000:.3f} s, samples of tasks "
             f"{cpu['samples_attributed'] / 1000:.3f} s, samples of other followed processes "
             f"{cpu['samples_unattributed'] / 1000:.3f} s",
             f"- skipped lines: {s['bad_lines']}",
         ]
         lines += [f"  - {b['file']}:{b['line']}: {b['reason']}" for b in s["bad_lines_listed"][:20]]
-        lines += ["", "| node | samples | processes | clock offset ms | cpu MHz (source) |", "|---|---|---|---|---|"]
+        lines += ["", "| node | samples | outside tasks | wrong node | processes | scope | cores | clock offset ms "
+                  "| cpu MHz (source) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for node, n in sorted(s["per_node"].items()):
             lines.append(
-                f"| {node} | {n['proc_samples']} | {n['processes_followed']} | {n['clock_offset_ms']} "
+                f"| {node} | {n['proc_samples']} | {n['proc_samples_outside_tasks']} | {n.get('proc_samples_wrong_node')} "
+                f"| {n['processes_followed']} | {n['process_scope']} | {n['cores_usable']} | {n['clock_offset_ms']} "
                 f"| {n['cpu_mhz']} ({n['cpu_mhz_source']}) |"
             )
         if s["notes"]:
             lines += ["", "Notes:", *[f"- {note}" for note in s["notes"]]]
         return "\n".join(lines) + "\n"
+
+
+def _fragments(invocation: dict[str, Any], samples: TaskSamples) -> int:
+    """How many slices the export cuts the invocation into: its ticks, and a tail after the last."""
+    if samples.ticks == 0:
+        return 1
+    return samples.ticks + (invocation["ts_end"] > samples.last_tick_ms)
+
+
+def _tasks_in_trace(invocations: list[dict[str, Any]], terminal_records: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Tasks the scheduler ran (a terminal record) and how many of them the trace holds."""
+    if not terminal_records:
+        return {"tasks_run": None, "tasks_in_trace": None, "tasks_in_trace_pct": None, "tasks_missing_from_trace": []}
+    traced = {(r["task_id"], r["node"], r["attempt"]) for r in invocations}
+    ran = {(r["task_id"], r["node"], r["attempt"]) for r in terminal_records}
+    missing = sorted(f"{task} (attempt {attempt} on {node})" for task, node, attempt in ran - traced)
+    return {
+        "tasks_run": len(ran),
+        "tasks_in_trace": len(ran) - len(missing),
+        "tasks_in_trace_pct": round(100.0 * (len(ran) - len(missing)) / len(ran), 2),
+        "tasks_missing_from_trace": missing[:MAX_LISTED_TASKS],
+    }
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -12,6 +12,8 @@ per sampling interval that ended inside the task, then a tail slice to
 ts_end whose CPU is the exact rusage total minus what the samples counted,
 so the CPU-seconds of a task's fragments equal its measured CPU time.
 cpu_usage = CPU-ms in the slice / slice ms x the node's measured core MHz.
+The topology claims the cores the nodes had: a node given CPUs of its own
+(nodes sharing a machine) is a host of that many cores.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def export_opendc(
             mapping = {"id": opendc_id, "task_id": r["task_id"], "trace_id": r["trace_id"], "node": r["node"]}
             mapping.update(pid=r["pid"], attempt=r["attempt"], ok=r["ok"])
             out.write(dumps(mapping) + "\n")
-    experiment = experiment_json(run_dir.name, [nodes[n] for n in sorted({r["node"] for r in chosen})])
+    topology_nodes = [nodes[n] for n in sorted({r["node"] for r in chosen})]
+    experiment = experiment_json(run_dir.name, topology_nodes)
     (out_dir / "experiment.json").write_text(json.dumps(experiment, indent=2) + "\n")
     summary = {
         "run_dir": str(run_dir),
@@ -111,6 +114,8 @@ def export_opendc(
         "cpu_ms_total": round(sum(t["cpu_ms"] for t in per_task), 3),
         "tasks_without_samples": sum(1 for t in per_task if t["samples"] == 0),
         "zero_duration_tasks_stretched_to_1_ms": sum(1 for t in per_task if t["stretched"]),
+        # Nodes that shared CPUs of one machine, exported as one host each group.
+        "nodes_merged_into_one_host": [h["nodes"] for h in measured_hosts(topology_nodes) if len(h["nodes"]) > 1],
     }
     (out_dir / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
     return ExportResult(out_dir, summary)
@@ -237,11 +242,16 @@ def build_fragments(
     return fragments, per_task
 
 
+def node_cores(node: dict[str, Any]) -> int:
+    """The cores a node had: its own CPUs where it was given some (nodes sharing a machine), else the machine's."""
+    return int(node.get("cores_usable") or node.get("cores_logical") or 1)
+
+
 def _tasks_table(tasks: list[dict], nodes: dict[str, dict], per_task: list[dict]) -> pa.Table:
     rows: dict[str, list] = {name: [] for name in OPENDC_TASKS.names}
     for opendc_id, (task, facts) in enumerate(zip(tasks, per_task)):
         node = nodes[task["node"]]
-        cores = int(node.get("cores_logical") or 1)
+        cores = node_cores(node)
         requested = task.get("cores_requested")
         cpu_count = int(requested) if requested else math.ceil(round(facts["peak_cores"], 6))
         cpu_count = min(max(1, cpu_count), cores)
@@ -277,12 +287,32 @@ def merge_similar_slices(fragments: pa.Table, tolerance_pct: float) -> pa.Table:
     return pa.table(merged, schema=OPENDC_FRAGMENTS)
 
 
-def experiment_json(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """An `opendc run` experiment: the measured nodes as hosts, grouped when identical."""
-    groups: dict[tuple, list[str]] = {}
+def measured_hosts(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The hosts the measurement had: one per node, but nodes on one machine whose CPUs overlap are one.
+
+    Nodes sharing a machine (the same boot_id) were given CPUs of their own
+    or not; where their CPU sets overlap, they competed for the same cores,
+    so the honest host is one with their union, not one each.
+    """
+    hosts: list[dict[str, Any]] = []
     for node in nodes:
-        key = (int(node["cores_logical"]), float(node["cpu_mhz"]), int(node["mem_kb"]) // 1024)
-        groups.setdefault(key, []).append(node["node"])
+        host = {"nodes": [node["node"]], "boot_id": node.get("boot_id"), "cpus": set(node.get("cpus") or ()),
+                "cores": node_cores(node), "cpu_mhz": float(node["cpu_mhz"]), "mem_kb": int(node["mem_kb"])}  # fmt: skip
+        for other in [h for h in hosts if h["boot_id"] and h["boot_id"] == host["boot_id"] and h["cpus"] & host["cpus"]]:
+            hosts.remove(other)
+            host["nodes"] = other["nodes"] + host["nodes"]
+            host["cpus"] |= other["cpus"]
+            host["cores"] = len(host["cpus"])
+        hosts.append(host)
+    return hosts
+
+
+def experiment_json(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """An `opendc run` experiment: the measured hosts (``measured_hosts``), grouped when identical."""
+    groups: dict[tuple, list[str]] = {}
+    for host in measured_hosts(nodes):
+        key = (host["cores"], host["cpu_mhz"], host["mem_kb"] // 1024)
+        groups.setdefault(key, []).append("&".join(host["nodes"]))
     hosts = [
         {
             "name": "+".join(members),

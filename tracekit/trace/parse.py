@@ -33,9 +33,11 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tracekit import runfolder
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import BadLine, dumps
 from tracekit.trace import audit as audit_mod
+from tracekit.trace import ownership
 from tracekit.trace.nodeparse import (
     HOST_PARTS,
     PROC_PARTS,
@@ -45,7 +47,6 @@ from tracekit.trace.nodeparse import (
     parse_node_processes,
 )
 from tracekit.trace.rawrun import (
-    PLACEMENT_EVENTS,
     BadLines,
     NodeFolder,
     find_node_folders,
@@ -64,6 +65,7 @@ JSONL_OUTPUTS = (
     "host_metrics.jsonl", "link_metrics.jsonl",
 )  # fmt: skip
 WORKERS = 2  # processes: the nodes' jobs keep two cores busy
+TERMINAL_REQUIRED = ("task_id", "node", "attempt", "state")
 
 @dataclass(frozen=True)
 class ParseResult:
@@ -85,6 +87,13 @@ def node_record(node: NodeFolder) -> dict[str, Any]:
         "cpu_model": facts.get("cpu_model"),
         "cores_logical": facts.get("cores_logical"),
         "cores_physical": facts.get("cores_physical"),
+        "cpus": facts.get("cpus"),
+        "cores_usable": facts.get("cores_usable"),
+        "cpus_source": facts.get("cpus_source"),
+        "boot_id": (facts.get("machine") or {}).get("boot_id"),
+        "pid_namespace": (facts.get("machine") or {}).get("pid_namespace"),
+        "process_scope": facts.get("process_scope"),
+        "process_marker": facts.get("process_marker"),
         "cpu_mhz": facts.get("cpu_mhz"),
         "cpu_mhz_source": facts.get("cpu_mhz_source"),
         "mem_kb": facts.get("mem_kb"),
@@ -149,6 +158,7 @@ def _parse_run(run_dir: Path, strict: bool) -> ParseResult:
     try:
         invocations: list[dict[str, Any]] = []
         placements: list[dict[str, Any]] = []
+        terminal_records: list[dict[str, Any]] = []
         outputs = {name: open(staging / name, "wb") for name in JSONL_OUTPUTS}  # noqa: SIM115
         parquet = pq.ParquetWriter(staging / "proc_metrics.parquet", PROC_METRICS, compression="zstd")
         try:
@@ -163,24 +173,30 @@ def _parse_run(run_dir: Path, strict: bool) -> ParseResult:
                 for name in PROC_PARTS + HOST_PARTS:
                     _append_file(part / name, outputs[name])
                 shutil.rmtree(part)
-                for event in read_records(node.path / PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id")):
+                for event in read_records(node.path / runfolder.PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id")):
                     event["ts_ms"] = node.shift(event["ts_ms"])
                     placements.append(event)
             for folder in placement_only:  # the dispatcher's clock is the controller's
-                placements += read_records(folder / PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id"))
+                placements += read_records(folder / runfolder.PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id"))
+            for folder in [node.path for node in nodes] + placement_only:
+                terminal_records += read_records(folder / runfolder.TERMINAL_RECORDS, bad, required=TERMINAL_REQUIRED)
             invocations.sort(key=lambda r: (r["ts_start"], r["node"], r["task_id"], r["attempt"]))
-            audit.finish(nodes, invocations, bad.lines)  # also counts each invocation's samples
+            audit.finish(nodes, invocations, bad.lines, terminal_records)  # also counts each invocation's samples
             outputs["invocations.jsonl"].writelines((dumps(r) + "\n").encode() for r in invocations)
         finally:
             parquet.close()
             for out in outputs.values():
                 out.close()
         (staging / ".parts").rmdir()
+        node_records = [node_record(n) for n in nodes]
+        samples = pq.read_table(staging / "proc_metrics.parquet", columns=list(ownership.PROC_COLUMNS))
+        audit.add_ownership(ownership.samples_of_other_nodes(samples, invocations, node_records))
+        del samples
         if placements:
             placements.sort(key=lambda r: (r["ts_ms"], str(r.get("task_id")), r.get("attempt", 1)))
             with open(staging / "placement_events.jsonl", "w") as out:
                 out.writelines(dumps(r) + "\n" for r in placements)
-        _write_json(staging / "nodes.json", [node_record(n) for n in nodes])
+        _write_json(staging / "nodes.json", node_records)
         _write_json(staging / "links.json", [link for n in nodes for link in link_records(n)])
         _write_json(staging / "audit.json", audit.as_dict())
         (staging / "audit.md").write_text(audit.as_markdown())

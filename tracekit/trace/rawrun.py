@@ -26,7 +26,6 @@ from tracekit.errors import RunFolderError, TracekitError
 from tracekit.jsonl import BadLine, read_jsonl_numbered
 from tracekit.trace.records import RAW_HOST, RAW_HOST_REQUIRED, RAW_PROC
 
-PLACEMENT_EVENTS = "placement_events.jsonl"  # written by the dispatcher
 RAW_MARKERS = (runfolder.NODE_FACTS, runfolder.HOST_SAMPLES, runfolder.PROC_SAMPLES, runfolder.PROCESSES)
 
 
@@ -82,7 +81,7 @@ def is_dispatcher_only(folder: Path) -> bool:
     """A folder with the dispatcher's placements and no measurements of its own."""
     return (
         not (folder / runfolder.NODE_FACTS).exists()
-        and (folder / PLACEMENT_EVENTS).exists()
+        and (folder / runfolder.PLACEMENT_EVENTS).exists()
         and not _has_raw_files(folder)
     )
 

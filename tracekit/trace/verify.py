@@ -8,7 +8,9 @@ What the reader requires (exact physical types, required columns written
 non-nullable, millisecond timestamps, 3-level INT32 lists), what it would
 silently drop or misread (orphan fragments, tasks without fragments,
 missing columns), value rules, fit against the topology, and with the run
-folder: conservation of CPU time and duration per task.
+folder: conservation of CPU time and duration per task, no node holding
+another node's task processes (nodes sharing a machine), and a topology
+that claims no more cores than the measured machines had.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pyarrow.parquet as pq
 
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import read_jsonl
+from tracekit.trace import ownership
 
 CONSERVATION_TOLERANCE = 0.01  # 1 % of the measured CPU time
 # column -> (physical type, allowed logical types); all of them required (not null)
@@ -111,6 +114,9 @@ def verify_opendc(
         _check_fit(tasks, topology_path, result)
     if against is not None:
         _check_conservation(tasks, fragments, out_dir, Path(against), result)
+        _check_ownership(Path(against), result)
+        if topology is not None or topology_path.exists():
+            _check_cores_claimed(topology_path, out_dir, Path(against), result)
     return result
 
 
@@ -248,3 +254,47 @@ def _check_conservation(tasks: dict, fragments: dict, out_dir: Path, run_dir: Pa
                 f"task {task_id} ({entry['task_id']}): fragments hold {cpu_ms[task_id]:.1f} CPU-ms, "
                 f"measured {measured:.1f} CPU-ms (more than {CONSERVATION_TOLERANCE:.0%} apart)"
             )
+
+
+def _check_ownership(run_dir: Path, result: Verification) -> None:
+    """No node's process samples may belong to another node's task (tracekit.trace.ownership)."""
+    cctf = run_dir / "cctf"
+    samples_path = cctf / "proc_metrics.parquet"
+    if not samples_path.exists():
+        return  # a trace without process samples (log adapters)
+    samples = pq.read_table(samples_path, columns=list(ownership.PROC_COLUMNS))
+    nodes = json.loads((cctf / "nodes.json").read_text())
+    wrong = ownership.samples_of_other_nodes(samples, list(read_jsonl(cctf / "invocations.jsonl")), nodes)
+    for node, count in sorted(wrong.items()):
+        if count:
+            result.add(
+                f"{cctf}: node {node} holds {count} process samples of another node's tasks (the nodes share a "
+                "machine; collect with --scope node)"
+            )
+
+
+def _check_cores_claimed(topology_path: Path, out_dir: Path, run_dir: Path, result: Verification) -> None:
+    """The topology's cores, all hosts together, are at most what the machines of the exported tasks had."""
+    try:
+        experiment = json.loads(topology_path.read_text())
+        claimed = sum(
+            host["cpu"]["coreCount"] * host.get("count", 1)
+            for topology in experiment["topologies"]
+            for cluster in topology["clusters"]
+            for host in cluster["hosts"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # reported by _check_fit
+    nodes = {n["node"]: n for n in json.loads((run_dir / "cctf" / "nodes.json").read_text())}
+    used = {m["node"] for m in read_jsonl(out_dir / "task_ids.jsonl")} & set(nodes)
+    machines: dict[str, int] = {}
+    for name in sorted(used):
+        node = nodes[name]
+        key = node.get("boot_id") or f"node:{name}"  # one kernel: one machine's cores
+        machines[key] = max(machines.get(key, 0), int(node.get("cores_logical") or 0))
+    had = sum(machines.values())
+    if had and claimed > had:
+        result.add(
+            f"{topology_path.name}: the hosts claim {claimed} cores, the machines of nodes {', '.join(sorted(used))} "
+            f"had {had} (nodes sharing a machine need CPUs of their own: inventory tracekit_node_cpus)"
+        )
