@@ -156,13 +156,20 @@ def load() -> str:
 
 
 def start_workers(children: Children, server: RedisServer, run_id: str, parallel: int, tmp: Path,
-                  prefix: list[str] | None = None) -> list[subprocess.Popen]:  # fmt: skip
-    """2 real ``tracekit worker`` processes (password in $REDIS_PASSWORD), stderr to files in ``tmp``."""
+                  prefix: list[str] | None = None, own_cpus: bool = False) -> list[subprocess.Popen]:  # fmt: skip
+    """2 real ``tracekit worker`` processes (password in $REDIS_PASSWORD), stderr to files in ``tmp``.
+
+    ``own_cpus``: each worker and its tasks on a CPU of its own (two nodes of one machine, as the
+    local inventory has them), when there are 2.
+    """
     env, workers = {**os.environ, "REDIS_PASSWORD": server.password}, []
-    for node in NODES:
+    cpus = sorted(os.sched_getaffinity(0))
+    for index, node in enumerate(NODES):
         argv = [*(prefix or [sys.executable, "-m", "tracekit"]), "worker", "--node-id", node, "--run-id", run_id,
                 "--redis-url", server.url, "--parallel", str(parallel), "--outputs", str(tmp / "outputs"),
                 "--logs-dir", str(tmp / "logs")]  # fmt: skip
+        if own_cpus and len(cpus) >= len(NODES):
+            argv += ["--cpus", str(cpus[index])]
         with open(tmp / f"{run_id}.{node}.stderr", "w") as err:
             workers.append(children.start(argv, env=env, stdout=subprocess.DEVNULL, stderr=err))
     return workers

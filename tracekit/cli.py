@@ -556,9 +556,11 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
     with detach.pidfile_of_this_process(folder / DISPATCHER_PIDFILE):
         result = dispatch(config)
     summary = result.summary
+    unfinished = (f"{summary['unfinished']} unfinished (stopped by {summary['stopped_by']})" if summary["stopped_by"]
+                  else f"{summary['timed_out']} timed out")  # fmt: skip
     print(
-        f"{summary['done']}/{summary['tasks']} tasks done, {summary['failed']} failed, {summary['timed_out']} "
-        f"timed out; makespan {summary['makespan_ms'] / 1000:.1f} s with {summary['policy']}"
+        f"{summary['done']}/{summary['tasks']} tasks done, {summary['failed']} failed, {unfinished}; "
+        f"makespan {summary['makespan_ms'] / 1000:.1f} s with {summary['policy']}"
     )
     for node, counts in sorted(summary["per_node"].items()):
         print(f"  {node}: {counts['done']} done, {counts['failed']} failed, busy {counts['busy_ms'] / 1000:.1f} s")

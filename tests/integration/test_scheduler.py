@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,9 @@ from tests.helpers import read_jsonl, tracekit_cmd, wait_until
 from tracekit import cli
 from tracekit.adapters.ffmpeg import generate_clips
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
-from tracekit.sched.dispatcher import DispatchConfig, dispatch
+from tracekit.sched.dispatcher import DispatchConfig, TaskProgress, dispatch
 from tracekit.sched.keys import RunKeys
+from tracekit.sched.plan import plan_tasks
 from tracekit.sched.connection import connect, retrying
 from tracekit.sched.queue import SlotConnection, TaskMessage, TaskQueue, TerminalRecord
 
@@ -375,3 +378,98 @@ def test_the_dispatcher_marks_its_probes_with_its_node(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     [planned] = plan_tasks(inputs, TranscodeSettings(), node_id="cloud0")
     assert planned.task.media_s == 2.5 and marks.read_text() == "cloud0\n"
+
+
+class SkewedWorker(threading.Thread):
+    """A worker for one node whose clock runs ``skew_ms`` ahead: it records each task done after ~50 ms."""
+
+    def __init__(self, redis_server, node: str, skew_ms: int):
+        super().__init__(daemon=True)
+        self.queue = TaskQueue(redis_server.client(), RunKeys("s1"))
+        self.node, self.skew_ms, self.stop = node, skew_ms, threading.Event()
+
+    def run(self) -> None:
+        import redis as redis_lib
+
+        consumer = f"{self.node}-0"
+        while not self.stop.is_set():
+            self.queue.heartbeat(self.node, [consumer], 3000)
+            try:
+                taken = self.queue.take(self.node, consumer, 100, own_pending_first=False)
+            except redis_lib.ResponseError:  # NOGROUP: the dispatcher has not made the run yet
+                time.sleep(0.05)
+                continue
+            if taken is None:
+                continue
+            start = int(time.time() * 1000) + self.skew_ms
+            self.queue.started(self.node, consumer, taken, start)
+            time.sleep(0.05)
+            record = TerminalRecord(taken.message.task_id, self.node, consumer, taken.attempt, "done", 0, None,
+                                    start, int(time.time() * 1000) + self.skew_ms)  # fmt: skip
+            self.queue.finish(self.node, taken, record)
+
+
+def test_makespan_is_measured_on_one_clock(redis_server, clips, tmp_path):
+    # cloud2's clock is an hour ahead: its own timestamps must not stretch the makespan.
+    workers = [SkewedWorker(redis_server, "cloud1", 0), SkewedWorker(redis_server, "cloud2", 3_600_000)]
+    for worker in workers:
+        worker.start()
+    try:
+        result = dispatch(config(redis_server, clips, tmp_path, policy="round-robin"))
+    finally:
+        for worker in workers:
+            worker.stop.set()
+            worker.join(5)
+    summary = result.summary
+    assert result.ok and summary["per_node"]["cloud2"]["done"] == 2
+    assert 0 < summary["makespan_ms"] <= summary["elapsed_s"] * 1000 + 100, summary
+    assert summary["per_node"]["cloud2"]["busy_ms"] < 1000  # durations on one node's clock are fine
+
+
+def test_a_reclaimed_task_that_finished_meanwhile_is_no_placement(redis_server, clips, tmp_path, monkeypatch):
+    # The dispatcher decides to requeue a silent slot's task; the slot finishes it just before
+    # the requeue. The trace must keep the placement that happened, not one that did not.
+    from tracekit.sched.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(config(redis_server, clips, tmp_path, lease_ms=0))
+    planned = plan_tasks(clips, TranscodeSettings())
+    dispatcher.tasks = {p.task.task_id: TaskProgress(p) for p in planned}
+    dispatcher.queue.create(["cloud1", "cloud2"], {"run_id": "s1"})
+    progress = dispatcher.tasks[planned[0].task.task_id]
+    dispatcher.queue.place_many([("cloud1", dispatcher._place(progress, "cloud1", {}))])
+    taken = dispatcher.queue.take("cloud1", "cloud1-0", 100)  # a slot takes it, then sends no heartbeat
+    dispatcher.queue.heartbeat("cloud2", ["cloud2-0"], 10_000)  # cloud2 is alive: the target
+    real_requeue = dispatcher.queue.requeue
+
+    def finished_just_before(from_node, entry_id, to_node, message):
+        record = TerminalRecord(taken.message.task_id, "cloud1", "cloud1-0", 1, "done", 0, None, 1, 2)
+        assert dispatcher.queue.finish("cloud1", taken, record)
+        return real_requeue(from_node, entry_id, to_node, message)
+
+    monkeypatch.setattr(dispatcher.queue, "requeue", finished_just_before)
+    dispatcher._reclaim()
+    dispatcher.events.close()
+    placements = read_jsonl(tmp_path / "cloud0" / "logs" / "s1" / "placement_events.jsonl")
+    assert [(p["reason"], p["node"], p["attempt"]) for p in placements] == [("placed", "cloud1", 1)]
+    assert (progress.node, progress.attempt, progress.state) == ("cloud1", 1, "queued")
+    assert redis_server.client().xlen(RunKeys("s1").queue("cloud2")) == 0
+
+
+def test_a_stopped_dispatcher_writes_its_summary(redis_server, clips, tmp_path, children):
+    # 'tracekit dispatch --stop' (SIGTERM) and Ctrl-C end a dispatch early, not its record.
+    logs = tmp_path / "cloud0" / "logs"
+    argv = tracekit_cmd("dispatch", "--run-id", "s1", "--redis-url", redis_server.url, "--nodes", "cloud1",
+                        "--inputs", str(clips), "--logs-dir", str(logs), "--worker-wait", "120")  # fmt: skip
+    dispatcher = children(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = logs / "s1" / "dispatcher.log"
+    wait_until(lambda: (logs / "s1" / "dispatcher.pid").exists() and redis_server.client().exists(RunKeys("s1").meta),
+               timeout_s=60, what="the dispatcher waiting for its worker")  # fmt: skip
+    stop = subprocess.run(tracekit_cmd("dispatch", "--stop", "--run-id", "s1", "--logs-dir", str(logs)),
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert stop.returncode == 0 and "stopped" in stop.stdout
+    out, _ = dispatcher.communicate(timeout=30)
+    assert dispatcher.returncode == 1
+    assert "0/4 tasks done, 0 failed, 4 unfinished (stopped by SIGTERM)" in out
+    summary = json.loads((logs / "s1" / "dispatch.json").read_text())
+    assert (summary["stopped_by"], summary["unfinished"], summary["timed_out"]) == ("SIGTERM", 4, 0)
+    assert "SIGTERM: stopping the dispatch" in log.read_text()

@@ -44,8 +44,9 @@ def place(policy, tasks, states, batch_size=0, nodes=None):
         # Plan order, cycling over names; load is ignored.
         ("round-robin", [("t1", "cloud1"), ("t2", "cloud2"), ("t3", "cloud3"),
                          ("t4", "cloud1"), ("t5", "cloud2"), ("t6", "cloud3")]),
-        # Plan order, fewest queued + running first (backlogs 2, 0, 1), ties by less work placed, then name.
-        ("least-loaded", [("t1", "cloud2"), ("t2", "cloud3"), ("t3", "cloud2"),
+        # Plan order, fewest queued + running first (backlogs 2, 0, 1); ties by the smaller expected
+        # total (busy + outstanding: t2 goes to cloud2, 10 s, not to cloud3 with its 70 s task), then name.
+        ("least-loaded", [("t1", "cloud2"), ("t2", "cloud2"), ("t3", "cloud3"),
                           ("t4", "cloud1"), ("t5", "cloud2"), ("t6", "cloud3")]),
         # Offline plan 60->1, 50->2, 40->3, 30->3, 20->2, 10->1 (70 s each); state ignored.
         ("lpt", [("t2", "cloud1"), ("t6", "cloud2"), ("t4", "cloud3"),
@@ -59,20 +60,61 @@ def test_placements_of_each_policy(name, expected):
     assert place(make_policy(name), WORKLOAD, STATES) == expected
 
 
+def simulate(policy, tasks, actual_ms, nodes=("cloud1", "cloud2"), round_ms=500):
+    """The dispatcher's loop in miniature: a round every ``round_ms``, one placement per round
+    (batch 1), backlog limit 1, one slot per node; a task takes ``actual_ms[task_id]``.
+
+    Returns (node of each task, busy ms per node, makespan ms).
+    """
+    policy.plan(tasks, list(nodes))
+    pending, placed = list(tasks), {}
+    running: dict[str, tuple] = {}  # node -> (task, start ms)
+    busy = dict.fromkeys(nodes, 0.0)
+    now = 0
+    while pending or running:
+        for node, (task, start) in list(running.items()):
+            if now - start >= actual_ms[task.task_id]:  # done by now: measured, learned from
+                del running[node]
+                busy[node] += actual_ms[task.task_id]
+                policy.task_completed(task, node, actual_ms[task.task_id])
+        states = {}
+        for node in nodes:
+            task, start = running.get(node, (None, now))
+            left = max(0.0, policy.expected_ms(task) - (now - start)) if task else 0.0
+            states[node] = NodeState(node, 0, int(task is not None), left, busy[node] + (now - start if task else 0))
+        for placement in policy.next_placements(pending, states, batch_size=1, backlog_limit=1):
+            pending.remove(placement.task)
+            placed[placement.task.task_id] = placement.node
+            running[placement.node] = (placement.task, now)
+        now += round_ms
+    return placed, busy, max(busy.values())
+
+
 @pytest.mark.parametrize("name", ["least-loaded", "duration-online"])
 def test_idle_nodes_at_every_round_share_the_work(name):
     """Short tasks finish before the next round: every node looks idle each time.
 
-    Seen in a real run: the first node by name got 7 of 8 tasks. Ties now go
-    to the node with less work placed so far in the run.
+    Seen in a real run: duration-online put 7 of 8 tasks on cloud2. The tie
+    between idle nodes was broken by the estimates placed so far, and the
+    first task's (4,000 ms by the real-time prior for a 4 s clip) was 8x what
+    it took (500 ms): cloud1 looked loaded for the rest of the run. Ties now
+    go by measured busy time plus what is expected of the work left.
     """
-    policy = make_policy(name)
-    policy.plan(WORKLOAD, NODES[:2])
-    placed = []
-    for task in policy.order(WORKLOAD):
-        placed += policy.next_placements([task], empty_states(NODES[:2]), batch_size=1, backlog_limit=1)
-    work = {n: sum(p.expected_ms for p in placed if p.node == n) for n in NODES[:2]}
-    assert len(placed) == 6 and min(work.values()) >= 0.7 * max(work.values()), work
+    tasks = [PlannedTask(f"t{i}", "640p-veryfast", 4.0) for i in range(8)]
+    placed, busy, _ = simulate(make_policy(name), tasks, {t.task_id: 400 for t in tasks})
+    per_node = [list(placed.values()).count(n) for n in ("cloud1", "cloud2")]
+    assert per_node == [4, 4], placed
+    assert busy == {"cloud1": 1600, "cloud2": 1600}
+
+
+def test_duration_online_balances_varied_tasks_after_a_wrong_first_estimate():
+    # Clips of 2, 4 and 8 s at ~125 ms per media second: the prior (1000) is 8x too long.
+    lengths = [8, 2, 4, 8, 2, 4, 8, 4, 2, 8]
+    tasks = [PlannedTask(f"t{i}", "640p-veryfast", float(s)) for i, s in enumerate(lengths)]
+    actual = {t.task_id: 125 * t.media_s for t in tasks}
+    _, busy, makespan = simulate(make_policy("duration-online"), tasks, actual)
+    assert max(busy.values()) <= 1.25 * min(busy.values()), busy
+    assert makespan <= 1.25 * sum(actual.values()) / 2
 
 
 def test_registry_names_match_classes():

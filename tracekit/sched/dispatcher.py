@@ -12,15 +12,19 @@ backlog limit (queued + running, as counted from the workers' start and
 terminal records), then the dispatcher waits ``dribble_interval`` seconds
 while it follows completions. Tasks of worker slots whose heartbeat stopped
 are requeued (next attempt) through the policy. Nothing is dropped: every
-task ends done, failed, or reported as timed out.
+task ends done, failed, or reported as timed out (or unfinished, when a
+stop signal ended the dispatch early).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,8 +90,13 @@ class TaskProgress:
     attempt: int = 0
     state: str = "pending"  # pending, queued, running, done, failed
     placed_ms: int | None = None
-    started_ms: int | None = None
+    started_ms: int | None = None  # controller clock: when Redis recorded its start
     record: dict[str, Any] | None = None
+
+
+def stream_time_ms(entry_id: str) -> int:
+    """When Redis added a stream entry (``<ms>-<seq>``): the controller's clock, whatever node wrote it."""
+    return int(entry_id.split("-", 1)[0])
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,11 @@ class Dispatcher:
         self.tasks: dict[str, TaskProgress] = {}
         self._pending: dict[str, TaskProgress] = {}  # tasks not placed yet
         self._unfinished = 0  # tasks neither done nor failed
+        self._busy_done_ms = {n: 0.0 for n in config.nodes}  # measured run times of finished tasks
+        # First start and last terminal record, on the controller's clock (Redis stream times).
+        self._first_start_ms: int | None = None
+        self._last_end_ms: int | None = None
+        self.stop_requested: str | None = None  # the signal that asked this dispatcher to stop
         self.events = LineWriter(self.folder / runfolder.PLACEMENT_EVENTS)
         self.terminal_records = LineWriter(self.folder / runfolder.TERMINAL_RECORDS)
 
@@ -119,10 +133,16 @@ class Dispatcher:
     # -- bookkeeping --------------------------------------------------------------
 
     def _states(self) -> dict[str, NodeState]:
+        """Each node as the policy sees it now: backlog, expected outstanding work (current estimates), busy time.
+
+        The dispatcher runs on the controller beside Redis: its clock is the
+        one start times are on.
+        """
         now = int(time.time() * 1000)
         queued = {n: 0 for n in self.config.nodes}
         running = {n: 0 for n in self.config.nodes}
         outstanding = {n: 0.0 for n in self.config.nodes}
+        busy = dict(self._busy_done_ms)
         for progress in self.tasks.values():
             if progress.state not in ("queued", "running") or progress.node not in queued:
                 continue
@@ -131,27 +151,36 @@ class Dispatcher:
                 queued[progress.node] += 1
                 outstanding[progress.node] += expected
             else:
+                elapsed = max(0, now - (progress.started_ms or now))
                 running[progress.node] += 1
-                outstanding[progress.node] += max(0.0, expected - (now - (progress.started_ms or now)))
-        return {n: NodeState(n, queued[n], running[n], outstanding[n]) for n in self.config.nodes}
+                outstanding[progress.node] += max(0.0, expected - elapsed)
+                busy[progress.node] += elapsed
+        return {n: NodeState(n, queued[n], running[n], outstanding[n], busy[n]) for n in self.config.nodes}
 
-    def _place(self, progress: TaskProgress, node: str, decided_on: dict[str, Any], reason: str) -> TaskMessage:
+    def _message(self, progress: TaskProgress, attempt: int) -> TaskMessage:
+        """The queue entry of the task's next placement (nothing is changed yet)."""
         planned = progress.planned
-        progress.attempt += 1
-        ts_enqueue = int(time.time() * 1000)
-        message = TaskMessage(
+        return TaskMessage(
             task_id=planned.task.task_id, trace_id=planned.trace_id, input=str(planned.input.resolve()),
-            output=planned.output_name, ts_enqueue=ts_enqueue, attempt=progress.attempt,
+            output=planned.output_name, ts_enqueue=int(time.time() * 1000), attempt=attempt,
             profile=planned.task.profile, scale=planned.settings.scale, preset=planned.settings.preset,
             crf=planned.settings.crf, threads=planned.settings.threads, media_s=planned.task.media_s,
             expected_ms=round(self.policy.expected_ms(planned.task), 3),
         )  # fmt: skip
-        progress.node, progress.state, progress.placed_ms, progress.started_ms = node, "queued", ts_enqueue, None
-        self._pending.pop(planned.task.task_id, None)
+
+    def _placed(self, progress: TaskProgress, node: str, message: TaskMessage, decided_on: dict[str, Any], reason: str) -> None:
+        """Record a placement that happened: the task's progress and its placement event."""
+        progress.attempt = message.attempt
+        progress.node, progress.state, progress.placed_ms, progress.started_ms = node, "queued", message.ts_enqueue, None
+        self._pending.pop(message.task_id, None)
         self.events.write(
-            {"ts_ms": ts_enqueue, "task_id": planned.task.task_id, "node": node, "policy": self.policy.name,
-             "attempt": progress.attempt, "reason": reason, "expected_ms": message.expected_ms, **decided_on}
+            {"ts_ms": message.ts_enqueue, "task_id": message.task_id, "node": node, "policy": self.policy.name,
+             "attempt": message.attempt, "reason": reason, "expected_ms": message.expected_ms, **decided_on}
         )  # fmt: skip
+
+    def _place(self, progress: TaskProgress, node: str, decided_on: dict[str, Any]) -> TaskMessage:
+        message = self._message(progress, progress.attempt + 1)
+        self._placed(progress, node, message, decided_on, "placed")
         return message
 
     def _follow(self, cursors: dict[str, str], block_ms: int) -> None:
@@ -161,7 +190,10 @@ class Dispatcher:
             start = json.loads(fields["record"])
             progress = self.tasks.get(start["task_id"])
             if progress and progress.state == "queued" and start["node"] == progress.node:
-                progress.state, progress.started_ms = "running", start["ts_start"]
+                # The worker's ts_start is on its node's clock; the entry's time is the controller's.
+                progress.state, progress.started_ms = "running", stream_time_ms(entry_id)
+                if self._first_start_ms is None:
+                    self._first_start_ms = progress.started_ms
         results = self._redis(lambda: self.queue.read_stream(self.queue.keys.results, cursors["results"], block_ms))
         for entry_id, fields in results:
             cursors["results"] = entry_id
@@ -172,6 +204,9 @@ class Dispatcher:
             progress.state, progress.record = record["state"], record
             self._unfinished -= progress.state in ("done", "failed")
             self.terminal_records.write(record)
+            self._last_end_ms = stream_time_ms(entry_id)
+            if record["node"] in self._busy_done_ms:
+                self._busy_done_ms[record["node"]] += max(0, record["ts_end"] - record["ts_start"])
             if record["state"] == "done":
                 self.policy.task_completed(progress.planned.task, record["node"], record["ts_end"] - record["ts_start"])
             self.log.log(
@@ -181,7 +216,11 @@ class Dispatcher:
             )  # fmt: skip
 
     def _reclaim(self) -> None:
-        """Requeue tasks held by worker slots that stopped sending heartbeats."""
+        """Requeue tasks held by worker slots that stopped sending heartbeats.
+
+        The move is recorded (progress, placement event) only once Redis made
+        it: a task that finished meanwhile stays where it ran.
+        """
         live = self._redis(self.queue.live_nodes) & set(self.config.nodes)
         for node in self.config.nodes:
             for consumer, entry_id in self._redis(lambda n=node: self.queue.pending_of_dead_consumers(n, self.config.lease_ms)):
@@ -192,16 +231,17 @@ class Dispatcher:
                 states = {n: s for n, s in self._states().items() if n in live}
                 target = self.policy.choose(progress.planned.task, [states[n] for n in sorted(states)]) or sorted(live)[0]
                 decided_on = {"backlog": {n: s.backlog for n, s in states.items()}, "reclaimed_from": consumer}
-                new_message = self._place(progress, target, decided_on, "reclaimed")
+                new_message = self._message(progress, progress.attempt + 1)
                 if self._redis(lambda: self.queue.requeue(node, entry_id, target, new_message)) is None:
-                    progress.attempt -= 1  # finished meanwhile
-                else:
-                    self.log.warning("%s: slot %s went silent; requeued on %s (attempt %d)",
-                                     message.task_id, consumer, target, progress.attempt)  # fmt: skip
+                    self.log.info("%s: slot %s went silent, but the task finished meanwhile", message.task_id, consumer)
+                    continue
+                self._placed(progress, target, new_message, decided_on, "reclaimed")
+                self.log.warning("%s: slot %s went silent; requeued on %s (attempt %d)",
+                                 message.task_id, consumer, target, progress.attempt)  # fmt: skip
 
     def _wait_for_workers(self) -> None:
         deadline = time.monotonic() + self.config.worker_wait_s
-        while True:
+        while self.stop_requested is None:
             live = self._redis(self.queue.live_nodes)
             missing = [n for n in self.config.nodes if n not in live]
             if not missing:
@@ -217,6 +257,15 @@ class Dispatcher:
     # -- the run ------------------------------------------------------------------
 
     def run(self, progress_callback: Callable[[dict[str, int]], None] | None = None) -> DispatchResult:
+        """Dispatch until every task has a terminal record, the timeout, or SIGTERM/SIGINT.
+
+        A stop signal ends the dispatch early, with its summary written
+        (dispatch.json says which signal); the workers finish what they run.
+        """
+        with _stop_signals(self):
+            return self._run(progress_callback)
+
+    def _run(self, progress_callback: Callable[[dict[str, int]], None] | None) -> DispatchResult:
         config = self.config
         planned = plan_tasks(config.inputs, config.settings, config.mix, config.total, config.seed, config.node_id)
         self.tasks = {p.task.task_id: TaskProgress(p) for p in planned}
@@ -236,7 +285,7 @@ class Dispatcher:
         last_reclaim = started
         cursors = {"starts": "0", "results": "0"}
         try:
-            while True:
+            while self.stop_requested is None:
                 now = time.monotonic()
                 if not self._unfinished or now > deadline:
                     break
@@ -244,7 +293,7 @@ class Dispatcher:
                     pending = [p.planned.task for p in self._pending.values()]
                     placed = [
                         (placement.node, self._place(self.tasks[placement.task.task_id], placement.node,
-                                                     placement.decided_on, "placed"))
+                                                     placement.decided_on))
                         for placement in self.policy.next_placements(
                             pending, self._states(), config.batch_size, backlog_limit=config.backlog_limit
                         )
@@ -276,31 +325,54 @@ class Dispatcher:
     def _finish(self, elapsed_s: float) -> DispatchResult:
         counts = self._counts()
         per_node: dict[str, dict[str, Any]] = {n: {"done": 0, "failed": 0, "busy_ms": 0} for n in self.config.nodes}
-        first_start, last_end = None, None
         for progress in self.tasks.values():
             record = progress.record
             if record is None:
                 continue
             node = per_node.setdefault(record["node"], {"done": 0, "failed": 0, "busy_ms": 0})
             node[record["state"]] += 1
-            node["busy_ms"] += record["ts_end"] - record["ts_start"]
-            first_start = min(first_start or record["ts_start"], record["ts_start"])
-            last_end = max(last_end or record["ts_end"], record["ts_end"])
+            node["busy_ms"] += record["ts_end"] - record["ts_start"]  # one node's clock: a duration
         unfinished = sorted(t for t, p in self.tasks.items() if p.state not in ("done", "failed"))
+        stopped = self.stop_requested is not None
         summary = {
             "run_id": self.config.run_id,
             "policy": self.policy.name,
             **counts,
-            "timed_out": len(unfinished),
-            "timed_out_task_ids": unfinished[:100],
+            "unfinished": len(unfinished),
+            "timed_out": 0 if stopped else len(unfinished),
+            "timed_out_task_ids": [] if stopped else unfinished[:100],
+            "stopped_by": self.stop_requested,
             "failed_task_ids": sorted(t for t, p in self.tasks.items() if p.state == "failed")[:100],
-            "makespan_ms": (last_end - first_start) if first_start is not None else 0,
+            # From the first start to the last terminal record, both as Redis (the controller) saw them:
+            # the workers' own timestamps are on their nodes' clocks.
+            "makespan_ms": (self._last_end_ms - self._first_start_ms)
+            if self._first_start_ms is not None and self._last_end_ms is not None else 0,
             "elapsed_s": round(elapsed_s, 3),
             "per_node": per_node,
         }
         (self.folder / runfolder.DISPATCH_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         self.log.info("dispatch finished: %s", {k: summary[k] for k in ("tasks", "done", "failed", "timed_out")})
         return DispatchResult(summary)
+
+
+@contextmanager
+def _stop_signals(dispatcher: Dispatcher) -> Iterator[None]:
+    """SIGTERM and SIGINT set dispatcher.stop_requested (the main thread's handlers only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame: object) -> None:
+        dispatcher.stop_requested = signal.Signals(signum).name
+        dispatcher.log.warning("%s: stopping the dispatch; the summary is written, workers finish what they run",
+                               dispatcher.stop_requested)  # fmt: skip
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def dispatch(config: DispatchConfig, progress_callback=None) -> DispatchResult:

@@ -35,11 +35,23 @@ class NodeState:
     node: str
     queued: int  # placed, not started
     running: int  # started, no terminal record yet
-    expected_outstanding_ms: float  # expected remaining work of queued + running (policy.expected_ms)
+    expected_outstanding_ms: float  # expected remaining work of queued + running (policy.expected_ms, now)
+    busy_ms: float = 0.0  # measured: run times of its finished tasks, plus how long the running ones have run
 
     @property
     def backlog(self) -> int:
         return self.queued + self.running
+
+    @property
+    def expected_total_ms(self) -> float:
+        """The node's whole share of the run: what it did (measured) and what it is expected to still do.
+
+        Balances nodes that look alike right now (both idle between rounds):
+        measurements replace estimates as tasks finish, and what is left is
+        re-estimated with the speeds learned so far, so one early estimate
+        that was far off does not weigh on a node for the rest of the run.
+        """
+        return self.busy_ms + self.expected_outstanding_ms
 
 
 @dataclass(frozen=True)
@@ -61,10 +73,6 @@ class Policy(abc.ABC):
 
     def __init__(self, speed: SpeedModel | None = None):
         self.speed = speed if speed is not None else SpeedModel()
-        # Expected work placed on each node so far in this run: breaks ties
-        # between equally loaded nodes (short tasks often leave every node
-        # idle at each round; the first name would otherwise get them all).
-        self.placed_ms: dict[str, float] = {}
 
     def plan(self, tasks: list[PlannedTask], nodes: list[str]) -> None:
         """Called once before dispatching; offline policies plan here."""
@@ -123,10 +131,10 @@ class Policy(abc.ABC):
                 "policy": self.name,
                 "backlog": {c.node: c.backlog for c in candidates},
                 "expected_outstanding_ms": {c.node: round(c.expected_outstanding_ms, 3) for c in candidates},
+                "busy_ms": {c.node: round(c.busy_ms, 3) for c in candidates},
                 **self.describe(task),
             }
             placements.append(Placement(task, node, expected, decided_on))
-            self.placed_ms[node] = self.placed_ms.get(node, 0.0) + expected
             state = local[node]
             local[node] = dataclasses.replace(
                 state,

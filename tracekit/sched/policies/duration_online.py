@@ -2,8 +2,8 @@
 
 Each round orders pending tasks longest expected first (LPT's order, with the
 speeds learned so far) and gives each to the candidate node with the least
-expected outstanding work (ties: smaller backlog, then less work placed so
-far in the run, then name). Unlike ``lpt``
+expected outstanding work (ties: smaller backlog, then the smaller expected
+total: measured busy time plus expected outstanding work; then name). Unlike ``lpt``
 it never waits for a particular node, and because estimates come from the
 speed model fed by ``task_completed``, a profile that turns out slower than
 assumed moves earlier and weighs more on its node as completions arrive.
@@ -22,9 +22,7 @@ class DurationOnline(Policy):
         return sorted(pending, key=lambda t: -self.expected_ms(t))
 
     def choose(self, task: PlannedTask, candidates: list[NodeState]) -> str | None:
-        return min(
-            candidates, key=lambda c: (c.expected_outstanding_ms, c.backlog, self.placed_ms.get(c.node, 0.0), c.node)
-        ).node
+        return min(candidates, key=lambda c: (c.expected_outstanding_ms, c.backlog, c.expected_total_ms, c.node)).node
 
     def describe(self, task: PlannedTask) -> dict:
         # The learned speeds are part of the state this decision used.

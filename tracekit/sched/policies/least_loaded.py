@@ -1,7 +1,11 @@
-"""Least-loaded: the node with the fewest queued + running tasks (ties: less work placed so far, then name).
+"""Least-loaded: the node with the fewest queued + running tasks.
 
-Counts tasks, not work: needs no speed estimate at all, so it is the policy
-to compare against when asking whether duration estimates pay off.
+Ties (nodes often all look idle between rounds of short tasks) go to the
+node with the smaller expected total (measured busy time plus expected
+outstanding work), then by name.
+
+Counts tasks, not work (estimates only break ties), so it is the policy to
+compare against when asking whether duration estimates pay off.
 """
 
 from __future__ import annotations
@@ -13,4 +17,4 @@ class LeastLoaded(Policy):
     name = "least-loaded"
 
     def choose(self, task: PlannedTask, candidates: list[NodeState]) -> str | None:
-        return min(candidates, key=lambda c: (c.backlog, self.placed_ms.get(c.node, 0.0), c.node)).node
+        return min(candidates, key=lambda c: (c.backlog, c.expected_total_ms, c.node)).node
