@@ -383,6 +383,9 @@ def _cmd_wrap(args: argparse.Namespace) -> int:
         attempt=args.attempt,
     )
     event = run_invocation(invocation)
+    if event.get("registration_error"):
+        print(f"tracekit wrap: warning: {event['registration_error']}; its event holds its exact totals",
+              file=sys.stderr)  # fmt: skip
     return shell_exit_code(event["status"])
 
 

@@ -66,3 +66,26 @@ def test_collect_stop_still_stops_when_redis_is_gone(tmp_path, redis_server):
     assert stopped.stderr.count("\n") == 1 and "warning: clock offset at the end not measured" in stopped.stderr
     assert subprocess.run(tracekit_cmd("collect", "status", *run), capture_output=True).returncode == 3
     assert not (tmp_path / "gone" / "clock.json").exists()
+
+
+def test_a_wall_clock_step_during_a_probe_does_not_win(redis_server, monkeypatch):
+    # NTP steps the wall clock back 50 ms while the third probe waits for Redis: timed on
+    # the wall clock, that probe's round trip is negative and it wins with a wrong offset.
+    from tracekit.collect import clock
+
+    real_time, calls = clock.time.time, {"n": 0}
+
+    class SteppedTime:
+        monotonic = staticmethod(clock.time.monotonic)
+
+        @staticmethod
+        def time():
+            calls["n"] += 1
+            return real_time() - (0.05 if calls["n"] >= 6 else 0.0)  # stepped from the 6th read on
+
+    monkeypatch.setattr(clock, "time", SteppedTime)
+    probe = clock.probe_offset(redis_server.client(), probes=6)
+    assert probe.rtt_ms > 0
+    # Probes after the step see the wall clock 50 ms behind Redis: +50 ms, within the uncertainty;
+    # none may claim a negative round trip or an offset outside what was measured.
+    assert min(abs(probe.offset_ms), abs(probe.offset_ms - 50)) <= probe.uncertainty_ms + 0.01

@@ -87,6 +87,35 @@ def test_redis_role_starts_a_protected_server_and_is_idempotent(tmp_path):
             pass
 
 
+def test_redis_role_never_signals_a_process_that_took_over_the_pid_of_its_server(tmp_path, children):
+    # The pidfile outlived its server (killed, machine rebooted) and the kernel gave the PID to
+    # another process: the role runs as root, so a SIGTERM would kill whatever that is.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    innocent = children(["sleep", "300"])
+    folder = tmp_path / "redis"
+    folder.mkdir(mode=0o700)
+    (folder / "redis.pid").write_text(f"{innocent.pid}\n")
+    password = secrets.token_hex(16)
+    variables = {"tracekit_redis_dir": str(folder), "tracekit_redis_port": port,
+                 "tracekit_redis_password": password, "tracekit_redis_install": False}  # fmt: skip
+    stopped = run_role(tmp_path, "tracekit_redis", {**variables, "tracekit_redis_state": "stopped"}, "stop-stale")
+    assert stopped.rc == 0 and innocent.poll() is None  # left alone
+    assert not (folder / "redis.pid").exists() and changed(stopped) == 1  # the stale pidfile removed
+    (folder / "redis.pid").write_text(f"{innocent.pid}\n")
+    try:
+        started = run_role(tmp_path, "tracekit_redis", variables, "start-over-stale")
+        assert started.rc == 0, started.stdout.read()
+        assert redis.Redis(port=port, password=password).ping()  # not taken for running: started
+        assert innocent.poll() is None
+    finally:
+        try:
+            redis.Redis(port=port, password=password).shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass
+
+
 TRACEKIT = str(Path(sys.executable).parent / "tracekit")
 
 

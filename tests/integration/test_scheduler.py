@@ -473,3 +473,16 @@ def test_a_stopped_dispatcher_writes_its_summary(redis_server, clips, tmp_path, 
     summary = json.loads((logs / "s1" / "dispatch.json").read_text())
     assert (summary["stopped_by"], summary["unfinished"], summary["timed_out"]) == ("SIGTERM", 4, 0)
     assert "SIGTERM: stopping the dispatch" in log.read_text()
+
+
+def test_the_plan_is_deterministic_and_a_mix_keeps_the_threads(clips):
+    settings = TranscodeSettings("160:90", "ultrafast", 30, threads=2)
+    mix = {"360p-ultrafast": 1, "720p-veryfast": 1}
+    first = plan_tasks(clips, settings, mix, total=6, seed=3, run_id="r1")
+    assert first == plan_tasks(clips, settings, mix, total=6, seed=3, run_id="r1")  # trace ids too
+    assert {p.settings.threads for p in first} == {2}  # --threads applies to every profile of a mix
+    assert {p.task.profile for p in first} == set(mix)
+    other_run = plan_tasks(clips, settings, mix, total=6, seed=3, run_id="r2")
+    assert [p.task.task_id for p in other_run] == [p.task.task_id for p in first]
+    assert not {p.trace_id for p in other_run} & {p.trace_id for p in first}  # a new run, new traces
+    assert all(len(p.trace_id) == 32 and int(p.trace_id, 16) for p in first)

@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import read_jsonl, tracekit_cmd, wait_until
 from tracekit import cli
 from tracekit.adapters.wrap import Invocation, run_invocation
+from tracekit.collect._procfs import has_exited
 from tracekit.collect.process import Registrar, read_registration, registration_name
 from tracekit.errors import CommandNotFound
 from tracekit.schemas import validation_errors
@@ -205,3 +206,30 @@ def test_a_signal_during_the_spawn_reaches_the_child(logs_dir, monkeypatch):
         signal.signal(signal.SIGHUP, previous)
     assert seen_by_caller == []
     assert event["status"] == 42 or event["signal"] == "SIGHUP"  # trapped, or before bash set its trap
+
+
+def test_a_child_that_cannot_be_registered_still_runs_to_its_event(logs_dir, capsys):
+    # The PID folder cannot be made (a file is in its way, as with a full or read-only disk):
+    # the command must not be left running without an event.
+    run_folder = logs_dir / "w12"
+    run_folder.mkdir()
+    (run_folder / "pids").write_text("not a folder")
+    marker = logs_dir / "ran"
+    assert cli.main(["wrap", "--run-id", "w12", "--", "sh", "-c", f"sleep 0.3; touch {marker}"]) == 0
+    assert marker.exists()  # it ran to its end, waited for
+    [event] = read_jsonl(run_folder / "events.sh.jsonl")
+    assert event["status"] == 0 and event["cpu_user_ms"] is not None and event["pid"] > 0
+    assert event["registration_error"].startswith("not registered for the collector: ")
+    assert validation_errors("raw/invocation_event", event) == []
+    err = capsys.readouterr().err
+    assert err.startswith("tracekit wrap: warning: not registered for the collector") and len(err.splitlines()) == 1
+
+
+def test_a_failing_start_callback_stops_the_child_and_records_it(logs_dir):
+    def broken(pid):
+        raise RuntimeError("the caller broke")
+
+    with pytest.raises(RuntimeError, match="the caller broke"):
+        run_invocation(Invocation(argv=["sleep", "30"], run_id="w13"), on_start=broken)
+    [event] = read_jsonl(logs_dir / "w13" / "events.sleep.jsonl")
+    assert event["signal"] == "SIGTERM" and has_exited(event["pid"])

@@ -245,20 +245,50 @@ def _spawn_and_wait(
         hint = "is it installed and on PATH?" if missing else "check its permissions"
         raise CommandNotFound(f"{event['error']}; {hint}", exit_code=event["status"]) from None
 
-    # posix_spawnp returned: the child has exec'd. Register it for the collector.
-    identity = process_identity(pid)
-    if registrar is not None:
-        registration = registrar.register(pid, identity.create_time_ms, task_id)
-        unregister = lambda: registrar.unregister(registration)  # noqa: E731
-    else:
-        pid_dir = invocation.pid_dir or folder / runfolder.PID_DIR
-        registration_path = write_registration(pid_dir, pid, identity.create_time_ms, task_id)
-        unregister = lambda: registration_path.unlink(missing_ok=True)  # noqa: E731
+    # posix_spawnp returned: the child has exec'd. From here on it is waited for
+    # whatever happens, and its event written: nothing started is left running.
     child["pid"] = pid
     for signum in child["held"]:
         os.kill(pid, signum)
-    if on_start is not None:
-        on_start(pid)
+    create_time_ms = process_identity(pid).create_time_ms  # ours until waited for: its /proc entry stays
+    unregister = _register(invocation, folder, registrar, pid, create_time_ms, task_id, event)
+    try:
+        if on_start is not None:
+            on_start(pid)
+    except BaseException:
+        os.kill(pid, signal.SIGTERM)  # the caller cannot follow it: stop it, record it, then say why
+        _wait_and_record(event, events_path, pid, create_time_ms, io, unregister)
+        raise
+    return _wait_and_record(event, events_path, pid, create_time_ms, io, unregister)
+
+
+def _register(
+    invocation: Invocation, folder: Path, registrar: Registrar | None, pid: int, create_time_ms: int, task_id: str,
+    event: dict[str, Any],
+) -> Callable[[], None]:  # fmt: skip
+    """Register the child in the PID folder; returns how to unregister it.
+
+    When it cannot be registered (PID folder unwritable, disk full) the task
+    runs on, and its event says so: the collector may still follow it by
+    name, and its exact totals come from the wait anyway.
+    """
+    try:
+        if registrar is not None:
+            registration = registrar.register(pid, create_time_ms, task_id)
+            return lambda: registrar.unregister(registration)
+        pid_dir = invocation.pid_dir or folder / runfolder.PID_DIR
+        registration_path = write_registration(pid_dir, pid, create_time_ms, task_id)
+        return lambda: registration_path.unlink(missing_ok=True)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        event["registration_error"] = f"not registered for the collector: {exc.strerror or exc}{where}"
+        return lambda: None
+
+
+def _wait_and_record(
+    event: dict[str, Any], events_path: Path, pid: int, create_time_ms: int, io: IoPaths, unregister: Callable[[], None]
+) -> dict[str, Any]:
+    """Wait for the child; its exit, exact CPU time and peak RSS, and what it wrote, into its event, written."""
     try:
         _, wait_status, usage = os.wait4(pid, 0)
     finally:
@@ -267,7 +297,7 @@ def _spawn_and_wait(
     exit_code = os.waitstatus_to_exitcode(wait_status)
     event.update(
         pid=pid,
-        create_time_ms=identity.create_time_ms,
+        create_time_ms=create_time_ms,
         ts_end=ts_end,
         status=exit_code,
         signal=signal.Signals(-exit_code).name if exit_code < 0 else None,

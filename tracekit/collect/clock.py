@@ -38,18 +38,24 @@ class ClockProbe:
 
 
 def probe_offset(client: redis.Redis, probes: int = PROBES) -> ClockProbe:
+    """The probe with the smallest round trip.
+
+    The round trip is timed on the monotonic clock: a step of the wall
+    clock during a probe (NTP) would otherwise give a round trip that is
+    wrong, even negative, and a negative one would win. The midpoint on the
+    wall clock is the send time plus half the round trip.
+    """
     best: ClockProbe | None = None
     for _ in range(probes):
-        sent = time.time()
+        sent_wall, sent = time.time(), time.monotonic()
         seconds, micros = client.time()
-        received = time.time()
-        rtt_ms = (received - sent) * 1000.0
+        rtt_ms = (time.monotonic() - sent) * 1000.0
         server_ms = int(seconds) * 1000.0 + int(micros) / 1000.0
         probe = ClockProbe(
-            offset_ms=round(server_ms - (sent + received) * 500.0, 3),
+            offset_ms=round(server_ms - (sent_wall * 1000.0 + rtt_ms / 2), 3),
             uncertainty_ms=round(rtt_ms / 2, 3),
             rtt_ms=round(rtt_ms, 3),
-            ts_ms=int(sent * 1000),
+            ts_ms=int(sent_wall * 1000),
         )
         if best is None or probe.rtt_ms < best.rtt_ms:
             best = probe

@@ -267,7 +267,8 @@ class Dispatcher:
 
     def _run(self, progress_callback: Callable[[dict[str, int]], None] | None) -> DispatchResult:
         config = self.config
-        planned = plan_tasks(config.inputs, config.settings, config.mix, config.total, config.seed, config.node_id)
+        planned = plan_tasks(config.inputs, config.settings, config.mix, config.total, config.seed, config.node_id,
+                             config.run_id)  # fmt: skip
         self.tasks = {p.task.task_id: TaskProgress(p) for p in planned}
         # Kept up to date as tasks move, not recounted over all tasks at every
         # turn of the loop (which turns about once per terminal record).

@@ -4,13 +4,16 @@ input:  an inputs folder, transcode settings or a weighted mix of profiles,
         an optional total and a seed
 output: ``Planned`` tasks with their expected media duration (ffprobe)
 
-The same inputs, mix, total and seed always give the same plan.
+The same inputs, mix, total, seed and run id always give the same plan,
+trace ids included (derived from the run id and the task id, so two runs
+never share one). Profiles of a mix keep the --threads asked for.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import random
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,11 @@ class Planned:
     settings: TranscodeSettings
     trace_id: str
     probe_error: str | None = None  # ffprobe could not read the input: expected duration 0
+
+
+def trace_id_of(run_id: str, task_id: str) -> str:
+    """The task's W3C trace id (32 hex digits): the same for the same run and task, different across runs."""
+    return hashlib.sha256(f"tracekit/{run_id}/{task_id}".encode()).hexdigest()[:32]
 
 
 def _probe(path: Path, env: dict[str, str] | None) -> tuple[float, str | None]:
@@ -82,6 +90,7 @@ def plan_tasks(
     total: int | None = None,
     seed: int = 0,
     node_id: str | None = None,
+    run_id: str = "",
 ) -> list[Planned]:
     """The tasks; ffprobe runs marked with ``node_id`` (the controller's), if given."""
     inputs = list_inputs(inputs_dir)
@@ -97,7 +106,7 @@ def plan_tasks(
         source = inputs[index % len(inputs)] if total is None or not mix else rng.choice(inputs)
         if mix:
             profile = rng.choices(names, weights=[mix[n] for n in names])[0]
-            task_settings = PROFILES[profile]
+            task_settings = dataclasses.replace(PROFILES[profile], threads=settings.threads)
         else:
             profile = f"{settings.scale}-{settings.preset}-crf{settings.crf}"
             task_settings = settings
@@ -108,7 +117,7 @@ def plan_tasks(
                 input=source,
                 output_name=f"{task_id}.mp4",
                 settings=task_settings,
-                trace_id=secrets.token_hex(16),
+                trace_id=trace_id_of(run_id, task_id),
                 probe_error=probes[source][1],
             )
         )
