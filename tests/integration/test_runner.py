@@ -7,6 +7,7 @@ that nothing it started outlives it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -28,6 +29,10 @@ from tracekit.trace.verify import verify_opendc
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "experiments" / "smoke.yaml"
 NODES = ("cloud0", "cloud1", "cloud2")
+# The smoke tasks, a little longer and sampled more often: each is sampled a few times, so that
+# whose samples they are can be checked (smoke's own tasks often end between two samples).
+SAMPLED = ["collectors.interval_ms=100", "workload.ffmpeg.transcode.scale=640:360",
+           "workload.ffmpeg.transcode.preset=medium"]  # fmt: skip
 
 # Each experiment takes minutes on a loaded 2-core machine (a hung one still fails).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -106,7 +111,10 @@ def assert_each_node_holds_only_its_own(run_dir: Path, invocations: list[dict]) 
     assert audit["proc_samples_wrong_node"] == 0 and audit["tasks_in_trace_pct"] == 100.0, audit["notes"]
     launched = {(i["pid"], i["create_time_ms"]): i["node"] for i in invocations}
     samples = pq.read_table(run_dir / "cctf" / "proc_metrics.parquet").to_pylist()
-    assert samples and all(launched.get((s["pid"], s["create_time_ms"]), s["node"]) == s["node"] for s in samples)
+    assert {"cloud1", "cloud2"} <= {s["node"] for s in samples}  # each worker's tasks, sampled on it...
+    assert all(launched.get((s["pid"], s["create_time_ms"]), s["node"]) == s["node"] for s in samples)  # ...only
+    # The controller follows only the dispatcher's own ffprobe runs (smoke matches ffprobe): no task's.
+    assert {(s["comm"], s["task_id"]) for s in samples if s["node"] == "cloud0"} <= {("ffprobe", None)}
     nodes = json.loads((run_dir / "cctf" / "nodes.json").read_text())
     assert {n["process_scope"] for n in nodes} == {"node"}
     experiment = json.loads((run_dir / "opendc" / "experiment.json").read_text())
@@ -140,11 +148,17 @@ def test_a_malformed_experiment_fails_before_any_node_is_touched(tmp_path, local
         run_experiment(bad, inventory=inventory, logs_dir=tmp_path / "logs")
 
 
-def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_site):
+def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_site, monkeypatch):
     folder, inventory, port = local_site
     logs = tmp_path / "logs"
-    result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-local", logs_dir=logs)
+    # What the README's by-hand section exports: it must not reach the run folder (ansible-runner's
+    # artifacts held the whole environment of tracekit-run).
+    monkeypatch.setenv("REDIS_PASSWORD", "exported-canary-7f3a9c")
+    monkeypatch.setenv("SOME_API_TOKEN", "token-canary-51b2")
+    result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-local", logs_dir=logs, overrides=SAMPLED)
     run_dir = logs / "smoke-local"
+    leaks = [name for name, text in run_files(run_dir).items() if "canary-" in text]
+    assert not leaks, leaks
     # The password file is gone after a good run; read it from Redis's config file on the controller instead.
     config = (folder / "nodes" / "cloud0" / "redis" / "redis.conf").read_text()
     password = next(line.split()[1] for line in config.splitlines() if line.startswith("requirepass"))
@@ -227,6 +241,32 @@ def test_a_failed_dispatch_still_stops_and_fetches_every_node(tmp_path, local_si
         assert "end" in json.loads((logs / "timed-out" / "nodes" / node / "clock.json").read_text())
 
 
+def test_a_full_disk_for_the_status_file_still_stops_and_fetches_everything(tmp_path, local_site, monkeypatch):
+    # The dispatch fails, and then status.json can no longer be written (ENOSPC): stop and fetch
+    # must run all the same (an error out of the status write skipped them and left collectors,
+    # workers and Redis running).
+    from tracekit.experiment import runner as runner_module
+
+    folder, inventory, port = local_site
+    logs = tmp_path / "logs"
+    real_write = runner_module._write_json
+
+    def disk_full_once_the_run_failed(path, value):
+        if path.name == "status.json" and value.get("phases", {}).get("run", {}).get("state") == "failed":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, value)
+
+    monkeypatch.setattr(runner_module, "_write_json", disk_full_once_the_run_failed)
+    result = run_experiment(SMOKE, inventory=inventory, run_id="disk-full", logs_dir=logs,
+                            overrides=["dispatch.timeout=0.05"])  # fmt: skip
+    assert result.state == "failed" and result.exit_code == 1
+    assert result.summary[0].startswith("run disk-full: failed (could not be written: ")
+    assert "No space left on device" in result.summary[0]
+    assert processes_under(folder, port) == [], "a status write error left processes behind"
+    for node in NODES:  # what was collected is fetched
+        assert (logs / "disk-full" / "nodes" / node / "collector.jsonl").exists(), node
+
+
 def test_unreachable_node_is_named_and_nothing_runs(tmp_path):
     port = free_port()
     inventory = local_inventory(tmp_path, port, unreachable="cloud2")
@@ -255,7 +295,7 @@ def test_ssh_nodes_end_to_end(tmp_path, sshd_nodes):
     inventory.write_text(yaml.safe_dump(document))
     logs = tmp_path / "logs"
     try:
-        result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-ssh", logs_dir=logs)
+        result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-ssh", logs_dir=logs, overrides=SAMPLED)
         config = (sshd_nodes.nodes["cloud0"].root / "redis" / "redis.conf").read_text()
         password = next(line.split()[1] for line in config.splitlines() if line.startswith("requirepass"))
         assert_complete_run(logs / "smoke-ssh", result, password)

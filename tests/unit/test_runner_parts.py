@@ -10,8 +10,14 @@ import pytest
 import yaml
 
 from tracekit.experiment.progress import Progress
-from tracekit.experiment.render import InventoryError, generated_inputs_name, play_phases, read_inventory
-from tracekit.experiment.runner import _describe_failure, _inventory_without_secrets, _join_errors, _phases_to_run
+from tracekit.experiment.render import (
+    InventoryError,
+    generated_inputs_name,
+    inventory_without_secrets,
+    play_phases,
+    read_inventory,
+)
+from tracekit.experiment.runner import _describe_failure, _join_errors, _phases_to_run
 from tracekit.experiment.spec import load_experiment
 
 PHASES = ["prepare", "start", "run", "stop", "fetch", "parse"]
@@ -38,11 +44,31 @@ def test_resume_starts_at_the_first_unfinished_phase(states, expected):
     assert _phases_to_run(status(**states)) == expected
 
 
-def test_inventory_copy_blanks_password_like_values():
-    text = "all:\n  vars:\n    ansible_password: hunter2\n    become_pass: x\n    tracekit_node_root: /srv\n    api_token: t\n"
-    copy = _inventory_without_secrets(text)
-    assert "hunter2" not in copy and ": t\n" not in copy and "become_pass: 'x'" not in copy
-    assert "tracekit_node_root: /srv" in copy
+INVENTORIES = {
+    "yaml": "all:\n  vars:\n    ansible_password: hunter2\n    become_pass: sesame\n    api_token: tok3n\n"
+            "    tracekit_node_root: /srv\n  children:\n    controller:\n      hosts:\n        c0:\n"
+            "    workers:\n      hosts:\n        w1:\n          ansible_host: 10.0.0.2\n",
+    # The run folder's copy used to blank 'key: value' lines only: these kept their passwords.
+    "ini": "[controller]\nc0 ansible_host=10.0.0.1 ansible_password=hunter2\n[workers]\nw1 ansible_host=10.0.0.2\n"
+           "[all:vars]\ntracekit_node_root=/srv\nbecome_pass=sesame\napi_token=tok3n\n",
+    "flow": "all: {vars: {ansible_password: hunter2, become_pass: sesame, api_token: tok3n, tracekit_node_root: /srv},"
+            " children: {controller: {hosts: {c0: {}}}, workers: {hosts: {w1: {ansible_host: 10.0.0.2}}}}}\n",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", INVENTORIES)
+def test_inventory_copy_removes_password_like_values_in_any_format(tmp_path, kind):
+    path = tmp_path / ("hosts.ini" if kind == "ini" else "inventory.yml")
+    path.write_text(INVENTORIES[kind])
+    copy = inventory_without_secrets(path)
+    assert not {"hunter2", "sesame", "tok3n"} & set(re.findall(r"\w+", copy)), copy
+    # The copy is an inventory of the same hosts, groups and (other) values.
+    again = tmp_path / "copy.yml"
+    again.write_text(copy)
+    inventory = read_inventory(again)
+    assert (inventory.controller, inventory.workers) == ("c0", ("w1",))
+    assert inventory.hostvars["w1"]["ansible_host"] == "10.0.0.2"
+    assert inventory.hostvars["c0"]["tracekit_node_root"] == "/srv"
 
 
 def test_same_error_on_several_hosts_is_said_once():
@@ -221,3 +247,41 @@ def test_a_failed_step_is_described_by_its_own_error_line():
     # No error line (the dispatcher's log and summary): the last log line and the first summary line.
     dispatcher = failed(1, "0/2 tasks done, 0 failed, 2 timed out; makespan 0.1 s\n  cloud1: ...", "INFO dispatching 2 tasks\nWARNING gave up")
     assert _describe_failure(dispatcher) == "WARNING gave up (first: 0/2 tasks done, 0 failed, 2 timed out; makespan 0.1 s)"
+
+
+def test_ansible_gets_no_password_like_variable_of_this_process(monkeypatch):
+    from tracekit.experiment.runner import job_environment
+
+    monkeypatch.setenv("REDIS_PASSWORD", "p")
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    monkeypatch.setenv("ANSIBLE_BECOME_PASS", "b")
+    monkeypatch.setenv("ANSIBLE_CONFIG", "/etc/ansible.cfg")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("https_proxy", "http://proxy:3128")
+    import os
+
+    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "awx_display", "PATH": "/venv/bin:/usr/bin"}  # set by the runner
+    kept = job_environment(env)
+    assert not {"REDIS_PASSWORD", "GITHUB_TOKEN", "ANSIBLE_BECOME_PASS"} & set(kept)
+    assert kept["ANSIBLE_CONFIG"] == "/etc/ansible.cfg" and kept["LC_ALL"] == "C.UTF-8"
+    assert kept["https_proxy"] == "http://proxy:3128"
+    assert kept["ANSIBLE_STDOUT_CALLBACK"] == "awx_display" and kept["PATH"] == "/venv/bin:/usr/bin"
+
+
+def test_the_resume_hint_names_the_logs_dir_and_inventory_the_run_used(tmp_path, monkeypatch):
+    import json
+
+    from tracekit.experiment.runner import summarize
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRACEKIT_LOGS_DIR", raising=False)
+    status = {"run_id": "r1", "state": "failed", "phases": {}}
+    for logs, inventory, expected in (
+        (tmp_path / "elsewhere", tmp_path / "my inventory.yml",
+         f"tracekit-run --resume r1 --logs-dir {tmp_path / 'elsewhere'} -i '{tmp_path / 'my inventory.yml'}'"),
+        (tmp_path / "logs", Path(__file__).resolve().parents[2] / "inventory" / "local.yml", "tracekit-run --resume r1"),
+    ):  # fmt: skip
+        run_dir = logs / "r1"
+        run_dir.mkdir(parents=True)
+        (run_dir / "resolved.json").write_text(json.dumps({"inventory_path": str(inventory)}))
+        assert f"  resume with: {expected}" in summarize(run_dir, status, {})

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tracekit.cpuset import format_cpu_list, parse_cpu_list
 from tracekit.errors import UsageError
@@ -38,8 +41,6 @@ def play_phases(playbooks: Path) -> dict[str, str]:
     tracekit-run runs the phases in one ansible-playbook call and follows
     them by the plays that start, so play names are unique across phases.
     """
-    import yaml
-
     phase_of: dict[str, str] = {}
     for phase in PHASES:
         for play in yaml.safe_load((playbooks / f"{phase}.yml").read_text()):
@@ -111,16 +112,61 @@ class Inventory:
         return str(bind), int(port)
 
 
-def read_inventory(path: Path) -> Inventory:
-    """Parse with Ansible; require one controller and at least one worker, each with a node root."""
-    if not path.is_file():
-        raise InventoryError(f"{path}: no such inventory file; give -i inventory/local.yml or a copy of inventory/cluster.example.yml")
+def _inventory_manager(path: Path) -> Any:
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.utils.display import Display
 
     Display().verbosity = 0
-    manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
+    return InventoryManager(loader=DataLoader(), sources=[str(path)])
+
+
+# Inventory variables whose values are kept out of the run folder.
+SECRET_NAME = re.compile(r"pass(word)?|secret|token|_key$", re.IGNORECASE)
+REMOVED = "(removed)"
+
+
+def inventory_without_secrets(path: Path) -> str:
+    """The inventory as Ansible read it (YAML, INI, a flow mapping: any format it reads), as YAML,
+    with every password-like value removed: what the run folder keeps as inventory.yml."""
+    manager = _inventory_manager(path)
+
+    def plain(value: Any, key: str = "") -> Any:
+        if SECRET_NAME.search(key) or type(value).__name__ == "AnsibleVaultEncryptedUnicode":
+            return REMOVED
+        if isinstance(value, dict):
+            return {str(k): plain(v, str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        for kind in (bool, int, float):  # Ansible's tagged subclasses, as plain values
+            if isinstance(value, kind):
+                return kind(value)
+        return None if value is None else str(value)
+
+    def own_vars(host: Any) -> dict[str, Any]:
+        return {k: v for k, v in host.vars.items() if k not in ("inventory_file", "inventory_dir")}  # Ansible's own
+
+    def group_document(group: Any) -> dict[str, Any]:
+        document: dict[str, Any] = {}
+        if group.vars:
+            document["vars"] = plain(dict(group.vars))
+        if group.hosts:
+            document["hosts"] = {str(host.name): plain(own_vars(host)) or None for host in group.hosts}
+        children = {str(child.name): group_document(child) for child in sorted(group.child_groups, key=lambda g: g.name)}
+        children = {name: child for name, child in children.items() if child}  # 'ungrouped', when empty
+        if children:
+            document["children"] = children
+        return document
+
+    header = f"# The inventory of this run as Ansible read it from {path}; password-like values removed.\n"
+    return header + yaml.safe_dump({"all": group_document(manager.groups["all"])}, sort_keys=False)
+
+
+def read_inventory(path: Path) -> Inventory:
+    """Parse with Ansible; require one controller and at least one worker, each with a node root."""
+    if not path.is_file():
+        raise InventoryError(f"{path}: no such inventory file; give -i inventory/local.yml or a copy of inventory/cluster.example.yml")
+    manager = _inventory_manager(path)
     groups = manager.get_groups_dict()
     if not manager.hosts and not [h for g in groups.values() for h in g]:
         raise InventoryError(f"{path}: Ansible found no host in it; check its YAML (groups 'controller' and 'workers')")

@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -40,7 +41,16 @@ from typing import Any
 from tracekit import __version__, runfolder
 from tracekit.errors import TracekitError, UsageError
 from tracekit.experiment.progress import Progress, make_progress
-from tracekit.experiment.render import PHASES, Inventory, Plan, extravars, play_phases, read_inventory, task_count
+from tracekit.experiment.render import (
+    PHASES,
+    Inventory,
+    Plan,
+    extravars,
+    inventory_without_secrets,
+    play_phases,
+    read_inventory,
+    task_count,
+)
 from tracekit.experiment.spec import Experiment, load_experiment
 from tracekit.experiment.wheelhouse import build_wheelhouse, find_checkout
 
@@ -49,7 +59,6 @@ UNDONE_BY_STOP = ("start", "run")  # resuming either re-runs both
 STATUS_FILE = "status.json"
 MANIFEST_FILE = "manifest.json"
 SECRET_DIR = ".secrets"
-SECRET_NAME = re.compile(r"pass(word)?|secret|token|_key$", re.IGNORECASE)
 
 
 class RunError(UsageError):
@@ -84,15 +93,6 @@ def default_run_id(experiment: Experiment) -> str:
 
 
 # -- the run folder ------------------------------------------------------------------
-
-
-def _inventory_without_secrets(text: str) -> str:
-    """The inventory as used, with any password-like value blanked."""
-    lines = []
-    for line in text.splitlines():
-        key = line.split(":", 1)[0].strip()
-        lines.append(f"{line.split(':', 1)[0]}: '(removed)'" if ":" in line and SECRET_NAME.search(key) else line)
-    return "\n".join(lines) + "\n"
 
 
 def _secret_file(logs_dir: Path, run_id: str) -> Path:
@@ -304,10 +304,10 @@ class PhaseRunner:
         return outcomes
 
     def _ansible(self, phases: list[str], on_event: Callable[[dict[str, Any]], bool], cancel: Callable[[], bool]) -> Any:
-        import ansible_runner
+        from ansible_runner.interface import init_runner
 
         together = len(phases) > 1
-        return ansible_runner.run(
+        runner = init_runner(
             private_data_dir=str(self.run_dir / "ansible"),
             project_dir=str(self.checkout / "playbooks"),
             # One phase alone: only its own playbook's roles are loaded and their arguments checked.
@@ -333,6 +333,32 @@ class PhaseRunner:
             suppress_env_files=False,
             rotate_artifacts=0,
         )
+        # ansible-runner hands Ansible (and writes into artifacts/<ident>/command) the whole
+        # environment of this process: a REDIS_PASSWORD exported for a by-hand run would land
+        # in the run folder. Ansible gets what it needs, and nothing else of ours.
+        runner.config.env = job_environment(runner.config.env)
+        runner.run()
+        return runner
+
+
+# Variables of this process that Ansible may inherit: locale, home, terminal, SSH agent,
+# proxies, Ansible's own settings (but no password-like ones).
+_INHERITED_ENV = re.compile(
+    r"^(PATH|HOME|USER|LOGNAME|SHELL|LANG|LANGUAGE|LC_\w+|TERM|TZ|TMPDIR|SSH_AUTH_SOCK|XDG_\w+|VIRTUAL_ENV"
+    r"|[Hh][Tt][Tt][Pp][Ss]?_[Pp][Rr][Oo][Xx][Yy]|[Nn][Oo]_[Pp][Rr][Oo][Xx][Yy]|ANSIBLE_\w+)$"
+)
+_SECRET_ENV = re.compile(r"(PASS|PASSWORD|SECRET|TOKEN|_KEY)$", re.IGNORECASE)
+
+
+def job_environment(env: dict[str, str]) -> dict[str, str]:
+    """The environment for ansible-playbook: what ansible-runner and the runner set, and of this
+    process's own variables only those Ansible may need (never a password-like one)."""
+    own = os.environ
+    return {
+        name: value
+        for name, value in env.items()
+        if own.get(name) != value or (_INHERITED_ENV.match(name) and not _SECRET_ENV.search(name))
+    }
 
 
 def _join_errors(errors: list[tuple[str, str]]) -> str:
@@ -464,13 +490,13 @@ def run_experiment(
         if run_dir.exists() and any(run_dir.iterdir()):
             if not force:
                 raise RunError(
-                    f"{run_dir} already exists; resume it with --resume {run_id}, pick another --run-id, "
+                    f"{run_dir} already exists; resume it with '{resume_command(run_dir)}', pick another --run-id, "
                     "or replace it with --force"
                 )
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(experiment_path, run_dir / "experiment.yaml")
-        (run_dir / "inventory.yml").write_text(_inventory_without_secrets(inventory_path.read_text()))
+        (run_dir / "inventory.yml").write_text(inventory_without_secrets(inventory_path))
         _write_json(
             run_dir / "resolved.json",
             {
@@ -517,6 +543,17 @@ def run_experiment(
 
         started_any = False
         outcomes: dict[str, PhaseOutcome] = {}
+        status_errors: list[str] = []
+
+        def save_status() -> None:
+            """Write status.json; a failure (a full disk) is noted, never allowed to stop the cleanup."""
+            try:
+                _write_json(run_dir / STATUS_FILE, status)
+            except OSError as exc:
+                if not status_errors:
+                    progress.say(f"cannot write {run_dir / STATUS_FILE} ({exc.strerror or exc}); "
+                                 "stopping and fetching go on")  # fmt: skip
+                status_errors.append(f"{run_dir / STATUS_FILE}: {exc.strerror or exc}")
 
         def verdict() -> str:
             """The run's state so far: the first phase that did not succeed decides."""
@@ -529,7 +566,7 @@ def run_experiment(
             interrupt.cleaning = phase in ALWAYS_AFTER_START
             started_any = started_any or phase in UNDONE_BY_STOP
             _set_phase(status, phase, state="running", start=_now(), end=None, error=None)
-            _write_json(run_dir / STATUS_FILE, status)
+            save_status()
             progress.phase_started(phase)
 
         def end(phase: str, outcome: PhaseOutcome) -> None:
@@ -537,35 +574,64 @@ def run_experiment(
                 tick()
             outcomes[phase] = outcome
             _set_phase(status, phase, state=outcome.state, end=_now(), error=outcome.error, hosts=outcome.hosts)
-            _write_json(run_dir / STATUS_FILE, status)
+            save_status()
             progress.phase_finished(phase, outcome.state, outcome.error)
 
-        # Every phase in one ansible-playbook call: it ends where a host fails or at a signal.
-        runner.run(phases, begin, end, tick)
-        # Then what the call did not reach, or stop and fetch again where it cut them short,
-        # one phase per call (after a failure only stop and fetch run).
-        for phase in phases:
-            done = outcomes.get(phase)
-            if done is not None and (done.state == "succeeded" or phase not in ALWAYS_AFTER_START):
-                continue
-            final = verdict()
-            if final != "succeeded" and (phase not in ALWAYS_AFTER_START or not started_any):
-                reason = f"an earlier phase {final}" if phase not in ALWAYS_AFTER_START else "nothing was started"
-                _set_phase(status, phase, state="skipped", reason=reason)
-                progress.phase_finished(phase, "skipped")
-                continue
-            runner.run([phase], begin, end, tick)
+        try:
+            # Every phase in one ansible-playbook call: it ends where a host fails or at a signal.
+            runner.run(phases, begin, end, tick)
+            # Then what the call did not reach, or stop and fetch again where it cut them short,
+            # one phase per call (after a failure only stop and fetch run).
+            for phase in phases:
+                done = outcomes.get(phase)
+                if done is not None and (done.state == "succeeded" or phase not in ALWAYS_AFTER_START):
+                    continue
+                final = verdict()
+                if final != "succeeded" and (phase not in ALWAYS_AFTER_START or not started_any):
+                    reason = f"an earlier phase {final}" if phase not in ALWAYS_AFTER_START else "nothing was started"
+                    _set_phase(status, phase, state="skipped", reason=reason)
+                    progress.phase_finished(phase, "skipped")
+                    continue
+                runner.run([phase], begin, end, tick)
+        except BaseException:
+            # Whatever broke here, what was started is stopped and what was collected fetched.
+            if started_any:
+                _stop_and_fetch_after_a_crash(runner, outcomes, begin, end)
+            raise
         final = verdict()
         interrupt.cleaning = True
 
+    try:
+        manifest = _finish_manifest(run_dir)
+    except OSError as exc:
+        manifest = {}
+        status_errors.append(f"{run_dir / MANIFEST_FILE}: {exc.strerror or exc}")
+    if status_errors:  # the run's own record is incomplete: not a run to trust
+        final = "failed"
+        status["error"] = f"could not be written: {status_errors[0]}"
     status["state"] = final
     status["end"] = _now()
-    _write_json(run_dir / STATUS_FILE, status)
-    manifest = _finish_manifest(run_dir)
+    save_status()
     if final == "succeeded":
         secret_file.unlink(missing_ok=True)
     summary = summarize(run_dir, status, manifest)
     return RunResult(run_id, run_dir, final, status, summary)
+
+
+def _stop_and_fetch_after_a_crash(
+    runner: PhaseRunner,
+    outcomes: dict[str, PhaseOutcome],
+    begin: Callable[[str], None],
+    end: Callable[[str, PhaseOutcome], None],
+) -> None:
+    """Stop and fetch (those that did not succeed yet), each on its own; the error that got here is the one reported."""
+    for phase in ALWAYS_AFTER_START:
+        if outcomes.get(phase) is not None and outcomes[phase].state == "succeeded":
+            continue
+        try:
+            runner.run([phase], begin, end)
+        except Exception:  # noqa: BLE001 - the first error is re-raised by the caller
+            pass
 
 
 def _archive_attempt(run_dir: Path, number: int) -> None:
@@ -620,9 +686,23 @@ def _finish_manifest(run_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def resume_command(run_dir: Path) -> str:
+    """``tracekit-run --resume RUN_ID`` with the --logs-dir and -i the run used, where not the defaults."""
+    argv = ["tracekit-run", "--resume", run_dir.name]
+    if run_dir.parent.resolve() != Path(runfolder.logs_dir()).resolve():
+        argv += ["--logs-dir", str(run_dir.parent)]
+    try:
+        inventory = json.loads((run_dir / "resolved.json").read_text()).get("inventory_path")
+    except (OSError, ValueError):
+        inventory = None
+    if inventory and Path(inventory).resolve() != (find_checkout() / "inventory" / "local.yml").resolve():
+        argv += ["-i", inventory]
+    return shlex.join(argv)
+
+
 def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     """The end-of-run table: phase durations, tasks per node, makespan, where the results are."""
-    lines = [f"run {status.get('run_id')}: {status.get('state')}"]
+    lines = [f"run {status.get('run_id')}: {status.get('state')}" + (f" ({status['error']})" if status.get("error") else "")]
     for phase in PHASES:
         record = status.get("phases", {}).get(phase, {})
         duration = f"{record['duration_s']:.1f} s" if record.get("duration_s") is not None else ""
@@ -645,5 +725,5 @@ def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -
     if (run_dir / "opendc" / "tasks.parquet").exists():
         lines.append(f"  OpenDC:     {run_dir / 'opendc'} (tasks.parquet, fragments.parquet, experiment.json)")
     if status.get("state") not in ("succeeded",):
-        lines.append(f"  resume with: tracekit-run --resume {status.get('run_id')}")
+        lines.append(f"  resume with: {resume_command(run_dir)}")
     return lines
