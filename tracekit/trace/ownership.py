@@ -60,10 +60,10 @@ def _keys(table: pa.Table, nodes: dict[str, dict[str, Any]]) -> pa.Table:
 def samples_of_other_nodes(
     proc: pa.Table, invocations: list[dict[str, Any]], nodes: list[dict[str, Any]]
 ) -> dict[str, int]:
-    """Per node with samples: how many belong to another node's task on the same machine."""
+    """Per node: how many of its samples belong to another node's task on the same machine."""
     by_name = {n["node"]: n for n in nodes}
     proc = proc.select(list(PROC_COLUMNS)).filter(pc.is_in(proc.column("node"), value_set=pa.array(sorted(by_name))))
-    counts = {name: 0 for name in sorted(set(proc.column("node").to_pylist()))}
+    counts = {name: 0 for name in sorted(by_name)}
     if proc.num_rows == 0 or len({machine_key(n) for n in nodes}) == len(nodes):
         return counts  # no two nodes share a machine: nothing can be on the wrong one
     launched = [r for r in invocations if r.get("pid") is not None and r["node"] in by_name]
