@@ -365,8 +365,10 @@ class ProcessTracker:
             return None
         try:
             environ = _procfs.read_environ(pid)
+        except PermissionError:
+            environ = None  # another user's: not known to be ours
         except OSError:
-            environ = None  # gone, or another user's: not known to be ours
+            return _Verdict.NO_MATCH  # gone: forgotten at the next listing
         if environ == b"":
             return _Verdict.NO_MATCH  # still exec'ing (or an empty environment): looked at again while young
         if environ is None or _procfs.environ_value(environ, runfolder.NODE_ID_ENV) != self.node_scope:

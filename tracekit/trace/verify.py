@@ -113,11 +113,35 @@ def verify_opendc(
     if topology is not None or topology_path.exists():
         _check_fit(tasks, topology_path, result)
     if against is not None:
-        _check_conservation(tasks, fragments, out_dir, Path(against), result)
-        _check_ownership(Path(against), result)
+        trace = _read_trace(out_dir, Path(against))
+        _check_conservation(tasks, fragments, trace, result)
+        _check_ownership(trace, result)
         if topology is not None or topology_path.exists():
-            _check_cores_claimed(topology_path, out_dir, Path(against), result)
+            _check_cores_claimed(topology_path, trace, result)
     return result
+
+
+@dataclass(frozen=True)
+class _RunTrace:
+    """What --against compares the workload with, read once: the run's trace and the export's id mapping."""
+
+    cctf: Path
+    invocations: list[dict]
+    nodes: list[dict]
+    mapping: dict[int, dict]  # OpenDC id -> task_ids.jsonl entry
+
+
+def _read_trace(out_dir: Path, run_dir: Path) -> _RunTrace:
+    mapping_path = out_dir / "task_ids.jsonl"
+    cctf = run_dir / "cctf"
+    if not mapping_path.exists() or not (cctf / "invocations.jsonl").exists():
+        raise RunFolderError(f"--against needs {mapping_path} and {cctf}/invocations.jsonl (parse, then export)")
+    return _RunTrace(
+        cctf=cctf,
+        invocations=list(read_jsonl(cctf / "invocations.jsonl")),
+        nodes=json.loads((cctf / "nodes.json").read_text()),
+        mapping={m["id"]: m for m in read_jsonl(mapping_path)},
+    )
 
 
 def _read(path: Path) -> dict[str, list]:
@@ -215,16 +239,12 @@ def _check_fit(tasks: dict, topology_path: Path, result: Verification) -> None:
             )
 
 
-def _check_conservation(tasks: dict, fragments: dict, out_dir: Path, run_dir: Path, result: Verification) -> None:
-    mapping_path = out_dir / "task_ids.jsonl"
-    cctf = run_dir / "cctf"
-    if not mapping_path.exists() or not (cctf / "invocations.jsonl").exists():
-        raise RunFolderError(f"--against needs {mapping_path} and {cctf}/invocations.jsonl (parse, then export)")
-    mhz = {n["node"]: n["cpu_mhz"] for n in json.loads((cctf / "nodes.json").read_text())}
-    invocations = {(r["node"], r["task_id"], r["attempt"]): r for r in read_jsonl(cctf / "invocations.jsonl")}
+def _check_conservation(tasks: dict, fragments: dict, trace: _RunTrace, result: Verification) -> None:
+    cctf, mapping = trace.cctf, trace.mapping
+    mhz = {n["node"]: n["cpu_mhz"] for n in trace.nodes}
+    invocations = {(r["node"], r["task_id"], r["attempt"]): r for r in trace.invocations}
     cpu_ms = defaultdict(float)
     duration_ms = defaultdict(int)
-    mapping = {m["id"]: m for m in read_jsonl(mapping_path)}
     for task_id, duration, usage in zip(fragments["id"], fragments["duration"], fragments["cpu_usage"]):
         node = mapping.get(task_id, {}).get("node")
         if node in mhz and usage is not None and duration is not None:
@@ -256,24 +276,21 @@ def _check_conservation(tasks: dict, fragments: dict, out_dir: Path, run_dir: Pa
             )
 
 
-def _check_ownership(run_dir: Path, result: Verification) -> None:
+def _check_ownership(trace: _RunTrace, result: Verification) -> None:
     """No node's process samples may belong to another node's task (tracekit.trace.ownership)."""
-    cctf = run_dir / "cctf"
-    samples_path = cctf / "proc_metrics.parquet"
+    samples_path = trace.cctf / "proc_metrics.parquet"
     if not samples_path.exists():
         return  # a trace without process samples (log adapters)
     samples = pq.read_table(samples_path, columns=list(ownership.PROC_COLUMNS))
-    nodes = json.loads((cctf / "nodes.json").read_text())
-    wrong = ownership.samples_of_other_nodes(samples, list(read_jsonl(cctf / "invocations.jsonl")), nodes)
-    for node, count in sorted(wrong.items()):
+    for node, count in sorted(ownership.samples_of_other_nodes(samples, trace.invocations, trace.nodes).items()):
         if count:
             result.add(
-                f"{cctf}: node {node} holds {count} process samples of another node's tasks (the nodes share a "
-                "machine; collect with --scope node)"
+                f"{trace.cctf}: node {node} holds {count} process samples of another node's tasks (the nodes share "
+                "a machine; collect with --scope node)"
             )
 
 
-def _check_cores_claimed(topology_path: Path, out_dir: Path, run_dir: Path, result: Verification) -> None:
+def _check_cores_claimed(topology_path: Path, trace: _RunTrace, result: Verification) -> None:
     """The topology's cores, all hosts together, are at most what the machines of the exported tasks had."""
     try:
         experiment = json.loads(topology_path.read_text())
@@ -285,8 +302,8 @@ def _check_cores_claimed(topology_path: Path, out_dir: Path, run_dir: Path, resu
         )
     except (OSError, ValueError, KeyError, TypeError):
         return  # reported by _check_fit
-    nodes = {n["node"]: n for n in json.loads((run_dir / "cctf" / "nodes.json").read_text())}
-    used = {m["node"] for m in read_jsonl(out_dir / "task_ids.jsonl")} & set(nodes)
+    nodes = {n["node"]: n for n in trace.nodes}
+    used = {m["node"] for m in trace.mapping.values()} & set(nodes)
     machines: dict[str, int] = {}
     for name in sorted(used):
         node = nodes[name]
