@@ -1,7 +1,7 @@
 """Whose process is it: ``proc_metrics + invocations + nodes -> samples on the wrong node``.
 
-input:  the trace's process samples (node, pid, create_time_ms, task_id),
-        its invocations and node records (cctf/nodes.json)
+input:  the trace's process samples (proc_metrics.parquet: node, pid,
+        create_time_ms, task_id), its invocations and node records (nodes.json)
 output: per node, how many of its process samples belong to a task of
         ANOTHER node on the same machine (must be 0)
 
@@ -20,8 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 PROC_COLUMNS = ("node", "pid", "create_time_ms", "task_id")
 
@@ -58,14 +61,18 @@ def _keys(table: pa.Table, nodes: dict[str, dict[str, Any]]) -> pa.Table:
 
 
 def samples_of_other_nodes(
-    proc: pa.Table, invocations: list[dict[str, Any]], nodes: list[dict[str, Any]]
+    samples_path: Path, invocations: list[dict[str, Any]], nodes: list[dict[str, Any]]
 ) -> dict[str, int]:
-    """Per node: how many of its samples belong to another node's task on the same machine."""
+    """Per node: how many of its samples (cctf/proc_metrics.parquet) belong to another node's task on the same machine.
+
+    The samples are read only where two nodes share a machine.
+    """
     by_name = {n["node"]: n for n in nodes}
-    proc = proc.select(list(PROC_COLUMNS)).filter(pc.is_in(proc.column("node"), value_set=pa.array(sorted(by_name))))
     counts = {name: 0 for name in sorted(by_name)}
-    if proc.num_rows == 0 or len({machine_key(n) for n in nodes}) == len(nodes):
-        return counts  # no two nodes share a machine: nothing can be on the wrong one
+    if len({machine_key(n) for n in nodes}) == len(nodes) or not samples_path.exists():
+        return counts  # no two nodes share a machine (or nothing was sampled): nothing can be on the wrong one
+    proc = pq.read_table(samples_path, columns=list(PROC_COLUMNS))
+    proc = proc.filter(pc.is_in(proc.column("node"), value_set=pa.array(sorted(by_name))))
     launched = [r for r in invocations if r.get("pid") is not None and r["node"] in by_name]
     owned = pa.concat_tables([
         _keys(pa.table({"node": pa.array([r["node"] for r in launched], pa.string()),

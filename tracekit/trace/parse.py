@@ -189,9 +189,7 @@ def _parse_run(run_dir: Path, strict: bool) -> ParseResult:
                 out.close()
         (staging / ".parts").rmdir()
         node_records = [node_record(n) for n in nodes]
-        samples = pq.read_table(staging / "proc_metrics.parquet", columns=list(ownership.PROC_COLUMNS))
-        audit.add_ownership(ownership.samples_of_other_nodes(samples, invocations, node_records))
-        del samples
+        audit.add_ownership(ownership.samples_of_other_nodes(staging / "proc_metrics.parquet", invocations, node_records))
         if placements:
             placements.sort(key=lambda r: (r["ts_ms"], str(r.get("task_id")), r.get("attempt", 1)))
             with open(staging / "placement_events.jsonl", "w") as out:

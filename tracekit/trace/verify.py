@@ -278,11 +278,8 @@ def _check_conservation(tasks: dict, fragments: dict, trace: _RunTrace, result: 
 
 def _check_ownership(trace: _RunTrace, result: Verification) -> None:
     """No node's process samples may belong to another node's task (tracekit.trace.ownership)."""
-    samples_path = trace.cctf / "proc_metrics.parquet"
-    if not samples_path.exists():
-        return  # a trace without process samples (log adapters)
-    samples = pq.read_table(samples_path, columns=list(ownership.PROC_COLUMNS))
-    for node, count in sorted(ownership.samples_of_other_nodes(samples, trace.invocations, trace.nodes).items()):
+    wrong = ownership.samples_of_other_nodes(trace.cctf / "proc_metrics.parquet", trace.invocations, trace.nodes)
+    for node, count in sorted(wrong.items()):
         if count:
             result.add(
                 f"{trace.cctf}: node {node} holds {count} process samples of another node's tasks (the nodes share "
