@@ -119,7 +119,7 @@ class Dispatcher:
         self.tasks: dict[str, TaskProgress] = {}
         self._pending: dict[str, TaskProgress] = {}  # tasks not placed yet
         self._unfinished = 0  # tasks neither done nor failed
-        self._busy_done_ms = {n: 0.0 for n in config.nodes}  # measured run times of finished tasks
+        self._busy_done_ms = {n: 0 for n in config.nodes}  # measured run times of finished tasks (per node clock)
         # First start and last terminal record, on the controller's clock (Redis stream times).
         self._first_start_ms: int | None = None
         self._last_end_ms: int | None = None
@@ -142,7 +142,7 @@ class Dispatcher:
         queued = {n: 0 for n in self.config.nodes}
         running = {n: 0 for n in self.config.nodes}
         outstanding = {n: 0.0 for n in self.config.nodes}
-        busy = dict(self._busy_done_ms)
+        busy: dict[str, float] = dict(self._busy_done_ms)
         for progress in self.tasks.values():
             if progress.state not in ("queued", "running") or progress.node not in queued:
                 continue
@@ -325,14 +325,12 @@ class Dispatcher:
 
     def _finish(self, elapsed_s: float) -> DispatchResult:
         counts = self._counts()
-        per_node: dict[str, dict[str, Any]] = {n: {"done": 0, "failed": 0, "busy_ms": 0} for n in self.config.nodes}
+        per_node: dict[str, dict[str, Any]] = {
+            n: {"done": 0, "failed": 0, "busy_ms": busy} for n, busy in self._busy_done_ms.items()
+        }  # busy: sums of run times, each on one node's clock (durations, unlike the makespan's instants)
         for progress in self.tasks.values():
-            record = progress.record
-            if record is None:
-                continue
-            node = per_node.setdefault(record["node"], {"done": 0, "failed": 0, "busy_ms": 0})
-            node[record["state"]] += 1
-            node["busy_ms"] += record["ts_end"] - record["ts_start"]  # one node's clock: a duration
+            if progress.record is not None and progress.record["node"] in per_node:
+                per_node[progress.record["node"]][progress.record["state"]] += 1
         unfinished = sorted(t for t, p in self.tasks.items() if p.state not in ("done", "failed"))
         stopped = self.stop_requested is not None
         summary = {
