@@ -8,6 +8,7 @@
 # Seed habits, as thin aliases of the tracekit CLI:
 #   make collect RUN_ID=r1 NODE_ID=cloud1 STAGE=cloud   (alias: start-collect)
 #   make stop-collect RUN_ID=r1
+#   make parse RUN_ID=r1 [NODE_ID=.. STAGE=..]           (tracekit parse <logs dir>/r1)
 # honouring PROC_MATCH, PROC_MATCH_CMDLINE, PROC_PID_DIR, PROC_INTERVAL_MS, LOGS_DIR.
 
 SHELL := /bin/bash
@@ -17,7 +18,7 @@ TRACEKIT := $(VENV)/bin/tracekit
 APT_PACKAGES := ffmpeg nginx redis-server openssh-server openssh-client
 PYTEST_ARGS ?=
 
-.PHONY: run test deps system-deps venv demo collect start-collect stop-collect status-collect clean
+.PHONY: run test deps system-deps venv demo collect start-collect stop-collect status-collect parse clean
 
 EXPERIMENT ?= experiments/ffmpeg.yaml
 RUN_ARGS ?=
@@ -77,6 +78,11 @@ stop-collect: venv
 
 status-collect: venv
 	$(TRACEKIT) collect status $(if $(LOGS_DIR),--logs-dir "$(LOGS_DIR)")
+
+# The run folder names its nodes (NODE_ID and STAGE are the seed's, accepted and not needed).
+parse: venv
+	@test -n "$(RUN_ID)" || { echo "make parse: RUN_ID=... is required, e.g. make parse RUN_ID=test001" >&2; exit 2; }
+	$(TRACEKIT) parse "$(or $(LOGS_DIR),$(TRACEKIT_LOGS_DIR),logs)/$(RUN_ID)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -214,7 +214,10 @@ def measure(impl: str, interval_ms: int, duration_s: float, workdir: Path) -> di
                 "--interval-ms", str(interval_ms), "--duration", str(duration_s)]  # fmt: skip
         folder, events = out, "events.jsonl"
     result = run_measured(argv, folder / events, workdir / f"{impl}-{interval_ms}.log")
-    stamps = [r["ts_ms"] for r in read_jsonl(folder / "host.jsonl")]
+    if impl == "tracekit":  # host.csv: ts_ms is the first column
+        stamps = [int(line.split(",", 1)[0]) for line in (folder / "host.csv").read_text().splitlines()[1:]]
+    else:
+        stamps = [r["ts_ms"] for r in read_jsonl(folder / "host.jsonl")]
     result.update(interval_stats(stamps, interval_ms))
     result.update(self_report(read_jsonl(folder / events)))
     return result

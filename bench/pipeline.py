@@ -3,16 +3,18 @@
 Generates a synthetic but realistic raw run (seeded, deterministic; not
 timed): N node folders with node.json, clock.json, proc.csv (cumulative
 counters, every tick all live processes), processes.jsonl,
-events.ffmpeg.jsonl (as ``tracekit wrap`` writes them) and host.jsonl (one
-line per tick). Several invocations run concurrently on each node; each
-one's process (and sometimes a child) is sampled every 1000 ms tick, ~200
-samples per invocation on average.
+events.ffmpeg.jsonl (as ``tracekit wrap`` writes them), host.csv (one row
+per tick), host_cpus.csv and host_net.csv. Several invocations run
+concurrently on each node; each one's process (and sometimes a child) is
+sampled every 1000 ms tick, ~200 samples per invocation on average.
 
 Then measures, each job in a fresh subprocess (``--measure JOB``), the wall
 time of the call itself (imports excluded) and the process's peak RSS
 (``VmHWM`` from /proc/self/status at the end of the child):
 
-* tracekit: ``parse_run(run)`` then ``export_opendc(run, out)``;
+* tracekit: ``parse_run(run)`` (cctf/ as Parquet) then ``export_opendc(run, out)``;
+* tracekit --jsonl: the same with ``parse_run(run, jsonl=True)`` (also the
+  JSON Lines copy of the per-sample tables);
 * baseline, "the approach of the original tool", on the same data: a
   straightforward per-record implementation (json.loads per line of a
   JSONL copy of the samples, dicts, a per-process previous-sample dict for
@@ -69,7 +71,8 @@ QUICK = {"samples": 60_000, "invocations": 300}
 TARGET_SAMPLES_PER_S = 1_000_000
 TARGET_SPEEDUP = 10.0
 RSS_GROWTH_TOLERANCE = 1.10  # 2x the nodes may cost at most 10 % more peak RSS
-JOBS = ("tracekit-parse", "tracekit-export", "baseline-parse", "baseline-export")
+TARGET_JSONL_SAMPLES_PER_S = 200_000  # with the JSON Lines copy (parse --jsonl)
+JOBS = ("tracekit-parse", "tracekit-parse-jsonl", "tracekit-export", "baseline-parse", "baseline-export")
 VERDICT = {True: "PASS", False: "FAIL"}
 
 
@@ -360,9 +363,11 @@ def finish_events(plan: NodePlan, rng: random.Random) -> list[dict]:
     return events
 
 
-def host_lines(plan: NodePlan, rng: random.Random) -> list[str]:
-    """One host.jsonl line per tick, cumulative counters, the collector's field order."""
-    modes = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+def host_files(plan: NodePlan, rng: random.Random) -> dict[str, list[str]]:
+    """host.csv (one row per tick), host_cpus.csv (per tick and CPU), host_net.csv (per tick and
+    interface): cumulative counters, the collector's columns (tracekit.collect.host), header first."""
+    from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_NET_CSV_COLUMNS
+
     # A pool of per-core increments over one tick (they sum to 1000 ms), cycled through.
     pool = []
     for _ in range(257):
@@ -374,15 +379,15 @@ def host_lines(plan: NodePlan, rng: random.Random) -> list[str]:
     lo = [7_000_000, 70_000]
     disk = [3_000_000_000, 1_700_000_000, 67_000, 18_000, 11_000]
     mem_total = node_facts(plan)["mem_kb"]
-    lines = []
+    host, cpus, net = [",".join(HOST_CSV_COLUMNS)], [",".join(HOST_CPUS_CSV_COLUMNS)], [",".join(HOST_NET_CSV_COLUMNS)]
     for k in range(plan.ticks):
-        cores_json = []
+        ts = tick_ts(plan, k)
         for c, core in enumerate(per_core):
             step = pool[(k * 31 + c * 17) % 257]
             for m in range(8):
                 core[m] += step[m]
-            cores_json.append("{" + ",".join(f'"{mode}":{v}' for mode, v in zip(modes, core)) + "}")
-        total = ",".join(f'"{mode}":{sum(core[m] for core in per_core)}' for m, mode in enumerate(modes))
+            cpus.append(f"{ts},{c},{','.join(map(str, core))}")
+        total = ",".join(str(sum(core[m] for core in per_core)) for m in range(8))
         r = rng.random()
         eth[0] += int(r * 9_000_000)
         eth[1] += int(r * 3_000_000)
@@ -397,19 +402,13 @@ def host_lines(plan: NodePlan, rng: random.Random) -> list[str]:
         disk[4] += int(r * 80)
         used = mem_total // 4 + int(r * mem_total // 4)
         load = round(plan.cores * (0.3 + 0.6 * r), 2)
-        lines.append(
-            f'{{"ts_ms":{tick_ts(plan, k)},"cpu_ms":{{{total}}},'
-            f'"cpu_ms_per_core":[{",".join(cores_json)}],"mem_total_kb":{mem_total},'
-            f'"mem_available_kb":{mem_total - used},"mem_used_kb":{used},"mem_free_kb":{mem_total - used - 400_000},'
-            f'"swap_used_kb":0,"load1":{load},"load5":{round(load * 0.95, 2)},"load15":{round(load * 0.9, 2)},'
-            f'"net":{{"eth0":{{"rx_bytes":{eth[0]},"tx_bytes":{eth[1]},"rx_packets":{eth[2]},"tx_packets":{eth[3]},'
-            f'"rx_errors":0,"tx_errors":0,"rx_dropped":0,"tx_dropped":0}},'
-            f'"lo":{{"rx_bytes":{lo[0]},"tx_bytes":{lo[0]},"rx_packets":{lo[1]},"tx_packets":{lo[1]},'
-            f'"rx_errors":0,"tx_errors":0,"rx_dropped":0,"tx_dropped":0}}}},'
-            f'"disk":{{"read_bytes":{disk[0]},"write_bytes":{disk[1]},"read_count":{disk[2]},'
-            f'"write_count":{disk[3]},"busy_ms":{disk[4]}}}}}\n'
+        host.append(
+            f"{ts},{total},{mem_total},{mem_total - used},{used},{mem_total - used - 400_000},0,"
+            f"{load!r},{round(load * 0.95, 2)!r},{round(load * 0.9, 2)!r},{','.join(map(str, disk))}"
         )
-    return lines
+        net.append(f"{ts},eth0,{eth[0]},{eth[1]},{eth[2]},{eth[3]},0,0,0,0")
+        net.append(f"{ts},lo,{lo[0]},{lo[0]},{lo[1]},{lo[1]},0,0,0,0")
+    return {"host.csv": host, "host_cpus.csv": cpus, "host_net.csv": net}
 
 
 def process_record(plan: NodePlan, p: Proc) -> dict:
@@ -446,10 +445,9 @@ def write_node(folder: Path, plan: NodePlan, seed: int, jsonl_copy: bool) -> dic
     events = finish_events(plan, rng)
     with open(folder / "events.ffmpeg.jsonl", "w") as out:
         out.writelines(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
-    hosts = host_lines(plan, rng)
-    with open(folder / "host.jsonl", "w") as out:
-        out.writelines(hosts)
-    return {"samples": samples.num_rows, "invocations": len(events), "host": len(hosts), "processes": len(plan.procs)}
+    for name, lines in host_files(plan, rng).items():
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return {"samples": samples.num_rows, "invocations": len(events), "host": plan.ticks, "processes": len(plan.procs)}
 
 
 def generate_run(run: Path, nodes: int, samples: int, invocations: int, concurrency: int, seed: int,
@@ -654,11 +652,11 @@ def _status_kb(name: str) -> int:
 
 def measure(job: str, run: Path, out: Path, profile: Path | None) -> None:
     """Run one job and print {"seconds", "peak_rss_kb", "rss_before_kb"} as JSON (the child side)."""
-    if job == "tracekit-parse":
+    if job in ("tracekit-parse", "tracekit-parse-jsonl"):
         from tracekit.trace.parse import parse_run
 
         def work() -> None:
-            parse_run(run)
+            parse_run(run, jsonl=job == "tracekit-parse-jsonl")
     elif job == "tracekit-export":
         from tracekit.trace.export_opendc import export_opendc
 
@@ -696,7 +694,7 @@ def measure(job: str, run: Path, out: Path, profile: Path | None) -> None:
 
     worker_peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     workers = 0
-    if worker_peak_kb and job == "tracekit-parse":
+    if worker_peak_kb and job.startswith("tracekit-parse"):
         from tracekit.trace.parse import WORKERS as workers
     own_peak_kb = _status_kb("VmHWM")
     print(json.dumps({"seconds": seconds, "peak_rss_kb": own_peak_kb + workers * worker_peak_kb,
@@ -757,9 +755,10 @@ def compare_outputs(tracekit_out: Path, baseline_out: Path, tracekit_cctf: Path,
             if gap < 1e-6:
                 differing.remove("cpu_usage")
         notes.append(f"{name}: {a.num_rows} rows, " + (f"columns differ: {differing}" if differing else "identical"))
-    lines_a = count_lines(tracekit_cctf / "proc_metrics.jsonl")
+    lines_a = count_lines(tracekit_cctf / "proc_metrics.jsonl")  # the --jsonl run's
+    rows_a = pq.read_table(tracekit_cctf / "proc_metrics").num_rows
     lines_b = count_lines(baseline_cctf / "proc_metrics.jsonl")
-    notes.append(f"proc_metrics.jsonl: {lines_a} lines (tracekit) vs {lines_b} (baseline)")
+    notes.append(f"proc_metrics: {rows_a} Parquet rows and {lines_a} JSON lines (tracekit) vs {lines_b} lines (baseline)")
     return notes
 
 
@@ -850,12 +849,13 @@ def main(argv: list[str] | None = None) -> int:
 
         results: dict[tuple[str, int], dict] = {}
         plan = [("tracekit", nodes, main_run, work / f"tracekit-{nodes}n-opendc"),
+                ("tracekit --jsonl", nodes, main_run, work / f"tracekit-{nodes}n-opendc"),
                 ("baseline", nodes, main_run, work / f"baseline-{nodes}n")]  # fmt: skip
         if big:
             plan.append(("tracekit", 2 * nodes, big_run, work / f"tracekit-{2 * nodes}n-opendc"))
         for impl, n, run, out in plan:
-            if impl == "tracekit":
-                parse = run_job("tracekit-parse", run, out)
+            if impl.startswith("tracekit"):
+                parse = run_job("tracekit-parse-jsonl" if impl.endswith("--jsonl") else "tracekit-parse", run, out)
                 export = run_job("tracekit-export", run, out) if "error" not in parse else {"error": "skipped"}
             else:
                 parse = run_job("baseline-parse", run, out / "cctf")
@@ -885,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {impl} | {n} | {fmt_int(r['samples'])} | crashed | | | | | |")
                 continue
             speedup = "1.0x" if impl == "baseline" else "—"
-            if impl == "tracekit" and base and ok(base):
+            if impl.startswith("tracekit") and base and ok(base):
                 ratio = total_s(base) / total_s(r)
                 by_rate = ratio * r["samples"] / base["samples"]
                 speedup = f"{ratio:.1f}x" if n == nodes else f"({by_rate:.1f}x by samples/s)"
@@ -911,6 +911,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"- {note}")
 
         print("\nTargets:\n")
+        tk_jsonl = results.get(("tracekit --jsonl", nodes))
         if tk and ok(tk):
             rate = tk["samples"] / total_s(tk)
             print(f"- {VERDICT[rate >= TARGET_SAMPLES_PER_S]} throughput: {fmt_int(round(rate))} samples/s end to end "
@@ -919,6 +920,10 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = total_s(base) / total_s(tk)
                 print(f"- {VERDICT[ratio >= TARGET_SPEEDUP]} speedup: {ratio:.1f}x the baseline "
                       f"(target >= {TARGET_SPEEDUP:.0f}x)")  # fmt: skip
+            if tk_jsonl and ok(tk_jsonl):
+                rate = tk_jsonl["samples"] / total_s(tk_jsonl)
+                print(f"- {VERDICT[rate >= TARGET_JSONL_SAMPLES_PER_S]} throughput with --jsonl: {fmt_int(round(rate))} "
+                      f"samples/s end to end (target >= {fmt_int(TARGET_JSONL_SAMPLES_PER_S)})")  # fmt: skip
             tk2 = results.get(("tracekit", 2 * nodes))
             if tk2 and ok(tk2):
                 growth = peak_mb(tk2) / peak_mb(tk)

@@ -24,6 +24,6 @@ trap - EXIT
 run_folder="$TRACEKIT_LOGS_DIR/$RUN_ID"
 echo
 echo "run $RUN_ID captured in $run_folder:"
-for file in node.json host.jsonl proc.csv processes.jsonl events.ffmpeg.jsonl collector.jsonl; do
+for file in node.json host.csv host_cpus.csv proc.csv processes.jsonl events.ffmpeg.jsonl collector.jsonl; do
   printf '  %-22s %6s lines\n' "$file" "$(wc -l < "$run_folder/$file")"
 done

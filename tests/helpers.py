@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -40,13 +41,30 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def read_proc_csv(path: Path) -> list[dict]:
-    """proc.csv rows as dicts of ints (None for empty fields)."""
-    lines = path.read_text().splitlines()
+def csv_records(lines: list[str]) -> list[dict]:
+    """Rows of a raw CSV file (header first) as dicts: ints, floats and strings as written, None for empty fields."""
     if not lines:
         return []
-    header = lines[0].split(",")
-    return [
-        {name: (int(value) if value else None) for name, value in zip(header, line.split(","))}
-        for line in lines[1:]
-    ]
+    rows = list(csv.reader(lines))
+
+    def value(text: str):
+        if text == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    return [{name: value(text) for name, text in zip(rows[0], row)} for row in rows[1:]]
+
+
+def read_csv(path: Path) -> list[dict]:
+    """A raw CSV file of the collector (proc.csv, host.csv, ...) as dicts."""
+    return csv_records(path.read_text().splitlines())
+
+
+def read_proc_csv(path: Path) -> list[dict]:
+    """proc.csv rows as dicts of ints (None for empty fields)."""
+    return read_csv(path)

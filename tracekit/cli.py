@@ -167,13 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
     parse = commands.add_parser(
         "parse",
         help="raw node files of a run -> the normalized trace cctf/",
-        description="Read RUN_DIR (one node's raw files, or nodes/<node>/ folders) and write RUN_DIR/cctf/: "
-        "invocations, process/host/link metrics, nodes, links, placement events, audit. Garbled lines are "
-        "skipped and listed in the audit (with --strict they are fatal). The same input gives byte-identical output.",
-        epilog="example: tracekit parse logs/test001",
+        description="Read RUN_DIR (one node's raw files, or nodes/<node>/ folders) and write RUN_DIR/cctf/:\n"
+        "process, host and link metrics as Parquet (a file per node under proc_metrics/, host_metrics/,\n"
+        "link_metrics/), invocations, nodes, links, placement events, audit. A node's part made on the\n"
+        "node (--node-part) is taken as it is while it matches the node's raw files. Garbled lines are\n"
+        "skipped and listed in the audit (with --strict they are fatal). The same input gives\n"
+        "byte-identical output.",
+        epilog="examples: tracekit parse logs/test001\n"
+        "          tracekit parse --node-part logs/test001   (on a node: its part, in logs/test001/cctf-part/)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parse.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder, e.g. logs/<RUN_ID>")
     parse.add_argument("--strict", action="store_true", help="fail on the first garbled or truncated line")
+    parse.add_argument("--jsonl", action="store_true", help="also write the per-sample tables as JSON Lines "
+                       "(proc_metrics.jsonl, proc_cpu.jsonl, proc_rss.jsonl, host_metrics.jsonl, link_metrics.jsonl)")
+    parse.add_argument("--node-part", action="store_true", help="RUN_DIR is one node's folder: write only its part "
+                       "of the trace, RUN_DIR/cctf-part/ (Parquet tables and part.json), for a later parse of the run")
 
     # adapt
     adapt = commands.add_parser("adapt", help="turn logs of existing services into invocation events")
@@ -422,7 +431,15 @@ def _cmd_inputs(args: argparse.Namespace) -> int:
 def _cmd_parse(args: argparse.Namespace) -> int:
     from tracekit.trace.parse import parse_run
 
-    result = parse_run(args.run_dir, strict=args.strict)
+    if args.node_part:
+        from tracekit.trace.nodeparse import check_part_folder, write_part
+
+        if args.jsonl:
+            raise UsageError("--jsonl is for the whole run's parse; a node's part is Parquet only")
+        part, written = write_part(check_part_folder(args.run_dir), strict=args.strict)
+        print(f"{part}: {'written' if written else 'up to date (it matches the raw files)'}")
+        return 0
+    result = parse_run(args.run_dir, strict=args.strict, jsonl=args.jsonl)
     audit = result.audit
     print(
         f"{result.cctf_dir}: {audit['invocations']} invocations ({audit['invocations_failed']} failed), "

@@ -25,7 +25,9 @@ DEFAULT_LOGS_DIR = "logs"
 
 # Raw files one node writes into its run folder.
 NODE_FACTS = "node.json"  # topology: node facts and interfaces
-HOST_SAMPLES = "host.jsonl"  # host samples, cumulative counters
+HOST_SAMPLES = "host.csv"  # host samples, cumulative counters: one row per tick
+HOST_CPU_SAMPLES = "host_cpus.csv"  # ... per tick and CPU
+HOST_NET_SAMPLES = "host_net.csv"  # ... per tick and network interface
 PROC_SAMPLES = "proc.csv"  # process samples, cumulative counters (CSV: the bulk of a run)
 PROCESSES = "processes.jsonl"  # one record per tracked process
 COLLECTOR_EVENTS = "collector.jsonl"  # collector lifecycle and own CPU/RSS

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.helpers import named_binary, read_jsonl, read_proc_csv, tracekit_cmd, wait_until
+from tests.helpers import named_binary, read_csv, read_jsonl, read_proc_csv, tracekit_cmd, wait_until
 from tracekit import cli, runfolder
 from tracekit.collect import _procfs, daemon
 from tracekit.collect import process as process_module
@@ -24,6 +24,8 @@ from tracekit.schemas import validation_errors
 
 SCHEMA_OF = {
     runfolder.HOST_SAMPLES: "raw/host_sample",
+    runfolder.HOST_CPU_SAMPLES: "raw/host_cpu_sample",
+    runfolder.HOST_NET_SAMPLES: "raw/host_net_sample",
     runfolder.PROC_SAMPLES: "raw/proc_sample",
     runfolder.PROCESSES: "raw/process",
     runfolder.COLLECTOR_EVENTS: "raw/collector_event",
@@ -88,7 +90,7 @@ def test_samples_match_schemas_and_final_sample_is_flushed(logs_dir, tmp_path, c
     result = daemon.stop_collector("r1", logs_dir)
 
     for name, schema in SCHEMA_OF.items():
-        records = (read_proc_csv if name.endswith(".csv") else read_jsonl)(folder / name)
+        records = (read_csv if name.endswith(".csv") else read_jsonl)(folder / name)
         assert records, name
         for record in records:
             assert validation_errors(schema, record) == [], (name, record)
@@ -97,7 +99,9 @@ def test_samples_match_schemas_and_final_sample_is_flushed(logs_dir, tmp_path, c
     assert facts["node"] == "cloud1" and facts["stage"] == "cloud"
 
     # One host sample per tick, the final one included (taken at SIGTERM).
-    assert len(read_jsonl(folder / runfolder.HOST_SAMPLES)) == result.summary["ticks"]
+    assert len(read_csv(folder / runfolder.HOST_SAMPLES)) == result.summary["ticks"]
+    cpus = read_csv(folder / runfolder.HOST_CPU_SAMPLES)
+    assert len(cpus) == result.summary["ticks"] * len(os.sched_getaffinity(0))
     [record] = tracked(folder, sleeper.pid)
     assert record["reason"] == "name" and record["comm"] == "tk-sleeper"
     events = read_jsonl(folder / runfolder.COLLECTOR_EVENTS)
@@ -250,7 +254,7 @@ def test_config_validates_on_creation():
 
 def host_ticks(folder) -> int:
     path = folder / runfolder.HOST_SAMPLES
-    return len(read_jsonl(path)) if path.exists() else 0
+    return len(read_csv(path)) if path.exists() else 0
 
 
 def _fd_count(pid: int) -> int:
@@ -454,19 +458,24 @@ def test_a_node_with_its_own_cpus_records_them_and_samples_only_them(logs_dir):
     cfg = config(logs_dir, cpus=(cpu,))
     daemon.start_collector(cfg)
     host_samples = cfg.run_folder / runfolder.HOST_SAMPLES
-    wait_until(lambda: host_samples.exists() and len(read_jsonl(host_samples)) >= 2, what="2 host samples")
+    wait_until(lambda: host_samples.exists() and len(read_csv(host_samples)) >= 2, what="2 host samples")
     status = daemon.collector_status("r1", logs_dir)
     assert os.sched_getaffinity(status.pid) == {cpu}  # the collector itself runs there too
     daemon.stop_collector("r1", logs_dir)
     facts = json.loads((cfg.run_folder / runfolder.NODE_FACTS).read_text())
     assert (facts["cpus"], facts["cores_usable"], facts["cpus_source"]) == ([cpu], 1, "assigned")
     assert facts["cores_logical"] == os.cpu_count()
-    for sample in read_jsonl(cfg.run_folder / runfolder.HOST_SAMPLES):
-        [core] = sample["cpu_ms_per_core"]
-        assert sample["cpu_ms"] == core  # the node's CPU figures are its one core's
+    per_cpu = {r["ts_ms"]: r for r in read_csv(cfg.run_folder / runfolder.HOST_CPU_SAMPLES)}
+    samples = read_csv(cfg.run_folder / runfolder.HOST_SAMPLES)
+    assert len(per_cpu) == len(samples) == len(read_csv(cfg.run_folder / runfolder.HOST_CPU_SAMPLES))  # one CPU
+    for sample in samples:
+        core = per_cpu[sample["ts_ms"]]
+        assert core["cpu"] == cpu
+        for mode in ("user", "system", "idle", "iowait"):  # the node's CPU figures are its one core's
+            assert sample[f"cpu_{mode}_ms"] == core[f"{mode}_ms"]
     with open("/proc/stat") as f:
         line = next(line for line in f if line.startswith(f"cpu{cpu} "))
-    assert core["user"] <= int(line.split()[1]) * 1000 // os.sysconf("SC_CLK_TCK")
+    assert core["user_ms"] <= int(line.split()[1]) * 1000 // os.sysconf("SC_CLK_TCK")
 
 
 def test_cpus_the_machine_does_not_have_are_one_line_and_exit_2(logs_dir, capsys):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import read_jsonl
+from tests.helpers import read_csv, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
@@ -54,6 +55,16 @@ def test_proc_pid_dir_is_honoured(logs_dir, tmp_path):
     assert read_jsonl(logs_dir / "mk2" / "collector.jsonl")[0]["pid_dir"] == str(pid_dir)
 
 
+def test_make_parse_is_tracekit_parse_of_the_run_folder(logs_dir):
+    shutil.copytree(REPO / "tests" / "data" / "golden-run" / "nodes", logs_dir / "mk3" / "nodes")
+    parsed = make("parse", "RUN_ID=mk3", "NODE_ID=cloud1", "STAGE=cloud", f"LOGS_DIR={logs_dir}")
+    assert parsed.returncode == 0, parsed.stderr
+    assert f"{logs_dir / 'mk3' / 'cctf'}: 5 invocations" in parsed.stdout
+    assert (logs_dir / "mk3" / "cctf" / "proc_metrics" / "cloud2.parquet").is_file()
+    missing = make("parse", f"LOGS_DIR={logs_dir}")
+    assert missing.returncode != 0 and "RUN_ID=... is required" in missing.stderr
+
+
 def test_single_node_demo(tmp_path):
     env = {
         **os.environ,
@@ -70,5 +81,5 @@ def test_single_node_demo(tmp_path):
     assert f"run demo-test captured in {folder}" in result.stdout
     events = read_jsonl(folder / "events.ffmpeg.jsonl")
     assert len(events) == 3 and all(e["status"] == 0 for e in events)
-    assert read_jsonl(folder / "host.jsonl")
+    assert read_csv(folder / "host.csv")
     assert read_jsonl(folder / "collector.jsonl")[-1]["event"] == "stop"

@@ -21,9 +21,11 @@ from tracekit.collect import daemon
 from tracekit.collect.daemon import CollectorConfig
 from tracekit.errors import RunFolderError, TracekitError, UsageError
 from tracekit.jsonl import dumps
+from tracekit.trace import cctf as cctf_layout
+from tracekit.trace import nodeparse
 from tracekit.trace.export_opendc import export_opendc
 from tracekit.trace.parse import parse_run
-from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS, PROC_METRICS
+from tracekit.trace.records import CCTF_SORT_KEYS, CCTF_TABLES, OPENDC_FRAGMENTS, OPENDC_TASKS
 from tracekit.trace.verify import verify_opendc
 
 CLOUD2_OFFSET_MS = 5000
@@ -77,6 +79,19 @@ def captured(tmp_path_factory) -> Path:
     return run
 
 
+def rows(cctf: Path, table: str = "proc_metrics") -> list[dict]:
+    """Every row of one of the trace's Parquet tables."""
+    return cctf_layout.read_table(cctf, table).to_pylist()
+
+
+def every_file(folder: Path, run: Path | None = None) -> dict[str, bytes]:
+    """Each file's bytes by its path in ``folder`` (the run folder's own path, which audit.json names, as RUN)."""
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    if run is not None:
+        files = {name: data.replace(str(run).encode(), b"RUN") for name, data in files.items()}
+    return files
+
+
 @pytest.fixture
 def run(captured, tmp_path) -> Path:
     """A private copy of the captured run, to parse (and break) at will."""
@@ -88,17 +103,17 @@ def run(captured, tmp_path) -> Path:
 def test_parse_builds_the_whole_trace(run):
     result = parse_run(run)
     cctf = result.cctf_dir
-    for name in ["invocations.jsonl", "proc_metrics.jsonl", "proc_metrics.parquet", "proc_cpu.jsonl",
-                 "proc_rss.jsonl", "host_metrics.jsonl", "link_metrics.jsonl", "nodes.json", "links.json",
-                 "audit.json", "audit.md"]:  # fmt: skip
+    for name in ["invocations.jsonl", "nodes.json", "links.json", "audit.json", "audit.md",
+                 *(f"{table}/{node}.parquet" for table in CCTF_TABLES for node in ("cloud1", "cloud2"))]:  # fmt: skip
         assert (cctf / name).exists(), name
+    assert not list(cctf.glob("*_metrics.jsonl"))  # the JSON Lines copy only when asked for
     invocations = {r["task_id"]: r for r in read_jsonl(cctf / "invocations.jsonl")}
     assert set(invocations) == {"t-ffmpeg-1", "t-burn", "t-quick", "t-ffmpeg-2", "t-fail"}
     assert invocations["t-fail"]["ok"] is False and invocations["t-fail"]["status"] == 3
     assert invocations["t-ffmpeg-2"]["node"] == "cloud2"
     # ffmpeg ran for ~2 s (-re) at 100 ms: sampled; the burner and its child too.
     assert invocations["t-ffmpeg-1"]["samples"] >= 5 and invocations["t-burn"]["samples"] >= 2
-    metrics = read_jsonl(cctf / "proc_metrics.jsonl")
+    metrics = rows(cctf)
     burn_pids = {m["pid"] for m in metrics if m["task_id"] == "t-burn"}
     assert len(burn_pids) == 2  # the wrapped python and the child it waited for
     audit = result.audit
@@ -175,20 +190,83 @@ def test_clock_offset_moves_a_node_to_the_controller_clock(run):
     [parsed] = [r for r in read_jsonl(cctf / "invocations.jsonl") if r["task_id"] == "t-ffmpeg-2"]
     assert parsed["ts_start"] == raw["ts_start"] + CLOUD2_OFFSET_MS
     assert parsed["ts_end"] == raw["ts_end"] + CLOUD2_OFFSET_MS
-    samples = [m for m in read_jsonl(cctf / "proc_metrics.jsonl") if m["task_id"] == "t-ffmpeg-2"]
-    assert all(parsed["ts_start"] < m["ts_ms"] <= parsed["ts_end"] + 200 for m in samples)
+    samples = [m for m in rows(cctf) if m["task_id"] == "t-ffmpeg-2"]
+    assert samples and all(parsed["ts_start"] < m["ts_ms"] <= parsed["ts_end"] + 200 for m in samples)
 
 
 def test_parse_is_byte_identical_and_parquet_matches_jsonl(run):
-    first = parse_run(run).cctf_dir
-    snapshot = {p.name: p.read_bytes() for p in first.iterdir()}
-    second = parse_run(run).cctf_dir
-    assert {p.name: p.read_bytes() for p in second.iterdir()} == snapshot
-    table = pq.read_table(second / "proc_metrics.parquet")
-    assert table.schema.equals(PROC_METRICS)
-    assert table.to_pylist() == read_jsonl(second / "proc_metrics.jsonl")
+    first = parse_run(run, jsonl=True).cctf_dir
+    snapshot = every_file(first)
+    second = parse_run(run, jsonl=True).cctf_dir
+    assert every_file(second) == snapshot
+    for table in CCTF_TABLES:
+        parquet = cctf_layout.read_table(second, table)
+        assert parquet.schema.equals(CCTF_TABLES[table])
+        lines = read_jsonl(second / f"{table}.jsonl")
+        assert len(lines) == parquet.num_rows > 0, table
+        key = json.dumps
+        assert sorted(map(key, parquet.to_pylist())) == sorted(map(key, lines)), table
+    # Parquet is sorted by node and time; the JSON Lines copy by node and process, as the seed's was.
+    proc = rows(second)
+    assert proc == sorted(proc, key=lambda r: (r["node"], r["ts_ms"], r["pid"], r["create_time_ms"]))
+    lines = read_jsonl(second / "proc_metrics.jsonl")
+    assert lines == sorted(lines, key=lambda r: (r["node"], r["pid"], r["create_time_ms"], r["ts_ms"]))
     cpu = read_jsonl(second / "proc_cpu.jsonl")
-    assert [r["cpu_ms"] for r in cpu] == [r["cpu_user_ms"] + r["cpu_system_ms"] for r in table.to_pylist()]
+    assert [r["cpu_ms"] for r in cpu] == [r["cpu_user_ms"] + r["cpu_system_ms"] for r in lines]
+
+
+def test_the_jsonl_copy_is_what_parse_wrote_before_parquet(tmp_path):
+    """A committed run (captured by the collector, its host samples in today's CSV layout) and the
+    JSON Lines parse wrote for it when those files were the trace (commit 72adce7): the same bytes."""
+    data = Path(__file__).parent.parent / "data" / "golden-run"
+    run = tmp_path / "run"
+    shutil.copytree(data / "nodes", run / "nodes")
+    assert cli.main(["parse", "--jsonl", str(run)]) == 0
+    for expected in sorted((data / "expected").iterdir()):
+        assert (run / "cctf" / expected.name).read_bytes() == expected.read_bytes(), expected.name
+
+
+def test_parts_made_on_the_nodes_give_the_same_trace(run, tmp_path, monkeypatch, capsys):
+    whole = tmp_path / "whole"
+    shutil.copytree(run, whole)
+    parse_run(whole, jsonl=True)
+    for node in ("cloud1", "cloud2"):
+        assert cli.main(["parse", "--node-part", str(run / "nodes" / node)]) == 0
+        assert capsys.readouterr().out.endswith(": written\n")
+        assert cli.main(["parse", "--node-part", str(run / "nodes" / node)]) == 0
+        assert "up to date" in capsys.readouterr().out
+
+    def not_here(*_args):
+        raise AssertionError("parse made a node's part that the node had made")
+
+    monkeypatch.setattr("tracekit.trace.parse.parse_node_processes", not_here)
+    monkeypatch.setattr("tracekit.trace.parse.parse_node_host", not_here)
+    merged = parse_run(run, jsonl=True).cctf_dir
+    assert every_file(merged, run) == every_file(whole / "cctf", whole)
+
+
+def test_a_part_that_no_longer_matches_its_raw_files_is_made_again(run, tmp_path):
+    nodeparse.write_part(run / "nodes" / "cloud1")
+    events = run / "nodes" / "cloud1" / "events.quick.jsonl"
+    events.write_text(events.read_text().replace('"t-quick"', '"t-later"'))  # edited after the part was made
+    fresh = tmp_path / "fresh"
+    shutil.copytree(run, fresh)
+    shutil.rmtree(fresh / "nodes" / "cloud1" / nodeparse.PART_DIR)
+    assert every_file(parse_run(run).cctf_dir, run) == every_file(parse_run(fresh).cctf_dir, fresh)
+    assert "t-later" in (run / "cctf" / "invocations.jsonl").read_text()
+
+
+def test_parquet_tables_read_as_one_table_by_any_reader(run):
+    cctf = parse_run(run).cctf_dir
+    for table, schema in CCTF_TABLES.items():
+        whole = pq.read_table(cctf / table)  # a folder of one schema: what pandas, polars, DuckDB do too
+        assert whole.schema.equals(schema) and whole.num_rows == len(rows(cctf, table))
+        assert sorted(set(whole.column("node").to_pylist())) == ["cloud1", "cloud2"]
+        for node in ("cloud1", "cloud2"):
+            one = pq.read_table(cctf_layout.node_file(cctf, table, node))
+            assert set(one.column("node").to_pylist()) <= {node}
+            keys = [tuple(r[k] for k in CCTF_SORT_KEYS[table]) for r in one.to_pylist()]
+            assert keys == sorted(keys), (table, node)
 
 
 def test_export_and_verify_conserve_cpu_time(run, tmp_path):
@@ -255,19 +333,19 @@ def test_garbled_and_truncated_lines_are_counted_and_named(run):
 
 
 def test_a_host_sample_without_a_field_is_skipped_and_named(run):
-    host = run / "nodes" / "cloud1" / "host.jsonl"
+    host = run / "nodes" / "cloud1" / "host.csv"
     lines = host.read_text().splitlines()
-    record = json.loads(lines[2])
-    del record["cpu_ms"]  # parse used to crash here with a KeyError
-    lines[2] = dumps(record)
+    fields = lines[3].split(",")
+    fields[1] = ""  # cpu_user_ms: parse used to crash on a sample without CPU times
+    lines[3] = ",".join(fields)
     host.write_text("\n".join(lines) + "\n")
     result = parse_run(run)
     audit = result.audit
     assert [(b["file"], b["line"], b["reason"]) for b in audit["bad_lines_listed"]] == [
-        ("nodes/cloud1/host.jsonl", 3, "missing cpu_ms")
+        ("nodes/cloud1/host.csv", 4, "empty required field")
     ]
-    hosts = [r for r in read_jsonl(result.cctf_dir / "host_metrics.jsonl") if r["node"] == "cloud1"]
-    assert len(hosts) == len(lines) - 2  # one sample fewer: its two intervals become one
+    hosts = rows(result.cctf_dir, "host_metrics")
+    assert sum(1 for r in hosts if r["node"] == "cloud1") == len(lines) - 3  # one sample fewer: two intervals become one
 
 
 def test_garbled_csv_row_keeps_the_good_rows(run):
@@ -318,10 +396,11 @@ def test_every_file_round_trips(run, tmp_path):
         assert json.dumps(value, indent=2) + "\n" == (cctf / name).read_text(), name
     export_opendc(run, tmp_path / "o")
     out = tmp_path / "o"
-    for path, schema in ((out / "tasks.parquet", OPENDC_TASKS), (out / "fragments.parquet", OPENDC_FRAGMENTS),
-                         (cctf / "proc_metrics.parquet", PROC_METRICS)):  # fmt: skip
+    tables = [(out / "tasks.parquet", OPENDC_TASKS), (out / "fragments.parquet", OPENDC_FRAGMENTS)]
+    tables += [(path, CCTF_TABLES[name]) for name in CCTF_TABLES for path in cctf_layout.node_files(cctf, name)]
+    for path, schema in tables:
         table = pq.read_table(path)
-        again = tmp_path / f"again-{path.name}"
+        again = tmp_path / f"again-{path.parent.name}-{path.name}"
         pq.write_table(pa.Table.from_pylist(table.to_pylist(), schema=schema), again)
         reread = pq.read_table(again)
         assert reread.schema.equals(schema) and reread.to_pylist() == table.to_pylist(), path.name

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.helpers import read_jsonl
+from tests.helpers import read_csv, read_jsonl
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -62,7 +62,7 @@ def test_quick_start_runs_as_written(tmp_path):
     assert "is running" in result.stdout and "stopped" in result.stdout
     events = read_jsonl(folder / "events.ffmpeg.jsonl")
     assert [e["status"] for e in events] == [0, 0] and events[1]["task_id"] == "t-2"
-    assert read_jsonl(folder / "host.jsonl")
+    assert read_csv(folder / "host.csv")
     assert "OK: 2 tasks" in result.stdout  # parse, export and verify ran on the capture
     assert (folder / "cctf" / "invocations.jsonl").exists()
     assert (tmp_path / "outputs" / "a.mp4").stat().st_size > 0

@@ -5,6 +5,7 @@ with their defaults."""
 from __future__ import annotations
 
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +16,9 @@ import psutil
 import pytest
 import redis
 import yaml
+
+from tracekit.trace import nodeparse
+from tracekit.trace.rawrun import load_node_folder
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if p.is_dir())
@@ -182,23 +186,45 @@ def test_dispatcher_role_stops_a_leftover_dispatcher_once(tmp_path):
         leftover.wait()
 
 
-def test_fetch_role_brings_the_run_folder_and_is_idempotent(tmp_path):
+GOLDEN_NODE = REPO / "tests" / "data" / "golden-run" / "nodes" / "cloud1"
+
+
+def test_fetch_role_parses_on_the_node_brings_the_run_folder_and_is_idempotent(tmp_path):
     source = tmp_path / "node" / "logs" / "role-f"
-    (source / "pids").mkdir(parents=True)
-    (source / "node.json").write_text('{"node": "localhost"}\n')
-    (source / "host.jsonl").write_text('{"ts_ms": 1}\n')
+    shutil.copytree(GOLDEN_NODE, source)
+    (source / "pids").mkdir()
     variables = {"tracekit_fetch_run_id": "role-f", "tracekit_fetch_logs_dir": str(tmp_path / "node" / "logs"),
-                 "tracekit_fetch_dest": str(tmp_path / "run" / "nodes")}  # fmt: skip
+                 "tracekit_fetch_dest": str(tmp_path / "run" / "nodes"),
+                 "tracekit_fetch_tracekit": str(Path(sys.executable).parent / "tracekit")}  # fmt: skip
     first = run_role(tmp_path, "tracekit_fetch", variables, "fetch")
     assert first.rc == 0 and changed(first) > 0, first.stdout.read()
     fetched = tmp_path / "run" / "nodes" / "localhost"
-    assert (fetched / "node.json").read_text() == '{"node": "localhost"}\n' and (fetched / "pids").is_dir()
+    assert (fetched / "node.json").read_bytes() == (GOLDEN_NODE / "node.json").read_bytes() and (fetched / "pids").is_dir()
+    # The node's part came along, made on the node, and it fits the raw files fetched with it.
+    assert (source / "cctf-part" / "part.json").is_file()
+    assert nodeparse.read_part(load_node_folder(fetched)) is not None
     second = run_role(tmp_path, "tracekit_fetch", variables, "fetch-again")
     assert second.rc == 0 and changed(second) == 0
-    (source / "host.jsonl").write_text('{"ts_ms": 1}\n{"ts_ms": 2}\n')  # new data is fetched again
+    with open(source / "host.csv", "a") as f:  # new data is parsed and fetched again
+        f.write((GOLDEN_NODE / "host.csv").read_text().splitlines()[-1].replace("17", "18", 1) + "\n")
     third = run_role(tmp_path, "tracekit_fetch", variables, "fetch-new")
     assert third.rc == 0 and changed(third) > 0
-    assert (fetched / "host.jsonl").read_text().count("ts_ms") == 2
+    assert (fetched / "host.csv").read_text() == (source / "host.csv").read_text()
+    assert nodeparse.read_part(load_node_folder(fetched)) is not None
+
+
+def test_fetch_role_fetches_even_when_the_node_cannot_parse(tmp_path):
+    source = tmp_path / "node" / "logs" / "role-g"
+    shutil.copytree(GOLDEN_NODE, source)
+    variables = {"tracekit_fetch_run_id": "role-g", "tracekit_fetch_logs_dir": str(tmp_path / "node" / "logs"),
+                 "tracekit_fetch_dest": str(tmp_path / "run" / "nodes"),
+                 "tracekit_fetch_tracekit": str(tmp_path / "no-such-tracekit")}  # fmt: skip
+    runner = run_role(tmp_path, "tracekit_fetch", variables, "fetch")
+    output = runner.stdout.read()
+    assert runner.rc == 0, output
+    assert "no part of the trace made on localhost" in output
+    assert (tmp_path / "run" / "nodes" / "localhost" / "proc.csv").read_bytes() == (GOLDEN_NODE / "proc.csv").read_bytes()
+    assert not (tmp_path / "run" / "nodes" / "localhost" / "cctf-part").exists()
 
 
 def test_node_role_installs_tracekit_once(tmp_path):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import psutil
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -24,6 +24,9 @@ from tests.inventories import local_inventory
 from tests.sshd import free_port
 from tracekit.experiment.runner import run_experiment
 from tracekit.experiment.spec import ExperimentError
+from tracekit.trace import cctf, nodeparse
+from tracekit.trace.parse import parse_run
+from tracekit.trace.rawrun import load_node_folder
 from tracekit.trace.verify import verify_opendc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,6 +106,26 @@ def assert_complete_run(run_dir: Path, result, password: str) -> None:
     # The per-run password is in no file of the run folder (nor in the artifacts Ansible left there).
     leaks = [name for name, text in run_files(run_dir).items() if password in text]
     assert not leaks, leaks
+    assert_parts_made_on_the_nodes_give_the_whole_parse(run_dir)
+
+
+def assert_parts_made_on_the_nodes_give_the_whole_parse(run_dir: Path) -> None:
+    """Each measuring node parsed its own raw files before the fetch; putting the parts together gave
+    exactly what parsing every raw file on the controller gives."""
+    measured = [folder for folder in sorted((run_dir / "nodes").iterdir()) if (folder / "node.json").exists()]
+    assert {folder.name for folder in measured} >= {"cloud1", "cloud2"}
+    for folder in measured:
+        assert nodeparse.read_part(load_node_folder(folder)) is not None, folder.name
+    whole = run_dir.parent / f"{run_dir.name}-whole"
+    shutil.copytree(run_dir / "nodes", whole / "nodes", ignore=shutil.ignore_patterns(nodeparse.PART_DIR))
+    parse_run(whole, jsonl=(run_dir / "cctf" / "proc_metrics.jsonl").exists())
+
+    def files(folder: Path, run: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes().replace(str(run).encode(), b"RUN")
+                for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+    assert files(run_dir / "cctf", run_dir) == files(whole / "cctf", whole)
+    shutil.rmtree(whole)
 
 
 def assert_each_node_holds_only_its_own(run_dir: Path, invocations: list[dict]) -> None:
@@ -110,7 +133,7 @@ def assert_each_node_holds_only_its_own(run_dir: Path, invocations: list[dict]) 
     audit = json.loads((run_dir / "cctf" / "audit.json").read_text())
     assert audit["proc_samples_wrong_node"] == 0 and audit["tasks_in_trace_pct"] == 100.0, audit["notes"]
     launched = {(i["pid"], i["create_time_ms"]): i["node"] for i in invocations}
-    samples = pq.read_table(run_dir / "cctf" / "proc_metrics.parquet").to_pylist()
+    samples = cctf.read_table(run_dir / "cctf", "proc_metrics").to_pylist()
     assert {"cloud1", "cloud2"} <= {s["node"] for s in samples}  # each worker's tasks, sampled on it...
     assert all(launched.get((s["pid"], s["create_time_ms"]), s["node"]) == s["node"] for s in samples)  # ...only
     # The controller follows only the dispatcher's own ffprobe runs (smoke matches ffprobe): no task's.

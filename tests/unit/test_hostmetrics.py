@@ -1,8 +1,8 @@
-"""Host samples: the vectorised reader and differencing give, byte for byte,
-what the per-record version gave (kept here as the reference), on samples
-with the awkward cases: counters that go back, a clock that steps back,
-cores and interfaces that come and go, no disk, idle intervals; and bad
-lines are skipped and named."""
+"""Host samples: the vectorised reader and differencing, through the JSON
+Lines copy, give byte for byte what the per-record version gave (kept here
+as the reference), on samples with the awkward cases: counters that go
+back, a clock that steps back, cores and interfaces that come and go, no
+disk, idle intervals; and bad rows are skipped and named."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from tracekit import runfolder
+from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_NET_CSV_COLUMNS, NET_COUNTERS, HostSample
 from tracekit.errors import TracekitError
 from tracekit.jsonl import dumps
+from tracekit.trace.arrowjson import jsonl_lines
 from tracekit.trace.hostmetrics import build_host_metrics
 from tracekit.trace.rawrun import BadLines, read_host_samples
+from tracekit.trace.records import HOST_METRICS, LINK_METRICS
 
 MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
@@ -121,60 +125,115 @@ def awkward_samples(count=400, seed=7):
     return records
 
 
-def _write(path: Path, records) -> Path:
-    path.write_text("".join(dumps(r) + "\n" for r in records))
-    return path
+def host_sample(record: dict) -> HostSample:
+    """A record of the shape above as the collector's sample."""
+    disk = record["disk"]
+    return HostSample(
+        record["ts_ms"],
+        tuple(record["cpu_ms"][mode] for mode in MODES),
+        tuple((cpu, tuple(core[mode] for mode in MODES)) for cpu, core in enumerate(record["cpu_ms_per_core"])),
+        {name: record[name] for name in ("mem_total_kb", "mem_available_kb", "mem_used_kb", "mem_free_kb", "swap_used_kb")},
+        (record["load1"], record["load5"], record["load15"]),
+        {nic: tuple(counters[name] for name in NET_COUNTERS) for nic, counters in sorted(record["net"].items())},
+        None if disk is None else tuple(disk[name] for name in ("read_bytes", "write_bytes", "read_count", "write_count", "busy_ms")),
+    )
 
 
-def _lines(node, path, offset, bad=None):
-    metrics = build_host_metrics(node, read_host_samples(path, bad or BadLines()), offset)
-    return "".join(metrics.host_lines.to_pylist()), "".join(metrics.link_lines.to_pylist())
+def csv_files(records) -> dict[str, list[str]]:
+    """The three files' lines, as the collector writes them."""
+    files = {
+        runfolder.HOST_SAMPLES: [",".join(HOST_CSV_COLUMNS)],
+        runfolder.HOST_CPU_SAMPLES: [",".join(HOST_CPUS_CSV_COLUMNS)],
+        runfolder.HOST_NET_SAMPLES: [",".join(HOST_NET_CSV_COLUMNS)],
+    }
+    for record in records:
+        sample = host_sample(record)
+        files[runfolder.HOST_SAMPLES].append(sample.host_row())
+        files[runfolder.HOST_CPU_SAMPLES] += sample.cpu_rows()
+        files[runfolder.HOST_NET_SAMPLES] += sample.net_rows()
+    return files
+
+
+def _write(folder: Path, records) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, lines in csv_files(records).items():
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def _lines(node, folder, offset, bad=None):
+    host, links = build_host_metrics(node, read_host_samples(folder, bad or BadLines()), offset)
+    assert host.schema.equals(HOST_METRICS) and links.schema.equals(LINK_METRICS)
+    return "".join(jsonl_lines(host).to_pylist()), "".join(jsonl_lines(links).to_pylist())
 
 
 def test_same_bytes_as_the_per_record_version(tmp_path):
     records = awkward_samples()
-    path = _write(tmp_path / "host.jsonl", records)
-    host, links = _lines("edge01", path, -37)
+    folder = _write(tmp_path / "node", records)
+    host, links = _lines("edge01", folder, -37)
     assert (host, links) == reference("edge01", records, -37)
     assert host.count("\n") > 200 and links.count('"iface":"wlan0"') > 0 and '"iface":"lo"' not in links
 
 
 @pytest.mark.parametrize("count", [0, 1, 2])
 def test_too_few_samples_give_no_interval(tmp_path, count):
-    path = _write(tmp_path / "host.jsonl", awkward_samples(count))
-    assert _lines("n", path, 0) == reference("n", awkward_samples(count), 0)
+    folder = _write(tmp_path / "node", awkward_samples(count))
+    assert _lines("n", folder, 0) == reference("n", awkward_samples(count), 0)
 
 
-def test_no_file_gives_nothing(tmp_path):
-    assert _lines("n", tmp_path / "missing.jsonl", 0) == ("", "")
+def test_no_files_give_nothing(tmp_path):
+    assert _lines("n", tmp_path, 0) == ("", "")
 
 
-def test_bad_lines_are_skipped_and_named(tmp_path):
+def test_an_interface_name_with_a_comma_is_quoted_and_read_back(tmp_path):
+    records = awkward_samples(3)
+    for record in records:
+        record["net"]['we,ird"0'] = record["net"].pop("eth0")
+    folder = _write(tmp_path / "node", records)
+    _, links = _lines("n", folder, 0)
+    assert links == reference("n", records, 0)[1] and '"iface":"we,ird\\"0"' in links
+
+
+def test_bad_rows_are_skipped_and_named(tmp_path):
     records = awkward_samples(60)
-    lines = [dumps(r) for r in records]
-    no_load = dict(records[10])
-    del no_load["load1"]
-    lines[10] = dumps(no_load)  # a required field missing
-    lines[20] = "{garbled"
-    lines[30] = dumps({**records[30], "mem_used_kb": "lots"})  # a wrong type: Arrow refuses it
-    lines[40] = dumps({**records[40], "cpu_ms_per_core": [{"user": 1}]})  # a nested field missing
-    path = tmp_path / "host.jsonl"
+    # A sample whose host.csv row is lost keeps its host_cpus.csv rows; they are
+    # known by its time, so the garbled rows here are of samples with a time of their own.
+    times = [r["ts_ms"] for r in records]
+    assert all(times.count(times[i]) == 1 for i in (11, 21, 31, 40))
+    folder = _write(tmp_path / "node", records)
+    path = folder / runfolder.HOST_SAMPLES
+    lines = path.read_text().splitlines()  # line 1 is the header, sample i is line i + 2
+    lines[12] = lines[12].replace(",", ",,", 1)  # a field too many
+    lines[22] = "garbled"
+    fields = lines[32].split(",")
+    fields[11] = "lots"  # mem_used_kb: a wrong type
+    lines[32] = ",".join(fields)
+    fields = lines[41].split(",")
+    fields[14] = ""  # load1: a required field empty
+    lines[41] = ",".join(fields)
     path.write_text("\n".join(lines) + "\n" + lines[-1][:25])  # and a crash mid-write
     bad = BadLines()
-    host, links = _lines("n", path, 0, bad)
-    assert [(b.line_no, b.reason.split(":")[0]) for b in bad.lines] == [
-        (11, "missing load1"), (21, "Expecting property name enclosed in double quotes"),
-        (31, bad.lines[2].reason.split(":")[0]), (41, bad.lines[3].reason.split(":")[0]), (61, "truncated last line"),
-    ]  # fmt: skip
-    kept = [r for i, r in enumerate(records) if i not in (10, 20, 30, 40)]
+    host, links = _lines("n", folder, 0, bad)
+    assert [(b.path.name, b.line_no) for b in bad.lines] == [("host.csv", n) for n in (13, 23, 33, 42, 62)]
+    assert bad.lines[2].reason.startswith("mem_used_kb: ") and bad.lines[3].reason == "empty required field"
+    assert bad.lines[4].reason == "truncated last line"
+    kept = [r for i, r in enumerate(records) if i not in (11, 21, 31, 40)]
     assert (host, links) == reference("n", kept, 0)
-    with pytest.raises(TracekitError, match=r"host.jsonl:11: missing load1"):
-        read_host_samples(path, BadLines(strict=True))
+    with pytest.raises(TracekitError, match=r"host.csv:13: Expected 22 columns, got 23"):
+        read_host_samples(folder, BadLines(strict=True))
 
 
-def test_a_last_line_without_its_newline_is_kept(tmp_path):
-    records = awkward_samples(5)
-    path = tmp_path / "host.jsonl"
-    path.write_text("\n".join(dumps(r) for r in records))  # complete, only the newline is missing
+def test_a_last_row_without_its_newline_is_reported_not_guessed(tmp_path):
+    # "123,45" may be "123,456" cut short: a row is whole only with its newline.
+    folder = _write(tmp_path / "node", awkward_samples(5))
+    path = folder / runfolder.HOST_SAMPLES
+    path.write_text(path.read_text().removesuffix("\n"))
     bad = BadLines()
-    assert read_host_samples(path, bad).num_rows == 5 and bad.lines == []
+    samples = read_host_samples(folder, bad)
+    assert samples.host.num_rows == 4 and [(b.line_no, b.reason) for b in bad.lines] == [(6, "truncated last line")]
+
+
+def test_a_foreign_header_is_refused(tmp_path):
+    (tmp_path / runfolder.HOST_SAMPLES).write_text("a,b\n1,2\n")
+    with pytest.raises(TracekitError, match="host.csv: unexpected header"):
+        read_host_samples(tmp_path, BadLines())

@@ -224,7 +224,8 @@ def test_cpu_ticks_agree_with_psutil():
         cores = _procfs.cpu_ticks_per_core(f.read())
     after = psutil.cpu_times(percpu=True)
     assert len(cores) == len(after) == psutil.cpu_count()
-    for ticks, times in zip(cores, after):
+    assert [number for number, _ in cores] == list(range(len(cores)))  # all CPUs online here
+    for (_, ticks), times in zip(cores, after):
         assert len(ticks) == 8
         for mode, value in zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"), ticks):
             assert value / _procfs.CLK_TCK <= getattr(times, mode) + 1e-9
@@ -305,21 +306,29 @@ def test_host_record_is_psutils():
     from tracekit.collect.host import HostSampler
     from tracekit.schemas import validation_errors
 
+    from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_NET_CSV_COLUMNS
+    from tests.helpers import csv_records
+
     sampler = HostSampler()
     try:
-        record = sampler.sample(123)
+        sample = sampler.sample(123)
     finally:
         sampler.close()
-    assert validation_errors("raw/host_sample", record) == []
+    for columns, rows, schema in ((HOST_CSV_COLUMNS, [sample.host_row()], "raw/host_sample"),
+                                  (HOST_CPUS_CSV_COLUMNS, sample.cpu_rows(), "raw/host_cpu_sample"),
+                                  (HOST_NET_CSV_COLUMNS, sample.net_rows(), "raw/host_net_sample")):  # fmt: skip
+        for record in csv_records([",".join(columns), *rows]):
+            assert validation_errors(schema, record) == [], (schema, record)
+    record = sample.memory
     memory, swap = psutil.virtual_memory(), psutil.swap_memory()
     assert record["mem_total_kb"] == memory.total // 1024
     assert record["swap_used_kb"] == pytest.approx(swap.used // 1024, abs=4096)
     assert record["mem_used_kb"] == record["mem_total_kb"] - record["mem_available_kb"]
     assert record["mem_available_kb"] == pytest.approx(memory.available // 1024, rel=0.05)
-    assert len(record["cpu_ms_per_core"]) == psutil.cpu_count()
-    for mode, total in record["cpu_ms"].items():
-        assert total == sum(core[mode] for core in record["cpu_ms_per_core"])
-    assert set(record["net"]) == set(psutil.net_io_counters(pernic=True))
+    assert [cpu for cpu, _ in sample.cpu_ms_per_core] == list(range(psutil.cpu_count()))
+    for mode, total in enumerate(sample.cpu_ms):
+        assert total == sum(ms[mode] for _, ms in sample.cpu_ms_per_core)
+    assert set(sample.net) == set(psutil.net_io_counters(pernic=True))
 
 
 def test_host_record_without_mem_available_falls_back_to_psutil(monkeypatch):
@@ -331,7 +340,7 @@ def test_host_record_without_mem_available_falls_back_to_psutil(monkeypatch):
     )
     sampler = host.HostSampler()
     try:
-        record = sampler.sample(1)
+        record = sampler.sample(1).memory
     finally:
         sampler.close()
     assert record["mem_available_kb"] == pytest.approx(psutil.virtual_memory().available // 1024, rel=0.05)
@@ -424,6 +433,6 @@ def test_cpu_ticks_of_some_cpus_only():
     with open("/proc/stat", "rb") as f:
         data = f.read()
     every = _procfs.cpu_ticks_per_core(data)
-    last = len(every) - 1
-    assert _procfs.cpu_ticks_per_core(data, frozenset({last})) == [every[last]]
+    last, _ = every[-1]
+    assert _procfs.cpu_ticks_per_core(data, frozenset({last})) == [every[-1]]
     assert _procfs.cpu_ticks_per_core(data, frozenset()) == []

@@ -3,6 +3,8 @@
 import pyarrow as pa
 import pytest
 
+from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_NET_CSV_COLUMNS
+from tracekit.collect.process import PROC_CSV_COLUMNS
 from tracekit.schemas import load_schema
 from tracekit.trace import records
 
@@ -17,8 +19,14 @@ def _json_types(prop: dict) -> set[str]:
 @pytest.mark.parametrize(
     "arrow, schema_name, ordered",
     [
-        (records.RAW_PROC, "raw/proc_sample", True),  # CSV columns follow the schema's order
+        # CSV columns follow the schema's order
+        (records.RAW_PROC, "raw/proc_sample", True),
+        (records.RAW_HOST, "raw/host_sample", True),
+        (records.RAW_HOST_CPUS, "raw/host_cpu_sample", True),
+        (records.RAW_HOST_NET, "raw/host_net_sample", True),
         (records.PROC_METRICS, "cctf/proc_metrics", False),
+        (records.HOST_METRICS, "cctf/host_metrics", True),  # the JSON Lines copy writes them in this order
+        (records.LINK_METRICS, "cctf/link_metrics", True),
     ],
 )
 def test_arrow_and_json_schema_agree(arrow, schema_name, ordered):
@@ -29,9 +37,31 @@ def test_arrow_and_json_schema_agree(arrow, schema_name, ordered):
         assert list(arrow.names) == schema["required"]
     for field in arrow:
         types = _json_types(properties[field.name])
-        assert JSON_TYPE_OF[field.type] in types, field.name
+        if pa.types.is_list(field.type):
+            assert types == {"array"}, field.name
+            assert JSON_TYPE_OF[field.type.value_type] in _json_types(properties[field.name]["items"]), field.name
+        else:
+            assert JSON_TYPE_OF[field.type] in types, field.name
         assert ("null" in types) == field.nullable, field.name
         assert field.name in schema["required"]
+
+
+def test_the_collector_writes_the_declared_columns():
+    assert tuple(records.RAW_PROC.names) == PROC_CSV_COLUMNS
+    assert tuple(records.RAW_HOST.names) == HOST_CSV_COLUMNS
+    assert tuple(records.RAW_HOST_CPUS.names) == HOST_CPUS_CSV_COLUMNS
+    assert tuple(records.RAW_HOST_NET.names) == HOST_NET_CSV_COLUMNS
+
+
+def test_proc_metrics_starts_with_the_per_process_fields():
+    lead = records.PROC_METRICS_PER_PROCESS
+    assert tuple(records.PROC_METRICS.names[: len(lead)]) == lead
+
+
+def test_every_cctf_table_has_a_sort_order_of_its_columns():
+    assert set(records.CCTF_SORT_KEYS) == set(records.CCTF_TABLES)
+    for name, keys in records.CCTF_SORT_KEYS.items():
+        assert set(keys) <= set(records.CCTF_TABLES[name].names), name
 
 
 def test_narrow_files_are_parts_of_proc_metrics():
@@ -54,21 +84,6 @@ def test_opendc_required_columns_are_not_nullable():
     assert records.OPENDC_FRAGMENTS.field("cpu_usage").type == pa.float64()
 
 
-def test_raw_host_agrees_with_the_host_sample_schema():
-    schema = load_schema("raw/host_sample")
-    properties = schema["properties"]
-    # net is inferred (its fields are interface names); everything else is declared.
-    assert {*records.RAW_HOST.names, "net"} == set(properties)
-    assert set(records.RAW_HOST_REQUIRED) <= set(schema["required"])
-    modes = load_schema("raw/host_sample")["$defs"]["cpu_ms"]["required"]
+def test_cpu_modes_are_the_collectors():
+    modes = [name.removesuffix("_ms") for name in load_schema("raw/host_cpu_sample")["required"][2:]]
     assert list(records.CPU_MODES) == modes
-    assert [f.name for f in records.RAW_HOST.field("cpu_ms").type] == modes
-    disk = properties["disk"]
-    assert [f.name for f in records.RAW_HOST.field("disk").type] == disk["required"]
-    for field in records.RAW_HOST:
-        types = _json_types(properties[field.name])
-        if pa.types.is_struct(field.type) or pa.types.is_list(field.type):
-            assert types & {"object", "array", None}, field.name
-        else:
-            assert JSON_TYPE_OF[field.type] in types, field.name
-        assert ("null" in types) == field.nullable, field.name

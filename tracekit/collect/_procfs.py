@@ -354,19 +354,20 @@ def forks_since_boot(proc_stat: bytes) -> int | None:
     return _int_after(proc_stat, b"\nprocesses ")
 
 
-def cpu_ticks_per_core(proc_stat: bytes, only: frozenset[int] | None = None) -> list[list[int]]:
-    """Per CPU (the ``cpuN`` lines of /proc/stat, or those of the CPUs in ``only``): user,
-    nice, system, idle, iowait, irq, softirq, steal in clock ticks (0 where the kernel has fewer)."""
+def cpu_ticks_per_core(proc_stat: bytes, only: frozenset[int] | None = None) -> list[tuple[int, list[int]]]:
+    """Per CPU (the ``cpuN`` lines of /proc/stat, or those of the CPUs in ``only``): its number and
+    user, nice, system, idle, iowait, irq, softirq, steal in clock ticks (0 where the kernel has fewer)."""
     cores = []
     for line in proc_stat.split(b"\n")[1:]:  # [0] is the all-CPU line
         if not line.startswith(b"cpu"):
             break
         fields = line.split()
-        if only is not None and int(fields[0][3:]) not in only:
+        number = int(fields[0][3:])
+        if only is not None and number not in only:
             continue
         ticks = [int(value) for value in fields[1:9]]
         ticks += [0] * (8 - len(ticks))
-        cores.append(ticks)
+        cores.append((number, ticks))
     return cores
 
 

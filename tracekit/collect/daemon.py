@@ -8,8 +8,9 @@ t0 + k * interval, so delays never accumulate; each sample carries the wall
 clock time at which it was really taken. SIGTERM and SIGINT end the loop with
 a final sample and a flush.
 
-Writes: node.json, host.jsonl, proc.csv, processes.jsonl, collector.jsonl,
-collector.log, collector.pid (see tracekit.runfolder).
+Writes: node.json, host.csv, host_cpus.csv, host_net.csv, proc.csv,
+processes.jsonl, collector.jsonl, collector.log, collector.pid (see
+tracekit.runfolder).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 from tracekit import __version__, runfolder
 from tracekit.cpuset import check_usable, format_cpu_list, keep_on, usable_cpus
 from tracekit.collect._procfs import has_exited
-from tracekit.collect.host import HostSampler, self_usage
+from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_NET_CSV_COLUMNS, HostSampler, self_usage
 from tracekit.collect.process import PROC_CSV_COLUMNS, ProcessTracker
 from tracekit.collect.topology import node_facts, validate_cpu_mhz
 from tracekit.detach import last_log_line
@@ -360,6 +361,14 @@ def _allow_more_open_files(at_most: int = 65_536) -> None:
             pass  # keep the soft limit: fewer processes keep their files open
 
 
+def _csv_writer(path: Path, columns: tuple[str, ...]) -> LineWriter:
+    """An appender of CSV rows; the header first when the file is new."""
+    writer = LineWriter(path)
+    if writer.at_start:
+        writer.write_line(",".join(columns))
+    return writer
+
+
 def run_collector(config: CollectorConfig, stop_after_s: float | None = None, log_to_stderr: bool = False) -> dict:
     """Sample until SIGTERM/SIGINT (or ``stop_after_s``); return the final record."""
     # Handlers first: 'start' returns once the pidfile is locked, and a stop
@@ -383,10 +392,16 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
     facts.update(config.scope_record())
     (folder / runfolder.NODE_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
     host_sampler = HostSampler(usable_cpus()) if config.host else None
-    host_out = LineWriter(folder / runfolder.HOST_SAMPLES) if config.host else None
-    proc_out = LineWriter(folder / runfolder.PROC_SAMPLES)
-    if proc_out.at_start:
-        proc_out.write_line(",".join(PROC_CSV_COLUMNS))
+    host_outs = (
+        [
+            _csv_writer(folder / runfolder.HOST_SAMPLES, HOST_CSV_COLUMNS),
+            _csv_writer(folder / runfolder.HOST_CPU_SAMPLES, HOST_CPUS_CSV_COLUMNS),
+            _csv_writer(folder / runfolder.HOST_NET_SAMPLES, HOST_NET_CSV_COLUMNS),
+        ]
+        if config.host
+        else []
+    )
+    proc_out = _csv_writer(folder / runfolder.PROC_SAMPLES, PROC_CSV_COLUMNS)
     processes_out = LineWriter(folder / runfolder.PROCESSES)
     events_out = LineWriter(folder / runfolder.COLLECTOR_EVENTS)
     counts = {"ticks": 0, "skipped_ticks": 0}
@@ -410,17 +425,21 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
         rows = tracker.sample_rows(ts_ms)
         if rows:
             proc_out.write_line("\n".join(rows))  # one call: this runs on every tick
-        if host_out is not None and host_sampler is not None:
-            host_out.write(host_sampler.sample(ts_ms))
+        if host_sampler is not None:
+            sample = host_sampler.sample(ts_ms)
+            host_out, cpus_out, net_out = host_outs
+            host_out.write_line(sample.host_row())
+            for out, rows in ((cpus_out, sample.cpu_rows()), (net_out, sample.net_rows())):
+                if rows:
+                    out.write_line("\n".join(rows))
         for notice in tracker.notices:
             log.info("notice: %s", notice)
         tracker.notices.clear()
         counts["ticks"] += 1
         if counts["ticks"] % SELF_USAGE_EVERY_TICKS == 0:
             events_out.write(record("self", ts_ms))
-        for writer in (host_out, proc_out, processes_out, events_out):
-            if writer is not None:
-                writer.flush()
+        for writer in (*host_outs, proc_out, processes_out, events_out):
+            writer.flush()
 
     start_record = {
         **record("start", int(time.time() * 1000)),
@@ -460,9 +479,8 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
         final = record("stop", int(time.time() * 1000))
         final["reason"] = stop.requested or "duration"
         events_out.write(final)
-        for writer in (host_out, proc_out, processes_out, events_out):
-            if writer is not None:
-                writer.close()
+        for writer in (*host_outs, proc_out, processes_out, events_out):
+            writer.close()
         tracker.close()
         if host_sampler is not None:
             host_sampler.close()

@@ -1,4 +1,4 @@
-"""Host samples: ``/proc counters -> one host.jsonl record`` (cumulative).
+"""Host samples: ``/proc counters -> a HostSample -> rows of host.csv, host_cpus.csv, host_net.csv``.
 
 CPU times are cumulative milliseconds per mode, network and disk counters are
 cumulative bytes; ``parse`` turns consecutive samples into rates, so a lost
@@ -17,6 +17,7 @@ from __future__ import annotations
 import operator
 import os
 import resource
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -24,6 +25,15 @@ import psutil
 from tracekit.collect import _procfs
 
 _CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+# The raw files' columns, in order (tracekit.trace.records.RAW_HOST* declare their types).
+HOST_CSV_COLUMNS = (
+    "ts_ms", *(f"cpu_{mode}_ms" for mode in _CPU_MODES), "mem_total_kb", "mem_available_kb", "mem_used_kb",
+    "mem_free_kb", "swap_used_kb", "load1", "load5", "load15", "disk_read_bytes", "disk_write_bytes",
+    "disk_read_count", "disk_write_count", "disk_busy_ms",
+)  # fmt: skip
+HOST_CPUS_CSV_COLUMNS = ("ts_ms", "cpu", *(f"{mode}_ms" for mode in _CPU_MODES))
+NET_COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
+HOST_NET_CSV_COLUMNS = ("ts_ms", "iface", *NET_COUNTERS)
 _MEMINFO_FIELDS = (b"MemTotal", b"MemFree", b"MemAvailable", b"SwapTotal", b"SwapFree")
 
 
@@ -77,8 +87,46 @@ def _kept_or_none(path: str) -> _procfs.KeptFile | None:
         return None
 
 
+@dataclass(frozen=True)
+class HostSample:
+    """The node at one tick: cumulative counters, gauges as read."""
+
+    ts_ms: int
+    cpu_ms: tuple[int, ...]  # per mode (_CPU_MODES), the node's CPUs summed
+    cpu_ms_per_core: tuple[tuple[int, tuple[int, ...]], ...]  # (CPU number, per mode), in CPU order
+    memory: dict[str, int]  # mem_total_kb, mem_available_kb, mem_used_kb, mem_free_kb, swap_used_kb
+    load: tuple[float, float, float]
+    net: dict[str, tuple[int, ...]]  # interface -> NET_COUNTERS
+    disk: tuple[int, ...] | None  # read_bytes, write_bytes, read_count, write_count, busy_ms; None: no disk
+
+    def host_row(self) -> str:
+        """Its host.csv row."""
+        memory = self.memory
+        disk = ",,,," if self.disk is None else ",".join("" if value is None else str(value) for value in self.disk)
+        return (
+            f"{self.ts_ms},{','.join(map(str, self.cpu_ms))},{memory['mem_total_kb']},{memory['mem_available_kb']},"
+            f"{memory['mem_used_kb']},{memory['mem_free_kb']},{memory['swap_used_kb']},"
+            f"{self.load[0]!r},{self.load[1]!r},{self.load[2]!r},{disk}"
+        )
+
+    def cpu_rows(self) -> list[str]:
+        """Its host_cpus.csv rows, one per CPU."""
+        return [f"{self.ts_ms},{cpu},{','.join(map(str, ms))}" for cpu, ms in self.cpu_ms_per_core]
+
+    def net_rows(self) -> list[str]:
+        """Its host_net.csv rows, one per interface."""
+        return [f"{self.ts_ms},{_csv_text(nic)},{','.join(map(str, c))}" for nic, c in self.net.items()]
+
+
+def _csv_text(value: str) -> str:
+    """A CSV field: quoted when it holds a comma, a quote or a line break."""
+    if any(mark in value for mark in ',"\n\r'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
 class HostSampler:
-    """Host records from /proc files opened once; ``close()`` when done.
+    """Host samples from /proc files opened once; ``close()`` when done.
 
     ``cpus``: the node's CPUs (tracekit.cpuset), where the node has only some
     of the machine's: its CPU figures, total and per core, are those CPUs'
@@ -100,23 +148,13 @@ class HostSampler:
             if kept is not None:
                 kept.close()
 
-    def sample(self, ts_ms: int) -> dict[str, Any]:
-        """One host record: CPU (total and per core), memory, load, network, disk."""
-        per_core_ms = [list(map(_ticks_to_ms, ticks)) for ticks in _procfs.cpu_ticks_per_core(self._stat.read(), self._cpus)]
-        total = [sum(mode) for mode in zip(*per_core_ms)] or [0] * len(_CPU_MODES)  # of the rounded ms
-        per_core = [dict(zip(_CPU_MODES, ms)) for ms in per_core_ms]
-        load1, load5, load15 = os.getloadavg()
-        return {
-            "ts_ms": ts_ms,
-            "cpu_ms": dict(zip(_CPU_MODES, total)),
-            "cpu_ms_per_core": per_core,
-            **self._memory(),
-            "load1": load1,
-            "load5": load5,
-            "load15": load15,
-            "net": self._net(),
-            "disk": self._disk(),
-        }
+    def sample(self, ts_ms: int) -> HostSample:
+        """One host sample: CPU (total and per core), memory, load, network, disk."""
+        per_core = tuple(
+            (cpu, tuple(map(_ticks_to_ms, ticks))) for cpu, ticks in _procfs.cpu_ticks_per_core(self._stat.read(), self._cpus)
+        )
+        total = tuple(map(sum, zip(*(ms for _, ms in per_core)))) or (0,) * len(_CPU_MODES)  # of the rounded ms
+        return HostSample(ts_ms, total, per_core, self._memory(), os.getloadavg(), self._net(), self._disk())
 
     def _memory(self) -> dict[str, int]:
         kb = _procfs.meminfo_kb(self._meminfo.read(), _MEMINFO_FIELDS)
@@ -140,49 +178,20 @@ class HostSampler:
             "swap_used_kb": swap_used,
         }
 
-    def _net(self) -> dict[str, dict[str, int]]:
+    def _net(self) -> dict[str, tuple[int, ...]]:
         if self._net_dev is None:
             return {}
         nics = self._net_nowrap(_procfs.net_dev(self._net_dev.read()))
-        return {
-            nic: {
-                "rx_bytes": c[0],
-                "tx_bytes": c[1],
-                "rx_packets": c[2],
-                "tx_packets": c[3],
-                "rx_errors": c[4],
-                "tx_errors": c[5],
-                "rx_dropped": c[6],
-                "tx_dropped": c[7],
-            }
-            for nic, c in sorted(nics.items())
-        }
+        return {nic: tuple(counters[: len(NET_COUNTERS)]) for nic, counters in sorted(nics.items())}
 
-    def _disk(self) -> dict[str, int] | None:
+    def _disk(self) -> tuple[int, ...] | None:
         if self._diskstats is None:
             return None
         disks = self._disk_nowrap(_procfs.disk_stats(self._diskstats.read(), self._is_whole_disk))
         if not disks:
             return None
         read_count, write_count, read_bytes, write_bytes, busy_ms = map(sum, zip(*disks.values()))
-        return {
-            "read_bytes": read_bytes,
-            "write_bytes": write_bytes,
-            "read_count": read_count,
-            "write_count": write_count,
-            "busy_ms": busy_ms,
-        }
-
-
-_default_sampler: HostSampler | None = None
-
-
-def sample_host(ts_ms: int) -> dict[str, Any]:
-    """One host record from a shared ``HostSampler`` (the daemon owns its own)."""
-    global _default_sampler
-    if _default_sampler is None:
-        _default_sampler = HostSampler()
-    return _default_sampler.sample(ts_ms)
+        return (read_bytes, write_bytes, read_count, write_count, busy_ms)
 
 
 def self_usage() -> dict[str, Any]:

@@ -275,7 +275,11 @@ def extravars(
         "tracekit_run_workload": workload_vars,
         "tracekit_run_dispatch": resolved["dispatch"],
         "tracekit_run_parallel": experiment.parallel,
-        "tracekit_run_export": {"opendc": experiment.export_opendc, "include_failed": experiment.include_failed},
+        "tracekit_run_export": {
+            "opendc": experiment.export_opendc,
+            "include_failed": experiment.include_failed,
+            "jsonl": experiment.export_jsonl,
+        },
         # Per node: which processes its collector may follow (node where nodes share a machine).
         "tracekit_run_node_scopes": {host: inventory.scope(host) for host in inventory.hosts},
     }

@@ -84,6 +84,7 @@ class Experiment:
     parallel: int
     export_opendc: bool
     include_failed: bool
+    export_jsonl: bool = False
     tags: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
@@ -220,6 +221,7 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         parallel=document["workers"]["parallel"],
         export_opendc=export["opendc"],
         include_failed=export["include_failed"],
+        export_jsonl=export["jsonl"],
         tags=dict(document["tags"]),
         source=source,
     )

@@ -6,9 +6,9 @@ output: ``<cache>/<id>/wheelhouse.tar`` (the wheels and a requirements.txt
         pinning each) and ``wheelhouse.id``; the tracekit_node role installs
         from it with ``pip --no-index``, so nodes need no package index
 
-Nodes get only what the node pieces need (no pyarrow, no Ansible: parse and
-export run on the machine that ran tracekit-run), which keeps a node install
-to seconds. The id hashes the sources and the pinned versions, so an edited
+Nodes get only what the node pieces need (pyarrow for the node's part of
+the parse, no Ansible: export and verify run on the machine that ran
+tracekit-run), which keeps a node install to seconds. The id hashes the sources and the pinned versions, so an edited
 checkout is reinstalled and an unchanged one is not.
 """
 
@@ -26,9 +26,9 @@ from pathlib import Path
 
 from tracekit.errors import TracekitError
 
-# What `tracekit collect|wrap|worker|dispatch|clock|inputs` import on a node.
+# What `tracekit collect|wrap|worker|dispatch|clock|inputs|parse --node-part` import on a node.
 # pip is there to run from its wheel: the node venv is made --without-pip (ensurepip is slow).
-NODE_DISTRIBUTIONS = ("pip", "psutil", "redis", "hiredis", "pyyaml", "jsonschema")
+NODE_DISTRIBUTIONS = ("pip", "psutil", "redis", "hiredis", "pyyaml", "jsonschema", "pyarrow")
 ID_FILE = "wheelhouse.id"
 ARCHIVE = "wheelhouse.tar"
 

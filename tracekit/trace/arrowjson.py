@@ -39,6 +39,14 @@ def json_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
         texts = pc.cast(column, pa.string())  # "true" / "false"
     elif pa.types.is_floating(kind):
         return float_text(column)
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        # [v0,v1,...]: the values' texts joined (a null list is "null").
+        offsets = column.offsets
+        begin, end = offsets[0].as_py(), offsets[-1].as_py()
+        values = json_text(column.values.slice(begin, end - begin))
+        lists = type(column).from_arrays(pc.subtract(offsets, begin), values)
+        texts = pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
+        texts = pc.if_else(pc.is_valid(column), texts, pa.scalar(None, pa.string()))
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         # Few distinct strings (names, cgroups, ids): json.dumps escapes each once.
         encoded = pc.dictionary_encode(column)
@@ -49,39 +57,46 @@ def json_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.fill_null(texts, "null") if texts.null_count else texts
 
 
-def float_text(column: pa.ChunkedArray | pa.Array, digits: int | None = None) -> pa.Array:
-    """JSON text of floats, as ``json.dumps(round(value, digits))`` writes it ("null" for nulls).
+def round_like_python(column: pa.ChunkedArray | pa.Array, digits: int) -> pa.Array:
+    """Each float as Python's ``round(value, digits)`` gives it (float64; nulls stay null).
 
-    Arrow's cast gives the same shortest digits as Python's repr; it only
-    leaves out the ".0" of whole numbers and switches to an exponent at 1e10.
     ``round(x * 10**d) / 10**d`` is Python's ``round(x, d)`` unless x * 10**d
     lies within rounding error of a half (Python rounds the exact binary
-    value): those, like the values outside the fixed layout, go to Python.
+    value): those few are rounded by Python.
     """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     values = pc.cast(column, pa.float64())
-    hard = pc.invert(pc.is_finite(values))
-    if digits is not None:
-        scale = float(10**digits)
-        scaled = pc.multiply(values, scale)
-        off_half = pc.abs(pc.subtract(pc.subtract(scaled, pc.floor(scaled)), 0.5))
-        tolerance = pc.add(pc.multiply(pc.abs(scaled), 1e-15), 1e-9)
-        hard = pc.or_(hard, pc.less_equal(off_half, tolerance))
-        rounded = pc.divide(pc.round(scaled, round_mode="half_to_even"), scale)
-    else:
-        rounded = values
-    size = pc.abs(rounded)
+    scale = float(10**digits)
+    scaled = pc.multiply(values, scale)
+    off_half = pc.abs(pc.subtract(pc.subtract(scaled, pc.floor(scaled)), 0.5))
+    tolerance = pc.add(pc.multiply(pc.abs(scaled), 1e-15), 1e-9)
+    hard = pc.fill_null(pc.or_(pc.invert(pc.is_finite(values)), pc.less_equal(off_half, tolerance)), False)
+    rounded = pc.divide(pc.round(scaled, round_mode="half_to_even"), scale)
+    if pc.any(hard).as_py():
+        exact = [round(value, digits) for value in pc.filter(values, hard).to_pylist()]
+        rounded = pc.replace_with_mask(rounded, hard, pa.array(exact, pa.float64()))
+    return rounded
+
+
+def float_text(column: pa.ChunkedArray | pa.Array, digits: int | None = None) -> pa.Array:
+    """JSON text of floats, as ``json.dumps(round(value, digits))`` writes it ("null" for nulls).
+
+    Arrow's cast gives the same shortest digits as Python's repr; it only
+    leaves out the ".0" of whole numbers and switches to an exponent at 1e10:
+    the values outside the fixed layout are formatted by Python.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = pc.cast(column, pa.float64()) if digits is None else round_like_python(column, digits)
+    size = pc.abs(values)
     outside = pc.or_(pc.greater_equal(size, _FIXED_HIGH), pc.and_(pc.less(size, _FIXED_LOW), pc.not_equal(size, 0.0)))
-    hard = pc.fill_null(pc.or_(hard, outside), False)
-    texts = pc.cast(rounded, pa.string())
+    hard = pc.fill_null(pc.or_(pc.invert(pc.is_finite(values)), outside), False)
+    texts = pc.cast(values, pa.string())
     texts = pc.if_else(pc.match_substring(texts, "."), texts, pc.binary_join_element_wise(texts, ".0", ""))
     if pc.any(hard).as_py():
         where = pc.indices_nonzero(hard)
-        exact = [
-            json.dumps(value if digits is None else round(value, digits), allow_nan=False)
-            for value in pc.take(values, where).to_pylist()
-        ]
+        exact = [json.dumps(value, allow_nan=False) for value in pc.take(values, where).to_pylist()]
         texts = pc.replace_with_mask(texts, hard, pa.array(exact, pa.string()))
     return pc.fill_null(texts, "null") if texts.null_count else texts
 

@@ -1,6 +1,6 @@
 """``tracekit export opendc``: cctf/ -> an OpenDC workload.
 
-input:  RUN_DIR/cctf/ invocations.jsonl, proc_metrics.parquet, nodes.json
+input:  RUN_DIR/cctf/ invocations.jsonl, proc_metrics/, nodes.json
 output: OUT_DIR/ tasks.parquet, fragments.parquet (current OpenDC `workload`
         format, schemas in tracekit.trace.records), experiment.json (topology
         from the measured nodes), task_ids.jsonl (OpenDC id -> task_id,
@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from tracekit.errors import RunFolderError, TracekitError, UsageError
 from tracekit.jsonl import dumps, read_jsonl
+from tracekit.trace import cctf
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS
 
 
@@ -41,12 +42,12 @@ class ExportResult:
 
 
 def _load_cctf(run_dir: Path) -> tuple[list[dict], dict[str, dict], Path]:
-    cctf = run_dir / "cctf"
-    if not (cctf / "invocations.jsonl").exists():
+    cctf_dir = run_dir / cctf.CCTF
+    if not (cctf_dir / "invocations.jsonl").exists():
         raise RunFolderError(f"{run_dir} has no cctf/ trace; run 'tracekit parse {run_dir}' first")
-    invocations = list(read_jsonl(cctf / "invocations.jsonl"))
-    nodes = {n["node"]: n for n in json.loads((cctf / "nodes.json").read_text())}
-    return invocations, nodes, cctf / "proc_metrics.parquet"
+    invocations = list(read_jsonl(cctf_dir / "invocations.jsonl"))
+    nodes = {n["node"]: n for n in json.loads((cctf_dir / "nodes.json").read_text())}
+    return invocations, nodes, cctf_dir
 
 
 def _prepare_out_dir(out_dir: Path, force: bool) -> None:
@@ -70,7 +71,7 @@ def export_opendc(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if merge_tolerance_pct is not None and not (0 <= merge_tolerance_pct < 100):
         raise UsageError(f"--merge-tolerance {merge_tolerance_pct} must be a percentage from 0 to 100")
-    invocations, nodes, samples_path = _load_cctf(run_dir)
+    invocations, nodes, cctf_dir = _load_cctf(run_dir)
     chosen = [r for r in invocations if include_failed or r["ok"]]
     excluded_failed = len(invocations) - len(chosen)
     if not chosen:
@@ -89,7 +90,7 @@ def export_opendc(
 
     # OpenDC ids 0..N-1, deterministic: by submission time, node, pid, task.
     chosen.sort(key=lambda r: (r["ts_enqueue"], r["node"], r["pid"] or -1, r["task_id"], r["attempt"]))
-    fragments, per_task = build_fragments(chosen, nodes, samples_path)
+    fragments, per_task = build_fragments(chosen, nodes, cctf_dir)
     if merge_tolerance_pct is not None:
         fragments = merge_similar_slices(fragments, merge_tolerance_pct)
 
@@ -121,33 +122,37 @@ def export_opendc(
     return ExportResult(out_dir, summary)
 
 
-def _node_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], samples_path: Path) -> pa.Table:
+def _node_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], cctf_dir: Path) -> pa.Table:
     """One node's sampling ticks inside its tasks: id, ts_ms, slice duration, cpu_ms, rss_kb.
 
     All processes of a task are sampled in the same tick, so a tick's CPU is
     the sum over them. Only this node's samples are read (memory follows the
     largest node, not the run).
     """
+    samples = cctf.read_table(
+        cctf_dir, "proc_metrics", columns=["task_id", "ts_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb"],
+        nodes=[node], where=pc.is_valid(pc.field("task_id")),
+    )
+    # Task ids as small integers (their index among this node's distinct ids): grouping
+    # and joining on them costs a fraction of doing it on the strings.
+    encoded = pc.dictionary_encode(samples.column("task_id").combine_chunks())
+    code_of = {task_id: code for code, task_id in enumerate(encoded.dictionary.to_pylist())}
+    chosen = [i for i in indices if tasks[i]["task_id"] in code_of]
     task_table = pa.table(
         {
-            "task_id": pa.array([tasks[i]["task_id"] for i in indices], pa.string()),
-            "id": pa.array(indices, pa.int32()),
-            "ts_start": pa.array([tasks[i]["ts_start"] for i in indices], pa.int64()),
-            "ts_end": pa.array([tasks[i]["ts_end"] for i in indices], pa.int64()),
+            "code": pa.array([code_of[tasks[i]["task_id"]] for i in chosen], pa.int32()),
+            "id": pa.array(chosen, pa.int32()),
+            "ts_start": pa.array([tasks[i]["ts_start"] for i in chosen], pa.int64()),
+            "ts_end": pa.array([tasks[i]["ts_end"] for i in chosen], pa.int64()),
         }
     )
-    samples = pq.read_table(
-        samples_path,
-        columns=["task_id", "ts_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb"],
-        filters=[("node", "=", node), ("task_id", "!=", "")],
-    )
     ticks = (
-        pa.table({"task_id": samples.column("task_id"), "ts_ms": samples.column("ts_ms"),
+        pa.table({"code": pc.cast(encoded.indices, pa.int32()), "ts_ms": samples.column("ts_ms"),
                   "cpu_ms": pc.add(samples.column("cpu_user_ms"), samples.column("cpu_system_ms")),
                   "rss_kb": samples.column("rss_kb")})  # fmt: skip
-        .group_by(["task_id", "ts_ms"], use_threads=False)
+        .group_by(["code", "ts_ms"], use_threads=False)
         .aggregate([("cpu_ms", "sum"), ("rss_kb", "sum")])
-        .join(task_table, "task_id", join_type="inner", use_threads=False)
+        .join(task_table, "code", join_type="inner", use_threads=False)
     )
     inside = pc.and_(pc.greater(ticks.column("ts_ms"), ticks.column("ts_start")),
                      pc.less_equal(ticks.column("ts_ms"), ticks.column("ts_end")))  # fmt: skip
@@ -167,13 +172,13 @@ def _node_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], samp
 
 
 def build_fragments(
-    tasks: list[dict[str, Any]], nodes: dict[str, dict], samples_path: Path
+    tasks: list[dict[str, Any]], nodes: dict[str, dict], cctf_dir: Path
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """Fragments of every task (OPENDC_FRAGMENTS) and per-task facts."""
     by_node: dict[str, list[int]] = {}
     for index, task in enumerate(tasks):
         by_node.setdefault(task["node"], []).append(index)
-    ticks = pa.concat_tables([_node_ticks(node, tasks, by_node[node], samples_path) for node in sorted(by_node)])
+    ticks = pa.concat_tables([_node_ticks(node, tasks, by_node[node], cctf_dir) for node in sorted(by_node)])
     ticks = ticks.append_column("row", pa.array(range(ticks.num_rows), pa.int64()))
 
     # Per task, from its ticks: how many, their CPU, the last one, peak RSS.

@@ -1,59 +1,43 @@
-"""Host samples: cumulative ``host.jsonl`` records -> ``host_metrics`` and ``link_metrics``.
+"""Host samples: cumulative ``host.csv``, ``host_cpus.csv``, ``host_net.csv`` -> ``host_metrics`` and ``link_metrics``.
 
-input:  one node's host samples (rawrun.read_host_samples: RAW_HOST + net,
-        in file order), the node's clock offset
-output: the JSON Lines of host_metrics (one per interval between consecutive
-        samples) and link_metrics (one per interval and network interface)
+input:  one node's host samples (rawrun.read_host_samples, in file order),
+        the node's clock offset
+output: a HOST_METRICS table (one row per interval between consecutive
+        samples) and a LINK_METRICS table (one row per interval and network
+        interface but lo, interfaces in name order), controller clock
 
-Vectorised: every interval is a pair of rows (previous, current), and each
-figure is an Arrow kernel over all pairs at once. The arithmetic is the
-same, operation by operation, as the per-record version it replaced
-(``100.0 * delta / total``, rounded like ``round(x, 3)``), so the output is
-too.
+Vectorised: every interval is a pair of samples (previous, current), and
+each figure is an Arrow kernel over all pairs at once. A CPU or an
+interface counts in an interval when both samples have it. Shares are
+``100.0 * delta / total`` and rates ``delta * 1000.0 / dt_ms``, rounded
+like Python's ``round(x, 3)``, so the JSON Lines copy is what a per-record
+implementation would write.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracekit.trace.arrowjson import float_text, json_text, object_lines
-from tracekit.trace.records import CPU_MODES
+from tracekit.trace.arrowjson import round_like_python
+from tracekit.trace.rawrun import HostSamples
+from tracekit.trace.records import CPU_MODES, HOST_METRICS, HOST_SHARES, LINK_METRICS
 
 # Time the CPU spent doing nothing; everything else counts as busy.
 _IDLE_MODES = ("idle", "iowait")
-_SHARES = ("user", "system", "iowait", "idle")  # per-mode shares written to host_metrics
 DIGITS = 3  # percentages and rates are rounded to 3 decimals
-
-
-@dataclass
-class NodeHostMetrics:
-    host_lines: pa.Array  # host_metrics.jsonl, one line per interval
-    link_lines: pa.Array  # link_metrics.jsonl, per interval its interfaces in name order
-
-
-def _empty() -> NodeHostMetrics:
-    empty = pa.array([], pa.string())
-    return NodeHostMetrics(empty, empty)
-
-
-def _field(struct: pa.Array, name: str) -> pa.Array:
-    return pc.struct_field(struct, [name])
 
 
 def _as_float(values: pa.Array) -> pa.Array:
     return pc.cast(values, pa.float64(), safe=False)  # int -> float as Python's float(int) does
 
 
-def _busy_pct(now: pa.Array, before: pa.Array, shares: bool = True) -> tuple[pa.Array, dict[str, pa.Array]]:
-    """Busy % and the share of each mode (if ``shares``), from two arrays of per-mode CPU ms structs.
+def _busy_pct(now: dict[str, pa.Array], before: dict[str, pa.Array]) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """Busy % and the share of each HOST_SHARES mode, from per-mode cumulative CPU ms.
 
     A pair whose total did not grow gives 0.0 everywhere.
     """
-    delta = {mode: pc.subtract(_field(now, mode), _field(before, mode)) for mode in CPU_MODES}
+    delta = {mode: pc.subtract(now[mode], before[mode]) for mode in CPU_MODES}
     total = delta[CPU_MODES[0]]
     for mode in CPU_MODES[1:]:
         total = pc.add(total, delta[mode])
@@ -61,15 +45,15 @@ def _busy_pct(now: pa.Array, before: pa.Array, shares: bool = True) -> tuple[pa.
     total_ms = _as_float(total)
 
     def pct(part: pa.Array) -> pa.Array:
-        return pc.if_else(grew, pc.divide(pc.multiply(_as_float(part), 100.0), total_ms), 0.0)
+        return round_like_python(pc.if_else(grew, pc.divide(pc.multiply(_as_float(part), 100.0), total_ms), 0.0), DIGITS)
 
     busy = pct(pc.subtract(pc.subtract(total, delta[_IDLE_MODES[0]]), delta[_IDLE_MODES[1]]))
-    return busy, {mode: pct(delta[mode]) for mode in _SHARES} if shares else {}
+    return busy, {mode: pct(delta[mode]) for mode in HOST_SHARES}
 
 
 def _rate(delta: pa.Array, dt_ms: pa.Array) -> pa.Array:
-    """Per second, from a delta over ``dt_ms``: ``delta * 1000.0 / dt_ms``."""
-    return pc.divide(pc.multiply(_as_float(delta), 1000.0), _as_float(dt_ms))
+    """Per second, from a delta over ``dt_ms``: ``delta * 1000.0 / dt_ms``, rounded."""
+    return round_like_python(pc.divide(pc.multiply(_as_float(delta), 1000.0), _as_float(dt_ms)), DIGITS)
 
 
 def _grown(now: pa.Array, before: pa.Array) -> pa.Array:
@@ -77,114 +61,207 @@ def _grown(now: pa.Array, before: pa.Array) -> pa.Array:
     return pc.max_element_wise(pc.subtract(now, before), 0, skip_nulls=False)
 
 
-def _per_core_text(samples: pa.Table, now_rows: pa.Array, before_rows: pa.Array) -> pa.Array:
-    """``[u0,u1,...]``: busy % per core, for the cores present in both samples of a pair."""
-    per_core = samples.column("cpu_ms_per_core").combine_chunks()
-    starts, lengths = per_core.offsets, pc.list_value_length(per_core)  # combined: offset 0
-    cores = pc.min_element_wise(pc.take(lengths, now_rows), pc.take(lengths, before_rows))
-    bounds = pa.concat_arrays([pa.array([0], pa.int32()), pc.cast(pc.cumulative_sum(cores), pa.int32())])
-    count = bounds[-1].as_py()
-    pair = pa.ListArray.from_arrays(bounds, pa.nulls(count, pa.int8())).value_parent_indices()
-    core = pc.subtract(pa.array(range(count), pa.int64()), pc.take(pc.cast(bounds, pa.int64()), pair))
-
-    def elements(rows: pa.Array) -> pa.Array:
-        first = pc.cast(pc.take(pc.cast(starts, pa.int64()), pc.take(rows, pair)), pa.int64())
-        return pc.take(per_core.values, pc.add(first, core))
-
-    busy, _ = _busy_pct(elements(now_rows), elements(before_rows), shares=False)
-    joined = pc.binary_join(pa.ListArray.from_arrays(bounds, float_text(busy, DIGITS)), ",")
-    return pc.binary_join_element_wise("[", joined, "]", "")
+def _occurrence(values: pa.Array) -> pa.Array:
+    """For each value, how many earlier ones are equal to it (0 for the first of a value)."""
+    order = pc.sort_indices(values)  # stable: equal values keep their order
+    ordered = pc.take(values, order)
+    position = pa.array(range(len(values)), pa.int64())
+    starts = pc.fill_null(pc.not_equal(ordered, pa.concat_arrays([pa.nulls(1, values.type), ordered.slice(0, len(values) - 1)])), True)
+    first_of_value = pc.fill_null_forward(pc.if_else(starts, position, pa.scalar(None, pa.int64())))
+    return pc.take(pc.subtract(position, first_of_value), pc.inverse_permutation(pc.cast(order, pa.int64())))
 
 
-def build_host_metrics(node: str, samples: pa.Table, clock_offset_ms: int) -> NodeHostMetrics:
-    """host_metrics and link_metrics lines of one node.
+def _sample_keys(table: pa.Table, key: str | None) -> pa.Table:
+    """``table`` with ``occurrence``: (ts_ms, occurrence) names the sample a row belongs to.
+
+    A clock that steps back can give two samples the same ts_ms. Without
+    ``key`` every row is a sample (host.csv). With it, the rows of one
+    sample are written together, ``key`` (CPU number, interface name)
+    rising, so a new sample starts where ts_ms changes or ``key`` does not
+    rise. The samples of one ts_ms are told apart by their order.
+    """
+    table = table.combine_chunks()
+    ts = _array(table.column("ts_ms"))
+    if len(ts) == 0:
+        return table.append_column("occurrence", pa.array([], pa.int64()))
+    if key is None:
+        starts = pa.array([True] * len(ts))
+    else:
+        column = _array(table.column(key))
+        starts = pc.fill_null(pc.or_(pc.not_equal(ts, _previous(ts)), pc.less_equal(column, _previous(column))), True)
+    sample_of_row = pc.subtract(pc.cumulative_sum(pc.cast(starts, pa.int64())), 1)
+    occurrence = pc.take(_occurrence(pc.filter(ts, starts)), sample_of_row)
+    return table.append_column("occurrence", occurrence)
+
+
+def _previous(array: pa.Array) -> pa.Array:
+    return pa.concat_arrays([pa.nulls(1, array.type), array.slice(0, len(array) - 1)])
+
+
+def _intervals(host: pa.Table) -> pa.Table:
+    """The pairs of consecutive samples: pair, ts_ms and occurrence of the current sample,
+    before_ts and before_occurrence of the previous one, their rows.
 
     Samples come in time order (the collector writes them so); one that goes
     back in time (a collector restarted with a stepped clock) starts a new
     series instead of giving a negative interval.
     """
-    if samples.num_rows < 2:
-        return _empty()
-    samples = samples.combine_chunks()
-    ts = samples.column("ts_ms").chunk(0)
-    later = pc.greater(ts.slice(1), ts.slice(0, len(ts) - 1))
-    now_rows = pc.add(pc.indices_nonzero(later), 1)
-    if len(now_rows) == 0:
-        return _empty()
-    before_rows = pc.subtract(now_rows, 1)
+    keyed = _sample_keys(host.select(["ts_ms"]), None)
+    ts, occurrence = _array(keyed.column("ts_ms")), _array(keyed.column("occurrence"))
+    if len(ts) < 2:
+        rows = pa.array([], pa.int64())
+    else:
+        rows = pc.add(pc.indices_nonzero(pc.greater(ts.slice(1), ts.slice(0, len(ts) - 1))), 1)
+    before_rows = pc.subtract(rows, 1)
+    return pa.table(
+        {
+            "pair": pa.array(range(len(rows)), pa.int64()),
+            "ts_ms": pc.take(ts, rows),
+            "occurrence": pc.take(occurrence, rows),
+            "before_ts": pc.take(ts, before_rows),
+            "before_occurrence": pc.take(occurrence, before_rows),
+            "row": rows,
+            "before_row": before_rows,
+        }
+    )
+
+
+def _paired(samples: pa.Table, intervals: pa.Table, key: str, values: tuple[str, ...], host_ts: pa.Array) -> pa.Table:
+    """Rows of ``samples`` (ts_ms, key, values) present in both samples of an interval.
+
+    Columns: pair, ``key``, each value now and ``before_<value>``; ordered by (pair, key).
+    """
+    samples = samples.select(["ts_ms", key, *values]).combine_chunks()
+    regular = _regular_layout(samples, key, host_ts)
+    if regular is not None:
+        return _paired_by_position(samples, intervals, key, values, regular)
+    keyed = _sample_keys(samples, key)
+    now = keyed.join(
+        intervals.select(["pair", "ts_ms", "occurrence", "before_ts", "before_occurrence"]),
+        ["ts_ms", "occurrence"], join_type="inner", use_threads=False,
+    )  # fmt: skip
+    before = keyed.rename_columns(["before_ts", key, *(f"before_{name}" for name in values), "before_occurrence"])
+    both = now.join(before, ["before_ts", "before_occurrence", key], join_type="inner", use_threads=False)
+    return both.sort_by([("pair", "ascending"), (key, "ascending")])
+
+
+def _regular_layout(samples: pa.Table, key: str, host_ts: pa.Array) -> int | None:
+    """Rows per sample when every host sample has the same ``key``s, in the same order, in
+    the same places (the usual case: a fixed set of CPUs, of interfaces); else None."""
+    if len(host_ts) == 0 or samples.num_rows == 0 or samples.num_rows % len(host_ts):
+        return None
+    per_sample = samples.num_rows // len(host_ts)
+    row = pa.array(range(samples.num_rows), pa.int64())
+    sample = pc.divide(row, per_sample)  # integer division
+    place = pc.subtract(row, pc.multiply(sample, per_sample))
+    keys = _array(samples.column(key))
+    same_time = pc.all(pc.equal(_array(samples.column("ts_ms")), pc.take(host_ts, sample))).as_py()
+    if not same_time or not pc.all(pc.equal(keys, pc.take(keys.slice(0, per_sample), place))).as_py():
+        return None
+    first = keys.slice(0, per_sample)
+    if per_sample > 1 and not pc.all(pc.greater(first.slice(1), first.slice(0, per_sample - 1))).as_py():
+        return None  # a key twice in one sample
+    return per_sample
+
+
+def _paired_by_position(
+    samples: pa.Table, intervals: pa.Table, key: str, values: tuple[str, ...], per_sample: int
+) -> pa.Table:
+    """``_paired`` for a regular layout: sample k's rows are rows k * per_sample ... (k + 1) * per_sample - 1."""
+    count = intervals.num_rows * per_sample
+    element = pa.array(range(count), pa.int64())
+    pair = pc.divide(element, per_sample)
+    place = pc.subtract(element, pc.multiply(pair, per_sample))
+    now_rows = pc.add(pc.multiply(pc.take(intervals.column("row"), pair), per_sample), place)
+    before_rows = pc.add(pc.multiply(pc.take(intervals.column("before_row"), pair), per_sample), place)
+    columns = {"pair": pair, "ts_ms": pc.take(samples.column("ts_ms"), now_rows),
+               "before_ts": pc.take(samples.column("ts_ms"), before_rows), key: pc.take(samples.column(key), now_rows)}  # fmt: skip
+    for name in values:
+        columns[name] = pc.take(samples.column(name), now_rows)
+        columns[f"before_{name}"] = pc.take(samples.column(name), before_rows)
+    return pa.table(columns)
+
+
+def _per_core_pct(cpus: pa.Table, intervals: pa.Table, host_ts: pa.Array) -> pa.Array:
+    """Per interval, the busy % of each CPU present in both samples, in CPU number order."""
+    modes = tuple(f"{mode}_ms" for mode in CPU_MODES)
+    both = _paired(cpus, intervals, "cpu", modes, host_ts)
+    busy, _ = _busy_pct(
+        {mode: both.column(f"{mode}_ms") for mode in CPU_MODES},
+        {mode: both.column(f"before_{mode}_ms") for mode in CPU_MODES},
+    )
+    # Offsets of each interval's CPUs (intervals without any get an empty list).
+    counts = pa.table({"pair": both.column("pair")}).group_by("pair", use_threads=False).aggregate([("pair", "count")])
+    per_pair = pc.fill_null(
+        pc.take(counts.column("pair_count"), pc.index_in(intervals.column("pair"), value_set=counts.column("pair"))), 0
+    )
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), _array(pc.cumulative_sum(pc.cast(per_pair, pa.int32())))])
+    values = _array(busy)
+    return pa.ListArray.from_arrays(offsets, values, type=HOST_METRICS.field("per_core_util_pct").type)
+
+
+def build_host_metrics(node: str, samples: HostSamples, clock_offset_ms: int) -> tuple[pa.Table, pa.Table]:
+    """(HOST_METRICS, LINK_METRICS) of one node."""
+    host = samples.host.combine_chunks()
+    intervals = _intervals(host)
+    count = intervals.num_rows
+    now_rows, before_rows = intervals.column("row"), intervals.column("before_row")
 
     def now(name: str) -> pa.Array:
-        return pc.take(samples.column(name), now_rows)
+        return pc.take(host.column(name), now_rows)
 
     def before(name: str) -> pa.Array:
-        return pc.take(samples.column(name), before_rows)
+        return pc.take(host.column(name), before_rows)
 
-    ts_now = now("ts_ms")
-    dt_ms = pc.subtract(ts_now, before("ts_ms"))
-    ts_text = json_text(pc.add(ts_now, clock_offset_ms))
-    dt_text = json_text(dt_ms)
-    busy, shares = _busy_pct(now("cpu_ms"), before("cpu_ms"))
-    disk_now, disk_before = now("disk"), before("disk")
-    both = pc.and_(pc.is_valid(disk_now), pc.is_valid(disk_before))
+    dt_ms = pc.subtract(intervals.column("ts_ms"), intervals.column("before_ts"))
+    busy, shares = _busy_pct(
+        {mode: now(f"cpu_{mode}_ms") for mode in CPU_MODES}, {mode: before(f"cpu_{mode}_ms") for mode in CPU_MODES}
+    )
     disk = {}
     for name in ("read_bytes", "write_bytes"):
-        grown = _grown(_field(disk_now, name), _field(disk_before, name))
-        disk[name] = pc.if_else(both, grown, pa.scalar(None, grown.type))
-    host_lines = object_lines(
-        [
-            ("ts_ms", ts_text),
-            ("node", json.dumps(node)),
-            ("dt_ms", dt_text),
-            ("cpu_util_pct", float_text(busy, DIGITS)),
-            *((f"cpu_{mode}_pct", float_text(shares[mode], DIGITS)) for mode in _SHARES),
-            ("per_core_util_pct", _per_core_text(samples, now_rows, before_rows)),
-            *((name, json_text(now(name))) for name in ("mem_total_kb", "mem_available_kb", "mem_used_kb")),
-            ("swap_used_kb", json_text(now("swap_used_kb"))),
-            *((name, float_text(now(name))) for name in ("load1", "load5", "load15")),
-            ("disk_read_bytes", json_text(disk["read_bytes"])),
-            ("disk_write_bytes", json_text(disk["write_bytes"])),
-            ("disk_read_bps", float_text(_rate(disk["read_bytes"], dt_ms), DIGITS)),
-            ("disk_write_bps", float_text(_rate(disk["write_bytes"], dt_ms), DIGITS)),
-        ]
-    )
-    return NodeHostMetrics(host_lines, _link_lines(node, samples, now_rows, before_rows, ts_text, dt_text, dt_ms))
+        column = f"disk_{name}"
+        disk[name] = _grown(now(column), before(column))  # null where either sample had no disk
+    columns = {
+        "ts_ms": pc.add(intervals.column("ts_ms"), clock_offset_ms),
+        "node": pa.array([node] * count, pa.string()),
+        "dt_ms": dt_ms,
+        "cpu_util_pct": busy,
+        **{f"cpu_{mode}_pct": shares[mode] for mode in HOST_SHARES},
+        "per_core_util_pct": _per_core_pct(samples.cpus, intervals, _array(host.column("ts_ms"))),
+        **{name: now(name) for name in ("mem_total_kb", "mem_available_kb", "mem_used_kb", "swap_used_kb")},
+        **{name: now(name) for name in ("load1", "load5", "load15")},
+        "disk_read_bytes": disk["read_bytes"],
+        "disk_write_bytes": disk["write_bytes"],
+        "disk_read_bps": _rate(disk["read_bytes"], dt_ms),
+        "disk_write_bps": _rate(disk["write_bytes"], dt_ms),
+    }
+    host_table = pa.table([_typed(columns[f.name], f.type) for f in HOST_METRICS], schema=HOST_METRICS)
+    return host_table, _link_metrics(node, samples.net, intervals, _array(host.column("ts_ms")), clock_offset_ms)
 
 
-def _link_lines(node, samples, now_rows, before_rows, ts_text, dt_text, dt_ms) -> pa.Array:
-    """Per interval, one line per interface present in both samples (not lo), in name order."""
-    net = samples.column("net").chunk(0) if "net" in samples.column_names else None
-    if net is None or not pa.types.is_struct(net.type):
-        return _empty().link_lines
-    pieces, order = [], []
-    ifaces = sorted(field.name for field in net.type if field.name != "lo")
-    for rank, iface in enumerate(ifaces):
-        counters = _field(net, iface)
-        now, before = pc.take(counters, now_rows), pc.take(counters, before_rows)
-        both = pc.and_(pc.is_valid(now), pc.is_valid(before))
-        if not pc.any(both).as_py():
-            continue
-        rx = pc.filter(_grown(_field(now, "rx_bytes"), _field(before, "rx_bytes")), both)
-        tx = pc.filter(_grown(_field(now, "tx_bytes"), _field(before, "tx_bytes")), both)
-        dt = pc.filter(dt_ms, both)
-        pieces.append(
-            object_lines(
-                [
-                    ("ts_ms", pc.filter(ts_text, both)),
-                    ("node", json.dumps(node)),
-                    ("iface", json.dumps(iface)),
-                    ("dt_ms", pc.filter(dt_text, both)),
-                    ("rx_bytes", json_text(rx)),
-                    ("tx_bytes", json_text(tx)),
-                    ("rx_bps", float_text(_rate(pc.multiply(rx, 8), dt), DIGITS)),
-                    ("tx_bps", float_text(_rate(pc.multiply(tx, 8), dt), DIGITS)),
-                ]
-            )
-        )
-        order.append(pa.table({"pair": pc.indices_nonzero(both), "rank": pc.fill_null(pa.nulls(len(rx), pa.int32()), rank)}))
-    if not pieces:
-        return _empty().link_lines
-    lines = pa.concat_arrays(pieces)
-    if len(pieces) == 1:
-        return lines
-    keys = pa.concat_tables(order)
-    return pc.take(lines, pc.sort_indices(keys, sort_keys=[("pair", "ascending"), ("rank", "ascending")]))
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _typed(values: pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    return values if values.type == kind else values.cast(kind)
+
+
+def _link_metrics(node: str, net: pa.Table, intervals: pa.Table, host_ts: pa.Array, clock_offset_ms: int) -> pa.Table:
+    """Per interval, one row per interface present in both samples (not lo), in name order."""
+    net = net.filter(pc.not_equal(net.column("iface"), "lo"))
+    both = _paired(net, intervals, "iface", ("rx_bytes", "tx_bytes"), host_ts)
+    dt_ms = pc.subtract(both.column("ts_ms"), both.column("before_ts"))
+    rx = _grown(both.column("rx_bytes"), both.column("before_rx_bytes"))
+    tx = _grown(both.column("tx_bytes"), both.column("before_tx_bytes"))
+    columns = {
+        "ts_ms": pc.add(both.column("ts_ms"), clock_offset_ms),
+        "node": pa.array([node] * both.num_rows, pa.string()),
+        "iface": both.column("iface"),
+        "dt_ms": dt_ms,
+        "rx_bytes": rx,
+        "tx_bytes": tx,
+        "rx_bps": _rate(pc.multiply(rx, 8), dt_ms),
+        "tx_bps": _rate(pc.multiply(tx, 8), dt_ms),
+    }
+    return pa.table([_typed(columns[f.name], f.type) for f in LINK_METRICS], schema=LINK_METRICS)

@@ -1,35 +1,55 @@
-"""One node's raw files -> its share of ``cctf/``, in a worker process.
+"""One node's raw files -> its part of the trace: ``NodeFolder -> <node folder>/cctf-part/``.
 
-input:  a NodeFolder, a part folder to write into, --strict
-output: in the part folder: proc_metrics.jsonl, proc_cpu.jsonl,
-        proc_rss.jsonl, proc_metrics.arrow (the PROC_METRICS rows for the
-        Parquet copy), host_metrics.jsonl, link_metrics.jsonl; returned: the
-        node's invocations, audit figures and bad lines
+input:  a node folder (node.json, clock.json, events.*.jsonl, processes.jsonl,
+        proc.csv, host.csv, host_cpus.csv, host_net.csv)
+output: a part folder: proc_metrics.parquet, host_metrics.parquet,
+        link_metrics.parquet (this node's rows of cctf's tables, written
+        exactly as parse writes them) and part.json (the node's
+        invocations, audit figures and bad lines, and a fingerprint of the
+        raw files it was made from)
+
+``tracekit parse --node-part`` makes a node's part where the node's data is
+(tracekit-run does so on every node before the fetch); ``tracekit parse``
+takes a part whose fingerprint still matches the raw files beside it as it
+is, and makes the others itself. Either way a node's part is the same
+bytes, so the trace is too.
 
 A node's work is two jobs, its processes and its host samples, so that two
-worker processes keep both cores busy (parse puts the parts together in node
-order). Each job holds one node's bulk in memory at a time.
+worker processes keep both cores busy. Each job holds one node's bulk in
+memory at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
-from tracekit import runfolder
+from tracekit import __version__, runfolder
+from tracekit.errors import RunFolderError
 from tracekit.jsonl import BadLine
 from tracekit.trace import audit as audit_mod
-from tracekit.trace.arrowjson import BackgroundWriter, write_lines
+from tracekit.trace import cctf
 from tracekit.trace.hostmetrics import build_host_metrics
 from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics
-from tracekit.trace.rawrun import BadLines, NodeFolder, read_host_samples, read_proc_samples, read_records
+from tracekit.trace.rawrun import (
+    BadLines,
+    NodeFolder,
+    load_node_folder,
+    read_host_samples,
+    read_proc_samples,
+    read_records,
+)
 
-PROC_PARTS = ("proc_metrics.jsonl", "proc_cpu.jsonl", "proc_rss.jsonl")
-HOST_PARTS = ("host_metrics.jsonl", "link_metrics.jsonl")
-PROC_ROWS_PART = "proc_metrics.arrow"
+PART_DIR = "cctf-part"
+PART_MANIFEST = "part.json"
+PART_FORMAT = 1  # raised whenever what a part holds, or how it is made, changes
+PROC_TABLES = ("proc_metrics",)
+HOST_TABLES = ("host_metrics", "link_metrics")
 
 # Fields of an invocation in cctf/, in order (events may carry more: kept after these).
 INVOCATION_FIELDS = (
@@ -73,11 +93,28 @@ class ProcessesPart:
     invocations: list[dict[str, Any]]
     bad_lines: list[BadLine]
     audit_per_node: dict[str, dict[str, Any]] = field(default_factory=dict)
-    audit_task_samples: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    audit_task_samples: dict[tuple[str, str], tuple[int, int, int, int]] = field(default_factory=dict)
+
+
+@dataclass
+class NodePart:
+    """A node's part: its table files in ``path``, the rest in memory."""
+
+    path: Path
+    processes: ProcessesPart
+    host_bad_lines: list[BadLine]
+
+    def table_file(self, table: str) -> Path:
+        return self.path / f"{table}{cctf.SUFFIX}"
+
+    @property
+    def bad_lines(self) -> list[BadLine]:
+        """In the order a parse meets them: the processes' files, then the host samples."""
+        return self.processes.bad_lines + self.host_bad_lines
 
 
 def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> ProcessesPart:
-    """Events, processes and process samples of one node -> the proc_* parts."""
+    """Events, processes and process samples of one node -> part/proc_metrics.parquet."""
     bad = BadLines(strict=strict)
     offset = node.clock_offset_ms or 0
     invocations = []
@@ -95,39 +132,119 @@ def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> Processe
     correction = node.facts.get("start_time_correction_ms") or 0
     metrics = build_proc_metrics(node.node, samples, by_key, task_of, offset, correction)
     del samples
-    part.mkdir(parents=True, exist_ok=True)
-    outputs = {name: open(part / name, "wb") for name in PROC_PARTS}  # noqa: SIM115
-    writer = BackgroundWriter()
-    try:
-        # Uncompressed Arrow IPC: parse memory-maps it into the one Parquet writer.
-        writer.submit(_write_arrow, metrics.table, part / PROC_ROWS_PART)
-        for lines in metrics.lines():
-            for name in list(lines):
-                writer.write_lines(lines.pop(name), outputs[name])
-        writer.close()
-    finally:
-        try:
-            writer.close()
-        finally:
-            for out in outputs.values():
-                out.close()
+    cctf.write_table(part / f"proc_metrics{cctf.SUFFIX}", "proc_metrics", metrics.table)
     audit = audit_mod.Audit(run_dir=node.path)
     audit.add_node(node, metrics, len(processes))
     return ProcessesPart(invocations, bad.lines, audit.per_node, audit.task_samples)
 
 
-def _write_arrow(table: pa.Table, path: Path) -> None:
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
-        out.write_table(table)
-
-
 def parse_node_host(node: NodeFolder, part: Path, strict: bool) -> list[BadLine]:
-    """Host samples of one node -> the host_metrics and link_metrics parts; the bad lines."""
+    """Host samples of one node -> part/host_metrics.parquet and part/link_metrics.parquet; the bad lines."""
     bad = BadLines(strict=strict)
-    samples = read_host_samples(node.path / runfolder.HOST_SAMPLES, bad)
-    host = build_host_metrics(node.node, samples, node.clock_offset_ms or 0)
-    part.mkdir(parents=True, exist_ok=True)
-    for name, lines in zip(HOST_PARTS, (host.host_lines, host.link_lines)):
-        with open(part / name, "wb") as out:
-            write_lines(lines, out)
+    host, links = build_host_metrics(node.node, read_host_samples(node.path, bad), node.clock_offset_ms or 0)
+    cctf.write_table(part / f"host_metrics{cctf.SUFFIX}", "host_metrics", host)
+    cctf.write_table(part / f"link_metrics{cctf.SUFFIX}", "link_metrics", links)
     return bad.lines
+
+
+# -- the part on disk: made on the node, taken by parse ------------------------------
+
+
+def raw_inputs(folder: Path) -> list[Path]:
+    """The raw files a node's part is made from (those that exist), by name."""
+    names = [runfolder.NODE_FACTS, runfolder.CLOCK, runfolder.PROCESSES, runfolder.PROC_SAMPLES,
+             runfolder.HOST_SAMPLES, runfolder.HOST_CPU_SAMPLES, runfolder.HOST_NET_SAMPLES]  # fmt: skip
+    paths = [folder / name for name in names] + list(folder.glob("events.*.jsonl"))
+    return sorted((path for path in paths if path.is_file()), key=lambda path: path.name)
+
+
+def fingerprint(folder: Path) -> dict[str, list[Any]]:
+    """name -> [size, sha256] of each raw input: a part is good only for exactly these files."""
+    prints = {}
+    for path in raw_inputs(folder):
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        prints[path.name] = [path.stat().st_size, digest]
+    return prints
+
+
+def write_part(folder: Path, strict: bool = False) -> tuple[Path, bool]:
+    """Parse one node folder into ``folder/cctf-part/``: (the part folder, whether it was written).
+
+    A part that still matches the raw files is left as it is. Written to a
+    temporary folder and renamed: a part is whole or absent.
+    """
+    node = load_node_folder(folder)
+    if read_part(node) is not None and not (strict and _has_bad_lines(folder / PART_DIR)):
+        return folder / PART_DIR, False
+    final = folder / PART_DIR
+    staging = folder / f".{PART_DIR}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        prints = fingerprint(folder)
+        processes = parse_node_processes(node, staging, strict)
+        host_bad_lines = parse_node_host(node, staging, strict)
+        manifest = {
+            "format": PART_FORMAT,
+            "tracekit": __version__,
+            "node": node.node,
+            "inputs": prints,
+            "invocations": processes.invocations,
+            "audit_per_node": processes.audit_per_node,
+            "audit_task_samples": [[task, *figures] for (_, task), figures in processes.audit_task_samples.items()],
+            "bad_lines": [_bad_line_record(b, folder) for b in processes.bad_lines],
+            "host_bad_lines": [_bad_line_record(b, folder) for b in host_bad_lines],
+        }
+        (staging / PART_MANIFEST).write_text(json.dumps(manifest, separators=(",", ":")) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final, True
+
+
+def _has_bad_lines(part: Path) -> bool:
+    manifest = json.loads((part / PART_MANIFEST).read_text())
+    return bool(manifest["bad_lines"] or manifest["host_bad_lines"])
+
+
+def _bad_line_record(bad: BadLine, folder: Path) -> list[Any]:
+    return [str(Path(bad.path).relative_to(folder)), bad.line_no, bad.reason]
+
+
+def read_part(node: NodeFolder) -> NodePart | None:
+    """The node's part made beside its raw files, if it is one for exactly these files (else None)."""
+    path = node.path / PART_DIR
+    try:
+        manifest = json.loads((path / PART_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("format") != PART_FORMAT or manifest.get("node") != node.node:
+        return None
+    if any(not (path / f"{table}{cctf.SUFFIX}").is_file() for table in PROC_TABLES + HOST_TABLES):
+        return None
+    if manifest.get("inputs") != fingerprint(node.path):
+        return None  # the raw files changed since (or the part came from elsewhere)
+
+    def bad_lines(records: list[list[Any]]) -> list[BadLine]:
+        return [BadLine(node.path / name, line_no, reason) for name, line_no, reason in records]
+
+    processes = ProcessesPart(
+        manifest["invocations"],
+        bad_lines(manifest["bad_lines"]),
+        manifest["audit_per_node"],
+        {(node.node, task): audit_mod.TaskSamples(*figures) for task, *figures in manifest["audit_task_samples"]},
+    )
+    return NodePart(path, processes, bad_lines(manifest["host_bad_lines"]))
+
+
+def check_part_folder(folder: Path) -> Path:
+    """The node folder for ``parse --node-part`` (a clear error if it is none)."""
+    if not (folder / runfolder.NODE_FACTS).is_file():
+        raise RunFolderError(
+            f"{folder}: no {runfolder.NODE_FACTS}; --node-part takes one node's run folder "
+            "(e.g. logs/<RUN_ID> on the node, or logs/<RUN_ID>/nodes/<node> after a fetch)"
+        )
+    return folder

@@ -1,6 +1,6 @@
 """Whose process is it: ``proc_metrics + invocations + nodes -> samples on the wrong node``.
 
-input:  the trace's process samples (proc_metrics.parquet: node, pid,
+input:  the trace's process samples (cctf/proc_metrics/: node, pid,
         create_time_ms, task_id), its invocations and node records (nodes.json)
 output: per node, how many of its process samples belong to a task of
         ANOTHER node on the same machine (must be 0)
@@ -18,13 +18,13 @@ trace where it is not 0.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from tracekit.trace import cctf
 
 PROC_COLUMNS = ("node", "pid", "create_time_ms", "task_id")
 
@@ -61,18 +61,21 @@ def _keys(table: pa.Table, nodes: dict[str, dict[str, Any]]) -> pa.Table:
 
 
 def samples_of_other_nodes(
-    samples_path: Path, invocations: list[dict[str, Any]], nodes: list[dict[str, Any]]
+    cctf_dir: Path, invocations: list[dict[str, Any]], nodes: list[dict[str, Any]]
 ) -> dict[str, int]:
-    """Per node: how many of its samples (cctf/proc_metrics.parquet) belong to another node's task on the same machine.
+    """Per node: how many of its samples (cctf/proc_metrics/) belong to another node's task on the same machine.
 
-    The samples are read only where two nodes share a machine.
+    Only the samples of nodes that share a machine are read.
     """
     by_name = {n["node"]: n for n in nodes}
     counts = {name: 0 for name in sorted(by_name)}
-    if len({machine_key(n) for n in nodes}) == len(nodes) or not samples_path.exists():
-        return counts  # no two nodes share a machine (or nothing was sampled): nothing can be on the wrong one
-    proc = pq.read_table(samples_path, columns=list(PROC_COLUMNS))
-    proc = proc.filter(pc.is_in(proc.column("node"), value_set=pa.array(sorted(by_name))))
+    per_machine: dict[str, list[str]] = {}
+    for node in nodes:
+        per_machine.setdefault(machine_key(node), []).append(node["node"])
+    sharing = sorted(name for names in per_machine.values() if len(names) > 1 for name in names)
+    if not sharing:
+        return counts  # no two nodes share a machine: nothing can be on the wrong one
+    proc = cctf.read_table(cctf_dir, "proc_metrics", columns=list(PROC_COLUMNS), nodes=sharing)
     launched = [r for r in invocations if r.get("pid") is not None and r["node"] in by_name]
     owned = pa.concat_tables([
         _keys(pa.table({"node": pa.array([r["node"] for r in launched], pa.string()),

@@ -1,20 +1,23 @@
 """``tracekit parse``: raw node folders -> the normalized trace ``cctf/``.
 
 input:  RUN_DIR with one node's raw files, or nodes/<node>/ folders
-        (node.json, host.jsonl, proc.csv, processes.jsonl, events.*.jsonl,
-        optional clock.json and placement_events.jsonl)
-output: RUN_DIR/cctf/ invocations.jsonl, proc_metrics.jsonl (+ .parquet, the
-        same records for fast readers), proc_cpu.jsonl, proc_rss.jsonl,
-        host_metrics.jsonl, link_metrics.jsonl, nodes.json, links.json,
-        placement_events.jsonl, audit.json, audit.md
+        (node.json, host.csv, host_cpus.csv, host_net.csv, proc.csv,
+        processes.jsonl, events.*.jsonl, optional clock.json,
+        placement_events.jsonl, terminal_records.jsonl and cctf-part/)
+output: RUN_DIR/cctf/ (layout: tracekit.trace.cctf) proc_metrics/,
+        host_metrics/, link_metrics/ (a Parquet file per node),
+        invocations.jsonl, nodes.json, links.json, placement_events.jsonl,
+        audit.json, audit.md; with ``jsonl`` also the JSON Lines copy of the
+        per-sample tables (tracekit.trace.jsonl_copy)
 
-Each node is two jobs (its processes, its host samples; nodeparse) run by
-WORKERS processes, each job holding one node's bulk at a time: memory
-depends on the number of workers, not of nodes. The parts are put together
-in node order. Every timestamp is moved to the controller's clock with the node's
-measured offset. The output is written to a temporary folder and renamed,
-so a failed parse never leaves a half trace; the same input always gives
-byte-identical files.
+Each node's part (nodeparse) is taken as made on the node when it still
+matches the raw files, else made here: two jobs per node (its processes,
+its host samples) run by WORKERS processes, each job holding one node's
+bulk at a time, so memory depends on the number of workers, not of nodes.
+The parts are put together in node order. Every timestamp is moved to the
+controller's clock with the node's measured offset. The output is written
+to a temporary folder and renamed, so a failed parse never leaves a half
+trace; the same input always gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -28,23 +31,21 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import Any
 
 from tracekit import runfolder
 from tracekit.errors import RunFolderError
-from tracekit.jsonl import BadLine, dumps
+from tracekit.jsonl import dumps
 from tracekit.trace import audit as audit_mod
-from tracekit.trace import ownership
+from tracekit.trace import cctf, ownership
+from tracekit.trace.jsonl_copy import write_jsonl_copy
 from tracekit.trace.nodeparse import (
-    HOST_PARTS,
-    PROC_PARTS,
-    PROC_ROWS_PART,
-    ProcessesPart,
+    HOST_TABLES,
+    PROC_TABLES,
+    NodePart,
     parse_node_host,
     parse_node_processes,
+    read_part,
 )
 from tracekit.trace.rawrun import (
     BadLines,
@@ -54,18 +55,14 @@ from tracekit.trace.rawrun import (
     load_node_folder,
     read_records,
 )
-from tracekit.trace.records import PROC_METRICS
 from tracekit.trace.validate import validate_outputs
 
-__all__ = ["EVENT_REQUIRED", "INVOCATION_FIELDS", "ParseResult", "invocation_ok", "normalize_invocation", "parse_run"]
+__all__ = ["ParseResult", "parse_run"]
 
-CCTF = "cctf"
-JSONL_OUTPUTS = (
-    "invocations.jsonl", "proc_metrics.jsonl", "proc_cpu.jsonl", "proc_rss.jsonl",
-    "host_metrics.jsonl", "link_metrics.jsonl",
-)  # fmt: skip
+CCTF = cctf.CCTF
 WORKERS = 2  # processes: the nodes' jobs keep two cores busy
 TERMINAL_REQUIRED = ("task_id", "node", "attempt", "state")
+
 
 @dataclass(frozen=True)
 class ParseResult:
@@ -120,20 +117,20 @@ def link_records(node: NodeFolder) -> list[dict[str, Any]]:
     ]
 
 
-def parse_run(run_dir: str | Path, strict: bool = False) -> ParseResult:
-    # Millions of short-lived dicts and no reference cycles: the cyclic
-    # garbage collector would only rescan them (it doubled the time of
-    # reading host samples).
+def parse_run(run_dir: str | Path, strict: bool = False, jsonl: bool = False) -> ParseResult:
+    """Parse ``run_dir`` into ``run_dir/cctf/``; ``jsonl`` adds the JSON Lines copy of the per-sample tables."""
+    # Millions of short-lived objects and no reference cycles: the cyclic
+    # garbage collector would only rescan them.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _parse_run(Path(run_dir), strict)
+        return _parse_run(Path(run_dir), strict, jsonl)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _parse_run(run_dir: Path, strict: bool) -> ParseResult:
+def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
     folders = find_node_folders(run_dir)
     # A controller that ran only the dispatcher contributes its placements.
     placement_only = [folder for folder in folders if is_dispatcher_only(folder)]
@@ -142,6 +139,7 @@ def _parse_run(run_dir: Path, strict: bool) -> ParseResult:
         raise RunFolderError(f"{run_dir}: no node folder with node facts (node.json); nothing was measured")
     seen: dict[str, Path] = {}
     for node in nodes:
+        runfolder.validate_name(node.node, f"{node.path / runfolder.NODE_FACTS}: node id")
         if node.node in seen:
             raise RunFolderError(
                 f"node id {node.node!r} appears twice ({seen[node.node]} and {node.path}); "
@@ -159,41 +157,36 @@ def _parse_run(run_dir: Path, strict: bool) -> ParseResult:
         invocations: list[dict[str, Any]] = []
         placements: list[dict[str, Any]] = []
         terminal_records: list[dict[str, Any]] = []
-        outputs = {name: open(staging / name, "wb") for name in JSONL_OUTPUTS}  # noqa: SIM115
-        parquet = pq.ParquetWriter(staging / "proc_metrics.parquet", PROC_METRICS, compression="zstd")
-        try:
-            for node, processes, host_bad_lines, part in _node_parts(nodes, staging / ".parts", strict):
-                invocations += processes.invocations
-                for line in processes.bad_lines + host_bad_lines:
-                    bad.add(line)
-                audit.per_node.update(processes.audit_per_node)
-                audit.task_samples.update(processes.audit_task_samples)
-                with pa.memory_map(str(part / PROC_ROWS_PART)) as rows:
-                    parquet.write_table(pa.ipc.open_file(rows).read_all())
-                for name in PROC_PARTS + HOST_PARTS:
-                    _append_file(part / name, outputs[name])
-                shutil.rmtree(part)
-                for event in read_records(node.path / runfolder.PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id")):
-                    event["ts_ms"] = node.shift(event["ts_ms"])
-                    placements.append(event)
-            for folder in placement_only:  # the dispatcher's clock is the controller's
-                placements += read_records(folder / runfolder.PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id"))
-            for folder in [node.path for node in nodes] + placement_only:
-                terminal_records += read_records(folder / runfolder.TERMINAL_RECORDS, bad, required=TERMINAL_REQUIRED)
-            invocations.sort(key=lambda r: (r["ts_start"], r["node"], r["task_id"], r["attempt"]))
-            audit.finish(nodes, invocations, bad.lines, terminal_records)  # also counts each invocation's samples
-            outputs["invocations.jsonl"].writelines((dumps(r) + "\n").encode() for r in invocations)
-        finally:
-            parquet.close()
-            for out in outputs.values():
-                out.close()
-        (staging / ".parts").rmdir()
+        for node, part in _node_parts(nodes, staging / ".parts", strict):
+            invocations += part.processes.invocations
+            for line in part.bad_lines:
+                bad.add(line)
+            audit.per_node.update(part.processes.audit_per_node)
+            audit.task_samples.update(part.processes.audit_task_samples)
+            for table in PROC_TABLES + HOST_TABLES:
+                target = cctf.node_file(staging, table, node.node)
+                target.parent.mkdir(exist_ok=True)
+                shutil.copyfile(part.table_file(table), target)
+            for event in read_records(node.path / runfolder.PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id")):
+                event["ts_ms"] = node.shift(event["ts_ms"])
+                placements.append(event)
+        shutil.rmtree(staging / ".parts", ignore_errors=True)
+        for folder in placement_only:  # the dispatcher's clock is the controller's
+            placements += read_records(folder / runfolder.PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id"))
+        for folder in [node.path for node in nodes] + placement_only:
+            terminal_records += read_records(folder / runfolder.TERMINAL_RECORDS, bad, required=TERMINAL_REQUIRED)
+        invocations.sort(key=lambda r: (r["ts_start"], r["node"], r["task_id"], r["attempt"]))
+        audit.finish(nodes, invocations, bad.lines, terminal_records)  # also counts each invocation's samples
+        with open(staging / "invocations.jsonl", "w") as out:
+            out.writelines(dumps(r) + "\n" for r in invocations)
         node_records = [node_record(n) for n in nodes]
-        audit.add_ownership(ownership.samples_of_other_nodes(staging / "proc_metrics.parquet", invocations, node_records))
+        audit.add_ownership(ownership.samples_of_other_nodes(staging, invocations, node_records))
         if placements:
             placements.sort(key=lambda r: (r["ts_ms"], str(r.get("task_id")), r.get("attempt", 1)))
             with open(staging / "placement_events.jsonl", "w") as out:
                 out.writelines(dumps(r) + "\n" for r in placements)
+        if jsonl:
+            write_jsonl_copy(staging, [node.node for node in nodes])
         _write_json(staging / "nodes.json", node_records)
         _write_json(staging / "links.json", [link for n in nodes for link in link_records(n)])
         _write_json(staging / "audit.json", audit.as_dict())
@@ -211,37 +204,31 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
-def _node_parts(
-    nodes: list[NodeFolder], parts: Path, strict: bool
-) -> Iterator[tuple[NodeFolder, ProcessesPart, list[BadLine], Path]]:
-    """Each node's parts, in node order, made by WORKERS processes (two jobs per node).
+def _node_parts(nodes: list[NodeFolder], parts: Path, strict: bool) -> Iterator[tuple[NodeFolder, NodePart]]:
+    """Each node's part, in node order: the one made on the node if it still fits, else made here.
 
+    Parts made here are two jobs per node, run by WORKERS processes.
     Results are taken in node order, so with --strict the first bad line
     raised is the one a sequential parse would meet first.
     """
+    made_on_node = {node.node: read_part(node) for node in nodes}
+    missing = [node for node in nodes if made_on_node[node.node] is None]
     context = multiprocessing.get_context("fork")  # the workers need nothing but the arguments
-    with ProcessPoolExecutor(max_workers=min(WORKERS, 2 * len(nodes)), mp_context=context) as pool:
-        jobs = []
-        for index, node in enumerate(nodes):
+    with ProcessPoolExecutor(max_workers=max(1, min(WORKERS, 2 * len(missing))), mp_context=context) as pool:
+        jobs = {}
+        for index, node in enumerate(missing):
             part = parts / f"{index:05d}"
-            jobs.append((node, part, pool.submit(parse_node_processes, node, part, strict),
-                         pool.submit(parse_node_host, node, part, strict)))  # fmt: skip
+            part.mkdir(parents=True)
+            jobs[node.node] = (part, pool.submit(parse_node_processes, node, part, strict),
+                               pool.submit(parse_node_host, node, part, strict))  # fmt: skip
         try:
-            for node, part, processes, host in jobs:
-                yield node, processes.result(), host.result(), part
+            for node in nodes:
+                ready = made_on_node[node.node]
+                if ready is None:
+                    part, processes, host = jobs[node.node]
+                    ready = NodePart(part, processes.result(), host.result())
+                yield node, ready
         finally:
-            for *_, processes, host in jobs:
+            for _, processes, host in jobs.values():
                 processes.cancel()
                 host.cancel()
-
-
-def _append_file(source: Path, out: BinaryIO) -> None:
-    """Append ``source`` to ``out`` in the kernel (copy_file_range), without reading it into Python."""
-    out.flush()
-    with open(source, "rb") as src:
-        remaining = os.fstat(src.fileno()).st_size
-        while remaining > 0:
-            copied = os.copy_file_range(src.fileno(), out.fileno(), remaining)
-            if copied == 0:
-                raise OSError(f"{source}: copy stopped with {remaining} bytes left")
-            remaining -= copied

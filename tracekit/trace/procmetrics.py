@@ -2,8 +2,7 @@
 
 input:  one node's RAW_PROC table, its processes.jsonl records, a task
         attribution per process, the node's clock offset
-output: a PROC_METRICS table, rows ordered by (pid, create_time_ms, ts_ms),
-        and the JSON Lines of proc_metrics / proc_cpu / proc_rss, slice by slice
+output: a PROC_METRICS table, rows ordered by (ts_ms, pid, create_time_ms)
 
 The first sample of a process covers [create_time, first sample]: its
 counters are everything the process used since it started, so no work is
@@ -12,61 +11,33 @@ lost before the first tick (the original tool wrote a zero placeholder).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracekit.trace.arrowjson import joined_fields, json_text, object_lines
-from tracekit.trace.records import (
-    PROC_CPU_COLUMNS,
-    PROC_METRICS,
-    PROC_METRICS_PER_PROCESS,
-    PROC_NARROW_PER_PROCESS,
-    PROC_RSS_COLUMNS,
-)
+from tracekit.trace.records import CCTF_SORT_KEYS, PROC_METRICS, PROC_METRICS_PER_PROCESS
 
 _COUNTERS = ("cpu_user_ms", "cpu_system_ms", "read_bytes", "write_bytes", "ctx_voluntary", "ctx_involuntary")
 _GAUGES = ("rss_kb", "num_threads")
 
 
-SLICE_ROWS = 1 << 19  # rows formatted at a time: bounded memory, and writing overlaps formatting
-
-
 @dataclass
 class NodeProcMetrics:
-    table: pa.Table  # PROC_METRICS
-    process_lead: pa.Array  # per process: the per-process fields of proc_metrics, formatted
-    narrow_lead: pa.Array  # per process: node, pid, create_time_ms, formatted
-    process_of_row: pa.Array  # per row: its process's index in the leads
+    table: pa.Table  # PROC_METRICS, in CCTF_SORT_KEYS["proc_metrics"] order
     negative_deltas: int  # counters that went backwards (clamped to 0)
-
-    def lines(self, slice_rows: int = SLICE_ROWS) -> Iterator[dict[str, pa.Array]]:
-        """The lines of proc_metrics.jsonl, proc_cpu.jsonl and proc_rss.jsonl, a slice of rows at a time.
-
-        A column's text is made once per slice and used by every file that has it.
-        """
-        wide = PROC_METRICS.names[len(PROC_METRICS_PER_PROCESS) :]
-        for start in range(0, self.table.num_rows, slice_rows):
-            rows = self.table.slice(start, slice_rows)
-            owner = self.process_of_row.slice(start, slice_rows)
-            text = {name: json_text(rows.column(name)) for name in wide}
-            text["cpu_ms"] = json_text(pc.add(rows.column("cpu_user_ms"), rows.column("cpu_system_ms")))
-            narrow_lead = pc.take(self.narrow_lead, owner)
-            yield {
-                "proc_metrics.jsonl": object_lines(
-                    [(name, text[name]) for name in wide], lead=pc.take(self.process_lead, owner)
-                ),
-                "proc_cpu.jsonl": object_lines([(name, text[name]) for name in PROC_CPU_COLUMNS], lead=narrow_lead),
-                "proc_rss.jsonl": object_lines([(name, text[name]) for name in PROC_RSS_COLUMNS], lead=narrow_lead),
-            }
 
 
 def _previous(array: pa.Array) -> pa.Array:
     """``array`` shifted down by one row (null first)."""
     return pa.concat_arrays([pa.nulls(1, array.type), array.slice(0, len(array) - 1)])
+
+
+def first_of_each_process(pid: pa.Array, create_time_ms: pa.Array) -> pa.Array:
+    """True on each row that starts a process's run of rows (rows ordered by process)."""
+    changed = pc.or_(pc.not_equal(pid, _previous(pid)), pc.not_equal(create_time_ms, _previous(create_time_ms)))
+    return pc.fill_null(changed, True)
 
 
 def build_proc_metrics(
@@ -79,15 +50,12 @@ def build_proc_metrics(
 ) -> NodeProcMetrics:
     """Per-interval metrics of one node's followed processes."""
     if samples.num_rows == 0:
-        empty = pa.array([], pa.string())
-        return NodeProcMetrics(PROC_METRICS.empty_table(), empty, empty, pa.array([], pa.int64()), 0)
+        return NodeProcMetrics(PROC_METRICS.empty_table(), 0)
     ordered = samples.sort_by([("pid", "ascending"), ("create_time_ms", "ascending"), ("ts_ms", "ascending")])
     ordered = ordered.combine_chunks()
     column = {name: ordered.column(name).chunk(0) for name in ordered.column_names}
     pid, ctime, ts = column["pid"], column["create_time_ms"], column["ts_ms"]
-    first = pc.fill_null(
-        pc.or_(pc.not_equal(pid, _previous(pid)), pc.not_equal(ctime, _previous(ctime))), True
-    )
+    first = first_of_each_process(pid, ctime)
 
     negative = 0
 
@@ -129,9 +97,8 @@ def build_proc_metrics(
         **deltas,
     )
     table = pa.table({name: rows[name] for name in PROC_METRICS.names}, schema=PROC_METRICS)
-    process_lead = joined_fields(per_process, PROC_METRICS_PER_PROCESS, first=True)
-    narrow_lead = joined_fields(per_process, PROC_NARROW_PER_PROCESS, first=True)
-    return NodeProcMetrics(table, process_lead, narrow_lead, group_index, negative)
+    order = pc.sort_indices(table, sort_keys=[(name, "ascending") for name in CCTF_SORT_KEYS["proc_metrics"]])
+    return NodeProcMetrics(table.take(order), negative)
 
 
 def attribute_tasks(

@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-import pyarrow.json as pa_json
 
 from tracekit import runfolder
 from tracekit.errors import RunFolderError, TracekitError
 from tracekit.jsonl import BadLine, read_jsonl_numbered
-from tracekit.trace.records import RAW_HOST, RAW_HOST_REQUIRED, RAW_PROC
+from tracekit.trace.records import RAW_HOST, RAW_HOST_CPUS, RAW_HOST_NET, RAW_PROC
 
 RAW_MARKERS = (runfolder.NODE_FACTS, runfolder.HOST_SAMPLES, runfolder.PROC_SAMPLES, runfolder.PROCESSES)
 
@@ -72,7 +70,7 @@ def find_node_folders(run_dir: Path) -> list[Path]:
     if _has_raw_files(run_dir):
         return [run_dir]
     raise RunFolderError(
-        f"{run_dir} holds no raw files: expected node.json, host.jsonl, proc.csv or events.*.jsonl, "
+        f"{run_dir} holds no raw files: expected node.json, host.csv, proc.csv or events.*.jsonl, "
         "directly or under nodes/<node>/ (did the collector or 'tracekit wrap' use this --run-id?)"
     )
 
@@ -135,163 +133,107 @@ def read_records(path: Path, bad: BadLines, required: tuple[str, ...] = ()) -> l
 
 def read_proc_samples(path: Path, bad: BadLines) -> pa.Table:
     """proc.csv as an Arrow table (RAW_PROC); bad rows are skipped and reported."""
+    return read_csv_table(path, RAW_PROC, bad)
+
+
+@dataclass(frozen=True)
+class HostSamples:
+    """One node's host samples: host.csv, host_cpus.csv, host_net.csv as read (file order)."""
+
+    host: pa.Table  # RAW_HOST
+    cpus: pa.Table  # RAW_HOST_CPUS
+    net: pa.Table  # RAW_HOST_NET
+
+
+def read_host_samples(folder: Path, bad: BadLines) -> HostSamples:
+    """The host sample files of a node folder (empty tables for those missing)."""
+    return HostSamples(
+        read_csv_table(folder / runfolder.HOST_SAMPLES, RAW_HOST, bad),
+        read_csv_table(folder / runfolder.HOST_CPU_SAMPLES, RAW_HOST_CPUS, bad),
+        read_csv_table(folder / runfolder.HOST_NET_SAMPLES, RAW_HOST_NET, bad),
+    )
+
+
+def read_csv_table(path: Path, schema: pa.Schema, bad: BadLines) -> pa.Table:
+    """A raw CSV file of the collector (header, then rows of ``schema``) as an Arrow table.
+
+    Arrow's reader takes the whole file at once; when it refuses a row (a
+    garbled line, an empty required field), the file is read again row by
+    row, the bad rows reported with their line number and the good ones
+    kept. A last line without its newline (a crash mid-write) is reported
+    and left out.
+    """
     if not path.exists():
-        return RAW_PROC.empty_table()
+        return schema.empty_table()
     data = path.read_bytes()
     header, _, body = data.partition(b"\n")
-    if header.decode(errors="replace").split(",") != list(RAW_PROC.names):
+    if header.decode(errors="replace").split(",") != list(schema.names):
         raise TracekitError(f"{path}: unexpected header {header[:200]!r}; was it written by a Tracekit collector?")
+    truncated = None
     if body and not body.endswith(b"\n"):
-        last_newline = body.rfind(b"\n")
-        bad.add(BadLine(path, 2 + body.count(b"\n"), "truncated last line"))
-        body = body[: last_newline + 1]
+        truncated = BadLine(path, 2 + body.count(b"\n"), "truncated last line")
+        body = body[: body.rfind(b"\n") + 1]
     try:
-        return _read_csv_fast(body)
+        table = _read_csv_fast(body, schema)
     except (pa.ArrowInvalid, _InvalidRow):
-        return _read_csv_careful(path, body, bad)
+        table = _read_csv_careful(path, body, schema, bad)
+    if truncated is not None:
+        bad.add(truncated)
+    return table
 
 
 class _InvalidRow(Exception):
     pass
 
 
-def _read_csv_fast(body: bytes) -> pa.Table:
+def _read_csv_fast(body: bytes, schema: pa.Schema) -> pa.Table:
     def refuse(_row: object) -> str:
         return "error"  # abort; the careful reader names the row
 
     table = pa_csv.read_csv(
         io.BytesIO(body),
-        read_options=pa_csv.ReadOptions(column_names=list(RAW_PROC.names)),
+        read_options=pa_csv.ReadOptions(column_names=list(schema.names)),
         parse_options=pa_csv.ParseOptions(invalid_row_handler=refuse),
-        convert_options=pa_csv.ConvertOptions(column_types=RAW_PROC),
+        # Only an empty field is null (Arrow's default also takes "NA", "null", ...).
+        convert_options=pa_csv.ConvertOptions(
+            column_types=schema, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False
+        ),
     )
-    if any(table.column(f.name).null_count for f in RAW_PROC if not f.nullable):
+    if any(table.column(f.name).null_count for f in schema if not f.nullable):
         raise _InvalidRow  # an empty required field: find it row by row
-    return table.cast(RAW_PROC)
+    return table.cast(schema)
 
 
-def _read_csv_careful(path: Path, body: bytes, bad: BadLines) -> pa.Table:
-    """Row by row, for a file with garbled rows: keep the good ones, name the bad."""
-    columns: list[list[int | None]] = [[] for _ in RAW_PROC.names]
-    nullable = [f.nullable for f in RAW_PROC]
-    for index, raw in enumerate(body.split(b"\n")[:-1]):
-        line_no = index + 2  # after the header
-        fields = raw.split(b",")
-        try:
-            if len(fields) != len(columns):
-                raise ValueError(f"{len(fields)} fields, expected {len(columns)}")
-            values = [int(v) if v else None for v in fields]
-            if any(v is None and not ok for v, ok in zip(values, nullable)):
-                raise ValueError("empty required field")
-        except ValueError as exc:
-            bad.add(BadLine(path, line_no, str(exc)))
-            continue
-        for column, value in zip(columns, values):
-            column.append(value)
-    return pa.table([pa.array(c, f.type) for c, f in zip(columns, RAW_PROC)], schema=RAW_PROC)
+def _read_csv_careful(path: Path, body: bytes, schema: pa.Schema, bad: BadLines) -> pa.Table:
+    """For a file with garbled rows: keep the good ones, name the bad.
 
-
-def read_host_samples(path: Path, bad: BadLines) -> pa.Table:
-    """host.jsonl as an Arrow table (RAW_HOST, plus ``net`` with one field per interface).
-
-    Rows in file order. Arrow's JSON reader takes the whole file at once; when
-    it refuses the file (a garbled line, a missing field, a wrong type), the
-    lines are checked one by one, the bad ones reported with their line
-    number, and the good ones read again.
+    Halving finds the few bad rows among millions: a part Arrow reads whole
+    is kept, one it refuses is split again.
     """
-    if not path.exists():
-        return RAW_HOST.empty_table()
-    data = path.read_bytes()
-    truncated: list[BadLine] = []  # reported after the lines before it
-    cut = data.rfind(b"\n") + 1
-    if data[cut:].strip():  # no newline after the last line: a crash mid-write, or only the newline lost
-        try:
-            complete = isinstance(json.loads(data[cut:]), dict)
-        except ValueError:
-            complete = False
-        if complete:
-            data += b"\n"
-        else:
-            truncated.append(BadLine(path, data.count(b"\n") + 1, "truncated last line"))
-            data = data[:cut]
-    table = RAW_HOST.empty_table()
-    if data and not data.isspace():
-        try:
-            table = _read_host_json(data)
-        except pa.ArrowInvalid:
-            table = _read_host_careful(path, data, bad)
-    for line in truncated:
-        bad.add(line)
-    return table
-
-
-def _read_host_json(data: bytes) -> pa.Table:
-    options = pa_json.ParseOptions(explicit_schema=RAW_HOST, unexpected_field_behavior="infer")
-    # Blocks of 1 MB (the default) cost ~50% more CPU than 8 MB ones (a line is a few kB).
-    table = pa_json.read_json(io.BytesIO(data), pa_json.ReadOptions(block_size=8 << 20), options)
-    # The reader enforces RAW_HOST (types, required fields); `net` is checked here.
-    disk = table.column("disk")
-    for name in ("read_bytes", "write_bytes"):
-        if disk.null_count != pc.struct_field(disk, [name]).null_count:
-            raise pa.ArrowInvalid(f"disk: missing {name}")
-    net = table.column("net") if "net" in table.column_names else None
-    if net is None or not pa.types.is_struct(net.type) or net.null_count:
-        raise pa.ArrowInvalid("net: missing, or not an object of interfaces")
-    for iface in net.type:
-        counters = iface.type
-        if not (
-            pa.types.is_struct(counters)
-            and all(
-                counters.get_field_index(name) >= 0 and pa.types.is_integer(counters.field(name).type)
-                for name in ("rx_bytes", "tx_bytes")
-            )
-        ):
-            raise pa.ArrowInvalid(f"net.{iface.name}: rx_bytes and tx_bytes must be integers")
-        column = pc.struct_field(net, [iface.name])
-        for name in ("rx_bytes", "tx_bytes"):
-            if column.null_count != pc.struct_field(column, [name]).null_count:
-                raise pa.ArrowInvalid(f"net.{iface.name}: missing {name}")
-    return table
-
-
-def _read_host_careful(path: Path, data: bytes, bad: BadLines) -> pa.Table:
-    """Line by line: report the lines Arrow cannot take, read the others."""
     found: list[BadLine] = []
-    good: list[tuple[int, bytes]] = []
-    for index, raw in enumerate(data.split(b"\n")):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            found.append(BadLine(path, index + 1, str(exc)))
-            continue
-        missing = [name for name in RAW_HOST_REQUIRED if record.get(name) is None]
-        if missing:
-            found.append(BadLine(path, index + 1, f"missing {', '.join(missing)}"))
-            continue
-        good.append((index + 1, raw))
 
-    def readable(lines: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-        # Halving finds the few lines with a wrong type or a missing nested field.
+    def readable(rows: list[tuple[int, bytes]]) -> list[pa.Table]:
         try:
-            _read_host_json(b"\n".join(raw for _, raw in lines) + b"\n")
-            return lines
-        except pa.ArrowInvalid as exc:
-            if len(lines) == 1:
-                found.append(BadLine(path, lines[0][0], str(exc).removeprefix("JSON parse error: ")))
+            return [_read_csv_fast(b"\n".join(raw for _, raw in rows) + b"\n", schema)]
+        except (pa.ArrowInvalid, _InvalidRow) as exc:
+            if len(rows) == 1:
+                reason = "empty required field" if isinstance(exc, _InvalidRow) else _csv_reason(exc, schema)
+                found.append(BadLine(path, rows[0][0], reason))
                 return []
-            middle = len(lines) // 2
-            return readable(lines[:middle]) + readable(lines[middle:])
+            middle = len(rows) // 2
+            return readable(rows[:middle]) + readable(rows[middle:])
 
-    kept = readable(good) if good else []
-    for line in sorted(found, key=lambda b: b.line_no):
+    rows = [(index + 2, raw) for index, raw in enumerate(body.split(b"\n")[:-1])]  # line 1 is the header
+    tables = readable(rows) if rows else []
+    for line in found:
         bad.add(line)
-    if not kept:
-        return RAW_HOST.empty_table()
-    try:
-        return _read_host_json(b"\n".join(raw for _, raw in kept) + b"\n")
-    except pa.ArrowInvalid as exc:  # each line is readable alone, not all together
-        raise TracekitError(f"{path}: host samples disagree in their types ({exc})") from None
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _csv_reason(exc: pa.ArrowInvalid, schema: pa.Schema) -> str:
+    """Arrow's complaint, with the column named ("#3: ..." -> "tx_bytes: ...")."""
+    text = str(exc).strip().splitlines()[0].removeprefix("CSV parse error: ").removeprefix("In CSV column ")
+    number, colon, rest = text.partition(": ")
+    if colon and number.startswith("#") and number[1:].isdigit() and int(number[1:]) < len(schema):
+        return f"{schema.names[int(number[1:])]}: {rest}"
+    return text

@@ -8,8 +8,8 @@ FIRST_LINES, SPREAD_LINES more spread evenly over the file, and the last
 one (so every node's part and the end are seen). The records are made by
 code from typed columns and fixed-shape dicts (Arrow types that a test
 holds equal to the schemas), so a shape error shows in any line, and
-checking millions of lines one by one would cost more than the whole parse. The Parquet copy's schema
-is compared with PROC_METRICS.
+checking millions of lines one by one would cost more than the whole parse.
+Every Parquet file's schema is compared with its table's declared one.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from tracekit.errors import TracekitError
 from tracekit.schemas import validation_errors
-from tracekit.trace.records import PROC_METRICS
+from tracekit.trace import cctf
 
 FIRST_LINES = 100
 SPREAD_LINES = 100
@@ -68,6 +66,4 @@ def validate_outputs(cctf_dir: Path) -> None:
         problems = validation_errors(f"cctf/{path.stem}", json.loads(path.read_text()))
         if problems:
             _fail(path, "", problems)
-    parquet_schema = pq.read_schema(cctf_dir / "proc_metrics.parquet")
-    if not parquet_schema.equals(PROC_METRICS):
-        raise TracekitError(f"proc_metrics.parquet: schema differs from PROC_METRICS: {parquet_schema}")
+    cctf.check_schemas(cctf_dir)

@@ -278,7 +278,7 @@ def _check_conservation(tasks: dict, fragments: dict, trace: _RunTrace, result: 
 
 def _check_ownership(trace: _RunTrace, result: Verification) -> None:
     """No node's process samples may belong to another node's task (tracekit.trace.ownership)."""
-    wrong = ownership.samples_of_other_nodes(trace.cctf / "proc_metrics.parquet", trace.invocations, trace.nodes)
+    wrong = ownership.samples_of_other_nodes(trace.cctf, trace.invocations, trace.nodes)
     for node, count in sorted(wrong.items()):
         if count:
             result.add(
