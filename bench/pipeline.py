@@ -72,7 +72,7 @@ TARGET_SAMPLES_PER_S = 1_000_000
 TARGET_SPEEDUP = 10.0
 RSS_GROWTH_TOLERANCE = 1.10  # 2x the nodes may cost at most 10 % more peak RSS
 TARGET_JSONL_SAMPLES_PER_S = 200_000  # with the JSON Lines copy (parse --jsonl)
-JOBS = ("tracekit-parse", "tracekit-parse-jsonl", "tracekit-export", "baseline-parse", "baseline-export")
+JOBS = ("tracekit-parse", "tracekit-parse-jsonl", "tracekit-merge", "tracekit-export", "baseline-parse", "baseline-export")
 VERDICT = {True: "PASS", False: "FAIL"}
 
 
@@ -657,6 +657,17 @@ def measure(job: str, run: Path, out: Path, profile: Path | None) -> None:
 
         def work() -> None:
             parse_run(run, jsonl=job == "tracekit-parse-jsonl")
+    elif job == "tracekit-merge":
+        # The controller's parse when every node made its part (tracekit-run's fetch does): the
+        # parts are made here first, untimed, as the nodes would have.
+        from tracekit.trace.nodeparse import write_part
+        from tracekit.trace.parse import parse_run
+
+        for folder in sorted((run / "nodes").iterdir()):
+            write_part(folder)
+
+        def work() -> None:
+            parse_run(run)
     elif job == "tracekit-export":
         from tracekit.trace.export_opendc import export_opendc
 
@@ -892,6 +903,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {impl} | {n} | {fmt_int(r['samples'])} | {r['parse']['seconds']:.2f} | "
                   f"{r['export']['seconds']:.2f} | {total_s(r):.2f} | {fmt_int(round(r['samples'] / total_s(r)))} | "
                   f"{peak_mb(r):.0f} | {speedup} |")  # fmt: skip
+        merges = {}
+        for n, run in ((nodes, main_run), (2 * nodes, big_run if big else None)):
+            if run is not None:
+                merges[n] = run_job("tracekit-merge", run, work / "unused")
+        if merges:
+            print("\nThe controller's parse when each node made its part first (`parse --node-part`, as "
+                  "tracekit-run's fetch does; the parts' making not timed):\n")
+            for n, merge in merges.items():
+                if "error" in merge:
+                    failed = True
+                    print(f"- {n} nodes: crashed: {merge['error']}")
+                else:
+                    print(f"- {n} nodes: {merge['seconds']:.2f} s, peak RSS {merge['peak_rss_kb'] / 1024:.0f} MB")
+            if nodes in merges and 2 * nodes in merges and not any("error" in m for m in merges.values()):
+                growth = merges[2 * nodes]["seconds"] / merges[nodes]["seconds"]
+                print(f"- {VERDICT[growth <= 1.5]} flat in the nodes: {growth:.2f}x the time with twice the nodes "
+                      "(parsing everything on the controller: about 2x)")  # fmt: skip
+            for run in (main_run, big_run if big else None):  # the other jobs parse the raw files
+                for part in (run.glob("nodes/*/cctf-part") if run else ()):
+                    shutil.rmtree(part)
         print("\nPeak RSS per stage (MB; RSS before the work started, i.e. interpreter + imports, in brackets):\n")
         for (impl, n), r in results.items():
             if ok(r):
