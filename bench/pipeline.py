@@ -903,6 +903,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {impl} | {n} | {fmt_int(r['samples'])} | {r['parse']['seconds']:.2f} | "
                   f"{r['export']['seconds']:.2f} | {total_s(r):.2f} | {fmt_int(round(r['samples'] / total_s(r)))} | "
                   f"{peak_mb(r):.0f} | {speedup} |")  # fmt: skip
+        print("\nPeak RSS per stage (MB; RSS before the work started, i.e. interpreter + imports, in brackets):\n")
+        for (impl, n), r in results.items():
+            if ok(r):
+                p, e = r["parse"], r["export"]
+                workers = ""
+                if p.get("workers"):
+                    workers = (f" = {p['own_peak_kb'] / 1024:.0f} + {p['workers']} workers x "
+                               f"{p['worker_peak_kb'] / 1024:.0f}")  # fmt: skip
+                print(f"- {impl}, {n} nodes: parse {p['peak_rss_kb'] / 1024:.0f}{workers} "
+                      f"({p['rss_before_kb'] / 1024:.0f}), "
+                      f"export {e['peak_rss_kb'] / 1024:.0f} ({e['rss_before_kb'] / 1024:.0f})")  # fmt: skip
+        tk = results.get(("tracekit", nodes))
+        if tk and base and ok(tk) and ok(base):
+            print("\nSame workload from both (sanity check of the baseline):\n")
+            for note in compare_outputs(work / f"tracekit-{nodes}n-opendc", work / f"baseline-{nodes}n" / "opendc",
+                                        main_run / "cctf", work / f"baseline-{nodes}n" / "cctf"):  # fmt: skip
+                print(f"- {note}")
+
         merges = {}
         for n, run in ((nodes, main_run), (2 * nodes, big_run if big else None)):
             if run is not None:
@@ -923,24 +941,6 @@ def main(argv: list[str] | None = None) -> int:
             for run in (main_run, big_run if big else None):  # the other jobs parse the raw files
                 for part in (run.glob("nodes/*/cctf-part") if run else ()):
                     shutil.rmtree(part)
-        print("\nPeak RSS per stage (MB; RSS before the work started, i.e. interpreter + imports, in brackets):\n")
-        for (impl, n), r in results.items():
-            if ok(r):
-                p, e = r["parse"], r["export"]
-                workers = ""
-                if p.get("workers"):
-                    workers = (f" = {p['own_peak_kb'] / 1024:.0f} + {p['workers']} workers x "
-                               f"{p['worker_peak_kb'] / 1024:.0f}")  # fmt: skip
-                print(f"- {impl}, {n} nodes: parse {p['peak_rss_kb'] / 1024:.0f}{workers} "
-                      f"({p['rss_before_kb'] / 1024:.0f}), "
-                      f"export {e['peak_rss_kb'] / 1024:.0f} ({e['rss_before_kb'] / 1024:.0f})")  # fmt: skip
-        tk = results.get(("tracekit", nodes))
-        if tk and base and ok(tk) and ok(base):
-            print("\nSame workload from both (sanity check of the baseline):\n")
-            for note in compare_outputs(work / f"tracekit-{nodes}n-opendc", work / f"baseline-{nodes}n" / "opendc",
-                                        main_run / "cctf", work / f"baseline-{nodes}n" / "cctf"):  # fmt: skip
-                print(f"- {note}")
-
         print("\nTargets:\n")
         tk_jsonl = results.get(("tracekit --jsonl", nodes))
         if tk and ok(tk):

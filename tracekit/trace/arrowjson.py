@@ -28,6 +28,11 @@ import pyarrow.compute as pc
 _FIXED_LOW, _FIXED_HIGH = 1e-4, 1e10
 
 
+def row_numbers(count: int) -> pa.Array:
+    """0, 1, ..., count - 1 as int64, made by a kernel (``pa.array(range(n))`` walks a Python range)."""
+    return pc.subtract(pc.cumulative_sum(pc.fill_null(pa.nulls(count, pa.int64()), 1)), 1)
+
+
 def json_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     """Each value's JSON text ("null" for nulls), as a string array."""
     if isinstance(column, pa.ChunkedArray):

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from tracekit.errors import RunFolderError, TracekitError, UsageError
 from tracekit.jsonl import dumps, read_jsonl
 from tracekit.trace import cctf
+from tracekit.trace.arrowjson import row_numbers
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS
 
 
@@ -179,7 +180,7 @@ def build_fragments(
     for index, task in enumerate(tasks):
         by_node.setdefault(task["node"], []).append(index)
     ticks = pa.concat_tables([_node_ticks(node, tasks, by_node[node], cctf_dir) for node in sorted(by_node)])
-    ticks = ticks.append_column("row", pa.array(range(ticks.num_rows), pa.int64()))
+    ticks = ticks.append_column("row", row_numbers(ticks.num_rows))
 
     # Per task, from its ticks: how many, their CPU, the last one, peak RSS.
     per_task = [

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracekit.trace.arrowjson import round_like_python
+from tracekit.trace.arrowjson import round_like_python, row_numbers
 from tracekit.trace.rawrun import HostSamples
 from tracekit.trace.records import CPU_MODES, HOST_METRICS, HOST_SHARES, LINK_METRICS
 
@@ -65,7 +65,7 @@ def _occurrence(values: pa.Array) -> pa.Array:
     """For each value, how many earlier ones are equal to it (0 for the first of a value)."""
     order = pc.sort_indices(values)  # stable: equal values keep their order
     ordered = pc.take(values, order)
-    position = pa.array(range(len(values)), pa.int64())
+    position = row_numbers(len(values))
     starts = pc.fill_null(pc.not_equal(ordered, pa.concat_arrays([pa.nulls(1, values.type), ordered.slice(0, len(values) - 1)])), True)
     first_of_value = pc.fill_null_forward(pc.if_else(starts, position, pa.scalar(None, pa.int64())))
     return pc.take(pc.subtract(position, first_of_value), pc.inverse_permutation(pc.cast(order, pa.int64())))
@@ -115,7 +115,7 @@ def _intervals(host: pa.Table) -> pa.Table:
     before_rows = pc.subtract(rows, 1)
     return pa.table(
         {
-            "pair": pa.array(range(len(rows)), pa.int64()),
+            "pair": row_numbers(len(rows)),
             "ts_ms": pc.take(ts, rows),
             "occurrence": pc.take(occurrence, rows),
             "before_ts": pc.take(ts, before_rows),
@@ -151,7 +151,7 @@ def _regular_layout(samples: pa.Table, key: str, host_ts: pa.Array) -> int | Non
     if len(host_ts) == 0 or samples.num_rows == 0 or samples.num_rows % len(host_ts):
         return None
     per_sample = samples.num_rows // len(host_ts)
-    row = pa.array(range(samples.num_rows), pa.int64())
+    row = row_numbers(samples.num_rows)
     sample = pc.divide(row, per_sample)  # integer division
     place = pc.subtract(row, pc.multiply(sample, per_sample))
     keys = _array(samples.column(key))
@@ -169,7 +169,7 @@ def _paired_by_position(
 ) -> pa.Table:
     """``_paired`` for a regular layout: sample k's rows are rows k * per_sample ... (k + 1) * per_sample - 1."""
     count = intervals.num_rows * per_sample
-    element = pa.array(range(count), pa.int64())
+    element = row_numbers(count)
     pair = pc.divide(element, per_sample)
     place = pc.subtract(element, pc.multiply(pair, per_sample))
     now_rows = pc.add(pc.multiply(pc.take(intervals.column("row"), pair), per_sample), place)
