@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from tracekit import runfolder
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import dumps
@@ -219,8 +221,8 @@ def _node_parts(nodes: list[NodeFolder], parts: Path, strict: bool) -> Iterator[
         for index, node in enumerate(missing):
             part = parts / f"{index:05d}"
             part.mkdir(parents=True)
-            jobs[node.node] = (part, pool.submit(parse_node_processes, node, part, strict),
-                               pool.submit(parse_node_host, node, part, strict))  # fmt: skip
+            jobs[node.node] = (part, pool.submit(_in_worker, parse_node_processes, node, part, strict),
+                               pool.submit(_in_worker, parse_node_host, node, part, strict))  # fmt: skip
         try:
             for node in nodes:
                 ready = made_on_node[node.node]
@@ -232,3 +234,13 @@ def _node_parts(nodes: list[NodeFolder], parts: Path, strict: bool) -> Iterator[
             for _, processes, host in jobs.values():
                 processes.cancel()
                 host.cancel()
+
+
+def _in_worker(job, *args):
+    """Run one node's job in a worker process, then hand Arrow's freed memory back to the system:
+    a worker runs several nodes' jobs, and what one job's arrays left fragmented would otherwise
+    raise the next one's peak (memory would grow with the number of nodes)."""
+    try:
+        return job(*args)
+    finally:
+        pa.default_memory_pool().release_unused()
