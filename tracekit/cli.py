@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "collect",
         help="the per-node collector daemon (host, process and topology samples)",
         description="Start, stop or query the collector of a run on this node. Raw samples go to "
-        "<logs dir>/<RUN_ID>/ (node.json, host.jsonl, proc.csv, processes.jsonl, collector.jsonl).",
+        "<logs dir>/<RUN_ID>/ (node.json, host.csv, host_cpus.csv, host_net.csv, proc.csv, processes.jsonl, "
+        "collector.jsonl).",
         epilog=EPILOG_ENV,
     )
     actions = collect.add_subparsers(dest="action", metavar="ACTION", required=True)

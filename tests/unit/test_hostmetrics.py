@@ -14,7 +14,7 @@ import pytest
 
 from tracekit import runfolder
 from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_NET_CSV_COLUMNS, NET_COUNTERS, HostSample
-from tracekit.errors import TracekitError
+from tracekit.errors import RunFolderError, TracekitError
 from tracekit.jsonl import dumps
 from tracekit.trace.arrowjson import jsonl_lines
 from tracekit.trace.hostmetrics import build_host_metrics
@@ -236,4 +236,10 @@ def test_a_last_row_without_its_newline_is_reported_not_guessed(tmp_path):
 def test_a_foreign_header_is_refused(tmp_path):
     (tmp_path / runfolder.HOST_SAMPLES).write_text("a,b\n1,2\n")
     with pytest.raises(TracekitError, match="host.csv: unexpected header"):
+        read_host_samples(tmp_path, BadLines())
+
+
+def test_host_samples_of_an_older_collector_are_named_not_dropped(tmp_path):
+    (tmp_path / "host.jsonl").write_text('{"ts_ms": 1}\n')
+    with pytest.raises(RunFolderError, match="host.jsonl: host samples in the JSON Lines layout of an older collector"):
         read_host_samples(tmp_path, BadLines())

@@ -145,8 +145,18 @@ class HostSamples:
     net: pa.Table  # RAW_HOST_NET
 
 
+# The raw host samples' file before host.csv (Tracekit up to commit 72adce7).
+OLD_HOST_SAMPLES = "host.jsonl"
+
+
 def read_host_samples(folder: Path, bad: BadLines) -> HostSamples:
     """The host sample files of a node folder (empty tables for those missing)."""
+    if (folder / OLD_HOST_SAMPLES).exists() and not (folder / runfolder.HOST_SAMPLES).exists():
+        raise RunFolderError(
+            f"{folder / OLD_HOST_SAMPLES}: host samples in the JSON Lines layout of an older collector, which "
+            f"this parse does not read; parse the run with the Tracekit that recorded it (or remove the file to "
+            "parse without host samples)"
+        )
     return HostSamples(
         read_csv_table(folder / runfolder.HOST_SAMPLES, RAW_HOST, bad),
         read_csv_table(folder / runfolder.HOST_CPU_SAMPLES, RAW_HOST_CPUS, bad),
