@@ -256,6 +256,23 @@ def test_a_part_that_no_longer_matches_its_raw_files_is_made_again(run, tmp_path
     assert "t-later" in (run / "cctf" / "invocations.jsonl").read_text()
 
 
+@pytest.mark.parametrize("damage", ["another tracekit", "a damaged part.json", "a table file gone"])
+def test_a_part_parse_cannot_trust_is_made_again(run, damage):
+    expected = every_file(parse_run(run).cctf_dir, run)
+    part, _ = nodeparse.write_part(run / "nodes" / "cloud2")
+    manifest = json.loads((part / nodeparse.PART_MANIFEST).read_text())
+    if damage == "another tracekit":
+        manifest["tracekit"] = "0.0.1"
+        manifest["invocations"] = []  # what an other parse might have made of the same files
+    elif damage == "a damaged part.json":
+        del manifest["audit_per_node"]
+    else:
+        (part / "host_metrics.parquet").unlink()
+    (part / nodeparse.PART_MANIFEST).write_text(json.dumps(manifest))
+    assert nodeparse.read_part(nodeparse.load_node_folder(run / "nodes" / "cloud2")) is None
+    assert every_file(parse_run(run).cctf_dir, run) == expected
+
+
 def test_parquet_tables_read_as_one_table_by_any_reader(run):
     cctf = parse_run(run).cctf_dir
     for table, schema in CCTF_TABLES.items():

@@ -221,7 +221,10 @@ def read_part(node: NodeFolder) -> NodePart | None:
         manifest = json.loads((path / PART_MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    if manifest.get("format") != PART_FORMAT or manifest.get("node") != node.node:
+    if not isinstance(manifest, dict):
+        return None
+    # Another Tracekit may parse differently: only a part made by this one gives this one's trace.
+    if (manifest.get("format"), manifest.get("tracekit"), manifest.get("node")) != (PART_FORMAT, __version__, node.node):
         return None
     if any(not (path / f"{table}{cctf.SUFFIX}").is_file() for table in PROC_TABLES + HOST_TABLES):
         return None
@@ -231,13 +234,16 @@ def read_part(node: NodeFolder) -> NodePart | None:
     def bad_lines(records: list[list[Any]]) -> list[BadLine]:
         return [BadLine(node.path / name, line_no, reason) for name, line_no, reason in records]
 
-    processes = ProcessesPart(
-        manifest["invocations"],
-        bad_lines(manifest["bad_lines"]),
-        manifest["audit_per_node"],
-        {(node.node, task): audit_mod.TaskSamples(*figures) for task, *figures in manifest["audit_task_samples"]},
-    )
-    return NodePart(path, processes, bad_lines(manifest["host_bad_lines"]))
+    try:
+        processes = ProcessesPart(
+            list(manifest["invocations"]),
+            bad_lines(manifest["bad_lines"]),
+            dict(manifest["audit_per_node"]),
+            {(node.node, task): audit_mod.TaskSamples(*figures) for task, *figures in manifest["audit_task_samples"]},
+        )
+        return NodePart(path, processes, bad_lines(manifest["host_bad_lines"]))
+    except (KeyError, TypeError, ValueError):
+        return None  # a damaged part.json: the node is parsed here instead
 
 
 def check_part_folder(folder: Path) -> Path:
