@@ -33,6 +33,11 @@ def row_numbers(count: int) -> pa.Array:
     return pc.subtract(pc.cumulative_sum(pc.fill_null(pa.nulls(count, pa.int64()), 1)), 1)
 
 
+def shifted_down(array: pa.Array) -> pa.Array:
+    """``array`` shifted down by one row, null first: row i holds row i - 1's value."""
+    return pa.concat_arrays([pa.nulls(1, array.type), array.slice(0, len(array) - 1)])
+
+
 def json_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     """Each value's JSON text ("null" for nulls), as a string array."""
     if isinstance(column, pa.ChunkedArray):

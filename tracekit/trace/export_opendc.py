@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from tracekit.errors import RunFolderError, TracekitError, UsageError
 from tracekit.jsonl import dumps, read_jsonl
 from tracekit.trace import cctf
-from tracekit.trace.arrowjson import row_numbers
+from tracekit.trace.arrowjson import row_numbers, shifted_down
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS
 
 
@@ -163,8 +163,7 @@ def _node_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], cctf
                          "duration": pa.array([], pa.int64()), "cpu_ms": pa.array([], pa.float64()),
                          "rss_kb": pa.array([], pa.int64())})  # fmt: skip
     ids, ts = ticks.column("id").chunk(0), ticks.column("ts_ms").chunk(0)
-    previous_ts = pa.concat_arrays([pa.nulls(1, pa.int64()), ts.slice(0, len(ts) - 1)])
-    previous_id = pa.concat_arrays([pa.nulls(1, pa.int32()), ids.slice(0, len(ids) - 1)])
+    previous_ts, previous_id = shifted_down(ts), shifted_down(ids)
     first = pc.fill_null(pc.not_equal(ids, previous_id), True)
     slice_start = pc.if_else(first, ticks.column("ts_start").chunk(0), previous_ts)
     return pa.table({"id": ids, "ts_ms": ts, "duration": pc.subtract(ts, slice_start),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracekit.trace.arrowjson import round_like_python, row_numbers
+from tracekit.trace.arrowjson import round_like_python, row_numbers, shifted_down
 from tracekit.trace.rawrun import HostSamples
 from tracekit.trace.records import CPU_MODES, HOST_METRICS, HOST_SHARES, LINK_METRICS
 
@@ -66,7 +66,7 @@ def _occurrence(values: pa.Array) -> pa.Array:
     order = pc.sort_indices(values)  # stable: equal values keep their order
     ordered = pc.take(values, order)
     position = row_numbers(len(values))
-    starts = pc.fill_null(pc.not_equal(ordered, pa.concat_arrays([pa.nulls(1, values.type), ordered.slice(0, len(values) - 1)])), True)
+    starts = pc.fill_null(pc.not_equal(ordered, shifted_down(ordered)), True)
     first_of_value = pc.fill_null_forward(pc.if_else(starts, position, pa.scalar(None, pa.int64())))
     return pc.take(pc.subtract(position, first_of_value), pc.inverse_permutation(pc.cast(order, pa.int64())))
 
@@ -88,14 +88,10 @@ def _sample_keys(table: pa.Table, key: str | None) -> pa.Table:
         starts = pa.array([True] * len(ts))
     else:
         column = _array(table.column(key))
-        starts = pc.fill_null(pc.or_(pc.not_equal(ts, _previous(ts)), pc.less_equal(column, _previous(column))), True)
+        starts = pc.fill_null(pc.or_(pc.not_equal(ts, shifted_down(ts)), pc.less_equal(column, shifted_down(column))), True)
     sample_of_row = pc.subtract(pc.cumulative_sum(pc.cast(starts, pa.int64())), 1)
     occurrence = pc.take(_occurrence(pc.filter(ts, starts)), sample_of_row)
     return table.append_column("occurrence", occurrence)
-
-
-def _previous(array: pa.Array) -> pa.Array:
-    return pa.concat_arrays([pa.nulls(1, array.type), array.slice(0, len(array) - 1)])
 
 
 def _intervals(host: pa.Table) -> pa.Table:

@@ -17,10 +17,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tracekit.trace.arrowjson import shifted_down
 from tracekit.trace.records import CCTF_SORT_KEYS, PROC_METRICS, PROC_METRICS_PER_PROCESS
 
 _COUNTERS = ("cpu_user_ms", "cpu_system_ms", "read_bytes", "write_bytes", "ctx_voluntary", "ctx_involuntary")
-_GAUGES = ("rss_kb", "num_threads")
 
 
 @dataclass
@@ -29,14 +29,9 @@ class NodeProcMetrics:
     negative_deltas: int  # counters that went backwards (clamped to 0)
 
 
-def _previous(array: pa.Array) -> pa.Array:
-    """``array`` shifted down by one row (null first)."""
-    return pa.concat_arrays([pa.nulls(1, array.type), array.slice(0, len(array) - 1)])
-
-
 def first_of_each_process(pid: pa.Array, create_time_ms: pa.Array) -> pa.Array:
     """True on each row that starts a process's run of rows (rows ordered by process)."""
-    changed = pc.or_(pc.not_equal(pid, _previous(pid)), pc.not_equal(create_time_ms, _previous(create_time_ms)))
+    changed = pc.or_(pc.not_equal(pid, shifted_down(pid)), pc.not_equal(create_time_ms, shifted_down(create_time_ms)))
     return pc.fill_null(changed, True)
 
 
