@@ -35,6 +35,8 @@ def row_numbers(count: int) -> pa.Array:
 
 def shifted_down(array: pa.Array) -> pa.Array:
     """``array`` shifted down by one row, null first: row i holds row i - 1's value."""
+    if len(array) == 0:
+        return array
     return pa.concat_arrays([pa.nulls(1, array.type), array.slice(0, len(array) - 1)])
 
 

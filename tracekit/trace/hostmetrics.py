@@ -71,51 +71,44 @@ def _occurrence(values: pa.Array) -> pa.Array:
     return pc.take(pc.subtract(position, first_of_value), pc.inverse_permutation(pc.cast(order, pa.int64())))
 
 
-def _sample_keys(table: pa.Table, key: str | None) -> pa.Table:
-    """``table`` with ``occurrence``: (ts_ms, occurrence) names the sample a row belongs to.
+def _sample_keys(table: pa.Table, key: str) -> pa.Table:
+    """``table`` with ``occurrence``: (ts_ms, occurrence) names the host sample a row belongs to.
 
-    A clock that steps back can give two samples the same ts_ms. Without
-    ``key`` every row is a sample (host.csv). With it, the rows of one
-    sample are written together, ``key`` (CPU number, interface name)
-    rising, so a new sample starts where ts_ms changes or ``key`` does not
-    rise. The samples of one ts_ms are told apart by their order.
+    A clock that steps back can give two samples the same ts_ms. The rows
+    of one sample are written together, ``key`` (CPU number, interface
+    name) rising, so a new sample starts where ts_ms changes or ``key``
+    does not rise. The samples of one ts_ms are told apart by their order,
+    as host.csv's rows are (``_occurrence`` of its ts_ms).
     """
     table = table.combine_chunks()
     ts = _array(table.column("ts_ms"))
     if len(ts) == 0:
         return table.append_column("occurrence", pa.array([], pa.int64()))
-    if key is None:
-        starts = pa.array([True] * len(ts))
-    else:
-        column = _array(table.column(key))
-        starts = pc.fill_null(pc.or_(pc.not_equal(ts, shifted_down(ts)), pc.less_equal(column, shifted_down(column))), True)
+    column = _array(table.column(key))
+    starts = pc.fill_null(pc.or_(pc.not_equal(ts, shifted_down(ts)), pc.less_equal(column, shifted_down(column))), True)
     sample_of_row = pc.subtract(pc.cumulative_sum(pc.cast(starts, pa.int64())), 1)
     occurrence = pc.take(_occurrence(pc.filter(ts, starts)), sample_of_row)
     return table.append_column("occurrence", occurrence)
 
 
-def _intervals(host: pa.Table) -> pa.Table:
-    """The pairs of consecutive samples: pair, ts_ms and occurrence of the current sample,
-    before_ts and before_occurrence of the previous one, their rows.
+def _intervals(host_ts: pa.Array) -> pa.Table:
+    """The pairs of consecutive samples: pair, ts_ms of the current sample, before_ts of the
+    previous one, their rows in host.csv.
 
     Samples come in time order (the collector writes them so); one that goes
     back in time (a collector restarted with a stepped clock) starts a new
     series instead of giving a negative interval.
     """
-    keyed = _sample_keys(host.select(["ts_ms"]), None)
-    ts, occurrence = _array(keyed.column("ts_ms")), _array(keyed.column("occurrence"))
-    if len(ts) < 2:
+    if len(host_ts) < 2:
         rows = pa.array([], pa.int64())
     else:
-        rows = pc.add(pc.indices_nonzero(pc.greater(ts.slice(1), ts.slice(0, len(ts) - 1))), 1)
+        rows = pc.add(pc.indices_nonzero(pc.greater(host_ts.slice(1), host_ts.slice(0, len(host_ts) - 1))), 1)
     before_rows = pc.subtract(rows, 1)
     return pa.table(
         {
             "pair": row_numbers(len(rows)),
-            "ts_ms": pc.take(ts, rows),
-            "occurrence": pc.take(occurrence, rows),
-            "before_ts": pc.take(ts, before_rows),
-            "before_occurrence": pc.take(occurrence, before_rows),
+            "ts_ms": pc.take(host_ts, rows),
+            "before_ts": pc.take(host_ts, before_rows),
             "row": rows,
             "before_row": before_rows,
         }
@@ -132,6 +125,9 @@ def _paired(samples: pa.Table, intervals: pa.Table, key: str, values: tuple[str,
     if regular is not None:
         return _paired_by_position(samples, intervals, key, values, regular)
     keyed = _sample_keys(samples, key)
+    occurrence = _occurrence(host_ts)
+    intervals = intervals.append_column("occurrence", pc.take(occurrence, intervals.column("row")))
+    intervals = intervals.append_column("before_occurrence", pc.take(occurrence, intervals.column("before_row")))
     now = keyed.join(
         intervals.select(["pair", "ts_ms", "occurrence", "before_ts", "before_occurrence"]),
         ["ts_ms", "occurrence"], join_type="inner", use_threads=False,
@@ -151,10 +147,10 @@ def _regular_layout(samples: pa.Table, key: str, host_ts: pa.Array) -> int | Non
     sample = pc.divide(row, per_sample)  # integer division
     place = pc.subtract(row, pc.multiply(sample, per_sample))
     keys = _array(samples.column(key))
-    same_time = pc.all(pc.equal(_array(samples.column("ts_ms")), pc.take(host_ts, sample))).as_py()
-    if not same_time or not pc.all(pc.equal(keys, pc.take(keys.slice(0, per_sample), place))).as_py():
-        return None
     first = keys.slice(0, per_sample)
+    same_time = pc.all(pc.equal(_array(samples.column("ts_ms")), pc.take(host_ts, sample))).as_py()
+    if not same_time or not pc.all(pc.equal(keys, pc.take(first, place))).as_py():
+        return None
     if per_sample > 1 and not pc.all(pc.greater(first.slice(1), first.slice(0, per_sample - 1))).as_py():
         return None  # a key twice in one sample
     return per_sample
@@ -199,7 +195,8 @@ def _per_core_pct(cpus: pa.Table, intervals: pa.Table, host_ts: pa.Array) -> pa.
 def build_host_metrics(node: str, samples: HostSamples, clock_offset_ms: int) -> tuple[pa.Table, pa.Table]:
     """(HOST_METRICS, LINK_METRICS) of one node."""
     host = samples.host.combine_chunks()
-    intervals = _intervals(host)
+    host_ts = _array(host.column("ts_ms"))
+    intervals = _intervals(host_ts)
     count = intervals.num_rows
     now_rows, before_rows = intervals.column("row"), intervals.column("before_row")
 
@@ -223,7 +220,7 @@ def build_host_metrics(node: str, samples: HostSamples, clock_offset_ms: int) ->
         "dt_ms": dt_ms,
         "cpu_util_pct": busy,
         **{f"cpu_{mode}_pct": shares[mode] for mode in HOST_SHARES},
-        "per_core_util_pct": _per_core_pct(samples.cpus, intervals, _array(host.column("ts_ms"))),
+        "per_core_util_pct": _per_core_pct(samples.cpus, intervals, host_ts),
         **{name: now(name) for name in ("mem_total_kb", "mem_available_kb", "mem_used_kb", "swap_used_kb")},
         **{name: now(name) for name in ("load1", "load5", "load15")},
         "disk_read_bytes": disk["read_bytes"],
@@ -232,7 +229,7 @@ def build_host_metrics(node: str, samples: HostSamples, clock_offset_ms: int) ->
         "disk_write_bps": _rate(disk["write_bytes"], dt_ms),
     }
     host_table = pa.table([_typed(columns[f.name], f.type) for f in HOST_METRICS], schema=HOST_METRICS)
-    return host_table, _link_metrics(node, samples.net, intervals, _array(host.column("ts_ms")), clock_offset_ms)
+    return host_table, _link_metrics(node, samples.net, intervals, host_ts, clock_offset_ms)
 
 
 def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracekit.trace import cctf
-from tracekit.trace.procmetrics import first_of_each_process
 from tracekit.trace.arrowjson import BackgroundWriter, joined_fields, json_text, jsonl_lines, object_lines
+from tracekit.trace.procmetrics import first_of_each_process
 from tracekit.trace.records import (
     PROC_CPU_COLUMNS,
     PROC_METRICS,
