@@ -855,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- scaling run ({2 * nodes} nodes): {fmt_int(big['samples'])} samples, "
                   f"{fmt_int(big['invocations'])} invocations "
                   f"(its first {nodes} nodes are the main run's)")  # fmt: skip
+        # Gigabytes of fresh data are still being written back to disk: the first job would pay for it.
+        os.sync()
         print(f"- generated in {time.perf_counter() - started:.1f} s (not measured) under {work}")
         sys.stdout.flush()
 

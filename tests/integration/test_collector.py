@@ -362,6 +362,20 @@ def test_rows_are_the_same_with_or_without_kept_files(tmp_path, children, monkey
         unkept.close()
 
 
+def test_rows_of_a_tick_are_in_pid_order(tmp_path, children):
+    """parse keeps proc.csv's row order when it is already (ts, pid): rows must not follow discovery order."""
+    procs = _started(tmp_path, children, "tk-order", 3)
+    tracker = ProcessTracker(match_name=re.compile("^tk-order$"))
+    try:
+        tracker.refresh(int(time.time() * 1000))
+        # Discovery order is not PID order once PIDs wrap: put the highest PID first.
+        tracker.tracked = dict(sorted(tracker.tracked.items(), reverse=True))
+        pids = [int(row.split(",")[1]) for row in tracker.sample_rows(7)]
+        assert pids == sorted(p.pid for p in procs)
+    finally:
+        tracker.close()
+
+
 def test_discovery_survives_a_fork_counter_that_does_not_move(tmp_path, children, monkeypatch):
     monkeypatch.setattr(_procfs, "forks_since_boot", lambda proc_stat: 42)
     tracker = ProcessTracker(match_name=re.compile("^tk-fake"))

@@ -215,6 +215,20 @@ def test_parse_is_byte_identical_and_parquet_matches_jsonl(run):
     assert [r["cpu_ms"] for r in cpu] == [r["cpu_user_ms"] + r["cpu_system_ms"] for r in lines]
 
 
+def test_proc_csv_rows_in_any_order_give_the_same_trace(run, tmp_path):
+    """The collector writes proc.csv in (ts, pid) order and parse then moves no rows; rows in another
+    order (an older collector, a file put together by hand) are sorted first: the same trace."""
+    in_order = tmp_path / "in-order"
+    shutil.copytree(run, in_order)
+    expected = every_file(parse_run(in_order).cctf_dir, in_order)
+    for node in ("cloud1", "cloud2"):
+        path = run / "nodes" / node / "proc.csv"
+        header, *lines = path.read_text().splitlines(keepends=True)
+        assert len(lines) > 10 and lines == sorted(lines, key=lambda line: [int(v) for v in line.split(",")[:2]])
+        path.write_text(header + "".join(reversed(lines)))
+    assert every_file(parse_run(run).cctf_dir, run) == expected
+
+
 def test_the_jsonl_copy_is_what_parse_wrote_before_parquet(tmp_path):
     """A committed run (captured by the collector, its host samples in today's CSV layout) and the
     JSON Lines parse wrote for it when those files were the trace (commit 72adce7): the same bytes."""

@@ -494,10 +494,12 @@ class ProcessTracker:
     def sample_rows(self, ts_ms: int) -> list[str]:
         """One ``proc.csv`` row per live followed process (cumulative counters).
 
-        Formatted by hand: this runs for every process on every tick.
+        Formatted by hand: this runs for every process on every tick. In PID
+        order, so that proc.csv is in the trace's (ts, pid) order and parse
+        need not move its rows.
         """
         rows = []
-        for pid, process in list(self.tracked.items()):
+        for pid, process in sorted(self.tracked.items()):
             files = self._files.get(pid)
             try:
                 s = _procfs.read_sample(pid) if files is None else files.sample()

@@ -103,6 +103,7 @@ class NodePart:
     path: Path
     processes: ProcessesPart
     host_bad_lines: list[BadLine]
+    made_here: bool = False  # by this parse, in its staging folder (else beside a node's raw files)
 
     def table_file(self, table: str) -> Path:
         return self.path / f"{table}{cctf.SUFFIX}"

@@ -168,7 +168,10 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
             for table in PROC_TABLES + HOST_TABLES:
                 target = cctf.node_file(staging, table, node.node)
                 target.parent.mkdir(exist_ok=True)
-                shutil.copyfile(part.table_file(table), target)
+                if part.made_here:  # ours to move; a part made on the node stays beside its raw files
+                    os.replace(part.table_file(table), target)
+                else:
+                    shutil.copyfile(part.table_file(table), target)
             for event in read_records(node.path / runfolder.PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id")):
                 event["ts_ms"] = node.shift(event["ts_ms"])
                 placements.append(event)
@@ -217,30 +220,44 @@ def _node_parts(nodes: list[NodeFolder], parts: Path, strict: bool) -> Iterator[
     missing = [node for node in nodes if made_on_node[node.node] is None]
     context = multiprocessing.get_context("fork")  # the workers need nothing but the arguments
     with ProcessPoolExecutor(max_workers=max(1, min(WORKERS, 2 * len(missing))), mp_context=context) as pool:
-        jobs = {}
+        folders = {}
         for index, node in enumerate(missing):
-            part = parts / f"{index:05d}"
-            part.mkdir(parents=True)
-            jobs[node.node] = (part, pool.submit(_in_worker, parse_node_processes, node, part, strict),
-                               pool.submit(_in_worker, parse_node_host, node, part, strict))  # fmt: skip
+            folders[node.node] = parts / f"{index:05d}"
+            folders[node.node].mkdir(parents=True)
+        # Every node's processes job first: they are the long ones, so the short host jobs fill
+        # the gaps at the end instead of a long job starting last (longest first).
+        processes = {node.node: pool.submit(_in_worker, parse_node_processes, node, folders[node.node], strict)
+                     for node in missing}  # fmt: skip
+        host = {node.node: pool.submit(_in_worker, parse_node_host, node, folders[node.node], strict)
+                for node in missing}  # fmt: skip
         try:
             for node in nodes:
                 ready = made_on_node[node.node]
                 if ready is None:
-                    part, processes, host = jobs[node.node]
-                    ready = NodePart(part, processes.result(), host.result())
+                    ready = NodePart(folders[node.node], processes[node.node].result(), host[node.node].result(),
+                                     made_here=True)  # fmt: skip
                 yield node, ready
         finally:
-            for _, processes, host in jobs.values():
-                processes.cancel()
-                host.cancel()
+            for job in [*processes.values(), *host.values()]:
+                job.cancel()
 
 
 def _in_worker(job, *args):
     """Run one node's job in a worker process, then hand Arrow's freed memory back to the system:
     a worker runs several nodes' jobs, and what one job's arrays left fragmented would otherwise
     raise the next one's peak (memory would grow with the number of nodes)."""
+    pa.set_memory_pool(_bulk_memory_pool())
     try:
         return job(*args)
     finally:
         pa.default_memory_pool().release_unused()
+
+
+def _bulk_memory_pool() -> pa.MemoryPool:
+    """jemalloc where this pyarrow has it: on a node's bulk, mimalloc (Arrow's default on Linux)
+    spends as long again in the kernel on fresh pages (bench/pipeline.py; the worker is ours,
+    so the process-wide choice harms no one)."""
+    try:
+        return pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        return pa.default_memory_pool()

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracekit.trace.arrowjson import shifted_down
+from tracekit.trace.arrowjson import row_numbers, shifted_down
 from tracekit.trace.records import CCTF_SORT_KEYS, PROC_METRICS, PROC_METRICS_PER_PROCESS
 
 _COUNTERS = ("cpu_user_ms", "cpu_system_ms", "read_bytes", "write_bytes", "ctx_voluntary", "ctx_involuntary")
@@ -46,17 +46,27 @@ def build_proc_metrics(
     """Per-interval metrics of one node's followed processes."""
     if samples.num_rows == 0:
         return NodeProcMetrics(PROC_METRICS.empty_table(), 0)
-    ordered = samples.sort_by([("pid", "ascending"), ("create_time_ms", "ascending"), ("ts_ms", "ascending")])
-    ordered = ordered.combine_chunks()
-    column = {name: ordered.column(name).chunk(0) for name in ordered.column_names}
+    # Rows in the output's order; the collector writes them so, and then nothing moves.
+    samples = samples.combine_chunks()
+    order = pc.sort_indices(samples, sort_keys=[(name, "ascending") for name in CCTF_SORT_KEYS["proc_metrics"]])
+    if not pc.all(pc.equal(order, row_numbers(len(order)))).as_py():
+        samples = samples.take(order)
+    column = {name: samples.column(name).chunk(0) for name in samples.column_names}
     pid, ctime, ts = column["pid"], column["create_time_ms"], column["ts_ms"]
-    first = first_of_each_process(pid, ctime)
 
+    # Each row's previous sample of the same process, found by walking the rows process by process
+    # (moving only row numbers, not the table).
+    by_process = pc.sort_indices(samples, sort_keys=[("pid", "ascending"), ("create_time_ms", "ascending"),
+                                                     ("ts_ms", "ascending")])  # fmt: skip
+    first_by_process = first_of_each_process(pc.take(pid, by_process), pc.take(ctime, by_process))
+    place = pc.sort_indices(by_process)  # row -> its place in by_process
+    previous = pc.take(pc.if_else(first_by_process, None, shifted_down(by_process)), place)
+    first = pc.is_null(previous)
     negative = 0
 
     def per_interval(values: pa.Array, start: pa.Array | int) -> pa.Array:
         nonlocal negative
-        step = pc.if_else(first, pc.subtract(values, start), pc.pairwise_diff(values))
+        step = pc.if_else(first, pc.subtract(values, start), pc.subtract(values, pc.take(values, previous)))
         below = pc.less(step, 0)
         count = pc.sum(below).as_py() or 0
         if count:
@@ -69,9 +79,11 @@ def build_proc_metrics(
     dt_ms = per_interval(ts, pc.add(ctime, start_correction_ms))
     deltas = {name: per_interval(column[name], 0) for name in _COUNTERS}
 
-    # One row per process, in the order the groups appear.
-    group_index = pc.subtract(pc.cumulative_sum(pc.cast(first, pa.int64())), 1)
-    keys = list(zip(pid.filter(first).to_pylist(), ctime.filter(first).to_pylist()))
+    # One row per process, by (pid, create time); each sample row's process among them.
+    group_by_process = pc.subtract(pc.cumulative_sum(pc.cast(first_by_process, pa.int64())), 1)
+    group_index = pc.take(group_by_process, place)
+    starts = by_process.filter(first_by_process)
+    keys = list(zip(pc.take(pid, starts).to_pylist(), pc.take(ctime, starts).to_pylist()))
     per_process = pa.table(
         {
             "node": pa.array([node] * len(keys), pa.string()),
@@ -91,9 +103,7 @@ def build_proc_metrics(
         num_threads=column["num_threads"],
         **deltas,
     )
-    table = pa.table({name: rows[name] for name in PROC_METRICS.names}, schema=PROC_METRICS)
-    order = pc.sort_indices(table, sort_keys=[(name, "ascending") for name in CCTF_SORT_KEYS["proc_metrics"]])
-    return NodeProcMetrics(table.take(order), negative)
+    return NodeProcMetrics(pa.table({name: rows[name] for name in PROC_METRICS.names}, schema=PROC_METRICS), negative)
 
 
 def attribute_tasks(
