@@ -124,9 +124,12 @@ def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> Processe
             invocations.append(normalize_invocation(event, node))
     processes = read_records(node.path / runfolder.PROCESSES, bad)
     by_key = {(p["pid"], p["create_time_ms"]): p for p in processes}
-    # Invocation keys are on the node clock here, like the samples.
+    # Invocation keys are on the node clock here, like the samples. A process that serves many
+    # invocations (an HTTP server's) is none of them: its samples stay unattributed.
     invocation_keys = {
-        (r["pid"], r["create_time_ms"] - offset): r["task_id"] for r in invocations if r["pid"] is not None
+        (r["pid"], r["create_time_ms"] - offset): r["task_id"]
+        for r in invocations
+        if r["pid"] is not None and r["create_time_ms"] is not None and not r.get("process_shared")
     }
     task_of = attribute_tasks(processes, invocation_keys)
     samples = read_proc_samples(node.path / runfolder.PROC_SAMPLES, bad)

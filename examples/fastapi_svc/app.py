@@ -1,0 +1,253 @@
+"""The example HTTP service: FastAPI on uvicorn, traced by tracekit's ASGI middleware.
+
+Run it with ``make run`` (this folder's Makefile), or
+``uvicorn --factory app:create_app --app-dir examples/fastapi_svc``.
+Every request becomes a line of ``<logs dir>/<run id>/events.http.jsonl``.
+
+Endpoints (parameters as query string, or as a JSON object body on POST):
+
+- ``/work`` (GET, POST; async) and ``/work/sync`` (GET, POST; a thread-pool
+  handler): ``cpu_ms`` of busy CPU (on the thread's own CPU clock, so a
+  busy machine does not shorten it), ``sleep_ms`` of waiting, a response of
+  ``resp_kb`` KiB, and ``call_url``: a next hop to call first (also the
+  ``X-Next-Url`` header, else ``$DEFAULT_NEXT_URL``). The call carries the
+  request's ``traceparent``, so a chain of services is one trace.
+- POST ``/json/validate``: is the body a JSON document; its type, size, depth.
+- POST ``/blob/gzip``, ``/blob/gunzip``: the body compressed, decompressed.
+- POST ``/hash/sha256``: the body's SHA-256.
+- POST ``/kv/set/{key}``, GET ``/kv/get/{key}``: a key-value store in SQLite
+  (``kv.sqlite3`` in the run folder).
+- GET ``/health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from tracekit import runfolder
+from tracekit.adapters.http import TracingMiddleware, current_span, outgoing_headers, traced_thread
+
+NEXT_URL_HEADER = "x-next-url"
+DEFAULT_NEXT_URL_ENV = "DEFAULT_NEXT_URL"
+NEXT_HOP_TIMEOUT_S = 30
+
+
+def burn_cpu(ms: float) -> float:
+    """Busy for ``ms`` of this thread's CPU time; the CPU ms actually used."""
+    started = time.thread_time_ns()
+    end = started + int(ms * 1e6)
+    x = 0
+    while time.thread_time_ns() < end:
+        for i in range(200):
+            x += i
+    return (time.thread_time_ns() - started) / 1e6
+
+
+class WorkParams:
+    """cpu_ms, sleep_ms, resp_kb, call_url from the query string or a JSON body."""
+
+    def __init__(self, values: dict[str, Any], next_url: str | None) -> None:
+        try:
+            self.cpu_ms = float(values.get("cpu_ms", 0))
+            self.sleep_ms = float(values.get("sleep_ms", 0))
+            self.resp_kb = int(values.get("resp_kb", 0))
+        except (TypeError, ValueError) as exc:
+            raise HTTPException(422, f"cpu_ms, sleep_ms and resp_kb are numbers: {exc}") from None
+        if min(self.cpu_ms, self.sleep_ms, self.resp_kb) < 0:
+            raise HTTPException(422, "cpu_ms, sleep_ms and resp_kb must not be negative")
+        self.call_url = values.get("call_url") or next_url or os.environ.get(DEFAULT_NEXT_URL_ENV) or None
+
+
+async def work_params(request: Request) -> WorkParams:
+    values: dict[str, Any] = dict(request.query_params)
+    if request.method == "POST":
+        body = await request.body()
+        if body:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                raise HTTPException(422, "the body is not JSON") from None
+            if not isinstance(parsed, dict):
+                raise HTTPException(422, "the body is a JSON object of parameters")
+            values.update(parsed)
+    return WorkParams(values, request.headers.get(NEXT_URL_HEADER))
+
+
+def work_response(params: WorkParams, cpu_used_ms: float, next_hop: dict | None) -> Response:
+    span = current_span()
+    payload = {
+        "trace_id": span.trace_id if span else None,
+        "span_id": span.span_id if span else None,
+        "cpu_ms": round(cpu_used_ms, 3),
+        "sleep_ms": params.sleep_ms,
+        "next": next_hop,
+    }
+    body = json.dumps(payload).encode()
+    padding = params.resp_kb * 1024 - len(body)
+    if padding > 0:
+        body += b" " * padding  # trailing whitespace: still the same JSON document
+    status = 502 if next_hop is not None and next_hop.get("error") else 200
+    return Response(body, status_code=status, media_type="application/json")
+
+
+_session: aiohttp.ClientSession | None = None
+
+
+async def call_next_async(url: str) -> dict:
+    global _session
+    if _session is None or _session.closed:
+        _session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=NEXT_HOP_TIMEOUT_S))
+    try:
+        async with _session.get(url, headers=outgoing_headers()) as reply:
+            text = await reply.text()
+            return {"url": url, "status": reply.status, "body": _json_or_text(text)}
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return {"url": url, "status": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def call_next_sync(url: str) -> dict:
+    request = urllib.request.Request(url, headers=outgoing_headers())
+    try:
+        with urllib.request.urlopen(request, timeout=NEXT_HOP_TIMEOUT_S) as reply:
+            return {"url": url, "status": reply.status, "body": _json_or_text(reply.read().decode())}
+    except urllib.error.HTTPError as exc:
+        return {"url": url, "status": exc.code, "body": _json_or_text(exc.read().decode(errors="replace"))}
+    except (urllib.error.URLError, OSError) as exc:
+        return {"url": url, "status": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class KeyValueStore:
+    """SQLite in the run folder, one connection per thread (the thread pool's handlers share none)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=10)
+            db.execute("PRAGMA journal_mode=WAL")
+            self._local.db = db
+        return db
+
+    def set(self, key: str, value: bytes) -> None:
+        with self._connect() as db:
+            db.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                       (key, value))  # fmt: skip
+
+    def get(self, key: str) -> bytes | None:
+        row = self._connect().execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+
+def create_app(run_folder: str | os.PathLike | None = None, node: str | None = None) -> FastAPI:
+    """The service, writing its events into ``run_folder`` (default: TRACEKIT_LOGS_DIR/TRACEKIT_RUN_ID)."""
+    if run_folder is None:
+        run_folder = runfolder.run_dir(runfolder.run_id_or_env(None))
+    run_folder = runfolder.ensure_writable_dir(Path(run_folder), "run folder")
+    app = FastAPI(title="tracekit example service")
+    app.add_middleware(TracingMiddleware, run_folder=run_folder, node=node)
+    store = KeyValueStore(run_folder / "kv.sqlite3")
+
+    @app.api_route("/work", methods=["GET", "POST"])
+    async def work(request: Request) -> Response:
+        params = await work_params(request)
+        next_hop = await call_next_async(params.call_url) if params.call_url else None
+        if params.sleep_ms:
+            await asyncio.sleep(params.sleep_ms / 1000)
+        used = burn_cpu(params.cpu_ms) if params.cpu_ms else 0.0
+        return work_response(params, used, next_hop)
+
+    @traced_thread
+    def work_in_thread(params: WorkParams) -> Response:
+        next_hop = call_next_sync(params.call_url) if params.call_url else None
+        if params.sleep_ms:
+            time.sleep(params.sleep_ms / 1000)
+        used = burn_cpu(params.cpu_ms) if params.cpu_ms else 0.0
+        return work_response(params, used, next_hop)
+
+    @app.api_route("/work/sync", methods=["GET", "POST"])
+    async def work_sync(request: Request) -> Response:
+        params = await work_params(request)  # the body is read on the loop, the work done in the pool
+        return await run_in_threadpool(work_in_thread, params)
+
+    @app.post("/json/validate")
+    async def json_validate(request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            return JSONResponse({"valid": False, "error": str(exc), "bytes": len(body)}, status_code=422)
+        return JSONResponse({"valid": True, "type": type(document).__name__, "bytes": len(body),
+                             "depth": _depth(document)})  # fmt: skip
+
+    @app.post("/blob/gzip")
+    async def blob_gzip(request: Request) -> Response:
+        return Response(gzip.compress(await request.body(), compresslevel=6), media_type="application/gzip")
+
+    @app.post("/blob/gunzip")
+    async def blob_gunzip(request: Request) -> Response:
+        try:
+            data = gzip.decompress(await request.body())
+        except (OSError, EOFError) as exc:
+            raise HTTPException(422, f"the body is not gzip data: {exc}") from None
+        return Response(data, media_type="application/octet-stream")
+
+    @app.post("/hash/sha256")
+    async def hash_sha256(request: Request) -> JSONResponse:
+        body = await request.body()
+        return JSONResponse({"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)})
+
+    @app.post("/kv/set/{key}")
+    async def kv_set(key: str, request: Request) -> JSONResponse:
+        value = await request.body()
+        await run_in_threadpool(traced_thread(store.set), key, value)
+        return JSONResponse({"key": key, "bytes": len(value)})
+
+    @app.get("/kv/get/{key}")
+    @traced_thread
+    def kv_get(key: str) -> Response:
+        value = store.get(key)
+        if value is None:
+            raise HTTPException(404, f"no key {key!r}")
+        return Response(value, media_type="application/octet-stream")
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "pid": os.getpid()}
+
+    return app
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0

@@ -1,0 +1,244 @@
+"""tracekit.adapters.http on real uvicorn over 127.0.0.1: a bare ASGI app and the example FastAPI service."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.helpers import read_jsonl, wait_until
+from tests.httpserve import example_service, stop_group, uvicorn
+from tracekit.schemas import validation_errors
+
+DATA = Path(__file__).parent.parent / "data"
+EXAMPLE = Path(__file__).parent.parent.parent / "examples" / "fastapi_svc"
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00f067aa0ba902b7"
+
+
+def get(url: str, headers: dict | None = None, data: bytes | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def events(run_folder: Path, count: int) -> list[dict]:
+    path = run_folder / "events.http.jsonl"
+    return wait_until(lambda: path.exists() and len(read_jsonl(path)) >= count and read_jsonl(path),
+                      what=f"{count} events in {path}")  # fmt: skip
+
+
+@pytest.fixture
+def bare(tmp_path):
+    run = tmp_path / "logs" / "r1"
+    run.mkdir(parents=True)
+    with uvicorn("asgi_apps:app", DATA, tmp_path / "uvicorn.log", {"TEST_RUN_FOLDER": str(run)}) as server:
+        yield server, run
+
+
+def test_bytes_are_counted_as_received_and_sent_not_as_declared(bare):
+    server, run = bare
+    host = urlsplit(server.url)
+    connection = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+    connection.request("POST", "/echo?x=1", body=iter([b"x" * 700, b"y" * 300]), encode_chunked=True)
+    reply = connection.getresponse()
+    assert reply.status == 200 and reply.read() == b"x" * 700 + b"y" * 300
+    connection.request("GET", "/stream")
+    streamed = connection.getresponse()
+    assert len(streamed.read()) == 6000 and streamed.getheader("content-length") is None
+    connection.close()
+    echo, stream = events(run, 2)
+    assert (echo["method"], echo["path"], echo["query"], echo["status"]) == ("POST", "/echo", "x=1", 200)
+    assert (echo["bytes_in"], echo["bytes_out"]) == (1000, 1000)
+    assert (stream["bytes_in"], stream["bytes_out"], stream["complete"]) == (0, 6000, True)
+    # The stream's three chunks were 10 ms apart: it ends with its last chunk, not its first.
+    assert stream["ts_end"] - stream["ts_start"] >= 20
+    for event in (echo, stream):
+        assert event["ts_enqueue"] <= event["ts_start"] <= event["ts_end"]
+        assert event["node"] == "cloud1" and event["module"] == "http" and event["process_shared"] is True
+        assert event["pid"] == server.process.pid and event["create_time_ms"] > 0
+        assert event["client"].startswith("127.0.0.1:") and event["error"] is None
+        assert event["task_id"] == event["span_id"] and event["cpu_measured"] == "coroutine-steps"
+        assert validation_errors("raw/invocation_event", event) == []
+
+
+def test_an_exception_ends_the_event_with_status_500_and_its_type(bare):
+    server, run = bare
+    assert get(server.url + "/fail")[0] == 500
+    with pytest.raises(http.client.IncompleteRead):  # the server cut the response short
+        host = urlsplit(server.url)
+        connection = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+        connection.request("GET", "/fail-midstream")
+        connection.getresponse().read()
+    assert get(server.url + "/nowhere")[0] == 404
+    failed, midstream, missing = events(run, 3)
+    assert (failed["status"], failed["status_sent"], failed["error"], failed["complete"]) == (500, None, "RuntimeError", False)
+    assert (midstream["status"], midstream["status_sent"], midstream["error"]) == (500, 200, "ValueError")
+    assert midstream["bytes_out"] == len(b"partial") and not midstream["complete"]
+    assert (missing["status"], missing["error"], missing["complete"]) == (404, None, True)
+
+
+def test_trace_context_is_continued_or_started(bare):
+    server, run = bare
+    tracestate = "vendor=abc"
+    _, body = get(server.url + "/span", {"traceparent": f"00-{TRACE}-{PARENT}-01", "tracestate": tracestate})
+    assert body.decode().split() == [TRACE, body.decode().split()[1], PARENT, tracestate]
+    status, body = get(server.url + "/span", {"traceparent": f"00-{'0' * 32}-{PARENT}-01", "tracestate": tracestate})
+    assert status == 200 and body.decode().split()[0] != TRACE and body.decode().split()[2:] == ["None", "None"]
+    _, body = get(server.url + "/span", {"X-Trace-Id": TRACE})
+    assert body.decode().split()[0] == TRACE
+    continued, malformed, alias = events(run, 3)
+    assert (continued["trace_id"], continued["parent_span_id"], continued["trace_origin"]) == (TRACE, PARENT, "traceparent")
+    assert malformed["trace_id"] != TRACE and malformed["parent_span_id"] is None and malformed["trace_origin"] == "new"
+    assert (alias["trace_id"], alias["trace_origin"]) == (TRACE, "x-trace-id")
+
+
+# -- the example service ----------------------------------------------------------
+
+
+@pytest.fixture
+def service(tmp_path):
+    run = tmp_path / "logs" / "r1"
+    with example_service(run, "cloud1", tmp_path / "svc.log") as server:
+        yield server, run
+
+
+def test_a_request_counts_its_own_cpu_not_what_ran_beside_it(service):
+    """An async request that only sleeps, while another burns the event loop's CPU: the sleeper's
+    coroutine steps used next to nothing. A sync request's thread CPU is counted as its own."""
+    server, run = service
+    host = urlsplit(server.url)
+    sleeper = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+    sleeper.request("GET", "/work?sleep_ms=800")
+    # The loop answered a later request: it has read the sleeper's, which is now asleep.
+    assert get(server.url + "/health")[0] == 200
+    assert get(server.url + "/work?cpu_ms=150")[0] == 200
+    assert sleeper.getresponse().status == 200
+    sleeper.close()
+    assert get(server.url + "/work/sync?cpu_ms=120")[0] == 200
+    by_query = {e["query"]: e for e in events(run, 4)}
+    asleep, burnt, sync = by_query["sleep_ms=800"], by_query["cpu_ms=150"], by_query["cpu_ms=120"]
+    assert asleep["ts_enqueue"] <= burnt["ts_enqueue"] and burnt["ts_end"] <= asleep["ts_end"]  # they overlapped
+    assert asleep["cpu_ms"] < 30 and asleep["cpu_measured"] == "coroutine-steps"
+    assert 150 <= burnt["cpu_ms"] < 150 * 1.5
+    assert 120 <= sync["cpu_ms"] < 120 * 1.5 and sync["cpu_measured"] == "coroutine-steps+thread"
+    assert json.loads(get(server.url + "/work?cpu_ms=5")[1])["cpu_ms"] >= 5
+
+
+def test_the_example_endpoints(service):
+    server, run = service
+    blob = b"tracekit " * 1000
+    status, packed = get(server.url + "/blob/gzip", data=blob)
+    assert status == 200 and gzip.decompress(packed) == blob
+    assert get(server.url + "/blob/gunzip", data=packed) == (200, blob)
+    assert get(server.url + "/blob/gunzip", data=b"not gzip")[0] == 422
+    assert json.loads(get(server.url + "/hash/sha256", data=blob)[1])["sha256"] == hashlib.sha256(blob).hexdigest()
+    assert json.loads(get(server.url + "/json/validate", data=b'{"a": [1, {"b": 2}]}')[1])["depth"] == 3
+    assert get(server.url + "/json/validate", data=b"{nope")[0] == 422
+    assert get(server.url + "/kv/set/k1", data=b"value one")[0] == 200
+    assert get(server.url + "/kv/get/k1") == (200, b"value one")
+    assert get(server.url + "/kv/get/missing")[0] == 404
+    assert (run / "kv.sqlite3").is_file()
+    status, body = get(server.url + "/work?resp_kb=4", data=b'{"cpu_ms": 1}')
+    assert status == 200 and len(body) == 4096 and json.loads(body)["cpu_ms"] >= 1
+    assert get(server.url + "/work?cpu_ms=-1")[0] == 422
+    assert json.loads(get(server.url + "/health")[1])["status"] == "ok"
+    recorded = events(run, 12)
+    assert len(recorded) == 12
+    assert [e["route"] for e in recorded[:2]] == ["/blob/gzip", "/blob/gunzip"]
+    assert {e["route"] for e in recorded} >= {"/kv/set/{key}", "/kv/get/{key}", "/work", "/health"}
+    assert recorded[0]["bytes_in"] == len(blob) and recorded[0]["bytes_out"] == len(packed)
+
+
+def test_a_three_hop_chain_is_one_trace_with_parent_links(tmp_path):
+    """endpoint -> edge -> cloud, each its own service, node and run folder; the first hop is
+    called with a traceparent, the second by X-Next-Url, the third by DEFAULT_NEXT_URL."""
+    logs = tmp_path / "logs"
+    with example_service(logs / "cloud" / "r1", "cloud1", tmp_path / "cloud.log") as cloud:
+        last = cloud.url + "/work/sync?cpu_ms=2"
+        with example_service(logs / "edge" / "r1", "edge1", tmp_path / "edge.log",
+                             {"DEFAULT_NEXT_URL": last}) as edge:  # fmt: skip
+            with example_service(logs / "endpoint" / "r1", "endpoint1", tmp_path / "endpoint.log") as endpoint:
+                headers = {"traceparent": f"00-{TRACE}-{PARENT}-01", "X-Next-Url": edge.url + "/work?cpu_ms=1"}
+                status, body = get(endpoint.url + "/work?sleep_ms=1", headers)
+                assert status == 200
+                reply = json.loads(body)
+                assert reply["next"]["body"]["next"]["body"]["trace_id"] == TRACE
+                [first] = events(logs / "endpoint" / "r1", 1)
+            [second] = events(logs / "edge" / "r1", 1)
+        [third] = events(logs / "cloud" / "r1", 1)
+    assert [e["trace_id"] for e in (first, second, third)] == [TRACE] * 3
+    assert [e["node"] for e in (first, second, third)] == ["endpoint1", "edge1", "cloud1"]
+    assert first["parent_span_id"] == PARENT
+    assert second["parent_span_id"] == first["span_id"] and third["parent_span_id"] == second["span_id"]
+    assert len({e["span_id"] for e in (first, second, third)}) == 3
+    # Each hop ends after the one it called.
+    assert first["ts_end"] >= second["ts_end"] >= third["ts_end"]
+
+
+def test_parse_takes_the_requests_and_gives_the_server_process_to_none_of_them(tmp_path):
+    """Collector + example service + requests -> parse: every request is an invocation; the service
+    process, which served them all, is sampled but belongs to no one request."""
+    from tracekit.collect import daemon
+    from tracekit.collect.daemon import CollectorConfig
+    from tracekit.trace import cctf
+    from tracekit.trace.parse import parse_run
+
+    logs = tmp_path / "logs"
+    cfg = CollectorConfig(run_id="h1", node_id="cloud1", interval_ms=100, match_cmdline="uvicorn", logs_dir=logs)
+    daemon.start_collector(cfg)
+    try:
+        with example_service(cfg.run_folder, "cloud1", tmp_path / "svc.log") as server:
+            for _ in range(5):
+                assert get(server.url + "/work?cpu_ms=60")[0] == 200
+            served = events(cfg.run_folder, 5)
+    finally:
+        daemon.stop_collector("h1", logs)
+    trace = parse_run(cfg.run_folder).cctf_dir
+    invocations = read_jsonl(trace / "invocations.jsonl")
+    assert sorted(r["task_id"] for r in invocations) == sorted(e["span_id"] for e in served)
+    assert all(r["module"] == "http" and r["ok"] and r["cpu_ms"] >= 60 for r in invocations)
+    samples = cctf.read_table(trace, "proc_metrics").to_pylist()
+    of_server = [s for s in samples if s["pid"] == served[0]["pid"]]
+    assert of_server and all(s["task_id"] is None for s in of_server)
+
+
+def test_make_run_serves_with_several_workers_into_one_events_file(tmp_path):
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "make.log"
+    command = ["make", "-C", str(EXAMPLE), "run", f"PORT={port}", "WORKERS=2", "NODE_ID=edge1", "RUN_ID=m1",
+               f"LOGS_DIR={tmp_path / 'logs'}"]  # fmt: skip
+    with open(log, "wb") as out:
+        make = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: make.poll() is None and "Application startup complete" in log.read_text() and
+                   _answers(url + "/health"), what="make run serving")  # fmt: skip
+        for _ in range(20):
+            assert get(url + "/work?cpu_ms=1")[0] == 200
+        recorded = events(tmp_path / "logs" / "m1", 21)
+        assert {e["node"] for e in recorded} == {"edge1"} and len({e["span_id"] for e in recorded}) == len(recorded)
+    finally:
+        stop_group(make)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return get(url)[0] == 200
+    except OSError:
+        return False

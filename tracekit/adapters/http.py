@@ -1,0 +1,320 @@
+"""ASGI middleware: one invocation event per HTTP request ``-> events.http.jsonl``.
+
+input:  any ASGI application (FastAPI, Starlette, a bare ASGI callable); the
+        run folder from ``run_folder`` or TRACEKIT_LOGS_DIR / TRACEKIT_RUN_ID,
+        the node from ``node`` or TRACEKIT_NODE_ID
+output: ``<run folder>/events.http.jsonl``, one line per request, appended
+        with one ``write()`` each (O_APPEND: the processes of a multi-worker
+        server share the file); ``tracekit parse`` merges it like any
+        adapter's events
+
+Times (epoch ms, the node's clock): ``ts_enqueue`` when the request reached
+the application, ``ts_start`` when its body had been read (the arrival
+again if the application never read it), ``ts_end`` when the last body
+byte was handed to the server. ``bytes_in`` and ``bytes_out`` count the
+body bytes actually received and sent, not Content-Length.
+
+CPU (``cpu_ms``, with ``cpu_measured`` saying how): every step of the
+request's coroutine is timed on the thread's CPU clock, so CPU that other
+requests' steps use in between is not counted ("coroutine-steps"). A sync
+handler runs in a thread pool, out of the coroutine's sight: decorate it
+with ``traced_thread`` and its thread's CPU is added ("+thread"). Work the
+application starts in other tasks (background tasks, task groups) and the
+server's own HTTP parsing are not a request's.
+
+Trace context (tracekit.adapters.tracecontext): a valid ``traceparent``
+continues its trace with the caller's span as parent, ``X-Trace-Id`` is
+accepted as an alias, anything else starts a new trace. The application
+finds the request's span in ``current_span()`` (and in
+``scope["state"]["tracekit_span"]``, i.e. Starlette's ``request.state``), and
+``outgoing_headers()`` gives the headers for a call to the next hop.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Generator
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from tracekit import runfolder
+from tracekit.adapters.tracecontext import TRACE_ID_ALIAS, TRACEPARENT, TRACESTATE, SpanContext, span_for_request
+from tracekit.jsonl import dumps
+
+MODULE = "http"
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class RequestCpu:
+    """CPU time one request used, in nanoseconds of thread CPU clocks."""
+
+    __slots__ = ("steps_ns", "thread_ns", "threads")
+
+    def __init__(self) -> None:
+        self.steps_ns = 0  # its coroutine's steps, on the event loop's thread
+        self.thread_ns = 0  # traced_thread functions, on the pool's threads
+        self.threads = 0
+
+    @property
+    def ms(self) -> float:
+        return round((self.steps_ns + self.thread_ns) / 1e6, 3)
+
+    @property
+    def measured(self) -> str:
+        return "coroutine-steps+thread" if self.threads else "coroutine-steps"
+
+
+_current_span: ContextVar[SpanContext | None] = ContextVar("tracekit_span", default=None)
+_current_cpu: ContextVar[RequestCpu | None] = ContextVar("tracekit_request_cpu", default=None)
+
+
+def current_span() -> SpanContext | None:
+    """The span of the request being handled (None outside a traced request)."""
+    return _current_span.get()
+
+
+def outgoing_headers() -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) for a call from the current request to the next hop."""
+    span = _current_span.get()
+    return span.outgoing_headers() if span is not None else {}
+
+
+def traced_thread(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Count the CPU of a sync handler's thread toward its request (the thread pool runs it with the
+    request's context, so the request is known there)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        account = _current_cpu.get()
+        if account is None:
+            return func(*args, **kwargs)
+        started = time.thread_time_ns()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            account.thread_ns += time.thread_time_ns() - started
+            account.threads += 1
+
+    return wrapper
+
+
+class _TimedSteps:
+    """Awaits a coroutine step by step, adding each step's thread CPU to ``account``."""
+
+    __slots__ = ("coroutine", "account")
+
+    def __init__(self, coroutine: Any, account: RequestCpu) -> None:
+        self.coroutine, self.account = coroutine, account
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, account = self.coroutine, self.account
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            started = time.thread_time_ns()
+            try:
+                yielded = coroutine.send(value) if error is None else coroutine.throw(error)
+            except StopIteration as done:
+                account.steps_ns += time.thread_time_ns() - started
+                return done.value
+            except BaseException:
+                account.steps_ns += time.thread_time_ns() - started
+                raise
+            account.steps_ns += time.thread_time_ns() - started
+            try:
+                value, error = (yield yielded), None
+            except BaseException as thrown:  # cancellation and the like go into the coroutine
+                value, error = None, thrown
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _headers(scope: Scope) -> dict[str, list[str]]:
+    wanted = {TRACEPARENT: [], TRACESTATE: [], TRACE_ID_ALIAS: []}
+    for name, value in scope.get("headers", ()):
+        key = name.decode("latin-1").lower()
+        if key in wanted:
+            wanted[key].append(value.decode("latin-1"))
+    return wanted
+
+
+class _EventFile:
+    """The run folder's events.http.jsonl, opened once per process (a forked worker opens its own)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._pid = 0
+        self._warned = False
+
+    def write(self, record: dict[str, Any]) -> None:
+        data = (dumps(record) + "\n").encode()
+        try:
+            if self._pid != os.getpid():
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self._pid = os.getpid()
+            os.write(self._fd, data)
+        except OSError as exc:
+            # The request was served; losing its record must not fail it, but must not be silent.
+            if not self._warned:
+                print(f"tracekit: cannot write {self.path}: {exc.strerror}; request events are lost",
+                      file=sys.stderr)  # fmt: skip
+                self._warned = True
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+
+class TracingMiddleware:
+    """Wraps an ASGI app: ``app = TracingMiddleware(app)``, or FastAPI's ``app.add_middleware(TracingMiddleware)``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        run_folder: str | os.PathLike | None = None,
+        node: str | None = None,
+        logs_dir: str | os.PathLike | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.app = app
+        if run_folder is None:
+            run_folder = runfolder.run_dir(runfolder.run_id_or_env(run_id), logs_dir)
+        self.run_folder = runfolder.ensure_writable_dir(Path(run_folder), "run folder")
+        self.node = runfolder.validate_name(node or runfolder.default_node_id(), "node id")
+        self.events = _EventFile(runfolder.events_file(self.run_folder, MODULE))
+        self._process: tuple[int, int | None] | None = None
+
+    def _process_key(self) -> tuple[int, int | None]:
+        """(pid, create_time_ms) of the serving process, as the collector keys it."""
+        pid = os.getpid()
+        if self._process is None or self._process[0] != pid:
+            from tracekit.collect.process import process_identity
+
+            try:
+                self._process = (pid, process_identity(pid).create_time_ms)
+            except OSError:
+                self._process = (pid, None)
+        return self._process
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await self._lifespan(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        await _Request(self, scope, receive, send).serve()
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.events.close()
+
+
+class _Request:
+    """One request on its way through the middleware, and what its event records."""
+
+    def __init__(self, middleware: TracingMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+        self.middleware, self.scope, self._receive, self._send = middleware, scope, receive, send
+        self.ts_enqueue = _now_ms()
+        self.started = time.perf_counter_ns()
+        self.ts_start: int | None = None
+        self.ts_end: int | None = None
+        self.bytes_in = self.bytes_out = 0
+        self.status: int | None = None
+        self.error: str | None = None
+        self.cpu = RequestCpu()
+        found = _headers(scope)
+        alias = found[TRACE_ID_ALIAS][0] if found[TRACE_ID_ALIAS] else None
+        self.span = span_for_request(found[TRACEPARENT], found[TRACESTATE], alias)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.bytes_in += len(message.get("body", b""))
+            if not message.get("more_body", False) and self.ts_start is None:
+                self.ts_start = _now_ms()
+        elif message["type"] == "http.disconnect" and self.ts_end is None:
+            self.error = self.error or "client disconnected"
+        return message
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = int(message["status"])
+        elif kind == "http.response.body":
+            body = message.get("body", b"")
+            await self._send(message)
+            self.bytes_out += len(body)
+            if not message.get("more_body", False):
+                self.ts_end = _now_ms()
+            return
+        await self._send(message)
+
+    async def serve(self) -> None:
+        self.scope.setdefault("state", {})["tracekit_span"] = self.span
+        span_token, cpu_token = _current_span.set(self.span), _current_cpu.set(self.cpu)
+        try:
+            await _TimedSteps(self.middleware.app(self.scope, self.receive, self.send), self.cpu)
+        except BaseException as exc:
+            self.error = type(exc).__name__
+            raise
+        finally:
+            _current_span.reset(span_token)
+            _current_cpu.reset(cpu_token)
+            self.middleware.events.write(self.event())
+
+    def event(self) -> dict[str, Any]:
+        now = _now_ms()
+        complete = self.ts_end is not None
+        status = self.status if complete and self.status is not None else 500  # a response that never finished
+        pid, create_time_ms = self.middleware._process_key()
+        scope = self.scope
+        route = scope.get("route")
+        client = scope.get("client")
+        span = self.span
+        return {
+            "task_id": span.span_id,
+            "trace_id": span.trace_id,
+            "span_id": span.span_id,
+            "parent_span_id": span.parent_span_id,
+            "trace_origin": span.origin,
+            "node": self.middleware.node,
+            "module": MODULE,
+            "attempt": 1,
+            "pid": pid,
+            "create_time_ms": create_time_ms,
+            "process_shared": True,  # the server's process serves many requests: its samples are no one request's
+            "ts_enqueue": self.ts_enqueue,
+            "ts_start": self.ts_start if self.ts_start is not None else self.ts_enqueue,
+            "ts_end": self.ts_end if complete else now,
+            "server_us": (time.perf_counter_ns() - self.started) // 1000,
+            "status": status,
+            "status_sent": self.status,
+            "complete": complete,
+            "error": self.error if self.error or complete else "response not finished",
+            "method": scope.get("method"),
+            "route": getattr(route, "path", None),
+            "path": scope.get("path"),
+            "query": scope.get("query_string", b"").decode("latin-1") or None,
+            "client": f"{client[0]}:{client[1]}" if client else None,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "cpu_ms": self.cpu.ms,
+            "cpu_measured": self.cpu.measured,
+            "cpu_user_ms": None,
+            "cpu_system_ms": None,
+            "max_rss_kb": None,
+        }
