@@ -9,6 +9,8 @@
 #   make collect RUN_ID=r1 NODE_ID=cloud1 STAGE=cloud   (alias: start-collect)
 #   make stop-collect RUN_ID=r1
 #   make parse RUN_ID=r1 [NODE_ID=.. STAGE=..]           (tracekit parse <logs dir>/r1)
+#   make load VM_IP=localhost RATE=50 DURATION=60s       (tracekit load on http://$(VM_IP):$(SVC_PORT)$(ENDPOINT);
+#                                                         with RUN_ID the results go into its run folder)
 # honouring PROC_MATCH, PROC_MATCH_CMDLINE, PROC_PID_DIR, PROC_INTERVAL_MS, LOGS_DIR.
 
 SHELL := /bin/bash
@@ -18,7 +20,7 @@ TRACEKIT := $(VENV)/bin/tracekit
 APT_PACKAGES := ffmpeg nginx redis-server openssh-server openssh-client
 PYTEST_ARGS ?=
 
-.PHONY: run test deps system-deps venv demo collect start-collect stop-collect status-collect parse clean
+.PHONY: run test deps system-deps venv demo collect start-collect stop-collect status-collect parse load clean
 
 EXPERIMENT ?= experiments/ffmpeg.yaml
 RUN_ARGS ?=
@@ -83,6 +85,18 @@ status-collect: venv
 parse: venv
 	@test -n "$(RUN_ID)" || { echo "make parse: RUN_ID=... is required, e.g. make parse RUN_ID=test001" >&2; exit 2; }
 	$(TRACEKIT) parse "$(or $(LOGS_DIR),$(TRACEKIT_LOGS_DIR),logs)/$(RUN_ID)"
+
+# The example service's port and endpoint (examples/fastapi_svc: make run).
+VM_IP ?= localhost
+SVC_PORT ?= 8080
+ENDPOINT ?= /work
+RATE ?= 50
+DURATION ?= 60s
+LOAD_ARGS ?=
+
+load: venv
+	$(TRACEKIT) load --url "http://$(VM_IP):$(SVC_PORT)$(ENDPOINT)" --rate "$(RATE)" --duration "$(DURATION)" \
+	  $(if $(RUN_ID),--run-id "$(RUN_ID)") $(if $(LOGS_DIR),--logs-dir "$(LOGS_DIR)") $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -318,7 +318,42 @@ def build_parser() -> argparse.ArgumentParser:
     clock.add_argument("--redis-url", required=True, help="the controller's redis://HOST:PORT/DB (no password)")
     clock.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
     clock.add_argument("--moment", choices=("start", "end"), default="start", help="which measurement this is (default: start)")
+    _add_load_parser(commands)
     return parser
+
+
+def _add_load_parser(commands: argparse._SubParsersAction) -> None:
+    load = commands.add_parser(
+        "load",
+        help="open-loop HTTP load: requests at fixed intended times, vegeta-style results and summary",
+        description="Send requests to --url at intended times fixed in advance (open loop: a slow server "
+        "does not slow the sender). Latency is measured from the actual send and from the intended time; "
+        "requests sent late or dropped (at --max-in-flight) are counted. Each request carries a new W3C "
+        "traceparent, so the server's events join the results on trace id. Results: one JSON line per "
+        "request with vegeta's fields (encode --to json) plus intended, latency_intended, send_lag, trace_id; "
+        "a summary like 'vegeta report' is printed and written as JSON. Ctrl-C ends the load early and "
+        "keeps what was sent.",
+        epilog="examples: tracekit load --url http://127.0.0.1:8080/work?cpu_ms=5 --rate 100 --duration 30s; "
+        "tracekit load --url URL --rate 50@30s,200@30s --arrival poisson --seed 1 --run-id r1",
+    )
+    load.add_argument("--url", required=True, help="the target, http://HOST[:PORT]/PATH[?QUERY]")
+    load.add_argument("--rate", required=True, help="requests per second, or a plan: 50@30s,100@30s")
+    load.add_argument("--duration", help="how long to send (60s, 500ms, 1m30s; not needed with a plan)")
+    load.add_argument("--method", default="GET", help="HTTP method (default: GET)")
+    load.add_argument("--body", help="request body; @FILE reads it from FILE")
+    load.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="a request header (repeatable)")
+    load.add_argument("--arrival", choices=("constant", "poisson"), default="constant",
+                      help="evenly spaced sends, or Poisson arrivals (default: constant)")  # fmt: skip
+    load.add_argument("--seed", type=int, help="seed of the Poisson arrivals (same seed, same schedule)")
+    load.add_argument("--warmup", help="send at the first rate this long first, left out of the summary (e.g. 5s)")
+    load.add_argument("--max-in-flight", type=int, default=1024,
+                      help="open requests at most; a request due beyond it is dropped and counted (default: 1024)")  # fmt: skip
+    load.add_argument("--timeout", default="30s", help="per request; also how long open requests get after the last send (default: 30s)")
+    load.add_argument("--name", default="", help="the attack name in every result (vegeta's 'attack')")
+    load.add_argument("--output", type=Path, help="results file, JSON lines (default with --run-id: <run folder>/load/results.jsonl)")
+    load.add_argument("--summary", type=Path, help="summary file, JSON (default: beside the results, summary.json)")
+    _add_run_args(load)
+    load.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 # -- command handlers: each turns arguments into one API call -------------------
@@ -601,6 +636,59 @@ def _cmd_clock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_load(args: argparse.Namespace) -> int:
+    from tracekit.load.generator import LoadSpec, parse_header
+    from tracekit.load.plan import parse_duration_ns, parse_rate_plan
+    from tracekit.load.results import run_and_write, summary_text
+
+    results_path, summary_path = args.output, args.summary
+    if args.run_id is not None:
+        folder = runfolder.run_dir(runfolder.validate_run_id(args.run_id), args.logs_dir)
+        results_path = results_path or folder / runfolder.LOAD_RESULTS
+        summary_path = summary_path or folder / runfolder.LOAD_SUMMARY
+    if summary_path is None and results_path is not None:
+        summary_path = results_path.with_name("summary.json")
+    body = b""
+    if args.body is not None:
+        if args.body.startswith("@"):
+            try:
+                body = Path(args.body[1:]).read_bytes()
+            except OSError as exc:
+                raise UsageError(f"--body {args.body}: cannot read {args.body[1:]}: {exc.strerror}") from None
+        else:
+            body = args.body.encode()
+    spec = LoadSpec(
+        url=args.url,
+        plan=parse_rate_plan(args.rate, args.duration),
+        arrival=args.arrival,
+        seed=args.seed,
+        warmup_ns=parse_duration_ns(args.warmup, "--warmup") if args.warmup else 0,
+        method=args.method.upper(),
+        body=body,
+        headers=tuple(parse_header(h) for h in args.header),
+        max_in_flight=args.max_in_flight,
+        timeout_ns=parse_duration_ns(args.timeout, "--timeout"),
+        attack=args.name,
+    )
+
+    def progress(counts: dict) -> None:
+        print(f"tracekit load: {counts['elapsed_s']:.0f} s, {counts['sent']} sent, {counts['ok']} answered, "
+              f"{counts['errors']} errors, {counts['dropped']} dropped, {counts['in_flight']} in flight",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    run, summary = run_and_write(spec, results_path, summary_path, None if args.quiet else progress)
+    print(summary_text(summary))
+    for path in (results_path, summary_path):
+        if path is not None:
+            print(f"written: {path}")
+    if run.interrupted:
+        return 130
+    if summary["sent"] and not summary["status_codes"]:
+        first_error = next(r.error for r in run.results if r.error and not r.warmup)
+        raise TracekitError(f"no request to {args.url} got a response ({first_error}); is the service running there?")
+    return 0
+
+
 _HANDLERS = {
     "collect": _cmd_collect,
     "wrap": _cmd_wrap,
@@ -613,6 +701,7 @@ _HANDLERS = {
     "worker": _cmd_worker,
     "dispatch": _cmd_dispatch,
     "clock": _cmd_clock,
+    "load": _cmd_load,
 }
 
 

@@ -65,6 +65,18 @@ def test_make_parse_is_tracekit_parse_of_the_run_folder(logs_dir):
     assert missing.returncode != 0 and "RUN_ID=... is required" in missing.stderr
 
 
+def test_make_load_is_tracekit_load_on_the_example_service(logs_dir, tmp_path):
+    from tests.httpserve import example_service
+
+    with example_service(tmp_path / "svc" / "s1", "cloud1", tmp_path / "svc.log") as server:
+        port = server.url.rsplit(":", 1)[1]
+        loaded = make("load", "VM_IP=127.0.0.1", f"SVC_PORT={port}", "ENDPOINT=/work?cpu_ms=1", "RATE=20",
+                      "DURATION=1s", "RUN_ID=ml1", f"LOGS_DIR={logs_dir}", "LOAD_ARGS=--quiet")  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    assert "Status Codes  [code:count]                      200:20" in loaded.stdout
+    assert len(read_jsonl(logs_dir / "ml1" / "load" / "results.jsonl")) == 20
+
+
 def test_single_node_demo(tmp_path):
     env = {
         **os.environ,
