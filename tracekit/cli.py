@@ -319,7 +319,30 @@ def build_parser() -> argparse.ArgumentParser:
     clock.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
     clock.add_argument("--moment", choices=("start", "end"), default="start", help="which measurement this is (default: start)")
     _add_load_parser(commands)
+    _add_serve_parser(commands)
     return parser
+
+
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="start or stop a run's HTTP service (uvicorn, in the background, with a pidfile)",
+        description="Start an ASGI service (e.g. examples/fastapi_svc, traced by tracekit.adapters.http) for a run "
+        "in the background, and return once its port accepts connections; or --stop it. The service writes "
+        "its request events into <logs dir>/<RUN_ID>/events.http.jsonl; its pidfile and console log are "
+        "http_service.pid and http_service.log there.",
+        epilog=EPILOG_ENV,
+    )
+    _add_run_args(serve)
+    serve.add_argument("--stop", action="store_true", help="stop the run's service (idempotent)")
+    serve.add_argument("--app-dir", type=Path, help="folder of the app (e.g. examples/fastapi_svc)")
+    serve.add_argument("--app", default="app:create_app", help="MODULE:ATTRIBUTE (default: app:create_app)")
+    serve.add_argument("--no-factory", action="store_true", help="the attribute is the app itself, not a function making it")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default: 1)")
+    serve.add_argument("--node-id", help="node id (default: $TRACEKIT_NODE_ID, else the host name)")
+    serve.add_argument("--next-url", help="the next hop of work requests that name none (DEFAULT_NEXT_URL)")
 
 
 def _add_load_parser(commands: argparse._SubParsersAction) -> None:
@@ -689,6 +712,26 @@ def _cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from tracekit.adapters.http_service import ServiceSpec, start_service, stop_service
+
+    run_id = runfolder.run_id_or_env(args.run_id)
+    logs = runfolder.logs_dir(args.logs_dir)
+    if args.stop:
+        stopped = stop_service(run_id, logs)
+        print(f"HTTP service of run {run_id}: {'stopped' if stopped else 'was not running'}")
+        return 0
+    if args.app_dir is None:
+        raise UsageError("--app-dir is required to start a service (e.g. --app-dir examples/fastapi_svc)")
+    spec = ServiceSpec(app_dir=args.app_dir.resolve(), run_id=run_id, logs_dir=logs.resolve(),
+                       node_id=args.node_id or runfolder.default_node_id(), port=args.port, host=args.host,
+                       app=args.app, factory=not args.no_factory, workers=args.workers, next_url=args.next_url)  # fmt: skip
+    running, started = start_service(spec)
+    state = "started" if started else "already running"
+    print(f"HTTP service of run {run_id}: {state} (pid {running.pid}) on http://{spec.host}:{spec.port}")
+    return 0
+
+
 _HANDLERS = {
     "collect": _cmd_collect,
     "wrap": _cmd_wrap,
@@ -702,6 +745,7 @@ _HANDLERS = {
     "dispatch": _cmd_dispatch,
     "clock": _cmd_clock,
     "load": _cmd_load,
+    "serve": _cmd_serve,
 }
 
 

@@ -5,7 +5,8 @@ output: the process (own session, so it outlives the Ansible task or shell
         that started it); the pidfile holds "PID CREATE_TIME" so that a
         reused PID is never mistaken for ours
 
-Used for the worker (``tracekit worker --detach`` / ``--stop``) and the
+Used for the worker (``tracekit worker --detach`` / ``--stop``), HTTP services
+(``tracekit serve``) and the
 dispatcher's pidfile (so that ``tracekit dispatch --stop`` can end a
 dispatcher whose Ansible task was interrupted). The collector has its own
 lock-based daemon (tracekit.collect.daemon).
@@ -78,7 +79,9 @@ def pidfile_of_this_process(pidfile: Path) -> Iterator[None]:
         pidfile.unlink(missing_ok=True)
 
 
-def start_detached(argv: list[str], pidfile: Path, console_log: Path, what: str) -> tuple[Running, bool]:
+def start_detached(
+    argv: list[str], pidfile: Path, console_log: Path, what: str, env: dict[str, str] | None = None
+) -> tuple[Running, bool]:
     """Start ``argv`` in the background unless the pidfile names a live one.
 
     Returns (process, started_now). Raises TracekitError with the last line
@@ -89,7 +92,7 @@ def start_detached(argv: list[str], pidfile: Path, console_log: Path, what: str)
         return running, False
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     with open(console_log, "ab") as log, open(os.devnull, "rb") as devnull:
-        child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True)
+        child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True, env=env)
     _write_pidfile(pidfile, child.pid)
     deadline = time.monotonic() + START_CHECK_S
     while time.monotonic() < deadline:

@@ -242,3 +242,35 @@ def _answers(url: str) -> bool:
         return get(url)[0] == 200
     except OSError:
         return False
+
+
+def test_tracekit_serve_starts_once_answers_and_stops(tmp_path, capsys):
+    import socket
+
+    from tracekit import cli
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    logs = tmp_path / "logs"
+    start = ["serve", "--run-id", "s1", "--logs-dir", str(logs), "--app-dir", str(EXAMPLE), "--port", port,
+             "--node-id", "cloud2", "--next-url", "http://127.0.0.1:1/never-called-without-call_url"]  # fmt: skip
+    try:
+        assert cli.main(start) == 0
+        assert "started (pid" in capsys.readouterr().out
+        assert cli.main(start) == 0 and "already running" in capsys.readouterr().out
+        assert get(f"http://127.0.0.1:{port}/work?cpu_ms=1")[0] == 502  # the next hop is refused: said, not hidden
+        [event] = events(logs / "s1", 1)
+        assert event["node"] == "cloud2" and event["status"] == 502
+        # Another run on the same port: a clear error, not a second server.
+        assert cli.main([*start[:2], "s2", *start[3:]]) == 1
+        assert f"127.0.0.1:{port} is already in use" in capsys.readouterr().err
+    finally:
+        assert cli.main(["serve", "--run-id", "s1", "--logs-dir", str(logs), "--stop"]) == 0
+    assert "stopped" in capsys.readouterr().out and not _answers(f"http://127.0.0.1:{port}/health")
+    assert cli.main(["serve", "--run-id", "s1", "--logs-dir", str(logs), "--stop"]) == 0
+    assert "was not running" in capsys.readouterr().out
+    # An app that cannot be loaded: its own error, from its log.
+    assert cli.main(["serve", "--run-id", "s3", "--logs-dir", str(logs), "--app-dir", str(EXAMPLE), "--app",
+                     "app:no_such_factory", "--port", port]) == 1  # fmt: skip
+    assert "no_such_factory" in capsys.readouterr().err
