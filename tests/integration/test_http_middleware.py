@@ -186,31 +186,57 @@ def test_a_three_hop_chain_is_one_trace_with_parent_links(tmp_path):
     assert first["ts_end"] >= second["ts_end"] >= third["ts_end"]
 
 
-def test_parse_takes_the_requests_and_gives_the_server_process_to_none_of_them(tmp_path):
-    """Collector + example service + requests -> parse: every request is an invocation; the service
-    process, which served them all, is sampled but belongs to no one request."""
+def test_a_load_run_parses_joins_and_exports(tmp_path):
+    """Collector + example service + tracekit load in one run folder -> parse -> export -> verify.
+    Every request is an invocation joined to what the client saw; the service process, which
+    served them all, is sampled but belongs to no one request; each request is an OpenDC task
+    with its own CPU."""
+    from tracekit import cli
     from tracekit.collect import daemon
     from tracekit.collect.daemon import CollectorConfig
     from tracekit.trace import cctf
+    from tracekit.trace.export_opendc import export_opendc
     from tracekit.trace.parse import parse_run
+    from tracekit.trace.verify import verify_opendc
 
     logs = tmp_path / "logs"
-    cfg = CollectorConfig(run_id="h1", node_id="cloud1", interval_ms=100, match_cmdline="uvicorn", logs_dir=logs)
+    cfg = CollectorConfig(run_id="h1", node_id="cloud1", interval_ms=100, match_cmdline="uvicorn", logs_dir=logs,
+                          cpu_mhz=2000)  # fmt: skip
     daemon.start_collector(cfg)
     try:
         with example_service(cfg.run_folder, "cloud1", tmp_path / "svc.log") as server:
-            for _ in range(5):
-                assert get(server.url + "/work?cpu_ms=60")[0] == 200
-            served = events(cfg.run_folder, 5)
+            assert cli.main(["load", "--url", server.url + "/work?cpu_ms=8", "--rate", "40", "--duration", "1s",
+                             "--warmup", "250ms", "--run-id", "h1", "--logs-dir", str(logs), "--quiet"]) == 0  # fmt: skip
+            served = events(cfg.run_folder, 50)
     finally:
         daemon.stop_collector("h1", logs)
     trace = parse_run(cfg.run_folder).cctf_dir
     invocations = read_jsonl(trace / "invocations.jsonl")
     assert sorted(r["task_id"] for r in invocations) == sorted(e["span_id"] for e in served)
-    assert all(r["module"] == "http" and r["ok"] and r["cpu_ms"] >= 60 for r in invocations)
+    assert all(r["module"] == "http" and r["ok"] and r["cpu_ms"] >= 8 for r in invocations)
     samples = cctf.read_table(trace, "proc_metrics").to_pylist()
     of_server = [s for s in samples if s["pid"] == served[0]["pid"]]
     assert of_server and all(s["task_id"] is None for s in of_server)
+    # The client's view next to the server's.
+    requests = read_jsonl(trace / "requests.jsonl")
+    results = read_jsonl(logs / "h1" / "load" / "results.jsonl")
+    assert len(requests) == len(results) == 50 and sum(r["warmup"] for r in requests) == 10
+    by_task = {r["task_id"]: r for r in invocations}
+    for request in requests:
+        server = by_task[request["server_task_id"]]
+        assert server["parent_span_id"] == request["span_id"] and server["trace_id"] == request["trace_id"]
+        assert request["server_node"] == "cloud1" and request["server_cpu_ms"] == server["cpu_ms"]
+        assert 0 < request["server_ms"] <= request["latency_ms"] <= request["latency_intended_ms"]
+        assert server["client_latency_ms"] == request["latency_ms"]
+    audit = json.loads((trace / "audit.json").read_text())
+    assert audit["requests"] == {"requests": 50, "requests_sent": 50, "requests_joined": 50,
+                                 "requests_without_server_event": 0, "http_invocations_from_other_callers": 0}
+    assert not any("no process samples" in note for note in audit["notes"])
+    # One OpenDC task per request, carrying the request's own CPU.
+    out = tmp_path / "opendc"
+    summary = export_opendc(cfg.run_folder, out).summary
+    assert summary["tasks"] == 50 and abs(summary["cpu_ms_total"] - sum(r["cpu_ms"] for r in invocations)) < 0.01
+    verify_opendc(out, against=cfg.run_folder)
 
 
 def test_make_run_serves_with_several_workers_into_one_events_file(tmp_path):

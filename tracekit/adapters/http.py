@@ -11,8 +11,10 @@ output: ``<run folder>/events.http.jsonl``, one line per request, appended
 Times (epoch ms, the node's clock): ``ts_enqueue`` when the request reached
 the application, ``ts_start`` when its body had been read (the arrival
 again if the application never read it), ``ts_end`` when the last body
-byte was handed to the server. ``bytes_in`` and ``bytes_out`` count the
-body bytes actually received and sent, not Content-Length.
+byte was handed to the server (rounded up to the next ms, so that the span
+is never shorter than the request was; ``server_us`` is the exact time from
+arrival to that byte). ``bytes_in`` and ``bytes_out`` count the body bytes
+actually received and sent, not Content-Length.
 
 CPU (``cpu_ms``, with ``cpu_measured`` saying how): every step of the
 request's coroutine is timed on the thread's CPU clock, so CPU that other
@@ -136,10 +138,6 @@ class _TimedSteps:
                 value, error = None, thrown
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _headers(scope: Scope) -> dict[str, list[str]]:
     wanted = {TRACEPARENT: [], TRACESTATE: [], TRACE_ID_ALIAS: []}
     for name, value in scope.get("headers", ()):
@@ -228,10 +226,11 @@ class _Request:
 
     def __init__(self, middleware: TracingMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
         self.middleware, self.scope, self._receive, self._send = middleware, scope, receive, send
-        self.ts_enqueue = _now_ms()
+        # One wall-clock reading; later moments are the monotonic clock's distance from it.
+        self.arrived_wall_ns = time.time_ns()
         self.started = time.perf_counter_ns()
-        self.ts_start: int | None = None
-        self.ts_end: int | None = None
+        self.body_read: int | None = None  # perf counter when the body had been read
+        self.ended: int | None = None  # ... at the last body byte
         self.bytes_in = self.bytes_out = 0
         self.status: int | None = None
         self.error: str | None = None
@@ -244,9 +243,9 @@ class _Request:
         message = await self._receive()
         if message["type"] == "http.request":
             self.bytes_in += len(message.get("body", b""))
-            if not message.get("more_body", False) and self.ts_start is None:
-                self.ts_start = _now_ms()
-        elif message["type"] == "http.disconnect" and self.ts_end is None:
+            if not message.get("more_body", False) and self.body_read is None:
+                self.body_read = time.perf_counter_ns()
+        elif message["type"] == "http.disconnect" and self.ended is None:
             self.error = self.error or "client disconnected"
         return message
 
@@ -259,7 +258,7 @@ class _Request:
             await self._send(message)
             self.bytes_out += len(body)
             if not message.get("more_body", False):
-                self.ts_end = _now_ms()
+                self.ended = time.perf_counter_ns()
             return
         await self._send(message)
 
@@ -277,8 +276,13 @@ class _Request:
             self.middleware.events.write(self.event())
 
     def event(self) -> dict[str, Any]:
-        now = _now_ms()
-        complete = self.ts_end is not None
+        complete = self.ended is not None
+        ended = self.ended or time.perf_counter_ns()
+        # Whole ms, the end rounded up: the span in ms never comes out shorter than the request
+        # was (its CPU never claims more than a core for lack of a millisecond).
+        ts_enqueue = self.arrived_wall_ns // 1_000_000
+        ts_start = (self.arrived_wall_ns + (self.body_read or self.started) - self.started) // 1_000_000
+        ts_end = -(-(self.arrived_wall_ns + ended - self.started) // 1_000_000)
         status = self.status if complete and self.status is not None else 500  # a response that never finished
         pid, create_time_ms = self.middleware._process_key()
         scope = self.scope
@@ -297,10 +301,10 @@ class _Request:
             "pid": pid,
             "create_time_ms": create_time_ms,
             "process_shared": True,  # the server's process serves many requests: its samples are no one request's
-            "ts_enqueue": self.ts_enqueue,
-            "ts_start": self.ts_start if self.ts_start is not None else self.ts_enqueue,
-            "ts_end": self.ts_end if complete else now,
-            "server_us": (time.perf_counter_ns() - self.started) // 1000,
+            "ts_enqueue": ts_enqueue,
+            "ts_start": ts_start,
+            "ts_end": ts_end,
+            "server_us": (ended - self.started) // 1000,
             "status": status,
             "status_sent": self.status,
             "complete": complete,

@@ -41,6 +41,7 @@ class Audit:
     per_node: dict[str, dict[str, Any]] = field(default_factory=dict)
     task_samples: dict[tuple[str, str], TaskSamples] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    requests: dict[str, int] | None = None  # an HTTP load's requests and how many joined (tracekit.trace.requests)
 
     def add_node(self, node, metrics, processes: int) -> None:
         table = metrics.table
@@ -104,7 +105,8 @@ class Audit:
         unknown_mhz = [n.node for n in nodes if not n.facts.get("cpu_mhz")]
         if unknown_mhz:
             notes.append(f"no CPU speed for {', '.join(unknown_mhz)}: pass --cpu-mhz to the collector")
-        no_samples = len(invocations) - with_samples
+        # A request served by a shared server process has no samples of its own, by design.
+        no_samples = sum(1 for r in invocations if not r.get("process_shared")) - with_samples
         if no_samples:
             notes.append(
                 f"{no_samples} invocations have no process samples (shorter than an interval, or not "
@@ -148,6 +150,7 @@ class Audit:
                 for b in bad_lines[:MAX_LISTED_BAD_LINES]
             ],
             "clock_offsets_ms": {n.node: n.clock_offset_ms for n in nodes},
+            "requests": self.requests,
             "nodes_without_clock_offset": missing_clock,
             "per_node": self.per_node,
             "notes": notes,
@@ -194,6 +197,12 @@ class Audit:
             f"{cpu['samples_unattributed'] / 1000:.3f} s",
             f"- skipped lines: {s['bad_lines']}",
         ]
+        if s.get("requests"):
+            r = s["requests"]
+            lines.insert(-1, f"- HTTP load: {r['requests']} requests, {r['requests_sent']} sent, {r['requests_joined']} "
+                             f"joined to a server event, {r['requests_without_server_event']} without one; "
+                             f"{r['http_invocations_from_other_callers']} HTTP invocations from other callers "
+                             "(further hops, other clients)")  # fmt: skip
         lines += [f"  - {b['file']}:{b['line']}: {b['reason']}" for b in s["bad_lines_listed"][:20]]
         lines += ["", "| node | samples | outside tasks | wrong node | processes | scope | cores | clock offset ms "
                   "| cpu MHz (source) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip

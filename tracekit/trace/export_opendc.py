@@ -203,9 +203,12 @@ def build_fragments(
     extra_on_last_row: dict[int, float] = {}
     tail_ids, tail_durations, tail_cpu, tail_order = [], [], [], []
     for index, (task, facts) in enumerate(zip(tasks, per_task)):
+        # The exact total: the process's rusage, or a request's own CPU (HTTP middleware), else the samples.
         rusage = None
         if task.get("cpu_user_ms") is not None:
             rusage = task["cpu_user_ms"] + (task.get("cpu_system_ms") or 0)
+        elif task.get("cpu_ms") is not None:
+            rusage = task["cpu_ms"]
         total = rusage if rusage is not None else facts["sampled_cpu_ms"]
         if facts["sampled_cpu_ms"] > total:
             # Samples count in 10 ms ticks and can overshoot the exact total a little.

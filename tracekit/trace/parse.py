@@ -3,12 +3,15 @@
 input:  RUN_DIR with one node's raw files, or nodes/<node>/ folders
         (node.json, host.csv, host_cpus.csv, host_net.csv, proc.csv,
         processes.jsonl, events.*.jsonl, optional clock.json,
-        placement_events.jsonl, terminal_records.jsonl and cctf-part/)
+        placement_events.jsonl, terminal_records.jsonl, load/**/results.jsonl
+        and cctf-part/)
 output: RUN_DIR/cctf/ (layout: tracekit.trace.cctf) proc_metrics/,
         host_metrics/, link_metrics/ (a Parquet file per node),
         invocations.jsonl, nodes.json, links.json, placement_events.jsonl,
-        audit.json, audit.md; with ``jsonl`` also the JSON Lines copy of the
-        per-sample tables (tracekit.trace.jsonl_copy)
+        requests.jsonl (HTTP load runs: the load generator's requests joined
+        to the services' invocations, tracekit.trace.requests), audit.json,
+        audit.md; with ``jsonl`` also the JSON Lines copy of the per-sample
+        tables (tracekit.trace.jsonl_copy)
 
 Each node's part (nodeparse) is taken as made on the node when it still
 matches the raw files, else made here: two jobs per node (its processes,
@@ -57,6 +60,8 @@ from tracekit.trace.rawrun import (
     load_node_folder,
     read_records,
 )
+from tracekit.trace.requests import join as join_requests
+from tracekit.trace.requests import read_requests
 from tracekit.trace.validate import validate_outputs
 
 __all__ = ["ParseResult", "parse_run"]
@@ -181,6 +186,12 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
         for folder in [node.path for node in nodes] + placement_only:
             terminal_records += read_records(folder / runfolder.TERMINAL_RECORDS, bad, required=TERMINAL_REQUIRED)
         invocations.sort(key=lambda r: (r["ts_start"], r["node"], r["task_id"], r["attempt"]))
+        load_folders = [(node.path, node) for node in nodes] + [(folder, None) for folder in placement_only]
+        requests = read_requests(load_folders, run_dir, bad)
+        if requests:
+            audit.requests = join_requests(requests, invocations)
+            with open(staging / "requests.jsonl", "w") as out:
+                out.writelines(dumps(r) + "\n" for r in requests)
         audit.finish(nodes, invocations, bad.lines, terminal_records)  # also counts each invocation's samples
         with open(staging / "invocations.jsonl", "w") as out:
             out.writelines(dumps(r) + "\n" for r in invocations)
