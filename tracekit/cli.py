@@ -359,7 +359,8 @@ def _add_load_parser(commands: argparse._SubParsersAction) -> None:
         epilog="examples: tracekit load --url http://127.0.0.1:8080/work?cpu_ms=5 --rate 100 --duration 30s; "
         "tracekit load --url URL --rate 50@30s,200@30s --arrival poisson --seed 1 --run-id r1",
     )
-    load.add_argument("--url", required=True, help="the target, http://HOST[:PORT]/PATH[?QUERY]")
+    load.add_argument("--url", required=True, action="append",
+                      help="the target, http://HOST[:PORT]/PATH[?QUERY]; repeat it for several, sent to in turn")  # fmt: skip
     load.add_argument("--rate", required=True, help="requests per second, or a plan: 50@30s,100@30s")
     load.add_argument("--duration", help="how long to send (60s, 500ms, 1m30s; not needed with a plan)")
     load.add_argument("--method", default="GET", help="HTTP method (default: GET)")
@@ -681,7 +682,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         else:
             body = args.body.encode()
     spec = LoadSpec(
-        url=args.url,
+        urls=tuple(args.url),
         plan=parse_rate_plan(args.rate, args.duration),
         arrival=args.arrival,
         seed=args.seed,
@@ -708,7 +709,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         return 130
     if summary["sent"] and not summary["status_codes"]:
         first_error = next(r.error for r in run.results if r.error and not r.warmup)
-        raise TracekitError(f"no request to {args.url} got a response ({first_error}); is the service running there?")
+        raise TracekitError(f"no request to {', '.join(args.url)} got a response ({first_error}); is the service running there?")
     return 0
 
 

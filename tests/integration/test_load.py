@@ -147,3 +147,17 @@ def test_sigint_ends_the_load_early_and_keeps_what_was_sent(service, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert 10 <= len(results) < 3000 and summary["interrupted"] is True
     assert summary["not_due"] == 3000 - len(results) and "Interrupted:" in out
+
+
+def test_several_urls_are_sent_to_in_turn(service, tmp_path):
+    server, served_into = service
+    out = tmp_path / "r.jsonl"
+    urls = [server.url + "/health", server.url + "/work?cpu_ms=1"]
+    assert cli.main(["load", "--url", urls[0], "--url", urls[1], "--rate", "20", "--duration", "1s", "--output",
+                     str(out), "--quiet"]) == 0  # fmt: skip
+    results = read_jsonl(out)
+    assert [r["url"] for r in results] == urls * 10
+    events = wait_until(lambda: len(read_jsonl(served_into / "events.http.jsonl")) >= 20
+                        and read_jsonl(served_into / "events.http.jsonl"), what="events")  # fmt: skip
+    assert sorted(e["route"] for e in events) == ["/health"] * 10 + ["/work"] * 10
+    assert json.loads((tmp_path / "summary.json").read_text())["urls"] == urls

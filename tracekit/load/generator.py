@@ -38,7 +38,7 @@ USER_AGENT = "tracekit-load"
 
 @dataclass(frozen=True)
 class LoadSpec:
-    url: str
+    urls: tuple[str, ...]  # requests go to them in turn (round robin), as vegeta's targets
     plan: list[Step]
     arrival: str = "constant"
     seed: int | None = None
@@ -56,6 +56,7 @@ class Result:
     seq: int
     intended_ns: int  # after the start (perf counter)
     warmup: bool
+    target: int = 0  # index into LoadSpec.urls
     trace_id: str = ""
     span_id: str = ""
     send_ns: int | None = None  # None: never sent (dropped)
@@ -122,8 +123,10 @@ class _RequestBytes:
 class _Attack:
     def __init__(self, spec: LoadSpec, schedule: Schedule, progress: Callable[[dict], None] | None) -> None:
         self.spec, self.schedule, self.progress = spec, schedule, progress
-        self.target = parse_target(spec.url)
-        self.requests = _RequestBytes(spec, self.target)
+        if not spec.urls:
+            raise UsageError("give at least one --url")
+        self.targets = [parse_target(url) for url in spec.urls]
+        self.requests = [_RequestBytes(spec, target) for target in self.targets]
         self.results: list[Result] = []
         self.open: dict[int, tuple[Result, object]] = {}  # seq -> (result, its connection or connecting task)
         self.stop = False
@@ -135,7 +138,7 @@ class _Attack:
     async def run(self) -> tuple[int, int, bool]:
         loop = asyncio.get_running_loop()
         self.loop = loop
-        self.pool = client.Pool(loop, self.target.host, self.target.port)
+        self.pools = [client.Pool(loop, target.host, target.port) for target in self.targets]
         self.drained = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._interrupt)
@@ -154,7 +157,8 @@ class _Attack:
             for task in connecting:
                 task.cancel()
             await asyncio.gather(*connecting, return_exceptions=True)
-            self.pool.close_all(client.UNFINISHED)
+            for pool in self.pools:
+                pool.close_all(client.UNFINISHED)
             for seq in list(self.open):
                 self._end_unfinished(seq, client.UNFINISHED)
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -178,7 +182,7 @@ class _Attack:
                 # return at once and the loop would spin. What falls due meanwhile goes out together.
                 await asyncio.sleep(max(due - now, MIN_SLEEP_NS) / 1e9)
                 continue
-            result = Result(seq, offsets[seq], seq < warmups)
+            result = Result(seq, offsets[seq], seq < warmups, seq % len(self.targets))
             self.results.append(result)
             if len(self.open) >= limit:
                 result.error = f"{client.DROPPED}: {limit} requests in flight (--max-in-flight)"
@@ -193,22 +197,23 @@ class _Attack:
 
     def _launch(self, result: Result) -> None:
         result.trace_id, result.span_id = secrets.token_hex(16), secrets.token_hex(8)
-        request = self.requests.make(result.trace_id, result.span_id)
-        result.bytes_out = len(self.requests.body)
+        requests, pool = self.requests[result.target], self.pools[result.target]
+        request = requests.make(result.trace_id, result.span_id)
+        result.bytes_out = len(requests.body)
         outcome = client.Outcome(lambda o, r=result: self._finished(r, o))
         result.send_ns = time.perf_counter_ns() - self.start
         self.counts["sent"] += 1
-        connection = self.pool.take_idle()
+        connection = pool.take_idle()
         if connection is not None:
             self.open[result.seq] = (result, connection)
             connection.send(request, outcome)
         else:
-            task = self.loop.create_task(self._connect_and_send(result, request, outcome))
+            task = self.loop.create_task(self._connect_and_send(pool, result, request, outcome))
             self.open[result.seq] = (result, task)
 
-    async def _connect_and_send(self, result: Result, request: bytes, outcome: client.Outcome) -> None:
+    async def _connect_and_send(self, pool: client.Pool, result: Result, request: bytes, outcome: client.Outcome) -> None:
         try:
-            connection = await self.pool.connect()
+            connection = await pool.connect()
         except OSError as exc:
             outcome.finish(f"{client.CONNECT}: {exc.strerror or exc}")
             return

@@ -52,7 +52,7 @@ def result_record(run: LoadRun, r: Result) -> dict[str, Any]:
         "error": r.error or "",
         "body": "",  # vegeta's response body (base64); not kept
         "method": run.spec.method,
-        "url": run.spec.url,
+        "url": run.spec.urls[r.target],
         "headers": None,
         "intended": rfc3339(run.start_wall_ns + r.intended_ns),
         "latency_intended": end - r.intended_ns if sent else 0,
@@ -99,7 +99,7 @@ def summarize(run: LoadRun) -> dict[str, Any]:
     errors = Counter(r.error.split(":", 1)[0] for r in measured if r.error)
     lags = [r.send_ns - r.intended_ns for r in sent]
     return {
-        "url": run.spec.url,
+        "urls": list(run.spec.urls),
         "method": run.spec.method,
         "arrival": run.spec.arrival,
         "target_rate": [{"rate": step.rate, "duration_s": step.duration_ns / 1e9} for step in run.spec.plan],
