@@ -343,6 +343,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default: 1)")
     serve.add_argument("--node-id", help="node id (default: $TRACEKIT_NODE_ID, else the host name)")
     serve.add_argument("--next-url", help="the next hop of work requests that name none (DEFAULT_NEXT_URL)")
+    serve.add_argument("--cpus", type=_cpu_list, metavar="LIST", help="keep the service and its workers on these CPUs (e.g. 1 or 0-3)")
 
 
 def _add_load_parser(commands: argparse._SubParsersAction) -> None:
@@ -726,7 +727,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--app-dir is required to start a service (e.g. --app-dir examples/fastapi_svc)")
     spec = ServiceSpec(app_dir=args.app_dir.resolve(), run_id=run_id, logs_dir=logs.resolve(),
                        node_id=args.node_id or runfolder.default_node_id(), port=args.port, host=args.host,
-                       app=args.app, factory=not args.no_factory, workers=args.workers, next_url=args.next_url)  # fmt: skip
+                       app=args.app, factory=not args.no_factory, workers=args.workers, next_url=args.next_url,
+                       cpus=args.cpus)  # fmt: skip
     running, started = start_service(spec)
     state = "started" if started else "already running"
     print(f"HTTP service of run {run_id}: {state} (pid {running.pid}) on http://{spec.host}:{spec.port}")

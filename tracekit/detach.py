@@ -80,7 +80,12 @@ def pidfile_of_this_process(pidfile: Path) -> Iterator[None]:
 
 
 def start_detached(
-    argv: list[str], pidfile: Path, console_log: Path, what: str, env: dict[str, str] | None = None
+    argv: list[str],
+    pidfile: Path,
+    console_log: Path,
+    what: str,
+    env: dict[str, str] | None = None,
+    cpus: tuple[int, ...] | None = None,
 ) -> tuple[Running, bool]:
     """Start ``argv`` in the background unless the pidfile names a live one.
 
@@ -92,7 +97,10 @@ def start_detached(
         return running, False
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     with open(console_log, "ab") as log, open(os.devnull, "rb") as devnull:
-        child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True, env=env)
+        # On its CPUs from its first instruction: whatever it starts inherits them.
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True, env=env,
+                                 preexec_fn=pin)  # fmt: skip
     _write_pidfile(pidfile, child.pid)
     deadline = time.monotonic() + START_CHECK_S
     while time.monotonic() < deadline:

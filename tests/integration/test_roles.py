@@ -8,6 +8,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import urllib.request
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 import redis
 import yaml
 
+from tests.helpers import wait_until
 from tracekit.trace import nodeparse
 from tracekit.trace.rawrun import load_node_folder
 
@@ -240,3 +242,49 @@ def test_node_role_installs_tracekit_once(tmp_path):
     assert (tmp_path / "node" / "secrets").stat().st_mode & 0o077 == 0
     second = run_role(tmp_path, "tracekit_node", variables, "install-again")
     assert second.rc == 0 and changed(second) == 0
+
+
+def test_http_service_role_copies_starts_once_and_stops_once(tmp_path):
+    from tests.sshd import free_port
+
+    port = free_port()
+    variables = {"tracekit_http_service_run_id": "role-h", "tracekit_http_service_logs_dir": str(tmp_path / "logs"),
+                 "tracekit_http_service_tracekit": TRACEKIT, "tracekit_http_service_port": port,
+                 "tracekit_http_service_src": str(REPO / "examples" / "fastapi_svc"),
+                 "tracekit_http_service_dir": str(tmp_path / "svc"), "tracekit_http_service_node_id": "cloud1"}  # fmt: skip
+    pidfile = tmp_path / "logs" / "role-h" / "http_service.pid"
+    try:
+        first = run_role(tmp_path, "tracekit_http_service", variables, "start")
+        assert first.rc == 0 and changed(first) == 2, first.stdout.read()  # copied, started
+        assert (tmp_path / "svc" / "app.py").is_file() and psutil.pid_exists(int(pidfile.read_text().split()[0]))
+        second = run_role(tmp_path, "tracekit_http_service", variables, "start-again")
+        assert second.rc == 0 and changed(second) == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as reply:
+            assert reply.status == 200
+        events = tmp_path / "logs" / "role-h" / "events.http.jsonl"
+        assert '"node":"cloud1"' in wait_until(lambda: events.exists() and events.read_text(), what="the request's event")
+        stop = {**variables, "tracekit_http_service_state": "stopped"}
+        stopped = run_role(tmp_path, "tracekit_http_service", stop, "stop")
+        assert stopped.rc == 0 and changed(stopped) == 1 and not pidfile.exists()
+        again = run_role(tmp_path, "tracekit_http_service", stop, "stop-again")
+        assert again.rc == 0 and changed(again) == 0
+    finally:
+        subprocess.run([TRACEKIT, "serve", "--stop", "--run-id", "role-h", "--logs-dir", str(tmp_path / "logs")], capture_output=True)
+
+
+def test_load_role_writes_results_and_fails_clearly_without_a_service(tmp_path):
+    from tests.httpserve import example_service
+    from tests.sshd import free_port
+
+    logs = tmp_path / "logs"
+    with example_service(tmp_path / "svc" / "s1", "cloud1", tmp_path / "svc.log") as server:
+        variables = {"tracekit_load_run_id": "role-l", "tracekit_load_logs_dir": str(logs), "tracekit_load_tracekit": TRACEKIT,
+                     "tracekit_load_urls": [server.url + "/health"], "tracekit_load_rate": "20", "tracekit_load_duration": "1s"}  # fmt: skip
+        sent = run_role(tmp_path, "tracekit_load", variables, "load")
+        assert sent.rc == 0, sent.stdout.read()
+    assert len((logs / "role-l" / "load" / "results.jsonl").read_text().splitlines()) == 20
+    assert '"200": 20' in (logs / "role-l" / "load" / "summary.json").read_text()
+    nowhere = {**variables, "tracekit_load_run_id": "role-l2", "tracekit_load_urls": [f"http://127.0.0.1:{free_port()}/"]}
+    failed = run_role(tmp_path, "tracekit_load", nowhere, "load-nowhere")
+    assert failed.rc != 0 and "got a response (connect: Connection refused)" in failed.stdout.read()
+    assert (logs / "role-l2" / "load" / "results.jsonl").is_file()

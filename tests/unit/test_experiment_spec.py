@@ -90,3 +90,30 @@ def test_schema_names_the_same_policies_and_profiles_as_the_code():
     assert schema["properties"]["dispatch"]["properties"]["policy"]["enum"] == [*POLICIES, *ALIASES]
     mix = schema["properties"]["workload"]["properties"]["ffmpeg"]["properties"]["mix"]
     assert mix["propertyNames"]["enum"] == list(PROFILES)
+
+
+HTTP_MINIMAL = "name: h\nworkload:\n  http:\n    load: {rate: 20, duration: 5s}\n"
+
+
+def test_the_http_experiment_and_its_defaults(tmp_path):
+    experiment = load_experiment(REPO / "experiments" / "http.yaml")
+    assert experiment.kind == "http" and experiment.workload.load.params == {"cpu_ms": 4, "sleep_ms": 2}
+    minimal = load_experiment(write(tmp_path, HTTP_MINIMAL))
+    assert (minimal.workload.service, minimal.workload.app, minimal.workload.port, minimal.workload.on) == (
+        "examples/fastapi_svc", "app:create_app", 8080, None)  # fmt: skip
+    assert minimal.workload.load.endpoint == "/work" and minimal.workload.load.arrival == "constant"
+    assert load_experiment(REPO / "experiments" / "ffmpeg.yaml").kind == "ffmpeg"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("workload.http.load.rate=fast", "workload.http.load.rate 'fast': 'fast' is not a rate"),
+    ("workload.http.load.duration=null", "workload.http.load.rate 20 needs workload.http.load.duration"),
+    ("workload.http.load.warmup=soon", "workload.http.load.warmup 'soon' is not a duration"),
+    ("workload.http.chain=true", "workload.http.chain: a chain needs at least two nodes in workload.http.on"),
+    ("workload.http.load.arrival=bursty", "workload.http.load.arrival: 'bursty' is not one of constant, poisson"),
+    ("workload.http.load.endpoint=work", "workload.http.load.endpoint"),
+    ("workload.ffmpeg.total=3", "workload: give exactly one kind, 'ffmpeg' (transcoding tasks) or 'http'"),
+])  # fmt: skip
+def test_http_errors_name_the_field(tmp_path, override, message):
+    with pytest.raises(ExperimentError, match=__import__("re").escape(message)):
+        load_experiment(write(tmp_path, HTTP_MINIMAL), [override])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tracekit.errors import UsageError
 from tracekit.experiment.progress import Progress
 from tracekit.experiment.render import (
     InventoryError,
@@ -285,3 +286,28 @@ def test_the_resume_hint_names_the_logs_dir_and_inventory_the_run_used(tmp_path,
         run_dir.mkdir(parents=True)
         (run_dir / "resolved.json").write_text(json.dumps({"inventory_path": str(inventory)}))
         assert f"  resume with: {expected}" in summarize(run_dir, status, {})
+
+
+def test_http_services_ports_next_hops_and_targets(tmp_path):
+    from tracekit.experiment.render import InventoryError, extravars
+
+    repo = Path(__file__).resolve().parents[2]
+    inventory = read_inventory(write(tmp_path, hosts(w1={"ansible_connection": "local"},
+                                                     w2={"ansible_host": "10.0.0.2", "tracekit_http_port": 9000})))  # fmt: skip
+
+    def services(*overrides: str) -> dict:
+        experiment = load_experiment(repo / "experiments" / "http.yaml", list(overrides))
+        return extravars(experiment, "r1", Path("/r"), Path("/w"), Path("/s"), "python3", inventory)["tracekit_run_http"]
+
+    spread = services()
+    assert spread["nodes"]["w1"]["url"] == "http://127.0.0.1:8080/work?cpu_ms=4&sleep_ms=2"
+    assert spread["nodes"]["w2"]["url"] == "http://10.0.0.2:9000/work?cpu_ms=4&sleep_ms=2"  # its own address and port
+    assert spread["targets"] == [spread["nodes"]["w1"]["url"], spread["nodes"]["w2"]["url"]]
+    assert {n["next_url"] for n in spread["nodes"].values()} == {None}
+    chain = services("workload.http.on=[w2, w1]", "workload.http.chain=true")
+    assert chain["targets"] == [chain["nodes"]["w2"]["url"]] and chain["nodes"]["w2"]["next_url"] == chain["nodes"]["w1"]["url"]
+    assert chain["nodes"]["w1"]["next_url"] is None and chain["nodes"]["w1"]["port"] == 8081  # second in 'on'
+    with pytest.raises(InventoryError, match="workload.http.on: w9 not in"):
+        services("workload.http.on=[w1, w9]")
+    with pytest.raises(UsageError, match="workload.http.service: .* has no app.py"):
+        services(f"workload.http.service={tmp_path}")

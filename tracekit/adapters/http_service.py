@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracekit import detach, runfolder
+from tracekit.cpuset import check_usable
 from tracekit.errors import TracekitError, UsageError
 
 PIDFILE = "http_service.pid"
@@ -42,6 +43,7 @@ class ServiceSpec:
     factory: bool = True
     workers: int = 1
     next_url: str | None = None
+    cpus: tuple[int, ...] | None = None  # the service and its workers stay on these CPUs
 
     @property
     def run_folder(self) -> Path:
@@ -70,6 +72,8 @@ def _check(spec: ServiceSpec) -> None:
         raise UsageError(f"--port {spec.port} is not a port (1 to 65535)")
     if spec.workers < 1:
         raise UsageError(f"--workers {spec.workers} must be at least 1")
+    if spec.cpus:
+        check_usable(spec.cpus)
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -88,7 +92,7 @@ def start_service(spec: ServiceSpec) -> tuple[detach.Running, bool]:
     if detach.read_pidfile(pidfile) is None and _accepts(spec.host, spec.port):
         raise TracekitError(f"{spec.host}:{spec.port} is already in use by another process; give the service another port")
     running, started = detach.start_detached(spec.argv(), pidfile, console, f"HTTP service of run {spec.run_id}",
-                                             spec.environment())  # fmt: skip
+                                             spec.environment(), spec.cpus)  # fmt: skip
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not _accepts(spec.host, spec.port):
         if detach.read_pidfile(pidfile) is None:

@@ -17,12 +17,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import yaml
 
 from tracekit.cpuset import format_cpu_list, parse_cpu_list
 from tracekit.errors import UsageError
-from tracekit.experiment.spec import Experiment
+from tracekit.experiment.spec import Experiment, FfmpegWorkload, HttpWorkload
+from tracekit.experiment.wheelhouse import find_checkout
 
 PHASES = ("prepare", "start", "run", "stop", "fetch", "parse")
 PHASE_HOSTS = {
@@ -227,6 +229,8 @@ def _check_cpus_of_shared_machines(path: Path, inventory: Inventory) -> None:
 
 def generated_inputs_name(experiment: Experiment) -> str | None:
     """Folder name of the generated clips: the same clips get the same folder on every run."""
+    if experiment.kind != "ffmpeg":
+        return None
     generate = experiment.workload.generate
     if generate is None:
         return None
@@ -235,8 +239,10 @@ def generated_inputs_name(experiment: Experiment) -> str | None:
 
 
 def task_count(experiment: Experiment) -> int | None:
-    """How many tasks the dispatcher will plan (None: one per file of a folder not visible here)."""
+    """How many tasks the dispatcher will plan (None: one per file of a folder not visible here, or no dispatcher)."""
     workload = experiment.workload
+    if not isinstance(workload, FfmpegWorkload):
+        return None
     if workload.total is not None:
         return workload.total
     if workload.generate is not None:
@@ -255,17 +261,24 @@ def extravars(
     secret_file: Path,
     python: str,
     inventory: Inventory,
+    checkout: Path | None = None,
 ) -> dict[str, Any]:
     workload = experiment.workload
-    if workload.inputs is not None and not Path(workload.inputs).is_absolute():
-        raise UsageError(
-            f"{experiment.source}: workload.ffmpeg.inputs: {workload.inputs!r} must be an absolute path "
-            "(the same folder on every node)"
-        )
     resolved = experiment.as_dict()
     workload_vars = dict(resolved["workload"])
-    workload_vars["generated_name"] = generated_inputs_name(experiment)
+    http_vars = None
+    if isinstance(workload, HttpWorkload):
+        http_vars = http_services(experiment, inventory, checkout or find_checkout())
+    else:
+        if workload.inputs is not None and not Path(workload.inputs).is_absolute():
+            raise UsageError(
+                f"{experiment.source}: workload.ffmpeg.inputs: {workload.inputs!r} must be an absolute path "
+                "(the same folder on every node)"
+            )
+        workload_vars["generated_name"] = generated_inputs_name(experiment)
     return {
+        "tracekit_run_workload_kind": experiment.kind,
+        "tracekit_run_http": http_vars,
         "tracekit_run_id": run_id,
         "tracekit_run_dir": str(run_dir),
         "tracekit_run_wheelhouse": str(wheelhouse),
@@ -285,6 +298,53 @@ def extravars(
     }
 
 
+def http_address(host: str, values: dict[str, Any]) -> str:
+    """Where the controller reaches a node's service: tracekit_http_address, else 127.0.0.1 on this
+    machine, else the node's ansible_host."""
+    if values.get("tracekit_http_address"):
+        return str(values["tracekit_http_address"])
+    if machine_of(host, values) == THIS_MACHINE:
+        return "127.0.0.1"
+    return str(values.get("ansible_host") or host)
+
+
+def http_services(experiment: Experiment, inventory: Inventory, checkout: Path) -> dict[str, Any]:
+    """The HTTP workload's services, where each listens, its next hop, and the load's targets."""
+    workload = experiment.workload
+    nodes = list(workload.on or inventory.workers)
+    unknown = [n for n in nodes if n not in inventory.hosts]
+    if unknown:
+        raise InventoryError(
+            f"{experiment.source}: workload.http.on: {', '.join(unknown)} not in {inventory.path} "
+            f"(its hosts: {', '.join(inventory.hosts)})"
+        )
+    service = Path(workload.service) if Path(workload.service).is_absolute() else checkout / workload.service
+    module = workload.app.partition(":")[0].replace(".", "/") + ".py"
+    if not (service / module).is_file():
+        raise UsageError(f"{experiment.source}: workload.http.service: {service} has no {module} (for app {workload.app})")
+    query = urlencode(workload.load.params)
+    services: dict[str, dict[str, Any]] = {}
+    for index, node in enumerate(nodes):
+        values = inventory.hostvars[node]
+        port = int(values.get("tracekit_http_port") or workload.port + index)
+        address = http_address(node, values)
+        cpus = inventory.cpus(node)
+        services[node] = {"host": address, "port": port, "cpus": format_cpu_list(cpus) if cpus else "",
+                          "url": f"http://{address}:{port}{workload.load.endpoint}" + (f"?{query}" if query else "")}  # fmt: skip
+    targets = [services[n]["url"] for n in nodes]
+    for index, node in enumerate(nodes):
+        services[node]["next_url"] = targets[index + 1] if workload.chain and index + 1 < len(nodes) else None
+    return {
+        "service_src": str(service.resolve()),
+        "app": workload.app,
+        "factory": workload.factory,
+        "workers": workload.workers,
+        "nodes": services,
+        "targets": targets[:1] if workload.chain else targets,
+        "load": {**experiment.as_dict()["workload"]["load"], "rate": str(workload.load.rate)},
+    }
+
+
 @dataclass(frozen=True)
 class Plan:
     run_id: str
@@ -293,25 +353,11 @@ class Plan:
     phases: tuple[str, ...]
 
     def lines(self) -> list[str]:
-        tasks = task_count(self.experiment)
-        workload = self.experiment.workload
-        source = (
-            f"{workload.generate.count} generated clips ({workload.generate.size}, durations "
-            f"{','.join(map(str, workload.generate.durations))} s)"
-            if workload.generate
-            else f"inputs from {workload.inputs}"
-        )
-        dispatch = self.experiment.dispatch
         lines = [
             f"run {self.run_id}: experiment {self.experiment.name!r} ({self.experiment.source})",
             f"inventory {self.inventory.path}: controller {self.inventory.controller}, "
             f"workers {', '.join(self.inventory.workers)}",
-            f"workload: {tasks if tasks is not None else 'one per input'} tasks from {source}, "
-            f"transcode {workload.transcode.scale} {workload.transcode.preset} crf {workload.transcode.crf}"
-            + (f", mix {workload.mix}" if workload.mix else ""),
-            f"dispatch: policy {dispatch.policy}, batch {dispatch.batch_size}, dribble {dispatch.dribble_interval} s, "
-            f"backlog limit {dispatch.backlog_limit}, timeout {dispatch.timeout:g} s; "
-            f"{self.experiment.parallel} slot(s) per worker",
+            *(self._http_lines() if self.experiment.kind == "http" else self._ffmpeg_lines()),
             *self._sharing_lines(),
             "phases:",
         ]
@@ -324,6 +370,37 @@ class Plan:
             }[hosts]
             lines.append(f"  {phase:<8} {named}")
         return lines
+
+    def _ffmpeg_lines(self) -> list[str]:
+        tasks = task_count(self.experiment)
+        workload = self.experiment.workload
+        source = (
+            f"{workload.generate.count} generated clips ({workload.generate.size}, durations "
+            f"{','.join(map(str, workload.generate.durations))} s)"
+            if workload.generate
+            else f"inputs from {workload.inputs}"
+        )
+        dispatch = self.experiment.dispatch
+        return [
+            f"workload: {tasks if tasks is not None else 'one per input'} tasks from {source}, "
+            f"transcode {workload.transcode.scale} {workload.transcode.preset} crf {workload.transcode.crf}"
+            + (f", mix {workload.mix}" if workload.mix else ""),
+            f"dispatch: policy {dispatch.policy}, batch {dispatch.batch_size}, dribble {dispatch.dribble_interval} s, "
+            f"backlog limit {dispatch.backlog_limit}, timeout {dispatch.timeout:g} s; "
+            f"{self.experiment.parallel} slot(s) per worker",
+        ]
+
+    def _http_lines(self) -> list[str]:
+        workload = self.experiment.workload
+        load = workload.load
+        nodes = list(workload.on or self.inventory.workers)
+        shape = " -> ".join(nodes) + " (a chain)" if workload.chain else ", ".join(nodes)
+        return [
+            f"workload: HTTP service {workload.service} ({workload.app}, {workload.workers} worker(s)) on {shape}",
+            f"load: {load.rate} req/s" + (f" for {load.duration}" if load.duration else "")
+            + (f" after {load.warmup} of warm-up" if load.warmup else "")
+            + f", {load.arrival} arrivals, {load.method} {load.endpoint} {load.params or ''}".rstrip(),
+        ]
 
     def _sharing_lines(self) -> list[str]:
         """Nodes that share a machine: their collectors' scope and their CPUs."""

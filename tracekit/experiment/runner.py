@@ -721,6 +721,17 @@ def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -
             )
             for node, counts in sorted(summary["per_node"].items()):
                 lines.append(f"    {node}: {counts['done']} done, {counts['failed']} failed, busy {counts['busy_ms'] / 1000:.1f} s")
+    for summary_path in sorted((run_dir / "nodes").glob(f"*/{runfolder.LOAD_SUMMARY}")):
+        try:
+            load = json.loads(summary_path.read_text())
+        except ValueError:
+            continue
+        p99 = (load.get("latency_from_intended_ms") or {}).get("p99")
+        lines.append(
+            f"  load: {load['requests']} requests, {load['rate'] or 0:.1f}/s sent, success {100 * (load['success_ratio'] or 0):.1f}%, "
+            f"p99 latency from intended send {p99 if p99 is not None else '-'} ms, {load['dropped']} dropped, "
+            f"{sum(load['errors'].values())} errors ({summary_path.relative_to(run_dir)})"
+        )
     lines.append(f"  run folder: {run_dir}")
     if (run_dir / "opendc" / "tasks.parquet").exists():
         lines.append(f"  OpenDC:     {run_dir / 'opendc'} (tasks.parquet, fragments.parquet, experiment.json)")

@@ -65,6 +65,32 @@ class FfmpegWorkload:
 
 
 @dataclass(frozen=True)
+class HttpLoad:
+    rate: float | str  # requests per second, or a plan (tracekit.load.plan)
+    duration: str | None
+    arrival: str
+    seed: int
+    warmup: str | None
+    endpoint: str
+    params: dict[str, Any]
+    method: str
+    max_in_flight: int
+    timeout: str
+
+
+@dataclass(frozen=True)
+class HttpWorkload:
+    service: str  # folder of the ASGI app (relative to the repository, or absolute)
+    app: str
+    factory: bool
+    workers: int
+    port: int
+    on: tuple[str, ...] | None  # None: every worker
+    chain: bool
+    load: HttpLoad
+
+
+@dataclass(frozen=True)
 class Dispatch:
     policy: str
     batch_size: int
@@ -79,7 +105,7 @@ class Experiment:
     description: str
     inventory: str | None
     collectors: Collectors
-    workload: FfmpegWorkload
+    workload: FfmpegWorkload | HttpWorkload
     dispatch: Dispatch
     parallel: int
     export_opendc: bool
@@ -87,6 +113,11 @@ class Experiment:
     export_jsonl: bool = False
     tags: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+
+    @property
+    def kind(self) -> str:
+        """The workload's kind: ffmpeg (tasks through the dispatcher) or http (a service under load)."""
+        return "http" if isinstance(self.workload, HttpWorkload) else "ffmpeg"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +154,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{prefix}{missing[0]}: missing; it is required"
     if error.validator == "oneOf" and where.endswith("ffmpeg"):
         return f"{where}: give exactly one of 'inputs' (a folder of videos) or 'generate' (clips to make)"
+    if error.validator == "oneOf" and where == "workload":
+        return "workload: give exactly one kind, 'ffmpeg' (transcoding tasks) or 'http' (a service under load)"
     if error.validator == "type":
         return f"{where}: {error.instance!r} is not of type {error.validator_value}"
     return f"{where}: {error.message}"
@@ -189,34 +222,64 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if not isinstance(document, dict):
         raise ExperimentError(f"{path}: an experiment is a YAML mapping with at least 'name' and 'workload'")
     document = apply_overrides(document, overrides or [])
+    workload = document.get("workload")
+    if isinstance(workload, dict) and {"ffmpeg", "http"} <= set(workload):
+        raise ExperimentError(f"{path}: workload: give exactly one kind, 'ffmpeg' (transcoding tasks) or 'http' "
+                              "(a service under load), not both")  # fmt: skip
     error = _first_error(document)
     if error is not None:
         raise ExperimentError(f"{path}: {_describe(error)}")
     return build(_defaults(load_schema(SCHEMA), document), str(path))
 
 
-def build(document: dict[str, Any], source: str) -> Experiment:
-    """A validated document (defaults applied) -> Experiment."""
-    ffmpeg = document["workload"]["ffmpeg"]
+def _ffmpeg_workload(ffmpeg: dict[str, Any], source: str) -> FfmpegWorkload:
     generate = ffmpeg.get("generate")
     if ffmpeg.get("mix") and ffmpeg.get("total") is None:
         raise ExperimentError(f"{source}: workload.ffmpeg.total: missing; a mix needs the number of tasks to draw")
+    return FfmpegWorkload(
+        inputs=ffmpeg.get("inputs"),
+        generate=Generate(generate["count"], tuple(generate["durations"]), generate["size"], generate["seed"])
+        if generate
+        else None,
+        transcode=Transcode(**ffmpeg["transcode"]),
+        mix=dict(ffmpeg["mix"]) if ffmpeg.get("mix") else None,
+        total=ffmpeg.get("total"),
+        seed=ffmpeg.get("seed", 0),
+    )
+
+
+def _http_workload(http: dict[str, Any], source: str) -> HttpWorkload:
+    from tracekit.load.plan import parse_duration_ns, parse_rate_plan
+
+    load = http["load"]
+    # The load's own rules, checked now rather than when the run reaches its load.
+    try:
+        where = "workload.http.load"
+        parse_rate_plan(str(load["rate"]), load["duration"], f"{where}.rate", f"{where}.duration")
+        for key in ("warmup", "timeout"):
+            if load[key] is not None:
+                parse_duration_ns(load[key], f"{where}.{key}")
+    except UsageError as exc:
+        raise ExperimentError(f"{source}: {exc}") from None
+    if http.get("chain") and len(http.get("on") or ()) < 2:
+        raise ExperimentError(f"{source}: workload.http.chain: a chain needs at least two nodes in workload.http.on, in order")
+    return HttpWorkload(
+        service=http["service"], app=http["app"], factory=http["factory"], workers=http["workers"], port=http["port"],
+        on=tuple(http["on"]) if http.get("on") else None, chain=http["chain"],
+        load=HttpLoad(**{**load, "params": dict(load["params"])}),
+    )  # fmt: skip
+
+
+def build(document: dict[str, Any], source: str) -> Experiment:
+    """A validated document (defaults applied) -> Experiment."""
+    workload = document["workload"]
     collectors, dispatch, export = document["collectors"], document["dispatch"], document["export"]
     return Experiment(
         name=document["name"],
         description=document["description"],
         inventory=document.get("inventory"),
         collectors=Collectors(**collectors),
-        workload=FfmpegWorkload(
-            inputs=ffmpeg.get("inputs"),
-            generate=Generate(generate["count"], tuple(generate["durations"]), generate["size"], generate["seed"])
-            if generate
-            else None,
-            transcode=Transcode(**ffmpeg["transcode"]),
-            mix=dict(ffmpeg["mix"]) if ffmpeg.get("mix") else None,
-            total=ffmpeg.get("total"),
-            seed=ffmpeg.get("seed", 0),
-        ),
+        workload=_http_workload(workload["http"], source) if "http" in workload else _ffmpeg_workload(workload["ffmpeg"], source),
         dispatch=Dispatch(**dispatch),
         parallel=document["workers"]["parallel"],
         export_opendc=export["opendc"],

@@ -26,9 +26,11 @@ from pathlib import Path
 
 from tracekit.errors import TracekitError
 
-# What `tracekit collect|wrap|worker|dispatch|clock|inputs|parse --node-part` import on a node.
+# What `tracekit collect|wrap|worker|dispatch|clock|inputs|parse --node-part|serve|load` import on
+# a node (serve: the HTTP service on uvicorn, FastAPI for the example, aiohttp for its next hops).
 # pip is there to run from its wheel: the node venv is made --without-pip (ensurepip is slow).
-NODE_DISTRIBUTIONS = ("pip", "psutil", "redis", "hiredis", "pyyaml", "jsonschema", "pyarrow")
+NODE_DISTRIBUTIONS = ("pip", "psutil", "redis", "hiredis", "pyyaml", "jsonschema", "pyarrow",
+                      "fastapi", "uvicorn", "uvloop", "httptools", "aiohttp")  # fmt: skip
 ID_FILE = "wheelhouse.id"
 ARCHIVE = "wheelhouse.tar"
 

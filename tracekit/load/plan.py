@@ -44,7 +44,7 @@ class Step:
     duration_ns: int
 
 
-def parse_rate_plan(text: str, duration: str | None) -> list[Step]:
+def parse_rate_plan(text: str, duration: str | None, rate_name: str = "--rate", duration_name: str = "--duration") -> list[Step]:
     """``--rate`` (and ``--duration``) -> the steps of the plan.
 
     ``50`` needs a duration; ``50@30s,100@30s`` carries its own (then a
@@ -56,24 +56,24 @@ def parse_rate_plan(text: str, duration: str | None) -> list[Step]:
         try:
             rate = float(rate_text)
         except ValueError:
-            raise UsageError(f"--rate {text!r}: {rate_text!r} is not a rate (requests per second), e.g. 50 or 50@30s,100@30s") from None
+            raise UsageError(f"{rate_name} {text!r}: {rate_text!r} is not a rate (requests per second), e.g. 50 or 50@30s,100@30s") from None
         if not 0 < rate <= MAX_RATE:
-            raise UsageError(f"--rate {text!r}: {rate_text} must be above 0 and at most {MAX_RATE:,} per second")
+            raise UsageError(f"{rate_name} {text!r}: {rate_text} must be above 0 and at most {MAX_RATE:,} per second")
         if at and not length:
-            raise UsageError(f"--rate {text!r}: {part!r} needs a duration after '@', e.g. {rate_text}@30s")
-        steps.append((rate, parse_duration_ns(length, f"--rate {text!r}: duration") if at else None))
-    total = parse_duration_ns(duration, "--duration") if duration is not None else None
+            raise UsageError(f"{rate_name} {text!r}: {part!r} needs a duration after '@', e.g. {rate_text}@30s")
+        steps.append((rate, parse_duration_ns(length, f"{rate_name} {text!r}: duration") if at else None))
+    total = parse_duration_ns(duration, duration_name) if duration is not None else None
     if len(steps) == 1 and steps[0][1] is None:
         if total is None:
-            raise UsageError(f"--rate {text} needs --duration (e.g. --duration 60s), or a plan like {text}@60s")
+            raise UsageError(f"{rate_name} {text} needs {duration_name} (e.g. 60s), or a plan like {text}@60s")
         steps = [(steps[0][0], total)]
     elif any(length is None for _, length in steps):
-        raise UsageError(f"--rate {text!r}: in a plan of several steps each needs its duration, e.g. 50@30s,100@30s")
+        raise UsageError(f"{rate_name} {text!r}: in a plan of several steps each needs its duration, e.g. 50@30s,100@30s")
     elif total is not None and total != sum(length for _, length in steps):
-        raise UsageError(f"--duration {duration} disagrees with the plan --rate {text} (leave --duration out)")
+        raise UsageError(f"{duration_name} {duration} disagrees with the plan {rate_name} {text} (leave {duration_name} out)")
     plan = [Step(rate, length) for rate, length in steps]
     if sum(step.duration_ns for step in plan) <= 0:
-        raise UsageError("the load lasts no time: give a --duration above 0")
+        raise UsageError(f"the load lasts no time: give a {duration_name} above 0")
     return plan
 
 

@@ -1,0 +1,104 @@
+"""experiments/http.yaml through tracekit-run: real Ansible, uvicorn services on the workers, tracekit load
+on the controller, on the local inventory and over SSH (loopback sshd nodes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import read_jsonl
+from tests.integration.test_runner import kill_processes_under, processes_under, run_files
+from tests.inventories import local_inventory
+from tests.sshd import free_port
+from tracekit.experiment.runner import run_experiment
+from tracekit.trace import cctf
+from tracekit.trace.verify import verify_opendc
+
+REPO = Path(__file__).resolve().parents[2]
+HTTP = REPO / "experiments" / "http.yaml"
+# Shorter than the committed experiment: 1 s of warm-up at 40/s, then 2 s.
+SHORT = ["workload.http.load.rate=40", "workload.http.load.duration=2s", "workload.http.load.warmup=1s",
+         "collectors.interval_ms=100"]  # fmt: skip
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def with_service_ports(inventory: Path) -> Path:
+    """Each worker's service on a free port of its own (the inventory's tracekit_http_port)."""
+    document = yaml.safe_load(inventory.read_text())
+    for name, values in document["all"]["children"]["workers"]["hosts"].items():
+        values["tracekit_http_port"] = free_port()
+    inventory.write_text(yaml.safe_dump(document, sort_keys=False))
+    return inventory
+
+
+def assert_http_run(run_dir: Path, result, chain: bool) -> None:
+    assert result.state == "succeeded", result.summary
+    assert any(line.strip().startswith("load: 80 requests") for line in result.summary), result.summary
+    summary = json.loads((run_dir / "nodes" / "cloud0" / "load" / "summary.json").read_text())
+    assert (summary["requests"], summary["success_ratio"], summary["dropped"], summary["errors"]) == (80, 1.0, 0, {})
+    trace = run_dir / "cctf"
+    audit = json.loads((trace / "audit.json").read_text())
+    hops = 2 if chain else 1
+    assert audit["requests"]["requests_joined"] == 120 and audit["invocations"] == 120 * hops
+    assert audit["requests"]["http_invocations_from_other_callers"] == 120 * (hops - 1)
+    invocations = read_jsonl(trace / "invocations.jsonl")
+    by_node = {node: [r for r in invocations if r["node"] == node] for node in ("cloud1", "cloud2")}
+    if chain:  # every request went cloud1 -> cloud2: cloud2's event is the child of cloud1's
+        first = {r["span_id"]: r for r in by_node["cloud1"]}
+        assert len(by_node["cloud2"]) == 120
+        for hop in by_node["cloud2"]:
+            assert first[hop["parent_span_id"]]["trace_id"] == hop["trace_id"]
+    else:  # the load went to the two services in turn
+        assert len(by_node["cloud1"]) == len(by_node["cloud2"]) == 60
+    # Each node's trace holds only what ran on it: its own service's processes, no one else's.
+    samples = cctf.read_table(trace, "proc_metrics").to_pylist()
+    servers = {node: {(r["pid"], r["create_time_ms"]) for r in rows} for node, rows in by_node.items()}
+    for node in ("cloud1", "cloud2"):
+        own = {(s["pid"], s["create_time_ms"]) for s in samples if s["node"] == node}
+        assert own and servers[node] <= own, node
+        other = "cloud2" if node == "cloud1" else "cloud1"
+        assert not own & servers[other]
+    assert not [s for s in samples if s["node"] == "cloud0"]
+    assert audit["proc_samples_wrong_node"] == 0 and all(s["task_id"] is None for s in samples)
+    # Each request is an OpenDC task that passes verification.
+    checked = verify_opendc(run_dir / "opendc", topology=run_dir / "opendc" / "experiment.json", against=run_dir)
+    assert checked.tasks == 120 * hops
+    config_leak = [name for name, text in run_files(run_dir).items() if "requirepass" in text]
+    assert not config_leak
+
+
+def test_http_experiment_on_the_local_inventory(tmp_path):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    port = free_port()
+    inventory = with_service_ports(local_inventory(folder, port))
+    logs = tmp_path / "logs"
+    try:
+        result = run_experiment(HTTP, inventory=inventory, run_id="http-local", logs_dir=logs, overrides=SHORT)
+        assert_http_run(logs / "http-local", result, chain=False)
+        assert processes_under(folder, port) == []
+    finally:
+        kill_processes_under(folder, port)
+
+
+def test_http_chain_over_ssh(tmp_path, sshd_nodes):
+    inventory = sshd_nodes.inventory()
+    document = yaml.safe_load(inventory.read_text())
+    port = free_port()
+    document["all"]["children"]["controller"]["hosts"]["cloud0"].update(tracekit_redis_port=port, tracekit_redis_bind="127.0.0.1")
+    inventory.write_text(yaml.safe_dump(document))
+    with_service_ports(inventory)
+    logs = tmp_path / "logs"
+    chain = [*SHORT, "workload.http.on=[cloud1, cloud2]", "workload.http.chain=true"]
+    try:
+        result = run_experiment(HTTP, inventory=inventory, run_id="http-ssh", logs_dir=logs, overrides=chain)
+        assert_http_run(logs / "http-ssh", result, chain=True)
+        for name in ("cloud1", "cloud2"):
+            assert (sshd_nodes.nodes[name].root / "logs" / "http-ssh" / "events.http.jsonl").is_file()
+        assert processes_under(tmp_path / "nodes", port) == []
+    finally:
+        kill_processes_under(tmp_path / "nodes", port)
