@@ -34,3 +34,14 @@ def local_inventory(folder: Path, redis_port: int, unreachable: str | None = Non
     path = folder / f"inventory-{redis_port}.yml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def ssh_inventory(sshd_nodes, redis_port: int, **all_vars) -> Path:
+    """The sshd_nodes fixture's inventory with the controller's Redis on ``redis_port`` (and ``all_vars``)."""
+    inventory = sshd_nodes.inventory()
+    document = yaml.safe_load(inventory.read_text())
+    document["all"]["children"]["controller"]["hosts"]["cloud0"].update(tracekit_redis_port=redis_port,
+                                                                         tracekit_redis_bind="127.0.0.1")  # fmt: skip
+    document["all"].setdefault("vars", {}).update(all_vars)
+    inventory.write_text(yaml.safe_dump(document))
+    return inventory

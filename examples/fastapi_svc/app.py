@@ -166,13 +166,19 @@ class KeyValueStore:
         return row[0] if row else None
 
 
-def create_app(run_folder: str | os.PathLike | None = None, node: str | None = None) -> FastAPI:
+def create_untraced_app() -> FastAPI:
+    """The same service without the middleware (bench/http_service.py measures what the middleware costs)."""
+    return create_app(traced=False)
+
+
+def create_app(run_folder: str | os.PathLike | None = None, node: str | None = None, traced: bool = True) -> FastAPI:
     """The service, writing its events into ``run_folder`` (default: TRACEKIT_LOGS_DIR/TRACEKIT_RUN_ID)."""
     if run_folder is None:
         run_folder = runfolder.run_dir(runfolder.run_id_or_env(None))
     run_folder = runfolder.ensure_writable_dir(Path(run_folder), "run folder")
     app = FastAPI(title="tracekit example service")
-    app.add_middleware(TracingMiddleware, run_folder=run_folder, node=node)
+    if traced:
+        app.add_middleware(TracingMiddleware, run_folder=run_folder, node=node)
     store = KeyValueStore(run_folder / "kv.sqlite3")
 
     @app.api_route("/work", methods=["GET", "POST"])

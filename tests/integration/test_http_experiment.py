@@ -11,7 +11,7 @@ import yaml
 
 from tests.helpers import read_jsonl
 from tests.integration.test_runner import kill_processes_under, processes_under, run_files
-from tests.inventories import local_inventory
+from tests.inventories import local_inventory, ssh_inventory
 from tests.sshd import free_port
 from tracekit.experiment.runner import run_experiment
 from tracekit.trace import cctf
@@ -86,12 +86,8 @@ def test_http_experiment_on_the_local_inventory(tmp_path):
 
 
 def test_http_chain_over_ssh(tmp_path, sshd_nodes):
-    inventory = sshd_nodes.inventory()
-    document = yaml.safe_load(inventory.read_text())
     port = free_port()
-    document["all"]["children"]["controller"]["hosts"]["cloud0"].update(tracekit_redis_port=port, tracekit_redis_bind="127.0.0.1")
-    inventory.write_text(yaml.safe_dump(document))
-    with_service_ports(inventory)
+    inventory = with_service_ports(ssh_inventory(sshd_nodes, port))
     logs = tmp_path / "logs"
     chain = [*SHORT, "workload.http.on=[cloud1, cloud2]", "workload.http.chain=true"]
     try:

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from tests.helpers import VENV_BIN, wait_until
-from tests.inventories import local_inventory
+from tests.inventories import local_inventory, ssh_inventory
 from tests.sshd import free_port
 from tracekit.experiment.runner import run_experiment
 from tracekit.experiment.spec import ExperimentError
@@ -310,12 +309,8 @@ def test_unreachable_node_is_named_and_nothing_runs(tmp_path):
 
 
 def test_ssh_nodes_end_to_end(tmp_path, sshd_nodes):
-    inventory = sshd_nodes.inventory()
-    document = yaml.safe_load(inventory.read_text())
     port = free_port()
-    document["all"]["children"]["controller"]["hosts"]["cloud0"].update(tracekit_redis_port=port, tracekit_redis_bind="127.0.0.1")
-    document["all"].setdefault("vars", {}).update(tracekit_inputs_root=str(tmp_path / "inputs"), tracekit_inputs_shared=True)
-    inventory.write_text(yaml.safe_dump(document))
+    inventory = ssh_inventory(sshd_nodes, port, tracekit_inputs_root=str(tmp_path / "inputs"), tracekit_inputs_shared=True)
     logs = tmp_path / "logs"
     try:
         result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-ssh", logs_dir=logs, overrides=SAMPLED)
