@@ -161,3 +161,28 @@ def test_several_urls_are_sent_to_in_turn(service, tmp_path):
                         and read_jsonl(served_into / "events.http.jsonl"), what="events")  # fmt: skip
     assert sorted(e["route"] for e in events) == ["/health"] * 10 + ["/work"] * 10
     assert json.loads((tmp_path / "summary.json").read_text())["urls"] == urls
+
+
+def test_the_open_file_limit_is_raised_for_max_in_flight_or_named(tmp_path):
+    import resource
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+
+    def load_with_limits(soft: int, hard: int) -> subprocess.CompletedProcess:
+        return subprocess.run(tracekit_cmd("load", "--url", url, "--rate", "10", "--duration", "200ms", "--max-in-flight",
+                                           "1000", "--output", str(tmp_path / f"r{hard}.jsonl"), "--quiet"),
+                              capture_output=True, text=True, timeout=60,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))  # fmt: skip
+
+    # The hard limit allows it: the soft one is raised, the load runs (to a target that is not there).
+    raised = load_with_limits(256, 4096)
+    assert raised.returncode == 1 and "got a response (connect: Connection refused)" in raised.stderr
+    # It does not: one line that says what to do, nothing sent.
+    refused = load_with_limits(256, 512)
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "tracekit load: error: --max-in-flight 1000 needs 1064 open files; this process may open 512 "
+        "(ulimit -Hn): give a lower --max-in-flight")  # fmt: skip
+    assert not (tmp_path / "r512.jsonl").exists()

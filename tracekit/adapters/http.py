@@ -17,8 +17,9 @@ arrival to that byte). ``bytes_in`` and ``bytes_out`` count the body bytes
 actually received and sent, not Content-Length.
 
 CPU (``cpu_ms``, with ``cpu_measured`` saying how): every step of the
-request's coroutine is timed on the thread's CPU clock, so CPU that other
-requests' steps use in between is not counted ("coroutine-steps"). A sync
+request's coroutine, the middleware's own work for it included, is timed on
+the thread's CPU clock, so CPU that other requests' steps use in between is
+not counted ("coroutine-steps"). A sync
 handler runs in a thread pool, out of the coroutine's sight: decorate it
 with ``traced_thread`` and its thread's CPU is added ("+thread"). Work the
 application starts in other tasks (background tasks, task groups) and the
@@ -59,12 +60,20 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class RequestCpu:
     """CPU time one request used, in nanoseconds of thread CPU clocks."""
 
-    __slots__ = ("steps_ns", "thread_ns", "threads")
+    __slots__ = ("steps_ns", "thread_ns", "threads", "open_ns")
 
     def __init__(self) -> None:
         self.steps_ns = 0  # its coroutine's steps, on the event loop's thread
         self.thread_ns = 0  # traced_thread functions, on the pool's threads
         self.threads = 0
+        # The thread CPU clock when the step now running began: the middleware's own work before
+        # the application's first step and after its last is in the same step, and the request's.
+        self.open_ns: int | None = time.thread_time_ns()
+
+    def close_step(self) -> None:
+        if self.open_ns is not None:
+            self.steps_ns += time.thread_time_ns() - self.open_ns
+            self.open_ns = None
 
     @property
     def ms(self) -> float:
@@ -122,28 +131,28 @@ class _TimedSteps:
         value: Any = None
         error: BaseException | None = None
         while True:
-            started = time.thread_time_ns()
+            if account.open_ns is None:
+                account.open_ns = time.thread_time_ns()
             try:
                 yielded = coroutine.send(value) if error is None else coroutine.throw(error)
-            except StopIteration as done:
-                account.steps_ns += time.thread_time_ns() - started
-                return done.value
-            except BaseException:
-                account.steps_ns += time.thread_time_ns() - started
-                raise
-            account.steps_ns += time.thread_time_ns() - started
+            except StopIteration as done:  # (an exception goes up the same way): the step goes
+                return done.value  # on in the middleware, which ends it (close_step)
+            account.close_step()
             try:
                 value, error = (yield yielded), None
             except BaseException as thrown:  # cancellation and the like go into the coroutine
                 value, error = None, thrown
 
 
-def _headers(scope: Scope) -> dict[str, list[str]]:
-    wanted = {TRACEPARENT: [], TRACESTATE: [], TRACE_ID_ALIAS: []}
+_WANTED = (TRACEPARENT.encode(), TRACESTATE.encode(), TRACE_ID_ALIAS.encode())
+
+
+def _headers(scope: Scope) -> dict[bytes, list[str]]:
+    """The trace headers' values (ASGI gives header names in lowercase bytes)."""
+    wanted: dict[bytes, list[str]] = {name: [] for name in _WANTED}
     for name, value in scope.get("headers", ()):
-        key = name.decode("latin-1").lower()
-        if key in wanted:
-            wanted[key].append(value.decode("latin-1"))
+        if name in wanted:
+            wanted[name].append(value.decode("latin-1"))
     return wanted
 
 
@@ -235,9 +244,8 @@ class _Request:
         self.status: int | None = None
         self.error: str | None = None
         self.cpu = RequestCpu()
-        found = _headers(scope)
-        alias = found[TRACE_ID_ALIAS][0] if found[TRACE_ID_ALIAS] else None
-        self.span = span_for_request(found[TRACEPARENT], found[TRACESTATE], alias)
+        traceparent, tracestate, alias = _headers(scope).values()
+        self.span = span_for_request(traceparent, tracestate, alias[0] if alias else None)
 
     async def receive(self) -> Message:
         message = await self._receive()
@@ -276,6 +284,7 @@ class _Request:
             self.middleware.events.write(self.event())
 
     def event(self) -> dict[str, Any]:
+        self.cpu.close_step()  # the middleware's own work for the request, up to here
         complete = self.ended is not None
         ended = self.ended or time.perf_counter_ns()
         # Whole ms, the end rounded up: the span in ms never comes out shorter than the request

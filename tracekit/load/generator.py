@@ -18,6 +18,7 @@ open requests get at most the time-out, then they are cut off.
 from __future__ import annotations
 
 import asyncio
+import resource
 import secrets
 import signal
 import time
@@ -31,6 +32,7 @@ from tracekit.load.plan import Schedule, Step, build_schedule
 
 LEAD_NS = 50_000_000  # the first send is this far after set-up, so that set-up does not make it late
 MIN_SLEEP_NS = 1_000_000
+FD_MARGIN = 64  # open files besides the requests' sockets (results, the event loop, stdio)
 SWEEP_S = 0.05  # how often open requests are checked against the time-out
 PROGRESS_S = 5.0
 USER_AGENT = "tracekit-load"
@@ -278,6 +280,18 @@ def _describe(kind: str) -> str:
     }.get(kind, kind)
 
 
+def _allow_sockets(count: int) -> None:
+    """Raise this process's open-file limit to ``count`` if it is lower (up to the hard limit):
+    every request in flight holds a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        ceiling = count if hard == resource.RLIM_INFINITY else min(count, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        if ceiling < count:
+            raise UsageError(f"--max-in-flight {count - FD_MARGIN} needs {count} open files; this process may open "
+                             f"{hard} (ulimit -Hn): give a lower --max-in-flight")  # fmt: skip
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop where it is installed (its loop costs less per request than asyncio's), else asyncio's."""
     try:
@@ -293,6 +307,7 @@ def run_load(spec: LoadSpec, progress: Callable[[dict], None] | None = None) -> 
         raise UsageError(f"--max-in-flight {spec.max_in_flight} must be at least 1")
     if spec.timeout_ns <= 0:
         raise UsageError("--timeout must be above 0")
+    _allow_sockets(spec.max_in_flight + FD_MARGIN)
     schedule = build_schedule(spec.plan, spec.arrival, spec.seed, spec.warmup_ns)
     attack = _Attack(spec, schedule, progress)
     loop = new_event_loop()
