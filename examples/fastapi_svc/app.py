@@ -23,6 +23,7 @@ Endpoints (parameters as query string, or as a JSON object body on POST):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import json
@@ -109,6 +110,13 @@ def work_response(params: WorkParams, cpu_used_ms: float, next_hop: dict | None)
 _session: aiohttp.ClientSession | None = None
 
 
+@contextlib.asynccontextmanager
+async def _close_next_hop_session(app: FastAPI):
+    yield
+    if _session is not None and not _session.closed:
+        await _session.close()
+
+
 async def call_next_async(url: str) -> dict:
     global _session
     if _session is None or _session.closed:
@@ -176,7 +184,7 @@ def create_app(run_folder: str | os.PathLike | None = None, node: str | None = N
     if run_folder is None:
         run_folder = runfolder.run_dir(runfolder.run_id_or_env(None))
     run_folder = runfolder.ensure_writable_dir(Path(run_folder), "run folder")
-    app = FastAPI(title="tracekit example service")
+    app = FastAPI(title="tracekit example service", lifespan=_close_next_hop_session)
     if traced:
         app.add_middleware(TracingMiddleware, run_folder=run_folder, node=node)
     store = KeyValueStore(run_folder / "kv.sqlite3")
