@@ -182,7 +182,7 @@ class _EventFile:
     def close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
             os.close(self._fd)
-        self._fd = None
+        self._fd, self._pid = None, 0  # a later event opens the file again
 
 
 class TracingMiddleware:
