@@ -263,10 +263,13 @@ class _Request:
             self.status = int(message["status"])
         elif kind == "http.response.body":
             body = message.get("body", b"")
+            # Read before the hand-over: a process preempted right after its write would otherwise
+            # read the clock after the client already had the response.
+            handed = time.perf_counter_ns()
             await self._send(message)
             self.bytes_out += len(body)
             if not message.get("more_body", False):
-                self.ended = time.perf_counter_ns()
+                self.ended = handed
             return
         await self._send(message)
 
