@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import secrets
 import shutil
 import signal
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 
 from tracekit import runfolder
 from tracekit.adapters.ffmpeg_argv import IoPaths, guess_io_paths
+from tracekit.adapters.tracecontext import new_trace_id
 from tracekit.collect.process import Registrar, process_identity, write_registration
 from tracekit.errors import CommandNotFound, RunFolderError, UsageError
 from tracekit.jsonl import append_line, dumps
@@ -41,11 +41,6 @@ _RESTORED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ"
 # Exit statuses a shell would report when a command cannot run.
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
-
-
-def new_trace_id() -> str:
-    """A W3C trace-context trace id (32 hex digits)."""
-    return secrets.token_hex(16)
 
 
 def module_for(argv: list[str]) -> str:

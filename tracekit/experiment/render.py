@@ -229,7 +229,7 @@ def _check_cpus_of_shared_machines(path: Path, inventory: Inventory) -> None:
 
 def generated_inputs_name(experiment: Experiment) -> str | None:
     """Folder name of the generated clips: the same clips get the same folder on every run."""
-    if experiment.kind != "ffmpeg":
+    if not isinstance(experiment.workload, FfmpegWorkload):
         return None
     generate = experiment.workload.generate
     if generate is None:
@@ -308,10 +308,15 @@ def http_address(host: str, values: dict[str, Any]) -> str:
     return str(values.get("ansible_host") or host)
 
 
+def service_nodes(workload: HttpWorkload, inventory: Inventory) -> list[str]:
+    """The nodes that run an HTTP workload's service, in order: those it names, else every worker."""
+    return list(workload.on or inventory.workers)
+
+
 def http_services(experiment: Experiment, inventory: Inventory, checkout: Path) -> dict[str, Any]:
     """The HTTP workload's services, where each listens, its next hop, and the load's targets."""
     workload = experiment.workload
-    nodes = list(workload.on or inventory.workers)
+    nodes = service_nodes(workload, inventory)
     unknown = [n for n in nodes if n not in inventory.hosts]
     if unknown:
         raise InventoryError(
@@ -393,7 +398,7 @@ class Plan:
     def _http_lines(self) -> list[str]:
         workload = self.experiment.workload
         load = workload.load
-        nodes = list(workload.on or self.inventory.workers)
+        nodes = service_nodes(workload, self.inventory)
         shape = " -> ".join(nodes) + " (a chain)" if workload.chain else ", ".join(nodes)
         return [
             f"workload: HTTP service {workload.service} ({workload.app}, {workload.workers} worker(s)) on {shape}",

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import secrets
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from tracekit.adapters.tracecontext import new_span_id, new_trace_id
 from tracekit.errors import UsageError
 from tracekit.load import client
 from tracekit.load.plan import Schedule, Step, build_schedule
@@ -76,7 +76,6 @@ class LoadRun:
     start_wall_ns: int  # epoch ns of offset 0
     results: list[Result] = field(default_factory=list)  # in schedule order, only those that were due
     interrupted: bool = False
-    elapsed_ns: int = 0  # first intended send to the last request's end
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,7 @@ class _Attack:
         self.drained: asyncio.Event | None = None
         self.counts = {"sent": 0, "ok": 0, "errors": 0, "dropped": 0}
 
-    async def run(self) -> tuple[int, int, bool]:
+    async def run(self) -> tuple[int, bool]:
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.pools = [client.Pool(loop, target.host, target.port) for target in self.targets]
@@ -165,9 +164,7 @@ class _Attack:
                 self._end_unfinished(seq, client.UNFINISHED)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        ends = [r.end_ns for r in self.results if r.end_ns is not None]
-        elapsed = (max(ends) if ends else time.perf_counter_ns()) - self.start
-        return start_wall_ns, max(0, elapsed), self.stop
+        return start_wall_ns, self.stop
 
     def _interrupt(self) -> None:
         self.stop = True
@@ -198,7 +195,7 @@ class _Attack:
                                "scheduled": len(offsets)})  # fmt: skip
 
     def _launch(self, result: Result) -> None:
-        result.trace_id, result.span_id = secrets.token_hex(16), secrets.token_hex(8)
+        result.trace_id, result.span_id = new_trace_id(), new_span_id()
         requests, pool = self.requests[result.target], self.pools[result.target]
         request = requests.make(result.trace_id, result.span_id)
         result.bytes_out = len(requests.body)
@@ -312,10 +309,9 @@ def run_load(spec: LoadSpec, progress: Callable[[dict], None] | None = None) -> 
     attack = _Attack(spec, schedule, progress)
     loop = new_event_loop()
     try:
-        start_wall_ns, elapsed_ns, interrupted = loop.run_until_complete(attack.run())
+        start_wall_ns, interrupted = loop.run_until_complete(attack.run())
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-    run = LoadRun(spec, schedule, start_wall_ns, attack.results, interrupted, elapsed_ns)
-    return run
+    return LoadRun(spec, schedule, start_wall_ns, attack.results, interrupted)
 

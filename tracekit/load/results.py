@@ -20,22 +20,16 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 from tracekit import runfolder
 from tracekit.load.generator import LoadRun, LoadSpec, Result, run_load
+from tracekit.load.timestamps import rfc3339
 
 LATE_NS = 10_000_000  # sent more than this after its intended time: "late"
 PERCENTILES = (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99), ("p99.9", 99.9))
-
-
-def rfc3339(epoch_ns: int) -> str:
-    """Epoch ns -> RFC 3339 with nanoseconds, UTC (vegeta's timestamp)."""
-    seconds, ns = divmod(epoch_ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
 
 
 def result_record(run: LoadRun, r: Result) -> dict[str, Any]:

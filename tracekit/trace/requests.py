@@ -18,21 +18,14 @@ trace id but have another parent: only the first hop is a request's server.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tracekit.load.timestamps import parse_rfc3339_ns
 from tracekit.trace.rawrun import BadLines, NodeFolder, read_records
 
 RESULTS_GLOB = "load/**/results.jsonl"
 RESULT_REQUIRED = ("seq", "code", "timestamp", "latency", "intended", "trace_id", "span_id", "error")
-
-
-def parse_rfc3339_ns(text: str) -> int:
-    """``2026-12-03T11:44:16.392964767Z`` (tracekit load's timestamps, UTC) -> epoch ns."""
-    whole, _, fraction = text.rstrip("Z").partition(".")
-    seconds = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
-    return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
 
 
 def result_files(folder: Path) -> list[Path]:
