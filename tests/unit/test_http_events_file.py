@@ -24,3 +24,13 @@ def test_an_unwritable_events_file_is_said_once_and_never_fails_the_request(tmp_
     events.write({"task_id": "b"})
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write" in err[0] and "request events are lost" in err[0]
+
+
+def test_a_path_that_is_not_valid_unicode_is_still_written(tmp_path):
+    # ASGI servers may pass undecodable path bytes on as lone surrogates; orjson refuses them.
+    events = _EventFile(tmp_path / "events.http.jsonl")
+    events.write({"task_id": "a", "path": "/caf\udce9"})
+    events.write({"task_id": "b", "path": "/café"})
+    events.close()
+    lines = (tmp_path / "events.http.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["path"] for line in lines] == ["/caf\udce9", "/café"]

@@ -44,6 +44,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from tracekit import runfolder
 from tracekit.adapters.tracecontext import TRACE_ID_ALIAS, TRACEPARENT, TRACESTATE, SpanContext, span_for_request
 from tracekit.jsonl import dumps
@@ -156,6 +158,14 @@ def _headers(scope: Scope) -> dict[bytes, list[str]]:
     return wanted
 
 
+def _line(record: dict[str, Any]) -> bytes:
+    """One JSON line; a path or header that is not valid UTF-8 (a lone surrogate) takes the escaping encoder."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return (dumps(record) + "\n").encode()
+
+
 class _EventFile:
     """The run folder's events.http.jsonl, opened once per process (a forked worker opens its own)."""
 
@@ -166,7 +176,7 @@ class _EventFile:
         self._warned = False
 
     def write(self, record: dict[str, Any]) -> None:
-        data = (dumps(record) + "\n").encode()
+        data = _line(record)
         try:
             if self._pid != os.getpid():
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -232,6 +242,9 @@ class TracingMiddleware:
 
 class _Request:
     """One request on its way through the middleware, and what its event records."""
+
+    __slots__ = ("middleware", "scope", "_receive", "_send", "arrived_wall_ns", "started", "body_read", "ended",
+                 "bytes_in", "bytes_out", "status", "error", "cpu", "span")  # fmt: skip
 
     def __init__(self, middleware: TracingMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
         self.middleware, self.scope, self._receive, self._send = middleware, scope, receive, send

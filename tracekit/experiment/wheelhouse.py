@@ -30,7 +30,7 @@ from tracekit.errors import TracekitError
 # a node (serve: the HTTP service on uvicorn, FastAPI for the example, aiohttp for its next hops).
 # pip is there to run from its wheel: the node venv is made --without-pip (ensurepip is slow).
 NODE_DISTRIBUTIONS = ("pip", "psutil", "redis", "hiredis", "pyyaml", "jsonschema", "pyarrow",
-                      "fastapi", "uvicorn", "uvloop", "httptools", "aiohttp")  # fmt: skip
+                      "fastapi", "uvicorn", "uvloop", "httptools", "aiohttp", "orjson")  # fmt: skip
 ID_FILE = "wheelhouse.id"
 ARCHIVE = "wheelhouse.tar"
 
