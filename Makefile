@@ -9,6 +9,7 @@
 #   make collect RUN_ID=r1 NODE_ID=cloud1 STAGE=cloud   (alias: start-collect)
 #   make stop-collect RUN_ID=r1
 #   make parse RUN_ID=r1 [NODE_ID=.. STAGE=..]           (tracekit parse <logs dir>/r1)
+#   make report RUN_ID=r1                                (tracekit report <logs dir>/r1)
 #   make load VM_IP=localhost RATE=50 DURATION=60s       (tracekit load on http://$(VM_IP):$(SVC_PORT)$(ENDPOINT);
 #                                                         with RUN_ID the results go into its run folder)
 # honouring PROC_MATCH, PROC_MATCH_CMDLINE, PROC_PID_DIR, PROC_INTERVAL_MS, LOGS_DIR.
@@ -18,9 +19,11 @@ VENV ?= .venv
 PYTHON ?= python3
 TRACEKIT := $(VENV)/bin/tracekit
 APT_PACKAGES := ffmpeg nginx redis-server openssh-server openssh-client
+# The tests also open a report in a headless browser.
+TEST_APT_PACKAGES := chromium
 PYTEST_ARGS ?=
 
-.PHONY: run test deps system-deps venv demo collect start-collect stop-collect status-collect parse load clean
+.PHONY: run test deps system-deps venv demo collect start-collect stop-collect status-collect parse report load clean
 
 EXPERIMENT ?= experiments/ffmpeg.yaml
 RUN_ARGS ?=
@@ -28,6 +31,7 @@ RUN_ARGS ?=
 run: deps
 	$(VENV)/bin/tracekit-run $(EXPERIMENT) $(RUN_ARGS)
 
+test: APT_PACKAGES += $(TEST_APT_PACKAGES)
 test: deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
@@ -85,6 +89,10 @@ status-collect: venv
 parse: venv
 	@test -n "$(RUN_ID)" || { echo "make parse: RUN_ID=... is required, e.g. make parse RUN_ID=test001" >&2; exit 2; }
 	$(TRACEKIT) parse "$(or $(LOGS_DIR),$(TRACEKIT_LOGS_DIR),logs)/$(RUN_ID)"
+
+report: venv
+	@test -n "$(RUN_ID)" || { echo "make report: RUN_ID=... is required, e.g. make report RUN_ID=test001" >&2; exit 2; }
+	$(TRACEKIT) report "$(or $(LOGS_DIR),$(TRACEKIT_LOGS_DIR),logs)/$(RUN_ID)"
 
 # The example service's port and endpoint (examples/fastapi_svc: make run).
 VM_IP ?= localhost

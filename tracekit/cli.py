@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify_opendc.add_argument("--topology", type=Path, help="experiment.json (default: OUT_DIR/experiment.json)")
     verify_opendc.add_argument("--against", type=Path, metavar="RUN_DIR", help="check conservation against this run")
 
+    _add_report(commands)
+
     # worker / dispatch
     redis_epilog = (
         "The Redis password is read from --redis-password-file or $REDIS_PASSWORD, never from the URL "
@@ -524,6 +526,32 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="one HTML page (with PNGs) showing what happened in a parsed run",
+        description="Write RUN_DIR/report/index.html: a self-contained page (images embedded, nothing fetched, "
+        "readable offline) with a summary (tasks, makespan, per-node busy time and CPU, the trace audit's "
+        "coverage and clock offsets), per-node CPU and memory timelines with the tasks, a Gantt chart per worker, "
+        "queue backlog and placements, the longest tasks' CPU demand per OpenDC fragment next to the host "
+        "samples, and HTTP request rate and latency when the run has them; the PNGs are written beside it. "
+        "A missing piece gets a note in its section.",
+        epilog="example: tracekit report logs/test001   (then open logs/test001/report/index.html)",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder with cctf/ (run 'tracekit parse')")
+    report.add_argument("-o", "--output", type=Path, metavar="DIR", help="where to write it (default: RUN_DIR/report)")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tracekit.report import make_report
+
+    result = make_report(args.run_dir, args.output)
+    missing = f"; {result.notes} note(s) on missing pieces" if result.notes else ""
+    print(f"{result.index}: {len(result.sections)} sections, {len(result.figures)} figures "
+          f"in {result.seconds:.1f} s{missing}")  # fmt: skip
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from tracekit.trace.export_opendc import export_opendc
 
@@ -743,6 +771,7 @@ _HANDLERS = {
     "parse": _cmd_parse,
     "adapt": _cmd_adapt,
     "export": _cmd_export,
+    "report": _cmd_report,
     "verify": _cmd_verify,
     "worker": _cmd_worker,
     "dispatch": _cmd_dispatch,

@@ -102,6 +102,12 @@ def assert_complete_run(run_dir: Path, result, password: str) -> None:
     # The OpenDC files pass verification against the run.
     checked = verify_opendc(run_dir / "opendc", topology=run_dir / "opendc" / "experiment.json", against=run_dir)
     assert checked.tasks == 2
+    # The report is the parse phase's last step; the summary says where it is.
+    page = (run_dir / "report" / "index.html").read_text()
+    for section in ("summary", "timelines", "gantt", "queue", "longest"):
+        assert f'<section id="{section}">' in page, section
+    assert "could not be drawn" not in page and page.count("data:image/png;base64,") == 4
+    assert f"  report:     {run_dir / 'report' / 'index.html'}" in result.summary
     # The per-run password is in no file of the run folder (nor in the artifacts Ansible left there).
     leaks = [name for name, text in run_files(run_dir).items() if password in text]
     assert not leaks, leaks

@@ -735,6 +735,8 @@ def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -
     lines.append(f"  run folder: {run_dir}")
     if (run_dir / "opendc" / "tasks.parquet").exists():
         lines.append(f"  OpenDC:     {run_dir / 'opendc'} (tasks.parquet, fragments.parquet, experiment.json)")
+    if (run_dir / "report" / "index.html").exists():
+        lines.append(f"  report:     {run_dir / 'report' / 'index.html'}")
     if status.get("state") not in ("succeeded",):
         lines.append(f"  resume with: {resume_command(run_dir)}")
     return lines

@@ -1,0 +1,124 @@
+"""The report's tables: what the run was, what ran where, and how much of it the trace covers.
+
+input:  a tracekit.report.data.RunView
+output: plain dicts and lists of rows (page.py formats them)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tracekit.report.data import RunView
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value / 1000:.1f} s"
+
+
+def _union_ms(spans: list[tuple[int, int]]) -> int:
+    """The time covered by at least one span."""
+    covered, reach = 0, None
+    for start, end in sorted(spans):
+        if reach is None or start > reach:
+            covered += end - start
+            reach = end
+        elif end > reach:
+            covered += end - reach
+            reach = end
+    return covered
+
+
+def _task_cpu_ms(task: dict[str, Any]) -> float:
+    """The CPU a task's own record claims (rusage for commands, the request's own for HTTP)."""
+    if task.get("cpu_user_ms") is not None or task.get("cpu_system_ms") is not None:
+        return (task.get("cpu_user_ms") or 0) + (task.get("cpu_system_ms") or 0)
+    return task.get("cpu_ms") or 0.0
+
+
+def run_rows(view: RunView) -> list[tuple[str, str]]:
+    """The run as a two-column table."""
+    tasks = [t for t in view.tasks if t.get("ts_start") is not None and t.get("ts_end") is not None]
+    requests = [i for i in view.invocations if i.get("module") == "http"]
+    rows = [("experiment", view.name or "– (no resolved.json: a run by hand)"), ("run id", view.run_id)]
+    if view.description:
+        rows.append(("description", view.description))
+    rows += [("state", view.state or "–"), ("start", view.start or "–"), ("end", view.end or "–")]
+    ok = sum(1 for t in view.tasks if t.get("ok"))
+    rows.append(("tasks done / failed", f"{ok} / {len(view.tasks) - ok}"))
+    if tasks:
+        first = min(t.get("ts_enqueue") or t["ts_start"] for t in tasks)
+        rows.append(("makespan (first enqueue to last end)", _ms(max(t["ts_end"] for t in tasks) - first)))
+    if requests:
+        good = sum(1 for r in requests if r.get("ok"))
+        rows.append(("HTTP requests served ok / failed", f"{good} / {len(requests) - good}"))
+    if view.requests is not None:
+        sent = [r for r in view.requests if not r.get("warmup")]
+        joined = sum(1 for r in sent if r.get("server_task_id"))
+        rows.append(("client requests (after warm-up) / joined to a server event", f"{len(sent)} / {joined}"))
+    return rows
+
+
+def node_rows(view: RunView) -> list[dict[str, Any]]:
+    """Per node: its tasks, the time it had at least one, its CPU from the tasks and from the host samples."""
+    dated = [i for i in view.invocations if i.get("ts_start") is not None and i.get("ts_end") is not None]
+    if dated:
+        first = min(i.get("ts_enqueue") or i["ts_start"] for i in dated)
+        last = max(i["ts_end"] for i in dated)
+    rows = []
+    for node in sorted(set(view.nodes) | set(view.host) | {i.get("node") for i in view.invocations if i.get("node")}):
+        facts = view.nodes.get(node, {})
+        mine = [i for i in dated if i.get("node") == node]
+        busy = _union_ms([(i["ts_start"], i["ts_end"]) for i in mine])
+        host = view.host.get(node)
+        host_pct = None
+        if host is not None and dated:
+            inside = (host.ts_ms >= first) & (host.ts_ms <= last)
+            host_pct = float(np.mean(host.cpu_util_pct[inside])) if inside.any() else None
+        rows.append({
+            "node": node,
+            "role": facts.get("role", "–"),
+            "cores": facts.get("cores_usable", "–"),
+            "tasks": len(mine),
+            "failed": sum(1 for i in mine if not i.get("ok")),
+            "busy": _ms(busy) if mine else "–",
+            "busy_pct": f"{100 * busy / (last - first):.0f} %" if mine and last > first else "–",
+            "task_cpu": f"{sum(_task_cpu_ms(i) for i in mine) / 1000:.1f} s" if mine else "–",
+            "host_cpu": f"{host_pct:.0f} %" if host_pct is not None else "–",
+            "clock": _clock(facts),
+        })  # fmt: skip
+    return rows
+
+
+def _clock(facts: dict[str, Any]) -> str:
+    offset = facts.get("clock_offset_ms")
+    if offset is None:
+        return "not measured"
+    uncertainty = facts.get("clock_uncertainty_ms")
+    return f"{offset:+.2f} ± {uncertainty:.2f} ms" if uncertainty is not None else f"{offset:+.2f} ms"
+
+
+def audit_rows(view: RunView) -> list[tuple[str, str]]:
+    """The parse audit's figures that say how far to trust the trace."""
+    audit = view.audit
+    if not audit:
+        return []
+    rows = []
+    if audit.get("invocations_with_samples_pct") is not None:
+        rows.append(("invocations with process samples (coverage)",
+                     f"{audit.get('invocations_with_samples', 0)} of {audit.get('invocations', 0)} "
+                     f"({audit['invocations_with_samples_pct']} %)"))  # fmt: skip
+    fragments = audit.get("fragments_per_task") or {}
+    if fragments:
+        rows.append(("fragments per task", f"median {fragments.get('median')}, min {fragments.get('min')}, max {fragments.get('max')}"))
+    cpu = audit.get("cpu_ms_by_source") or {}
+    if cpu:
+        rows.append(("CPU-seconds by source", ", ".join(f"{name.replace('_', ' ')} {value / 1000:.1f} s" for name, value in cpu.items())))
+    rows.append(("process samples (outside any task / on the wrong node)",
+                 f"{audit.get('proc_samples', 0)} ({audit.get('proc_samples_outside_tasks', 0)} / "
+                 f"{audit.get('proc_samples_wrong_node', 0)})"))  # fmt: skip
+    rows.append(("skipped lines", str(audit.get("bad_lines", 0))))
+    if audit.get("nodes_without_clock_offset"):
+        rows.append(("nodes without a clock offset", ", ".join(audit["nodes_without_clock_offset"])))
+    return rows
