@@ -67,6 +67,10 @@ def assert_http_run(run_dir: Path, result, chain: bool) -> None:
     # Each request is an OpenDC task that passes verification.
     checked = verify_opendc(run_dir / "opendc", topology=run_dir / "opendc" / "experiment.json", against=run_dir)
     assert checked.tasks == 120 * hops
+    # The report has its HTTP section, drawn from the joined requests.
+    page = (run_dir / "report" / "index.html").read_text()
+    assert '<section id="http">' in page and "could not be drawn" not in page
+    assert (run_dir / "report" / "http.png").is_file()
     config_leak = [name for name, text in run_files(run_dir).items() if "requirepass" in text]
     assert not config_leak
 

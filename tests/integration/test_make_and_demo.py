@@ -63,6 +63,12 @@ def test_make_parse_is_tracekit_parse_of_the_run_folder(logs_dir):
     assert (logs_dir / "mk3" / "cctf" / "proc_metrics" / "cloud2.parquet").is_file()
     missing = make("parse", f"LOGS_DIR={logs_dir}")
     assert missing.returncode != 0 and "RUN_ID=... is required" in missing.stderr
+    # make report is tracekit report of the same folder.
+    reported = make("report", "RUN_ID=mk3", f"LOGS_DIR={logs_dir}")
+    assert reported.returncode == 0, reported.stderr
+    assert reported.stdout.startswith(f"{logs_dir / 'mk3' / 'report' / 'index.html'}: 5 sections")
+    missing = make("report", f"LOGS_DIR={logs_dir}")
+    assert missing.returncode != 0 and "RUN_ID=... is required" in missing.stderr
 
 
 def test_make_load_is_tracekit_load_on_the_example_service(logs_dir, tmp_path):

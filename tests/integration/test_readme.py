@@ -66,6 +66,7 @@ def test_quick_start_runs_as_written(tmp_path):
     assert "OK: 2 tasks" in result.stdout  # parse, export and verify ran on the capture
     assert (folder / "cctf" / "invocations.jsonl").exists()
     assert (tmp_path / "outputs" / "a.mp4").stat().st_size > 0
+    assert "could not be drawn" not in (folder / "report" / "index.html").read_text()
 
 
 def test_two_workers_step_by_step(tmp_path):

@@ -95,6 +95,7 @@ def _clock(facts: dict[str, Any]) -> str:
     offset = facts.get("clock_offset_ms")
     if offset is None:
         return "not measured"
+    offset = round(offset, 2) + 0.0  # no "-0.00"
     uncertainty = facts.get("clock_uncertainty_ms")
     return f"{offset:+.2f} ± {uncertainty:.2f} ms" if uncertainty is not None else f"{offset:+.2f} ms"
 
