@@ -3,7 +3,7 @@
 input:  RUN_DIR/cctf/ (invocations.jsonl, nodes.json, audit.json,
         placement_events.jsonl, requests.jsonl; host_metrics/ through
         tracekit.trace.cctf.read_table, the readers parse and export use),
-        RUN_DIR/opendc/ (tasks.parquet, fragments.parquet, task_ids.jsonl)
+        RUN_DIR/opendc/ (fragments.parquet, task_ids.jsonl)
         for the longest tasks' fragments, RUN_DIR/resolved.json and
         status.json for the experiment's name and times
 output: a RunView; each piece that is missing is None (or empty) with a
@@ -21,7 +21,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import BadLine, read_jsonl
@@ -47,7 +46,7 @@ class TaskDemand:
     """A long task's CPU demand per OpenDC fragment, next to its node's host samples."""
 
     invocation: dict[str, Any]
-    fragment_start_ms: np.ndarray  # each fragment's start (the task's submission plus the fragments before it)
+    fragment_start_ms: np.ndarray  # the fragments' edges: the task's start plus the durations before each
     fragment_cores: np.ndarray  # its demand in cores (cpu_usage MHz / the node's MHz)
     host_ts_ms: np.ndarray
     host_busy_cores: np.ndarray  # the node's whole CPU use in the same window, in cores
@@ -190,15 +189,13 @@ def _longest_tasks(view: RunView, cctf_dir: Path) -> list[TaskDemand]:
         view.note("longest", "no task of the trace is in the OpenDC export")
         return []
     wanted = pa.array([ids[t["task_id"]] for t in longest], pa.int32())
-    submitted = pq.read_table(opendc / "tasks.parquet", columns=["id", "submission_time"], filters=pc.field("id").isin(wanted))
-    submission = dict(zip(submitted["id"].to_pylist(), submitted["submission_time"].to_pylist()))
     fragments = ds.dataset(opendc / "fragments.parquet").to_table(filter=pc.field("id").isin(wanted))
     demands = []
     for task in longest:
         opendc_id = ids[task["task_id"]]
         mine = fragments.filter(pc.equal(fragments["id"], opendc_id))  # in time order within a task
         durations = mine["duration"].to_numpy()
-        start = submission.get(opendc_id, task["ts_start"])
+        start = task["ts_start"]  # the fragments cover the task from its start to its end
         mhz = (view.nodes.get(task["node"]) or {}).get("cpu_mhz") or 0
         host = _host_window(cctf_dir, task["node"], task["ts_start"], task["ts_end"])
         demands.append(TaskDemand(
