@@ -34,3 +34,27 @@ class CommandNotFound(TracekitError):
     """An external program (ffmpeg, a wrapped command) is not installed."""
 
     exit_code = 127
+
+
+class RedisUnavailable(TracekitError):
+    """Redis cannot be reached, refused the password, or lost the run's state."""
+
+
+class ProtocolError(TracekitError):
+    """A Redis record of the task queue that this version cannot read (another Tracekit version wrote it)."""
+
+
+class ExperimentError(UsageError):
+    """The experiment file (or an override) is not a valid experiment."""
+
+
+class InventoryError(UsageError):
+    """The inventory cannot describe an experiment."""
+
+
+class RunError(UsageError):
+    """The run folder cannot be created or resumed as asked (exit 2)."""
+
+
+class SetupError(TracekitError):
+    """The checkout itself is inconsistent (a playbook, a role): a bug to report, not a user's input."""

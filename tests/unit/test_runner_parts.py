@@ -229,10 +229,12 @@ def test_experiment_playbook_imports_every_phase_in_order_under_its_tag():
 
 
 def test_a_play_name_in_two_phases_is_refused(tmp_path):
+    from tracekit.errors import SetupError
+
     for phase in PHASES:
         (tmp_path / f"{phase}.yml").write_text(yaml.safe_dump([{"name": f"Play of {phase}", "hosts": "all"}]))
     (tmp_path / "stop.yml").write_text(yaml.safe_dump([{"name": "Play of start", "hosts": "all"}]))
-    with pytest.raises(ValueError, match="'Play of start' is in both start.yml and stop.yml"):
+    with pytest.raises(SetupError, match="'Play of start' is in both start.yml and stop.yml"):
         play_phases(tmp_path)
 
 

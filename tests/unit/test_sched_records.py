@@ -22,8 +22,10 @@ def test_task_message_wire_format_and_round_trip():
 
 
 def test_task_message_of_another_envelope_version_is_refused():
+    from tracekit.errors import ProtocolError
+
     fields = {"task": json.dumps({**json.loads(TaskMessage("t", "0", "", "", 0).encode()["task"]), "v": 99})}
-    with pytest.raises(ValueError, match="unsupported task envelope version"):
+    with pytest.raises(ProtocolError, match="another Tracekit version .envelope 99, this one reads"):
         TaskMessage.decode(fields)
 
 

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import yaml
 
 from tracekit.cpuset import format_cpu_list, parse_cpu_list
-from tracekit.errors import UsageError
+from tracekit.errors import InventoryError, SetupError, UsageError
 from tracekit.experiment.spec import Experiment, FfmpegWorkload, HttpWorkload
 from tracekit.experiment.wheelhouse import find_checkout
 
@@ -48,13 +48,9 @@ def play_phases(playbooks: Path) -> dict[str, str]:
         for play in yaml.safe_load((playbooks / f"{phase}.yml").read_text()):
             name = play["name"]
             if name in phase_of:
-                raise ValueError(f"{playbooks}: play {name!r} is in both {phase_of[name]}.yml and {phase}.yml")
+                raise SetupError(f"{playbooks}: play {name!r} is in both {phase_of[name]}.yml and {phase}.yml")
             phase_of[name] = phase
     return phase_of
-
-
-class InventoryError(UsageError):
-    """The inventory cannot describe an experiment."""
 
 
 THIS_MACHINE = "this machine"

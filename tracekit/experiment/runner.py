@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tracekit import __version__, runfolder
-from tracekit.errors import TracekitError, UsageError
+from tracekit.errors import RunError, TracekitError, UsageError
 from tracekit.experiment.progress import Progress, make_progress
 from tracekit.experiment.render import (
     PHASES,
@@ -59,10 +59,6 @@ UNDONE_BY_STOP = ("start", "run")  # resuming either re-runs both
 STATUS_FILE = "status.json"
 MANIFEST_FILE = "manifest.json"
 SECRET_DIR = ".secrets"
-
-
-class RunError(UsageError):
-    """The run folder cannot be created or resumed as asked (exit 2)."""
 
 
 @dataclass

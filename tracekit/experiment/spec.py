@@ -20,14 +20,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from tracekit.errors import UsageError
+from tracekit.errors import ExperimentError, UsageError
 from tracekit.schemas import load_schema
 
 SCHEMA = "experiment"
-
-
-class ExperimentError(UsageError):
-    """The experiment file (or an override) is not a valid experiment."""
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,10 @@ from urllib.parse import urlsplit
 
 import redis
 
-from tracekit.errors import TracekitError, UsageError
+from tracekit.errors import RedisUnavailable, UsageError
 
 PASSWORD_ENV = "REDIS_PASSWORD"
 CONNECT_TIMEOUT_S = 3.0
-
-
-class RedisUnavailable(TracekitError):
-    """Redis cannot be reached, refused the password, or lost the run's state."""
 
 
 def read_password(password_file: str | Path | None) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from tracekit.sched.connection import RedisUnavailable
+from tracekit.errors import ProtocolError, RedisUnavailable
 from tracekit.sched.keys import ENVELOPE_VERSION, WORKER_GROUP, RunKeys
 
 
@@ -59,8 +59,10 @@ class TaskMessage:
     @classmethod
     def decode(cls, fields: dict[str, str]) -> TaskMessage:
         data = json.loads(fields["task"])
-        if data.pop("v", None) != ENVELOPE_VERSION:
-            raise ValueError(f"unsupported task envelope version in {fields!r}")
+        version = data.pop("v", None)
+        if version != ENVELOPE_VERSION:
+            raise ProtocolError(f"a task entry of another Tracekit version (envelope {version!r}, this one reads "
+                                f"{ENVELOPE_VERSION}): run one version on every node")  # fmt: skip
         return cls(**data)
 
 
