@@ -45,6 +45,12 @@ def _add_clock_args(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--redis-password-file", type=Path, help="file holding the Redis password (else $REDIS_PASSWORD)")
 
 
+REDIS_EPILOG = (
+    "The Redis password is read from --redis-password-file or $REDIS_PASSWORD, never from the URL "
+    "(command lines are visible to every user). " + EPILOG_ENV
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracekit",
@@ -53,8 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tracekit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # One function per command, in the order `tracekit --help` lists them.
+    for add in (_add_collect, _add_wrap, _add_ffmpeg, _add_inputs, _add_parse, _add_adapt, _add_export,
+                _add_verify, _add_report, _add_worker, _add_dispatch, _add_clock, _add_load, _add_serve):  # fmt: skip
+        add(commands)
+    return parser
 
-    # collect
+
+def _add_collect(commands: argparse._SubParsersAction) -> None:
     collect = commands.add_parser(
         "collect",
         help="the per-node collector daemon (host, process and topology samples)",
@@ -111,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "when Redis cannot be reached, a warning: parse uses the start measurement)",
             )
 
-    # wrap
+
+def _add_wrap(commands: argparse._SubParsersAction) -> None:
     wrap = commands.add_parser(
         "wrap",
         help="run a command as a traced invocation",
@@ -130,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     wrap.add_argument("--attempt", type=int, default=1, help="attempt number (default: 1)")
     wrap.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...", help="the command to run")
 
-    # ffmpeg
+
+def _add_ffmpeg(commands: argparse._SubParsersAction) -> None:
     ffmpeg = commands.add_parser(
         "ffmpeg",
         help="transcode one file with ffmpeg, traced (the seed's ffmpeg_wrapper.sh)",
@@ -149,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     ffmpeg.add_argument("--trace-id", help="trace id (default: a new W3C trace id)")
     ffmpeg.add_argument("--node-id", help="node id (default: $TRACEKIT_NODE_ID, else the host name)")
 
-    # inputs
+
+def _add_inputs(commands: argparse._SubParsersAction) -> None:
     inputs = commands.add_parser("inputs", help="test inputs made with ffmpeg's lavfi sources")
     inputs_actions = inputs.add_subparsers(dest="action", metavar="ACTION", required=True)
     generate = inputs_actions.add_parser(
@@ -164,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT (default: 1280x720)")
     generate.add_argument("--fps", type=int, default=25, help="frames per second (default: 25)")
     generate.add_argument("--seed", type=int, default=0, help="random seed of the plan (default: 0)")
-    # parse
+
+
+def _add_parse(commands: argparse._SubParsersAction) -> None:
     parse = commands.add_parser(
         "parse",
         help="raw node files of a run -> the normalized trace cctf/",
@@ -185,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--node-part", action="store_true", help="RUN_DIR is one node's folder: write only its part "
                        "of the trace, RUN_DIR/cctf-part/ (Parquet tables and part.json), for a later parse of the run")
 
-    # adapt
+
+def _add_adapt(commands: argparse._SubParsersAction) -> None:
     adapt = commands.add_parser("adapt", help="turn logs of existing services into invocation events")
     adapters = adapt.add_subparsers(dest="adapter", metavar="ADAPTER", required=True)
     nginx = adapters.add_parser(
@@ -204,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     nginx.add_argument("--node", help="node id of the nginx host (default: $TRACEKIT_NODE_ID, else the host name)")
     nginx.add_argument("--strict", action="store_true", help="fail on the first line that is not a log line")
 
-    # export / verify
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="export a parsed run to a simulator's input format")
     exporters = export.add_subparsers(dest="format", metavar="FORMAT", required=True)
     opendc = exporters.add_parser(
@@ -222,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--merge-tolerance", type=float, metavar="PCT", help="merge adjacent slices whose usage differs by less"
     )
     opendc.add_argument("--force", action="store_true", help="replace OUT_DIR if it is not empty")
+
+
+def _add_verify(commands: argparse._SubParsersAction) -> None:
     verify = commands.add_parser("verify", help="check an exported workload")
     verifiers = verify.add_subparsers(dest="format", metavar="FORMAT", required=True)
     verify_opendc = verifiers.add_parser(
@@ -235,20 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify_opendc.add_argument("--topology", type=Path, help="experiment.json (default: OUT_DIR/experiment.json)")
     verify_opendc.add_argument("--against", type=Path, metavar="RUN_DIR", help="check conservation against this run")
 
-    _add_report(commands)
 
-    # worker / dispatch
-    redis_epilog = (
-        "The Redis password is read from --redis-password-file or $REDIS_PASSWORD, never from the URL "
-        "(command lines are visible to every user). " + EPILOG_ENV
-    )
+def _add_worker(commands: argparse._SubParsersAction) -> None:
     worker = commands.add_parser(
         "worker",
         help="run the tasks the dispatcher places on this node",
         description="Consume this node's task queue on Redis with K parallel slots, run each task through "
         "'wrap' (ffmpeg, -nostdin -y), send heartbeats, write one terminal record per task. SIGINT/SIGTERM: "
         "finish the running tasks and exit; a second signal stops them and hands them back.",
-        epilog=redis_epilog,
+        epilog=REDIS_EPILOG,
     )
     _add_run_args(worker)
     worker.add_argument("--node-id", help="this node's id (default: $TRACEKIT_NODE_ID, else the host name)")
@@ -273,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop this run's background worker (SIGTERM: running tasks finish within --grace) and wait for its exit",
     )
 
+
+def _add_dispatch(commands: argparse._SubParsersAction) -> None:
     dispatch = commands.add_parser(
         "dispatch",
         help="place transcode tasks on worker nodes and wait until all are done",
@@ -282,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Policies: round-robin, least-loaded, lpt, duration-online (aliases rr3, duration-greedy, lpt-duration, "
         "online-duration). Profiles for --mix: 360p-ultrafast, 480p-veryfast, 720p-veryfast, 720p-medium, "
         "1080p-veryfast.",
-        epilog=redis_epilog,
+        epilog=REDIS_EPILOG,
     )
     _add_run_args(dispatch)
     dispatch.add_argument("--node-id", help="this (the controller's) node id, marked on the processes it starts "
@@ -291,7 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
     dispatch.add_argument("--nodes", help="worker nodes, comma-separated, e.g. cloud1,cloud2")
     dispatch.add_argument("--inputs", type=Path, help="folder of input videos")
-    dispatch.add_argument("--outputs", type=Path, help="accepted for the seed's habit; workers choose with their --outputs")
     dispatch.add_argument("--policy", default="duration-online", help="placement policy (default: duration-online)")
     dispatch.add_argument("--scale", default="1280:720", help="WIDTH:HEIGHT (default: 1280:720)")
     dispatch.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast)")
@@ -308,24 +326,23 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--cleanup", action="store_true", help="delete the run's Redis keys and exit")
     dispatch.add_argument("--stop", action="store_true", help="stop this run's dispatcher if one still runs (idempotent)")
 
+
+def _add_clock(commands: argparse._SubParsersAction) -> None:
     clock = commands.add_parser(
         "clock",
         help="measure this node's clock offset to the controller (Redis TIME) into clock.json",
         description="Probe the controller's Redis TIME a few times and record the offset with the smallest "
         "round trip (offset = server time - midpoint, uncertainty = RTT/2) under 'start' or 'end' in the run "
         "folder's clock.json. 'tracekit parse' adds offset_ms to this node's timestamps.",
-        epilog=redis_epilog,
+        epilog=REDIS_EPILOG,
     )
     _add_run_args(clock)
     clock.add_argument("--redis-url", required=True, help="the controller's redis://HOST:PORT/DB (no password)")
     clock.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
     clock.add_argument("--moment", choices=("start", "end"), default="start", help="which measurement this is (default: start)")
-    _add_load_parser(commands)
-    _add_serve_parser(commands)
-    return parser
 
 
-def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
+def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve",
         help="start or stop a run's HTTP service (uvicorn, in the background, with a pidfile)",
@@ -348,7 +365,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--cpus", type=_cpu_list, metavar="LIST", help="keep the service and its workers on these CPUs (e.g. 1 or 0-3)")
 
 
-def _add_load_parser(commands: argparse._SubParsersAction) -> None:
+def _add_load(commands: argparse._SubParsersAction) -> None:
     load = commands.add_parser(
         "load",
         help="open-loop HTTP load: requests at fixed intended times, vegeta-style results and summary",
@@ -579,9 +596,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-WORKER_PIDFILE = "worker.pid"
-WORKER_CONSOLE = "worker.out"
-DISPATCHER_PIDFILE = "dispatcher.pid"
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -591,7 +605,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     run_id = runfolder.run_id_or_env(args.run_id)
     folder = runfolder.run_dir(run_id, runfolder.logs_dir(args.logs_dir))
     if args.stop:
-        stopped = detach.stop_detached(folder / WORKER_PIDFILE, f"worker of run {run_id}", args.grace + 10)
+        stopped = detach.stop_worker(folder, run_id, args.grace)
         print(f"worker of run {run_id} {'stopped' if stopped else 'was not running'}")
         return 0
     if not args.redis_url:
@@ -613,7 +627,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         connect(config.redis_url, config.password_file)  # a wrong URL or password fails here, not in the background
         runfolder.ensure_writable_dir(folder, "run folder")
         argv = [sys.executable, "-m", "tracekit", *[a for a in args.argv if a != "--detach"]]
-        running, started = detach.start_detached(argv, folder / WORKER_PIDFILE, folder / WORKER_CONSOLE, f"worker of run {run_id}")
+        running, started = detach.start_worker(folder, run_id, argv)
         state = "started" if started else "already running"
         print(f"worker of run {run_id} on node {config.node_id} {state} (pid {running.pid}); log: {folder}")
         return 0
@@ -630,7 +644,7 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
     run_id = runfolder.run_id_or_env(args.run_id)
     folder = runfolder.run_dir(run_id, runfolder.logs_dir(args.logs_dir))
     if args.stop:
-        stopped = detach.stop_detached(folder / DISPATCHER_PIDFILE, f"dispatcher of run {run_id}", 10)
+        stopped = detach.stop_dispatcher(folder, run_id)
         print(f"dispatcher of run {run_id} {'stopped' if stopped else 'was not running'}")
         return 0
     if not args.redis_url:
@@ -662,7 +676,7 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
         node_id=args.node_id or runfolder.default_node_id(),
     )
     runfolder.ensure_writable_dir(folder, "run folder")
-    with detach.pidfile_of_this_process(folder / DISPATCHER_PIDFILE):
+    with detach.dispatcher_pidfile(folder, run_id):
         result = dispatch(config)
     summary = result.summary
     unfinished = (f"{summary['unfinished']} unfinished (stopped by {summary['stopped_by']})" if summary["stopped_by"]

@@ -1,25 +1,28 @@
-"""Background processes with a pidfile: start once, find again, stop for sure.
+"""Background processes with a pidfile: start once, find again, stop for sure. The one mechanism.
 
 input:  an argv to run in the background, a pidfile path, a console log path
 output: the process (own session, so it outlives the Ansible task or shell
         that started it); the pidfile holds "PID CREATE_TIME" so that a
         reused PID is never mistaken for ours
 
-Used for the worker (``tracekit worker --detach`` / ``--stop``), HTTP services
-(``tracekit serve``) and the
-dispatcher's pidfile (so that ``tracekit dispatch --stop`` can end a
-dispatcher whose Ansible task was interrupted). The collector has its own
-lock-based daemon (tracekit.collect.daemon).
+Two ways to own a pidfile: the starter writes it (``start_detached``), or
+the process holds it itself (``hold_pidfile``: an exclusive lock as well,
+so that a second one refuses to run), and its starter waits until it does
+(``registers_itself``). Used for the collector (holds its own), the worker
+(``tracekit worker --detach`` / ``--stop``), HTTP services (``tracekit
+serve``) and the dispatcher (holds its own, so that ``tracekit dispatch
+--stop`` can end one whose Ansible task was interrupted).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,10 @@ import psutil
 from tracekit.errors import TracekitError
 
 START_CHECK_S = 0.5  # a process that dies this soon did not start (the caller checked its inputs first)
+READY_TIMEOUT_S = 15.0  # how long a process that registers itself may take to hold its pidfile
+# The run folder's pidfiles and console logs (the collector's are in tracekit.runfolder).
+WORKER_PIDFILE, WORKER_CONSOLE = "worker.pid", "worker.out"
+DISPATCHER_PIDFILE = "dispatcher.pid"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,25 @@ def _process_create_time(pid: int) -> float | None:
         return None
 
 
+def pidfile_pid(pidfile: Path) -> int | None:
+    """The PID a pidfile names, alive or not (to name a stale pidfile)."""
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def is_alive(running: Running) -> bool:
+    """The process is still the one we started (same PID and start time) and has not exited."""
+    actual = _process_create_time(running.pid)
+    if actual is None or abs(actual - running.create_time) > 0.05:
+        return False
+    try:
+        return psutil.Process(running.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def read_pidfile(pidfile: Path) -> Running | None:
     """The live process the pidfile names, or None (missing, stale or reused PID)."""
     try:
@@ -50,13 +76,8 @@ def read_pidfile(pidfile: Path) -> Running | None:
         pid, created = int(pid_text), float(created_text)
     except (OSError, ValueError):
         return None
-    actual = _process_create_time(pid)
-    if actual is None or abs(actual - created) > 0.05:
-        return None
-    try:
-        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return None
-    except psutil.NoSuchProcess:
+    running = Running(pid, created)
+    if not is_alive(running):
         return None
     return Running(pid, created)
 
@@ -68,15 +89,25 @@ def _write_pidfile(pidfile: Path, pid: int) -> None:
     os.replace(partial, pidfile)
 
 
-@contextmanager
-def pidfile_of_this_process(pidfile: Path) -> Iterator[None]:
-    """Hold ``pidfile`` naming this process while the block runs."""
+@contextlib.contextmanager
+def hold_pidfile(pidfile: Path, what: str, error: type[TracekitError] = TracekitError) -> Iterator[None]:
+    """Hold ``pidfile`` for this process while the block runs: locked (a second holder is refused with
+    ``error``), naming this process; removed at the end. The lock goes with the process, however it ends."""
     pidfile.parent.mkdir(parents=True, exist_ok=True)
-    _write_pidfile(pidfile, os.getpid())
+    fd = os.open(pidfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = pidfile_pid(pidfile)
+        os.close(fd)
+        raise error(f"{what} already runs (pid {owner or '?'})") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {_process_create_time(os.getpid())}\n".encode())
         yield
     finally:
         pidfile.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def start_detached(
@@ -86,11 +117,15 @@ def start_detached(
     what: str,
     env: dict[str, str] | None = None,
     cpus: tuple[int, ...] | None = None,
+    registers_itself: bool = False,
+    error: type[TracekitError] = TracekitError,
 ) -> tuple[Running, bool]:
     """Start ``argv`` in the background unless the pidfile names a live one.
 
-    Returns (process, started_now). Raises TracekitError with the last line
-    of its console log when it exits within START_CHECK_S.
+    Returns (process, started_now). Raises ``error`` with the last line of
+    its console log when it exits before it counts as started: within
+    START_CHECK_S, or, when it ``registers_itself`` (holds the pidfile),
+    before it does so (within READY_TIMEOUT_S).
     """
     running = read_pidfile(pidfile)
     if running is not None:
@@ -101,41 +136,54 @@ def start_detached(
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True, env=env,
                                  preexec_fn=pin)  # fmt: skip
-    _write_pidfile(pidfile, child.pid)
-    deadline = time.monotonic() + START_CHECK_S
+    if not registers_itself:
+        _write_pidfile(pidfile, child.pid)
+    deadline = time.monotonic() + (READY_TIMEOUT_S if registers_itself else START_CHECK_S)
     while time.monotonic() < deadline:
+        if registers_itself and (holder := read_pidfile(pidfile)) is not None and holder.pid == child.pid:
+            return holder, True
         if child.poll() is not None:
-            pidfile.unlink(missing_ok=True)
-            raise TracekitError(f"{what} did not start: {last_log_line(console_log) or f'exit status {child.returncode}'} (log: {console_log})")
-        time.sleep(0.05)
+            holder = read_pidfile(pidfile)
+            if registers_itself and holder is not None:
+                return holder, False  # lost a race with a concurrent start: that one runs
+            if not registers_itself:
+                pidfile.unlink(missing_ok=True)
+            raise error(f"{what} did not start: {last_log_line(console_log) or f'exit status {child.returncode}'} (log: {console_log})")
+        time.sleep(0.02)
+    if registers_itself:
+        child.terminate()
+        raise error(f"{what} did not come up within {READY_TIMEOUT_S:.0f} s; see {console_log}")
     return Running(child.pid, _process_create_time(child.pid) or 0.0), True
 
 
-def stop_detached(pidfile: Path, what: str, timeout_s: float) -> bool:
-    """SIGTERM the process the pidfile names and wait for its exit; SIGKILL after ``timeout_s``.
+def stop_detached(
+    pidfile: Path, what: str, timeout_s: float, error: type[TracekitError] = TracekitError, killed_note: str = ""
+) -> Running | None:
+    """SIGTERM the process the pidfile names and wait for its exit; SIGKILL its session after ``timeout_s``.
 
-    Returns whether one was running. Idempotent.
+    Returns the process that was stopped, None when none was running (a stale pidfile is removed).
+    Idempotent. Waits for the exit itself, not only the pidfile: callers may move its files right after.
     """
     running = read_pidfile(pidfile)
     if running is None:
         pidfile.unlink(missing_ok=True)
-        return False
+        return None
     try:
         os.kill(running.pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout_s
-    while read_pidfile(pidfile) is not None:
+    while is_alive(running):
         if time.monotonic() > deadline:
             try:
-                os.killpg(running.pid, signal.SIGKILL)  # its session: the worker and its tasks
+                os.killpg(running.pid, signal.SIGKILL)  # its session: e.g. the worker and its tasks
             except ProcessLookupError:
                 pass
             pidfile.unlink(missing_ok=True)
-            raise TracekitError(f"{what} pid {running.pid} did not stop within {timeout_s:.0f} s and was killed")
-        time.sleep(0.05)
+            raise error(f"{what} pid {running.pid} did not stop within {timeout_s:.0f} s and was killed{killed_note}")
+        time.sleep(0.02)
     pidfile.unlink(missing_ok=True)
-    return True
+    return running
 
 
 def last_log_line(path: Path) -> str | None:
@@ -145,3 +193,26 @@ def last_log_line(path: Path) -> str | None:
     except OSError:
         return None
     return lines[-1] if lines else None
+
+
+# -- the run's background processes ----------------------------------------------------
+# (the collector's: tracekit.collect.daemon; HTTP services': tracekit.adapters.http_service)
+
+
+def start_worker(folder: Path, run_id: str, argv: list[str]) -> tuple[Running, bool]:
+    """The run's worker in the background (``argv``: its foreground command line), unless it runs."""
+    return start_detached(argv, folder / WORKER_PIDFILE, folder / WORKER_CONSOLE, f"worker of run {run_id}")
+
+
+def stop_worker(folder: Path, run_id: str, grace_s: float) -> Running | None:
+    """SIGTERM the run's worker (its running tasks finish within ``grace_s``) and wait for its exit."""
+    return stop_detached(folder / WORKER_PIDFILE, f"worker of run {run_id}", grace_s + 10)
+
+
+def dispatcher_pidfile(folder: Path, run_id: str) -> contextlib.AbstractContextManager[None]:
+    """Held by a dispatcher while it runs: ``stop_dispatcher`` finds it there."""
+    return hold_pidfile(folder / DISPATCHER_PIDFILE, f"a dispatcher of run {run_id}")
+
+
+def stop_dispatcher(folder: Path, run_id: str) -> Running | None:
+    return stop_detached(folder / DISPATCHER_PIDFILE, f"dispatcher of run {run_id}", 10)

@@ -42,3 +42,40 @@ def test_a_process_that_dies_at_once_is_reported_with_its_last_words(tmp_path):
     with pytest.raises(TracekitError, match="did not start: no such input"):
         start_detached(["sh", "-c", "echo 'no such input' >&2; exit 3"], tmp_path / "d.pid", tmp_path / "d.out", "doomed")
     assert not (tmp_path / "d.pid").exists()
+
+
+def test_a_held_pidfile_refuses_a_second_holder_and_goes_with_its_holder(tmp_path):
+    from tracekit import detach
+
+    pidfile = tmp_path / "h.pid"
+    with detach.hold_pidfile(pidfile, "the holder"):
+        assert read_pidfile(pidfile).pid == os.getpid()
+        with pytest.raises(TracekitError, match=f"the holder already runs .pid {os.getpid()}."):
+            with detach.hold_pidfile(pidfile, "the holder"):
+                pass
+        assert read_pidfile(pidfile).pid == os.getpid()  # the refused one left it alone
+    assert not pidfile.exists()
+
+
+def test_a_process_that_holds_its_own_pidfile_is_waited_for_and_stopped(tmp_path):
+    # What the collector and the dispatcher do: the child holds the pidfile, the starter waits for it.
+    import sys
+
+    from tracekit import detach
+
+    pidfile, log = tmp_path / "self.pid", tmp_path / "self.out"
+    holder = (f"import time; from pathlib import Path; from tracekit import detach\n"
+              f"with detach.hold_pidfile(Path({str(pidfile)!r}), 'x'):\n    time.sleep(60)\n")  # fmt: skip
+    running, started = detach.start_detached([sys.executable, "-c", holder], pidfile, log, "holder", registers_itself=True)
+    try:
+        assert started and read_pidfile(pidfile).pid == running.pid
+        again, started_again = detach.start_detached([sys.executable, "-c", holder], pidfile, log, "holder",
+                                                     registers_itself=True)  # fmt: skip
+        assert not started_again and again.pid == running.pid
+        stopped = stop_detached(pidfile, "holder", timeout_s=10)
+        assert stopped.pid == running.pid and not detach.is_alive(running) and not pidfile.exists()
+    finally:
+        try:
+            os.kill(running.pid, 9)
+        except ProcessLookupError:
+            pass

@@ -108,4 +108,4 @@ def start_service(spec: ServiceSpec) -> tuple[detach.Running, bool]:
 def stop_service(run_id: str, logs_dir: Path) -> bool:
     """SIGTERM the run's service (uvicorn ends its requests, then its workers); whether one ran."""
     folder = runfolder.run_dir(runfolder.validate_run_id(run_id), logs_dir)
-    return detach.stop_detached(folder / PIDFILE, f"HTTP service of run {run_id}", STOP_TIMEOUT_S)
+    return detach.stop_detached(folder / PIDFILE, f"HTTP service of run {run_id}", STOP_TIMEOUT_S) is not None

@@ -15,7 +15,6 @@ tracekit.runfolder).
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
 import math
@@ -24,19 +23,16 @@ import re
 import resource
 import select
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracekit import __version__, runfolder
+from tracekit import __version__, detach, runfolder
 from tracekit.cpuset import check_usable, format_cpu_list, keep_on, usable_cpus
-from tracekit.collect._procfs import has_exited
 from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_NET_CSV_COLUMNS, HostSampler, self_usage
 from tracekit.collect.process import PROC_CSV_COLUMNS, ProcessTracker
 from tracekit.collect.topology import node_facts, validate_cpu_mhz
-from tracekit.detach import last_log_line
 from tracekit.errors import CollectorError, UsageError
 from tracekit.filelog import file_logger
 from tracekit.jsonl import LineWriter
@@ -187,21 +183,10 @@ def _last_line(path: Path) -> dict | None:
 def collector_status(run_id: str, logs_dir: Path | str | None = None) -> CollectorStatus:
     folder = runfolder.run_dir(run_id, logs_dir)
     pidfile = folder / runfolder.COLLECTOR_PIDFILE
-    try:
-        fd = os.open(pidfile, os.O_RDONLY)
-    except FileNotFoundError:
-        return CollectorStatus(folder, running=False, pid=None)
-    try:
-        content = os.read(fd, 64).decode().strip()
-        pid = int(content) if content.isdigit() else None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            last = _last_line(folder / runfolder.COLLECTOR_EVENTS)
-            return CollectorStatus(folder, running=True, pid=pid, last_record=last)
-        return CollectorStatus(folder, running=False, pid=pid)
-    finally:
-        os.close(fd)
+    running = detach.read_pidfile(pidfile)
+    if running is None:
+        return CollectorStatus(folder, running=False, pid=detach.pidfile_pid(pidfile))
+    return CollectorStatus(folder, running=True, pid=running.pid, last_record=_last_line(folder / runfolder.COLLECTOR_EVENTS))
 
 
 def start_collector(config: CollectorConfig) -> tuple[CollectorStatus, bool]:
@@ -211,35 +196,12 @@ def start_collector(config: CollectorConfig) -> tuple[CollectorStatus, bool]:
     no second one is started.
     """
     folder = runfolder.ensure_writable_dir(config.run_folder, "run folder")
-    status = collector_status(config.run_id, config.logs_dir)
-    if status.running:
-        return status, False
-    log_path = folder / runfolder.COLLECTOR_LOG
-    with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tracekit", "collect", "run", "--detached", *config.to_argv()],
-            stdin=devnull,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # survives the shell (and the Ansible task) that started it
-        )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        status = collector_status(config.run_id, config.logs_dir)
-        if status.running and status.pid == child.pid:
-            return status, True
-        if child.poll() is not None:
-            status = collector_status(config.run_id, config.logs_dir)
-            if status.running:  # lost a race with a concurrent start
-                return status, False
-            reason = last_log_line(log_path) or f"exit status {child.returncode}"
-            raise CollectorError(f"collector for run {config.run_id} did not start: {reason} (log: {log_path})")
-        time.sleep(0.02)
-    child.terminate()
-    raise CollectorError(
-        f"collector for run {config.run_id} did not come up within {START_TIMEOUT_S:.0f} s; "
-        f"see {log_path}"
-    )
+    _, started = detach.start_detached(
+        [sys.executable, "-m", "tracekit", "collect", "run", "--detached", *config.to_argv()],
+        folder / runfolder.COLLECTOR_PIDFILE, folder / runfolder.COLLECTOR_LOG, f"collector for run {config.run_id}",
+        registers_itself=True, error=CollectorError,
+    )  # fmt: skip
+    return collector_status(config.run_id, config.logs_dir), started
 
 
 @dataclass(frozen=True)
@@ -255,30 +217,13 @@ def stop_collector(
 ) -> StopResult:
     """Stop the run's collector (final sample, flush). Idempotent."""
     status = collector_status(run_id, logs_dir)
-    if not status.running or status.pid is None:
-        if status.pid is not None:
-            (status.run_folder / runfolder.COLLECTOR_PIDFILE).unlink(missing_ok=True)
+    stopped = detach.stop_detached(
+        status.run_folder / runfolder.COLLECTOR_PIDFILE, f"collector of run {run_id}", timeout_s,
+        error=CollectorError, killed_note="; samples up to its last flush are kept",
+    )  # fmt: skip
+    if stopped is None:
         return StopResult(False, status.pid, None, status.describe() + "; nothing to stop")
-    try:
-        os.kill(status.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        # The lock is released in the daemon's last steps; wait for its exit
-        # too, so that callers may move the run folder right after.
-        if not collector_status(run_id, logs_dir).running and has_exited(status.pid):
-            break
-        time.sleep(0.02)
-    else:
-        try:
-            os.kill(status.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        raise CollectorError(
-            f"collector pid {status.pid} of run {run_id} did not stop within {timeout_s:.0f} s "
-            "and was killed; samples up to its last flush are kept"
-        )
+    status = CollectorStatus(status.run_folder, running=False, pid=stopped.pid)
     summary = _last_line(status.run_folder / runfolder.COLLECTOR_EVENTS)
     if summary is None or summary.get("event") != "stop":
         return StopResult(True, status.pid, None, f"collector pid {status.pid} stopped")
@@ -331,19 +276,6 @@ def next_due(due: float, now: float, interval_s: float) -> tuple[float, int]:
     return due + missed * interval_s, missed
 
 
-def _acquire_pidfile(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.read(fd, 64).decode().strip()
-        os.close(fd)
-        raise CollectorError(f"a collector already runs for this run (pid {owner or '?'})") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
 def _allow_more_open_files(at_most: int = 65_536) -> None:
     """Raise the soft RLIMIT_NOFILE towards the hard one.
 
@@ -369,124 +301,134 @@ def _csv_writer(path: Path, columns: tuple[str, ...]) -> LineWriter:
     return writer
 
 
-def run_collector(config: CollectorConfig, stop_after_s: float | None = None, log_to_stderr: bool = False) -> dict:
-    """Sample until SIGTERM/SIGINT (or ``stop_after_s``); return the final record."""
-    # Handlers first: 'start' returns once the pidfile is locked, and a stop
-    # requested right then must still end in a final sample and a flush.
-    stop = _Stop()
-    folder = runfolder.ensure_writable_dir(config.run_folder, "run folder")
-    lock_fd = _acquire_pidfile(folder / runfolder.COLLECTOR_PIDFILE)
-    log = file_logger(folder / runfolder.COLLECTOR_LOG, log_to_stderr)
-    interval_s = config.interval_ms / 1000.0
-    if config.cpus is not None:
-        keep_on(config.cpus)  # the node's CPUs: node.json and the host samples are theirs
-    _allow_more_open_files()
-    tracker = ProcessTracker(
-        match_name=compile_regex(config.match_name, "--match"),
-        match_cmdline=compile_regex(config.match_cmdline, "--match-cmdline"),
-        pid_dir=config.effective_pid_dir,
-        exclude_pids=frozenset({os.getpid()}),
-        node_scope=config.node_scope,
-    )
-    facts = node_facts(config.node_id, config.stage, config.role, config.cpu_mhz, config.cpus is not None)
-    facts.update(config.scope_record())
-    (folder / runfolder.NODE_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
-    host_sampler = HostSampler(usable_cpus()) if config.host else None
-    host_outs = (
-        [
+class _Sampler:
+    """One collector's outputs and counts: ``tick`` writes a sample of the host and every followed process."""
+
+    def __init__(self, config: CollectorConfig, folder: Path, log) -> None:
+        self.config, self.log = config, log
+        self.tracker = ProcessTracker(
+            match_name=compile_regex(config.match_name, "--match"),
+            match_cmdline=compile_regex(config.match_cmdline, "--match-cmdline"),
+            pid_dir=config.effective_pid_dir,
+            exclude_pids=frozenset({os.getpid()}),
+            node_scope=config.node_scope,
+        )
+        facts = node_facts(config.node_id, config.stage, config.role, config.cpu_mhz, config.cpus is not None)
+        facts.update(config.scope_record())
+        (folder / runfolder.NODE_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
+        self.host_sampler = HostSampler(usable_cpus()) if config.host else None
+        self.host_outs = [
             _csv_writer(folder / runfolder.HOST_SAMPLES, HOST_CSV_COLUMNS),
             _csv_writer(folder / runfolder.HOST_CPU_SAMPLES, HOST_CPUS_CSV_COLUMNS),
             _csv_writer(folder / runfolder.HOST_NET_SAMPLES, HOST_NET_CSV_COLUMNS),
-        ]
-        if config.host
-        else []
-    )
-    proc_out = _csv_writer(folder / runfolder.PROC_SAMPLES, PROC_CSV_COLUMNS)
-    processes_out = LineWriter(folder / runfolder.PROCESSES)
-    events_out = LineWriter(folder / runfolder.COLLECTOR_EVENTS)
-    counts = {"ticks": 0, "skipped_ticks": 0}
+        ] if config.host else []  # fmt: skip
+        self.proc_out = _csv_writer(folder / runfolder.PROC_SAMPLES, PROC_CSV_COLUMNS)
+        self.processes_out = LineWriter(folder / runfolder.PROCESSES)
+        self.events_out = LineWriter(folder / runfolder.COLLECTOR_EVENTS)
+        self.writers = (*self.host_outs, self.proc_out, self.processes_out, self.events_out)
+        self.counts = {"ticks": 0, "skipped_ticks": 0}
 
-    def record(event: str, ts_ms: int) -> dict:
+    def record(self, event: str, ts_ms: int) -> dict:
         return {
             "ts_ms": ts_ms,
             "event": event,
             "pid": os.getpid(),
-            "node": config.node_id,
-            **counts,
-            "processes_tracked": tracker.tracked_total,
-            "processes_of_other_nodes": tracker.other_nodes_total,
+            "node": self.config.node_id,
+            **self.counts,
+            "processes_tracked": self.tracker.tracked_total,
+            "processes_of_other_nodes": self.tracker.other_nodes_total,
             **self_usage(),
         }
 
-    def tick() -> None:
+    def begin(self, folder: Path) -> None:
+        config = self.config
+        self.events_out.write({
+            **self.record("start", int(time.time() * 1000)),
+            "version": __version__,
+            "interval_ms": config.interval_ms,
+            "match": config.match_name,
+            "match_cmdline": config.match_cmdline,
+            "pid_dir": str(config.effective_pid_dir),
+            "host": config.host,
+            **config.scope_record(),
+        })  # fmt: skip
+        self.events_out.flush()
+        self.log.info(
+            "collector started: run=%s node=%s interval=%d ms match=%r match_cmdline=%r scope=%s pid_dir=%s host=%s -> %s",
+            config.run_id, config.node_id, config.interval_ms, config.match_name, config.match_cmdline,
+            config.scope_record()["process_marker"] or "machine", config.effective_pid_dir, config.host, folder,
+        )  # fmt: skip
+
+    def tick(self) -> None:
         ts_ms = int(time.time() * 1000)
+        tracker = self.tracker
         for process in tracker.refresh(ts_ms):
-            processes_out.write(process.record(ts_ms))
+            self.processes_out.write(process.record(ts_ms))
         rows = tracker.sample_rows(ts_ms)
         if rows:
-            proc_out.write_line("\n".join(rows))  # one call: this runs on every tick
-        if host_sampler is not None:
-            sample = host_sampler.sample(ts_ms)
-            host_out, cpus_out, net_out = host_outs
+            self.proc_out.write_line("\n".join(rows))  # one call: this runs on every tick
+        if self.host_sampler is not None:
+            sample = self.host_sampler.sample(ts_ms)
+            host_out, cpus_out, net_out = self.host_outs
             host_out.write_line(sample.host_row())
             for out, rows in ((cpus_out, sample.cpu_rows()), (net_out, sample.net_rows())):
                 if rows:
                     out.write_line("\n".join(rows))
         for notice in tracker.notices:
-            log.info("notice: %s", notice)
+            self.log.info("notice: %s", notice)
         tracker.notices.clear()
-        counts["ticks"] += 1
-        if counts["ticks"] % SELF_USAGE_EVERY_TICKS == 0:
-            events_out.write(record("self", ts_ms))
-        for writer in (*host_outs, proc_out, processes_out, events_out):
+        self.counts["ticks"] += 1
+        if self.counts["ticks"] % SELF_USAGE_EVERY_TICKS == 0:
+            self.events_out.write(self.record("self", ts_ms))
+        for writer in self.writers:
             writer.flush()
 
-    start_record = {
-        **record("start", int(time.time() * 1000)),
-        "version": __version__,
-        "interval_ms": config.interval_ms,
-        "match": config.match_name,
-        "match_cmdline": config.match_cmdline,
-        "pid_dir": str(config.effective_pid_dir),
-        "host": config.host,
-        **config.scope_record(),
-    }
-    events_out.write(start_record)
-    events_out.flush()
-    log.info(
-        "collector started: run=%s node=%s interval=%d ms match=%r match_cmdline=%r scope=%s pid_dir=%s host=%s -> %s",
-        config.run_id, config.node_id, config.interval_ms, config.match_name, config.match_cmdline,
-        config.scope_record()["process_marker"] or "machine", config.effective_pid_dir, config.host, folder,
-    )  # fmt: skip
-    # Everything allocated so far lives as long as the process: keep it out of
-    # the garbage collector's full passes, and out of the ~20 ms it otherwise
-    # spends on it at interpreter exit.
-    gc.freeze()
-    started = time.monotonic()
-    due = started
-    final: dict = {}
-    try:
-        while stop.requested is None:
-            tick()
-            if stop_after_s is not None and time.monotonic() - started >= stop_after_s:
-                break
-            now = time.monotonic()
-            due, missed = next_due(due, now, interval_s)
-            counts["skipped_ticks"] += missed
-            stop.sleep(due - now)
-        tick()  # the final sample: counters as of the stop
-    finally:
-        final = record("stop", int(time.time() * 1000))
-        final["reason"] = stop.requested or "duration"
-        events_out.write(final)
-        for writer in (*host_outs, proc_out, processes_out, events_out):
+    def finish(self, reason: str) -> dict:
+        """The stop record, every file closed; the final record."""
+        final = {**self.record("stop", int(time.time() * 1000)), "reason": reason}
+        self.events_out.write(final)
+        for writer in self.writers:
             writer.close()
-        tracker.close()
-        if host_sampler is not None:
-            host_sampler.close()
-        if tracker.tracked_total == 0:
-            log.warning("no process was tracked in this run (match=%r, pid dir %s)", config.match_name, config.effective_pid_dir)
-        log.info("collector stopped (%s): %d samples, %d processes tracked", final["reason"], counts["ticks"], tracker.tracked_total)
-        (folder / runfolder.COLLECTOR_PIDFILE).unlink(missing_ok=True)
-        os.close(lock_fd)
+        self.tracker.close()
+        if self.host_sampler is not None:
+            self.host_sampler.close()
+        config, tracked = self.config, self.tracker.tracked_total
+        if tracked == 0:
+            self.log.warning("no process was tracked in this run (match=%r, pid dir %s)", config.match_name, config.effective_pid_dir)
+        self.log.info("collector stopped (%s): %d samples, %d processes tracked", reason, self.counts["ticks"], tracked)
+        return final
+
+
+def run_collector(config: CollectorConfig, stop_after_s: float | None = None, log_to_stderr: bool = False) -> dict:
+    """Sample until SIGTERM/SIGINT (or ``stop_after_s``); return the final record."""
+    # Handlers first: 'start' returns once the pidfile is held, and a stop
+    # requested right then must still end in a final sample and a flush.
+    stop = _Stop()
+    folder = runfolder.ensure_writable_dir(config.run_folder, "run folder")
+    pidfile = folder / runfolder.COLLECTOR_PIDFILE
+    with detach.hold_pidfile(pidfile, f"a collector of run {config.run_id}", CollectorError):
+        log = file_logger(folder / runfolder.COLLECTOR_LOG, log_to_stderr)
+        if config.cpus is not None:
+            keep_on(config.cpus)  # the node's CPUs: node.json and the host samples are theirs
+        _allow_more_open_files()
+        sampler = _Sampler(config, folder, log)
+        sampler.begin(folder)
+        # Everything allocated so far lives as long as the process: keep it out of
+        # the garbage collector's full passes, and out of the ~20 ms it otherwise
+        # spends on it at interpreter exit.
+        gc.freeze()
+        interval_s = config.interval_ms / 1000.0
+        started = due = time.monotonic()
+        try:
+            while stop.requested is None:
+                sampler.tick()
+                if stop_after_s is not None and time.monotonic() - started >= stop_after_s:
+                    break
+                now = time.monotonic()
+                due, missed = next_due(due, now, interval_s)
+                sampler.counts["skipped_ticks"] += missed
+                stop.sleep(due - now)
+            sampler.tick()  # the final sample: counters as of the stop
+        finally:
+            final = sampler.finish(stop.requested or "duration")
     return final
