@@ -1,4 +1,9 @@
-"""Loggers that write a process's log into its run folder (and stderr)."""
+"""Loggers that write a process's log into its run folder (and stderr).
+
+A logger is made once per file (``logging`` keeps it by name); ``close_file_logger``
+closes its file when its owner is done with it, so that a process that runs
+several (the tests, a worker per run) does not keep every file open.
+"""
 
 from __future__ import annotations
 
@@ -21,3 +26,10 @@ def file_logger(path: Path, to_stderr: bool = True) -> logging.Logger:
             handler.setFormatter(formatter)
             logger.addHandler(handler)
     return logger
+
+
+def close_file_logger(logger: logging.Logger) -> None:
+    """Close the logger's files; a later ``file_logger`` of the same path opens them again."""
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()

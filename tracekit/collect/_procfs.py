@@ -15,6 +15,7 @@ fail with ESRCH (``ProcessLookupError``), even after the PID is reused.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import NamedTuple
 
@@ -27,15 +28,14 @@ _READ_SIZE = 8192  # per-process files, opened per read: stat and io are < 1 kB,
 _PREAD_SIZE = 4096  # the same, kept open: a full buffer is read on to the end
 
 
-def _boot_time_ms() -> int:
+@functools.cache
+def boot_time_ms() -> int:
+    """When this machine booted (read once, at first use: not at import)."""
     with open("/proc/stat", "rb") as f:
         for line in f:
             if line.startswith(b"btime "):
                 return int(line.split()[1]) * 1000
     raise OSError("no btime in /proc/stat")
-
-
-BOOT_TIME_MS = _boot_time_ms()
 
 
 class ProcStat(NamedTuple):
@@ -117,7 +117,7 @@ def parse_stat(pid: int, data: bytes) -> ProcStat:
         comm=comm,
         state=fields[0].decode(),
         ppid=int(fields[1]),
-        create_time_ms=BOOT_TIME_MS + round(int(fields[19]) * _MS_PER_TICK),
+        create_time_ms=boot_time_ms() + round(int(fields[19]) * _MS_PER_TICK),
         cpu_user_ms=int(fields[11]) * _MS_PER_TICK,
         cpu_system_ms=int(fields[12]) * _MS_PER_TICK,
         num_threads=int(fields[17]),
@@ -258,7 +258,7 @@ class ProcessFiles:
             self._ctx_valid_while = None if running else schedstat
         ctx_voluntary, ctx_involuntary = self._ctx
         return ProcSample(
-            BOOT_TIME_MS + round(int(fields[19]) * _MS_PER_TICK),
+            boot_time_ms() + round(int(fields[19]) * _MS_PER_TICK),
             int(fields[11]) * _MS_PER_TICK,
             int(fields[12]) * _MS_PER_TICK,
             int(fields[21]) * _KB_PER_PAGE,

@@ -34,7 +34,7 @@ from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_
 from tracekit.collect.process import PROC_CSV_COLUMNS, ProcessTracker
 from tracekit.collect.topology import node_facts, validate_cpu_mhz
 from tracekit.errors import CollectorError, UsageError
-from tracekit.filelog import file_logger
+from tracekit.filelog import close_file_logger, file_logger
 from tracekit.jsonl import LineWriter
 
 MIN_INTERVAL_MS = 100
@@ -431,4 +431,5 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
             sampler.tick()  # the final sample: counters as of the stop
         finally:
             final = sampler.finish(stop.requested or "duration")
+            close_file_logger(log)
     return final

@@ -27,22 +27,24 @@ import pyarrow.parquet as pq
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import read_jsonl
 from tracekit.trace import ownership
+from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_FRAGMENTS_REQUIRED, OPENDC_TASKS, OPENDC_TASKS_REQUIRED
 
 CONSERVATION_TOLERANCE = 0.01  # 1 % of the measured CPU time
-# column -> (physical type, allowed logical types); all of them required (not null)
-TASK_COLUMNS = {
-    "id": ("INT32", {"None"}),
-    "submission_time": ("INT64", {"None", "Timestamp(isAdjustedToUTC=true, timeUnit=milliseconds, is_from_converted_type=false, force_set_converted_type=false)"}),  # noqa: E501
-    "duration": ("INT64", {"None"}),
-    "cpu_count": ("INT32", {"None"}),
-    "cpu_capacity": ("DOUBLE", {"None"}),
-    "mem_capacity": ("INT64", {"None"}),
-}
-FRAGMENT_COLUMNS = {
-    "id": ("INT32", {"None"}),
-    "duration": ("INT64", {"None"}),
-    "cpu_usage": ("DOUBLE", {"None"}),
-}
+# OpenDC's reader takes submission_time as plain INT64 or as a millisecond timestamp.
+_TIMESTAMP_MS = ("Timestamp(isAdjustedToUTC=true, timeUnit=milliseconds, is_from_converted_type=false, "
+                 "force_set_converted_type=false)")  # fmt: skip
+_PHYSICAL = {pa.int32(): "INT32", pa.int64(): "INT64", pa.float64(): "DOUBLE"}
+
+
+def _required_columns(schema: pa.Schema, names: tuple[str, ...], also: dict[str, str] | None = None) -> dict:
+    """column -> (physical type, allowed logical types), from the records module's schema."""
+    also = also or {}
+    return {name: (_PHYSICAL[schema.field(name).type], {"None", *([also[name]] if name in also else [])}) for name in names}
+
+
+# All of them required (not null).
+TASK_COLUMNS = _required_columns(OPENDC_TASKS, OPENDC_TASKS_REQUIRED, {"submission_time": _TIMESTAMP_MS})
+FRAGMENT_COLUMNS = _required_columns(OPENDC_FRAGMENTS, OPENDC_FRAGMENTS_REQUIRED)
 OPTIONAL_COLUMNS = {"gpu_count": "INT32", "gpu_capacity": "DOUBLE", "deadline": "INT64", "deferrable": "BOOLEAN"}
 
 

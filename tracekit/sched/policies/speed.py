@@ -10,10 +10,8 @@ and with nothing seen at all it assumes real time (1000 ms per media second).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from tracekit.sched.policies.base import PlannedTask
+from tracekit.sched.policies.types import PlannedTask
 
 REAL_TIME_MS_PER_MEDIA_S = 1000.0
 
