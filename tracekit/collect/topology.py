@@ -8,6 +8,7 @@ plain JSON (str, int, float, bool, None, list, dict).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -15,6 +16,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import psutil
@@ -163,29 +165,28 @@ def validate_cpu_mhz(override_mhz: float | None) -> float | None:
     return mhz
 
 
+def _parse_if_any(text: str | None, parse: Callable[[str], float | None]) -> float | None:
+    return parse(text) if text is not None else None
+
+
 def detect_cpu_speed(override_mhz: float | None = None) -> CpuSpeed:
     """Best available nominal CPU speed, most trustworthy source first."""
     override = validate_cpu_mhz(override_mhz)
     if override is not None:
         return CpuSpeed(override, "override")
-    # cpufreq max is the hardware's rated top speed; absent on most VMs.
-    cpufreq = _read_text(CPUFREQ_MAX_PATH)
-    mhz = parse_cpufreq_max_khz(cpufreq) if cpufreq is not None else None
-    if mhz is not None:
-        return CpuSpeed(mhz, "cpufreq")
-    lscpu = _run_lscpu()
-    mhz = parse_lscpu_mhz(lscpu) if lscpu is not None else None
-    if mhz is not None:
-        return CpuSpeed(mhz, "lscpu")
-    # "cpu MHz" is a momentary reading (or the hypervisor's TSC speed), so it ranks lower.
-    cpuinfo = _read_text(CPUINFO_PATH) or ""
-    mhz = parse_cpuinfo_mhz(cpuinfo)
-    if mhz is not None:
-        return CpuSpeed(mhz, "cpuinfo")
-    model = parse_cpuinfo_model(cpuinfo)
-    mhz = parse_model_name_ghz(model) if model is not None else None
-    if mhz is not None:
-        return CpuSpeed(mhz, "model-name")
+    cpuinfo = functools.cache(lambda: _read_text(CPUINFO_PATH) or "")
+    sources = (
+        # cpufreq max is the hardware's rated top speed; absent on most VMs.
+        ("cpufreq", lambda: _parse_if_any(_read_text(CPUFREQ_MAX_PATH), parse_cpufreq_max_khz)),
+        ("lscpu", lambda: _parse_if_any(_run_lscpu(), parse_lscpu_mhz)),
+        # "cpu MHz" is a momentary reading (or the hypervisor's TSC speed), so it ranks lower.
+        ("cpuinfo", lambda: parse_cpuinfo_mhz(cpuinfo())),
+        ("model-name", lambda: _parse_if_any(parse_cpuinfo_model(cpuinfo()), parse_model_name_ghz)),
+    )
+    for source, read in sources:
+        mhz = read()
+        if mhz is not None:
+            return CpuSpeed(mhz, source)
     return CpuSpeed(None, "unknown")
 
 
