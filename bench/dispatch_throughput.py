@@ -213,7 +213,7 @@ def run_tracekit(server: RedisServer, children: Children, n: int, parallel: int,
                  prefix: list[str] | None = None) -> dict:  # fmt: skip
     import json
 
-    from tracekit.sched.keys import RunKeys
+    from tracekit.sched.protocol import RunKeys
     from tracekit.sched.queue import PLACE_BATCH, TaskMessage, TaskQueue
 
     run_id = f"tput-p{parallel}-{secrets.token_hex(3)}"

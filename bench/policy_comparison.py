@@ -44,7 +44,7 @@ def run_policy(policy: str, server: RedisServer, children: Children, inputs: Pat
 
     from tracekit.adapters.ffmpeg_argv import TranscodeSettings
     from tracekit.sched.dispatcher import DispatchConfig, dispatch
-    from tracekit.sched.keys import RunKeys
+    from tracekit.sched.protocol import RunKeys
     from tracekit.sched.queue import TaskQueue
 
     run_id = f"pol-{policy}-{secrets.token_hex(3)}"

@@ -20,7 +20,7 @@ from tracekit import cli
 from tracekit.adapters.ffmpeg import generate_clips
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
 from tracekit.sched.dispatcher import DispatchConfig, TaskProgress, dispatch
-from tracekit.sched.keys import RunKeys
+from tracekit.sched.protocol import RunKeys
 from tracekit.sched.plan import plan_tasks
 from tracekit.sched.connection import connect, retrying
 from tracekit.sched.queue import SlotConnection, TaskMessage, TaskQueue, TerminalRecord
@@ -282,7 +282,7 @@ def test_a_busy_slot_finishes_and_takes_in_one_round_trip(redis_server, tmp_path
     starts = [json.loads(fields["record"]) for _, fields in client.xrange(RunKeys("s1").starts)]
     assert sorted(s["task_id"] for s in starts) == sorted(r["task_id"] for r in results(redis_server))
     for start in starts:
-        assert list(start) == ["task_id", "node", "consumer", "attempt", "ts_start"]
+        assert list(start) == ["v", "task_id", "node", "consumer", "attempt", "ts_start"]
         assert (start["node"], start["consumer"], start["attempt"]) == ("cloud1", "cloud1-0", 1)
     assert [r["state"] for r in results(redis_server)] == ["done"] * 20 + ["failed"]
     log = (tmp_path / "cloud1" / "logs" / "s1" / "worker.log").read_text()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tracekit.sched.queue import TaskMessage, TerminalRecord
+from tracekit.sched.protocol import TaskMessage, TerminalRecord
 
 
 def test_task_message_wire_format_and_round_trip():

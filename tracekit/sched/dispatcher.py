@@ -35,10 +35,10 @@ from tracekit.errors import UsageError
 from tracekit.filelog import file_logger
 from tracekit.jsonl import LineWriter
 from tracekit.sched.connection import connect, retrying, safe_url
-from tracekit.sched.keys import RunKeys
 from tracekit.sched.plan import Planned, plan_tasks
 from tracekit.sched.policies import NodeState, make_policy
-from tracekit.sched.queue import PLACE_BATCH, TaskMessage, TaskQueue
+from tracekit.sched.protocol import RunKeys, StartRecord, TaskMessage, TerminalRecord, run_meta
+from tracekit.sched.queue import PLACE_BATCH, TaskQueue
 
 DISPATCHER_LOG = "dispatcher.log"
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class TaskProgress:
     state: str = "pending"  # pending, queued, running, done, failed
     placed_ms: int | None = None
     started_ms: int | None = None  # controller clock: when Redis recorded its start
-    record: dict[str, Any] | None = None
+    record: TerminalRecord | None = None
 
 
 def stream_time_ms(entry_id: str) -> int:
@@ -187,9 +187,9 @@ class Dispatcher:
         """Apply new starts and terminal records."""
         for entry_id, fields in self._redis(lambda: self.queue.read_stream(self.queue.keys.starts, cursors["starts"], None)):
             cursors["starts"] = entry_id
-            start = json.loads(fields["record"])
-            progress = self.tasks.get(start["task_id"])
-            if progress and progress.state == "queued" and start["node"] == progress.node:
+            start = StartRecord.decode(fields)
+            progress = self.tasks.get(start.task_id)
+            if progress and progress.state == "queued" and start.node == progress.node:
                 # The worker's ts_start is on its node's clock; the entry's time is the controller's.
                 progress.state, progress.started_ms = "running", stream_time_ms(entry_id)
                 if self._first_start_ms is None:
@@ -197,22 +197,22 @@ class Dispatcher:
         results = self._redis(lambda: self.queue.read_stream(self.queue.keys.results, cursors["results"], block_ms))
         for entry_id, fields in results:
             cursors["results"] = entry_id
-            record = json.loads(fields["record"])
-            progress = self.tasks.get(record["task_id"])
+            record = TerminalRecord.decode(fields)
+            progress = self.tasks.get(record.task_id)
             if progress is None or progress.state in ("done", "failed"):
                 continue
-            progress.state, progress.record = record["state"], record
+            progress.state, progress.record = record.state, record
             self._unfinished -= progress.state in ("done", "failed")
-            self.terminal_records.write(record)
+            self.terminal_records.write(record.as_dict())
             self._last_end_ms = stream_time_ms(entry_id)
-            if record["node"] in self._busy_done_ms:
-                self._busy_done_ms[record["node"]] += max(0, record["ts_end"] - record["ts_start"])
-            if record["state"] == "done":
-                self.policy.task_completed(progress.planned.task, record["node"], record["ts_end"] - record["ts_start"])
+            if record.node in self._busy_done_ms:
+                self._busy_done_ms[record.node] += max(0, record.ts_end - record.ts_start)
+            if record.state == "done":
+                self.policy.task_completed(progress.planned.task, record.node, record.ts_end - record.ts_start)
             self.log.log(
-                logging.INFO if record["state"] == "done" else logging.WARNING,
-                "%s %s on %s (attempt %d)%s", record["task_id"], record["state"], record["node"], record["attempt"],
-                f": {record['reason']}" if record.get("reason") else "",
+                logging.INFO if record.state == "done" else logging.WARNING,
+                "%s %s on %s (attempt %d)%s", record.task_id, record.state, record.node, record.attempt,
+                f": {record.reason}" if record.reason else "",
             )  # fmt: skip
 
     def _reclaim(self) -> None:
@@ -256,16 +256,16 @@ class Dispatcher:
 
     # -- the run ------------------------------------------------------------------
 
-    def run(self, progress_callback: Callable[[dict[str, int]], None] | None = None) -> DispatchResult:
+    def run(self) -> DispatchResult:
         """Dispatch until every task has a terminal record, the timeout, or SIGTERM/SIGINT.
 
         A stop signal ends the dispatch early, with its summary written
         (dispatch.json says which signal); the workers finish what they run.
         """
         with _stop_signals(self):
-            return self._run(progress_callback)
+            return self._run()
 
-    def _run(self, progress_callback: Callable[[dict[str, int]], None] | None) -> DispatchResult:
+    def _run(self) -> DispatchResult:
         config = self.config
         planned = plan_tasks(config.inputs, config.settings, config.mix, config.total, config.seed, config.node_id,
                              config.run_id)  # fmt: skip
@@ -276,7 +276,7 @@ class Dispatcher:
         self._unfinished = len(self.tasks)
         for bad_input in sorted({f"{p.input}: {p.probe_error}" for p in planned if p.probe_error}):
             self.log.warning("cannot probe %s; its tasks run anyway and will fail visibly", bad_input)
-        self._redis(lambda: self.queue.create(list(config.nodes), {"run_id": config.run_id, "policy": self.policy.name}))
+        self._redis(lambda: self.queue.create(list(config.nodes), run_meta(config.run_id, self.policy.name)))
         self._wait_for_workers()
         self.policy.plan([p.task for p in planned], list(config.nodes))
         self.log.info("dispatching %d tasks to %s with %s", len(planned), ",".join(config.nodes), self.policy.name)
@@ -310,8 +310,6 @@ class Dispatcher:
                     last_reclaim = now
                 wait_ms = 200 if not self._pending else max(1, min(200, int((next_round - time.monotonic()) * 1000)))
                 self._follow(cursors, wait_ms)
-                if progress_callback is not None:
-                    progress_callback(self._counts())
         finally:
             self.events.close()
             self.terminal_records.close()
@@ -329,8 +327,8 @@ class Dispatcher:
             n: {"done": 0, "failed": 0, "busy_ms": busy} for n, busy in self._busy_done_ms.items()
         }  # busy: sums of run times, each on one node's clock (durations, unlike the makespan's instants)
         for progress in self.tasks.values():
-            if progress.record is not None and progress.record["node"] in per_node:
-                per_node[progress.record["node"]][progress.record["state"]] += 1
+            if progress.record is not None and progress.record.node in per_node:
+                per_node[progress.record.node][progress.record.state] += 1
         unfinished = sorted(t for t, p in self.tasks.items() if p.state not in ("done", "failed"))
         stopped = self.stop_requested is not None
         summary = {
@@ -374,8 +372,8 @@ def _stop_signals(dispatcher: Dispatcher) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def dispatch(config: DispatchConfig, progress_callback=None) -> DispatchResult:
-    return Dispatcher(config).run(progress_callback)
+def dispatch(config: DispatchConfig) -> DispatchResult:
+    return Dispatcher(config).run()
 
 
 def cleanup(run_id: str, redis_url: str, password_file: Path | None = None) -> int:

@@ -18,52 +18,22 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from string import Template
 from typing import Any
 
 import redis
 from redis.commands.core import Script
 
-from tracekit.errors import ProtocolError, RedisUnavailable
-from tracekit.sched.keys import ENVELOPE_VERSION, WORKER_GROUP, RunKeys
-
+from tracekit.errors import RedisUnavailable
+from tracekit.sched.protocol import (
+    RECORD_FIELD, TASK_FIELD, WORKER_GROUP, RunKeys, StartRecord, TaskMessage, TerminalRecord, start_record_lua,
+)  # fmt: skip
 
 _json_string = functools.lru_cache(maxsize=1024)(json.dumps)  # node and consumer names, per task
 PLACE_BATCH = 500  # tasks per place_many call: one round trip, and Redis busy for about a millisecond
 
-
-@dataclass(frozen=True)
-class TaskMessage:
-    """What a worker needs to run one task (the payload of a queue entry)."""
-
-    task_id: str
-    trace_id: str
-    input: str
-    output: str  # file name under the worker's --outputs folder
-    ts_enqueue: int  # epoch ms, dispatcher (controller) clock
-    attempt: int = 1  # of the placement; a restarted slot adds its redeliveries
-    profile: str = "default"
-    scale: str = "1280:720"
-    preset: str = "veryfast"
-    crf: int = 28
-    threads: int | None = None
-    media_s: float = 0.0
-    expected_ms: float = 0.0
-    argv: list[str] | None = None  # a plain command instead of a transcode (benchmarks, other workloads)
-
-    def encode(self) -> dict[str, str]:
-        # The instance's own field dict, not dataclasses.asdict: asdict deep-copies
-        # every value, which cost more than the JSON encoding on the placement path.
-        return {"task": json.dumps({"v": ENVELOPE_VERSION, **self.__dict__}, separators=(",", ":"))}
-
-    @classmethod
-    def decode(cls, fields: dict[str, str]) -> TaskMessage:
-        data = json.loads(fields["task"])
-        version = data.pop("v", None)
-        if version != ENVELOPE_VERSION:
-            raise ProtocolError(f"a task entry of another Tracekit version (envelope {version!r}, this one reads "
-                                f"{ENVELOPE_VERSION}): run one version on every node")  # fmt: skip
-        return cls(**data)
+__all__ = ["PLACE_BATCH", "SlotConnection", "Taken", "TaskMessage", "TaskQueue", "TerminalRecord"]
 
 
 @dataclass(frozen=True)
@@ -75,54 +45,43 @@ class Taken:
     attempt: int
 
 
-@dataclass(frozen=True)
-class TerminalRecord:
-    task_id: str
-    node: str
-    consumer: str
-    attempt: int
-    state: str  # "done" or "failed"
-    exit_status: int | None
-    reason: str | None
-    ts_start: int
-    ts_end: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def encode(self) -> str:
-        data = {"v": ENVELOPE_VERSION, **self.__dict__}  # shallow, see TaskMessage.encode
-        data.update(data.pop("extra"))
-        return json.dumps(data, separators=(",", ":"))
+def _lua(script: str) -> str:
+    """A script with the protocol's names in place of $task_field, $record_field and $start_record."""
+    start_record = start_record_lua(task_id="cjson.encode(task.task_id)", node="ARGV[5]", consumer="ARGV[6]",
+                                    attempt="string.format('%d', task.attempt or 1)", ts_start="ARGV[7]")  # fmt: skip
+    return Template(script).substitute(task_field=TASK_FIELD, record_field=RECORD_FIELD, start_record=start_record)
 
 
 # KEYS: queue, results. ARGV: group, entry id, record. Returns 1 if finished here.
-_FINISH = """
+_FINISH = _lua("""
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('XADD', KEYS[2], '*', 'record', ARGV[3])
+  redis.call('XADD', KEYS[2], '*', '$record_field', ARGV[3])
   redis.call('XDEL', KEYS[1], ARGV[2])
   return 1
 end
 return 0
-"""
+""")
 # A busy worker slot's one round trip per task: finish the task it ran (as
 # _FINISH, unless ARGV[2] is empty), take the next new entry if there is one
 # (never blocking: Redis does not block inside a script) and write its start
-# record, in the start record's usual field order. A slot holds one task at
-# a time, so an entry still pending for it after the finish was taken by a
-# call whose reply was lost (the client retried): it is returned again, with
-# its delivery count, instead of a new one, which would strand it. KEYS:
+# record (laid out as StartRecord.encode writes it; task_id and attempt are
+# TaskMessage fields). A slot holds one task at a time, so an entry still
+# pending for it after the finish was taken by a call whose reply was lost
+# (the client retried): it is returned again, with its delivery count,
+# instead of a new one, which would strand it. KEYS:
 # queue, results, starts. ARGV: group, entry id, record, consumer, node and
 # consumer as JSON strings, ts_start. Returns {finished, entry id, payload},
 # {finished, entry id, payload, deliveries} for a retaken entry, or {finished}.
-_FINISH_AND_TAKE = """
+_FINISH_AND_TAKE = _lua("""
 local finished = 0
 if ARGV[2] ~= '' and redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('XADD', KEYS[2], '*', 'record', ARGV[3])
+  redis.call('XADD', KEYS[2], '*', '$record_field', ARGV[3])
   redis.call('XDEL', KEYS[1], ARGV[2])
   finished = 1
 end
 local function task_payload(fields)
   for i = 1, #fields, 2 do
-    if fields[i] == 'task' then return fields[i + 1] end
+    if fields[i] == '$task_field' then return fields[i + 1] end
   end
 end
 local mine = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[4])
@@ -140,19 +99,17 @@ end
 local entry = reply[1][2][1]
 local payload = task_payload(entry[2])
 local task = cjson.decode(payload)
-redis.call('XADD', KEYS[3], '*', 'record', '{"task_id":' .. cjson.encode(task.task_id) .. ',"node":' .. ARGV[5]
-  .. ',"consumer":' .. ARGV[6] .. ',"attempt":' .. string.format('%d', task.attempt or 1) .. ',"ts_start":'
-  .. ARGV[7] .. '}')
+redis.call('XADD', KEYS[3], '*', '$record_field', $start_record)
 return {finished, entry[1], payload}
-"""
+""")
 # KEYS: old queue, new queue. ARGV: group, entry id, new payload. Moves a task.
-_REQUEUE = """
+_REQUEUE = _lua("""
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('XDEL', KEYS[1], ARGV[2])
-  return redis.call('XADD', KEYS[2], '*', 'task', ARGV[3])
+  return redis.call('XADD', KEYS[2], '*', '$task_field', ARGV[3])
 end
 return false
-"""
+""")
 
 
 class SlotConnection:
@@ -262,7 +219,7 @@ class TaskQueue:
         """Move a pending task to ``to_node``'s queue (None if it was finished meanwhile)."""
         return self._requeue(
             keys=[self.keys.queue(from_node), self.keys.queue(to_node)],
-            args=[WORKER_GROUP, entry_id, message.encode()["task"]],
+            args=[WORKER_GROUP, entry_id, message.payload()],
         )
 
     def entry(self, node: str, entry_id: str) -> TaskMessage | None:
@@ -272,8 +229,8 @@ class TaskQueue:
     def live_nodes(self) -> set[str]:
         """Nodes with at least one worker slot sending heartbeats."""
         nodes = set()
-        for key in self.client.scan_iter(match=f"{self.keys.prefix}heartbeat:*", count=500):
-            nodes.add(key[len(f"{self.keys.prefix}heartbeat:") :].split(":", 1)[0])
+        for key in self.client.scan_iter(match=self.keys.heartbeats, count=500):
+            nodes.add(self.keys.heartbeat_node(key))
         return nodes
 
     # -- worker side ----------------------------------------------------------------
@@ -304,9 +261,8 @@ class TaskQueue:
         return Taken(entry_id, message, message.attempt + deliveries - 1)
 
     def started(self, node: str, consumer: str, taken: Taken, ts_start: int) -> None:
-        record = {"task_id": taken.message.task_id, "node": node, "consumer": consumer,
-                  "attempt": taken.attempt, "ts_start": ts_start}  # fmt: skip
-        self.client.xadd(self.keys.starts, {"record": json.dumps(record)})
+        record = StartRecord(taken.message.task_id, node, consumer, taken.attempt, ts_start)
+        self.client.xadd(self.keys.starts, record.entry())
 
     def finish(self, node: str, taken: Taken, record: TerminalRecord) -> bool:
         """Write the terminal record and release the entry, atomically."""
@@ -333,7 +289,7 @@ class TaskQueue:
             reply = self._finish_and_take(keys=keys, args=args)
         if len(reply) == 1:
             return bool(reply[0]), None
-        message = TaskMessage.decode({"task": reply[2]})
+        message = TaskMessage.from_payload(reply[2])
         deliveries = reply[3] if len(reply) > 3 else 1
         return bool(reply[0]), Taken(reply[1], message, message.attempt + deliveries - 1)
 

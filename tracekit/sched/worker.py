@@ -37,8 +37,8 @@ from tracekit.cpuset import check_usable, keep_on
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import file_logger
 from tracekit.sched.connection import connect, retrying, safe_url
-from tracekit.sched.keys import RunKeys
-from tracekit.sched.queue import SlotConnection, Taken, TaskQueue, TerminalRecord
+from tracekit.sched.protocol import RunKeys, TerminalRecord
+from tracekit.sched.queue import SlotConnection, Taken, TaskQueue
 
 WORKER_LOG = "worker.log"
 T = TypeVar("T")
