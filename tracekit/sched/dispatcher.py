@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from tracekit import runfolder
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
 from tracekit.errors import UsageError
-from tracekit.filelog import file_logger
+from tracekit.filelog import close_file_logger, file_logger
 from tracekit.jsonl import LineWriter
 from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.plan import Planned, plan_tasks
@@ -373,7 +373,11 @@ def _stop_signals(dispatcher: Dispatcher) -> Iterator[None]:
 
 
 def dispatch(config: DispatchConfig) -> DispatchResult:
-    return Dispatcher(config).run()
+    dispatcher = Dispatcher(config)
+    try:
+        return dispatcher.run()
+    finally:
+        close_file_logger(dispatcher.log)
 
 
 def cleanup(run_id: str, redis_url: str, password_file: Path | None = None) -> int:

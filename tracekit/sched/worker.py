@@ -35,7 +35,7 @@ from tracekit.adapters.wrap import Invocation, run_invocation
 from tracekit.collect.process import Registrar
 from tracekit.cpuset import check_usable, keep_on
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
-from tracekit.filelog import file_logger
+from tracekit.filelog import close_file_logger, file_logger
 from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.protocol import RunKeys, TerminalRecord
 from tracekit.sched.queue import SlotConnection, Taken, TaskQueue
@@ -299,4 +299,8 @@ def run_worker(config: WorkerConfig) -> int:
     if config.cpus is not None:
         keep_on(config.cpus)
     os.environ[runfolder.NODE_ID_ENV] = config.node_id
-    return Worker(config).run()
+    worker = Worker(config)
+    try:
+        return worker.run()
+    finally:
+        close_file_logger(worker.log)
