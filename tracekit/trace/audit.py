@@ -95,29 +95,9 @@ class Audit:
             if record["ok"]:
                 fragments.append(_fragments(record, samples))
         failed = [r for r in invocations if not r["ok"]]
-        notes = []
         missing_clock = [n.node for n in nodes if n.clock_offset_ms is None]
-        if missing_clock and len(nodes) > 1:
-            notes.append(
-                f"no clock offset for {', '.join(missing_clock)}: their timestamps are taken as the "
-                "controller's (offset 0); tracekit-run measures offsets, by-hand runs do not"
-            )
-        unknown_mhz = [n.node for n in nodes if not n.facts.get("cpu_mhz")]
-        if unknown_mhz:
-            notes.append(f"no CPU speed for {', '.join(unknown_mhz)}: pass --cpu-mhz to the collector")
-        # A request served by a shared server process has no samples of its own, by design.
-        no_samples = sum(1 for r in invocations if not r.get("process_shared")) - with_samples
-        if no_samples:
-            notes.append(
-                f"{no_samples} invocations have no process samples (shorter than an interval, or not "
-                "followed): they keep their exact rusage totals"
-            )
         tasks = _tasks_in_trace(invocations, terminal_records)
-        if tasks["tasks_missing_from_trace"]:
-            notes.append(
-                f"{len(tasks['tasks_missing_from_trace'])} tasks the scheduler ran are not in the trace "
-                f"(first: {tasks['tasks_missing_from_trace'][0]}): their node's events file is missing or garbled"
-            )
+        notes = _notes(nodes, invocations, with_samples, missing_clock, tasks["tasks_missing_from_trace"])
         self.summary = {
             "run_dir": str(self.run_dir),
             "nodes": len(nodes),
@@ -223,6 +203,33 @@ def _fragments(invocation: dict[str, Any], samples: TaskSamples) -> int:
         return 1
     return samples.ticks + (invocation["ts_end"] > samples.last_tick_ms)
 
+
+
+def _notes(nodes, invocations: list[dict[str, Any]], with_samples: int, missing_clock: list[str],
+           missing_tasks: list[str]) -> list[str]:  # fmt: skip
+    """What a reader of the trace should know before trusting it."""
+    notes = []
+    if missing_clock and len(nodes) > 1:
+        notes.append(
+            f"no clock offset for {', '.join(missing_clock)}: their timestamps are taken as the "
+            "controller's (offset 0); tracekit-run measures offsets, by-hand runs do not"
+        )
+    unknown_mhz = [n.node for n in nodes if not n.facts.get("cpu_mhz")]
+    if unknown_mhz:
+        notes.append(f"no CPU speed for {', '.join(unknown_mhz)}: pass --cpu-mhz to the collector")
+    # A request served by a shared server process has no samples of its own, by design.
+    no_samples = sum(1 for r in invocations if not r.get("process_shared")) - with_samples
+    if no_samples:
+        notes.append(
+            f"{no_samples} invocations have no process samples (shorter than an interval, or not "
+            "followed): they keep their exact rusage totals"
+        )
+    if missing_tasks:
+        notes.append(
+            f"{len(missing_tasks)} tasks the scheduler ran are not in the trace "
+            f"(first: {missing_tasks[0]}): their node's events file is missing or garbled"
+        )
+    return notes
 
 def _tasks_in_trace(invocations: list[dict[str, Any]], terminal_records: list[dict[str, Any]] | None) -> dict[str, Any]:
     """Tasks the scheduler ran (a terminal record) and how many of them the trace holds."""

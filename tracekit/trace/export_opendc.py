@@ -198,7 +198,37 @@ def build_fragments(
             "id", "cpu_ms_count", "cpu_ms_sum", "ts_ms_max", "rss_kb_max", "row_max"))):  # fmt: skip
         per_task[index].update(samples=count, sampled_cpu_ms=cpu, last_tick=last, peak_rss_kb=rss, last_row=row)
 
-    # Close the books of every task with its exact CPU total (rusage).
+    scale, extra_on_last_row, tails = _close_the_books(tasks, per_task)
+    cpu = pc.multiply(ticks.column("cpu_ms"), pc.take(pa.array(scale, pa.float64()), ticks.column("id")))
+    if extra_on_last_row:
+        extra = [0.0] * ticks.num_rows
+        for row, value in extra_on_last_row.items():
+            extra[row] = value
+        cpu = pc.add(cpu, pa.array(extra, pa.float64()))
+
+    mhz = pa.array([float(nodes[t["node"]]["cpu_mhz"]) for t in tasks], pa.float64())
+    slices = pa.concat_tables([
+        pa.table({"id": ticks.column("id"), "duration": ticks.column("duration"), "cpu_ms": cpu,
+                  "order": ticks.column("ts_ms")}),
+        tails,
+    ]).sort_by([("id", "ascending"), ("order", "ascending")])  # fmt: skip
+    slice_mhz = pc.take(mhz, slices.column("id"))
+    cores_used = pc.divide(slices.column("cpu_ms"), pc.cast(slices.column("duration"), pa.float64()))
+    fragments = pa.table(
+        {"id": slices.column("id"), "duration": slices.column("duration"), "cpu_usage": pc.multiply(cores_used, slice_mhz)},
+        schema=OPENDC_FRAGMENTS,
+    )
+    peaks = pa.table({"id": slices.column("id"), "cores": cores_used}).group_by("id", use_threads=False).aggregate(
+        [("cores", "max")]
+    )
+    for index, cores in zip(peaks.column("id").to_pylist(), peaks.column("cores_max").to_pylist()):
+        per_task[index]["peak_cores"] = cores
+    return fragments, per_task
+
+
+def _close_the_books(tasks: list[dict], per_task: list[dict]) -> tuple[list[float], dict[int, float], pa.Table]:
+    """Every task's exact CPU total (rusage), against what its ticks hold: a scale for ticks that
+    overshoot it, the remainder on the last tick or in a tail slice up to the task's end."""
     scale = [1.0] * len(tasks)
     extra_on_last_row: dict[int, float] = {}
     tail_ids, tail_durations, tail_cpu, tail_order = [], [], [], []
@@ -226,32 +256,9 @@ def build_fragments(
             tail_order.append(task["ts_end"] + 1)  # after every tick
         elif remainder > 0 and facts["last_row"] is not None:
             extra_on_last_row[facts["last_row"]] = remainder  # the last tick was exactly at ts_end
-    cpu = pc.multiply(ticks.column("cpu_ms"), pc.take(pa.array(scale, pa.float64()), ticks.column("id")))
-    if extra_on_last_row:
-        extra = [0.0] * ticks.num_rows
-        for row, value in extra_on_last_row.items():
-            extra[row] = value
-        cpu = pc.add(cpu, pa.array(extra, pa.float64()))
-
-    mhz = pa.array([float(nodes[t["node"]]["cpu_mhz"]) for t in tasks], pa.float64())
-    slices = pa.concat_tables([
-        pa.table({"id": ticks.column("id"), "duration": ticks.column("duration"), "cpu_ms": cpu,
-                  "order": ticks.column("ts_ms")}),
-        pa.table({"id": pa.array(tail_ids, pa.int32()), "duration": pa.array(tail_durations, pa.int64()),
-                  "cpu_ms": pa.array(tail_cpu, pa.float64()), "order": pa.array(tail_order, pa.int64())}),
-    ]).sort_by([("id", "ascending"), ("order", "ascending")])  # fmt: skip
-    slice_mhz = pc.take(mhz, slices.column("id"))
-    cores_used = pc.divide(slices.column("cpu_ms"), pc.cast(slices.column("duration"), pa.float64()))
-    fragments = pa.table(
-        {"id": slices.column("id"), "duration": slices.column("duration"), "cpu_usage": pc.multiply(cores_used, slice_mhz)},
-        schema=OPENDC_FRAGMENTS,
-    )
-    peaks = pa.table({"id": slices.column("id"), "cores": cores_used}).group_by("id", use_threads=False).aggregate(
-        [("cores", "max")]
-    )
-    for index, cores in zip(peaks.column("id").to_pylist(), peaks.column("cores_max").to_pylist()):
-        per_task[index]["peak_cores"] = cores
-    return fragments, per_task
+    tails = pa.table({"id": pa.array(tail_ids, pa.int32()), "duration": pa.array(tail_durations, pa.int64()),
+                      "cpu_ms": pa.array(tail_cpu, pa.float64()), "order": pa.array(tail_order, pa.int64())})  # fmt: skip
+    return scale, extra_on_last_row, tails
 
 
 def node_cores(node: dict[str, Any]) -> int:
