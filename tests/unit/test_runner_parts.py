@@ -18,7 +18,8 @@ from tracekit.experiment.render import (
     play_phases,
     read_inventory,
 )
-from tracekit.experiment.runner import _describe_failure, _join_errors, _phases_to_run
+from tracekit.experiment.attempts import phases_to_run
+from tracekit.experiment.phases import describe_failure, join_errors
 from tracekit.experiment.spec import load_experiment
 
 PHASES = ["prepare", "start", "run", "stop", "fetch", "parse"]
@@ -42,7 +43,7 @@ def status(**states: str) -> dict:
     ],
 )  # fmt: skip
 def test_resume_starts_at_the_first_unfinished_phase(states, expected):
-    assert _phases_to_run(status(**states)) == expected
+    assert phases_to_run(status(**states)) == expected
 
 
 INVENTORIES = {
@@ -74,7 +75,7 @@ def test_inventory_copy_removes_password_like_values_in_any_format(tmp_path, kin
 
 def test_same_error_on_several_hosts_is_said_once():
     errors = [("cloud1", "unreachable: refused"), ("cloud2", "unreachable: refused"), ("cloud0", "Start: boom")]
-    assert _join_errors(errors) == "cloud1, cloud2: unreachable: refused; cloud0: Start: boom"
+    assert join_errors(errors) == "cloud1, cloud2: unreachable: refused; cloud0: Start: boom"
 
 
 def write(tmp_path, document) -> object:
@@ -246,14 +247,14 @@ def test_a_failed_step_is_described_by_its_own_error_line():
     # parse, export and verify run as one shell: verify's error, not parse's first stdout line, is the message.
     chained = failed(1, "parsed 3 nodes\nexported 2 tasks\ntask t1: cpu mismatch",
                      "tracekit verify: error: 1 violations in /r/opendc (first: task t1: cpu mismatch)")
-    assert _describe_failure(chained) == "tracekit verify: error: 1 violations in /r/opendc (first: task t1: cpu mismatch)"
+    assert describe_failure(chained) == "tracekit verify: error: 1 violations in /r/opendc (first: task t1: cpu mismatch)"
     # No error line (the dispatcher's log and summary): the last log line and the first summary line.
     dispatcher = failed(1, "0/2 tasks done, 0 failed, 2 timed out; makespan 0.1 s\n  cloud1: ...", "INFO dispatching 2 tasks\nWARNING gave up")
-    assert _describe_failure(dispatcher) == "WARNING gave up (first: 0/2 tasks done, 0 failed, 2 timed out; makespan 0.1 s)"
+    assert describe_failure(dispatcher) == "WARNING gave up (first: 0/2 tasks done, 0 failed, 2 timed out; makespan 0.1 s)"
 
 
 def test_ansible_gets_no_password_like_variable_of_this_process(monkeypatch):
-    from tracekit.experiment.runner import job_environment
+    from tracekit.experiment.phases import job_environment
 
     monkeypatch.setenv("REDIS_PASSWORD", "p")
     monkeypatch.setenv("GITHUB_TOKEN", "t")
