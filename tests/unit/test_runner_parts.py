@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import json
 import re
+import stat
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tracekit.errors import UsageError
+from tracekit.errors import RunError, UsageError
 from tracekit.experiment.progress import Progress
 from tracekit.experiment.render import (
     InventoryError,
@@ -20,6 +23,7 @@ from tracekit.experiment.render import (
 )
 from tracekit.experiment.attempts import phases_to_run
 from tracekit.experiment.phases import describe_failure, join_errors
+from tracekit.experiment.run_dir import RunDir, write_json
 from tracekit.experiment.spec import load_experiment
 
 PHASES = ["prepare", "start", "run", "stop", "fetch", "parse"]
@@ -314,3 +318,73 @@ def test_http_services_ports_next_hops_and_targets(tmp_path):
         services("workload.http.on=[w1, w9]")
     with pytest.raises(UsageError, match="workload.http.service: .* has no app.py"):
         services(f"workload.http.service={tmp_path}")
+
+
+def test_the_run_folder_keeps_status_attempts_and_the_secret(tmp_path):
+    experiment = tmp_path / "x.yaml"
+    experiment.write_text("name: x\n")
+    folder = RunDir(tmp_path / "logs", "r1")
+    folder.create(experiment, "all: {}\n", {"run_id": "r1"}, {"owner": "me"}, versions=lambda: {"tracekit": "0"})
+    assert folder.begin_attempt(PHASES, keep_aside=None) == 1
+    secret = folder.make_secret()
+    assert secret == tmp_path / "logs" / ".secrets" / "r1.redis" and secret.parent != folder.path
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
+    assert folder.make_secret().read_text() == secret.read_text()  # generated once: a resumed run keeps it
+    folder.phase_started("prepare")
+    folder.phase_ended("prepare", "succeeded", None, {"cloud0": {"state": "ok", "error": None}})
+    on_disk = json.loads(folder.status_file.read_text())
+    assert on_disk["phases"]["prepare"]["state"] == "succeeded" and on_disk["phases"]["prepare"]["duration_s"] >= 0
+    assert on_disk["attempts"][0]["phases"] == PHASES and on_disk["phases"]["run"] == {"state": "pending"}
+    assert not list(folder.path.glob(".*.tmp"))  # written beside, then moved into place
+    manifest = json.loads(folder.manifest_file.read_text())
+    assert manifest["tags"] == {"owner": "me"} and manifest["versions"] == {"tracekit": "0"}
+    (folder.path / "nodes" / "cloud1").mkdir(parents=True)
+    (folder.path / "nodes" / "cloud1" / "node.json").write_text('{"node": "cloud1"}')
+    # A failed run keeps its secret for --resume; a good one removes it.
+    assert folder.finish("failed")[0] == "failed" and secret.exists()
+    state, manifest = folder.finish("succeeded")
+    assert state == "succeeded" and not secret.exists()
+    assert manifest["nodes"] == {"cloud1": {"facts": {"node": "cloud1"}}} and "end" in manifest
+    # Resumed from start: what the attempt collected goes to attempts/<n>/ first.
+    again = RunDir(tmp_path / "logs", "r1")
+    again.load_status()
+    assert again.begin_attempt(PHASES[1:], keep_aside=1) == 2
+    assert (folder.path / "attempts" / "1" / "nodes" / "cloud1" / "node.json").exists()
+    assert not (folder.path / "nodes").exists()
+
+
+def test_a_full_disk_is_noted_once_and_fails_the_run_without_stopping_it(tmp_path):
+    full = {"on": False}
+
+    def write(path, value):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_json(path, value)
+
+    folder = RunDir(tmp_path, "r1", write=write)
+    folder.path.mkdir()
+    notes: list[str] = []
+    folder.notify = notes.append
+    folder.status = {"run_id": "r1", "phases": {}}
+    folder.begin_attempt(PHASES, keep_aside=None)
+    folder.make_secret()
+    full["on"] = True
+    folder.phase_started("run")  # noted, not raised: stop and fetch must still run
+    folder.phase_ended("run", "failed", "cloud0: boom", {})
+    assert notes == [f"cannot write {folder.status_file} (No space left on device); stopping and fetching go on"]
+    state, manifest = folder.finish("succeeded")
+    assert state == "failed" and manifest == {}
+    assert folder.status["error"] == f"could not be written: {folder.status_file}: No space left on device"
+    assert folder.secret_file.exists()  # kept: the run may be resumed
+    with pytest.raises(OSError):
+        folder.write_status()  # before anything runs, an error is raised
+
+
+def test_a_folder_that_is_no_run_is_refused(tmp_path):
+    (tmp_path / "r1").mkdir()
+    with pytest.raises(RunError, match="no resolved.json, so not a tracekit-run folder"):
+        RunDir(tmp_path, "r1").read_resolved()
+    (tmp_path / "r1" / "resolved.json").write_text("{")
+    with pytest.raises(RunError, match="resolved.json: not valid JSON"):
+        RunDir(tmp_path, "r1").read_resolved()
+    assert RunDir(tmp_path, "r1").load_status() == {}  # unreadable: every phase runs again
