@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -27,3 +28,22 @@ def test_truncated_last_line_and_garbage_are_reported(tmp_path):
 def test_nan_is_refused(tmp_path):
     with pytest.raises(ValueError):
         append_line(tmp_path / "x.jsonl", {"v": math.nan})
+
+
+def test_the_reader_gives_what_json_gives_for_lines_orjson_reads_differently(tmp_path):
+    # orjson reads the lines; NaN, lone surrogates and garbled lines it refuses go to json (a garbled
+    # line is reported with json's own reason), and a file with an integer past 64 bits, which
+    # orjson would read as a float, is read by json.
+    lines = ['{"v": NaN}', '{"v": "\\ud800"}', '{"v": 1.5e300}', '{"v": 1e400}', '{"v": 1, "v": 2}', '{"v": 1,}']
+    path = tmp_path / "x.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    bad: list[BadLine] = []
+    records = list(read_jsonl(path, bad))
+    expected = [json.loads(line) for line in lines[:-1]]
+    assert math.isnan(records[0]["v"]) and records[1:] == expected[1:] == [{"v": "\ud800"}, {"v": 1.5e300}, {"v": math.inf}, {"v": 2}]
+    with pytest.raises(ValueError) as refused:
+        json.loads(lines[-1])
+    assert [(b.line_no, b.reason) for b in bad] == [(6, str(refused.value))]
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"v": 18446744073709551616}\n{"v": -9223372036854775809}\n')
+    assert [r["v"] for r in read_jsonl(big)] == [18446744073709551616, -9223372036854775809]
