@@ -9,7 +9,10 @@ load generator (or wrk) to CPU 0 where the machine has two CPUs:
    under ``tracekit load`` at 1,000 req/s on ``/work`` (no work): the
    service process's CPU per request (utime + stime of /proc/PID/stat over
    the load) and the p99 latency from the intended send. Targets: <= 5 %
-   more CPU per request, p99 within 10 %.
+   more CPU per request, p99 within 10 %. On ``/work`` also the floor
+   under any tracer: the middleware reading only what every request's
+   record needs (wall, monotonic and thread CPU clocks, the trace headers,
+   traceparent parsed, a span id made) and recording nothing.
 2. **per-request CPU vs the process's**: the traced service under 500
    req/s of ``/work?cpu_ms=1`` (CPU-bound), followed by a real collector
    (``tracekit collect`` by command line), then parsed: the sum of the
@@ -56,6 +59,25 @@ VERDICT = {True: "PASS", False: "FAIL"}
 # A request that does nothing (the worst case for the middleware's share) and one with 0.5 ms of CPU.
 OVERHEAD_PATHS = ("/work", "/work?cpu_ms=0.5")
 TICKS = os.sysconf("SC_CLK_TCK")
+FLOOR_MODULE = "tracing_floor"
+FLOOR_SOURCE = '''"""The least a tracer does per request: TracingMiddleware's reading of the request (clocks, trace
+headers, span), nothing recorded (written by bench/http_service.py for its run)."""
+from app import create_untraced_app
+from tracekit.adapters import http
+
+
+class ReadsOnly(http.TracingMiddleware):
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            http._Request(self, scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def create_app():
+    app = create_untraced_app()
+    app.add_middleware(ReadsOnly)
+    return app
+'''
 
 
 def free_port() -> int:
@@ -91,7 +113,8 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
 def service(work: Path, factory: str, run_id: str):
     """The example service (1 uvicorn worker) on a free port; (url, pid)."""
     port = free_port()
-    env = {**os.environ, "TRACEKIT_LOGS_DIR": str(work / "logs"), "TRACEKIT_RUN_ID": run_id, "TRACEKIT_NODE_ID": "bench1"}
+    env = {**os.environ, "TRACEKIT_LOGS_DIR": str(work / "logs"), "TRACEKIT_RUN_ID": run_id, "TRACEKIT_NODE_ID": "bench1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")]))}  # FLOOR_MODULE
     (work / "logs" / run_id).mkdir(parents=True, exist_ok=True)
     command = [*cpus_for("server"), sys.executable, "-m", "uvicorn", "--factory", factory, "--app-dir", str(EXAMPLE),
                "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
@@ -148,10 +171,15 @@ def load(url: str, rate: float, duration: str, out: Path, extra: list[str] | Non
 
 
 def middleware_overhead(work: Path, rounds: int, duration: str, path: str) -> dict:
-    """CPU per request and p99 of the example service with and without the middleware, in turn."""
-    figures: dict[str, dict[str, list[float]]] = {"traced": {"cpu_us": [], "p99": []}, "untraced": {"cpu_us": [], "p99": []}}
+    """CPU per request and p99 of the example service with and without the middleware, in turn
+    (on the do-nothing ``/work`` also with the middleware that only reads, FLOOR_MODULE)."""
+    kinds = {"untraced": "app:create_untraced_app", "traced": "app:create_app"}
+    if path == "/work":
+        (work / f"{FLOOR_MODULE}.py").write_text(FLOOR_SOURCE)
+        kinds["reads-only"] = f"{FLOOR_MODULE}:create_app"
+    figures: dict[str, dict[str, list[float]]] = {kind: {"cpu_us": [], "p99": []} for kind in kinds}
     for r in range(rounds):
-        for kind, factory in (("untraced", "app:create_untraced_app"), ("traced", "app:create_app")):
+        for kind, factory in kinds.items():
             with service(work, factory, f"overhead-{kind}-{r}-{len(path)}") as (url, pid):
                 load(url + "/health", 200, "1s", work / f"warm-{kind}-{r}-{len(path)}" / "r.jsonl")  # imports, first requests
                 before = process_cpu_s(pid)
@@ -163,6 +191,8 @@ def middleware_overhead(work: Path, rounds: int, duration: str, path: str) -> di
     result = {kind: {name: statistics.median(values) for name, values in f.items()} for kind, f in figures.items()}
     result["cpu_ratio"] = result["traced"]["cpu_us"] / result["untraced"]["cpu_us"]
     result["p99_ratio"] = result["traced"]["p99"] / result["untraced"]["p99"]
+    if "reads-only" in result:
+        result["floor_ratio"] = result["reads-only"]["cpu_us"] / result["untraced"]["cpu_us"]
     result["rounds"] = figures
     return result
 
@@ -237,11 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## Middleware overhead (1,000 req/s, {rounds} round(s) each, medians)\n")
     print("| endpoint | app | server CPU µs/request | p99 latency from intended, ms |\n|---|---|---:|---:|")
     for path, overhead in overheads.items():
-        for kind in ("untraced", "traced"):
+        for kind in ("untraced", "reads-only", "traced"):
+            if kind not in overhead:
+                continue
             print(f"| `{path}` | {kind} | {overhead[kind]['cpu_us']:.1f} | {overhead[kind]['p99']:.3f} |")
     for path, overhead in overheads.items():
         print(f"\n`{path}`: CPU per request {overhead['cpu_ratio']:.3f}x, p99 {overhead['p99_ratio']:.3f}x "
               f"(rounds: {json.dumps(overhead['rounds'])})")  # fmt: skip
+        if "floor_ratio" in overhead:
+            print(f"\n`{path}`: reading the request alone (clocks, trace headers, span; nothing recorded) costs "
+                  f"{overhead['floor_ratio']:.3f}x the untraced CPU per request: the floor under any tracer of this kind")  # fmt: skip
     print()
     print("## Per-request CPU against the process's (500 req/s of /work?cpu_ms=1)\n")
     print(f"- requests: {accounting['requests']} recorded, {accounting['answered']} answered")

@@ -23,6 +23,9 @@ time of the call itself (imports excluded) and the process's peak RSS
   writes tasks/fragments Parquet from Python lists);
 * tracekit again with 2x the nodes (same samples per node): peak RSS must
   not grow with the number of nodes.
+* the floor under parse ("io-floor"): each node's raw CSV files read by
+  Arrow and written back as zstd Parquet, nothing computed, in parse's
+  worker processes: no parse of these files on this machine is faster.
 
     .venv/bin/python bench/pipeline.py --quick     # smoke run, ~30 s
     .venv/bin/python bench/pipeline.py             # 3 nodes, 2M samples (~7 min on a busy 2-core machine)
@@ -35,6 +38,7 @@ crashed). bench/README.md explains the columns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import json
 import math
@@ -72,7 +76,8 @@ TARGET_SAMPLES_PER_S = 1_000_000
 TARGET_SPEEDUP = 10.0
 RSS_GROWTH_TOLERANCE = 1.10  # 2x the nodes may cost at most 10 % more peak RSS
 TARGET_JSONL_SAMPLES_PER_S = 200_000  # with the JSON Lines copy (parse --jsonl)
-JOBS = ("tracekit-parse", "tracekit-parse-jsonl", "tracekit-merge", "tracekit-export", "baseline-parse", "baseline-export")
+JOBS = ("tracekit-parse", "tracekit-parse-jsonl", "tracekit-merge", "tracekit-export", "baseline-parse", "baseline-export",
+        "io-floor")
 VERDICT = {True: "PASS", False: "FAIL"}
 
 
@@ -483,6 +488,30 @@ def generate_run(run: Path, nodes: int, samples: int, invocations: int, concurre
 # -- the baseline: "the approach of the original tool" -----------------------------
 
 
+def _csv_to_parquet(paths: list[Path], out: Path) -> None:
+    with contextlib.suppress(NotImplementedError):
+        pa.set_memory_pool(pa.jemalloc_memory_pool())  # as parse's workers
+    for path in paths:
+        pq.write_table(pa_csv.read_csv(path), out / f"{path.parent.name}-{path.stem}.parquet", compression="zstd")
+
+
+def io_floor(run: Path, out: Path) -> None:
+    """What no parse of these files can go below: each node's raw CSV files read by Arrow and
+    written back as zstd Parquet, nothing computed, in parse's worker processes and job order."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from tracekit.trace.parse import WORKERS
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    folders = sorted((run / "nodes").iterdir())
+    jobs = [[folder / "proc.csv"] for folder in folders]
+    jobs += [[folder / name for name in ("host.csv", "host_cpus.csv", "host_net.csv")] for folder in folders]
+    with ProcessPoolExecutor(WORKERS, mp_context=get_context("fork")) as pool:
+        list(pool.map(_csv_to_parquet, jobs, [out] * len(jobs)))
+
+
 def baseline_parse(run: Path, out: Path) -> None:
     """Raw JSONL -> proc_metrics.jsonl + invocations.jsonl + nodes.json, one record at a time."""
     shutil.rmtree(out, ignore_errors=True)
@@ -668,6 +697,10 @@ def measure(job: str, run: Path, out: Path, profile: Path | None) -> None:
 
         def work() -> None:
             parse_run(run)
+    elif job == "io-floor":
+
+        def work() -> None:
+            io_floor(run, out)
     elif job == "tracekit-export":
         from tracekit.trace.export_opendc import export_opendc
 
@@ -943,6 +976,12 @@ def main(argv: list[str] | None = None) -> int:
             for run in (main_run, big_run if big else None):  # the other jobs parse the raw files
                 for part in (run.glob("nodes/*/cctf-part") if run else ()):
                     shutil.rmtree(part)
+        floor = run_job("io-floor", main_run, work / "io-floor")
+        print("\nThe floor under parse: each node's raw CSV files read and written back as zstd Parquet, nothing "
+              "computed, in parse's worker processes: " + (f"{floor['seconds']:.2f} s, i.e. "
+              f"{fmt_int(round(data['samples'] / floor['seconds']))} samples/s before any computation or export"
+              if "error" not in floor else f"crashed: {floor['error']}"))  # fmt: skip
+        failed = failed or "error" in floor
         print("\nTargets:\n")
         tk_jsonl = results.get(("tracekit --jsonl", nodes))
         if tk and ok(tk):
