@@ -80,8 +80,10 @@ def read_jsonl(path: Path, bad_lines: list[BadLine] | None = None) -> Iterator[d
         yield record
 
 
-# orjson reads an integer past 64 bits as a float: a file with 19 digits in a row goes to json.
-_LONG_NUMBER = re.compile(rb"\d{19}")
+# orjson reads an integer past 64 bits as a float: a file with a number of 19 digits or more goes
+# to json. A number follows ":", "," or "[" (and maybe spaces); digits inside strings, as in hex
+# trace ids, mostly do not, so such files keep orjson (a string that looks like one only costs time).
+_LONG_NUMBER = re.compile(rb"[:,\[]\s*-?\d{19}")
 
 
 def _json_loads(raw: bytes) -> Any:

@@ -47,3 +47,21 @@ def test_the_reader_gives_what_json_gives_for_lines_orjson_reads_differently(tmp
     big = tmp_path / "big.jsonl"
     big.write_text('{"v": 18446744073709551616}\n{"v": -9223372036854775809}\n')
     assert [r["v"] for r in read_jsonl(big)] == [18446744073709551616, -9223372036854775809]
+    # Numbers of 19 digits and more at the start of an array and after a comma (the last past 64 bits).
+    edges = tmp_path / "edges.jsonl"
+    edges.write_text('{"v": [9223372036854775807, -9223372036854775808,18446744073709551617]}\n')
+    assert list(read_jsonl(edges)) == [{"v": [9223372036854775807, -9223372036854775808, 18446744073709551617]}]
+
+
+def test_digits_inside_strings_keep_the_fast_reader(tmp_path, monkeypatch):
+    # Hex trace ids hold 19 digits in a row now and then: that is no reason to read the whole
+    # file with json (5x slower), which the first files of a real run all were.
+    path = tmp_path / "events.jsonl"
+    records = [{"trace_id": "51052ae78591234567890123456789fc", "argv": ["-t", "12345678901234567890"]}, {"n": 1}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def refuse(raw):
+        raise AssertionError("read with json")
+
+    monkeypatch.setattr("tracekit.jsonl._json_loads", refuse)
+    assert list(read_jsonl(path)) == records
