@@ -47,10 +47,12 @@ def test_the_reader_gives_what_json_gives_for_lines_orjson_reads_differently(tmp
     big = tmp_path / "big.jsonl"
     big.write_text('{"v": 18446744073709551616}\n{"v": -9223372036854775809}\n')
     assert [r["v"] for r in read_jsonl(big)] == [18446744073709551616, -9223372036854775809]
-    # Numbers of 19 digits and more at the start of an array and after a comma (the last past 64 bits).
-    edges = tmp_path / "edges.jsonl"
-    edges.write_text('{"v": [9223372036854775807, -9223372036854775808,18446744073709551617]}\n')
-    assert list(read_jsonl(edges)) == [{"v": [9223372036854775807, -9223372036854775808, 18446744073709551617]}]
+    # Past 64 bits wherever a number can stand (each file has only that one).
+    for text in ('{"v":18446744073709551617}', '{"v": [18446744073709551617]}', '{"v": [1,18446744073709551617]}',
+                 '{"v": [1,  -18446744073709551617]}'):  # fmt: skip
+        one = tmp_path / "one.jsonl"
+        one.write_text(text + "\n")
+        assert list(read_jsonl(one)) == [json.loads(text)], text
 
 
 def test_digits_inside_strings_keep_the_fast_reader(tmp_path, monkeypatch):
