@@ -68,3 +68,52 @@ def read_csv(path: Path) -> list[dict]:
 def read_proc_csv(path: Path) -> list[dict]:
     """proc.csv rows as dicts of ints (None for empty fields)."""
     return read_csv(path)
+
+
+class ProcessTableWatch:
+    """Samples every process's command line and environment, in a thread, for secrets.
+
+    ``secrets`` is called at each round (a secret may appear during the run,
+    e.g. a file the runner generates); ``seen`` collects (secret's name, what
+    held it) for every sighting. Use as a context manager around the work.
+    """
+
+    def __init__(self, secrets, interval_s: float = 0.01):
+        import threading
+
+        self.secrets = secrets
+        self.interval_s = interval_s
+        self.seen: list[tuple[str, str]] = []
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="process-table-watch", daemon=True)
+
+    def __enter__(self) -> "ProcessTableWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _watch(self) -> None:
+        import os
+
+        while not self._stop.is_set():
+            wanted = {name: value.encode() for name, value in (self.secrets() or {}).items() if value}
+            if wanted:
+                self.rounds += 1
+                for pid in os.listdir("/proc"):
+                    if not pid.isdigit():
+                        continue
+                    for part in ("cmdline", "environ"):
+                        try:
+                            with open(f"/proc/{pid}/{part}", "rb") as f:
+                                data = f.read()
+                        except OSError:
+                            continue
+                        for name, secret in wanted.items():
+                            if secret in data:
+                                shown = data.replace(b"\0", b" ").replace(secret, b"<" + name.encode() + b">")
+                                self.seen.append((name, f"/proc/{pid}/{part}: {shown[:300].decode(errors='replace')}"))
+            self._stop.wait(self.interval_s)

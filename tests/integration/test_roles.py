@@ -18,7 +18,7 @@ import pytest
 import redis
 import yaml
 
-from tests.helpers import wait_until
+from tests.helpers import ProcessTableWatch, wait_until
 from tracekit.trace import nodeparse
 from tracekit.trace.rawrun import load_node_folder
 
@@ -61,31 +61,36 @@ def test_redis_role_starts_a_protected_server_and_is_idempotent(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    password = secrets.token_hex(16)
+    # A password as a user of the role may pick one: a space, quotes, a backslash (redis.conf and AUTH quote it).
+    password = secrets.token_hex(16) + ' "x\\ y'
     variables = {"tracekit_redis_dir": str(tmp_path / "redis"), "tracekit_redis_port": port,
                  "tracekit_redis_password": password, "tracekit_redis_install": False}  # fmt: skip
+    # The password shows in no process's argv or environment at any moment (sampled all along).
+    watch = ProcessTableWatch(lambda: {"password": password})
     try:
-        first = run_role(tmp_path, "tracekit_redis", variables, "first")
-        assert first.rc == 0, first.stdout.read()
-        assert changed(first) > 0
-        client = redis.Redis(port=port, password=password)
-        assert client.ping()
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port, password="wrong").ping()
-        second = run_role(tmp_path, "tracekit_redis", variables, "second")
-        assert second.rc == 0 and changed(second) == 0  # idempotent
-        assert (tmp_path / "redis" / "redis.conf").stat().st_mode & 0o077 == 0  # root only
-        for process in psutil.process_iter(["cmdline"]):
-            assert password not in " ".join(process.info["cmdline"] or [])
-        for artifact in (tmp_path / "runner" / "artifacts").rglob("*"):
-            if artifact.is_file():
-                assert password not in artifact.read_text(errors="replace"), artifact  # no_log held
-        stopped = run_role(tmp_path, "tracekit_redis", {**variables, "tracekit_redis_state": "stopped"}, "stop")
-        assert stopped.rc == 0 and changed(stopped) == 1
-        with pytest.raises(redis.ConnectionError):
-            redis.Redis(port=port, password=password, socket_connect_timeout=1).ping()
-        again = run_role(tmp_path, "tracekit_redis", {**variables, "tracekit_redis_state": "stopped"}, "stop-again")
-        assert again.rc == 0 and changed(again) == 0
+        with watch:
+            first = run_role(tmp_path, "tracekit_redis", variables, "first")
+            assert first.rc == 0, first.stdout.read()
+            assert changed(first) > 0
+            client = redis.Redis(port=port, password=password)
+            assert client.ping()
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis(port=port, password="wrong").ping()
+            second = run_role(tmp_path, "tracekit_redis", variables, "second")
+            assert second.rc == 0 and changed(second) == 0  # idempotent
+            assert (tmp_path / "redis" / "redis.conf").stat().st_mode & 0o077 == 0  # root only
+            for artifact in (tmp_path / "runner" / "artifacts").rglob("*"):
+                if artifact.is_file():
+                    assert password not in artifact.read_text(errors="replace"), artifact  # no_log held
+            stopped = run_role(tmp_path, "tracekit_redis", {**variables, "tracekit_redis_state": "stopped"}, "stop")
+            assert stopped.rc == 0 and changed(stopped) == 1
+            with pytest.raises(redis.ConnectionError):
+                redis.Redis(port=port, password=password, socket_connect_timeout=1).ping()
+            # The config held the password: gone with the server.
+            assert not (tmp_path / "redis" / "redis.conf").exists()
+            again = run_role(tmp_path, "tracekit_redis", {**variables, "tracekit_redis_state": "stopped"}, "stop-again")
+            assert again.rc == 0 and changed(again) == 0
+        assert watch.rounds > 0 and not watch.seen, watch.seen
     finally:
         try:
             redis.Redis(port=port, password=password).shutdown(nosave=True)
