@@ -117,3 +117,18 @@ class ProcessTableWatch:
                                 shown = data.replace(b"\0", b" ").replace(secret, b"<" + name.encode() + b">")
                                 self.seen.append((name, f"/proc/{pid}/{part}: {shown[:300].decode(errors='replace')}"))
             self._stop.wait(self.interval_s)
+
+
+def file_secret(path: Path):
+    """A callable for ProcessTableWatch: the text of ``path`` once it exists (kept after it is removed)."""
+    seen: dict[str, str] = {}
+
+    def secrets() -> dict[str, str]:
+        if "value" not in seen:
+            try:
+                seen["value"] = path.read_text().strip()
+            except OSError:
+                return {}
+        return {path.name: seen["value"]} if seen["value"] else {}
+
+    return secrets

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import VENV_BIN, wait_until
+from tests.helpers import VENV_BIN, ProcessTableWatch, file_secret, wait_until
 from tests.inventories import local_inventory, ssh_inventory
 from tests.sshd import free_port
 from tracekit.experiment.runner import run_experiment
@@ -183,14 +183,17 @@ def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_si
     # artifacts held the whole environment of tracekit-run).
     monkeypatch.setenv("REDIS_PASSWORD", "exported-canary-7f3a9c")
     monkeypatch.setenv("SOME_API_TOKEN", "token-canary-51b2")
-    result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-local", logs_dir=logs, overrides=SAMPLED)
+    # The run's password shows in no process's argv or environment at any moment of the run.
+    secret = file_secret(logs / ".secrets" / "smoke-local.redis")
+    with ProcessTableWatch(secret) as watch:
+        result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-local", logs_dir=logs, overrides=SAMPLED)
+    assert watch.rounds > 0 and not watch.seen, watch.seen
     run_dir = logs / "smoke-local"
     leaks = [name for name, text in run_files(run_dir).items() if "canary-" in text]
     assert not leaks, leaks
-    # The password file is gone after a good run; read it from Redis's config file on the controller instead.
-    config = (folder / "nodes" / "cloud0" / "redis" / "redis.conf").read_text()
-    password = next(line.split()[1] for line in config.splitlines() if line.startswith("requirepass"))
+    password = secret()["smoke-local.redis"]  # the file itself is gone after a good run
     assert_complete_run(run_dir, result, password)
+    assert not (folder / "nodes" / "cloud0" / "redis" / "redis.conf").exists()  # it held the password
     assert not (logs / ".secrets" / "smoke-local.redis").exists()
     assert processes_under(folder, port) == []
     # Nothing left to resume; an existing run folder is not overwritten without --force.
@@ -319,10 +322,11 @@ def test_ssh_nodes_end_to_end(tmp_path, sshd_nodes):
     inventory = ssh_inventory(sshd_nodes, port, tracekit_inputs_root=str(tmp_path / "inputs"), tracekit_inputs_shared=True)
     logs = tmp_path / "logs"
     try:
-        result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-ssh", logs_dir=logs, overrides=SAMPLED)
-        config = (sshd_nodes.nodes["cloud0"].root / "redis" / "redis.conf").read_text()
-        password = next(line.split()[1] for line in config.splitlines() if line.startswith("requirepass"))
-        assert_complete_run(logs / "smoke-ssh", result, password)
+        secret = file_secret(logs / ".secrets" / "smoke-ssh.redis")
+        with ProcessTableWatch(secret) as watch:  # over SSH too, no process shows the password
+            result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-ssh", logs_dir=logs, overrides=SAMPLED)
+        assert watch.rounds > 0 and not watch.seen, watch.seen
+        assert_complete_run(logs / "smoke-ssh", result, secret()["smoke-ssh.redis"])
         # Each node's run folder was written below its own root, over SSH.
         for name in NODES:
             assert (sshd_nodes.nodes[name].root / "logs" / "smoke-ssh" / "node.json").is_file()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tracekit.experiment.render import PHASES, Inventory, play_phases
+from tracekit.experiment.render import PHASES, Inventory, extravars_yaml, play_phases
 from tracekit.experiment.wheelhouse import find_checkout
 
 HostEvent = Callable[..., None]  # Progress.host_event(host, task, state, detail=None)
@@ -253,6 +253,7 @@ class PhaseRunner:
         from ansible_runner.interface import init_runner
 
         together = len(phases) > 1
+        write_extravars(self.private_data_dir, self.variables)
         runner = init_runner(
             private_data_dir=str(self.private_data_dir),
             project_dir=str(self.checkout / "playbooks"),
@@ -260,7 +261,6 @@ class PhaseRunner:
             playbook="experiment.yml" if together else f"{phases[0]}.yml",
             tags=",".join(phases) if together and tuple(phases) != PHASES else None,
             inventory=str(self.inventory.path),
-            extravars=self.variables,
             limit=self.limit,
             ident=f"{self.count:02d}-{phases[0]}" + (f"-{phases[-1]}" if together else ""),
             envvars=self._envvars(together),
@@ -288,6 +288,21 @@ class PhaseRunner:
             # The ansible-playbook installed beside this Python (the venv need not be on PATH).
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+
+
+def write_extravars(private_data_dir: Path, variables: dict[str, Any]) -> Path:
+    """The variables as env/extravars of ansible-runner's private data dir, every string !unsafe.
+
+    ansible-runner hands that file to ansible-playbook as ``-e @env/extravars``.
+    Given a dict instead, it writes JSON there (strings Ansible trusts as
+    templates) and, once the file exists (--resume), puts the dict on the
+    command line. Written anew for every call: an attempt's own values.
+    """
+    env = private_data_dir / "env"
+    env.mkdir(parents=True, exist_ok=True)
+    path = env / "extravars"
+    path.write_text(extravars_yaml(variables))
+    return path
 
 
 # Variables of this process that Ansible may inherit: locale, home, terminal, SSH agent,

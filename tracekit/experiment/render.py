@@ -2,8 +2,10 @@
 
 input:  an ``Experiment`` (tracekit.experiment.spec), an inventory file
 output: ``extravars`` for playbooks/experiment.yml (no secret: the Redis
-        password travels as the path of a root-only file), and a ``Plan``
-        (phases, hosts, task count, policy) that --dry-run prints
+        password travels as the path of a root-only file) and their text for
+        ansible-playbook's ``-e @file`` (``extravars_yaml``: every string
+        marked ``!unsafe``), and a ``Plan`` (phases, hosts, task count,
+        policy) that --dry-run prints
 
 The inventory is read with Ansible's own parser, so a broken inventory fails
 here, before any node is touched, with the file named.
@@ -51,6 +53,37 @@ def play_phases(playbooks: Path) -> dict[str, str]:
                 raise SetupError(f"{playbooks}: play {name!r} is in both {phase_of[name]}.yml and {phase}.yml")
             phase_of[name] = phase
     return phase_of
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    """YAML with every string that could hold a template tagged ``!unsafe``."""
+
+
+def _represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    # Only a string with a '{' can hold a template ('{{', '{%', '{#'). Others stay plain:
+    # ansible-core 2.19 reads !unsafe '50' as the integer 50 and !unsafe 'on' as true.
+    if "{" in text:
+        return dumper.represent_scalar("!unsafe", text, style="'")
+    return dumper.represent_str(text)
+
+
+_UnsafeDumper.add_representer(str, _represent_text)
+
+
+def extravars_yaml(variables: dict[str, Any]) -> str:
+    """The extravars as ansible-playbook reads them from ``-e @file``: data, never templates.
+
+    Ansible evaluates any '{{ }}' or '{% %}' in a trusted string of its
+    variables (a lookup('pipe', ...) runs a command on the controller).
+    Values of the experiment, of -e overrides and of the inventory are the
+    user's data: every string that could be a template, key or value, is
+    tagged !unsafe, so Ansible uses it as it is wherever it lands, for every
+    key now and to come.
+    """
+    plain = json.loads(json.dumps(variables))  # Ansible's tagged str and int subclasses as plain values
+    return "# tracekit-run's extravars: strings with a '{' are data (!unsafe), never templates.\n" + yaml.dump(
+        plain, Dumper=_UnsafeDumper, sort_keys=True, allow_unicode=True, default_flow_style=False, width=10_000
+    )
 
 
 THIS_MACHINE = "this machine"
@@ -186,11 +219,44 @@ def read_inventory(path: Path) -> Inventory:
                 values.setdefault(key, value)
         if not values.get("tracekit_node_root"):
             raise InventoryError(f"{path}: host {name} has no tracekit_node_root (the node's own folder); set it in the inventory")
+        _refuse_templates(path, name, values)
         _check_host_values(path, name, values)
         hostvars[name] = values
     inventory = Inventory(path.resolve(), controllers[0], tuple(workers), hostvars)
     _check_cpus_of_shared_machines(path, inventory)
     return inventory
+
+
+_TEMPLATE_MARK = re.compile(r"\{\{|\{%|\{#")
+
+
+def _refuse_templates(path: Path, host: str, values: dict[str, Any]) -> None:
+    """An inventory value is data: one that Ansible would evaluate as a template is refused.
+
+    Ansible evaluates '{{ }}', '{% %}' in any variable of the inventory when a
+    play uses it (a lookup('pipe', ...) runs a command on the controller).
+    A value tagged !unsafe in the inventory is Ansible's own mark of data:
+    kept as it is, never evaluated.
+    """
+
+    from ansible.template import is_trusted_as_template  # ansible-core 2.19: what it would evaluate
+
+    def templates(value: Any, key: str) -> str | None:
+        if isinstance(value, str):
+            return key if is_trusted_as_template(value) and _TEMPLATE_MARK.search(value) else None
+        if isinstance(value, dict):
+            return next((k for k2, v in value.items() if (k := templates(v, f"{key}.{k2}"))), None)
+        if isinstance(value, (list, tuple)):
+            return next((k for i, v in enumerate(value) if (k := templates(v, f"{key}[{i}]"))), None)
+        return None
+
+    for name, value in values.items():
+        where = templates(value, name)
+        if where:
+            raise InventoryError(
+                f"{path}: host {host}: {where} holds a template ('{{{{', '{{%' or '{{#'); tracekit-run takes inventory "
+                "values as data: write the value itself, or tag it !unsafe to keep the braces as text"
+            )
 
 
 def _check_host_values(path: Path, host: str, values: dict[str, Any]) -> None:
