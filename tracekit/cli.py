@@ -526,8 +526,10 @@ def _cmd_parse(args: argparse.Namespace) -> int:
         f"{audit['proc_samples']} process samples on {audit['nodes']} node(s), "
         f"{audit['invocations_with_samples_pct']}% of invocations sampled, {audit['bad_lines']} skipped lines"
     )
-    for note in audit["notes"]:
-        print(f"note: {note}")
+    from tracekit.jsonl import printable
+
+    for note in audit["notes"]:  # what was skipped or refused among them: node data may hold any bytes
+        print(f"note: {printable(note)}")
     return 0
 
 

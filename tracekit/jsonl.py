@@ -67,6 +67,21 @@ def append_line(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+# Control characters (C0 but newline and tab, DEL, C1) and lone surrogates (bytes that were not
+# UTF-8): what a terminal or a Markdown viewer must not be handed as they are.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every control character and lone surrogate written as an escape (``\\x1b``,
+    ``\\udcff``), and newlines and tabs too unless ``keep_newlines``: safe to print or to write to
+    a text file, one line per line."""
+    text = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+    if not keep_newlines:
+        text = text.replace("\n", "\\n").replace("\t", "\\t")
+    return text
+
+
 @dataclass(frozen=True)
 class BadLine:
     path: Path
@@ -118,7 +133,7 @@ def read_jsonl_numbered(
                 raise ValueError("not a JSON object")
         except ValueError as exc:
             if bad_lines is not None:
-                reason = "truncated last line" if is_last and not last_complete else str(exc)
+                reason = "truncated last line" if is_last and not last_complete else printable(str(exc))
                 bad_lines.append(BadLine(path, index + 1, reason))
             continue
         yield index + 1, record

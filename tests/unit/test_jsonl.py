@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from tracekit.jsonl import BadLine, LineWriter, append_line, read_jsonl
+from tracekit.jsonl import BadLine, LineWriter, append_line, printable, read_jsonl
 
 
 def test_round_trip(tmp_path):
@@ -67,3 +67,18 @@ def test_digits_inside_strings_keep_the_fast_reader(tmp_path, monkeypatch):
 
     monkeypatch.setattr("tracekit.jsonl._json_loads", refuse)
     assert list(read_jsonl(path)) == records
+
+
+def test_printable_escapes_control_characters_and_bytes_that_were_not_utf8():
+    text = "ok é 日本 \x1b[31mred\x07\x00 \x85 \udcff\r\nnext\tcol"
+    assert printable(text) == "ok é 日本 \\x1b[31mred\\x07\\x00 \\x85 \\udcff\\r\\nnext\\tcol"
+    assert printable("a\nb\tc", keep_newlines=True) == "a\nb\tc"
+    assert printable("plain text, nothing to escape") == "plain text, nothing to escape"
+
+
+def test_a_line_of_bytes_that_are_not_utf8_is_reported_not_raised(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a": 1}\n\xff\xfe\x1b garbage\n{"a": 2}\n')
+    bad: list[BadLine] = []
+    assert list(read_jsonl(path, bad)) == [{"a": 1}, {"a": 2}]
+    assert [b.line_no for b in bad] == [2]

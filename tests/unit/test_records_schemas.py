@@ -87,3 +87,11 @@ def test_opendc_required_columns_are_not_nullable():
 def test_cpu_modes_are_the_collectors():
     modes = [name.removesuffix("_ms") for name in load_schema("raw/host_cpu_sample")["required"][2:]]
     assert list(records.CPU_MODES) == modes
+
+
+def test_the_audit_fields_are_the_schemas():
+    schema = load_schema("cctf/audit")
+    assert tuple(schema["required"]) == records.AUDIT_FIELDS
+    assert tuple(schema["properties"]) == records.AUDIT_FIELDS
+    listed = schema["properties"]["rejected_listed"]["items"]
+    assert tuple(listed["properties"]["kind"]["enum"]) == tuple(records.REJECTED_KINDS)

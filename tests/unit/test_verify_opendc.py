@@ -295,6 +295,28 @@ def test_cli_missing_workload_is_an_error(tmp_path, capsys):
     assert "tasks.parquet not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage", ["bytes overwritten", "cut short", "not Parquet"])
+@pytest.mark.parametrize("name", ["tasks.parquet", "fragments.parquet"])
+def test_cli_unreadable_parquet_file_is_one_line_naming_it(tmp_path, capsys, name, damage):
+    out = write_workload(tmp_path / "out")
+    path = out / name
+    data = bytearray(path.read_bytes())
+    if damage == "bytes overwritten":
+        middle = len(data) // 2
+        data[middle : middle + 50] = b"\xff" * 50
+    elif damage == "cut short":
+        data = data[:100]
+    else:
+        data = bytearray(b"id,duration\n1,2\n")
+    path.write_bytes(bytes(data))
+    assert cli.main(["verify", "opendc", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"tracekit verify: error: {path}: not a readable Parquet file (")
+    assert captured.err.count("\n") == 1 and "export again" in captured.err
+    with pytest.raises(RunFolderError, match=name):
+        verify_opendc(out)
+
+
 def node(name: str, boot_id: str | None, cpus: list[int], cores_logical: int = 4) -> dict:
     return {"node": name, "cores_logical": cores_logical, "cores_usable": len(cpus), "cpus": cpus,
             "boot_id": boot_id, "cpu_mhz": MHZ, "mem_kb": 8192 * 1024}  # fmt: skip

@@ -6,8 +6,12 @@ invocations have process samples and how many fragments the export will
 cut them into, process samples outside any task and on the wrong node
 (another node's task on a shared machine: must be none), CPU-seconds by
 source (interval samples vs. the exact rusage totals), failed tasks,
-skipped lines (with file and line), clock offsets (and which nodes have
-none).
+skipped lines (with file and line), what parse refused to use as it was
+(node folders of another run, damaged parts, clock offsets past belief,
+conflicting or foreign invocation events, empty files) and the identical
+invocation events it took once, clock offsets (and which nodes have none).
+Every text in audit.md has its control characters escaped: file names and
+reasons may hold any bytes a node wrote.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracekit.jsonl import BadLine
+from tracekit.jsonl import BadLine, printable
 
 MAX_LISTED_BAD_LINES = 200  # audit.json names this many; the count covers all
 MAX_LISTED_TASKS = 100
+MAX_NAMED_IN_NOTE = 3  # a note names this many of what it is about
 
 
 class TaskSamples(NamedTuple):
@@ -38,6 +43,8 @@ class TaskSamples(NamedTuple):
 @dataclass
 class Audit:
     run_dir: Path
+    run_id: str | None = None  # the run the trace is of (tracekit.trace.parse), None when nothing records one
+    duplicate_invocations: int = 0  # identical copies of an invocation event, taken once
     per_node: dict[str, dict[str, Any]] = field(default_factory=dict)
     task_samples: dict[tuple[str, str], TaskSamples] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -75,12 +82,15 @@ class Audit:
         invocations: list[dict[str, Any]],
         bad_lines: list[BadLine],
         terminal_records: list[dict[str, Any]] | None = None,
+        rejected: list | None = None,
     ) -> None:
         """Count everything but ownership (``add_ownership``, once the samples are written).
 
         ``terminal_records``: the dispatcher's record of every task that ran
         (none in a run by hand): each should be in the trace as an invocation.
+        ``rejected``: what parse did not use as it was (tracekit.trace.rawrun.Rejected).
         """
+        rejected = rejected or []
         with_samples = 0
         cpu_rusage = 0.0
         cpu_sampled = 0
@@ -98,14 +108,17 @@ class Audit:
         missing_clock = [n.node for n in nodes if n.clock_offset_ms is None]
         tasks = _tasks_in_trace(invocations, terminal_records)
         notes = _notes(nodes, invocations, with_samples, missing_clock, tasks["tasks_missing_from_trace"])
+        notes += _rejection_notes(rejected, self.duplicate_invocations, self.run_dir)
         self.summary = {
             "run_dir": str(self.run_dir),
+            "run_id": self.run_id,
             "nodes": len(nodes),
             **tasks,
             "invocations": len(invocations),
             "invocations_ok": len(invocations) - len(failed),
             "invocations_failed": len(failed),
             "failed_task_ids": sorted({r["task_id"] for r in failed})[:MAX_LISTED_BAD_LINES],
+            "invocations_duplicate": self.duplicate_invocations,
             "invocations_with_samples": with_samples,
             "invocations_with_samples_pct": round(100.0 * with_samples / len(invocations), 2) if invocations else None,
             # The export's slices of each successful invocation: one per sampling tick inside it, and the tail.
@@ -128,6 +141,11 @@ class Audit:
             "bad_lines_listed": [
                 {"file": _relative(b.path, self.run_dir), "line": b.line_no, "reason": b.reason}
                 for b in bad_lines[:MAX_LISTED_BAD_LINES]
+            ],
+            "rejected": len(rejected),
+            "rejected_listed": [
+                {"path": _relative(r.path, self.run_dir), "line": r.line, "kind": r.kind, "reason": r.reason}
+                for r in rejected[:MAX_LISTED_BAD_LINES]
             ],
             "clock_offsets_ms": {n.node: n.clock_offset_ms for n in nodes},
             "requests": self.requests,
@@ -152,6 +170,7 @@ class Audit:
         return self.summary
 
     def as_markdown(self) -> str:
+        """audit.md: the summary for a reader; every text from the nodes with its control characters escaped."""
         s = self.summary
         cpu = s["cpu_ms_by_source"]
         fragments = s["fragments_per_task"]
@@ -161,11 +180,13 @@ class Audit:
             else "no scheduler record (a run by hand)"
         )
         lines = [
-            f"# Parse audit: {s['run_dir']}",
+            f"# Parse audit: {printable(s['run_dir'])}",
             "",
+            f"- run: {printable(str(s['run_id']))}",
             f"- nodes: {s['nodes']}",
             f"- tasks in the trace: {tasks}",
-            f"- invocations: {s['invocations']} ({s['invocations_ok']} ok, {s['invocations_failed']} failed)",
+            f"- invocations: {s['invocations']} ({s['invocations_ok']} ok, {s['invocations_failed']} failed); "
+            f"identical copies taken once: {s['invocations_duplicate']}",
             f"- invocations with process samples: {s['invocations_with_samples']} "
             f"({s['invocations_with_samples_pct']}%); with interior samples: {s['tasks_with_interior_samples']} "
             f"of {s['invocations_ok']} ok",
@@ -183,17 +204,23 @@ class Audit:
                              f"joined to a server event, {r['requests_without_server_event']} without one; "
                              f"{r['http_invocations_from_other_callers']} HTTP invocations from other callers "
                              "(further hops, other clients)")  # fmt: skip
-        lines += [f"  - {b['file']}:{b['line']}: {b['reason']}" for b in s["bad_lines_listed"][:20]]
+        lines += [f"  - {printable(b['file'])}:{b['line']}: {printable(b['reason'])}" for b in s["bad_lines_listed"][:20]]
+        lines.append(f"- not used as they were: {s['rejected']}")
+        lines += [
+            f"  - {printable(r['path'])}{'' if r['line'] is None else ':' + str(r['line'])} ({r['kind']}): "
+            f"{printable(r['reason'])}"
+            for r in s["rejected_listed"][:20]
+        ]
         lines += ["", "| node | samples | outside tasks | wrong node | processes | scope | cores | clock offset ms "
                   "| cpu MHz (source) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for node, n in sorted(s["per_node"].items()):
             lines.append(
-                f"| {node} | {n['proc_samples']} | {n['proc_samples_outside_tasks']} | {n.get('proc_samples_wrong_node')} "
+                f"| {printable(node)} | {n['proc_samples']} | {n['proc_samples_outside_tasks']} | {n.get('proc_samples_wrong_node')} "
                 f"| {n['processes_followed']} | {n['process_scope']} | {n['cores_usable']} | {n['clock_offset_ms']} "
                 f"| {n['cpu_mhz']} ({n['cpu_mhz_source']}) |"
             )
         if s["notes"]:
-            lines += ["", "Notes:", *[f"- {note}" for note in s["notes"]]]
+            lines += ["", "Notes:", *[f"- {printable(note)}" for note in s["notes"]]]
         return "\n".join(lines) + "\n"
 
 
@@ -230,6 +257,31 @@ def _notes(nodes, invocations: list[dict[str, Any]], with_samples: int, missing_
             f"(first: {missing_tasks[0]}): their node's events file is missing or garbled"
         )
     return notes
+
+def _rejection_notes(rejected: list, duplicates: int, run_dir: Path) -> list[str]:
+    """One note per kind of thing parse did not use as it was, naming the first few."""
+    notes = []
+    if duplicates:
+        notes.append(f"{duplicates} invocation events were identical copies of others (a copied events file?): "
+                     "each taken once")  # fmt: skip
+    what = {
+        "node_folder": "node folders of another run",
+        "node_part": "node parts not taken as they were",
+        "invocation": "invocation events left out",
+        "clock_offset": "clock offsets refused",
+        "empty_file": "empty raw files",
+    }
+    for kind, text in what.items():
+        of_kind = [r for r in rejected if r.kind == kind]
+        if of_kind:
+            named = "; ".join(
+                f"{_relative(r.path, run_dir)}{'' if r.line is None else f':{r.line}'}: {r.reason}"
+                for r in of_kind[:MAX_NAMED_IN_NOTE]
+            )
+            more = f"; and {len(of_kind) - MAX_NAMED_IN_NOTE} more" if len(of_kind) > MAX_NAMED_IN_NOTE else ""
+            notes.append(f"{text}: {len(of_kind)} ({named}{more})")
+    return notes
+
 
 def _tasks_in_trace(invocations: list[dict[str, Any]], terminal_records: list[dict[str, Any]] | None) -> dict[str, Any]:
     """Tasks the scheduler ran (a terminal record) and how many of them the trace holds."""

@@ -5,14 +5,21 @@ input:  a node folder (node.json, clock.json, events.*.jsonl, processes.jsonl,
 output: a part folder: proc_metrics.parquet, host_metrics.parquet,
         link_metrics.parquet (this node's rows of cctf's tables, written
         exactly as parse writes them) and part.json (the node's
-        invocations, audit figures and bad lines, and a fingerprint of the
-        raw files it was made from)
+        invocations, audit figures, bad lines and what was rejected, the
+        run it belongs to, a fingerprint of the raw files it was made from
+        and a checksum of each table file)
 
 ``tracekit parse --node-part`` makes a node's part where the node's data is
 (tracekit-run does so on every node before the fetch); ``tracekit parse``
 takes a part whose fingerprint still matches the raw files beside it as it
-is, and makes the others itself. Either way a node's part is the same
-bytes, so the trace is too.
+is, and makes the others itself; a part whose table files no longer match
+their checksums, or that names another run, is reported and made again.
+Either way a node's part is the same bytes, so the trace is too.
+
+A node's invocation events are taken once each: an event of another run
+than the node's own (its run_id) is left out, and so is an event of a task
+and attempt met before (a copied events file): an identical copy is only
+counted, a different one reported.
 
 A node's work is two jobs, its processes and its host samples, so that two
 worker processes keep both cores busy. Each job holds one node's bulk in
@@ -31,7 +38,7 @@ from typing import Any
 
 from tracekit import __version__, runfolder
 from tracekit.errors import RunFolderError
-from tracekit.jsonl import BadLine
+from tracekit.jsonl import BadLine, printable
 from tracekit.trace import audit as audit_mod
 from tracekit.trace import cctf
 from tracekit.trace.hostmetrics import build_host_metrics
@@ -39,15 +46,18 @@ from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics
 from tracekit.trace.rawrun import (
     BadLines,
     NodeFolder,
+    Rejected,
+    iter_numbered_records,
     load_node_folder,
     read_host_samples,
     read_proc_samples,
     read_records,
+    run_folder_name,
 )
 
 PART_DIR = "cctf-part"
 PART_MANIFEST = "part.json"
-PART_FORMAT = 1  # raised whenever what a part holds, or how it is made, changes
+PART_FORMAT = 2  # raised whenever what a part holds, or how it is made, changes
 PROC_TABLES = ("proc_metrics",)
 HOST_TABLES = ("host_metrics", "link_metrics")
 
@@ -60,6 +70,8 @@ INVOCATION_FIELDS = (
 )  # fmt: skip
 _NODE_CLOCK_FIELDS = ("ts_start", "ts_end", "create_time_ms")
 EVENT_REQUIRED = ("task_id", "ts_start", "ts_end", "status")
+# Fields parse computes with: whole numbers where present (ts_start and ts_end always are).
+_EVENT_INTEGERS = ("ts_start", "ts_end", "attempt", "pid", "create_time_ms", "ts_enqueue")
 
 
 def invocation_ok(event: dict[str, Any]) -> bool:
@@ -88,12 +100,31 @@ def normalize_invocation(event: dict[str, Any], node: NodeFolder) -> dict[str, A
     return ordered
 
 
+def event_problem(event: dict[str, Any]) -> str | None:
+    """Why an invocation event cannot be computed with (a field of the wrong type), or None."""
+    if not isinstance(event["task_id"], str):
+        return "task_id is not a string"
+    for name in _EVENT_INTEGERS:
+        value = event.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            return f"{name} is not a whole number"
+    return None
+
+
 @dataclass
 class ProcessesPart:
     invocations: list[dict[str, Any]]
     bad_lines: list[BadLine]
     audit_per_node: dict[str, dict[str, Any]] = field(default_factory=dict)
     audit_task_samples: dict[tuple[str, str], tuple[int, int, int, int]] = field(default_factory=dict)
+    duplicate_invocations: int = 0  # identical copies of an event met before, left out
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+@dataclass
+class HostPart:
+    bad_lines: list[BadLine]
+    rejected: list[Rejected] = field(default_factory=list)
 
 
 @dataclass
@@ -102,7 +133,7 @@ class NodePart:
 
     path: Path
     processes: ProcessesPart
-    host_bad_lines: list[BadLine]
+    host: HostPart
     made_here: bool = False  # by this parse, in its staging folder (else beside a node's raw files)
 
     def table_file(self, table: str) -> Path:
@@ -111,17 +142,18 @@ class NodePart:
     @property
     def bad_lines(self) -> list[BadLine]:
         """In the order a parse meets them: the processes' files, then the host samples."""
-        return self.processes.bad_lines + self.host_bad_lines
+        return self.processes.bad_lines + self.host.bad_lines
+
+    @property
+    def rejected(self) -> list[Rejected]:
+        return self.processes.rejected + self.host.rejected
 
 
 def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> ProcessesPart:
     """Events, processes and process samples of one node -> part/proc_metrics.parquet."""
     bad = BadLines(strict=strict)
     offset = node.clock_offset_ms or 0
-    invocations = []
-    for path in sorted(node.path.glob("events.*.jsonl")):
-        for event in read_records(path, bad, required=EVENT_REQUIRED):
-            invocations.append(normalize_invocation(event, node))
+    invocations, duplicates = _read_invocations(node, bad)
     processes = read_records(node.path / runfolder.PROCESSES, bad)
     by_key = {(p["pid"], p["create_time_ms"]): p for p in processes}
     # Invocation keys are on the node clock here, like the samples. A process that serves many
@@ -139,16 +171,47 @@ def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> Processe
     cctf.write_table(part / f"proc_metrics{cctf.SUFFIX}", "proc_metrics", metrics.table)
     audit = audit_mod.Audit(run_dir=node.path)
     audit.add_node(node, metrics, len(processes))
-    return ProcessesPart(invocations, bad.lines, audit.per_node, audit.task_samples)
+    return ProcessesPart(invocations, bad.lines, audit.per_node, audit.task_samples, duplicates, bad.rejected)
 
 
-def parse_node_host(node: NodeFolder, part: Path, strict: bool) -> list[BadLine]:
+def _read_invocations(node: NodeFolder, bad: BadLines) -> tuple[list[dict[str, Any]], int]:
+    """The node's invocations (events files in name order), each task and attempt once; how many
+    identical copies were left out. Events of another run and different copies go to ``bad.rejected``."""
+    invocations = []
+    duplicates = 0
+    # (task, attempt) -> where its invocation is in the list, file, line (not the event: memory)
+    first: dict[tuple[str, Any], tuple[int, str, int]] = {}
+    for path in sorted(node.path.glob("events.*.jsonl")):
+        for line_no, event in iter_numbered_records(path, bad, required=EVENT_REQUIRED):
+            problem = event_problem(event)
+            if problem:
+                bad.add(BadLine(path, line_no, problem))
+                continue
+            run_id = event.get("run_id")
+            if node.run_id is not None and isinstance(run_id, str) and run_id != node.run_id:
+                bad.reject(path, "invocation", f"of run {printable(run_id)!r}, not of {node.run_id!r} (this "
+                           "node's run): left out", line_no)  # fmt: skip
+                continue
+            key = (event["task_id"], event.get("attempt", 1))  # as normalize_invocation takes it
+            seen = first.get(key)
+            if seen is None:
+                first[key] = (len(invocations), path.name, line_no)
+                invocations.append(normalize_invocation(event, node))
+            elif normalize_invocation(event, node) == invocations[seen[0]]:
+                duplicates += 1  # the same event twice (a copied file): once is the truth
+            else:
+                bad.reject(path, "invocation", f"task {printable(key[0])!r} attempt {key[1]} again, different from "
+                           f"{printable(seen[1])}:{seen[2]}: the first kept", line_no)  # fmt: skip
+    return invocations, duplicates
+
+
+def parse_node_host(node: NodeFolder, part: Path, strict: bool) -> HostPart:
     """Host samples of one node -> part/host_metrics.parquet and part/link_metrics.parquet; the bad lines."""
     bad = BadLines(strict=strict)
     host, links = build_host_metrics(node.node, read_host_samples(node.path, bad), node.clock_offset_ms or 0)
     cctf.write_table(part / f"host_metrics{cctf.SUFFIX}", "host_metrics", host)
     cctf.write_table(part / f"link_metrics{cctf.SUFFIX}", "link_metrics", links)
-    return bad.lines
+    return HostPart(bad.lines, bad.rejected)
 
 
 # -- the part on disk: made on the node, taken by parse ------------------------------
@@ -172,6 +235,14 @@ def fingerprint(folder: Path) -> dict[str, list[Any]]:
     return prints
 
 
+def part_run_id(node: NodeFolder) -> tuple[str, str]:
+    """The run a part made of this node folder is of, and what says so: the node's own files
+    ("recorded"), else the name of the run folder ("folder")."""
+    if node.run_id is not None:
+        return node.run_id, "recorded"
+    return run_folder_name(node.path), "folder"
+
+
 def write_part(folder: Path, strict: bool = False) -> tuple[Path, bool]:
     """Parse one node folder into ``folder/cctf-part/``: (the part folder, whether it was written).
 
@@ -188,17 +259,24 @@ def write_part(folder: Path, strict: bool = False) -> tuple[Path, bool]:
     try:
         prints = fingerprint(folder)
         processes = parse_node_processes(node, staging, strict)
-        host_bad_lines = parse_node_host(node, staging, strict)
+        host = parse_node_host(node, staging, strict)
+        run_id, run_id_from = part_run_id(node)
         manifest = {
             "format": PART_FORMAT,
             "tracekit": __version__,
             "node": node.node,
+            "run_id": run_id,
+            "run_id_from": run_id_from,
             "inputs": prints,
+            "tables": {table: _file_print(staging / f"{table}{cctf.SUFFIX}") for table in PROC_TABLES + HOST_TABLES},
             "invocations": processes.invocations,
+            "duplicate_invocations": processes.duplicate_invocations,
             "audit_per_node": processes.audit_per_node,
             "audit_task_samples": [[task, *figures] for (_, task), figures in processes.audit_task_samples.items()],
             "bad_lines": [_bad_line_record(b, folder) for b in processes.bad_lines],
-            "host_bad_lines": [_bad_line_record(b, folder) for b in host_bad_lines],
+            "host_bad_lines": [_bad_line_record(b, folder) for b in host.bad_lines],
+            "rejected": [_rejected_record(r, folder) for r in processes.rejected],
+            "host_rejected": [_rejected_record(r, folder) for r in host.rejected],
         }
         (staging / PART_MANIFEST).write_text(json.dumps(manifest, separators=(",", ":")) + "\n")
         shutil.rmtree(final, ignore_errors=True)
@@ -207,6 +285,11 @@ def write_part(folder: Path, strict: bool = False) -> tuple[Path, bool]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final, True
+
+
+def _file_print(path: Path) -> list[Any]:
+    with open(path, "rb") as f:
+        return [path.stat().st_size, hashlib.file_digest(f, "sha256").hexdigest()]
 
 
 def _has_bad_lines(part: Path) -> bool:
@@ -218,25 +301,65 @@ def _bad_line_record(bad: BadLine, folder: Path) -> list[Any]:
     return [str(Path(bad.path).relative_to(folder)), bad.line_no, bad.reason]
 
 
+def _rejected_record(rejected: Rejected, folder: Path) -> list[Any]:
+    return [str(Path(rejected.path).relative_to(folder)), rejected.kind, rejected.reason, rejected.line]
+
+
+@dataclass(frozen=True)
+class PartCheck:
+    """What parse may take from a node's part folder: the part, or None and maybe why not.
+
+    ``rejected`` is said only when the part is damaged or of another run; a
+    part that is simply out of date (the raw files changed since, another
+    Tracekit made it) is made again without a word, as a missing one is.
+    """
+
+    part: NodePart | None
+    rejected: str | None = None
+    run_id: str | None = None  # the run the part says it is of
+    run_id_from: str | None = None  # "recorded" (the node's own files) or "folder" (the run folder's name)
+
+
 def read_part(node: NodeFolder) -> NodePart | None:
     """The node's part made beside its raw files, if it is one for exactly these files (else None)."""
+    return check_part(node).part
+
+
+def check_part(node: NodeFolder, run_id: str | None = None, folder_names_count: bool = False) -> PartCheck:
+    """The node's part made beside its raw files, if it is sound, for exactly these files, and of
+    run ``run_id`` (when given). ``folder_names_count``: a part that knows its run only from the
+    name of the folder it was made in counts as of that run (the runner's run folders are named
+    after the run id; a folder renamed by hand is not)."""
     path = node.path / PART_DIR
     try:
-        manifest = json.loads((path / PART_MANIFEST).read_text())
+        manifest = json.loads((path / PART_MANIFEST).read_bytes())
     except (OSError, ValueError):
-        return None
+        return PartCheck(None)
     if not isinstance(manifest, dict):
-        return None
+        return PartCheck(None)
     # Another Tracekit may parse differently: only a part made by this one gives this one's trace.
     if (manifest.get("format"), manifest.get("tracekit"), manifest.get("node")) != (PART_FORMAT, __version__, node.node):
-        return None
+        return PartCheck(None)
+    part_run, part_run_from = manifest.get("run_id"), manifest.get("run_id_from")
+    if run_id is not None and part_run != run_id and (part_run_from == "recorded" or folder_names_count):
+        return PartCheck(None, f"a part of run {printable(str(part_run))!r}, not of {run_id!r}", part_run, part_run_from)
     if any(not (path / f"{table}{cctf.SUFFIX}").is_file() for table in PROC_TABLES + HOST_TABLES):
-        return None
+        return PartCheck(None)
     if manifest.get("inputs") != fingerprint(node.path):
-        return None  # the raw files changed since (or the part came from elsewhere)
+        return PartCheck(None)  # the raw files changed since (or the part came from elsewhere)
+    # The tables as they were written: a byte changed since (a bad disk, a broken copy) and parse
+    # would merge a table it cannot read, or worse, one it reads wrong.
+    tables = manifest.get("tables")
+    for table in PROC_TABLES + HOST_TABLES:
+        name = f"{table}{cctf.SUFFIX}"
+        if not isinstance(tables, dict) or tables.get(table) != _file_print(path / name):
+            return PartCheck(None, f"{name} is not the file written (damaged since)", part_run, part_run_from)
 
     def bad_lines(records: list[list[Any]]) -> list[BadLine]:
         return [BadLine(node.path / name, line_no, reason) for name, line_no, reason in records]
+
+    def rejected(records: list[list[Any]]) -> list[Rejected]:
+        return [Rejected(node.path / name, kind, reason, line) for name, kind, reason, line in records]
 
     try:
         processes = ProcessesPart(
@@ -244,10 +367,13 @@ def read_part(node: NodeFolder) -> NodePart | None:
             bad_lines(manifest["bad_lines"]),
             dict(manifest["audit_per_node"]),
             {(node.node, task): audit_mod.TaskSamples(*figures) for task, *figures in manifest["audit_task_samples"]},
+            int(manifest["duplicate_invocations"]),
+            rejected(manifest["rejected"]),
         )
-        return NodePart(path, processes, bad_lines(manifest["host_bad_lines"]))
+        host = HostPart(bad_lines(manifest["host_bad_lines"]), rejected(manifest["host_rejected"]))
+        return PartCheck(NodePart(path, processes, host), None, part_run, part_run_from)
     except (KeyError, TypeError, ValueError):
-        return None  # a damaged part.json: the node is parsed here instead
+        return PartCheck(None)  # a damaged part.json: the node is parsed here instead
 
 
 def check_part_folder(folder: Path) -> Path:

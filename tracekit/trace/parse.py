@@ -13,10 +13,17 @@ output: RUN_DIR/cctf/ (layout: tracekit.trace.cctf) proc_metrics/,
         audit.md; with ``jsonl`` also the JSON Lines copy of the per-sample
         tables (tracekit.trace.jsonl_copy)
 
+Every node folder is checked against the run first: one whose own files
+record another run (events' run_id, node.json's run_id, its part's run) is
+left out and reported. The run is the one resolved.json names, else the one
+the node folders record (the run folder's name among them, else the one
+most of them record).
+
 Each node's part (nodeparse) is taken as made on the node when it still
-matches the raw files, else made here: two jobs per node (its processes,
-its host samples) run by WORKERS processes, each job holding one node's
-bulk at a time, so memory depends on the number of workers, not of nodes.
+matches the raw files (and is sound, and of this run), else made here: two
+jobs per node (its processes, its host samples) run by WORKERS processes,
+each job holding one node's bulk at a time, so memory depends on the
+number of workers, not of nodes.
 The parts are put together in node order. Every timestamp is moved to the
 controller's clock with the node's measured offset. The output is written
 to a temporary folder and renamed, so a failed parse never leaves a half
@@ -40,21 +47,23 @@ import pyarrow as pa
 
 from tracekit import runfolder
 from tracekit.errors import RunFolderError
-from tracekit.jsonl import dumps
+from tracekit.jsonl import dumps, printable
 from tracekit.trace import audit as audit_mod
 from tracekit.trace import cctf, ownership
 from tracekit.trace.jsonl_copy import write_jsonl_copy
 from tracekit.trace.nodeparse import (
     HOST_TABLES,
+    PART_DIR,
     PROC_TABLES,
     NodePart,
+    check_part,
     parse_node_host,
     parse_node_processes,
-    read_part,
 )
 from tracekit.trace.rawrun import (
     BadLines,
     NodeFolder,
+    Rejected,
     find_node_folders,
     is_dispatcher_only,
     load_node_folder,
@@ -67,6 +76,7 @@ from tracekit.trace.validate import validate_outputs
 __all__ = ["ParseResult", "parse_run"]
 
 CCTF = cctf.CCTF
+RESOLVED = "resolved.json"  # tracekit-run's record of the run (tracekit.experiment.run_dir)
 WORKERS = 2  # processes: the nodes' jobs keep two cores busy
 TERMINAL_REQUIRED = ("task_id", "node", "attempt", "state")
 
@@ -79,7 +89,7 @@ class ParseResult:
 
 def node_record(node: NodeFolder) -> dict[str, Any]:
     facts = node.facts
-    clock = node.clock or {}
+    clock = node.clock or {}  # only the values parse took (rawrun): what nodes.json says was applied
     return {
         "node": node.node,
         "stage": facts.get("stage"),
@@ -144,6 +154,13 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
     nodes = [load_node_folder(folder) for folder in folders if folder not in placement_only]
     if not nodes:
         raise RunFolderError(f"{run_dir}: no node folder with node facts (node.json); nothing was measured")
+    run_id, from_resolved = _run_id(run_dir, nodes)
+    nodes, ready, rejected = _of_this_run(nodes, run_id, from_resolved)
+    if not nodes:
+        raise RunFolderError(
+            f"{run_dir}: every node folder is of another run than {run_id!r} ({rejected[0].reason}); "
+            "give the run folder these nodes belong to"
+        )
     seen: dict[str, Path] = {}
     for node in nodes:
         runfolder.validate_name(node.node, f"{node.path / runfolder.NODE_FACTS}: node id")
@@ -154,7 +171,9 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
             )
         seen[node.node] = node.path
     bad = BadLines(strict=strict)
-    audit = audit_mod.Audit(run_dir=run_dir)
+    audit = audit_mod.Audit(run_dir=run_dir, run_id=run_id)
+    for node in nodes:
+        rejected += node.rejected  # clock.json
 
     final = run_dir / CCTF
     staging = run_dir / f".{CCTF}.partial"
@@ -164,8 +183,10 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
         invocations: list[dict[str, Any]] = []
         placements: list[dict[str, Any]] = []
         terminal_records: list[dict[str, Any]] = []
-        for node, part in _node_parts(nodes, staging / ".parts", strict):
+        for node, part in _node_parts(nodes, ready, staging / ".parts", strict):
             invocations += part.processes.invocations
+            audit.duplicate_invocations += part.processes.duplicate_invocations
+            rejected += part.rejected
             for line in part.bad_lines:
                 bad.add(line)
             audit.per_node.update(part.processes.audit_per_node)
@@ -192,7 +213,7 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
             audit.requests = join_requests(requests, invocations)
             with open(staging / "requests.jsonl", "w") as out:
                 out.writelines(dumps(r) + "\n" for r in requests)
-        audit.finish(nodes, invocations, bad.lines, terminal_records)  # also counts each invocation's samples
+        audit.finish(nodes, invocations, bad.lines, terminal_records, rejected)  # also counts each invocation's samples
         with open(staging / "invocations.jsonl", "w") as out:
             out.writelines(dumps(r) + "\n" for r in invocations)
         node_records = [node_record(n) for n in nodes]
@@ -206,7 +227,7 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
         _write_json(staging / "nodes.json", node_records)
         _write_json(staging / "links.json", [link for n in nodes for link in link_records(n)])
         _write_json(staging / "audit.json", audit.as_dict())
-        (staging / "audit.md").write_text(audit.as_markdown())
+        (staging / "audit.md").write_text(audit.as_markdown(), errors="backslashreplace")
         validate_outputs(staging)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
@@ -220,15 +241,77 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
-def _node_parts(nodes: list[NodeFolder], parts: Path, strict: bool) -> Iterator[tuple[NodeFolder, NodePart]]:
+def _run_id(run_dir: Path, nodes: list[NodeFolder]) -> tuple[str | None, bool]:
+    """The run these node folders should be of, and whether resolved.json says so.
+
+    resolved.json's run_id (tracekit-run writes it); else what the node
+    folders' own files record: the run folder's name if one of them records
+    it, else the one most of them record; None when none records any (a run
+    by hand without tracekit wrap: nothing to check against).
+    """
+    try:
+        resolved = json.loads((run_dir / RESOLVED).read_bytes())
+    except (OSError, ValueError):
+        resolved = None
+    if isinstance(resolved, dict) and isinstance(resolved.get("run_id"), str):
+        return resolved["run_id"], True
+    recorded = [node.run_id for node in nodes if node.run_id is not None]
+    if not recorded or run_dir.name in recorded:
+        return (run_dir.name if recorded else None), False
+    counts = {run_id: recorded.count(run_id) for run_id in sorted(set(recorded))}
+    most = max(counts.values())
+    leaders = [run_id for run_id, count in counts.items() if count == most]
+    if len(leaders) > 1:
+        holders = "; ".join(
+            f"{run_id}: {', '.join(n.path.name for n in nodes if n.run_id == run_id)}" for run_id in leaders
+        )
+        raise RunFolderError(
+            f"{run_dir}: its node folders record different runs, as many of each ({holders}) and the folder's "
+            "name is none of them; remove the other run's node folders, or name the run folder after its run id"
+        )
+    return leaders[0], False
+
+
+def _of_this_run(
+    nodes: list[NodeFolder], run_id: str | None, from_resolved: bool
+) -> tuple[list[NodeFolder], dict[str, NodePart], list[Rejected]]:
+    """The node folders of run ``run_id``, the parts made on them that parse takes, and what was rejected.
+
+    A node folder is of another run when its own files say so, or (for one
+    whose files record no run) its part does, from the name of the run folder
+    it was made in, when that name is the run id (resolved.json gives it).
+    A damaged part, or one of another run beside files of this run, is
+    rejected: the node's raw files are parsed instead.
+    """
+    kept, ready, rejected = [], {}, []
+    for node in nodes:
+        check = check_part(node, run_id, folder_names_count=from_resolved)
+        node_run = node.run_id
+        if node_run is None and check.part is not None and (check.run_id_from == "recorded" or from_resolved):
+            node_run = check.run_id  # the raw files it was made from are these (their fingerprint)
+        if run_id is not None and node_run is not None and node_run != run_id:
+            rejected.append(Rejected(node.path, "node_folder", f"of run {printable(node_run)!r}, not of {run_id!r}: "
+                                     "left out of the trace"))  # fmt: skip
+            continue
+        kept.append(node)
+        if check.part is not None:
+            ready[node.node] = check.part
+        elif check.rejected is not None:
+            rejected.append(Rejected(node.path / PART_DIR, "node_part", f"{check.rejected}: made again from the "
+                                     "node's raw files"))  # fmt: skip
+    return kept, ready, rejected
+
+
+def _node_parts(
+    nodes: list[NodeFolder], made_on_node: dict[str, NodePart], parts: Path, strict: bool
+) -> Iterator[tuple[NodeFolder, NodePart]]:
     """Each node's part, in node order: the one made on the node if it still fits, else made here.
 
     Parts made here are two jobs per node, run by WORKERS processes.
     Results are taken in node order, so with --strict the first bad line
     raised is the one a sequential parse would meet first.
     """
-    made_on_node = {node.node: read_part(node) for node in nodes}
-    missing = [node for node in nodes if made_on_node[node.node] is None]
+    missing = [node for node in nodes if node.node not in made_on_node]
     context = multiprocessing.get_context("fork")  # the workers need nothing but the arguments
     with ProcessPoolExecutor(max_workers=max(1, min(WORKERS, 2 * len(missing))), mp_context=context) as pool:
         folders = {}
@@ -243,7 +326,7 @@ def _node_parts(nodes: list[NodeFolder], parts: Path, strict: bool) -> Iterator[
                 for node in missing}  # fmt: skip
         try:
             for node in nodes:
-                ready = made_on_node[node.node]
+                ready = made_on_node.get(node.node)
                 if ready is None:
                     ready = NodePart(folders[node.node], processes[node.node].result(), host[node.node].result(),
                                      made_here=True)  # fmt: skip

@@ -143,6 +143,24 @@ CCTF_SORT_KEYS = {
     "link_metrics": ("ts_ms", "iface"),
 }
 
+# -- cctf/audit.json: its fields, in order (schemas/cctf/audit.schema.json says what each holds) --
+AUDIT_FIELDS = (
+    "run_dir", "run_id", "nodes", "tasks_run", "tasks_in_trace", "tasks_in_trace_pct", "tasks_missing_from_trace",
+    "invocations", "invocations_ok", "invocations_failed", "failed_task_ids", "invocations_duplicate",
+    "invocations_with_samples", "invocations_with_samples_pct", "fragments_per_task", "tasks_with_interior_samples",
+    "processes_followed", "proc_samples", "proc_samples_outside_tasks", "proc_samples_wrong_node",
+    "cpu_ms_by_source", "bad_lines", "bad_lines_listed", "rejected", "rejected_listed", "clock_offsets_ms",
+    "requests", "nodes_without_clock_offset", "per_node", "notes",
+)  # fmt: skip
+# What parse may refuse to use as it is (audit.json's rejected_listed[].kind), and what it does instead.
+REJECTED_KINDS = {
+    "node_folder": "a node folder of another run: left out of the trace",
+    "node_part": "a node's cctf-part/ that is damaged or of another run: the node's raw files parsed instead",
+    "invocation": "an invocation event of another run, or a second, different one of the same task and attempt: left out",
+    "clock_offset": "a clock.json offset that is no number or past belief: the node's timestamps left unshifted",
+    "empty_file": "an empty raw file: read as missing",
+}
+
 
 def parquet_write_options(schema: pa.Schema) -> dict:
     """How cctf's Parquet files are written (``pq.ParquetWriter`` keywords).

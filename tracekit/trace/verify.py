@@ -11,6 +11,9 @@ missing columns), value rules, fit against the topology, and with the run
 folder: conservation of CPU time and duration per task, no node holding
 another node's task processes (nodes sharing a machine), and a topology
 that claims no more cores than the measured machines had.
+
+A file that cannot be read at all (a Parquet file cut short or overwritten,
+JSON that is not JSON) is no violation to list but an error naming the file.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tracekit.errors import RunFolderError
-from tracekit.jsonl import read_jsonl
+from tracekit.jsonl import printable, read_jsonl
 from tracekit.trace import ownership
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_FRAGMENTS_REQUIRED, OPENDC_TASKS, OPENDC_TASKS_REQUIRED
 
@@ -63,8 +66,25 @@ class Verification:
         return not self.violations
 
 
+class _Unreadable:
+    """Turns pyarrow's and json's complaint about a file into one line naming the file."""
+
+    def __init__(self, path: Path, what: str = "Parquet file", fix: str = "export again (tracekit export opendc --force)"):
+        self.path, self.what, self.fix = path, what, fix
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, _tb) -> bool:
+        if isinstance(exc, (OSError, pa.ArrowException, ValueError)):
+            reason = printable((str(exc).strip().splitlines() or [kind.__name__])[0])[:200]
+            raise RunFolderError(f"{self.path}: not a readable {self.what} ({reason}); {self.fix}") from None
+        return False
+
+
 def _check_physical(path: Path, expected: dict[str, tuple[str, set[str]]], result: Verification) -> None:
-    schema = pq.ParquetFile(path).schema
+    with _Unreadable(path):
+        schema = pq.ParquetFile(path).schema
     columns = {schema.column(i).path: schema.column(i) for i in range(len(schema))}
     for name, (physical, logical_ok) in expected.items():
         column = columns.get(name)
@@ -138,17 +158,18 @@ def _read_trace(out_dir: Path, run_dir: Path) -> _RunTrace:
     cctf = run_dir / "cctf"
     if not mapping_path.exists() or not (cctf / "invocations.jsonl").exists():
         raise RunFolderError(f"--against needs {mapping_path} and {cctf}/invocations.jsonl (parse, then export)")
-    return _RunTrace(
-        cctf=cctf,
-        invocations=list(read_jsonl(cctf / "invocations.jsonl")),
-        nodes=json.loads((cctf / "nodes.json").read_text()),
-        mapping={m["id"]: m for m in read_jsonl(mapping_path)},
-    )
+    again = f"parse the run again (tracekit parse {run_dir})"
+    with _Unreadable(cctf / "nodes.json", "JSON file", again):
+        nodes = json.loads((cctf / "nodes.json").read_bytes())
+    with _Unreadable(mapping_path, "task id mapping"):
+        mapping = {m["id"]: m for m in read_jsonl(mapping_path)}
+    return _RunTrace(cctf=cctf, invocations=list(read_jsonl(cctf / "invocations.jsonl")), nodes=nodes, mapping=mapping)
 
 
 def _read(path: Path) -> dict[str, list]:
     """Column -> values; timestamps as integers (nanoseconds do not convert to datetime)."""
-    table = pq.read_table(path)
+    with _Unreadable(path):
+        table = pq.read_table(path)
     return {
         name: (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
         for name, column in zip(table.column_names, table.columns)
@@ -280,7 +301,9 @@ def _check_conservation(tasks: dict, fragments: dict, trace: _RunTrace, result: 
 
 def _check_ownership(trace: _RunTrace, result: Verification) -> None:
     """No node's process samples may belong to another node's task (tracekit.trace.ownership)."""
-    wrong = ownership.samples_of_other_nodes(trace.cctf, trace.invocations, trace.nodes)
+    again = f"parse the run again (tracekit parse {trace.cctf.parent})"
+    with _Unreadable(trace.cctf / "proc_metrics", "process samples table", again):
+        wrong = ownership.samples_of_other_nodes(trace.cctf, trace.invocations, trace.nodes)
     for node, count in sorted(wrong.items()):
         if count:
             result.add(
