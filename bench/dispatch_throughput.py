@@ -77,6 +77,9 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.password_file = folder / "redis.password"
         self.password_file.write_text(self.password + "\n")
+        self.task_key = secrets.token_hex(32)  # the run's task key: tracekit signs its tasks with it
+        self.task_key_file = folder / "task.key"
+        self.task_key_file.write_text(self.task_key)
         (folder / "redis.conf").write_text(
             f"port {self.port}\nbind 127.0.0.1\nprotected-mode yes\nrequirepass {self.password}\n"
             f'save ""\nappendonly no\ndir {folder}\nlogfile {folder / "redis.log"}\n'
@@ -162,7 +165,7 @@ def start_workers(children: Children, server: RedisServer, run_id: str, parallel
     ``own_cpus``: each worker and its tasks on a CPU of its own (two nodes of one machine, as the
     local inventory has them), when there are 2.
     """
-    env, workers = {**os.environ, "REDIS_PASSWORD": server.password}, []
+    env, workers = {**os.environ, "REDIS_PASSWORD": server.password, "TRACEKIT_TASK_KEY": server.task_key}, []
     cpus = sorted(os.sched_getaffinity(0))
     for index, node in enumerate(NODES):
         argv = [*(prefix or [sys.executable, "-m", "tracekit"]), "worker", "--node-id", node, "--run-id", run_id,
@@ -215,9 +218,10 @@ def run_tracekit(server: RedisServer, children: Children, n: int, parallel: int,
 
     from tracekit.sched.protocol import RunKeys
     from tracekit.sched.queue import PLACE_BATCH, TaskMessage, TaskQueue
+    from tracekit.sched.signing import TaskSigner
 
     run_id = f"tput-p{parallel}-{secrets.token_hex(3)}"
-    queue = TaskQueue(server.client(), RunKeys(run_id), server.url)
+    queue = TaskQueue(server.client(), RunKeys(run_id), server.url, TaskSigner(server.task_key.encode()))
     queue.create(list(NODES), {"run_id": run_id, "policy": "round-robin"})  # a worker quits when its run is not live
     workers = start_workers(children, server, run_id, parallel, tmp, prefix)
     try:

@@ -54,7 +54,8 @@ def run_policy(policy: str, server: RedisServer, children: Children, inputs: Pat
     workers = start_workers(children, server, run_id, 1, tmp, own_cpus=True)
     try:
         config = DispatchConfig(run_id=run_id, redis_url=server.url, nodes=NODES, inputs=inputs,
-                                password_file=server.password_file, policy=policy,
+                                password_file=server.password_file, task_key_file=server.task_key_file,
+                                policy=policy,
                                 settings=TranscodeSettings("640:360", "veryfast"), logs_dir=tmp / "logs",
                                 timeout_s=1800, **online)  # fmt: skip
         summary = dispatch(config).summary

@@ -85,6 +85,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.password_file = folder / "redis.password"
         self.password_file.write_text(self.password + "\n")
+        self.task_key = secrets.token_hex(32)  # not Redis's: the run's task key, for signed queues
         self.config = folder / "redis.conf"
         self.config.write_text(
             f"port {self.port}\nbind 127.0.0.1\nprotected-mode yes\nrequirepass {self.password}\n"
@@ -124,12 +125,19 @@ class RedisServer:
 
         return redis_lib.Redis(port=self.port, password=self.password, decode_responses=True)
 
+    def signer(self):
+        from tracekit.sched.signing import TaskSigner
+
+        return TaskSigner(self.task_key.encode())
+
 
 @pytest.fixture
 def redis_server(tmp_path, monkeypatch):
     server = RedisServer(tmp_path / "redis")
     server.start()
     monkeypatch.setenv("REDIS_PASSWORD", server.password)
+    # The run's task key, as a by-hand run gives it: the dispatcher signs with it, workers verify.
+    monkeypatch.setenv("TRACEKIT_TASK_KEY", server.task_key)
     yield server
     server.stop()
 

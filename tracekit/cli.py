@@ -258,6 +258,13 @@ def _add_verify(commands: argparse._SubParsersAction) -> None:
     verify_opendc.add_argument("--against", type=Path, metavar="RUN_DIR", help="check conservation against this run")
 
 
+TASK_KEY_HELP = (
+    "file holding the run's task key (else $TRACEKIT_TASK_KEY): the dispatcher signs every task with it and a "
+    "worker runs only what verifies; one secret per run, the same for the dispatcher and its workers, never "
+    "sent through Redis"
+)
+
+
 def _add_worker(commands: argparse._SubParsersAction) -> None:
     worker = commands.add_parser(
         "worker",
@@ -271,6 +278,7 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
     worker.add_argument("--node-id", help="this node's id (default: $TRACEKIT_NODE_ID, else the host name)")
     worker.add_argument("--redis-url", help="redis://HOST:PORT/DB (no password); required unless --stop")
     worker.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
+    worker.add_argument("--task-key-file", type=Path, help=TASK_KEY_HELP)
     worker.add_argument("--parallel", type=int, default=1, help="tasks run at once (default: 1)")
     worker.add_argument("--outputs", type=Path, default=Path("outputs"), help="where outputs go (default: outputs)")
     worker.add_argument("--grace", type=float, default=60.0, metavar="S", help="after a stop signal, how long running tasks may finish (default: 60)")
@@ -308,6 +316,7 @@ def _add_dispatch(commands: argparse._SubParsersAction) -> None:
                           "(default: $TRACEKIT_NODE_ID, else the host name)")
     dispatch.add_argument("--redis-url", help="redis://HOST:PORT/DB (no password); required unless --stop")
     dispatch.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
+    dispatch.add_argument("--task-key-file", type=Path, help=TASK_KEY_HELP)
     dispatch.add_argument("--nodes", help="worker nodes, comma-separated, e.g. cloud1,cloud2")
     dispatch.add_argument("--inputs", type=Path, help="folder of input videos")
     dispatch.add_argument("--policy", default="duration-online", help="placement policy (default: duration-online)")
@@ -617,6 +626,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         run_id=runfolder.run_id_or_env(args.run_id),
         redis_url=args.redis_url,
         password_file=args.redis_password_file,
+        task_key_file=args.task_key_file,
         parallel=args.parallel,
         outputs=args.outputs,
         logs_dir=runfolder.logs_dir(args.logs_dir),
@@ -625,8 +635,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     )
     if args.detach:
         from tracekit.sched.connection import connect
+        from tracekit.sched.signing import read_task_key
 
-        connect(config.redis_url, config.password_file)  # a wrong URL or password fails here, not in the background
+        # A wrong URL, password or key fails here, not in the background.
+        connect(config.redis_url, config.password_file)
+        read_task_key(config.task_key_file)
         runfolder.ensure_writable_dir(folder, "run folder")
         argv = [sys.executable, "-m", "tracekit", *[a for a in args.argv if a != "--detach"]]
         running, started = detach.start_worker(folder, run_id, argv)
@@ -662,6 +675,7 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
         run_id=run_id,
         redis_url=args.redis_url,
         password_file=args.redis_password_file,
+        task_key_file=args.task_key_file,
         nodes=tuple(n.strip() for n in args.nodes.split(",") if n.strip()),
         inputs=args.inputs,
         policy=args.policy,

@@ -39,6 +39,7 @@ CLOCK = "clock.json"  # this node's clock offset to the controller (tracekit clo
 PLACEMENT_EVENTS = "placement_events.jsonl"  # every placement, with the state it was decided on
 TERMINAL_RECORDS = "terminal_records.jsonl"  # each task's terminal record as received: what ran
 DISPATCH_SUMMARY = "dispatch.json"  # counts, makespan, per-node busy time
+REJECTED_ENTRIES = "rejected.jsonl"  # queue entries a worker deleted unrun: not signed by the run's dispatcher
 # Written by the load generator (tracekit load --run-id) into the controller's run folder.
 LOAD_RESULTS = "load/results.jsonl"  # one line per request (vegeta's JSON fields and more)
 LOAD_SUMMARY = "load/summary.json"

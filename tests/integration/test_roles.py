@@ -151,9 +151,12 @@ def test_collector_role_starts_once_and_stops_once(tmp_path):
 def test_worker_role_starts_once_and_stops_once(tmp_path, redis_server):
     password_file = tmp_path / "redis.password"
     password_file.write_text(redis_server.password)
+    key_file = tmp_path / "task.key"
+    key_file.write_text(redis_server.task_key)
     variables = {"tracekit_worker_run_id": "role-w", "tracekit_worker_logs_dir": str(tmp_path / "logs"),
                  "tracekit_worker_tracekit": TRACEKIT, "tracekit_worker_node_id": "cloud1",
                  "tracekit_worker_redis_url": redis_server.url, "tracekit_worker_redis_password_file": str(password_file),
+                 "tracekit_worker_task_key_file": str(key_file),
                  "tracekit_worker_outputs": str(tmp_path / "out"), "tracekit_worker_grace": 5}  # fmt: skip
     pidfile = tmp_path / "logs" / "role-w" / "worker.pid"
     try:

@@ -185,7 +185,8 @@ def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_si
     monkeypatch.setenv("SOME_API_TOKEN", "token-canary-51b2")
     # The run's password shows in no process's argv or environment at any moment of the run.
     secret = file_secret(logs / ".secrets" / "smoke-local.redis")
-    with ProcessTableWatch(secret) as watch:
+    key = file_secret(logs / ".secrets" / "smoke-local.taskkey")
+    with ProcessTableWatch(lambda: {**secret(), **key()}) as watch:
         result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-local", logs_dir=logs, overrides=SAMPLED)
     assert watch.rounds > 0 and not watch.seen, watch.seen
     run_dir = logs / "smoke-local"
@@ -195,6 +196,8 @@ def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_si
     assert_complete_run(run_dir, result, password)
     assert not (folder / "nodes" / "cloud0" / "redis" / "redis.conf").exists()  # it held the password
     assert not (logs / ".secrets" / "smoke-local.redis").exists()
+    assert not (logs / ".secrets" / "smoke-local.taskkey").exists()
+    assert key()["smoke-local.taskkey"] not in "".join(run_files(logs / "smoke-local").values())
     assert processes_under(folder, port) == []
     # Nothing left to resume; an existing run folder is not overwritten without --force.
     again = run_experiment(resume="smoke-local", inventory=inventory, logs_dir=logs)

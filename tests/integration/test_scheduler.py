@@ -19,11 +19,12 @@ from tests.helpers import read_jsonl, tracekit_cmd, wait_until
 from tracekit import cli
 from tracekit.adapters.ffmpeg import generate_clips
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
-from tracekit.sched.dispatcher import DispatchConfig, TaskProgress, dispatch
+from tracekit.sched.dispatcher import DispatchConfig, Dispatcher, TaskProgress, dispatch
 from tracekit.sched.protocol import RunKeys
 from tracekit.sched.plan import plan_tasks
 from tracekit.sched.connection import connect, retrying
-from tracekit.sched.queue import SlotConnection, TaskMessage, TaskQueue, TerminalRecord
+from tracekit.sched.queue import SlotConnection, Taken, TaskMessage, TaskQueue, TerminalRecord
+from tracekit.sched.signing import TaskSigner
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def test_failing_tasks_get_one_failed_record_and_the_run_goes_on(redis_server, c
 
 def test_missing_input_is_a_failed_record(redis_server, tmp_path, children):
     client = redis_server.client()
-    queue = TaskQueue(client, RunKeys("s1"))
+    queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     queue.place("cloud1", TaskMessage("t-missing", "0" * 32, str(tmp_path / "nope.mp4"), "o.mp4", 1))
     start_worker(children, redis_server, tmp_path, "cloud1")
@@ -204,7 +205,7 @@ def test_unknown_policy_and_node(redis_server, clips, tmp_path, capsys, children
 
 
 def test_cleanup_removes_every_key(redis_server, tmp_path, capsys):
-    queue = TaskQueue(redis_server.client(), RunKeys("s1"))
+    queue = TaskQueue(redis_server.client(), RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1", "cloud2"], {"run_id": "s1"})
     assert cli.main(["dispatch", "--cleanup", "--run-id", "s1", "--redis-url", redis_server.url]) == 0
     assert "deleted 3 keys" in capsys.readouterr().out
@@ -213,7 +214,7 @@ def test_cleanup_removes_every_key(redis_server, tmp_path, capsys):
 
 def _one_long_task(redis_server, long_clip, tmp_path, children):
     """A worker on cloud1 running one slow transcode placed straight on its queue."""
-    queue = TaskQueue(redis_server.client(), RunKeys("s1"))
+    queue = TaskQueue(redis_server.client(), RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     [clip] = sorted(long_clip.iterdir())
     queue.place("cloud1", TaskMessage("t-long", "1" * 32, str(clip), "long.mp4", 1, preset="veryslow", scale="640:360"))
@@ -251,7 +252,7 @@ def test_a_slot_reads_the_queue_once_per_task(redis_server, tmp_path, children):
     # Regression: a busy slot re-read its own (empty) pending list before every
     # task, two reads per task instead of one.
     client = redis_server.client()
-    queue = TaskQueue(client, RunKeys("s1"))
+    queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     for index in range(20):
         queue.place("cloud1", TaskMessage(f"t{index}", "2" * 32, "", "", 1, argv=["true"]))
@@ -266,7 +267,7 @@ def test_a_slot_reads_the_queue_once_per_task(redis_server, tmp_path, children):
 
 def test_a_busy_slot_finishes_and_takes_in_one_round_trip(redis_server, tmp_path, children):
     client = redis_server.client()
-    queue = TaskQueue(client, RunKeys("s1"))
+    queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     for index in range(20):
         queue.place("cloud1", TaskMessage(f"t{index}", "3" * 32, "", "", 1, argv=["true"]))
@@ -282,7 +283,7 @@ def test_a_busy_slot_finishes_and_takes_in_one_round_trip(redis_server, tmp_path
     starts = [json.loads(fields["record"]) for _, fields in client.xrange(RunKeys("s1").starts)]
     assert sorted(s["task_id"] for s in starts) == sorted(r["task_id"] for r in results(redis_server))
     for start in starts:
-        assert list(start) == ["v", "task_id", "node", "consumer", "attempt", "ts_start"]
+        assert list(start) == ["v", "task_id", "node", "consumer", "attempt", "ts_start", "entry_id"]
         assert (start["node"], start["consumer"], start["attempt"]) == ("cloud1", "cloud1-0", 1)
     assert [r["state"] for r in results(redis_server)] == ["done"] * 20 + ["failed"]
     log = (tmp_path / "cloud1" / "logs" / "s1" / "worker.log").read_text()
@@ -291,7 +292,7 @@ def test_a_busy_slot_finishes_and_takes_in_one_round_trip(redis_server, tmp_path
 
 def test_a_slot_connection_rides_out_a_script_flush_and_a_dropped_connection(redis_server):
     client = redis_server.client()
-    queue = TaskQueue(client, RunKeys("s1"))
+    queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     for index in range(3):
         queue.place("cloud1", TaskMessage(f"t{index}", "4" * 32, "", "", 1, argv=["true"]))
@@ -313,7 +314,7 @@ def test_a_slot_connection_rides_out_a_script_flush_and_a_dropped_connection(red
 
 
 def test_place_many_places_each_task_on_its_node_in_order(redis_server):
-    queue = TaskQueue(redis_server.client(), RunKeys("s1"))
+    queue = TaskQueue(redis_server.client(), RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1", "cloud2"], {"run_id": "s1"})
     batch = [(f"cloud{1 + i % 2}", TaskMessage(f"t{i}", "5" * 32, "", "", i, argv=["true"])) for i in range(7)]
     assert len(queue.place_many(batch)) == 7
@@ -327,7 +328,7 @@ def test_finish_and_take_retried_after_a_lost_reply_strands_no_task(redis_server
     # took yet another task, and the one the lost reply carried stayed
     # pending for the slot, never run (its heartbeat kept it from reclaim).
     client = redis_server.client()
-    queue = TaskQueue(client, RunKeys("s1"))
+    queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     for index in range(3):
         queue.place("cloud1", TaskMessage(f"t{index}", "6" * 32, "", "", 1, argv=["true"]))
@@ -345,7 +346,7 @@ def test_finish_and_take_retried_after_a_lost_reply_strands_no_task(redis_server
 def test_a_worker_keeps_itself_and_its_tasks_on_its_cpus_marked_with_its_node(redis_server, tmp_path, children):
     cpu = max(os.sched_getaffinity(0))
     client = redis_server.client()
-    queue = TaskQueue(client, RunKeys("s1"))
+    queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     probe = "import os, sys; print(sorted(os.sched_getaffinity(0)), os.environ.get('TRACEKIT_NODE_ID'), file=open(sys.argv[1], 'w'))"
     out = tmp_path / "task.out"
@@ -385,7 +386,7 @@ class SkewedWorker(threading.Thread):
 
     def __init__(self, redis_server, node: str, skew_ms: int):
         super().__init__(daemon=True)
-        self.queue = TaskQueue(redis_server.client(), RunKeys("s1"))
+        self.queue = TaskQueue(redis_server.client(), RunKeys("s1"), signer=redis_server.signer())
         self.node, self.skew_ms, self.stop = node, skew_ms, threading.Event()
 
     def run(self) -> None:
@@ -486,3 +487,106 @@ def test_the_plan_is_deterministic_and_a_mix_keeps_the_threads(clips):
     assert [p.task.task_id for p in other_run] == [p.task.task_id for p in first]
     assert not {p.trace_id for p in other_run} & {p.trace_id for p in first}  # a new run, new traces
     assert all(len(p.trace_id) == 32 and int(p.trace_id, 16) for p in first)
+
+
+def test_a_worker_runs_only_what_the_run_s_dispatcher_signed(redis_server, clips, tmp_path, children):
+    """Anyone with the Redis password can add entries to a node's queue: a worker runs none of them."""
+    marker = tmp_path / "ran-as-root"
+    client = redis_server.client()
+    keys = RunKeys("s1")
+    signer = redis_server.signer()
+    evil = TaskMessage("t-evil", "0" * 32, "", "x", 1, argv=["/bin/sh", "-c", f"id > {marker}"]).payload()
+    other_run = TaskSigner(b"another run's key, 32 chars long!")
+    forged = [
+        {"task": evil},  # not signed
+        {"task": evil, "sig": "00" * 32},  # a signature that does not verify
+        {"task": evil, "sig": other_run.sign_task("cloud1", evil)},  # another run's key
+        {"task": evil, "sig": signer.sign_task("cloud2", evil)},  # signed for another node
+        {"task": "not json at all", "sig": "x"},
+        {"other": "field"},
+    ]
+    TaskQueue(client, keys, signer=signer).ensure_group("cloud1")
+    for fields in forged:
+        client.xadd(keys.queue("cloud1"), fields)
+    # A terminal record nobody of the run signed, claiming the first task is done.
+    first_task = f"t00000-{sorted(clips.iterdir())[0].stem}"
+    client.xadd(keys.results, {"record": TerminalRecord(first_task, "cloud1", "cloud1-0", 1, "done", 0, None, 1, 2).encode()})
+    for node in ("cloud1", "cloud2"):
+        start_worker(children, redis_server, tmp_path, node)
+    result = dispatch(config(redis_server, clips, tmp_path, policy="round-robin"))
+    # Every real task ran, the forged record counted for nothing, no forged entry ran.
+    assert result.ok and result.summary["done"] == 4 and result.summary["rejected_records"] == 1
+    assert not marker.exists()
+    assert sum(1 for e in _events(tmp_path, "cloud1") if e["task_id"] == first_task) == 1  # it did run
+    rejected = read_jsonl(tmp_path / "cloud1" / "logs" / "s1" / "rejected.jsonl")
+    assert len(rejected) == len(forged) and {r["node"] for r in rejected} == {"cloud1"}
+    assert {r["reason"] for r in rejected} >= {"not signed", "signature does not verify for node cloud1 under this run's key"}
+    assert any("id >" in r["payload"] for r in rejected)
+    assert client.xlen(keys.queue("cloud1")) == 0  # deleted, never to be taken again
+    assert not (tmp_path / "cloud2" / "logs" / "s1" / "rejected.jsonl").exists()
+
+
+def _placements(cfg) -> list[dict]:
+    return read_jsonl(cfg.logs_dir / "s1" / "placement_events.jsonl")
+
+
+def test_tasks_waiting_on_a_node_without_workers_move_to_live_nodes_and_come_back(redis_server, clips, tmp_path):
+    """A node is live while one of its slots' heartbeat keys exists (workers refresh them; here the test does)."""
+    client = redis_server.client()
+    keys = RunKeys("s1")
+    cfg = config(redis_server, clips, tmp_path, policy="round-robin")
+    dispatcher = Dispatcher(cfg)
+    beat = lambda node: client.set(keys.heartbeat(node, f"{node}-0"), "1", px=60_000)  # noqa: E731
+    try:
+        beat("cloud1"), beat("cloud2")
+        dispatcher.prepare()
+        dispatcher.policy.plan([p.planned.task for p in dispatcher.tasks.values()], list(cfg.nodes))
+        assert dispatcher.place_round() == 4
+        on = lambda node: sorted(t for t, p in dispatcher.tasks.items() if p.node == node)  # noqa: E731
+        first_on_cloud1, second_on_cloud1 = on("cloud1")
+        # A slot of cloud1 took its first task: that one is a slot's now, not waiting.
+        reply = client.xreadgroup("workers", "cloud1-0", {keys.queue("cloud1"): ">"}, count=1)
+        assert TaskMessage.decode(reply[0][1][0][1]).task_id == first_on_cloud1
+        client.delete(keys.heartbeat("cloud1", "cloud1-0"))  # cloud1's worker is gone
+        dispatcher.follow_liveness()
+        assert dispatcher.tasks[second_on_cloud1].node == "cloud2"
+        assert dispatcher.tasks[first_on_cloud1].node == "cloud1"  # taken: the lease decides (reclaim)
+        # The moved task waits on cloud2, signed for cloud2: a cloud2 slot runs it.
+        moved = dispatcher.queue.undelivered("cloud2")
+        assert [found.message.task_id for _, found in moved][-1] == second_on_cloud1
+        assert all(isinstance(found, Taken) for _, found in moved)
+        beat("cloud1")  # the worker is back
+        dispatcher.follow_liveness()
+        assert dispatcher.tasks[second_on_cloud1].node == "cloud1"
+        assert second_on_cloud1 not in [f.message.task_id for _, f in dispatcher.queue.undelivered("cloud2")]
+        assert [f.message.task_id for _, f in dispatcher.queue.undelivered("cloud1")] == [second_on_cloud1]
+        dispatcher.events.flush()
+        events = [(p["task_id"], p["node"], p["reason"]) for p in _placements(cfg) if p["task_id"] == second_on_cloud1]
+        assert events == [(second_on_cloud1, "cloud1", "placed"), (second_on_cloud1, "cloud2", "moved"),
+                          (second_on_cloud1, "cloud1", "returned")]  # fmt: skip
+    finally:
+        dispatcher.events.close()
+        dispatcher.terminal_records.close()
+
+
+def test_a_killed_worker_s_queue_is_run_by_the_live_nodes(redis_server, clips, tmp_path, children):
+    doomed = start_worker(children, redis_server, tmp_path, "cloud1")
+    start_worker(children, redis_server, tmp_path, "cloud2")
+    cfg = config(redis_server, clips, tmp_path, policy="round-robin", lease_ms=1000, timeout_s=600,
+                 mix={"360p-ultrafast": 1}, total=12)  # fmt: skip
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", dispatch(cfg)))
+    thread.start()
+    queue = RunKeys("s1").queue("cloud1")
+    wait_until(lambda: redis_server.client().exists(queue) and redis_server.client().xlen(queue) >= 3,
+               timeout_s=60, what="tasks queued on cloud1")  # fmt: skip
+    os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its task, with tasks still waiting on its node
+    doomed.wait()
+    thread.join(600)
+    result = outcome["result"]
+    # Nothing waited for the timeout: every task ran, those of cloud1 on cloud2.
+    assert result.ok and result.summary["done"] == 12 and result.summary["timed_out"] == 0
+    assert len({r["task_id"] for r in results(redis_server)}) == 12
+    moved = [p for p in _placements(cfg) if p["reason"] in ("moved", "reclaimed")]
+    assert moved and {p["node"] for p in moved} == {"cloud2"}
+    assert all(p["moved_from"] == "cloud1" for p in moved if p["reason"] == "moved")

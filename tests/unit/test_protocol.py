@@ -9,33 +9,39 @@ import pytest
 
 from tracekit.errors import ProtocolError
 from tracekit.sched import protocol
+from tracekit.sched.signing import TaskSigner
 from tracekit.sched.protocol import (
     NewResults, RunKeys, StartRecord, TaskMessage, TerminalRecord, count_new_results, run_meta, start_record_lua,
 )  # fmt: skip
 
+SIGNER = TaskSigner(b"k" * 32)
 MESSAGE = TaskMessage("t1", "a" * 32, "/in/x.mp4", "x.mp4", 1700000000000, attempt=2, argv=["true"])
-START = StartRecord("t1", "cloud1", "cloud1-0", 2, 1700000000123)
+START = StartRecord("t1", "cloud1", "cloud1-0", 2, 1700000000123, "1700000000100-0")
 TERMINAL = TerminalRecord("t1", "cloud1", "cloud1-0", 2, "done", 0, None, 10, 25, extra={"cpu_ms": 1.5})
 
 
 def test_start_record_wire_format_and_round_trip():
     assert START.entry() == {
-        "record": '{"v":1,"task_id":"t1","node":"cloud1","consumer":"cloud1-0","attempt":2,"ts_start":1700000000123}'
+        "record": '{"v":1,"task_id":"t1","node":"cloud1","consumer":"cloud1-0","attempt":2,"ts_start":1700000000123,'
+        '"entry_id":"1700000000100-0"}'
     }
     assert StartRecord.decode(START.entry()) == START
 
 
 def test_terminal_record_round_trip_keeps_its_extra_fields():
-    decoded = TerminalRecord.decode(TERMINAL.entry())
+    entry = TERMINAL.entry(SIGNER)
+    assert entry["sig"] == SIGNER.sign_record(entry["record"])  # signed by the worker that writes it
+    decoded = TerminalRecord.decode(entry)
     assert decoded == TERMINAL
     assert decoded.as_dict() == {"v": 1, "task_id": "t1", "node": "cloud1", "consumer": "cloud1-0", "attempt": 2,
                                  "state": "done", "exit_status": 0, "reason": None, "ts_start": 10, "ts_end": 25,
                                  "cpu_ms": 1.5}  # fmt: skip
-    assert json.loads(TERMINAL.entry()["record"]) == decoded.as_dict()
+    assert json.loads(entry["record"]) == decoded.as_dict()
 
 
 def test_task_message_payload_round_trip():
-    assert MESSAGE.encode() == {"task": MESSAGE.payload()}
+    # The entry of a node's queue: the payload, signed for that node.
+    assert MESSAGE.encode(SIGNER, "cloud1") == {"task": MESSAGE.payload(), "sig": SIGNER.sign_task("cloud1", MESSAGE.payload())}
     assert TaskMessage.from_payload(MESSAGE.payload()) == MESSAGE
 
 
@@ -44,8 +50,9 @@ def _with(entry: dict[str, str], **members: object) -> dict[str, str]:
     return {name: json.dumps({**members, **json.loads(payload), **members})}  # "v" first, as written
 
 
-RECORDS = [(TaskMessage, MESSAGE.encode(), "a task entry"), (StartRecord, START.entry(), "a start record"),
-           (TerminalRecord, TERMINAL.entry(), "a terminal record")]  # fmt: skip
+# Each record's payload field alone (signatures are tracekit.sched.signing's: tests/unit/test_signing.py).
+RECORDS = [(TaskMessage, {"task": MESSAGE.payload()}, "a task entry"), (StartRecord, START.entry(), "a start record"),
+           (TerminalRecord, {"record": TERMINAL.encode()}, "a terminal record")]  # fmt: skip
 
 
 @pytest.mark.parametrize(("kind", "entry", "what"), RECORDS)
@@ -54,8 +61,7 @@ def test_a_record_of_another_version_is_refused(kind, entry, what):
         kind.decode(_with(entry, v=2))
 
 
-@pytest.mark.parametrize(("kind", "entry"), [(TaskMessage, MESSAGE.encode()), (StartRecord, START.entry()),
-                                             (TerminalRecord, TERMINAL.entry())])  # fmt: skip
+@pytest.mark.parametrize(("kind", "entry"), [(kind, entry) for kind, entry, _what in RECORDS])
 def test_an_unversioned_envelope_is_refused(kind, entry):
     [(name, payload)] = entry.items()
     unversioned = {k: v for k, v in json.loads(payload).items() if k != "v"}
@@ -76,7 +82,7 @@ def test_a_malformed_record_is_refused(kind, entry, what):
 
 def test_an_unknown_task_member_is_refused():
     with pytest.raises(ProtocolError, match="a task entry this version cannot read"):
-        TaskMessage.decode(_with(MESSAGE.encode(), priority=3))
+        TaskMessage.decode(_with({"task": MESSAGE.payload()}, priority=3))
 
 
 def test_key_formats():
@@ -98,7 +104,7 @@ def test_run_meta_is_versioned():
 def test_the_lua_start_record_writes_the_bytes_of_start_record_encode():
     # Each field's Lua expression here is a placeholder; evaluate the concatenation with their JSON texts.
     values = {"task_id": '"t1"', "node": '"cloud1"', "consumer": '"cloud1-0"', "attempt": "2",
-              "ts_start": "1700000000123"}  # fmt: skip
+              "ts_start": "1700000000123", "entry_id": '"1700000000100-0"'}  # fmt: skip
     expression = start_record_lua(**{name: f"X_{name}" for name in values})
     text = ""
     for part in expression.split(" .. "):
@@ -114,7 +120,7 @@ class FakeResults:
 
     def __init__(self, states: list[str]):
         self.key = RunKeys("r1").results
-        self.entries = [(f"{ms}-0", TerminalRecord(f"t{ms}", "n", "n-0", 1, state, 0, None, 1, 2).entry())
+        self.entries = [(f"{ms}-0", TerminalRecord(f"t{ms}", "n", "n-0", 1, state, 0, None, 1, 2).entry(SIGNER))
                         for ms, state in enumerate(states, start=1)]  # fmt: skip
 
     def xrange(self, key: str, min: str = "-", max: str = "+", count: int | None = None):  # noqa: A002 - redis-py's name
@@ -134,6 +140,6 @@ def test_count_new_results_counts_what_came_after_the_last_id(monkeypatch):
 
 def test_count_new_results_refuses_a_record_of_another_version():
     client = FakeResults(["done"])
-    client.entries = [(entry_id, _with(entry, v=2)) for entry_id, entry in client.entries]
+    client.entries = [(entry_id, _with({"record": entry["record"]}, v=2)) for entry_id, entry in client.entries]
     with pytest.raises(ProtocolError, match="another Tracekit version"):
         count_new_results(client, "r1")

@@ -12,7 +12,7 @@ from tracekit.sched.protocol import TaskMessage, TerminalRecord
 def test_task_message_wire_format_and_round_trip():
     message = TaskMessage("t1", "a" * 32, "/in/x.mp4", "x.mp4", 1700000000000, attempt=2, profile="p1",
                           threads=2, media_s=4.5, expected_ms=120.25, argv=["true", "-x"])  # fmt: skip
-    encoded = message.encode()
+    encoded = {"task": message.payload()}
     assert encoded == {
         "task": '{"v":1,"task_id":"t1","trace_id":"' + "a" * 32 + '","input":"/in/x.mp4","output":"x.mp4",'
         '"ts_enqueue":1700000000000,"attempt":2,"profile":"p1","scale":"1280:720","preset":"veryfast",'
@@ -24,7 +24,7 @@ def test_task_message_wire_format_and_round_trip():
 def test_task_message_of_another_envelope_version_is_refused():
     from tracekit.errors import ProtocolError
 
-    fields = {"task": json.dumps({**json.loads(TaskMessage("t", "0", "", "", 0).encode()["task"]), "v": 99})}
+    fields = {"task": json.dumps({**json.loads(TaskMessage("t", "0", "", "", 0).payload()), "v": 99})}
     with pytest.raises(ProtocolError, match="another Tracekit version .envelope 99, this one reads"):
         TaskMessage.decode(fields)
 

@@ -4,7 +4,8 @@ input:  <logs dir>, RUN_ID, what the runner learns as it goes (attempts, phases,
 output: <logs dir>/<RUN_ID>/ experiment.yaml, resolved.json, inventory.yml,
         manifest.json, status.json, ansible/ (ansible-runner's private data
         dir), attempts/<n>/ (an earlier attempt's data);
-        <logs dir>/.secrets/<RUN_ID>.redis (the Redis password, 0600)
+        <logs dir>/.secrets/<RUN_ID>.redis (the Redis password, 0600) and
+        <RUN_ID>.taskkey (the key the dispatcher signs tasks with, 0600)
 
 Like ansible-runner's private data dir, one object knows the folder: the
 runner asks it for paths and tells it what happened; only it writes
@@ -33,6 +34,7 @@ from tracekit.errors import RunError
 from tracekit.experiment.attempts import KEPT_ASIDE
 from tracekit.experiment.render import PHASES
 from tracekit.experiment.wheelhouse import find_checkout
+from tracekit.sched.signing import write_new_key
 
 STATUS_FILE = "status.json"
 MANIFEST_FILE = "manifest.json"
@@ -123,6 +125,11 @@ class RunDir:
         """This run's Redis password: outside the run folder, so no copy of the folder carries it."""
         return self.logs / SECRET_DIR / f"{self.run_id}.redis"
 
+    @property
+    def task_key_file(self) -> Path:
+        """This run's task key (tracekit.sched.signing), beside its password."""
+        return self.logs / SECRET_DIR / f"{self.run_id}.taskkey"
+
     # -- what is there -------------------------------------------------------------------
 
     def read_resolved(self) -> dict[str, Any]:
@@ -167,7 +174,8 @@ class RunDir:
         self._write(self.manifest_file, {"run_id": self.run_id, "start": now(), "tags": tags, "versions": versions()})
 
     def make_secret(self) -> Path:
-        """This run's Redis password, generated once (a resumed run keeps it), root-only."""
+        """This run's Redis password and task key, generated once (a resumed run keeps them), root-only.
+        Returns the password's file."""
         folder = self.secret_file.parent
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
@@ -175,6 +183,7 @@ class RunDir:
             fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32))
+        write_new_key(self.task_key_file)
         return self.secret_file
 
     # -- status.json -------------------------------------------------------------------------
@@ -246,6 +255,7 @@ class RunDir:
         self.save_status()
         if state == "succeeded":
             self.secret_file.unlink(missing_ok=True)  # kept otherwise, for --resume
+            self.task_key_file.unlink(missing_ok=True)
         return state, manifest
 
     def finish_manifest(self) -> dict[str, Any]:

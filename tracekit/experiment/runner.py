@@ -197,6 +197,7 @@ def run_experiment(
         wheelhouse = _wheelhouse(folder)
         variables = extravars(experiment, folder.run_id, folder.path, wheelhouse, secret_file, sys.executable, parsed_inventory)
         variables["tracekit_run_attempt"] = attempt
+        variables["tracekit_run_task_key_file"] = str(folder.task_key_file)
         runner = PhaseRunner(folder.ansible_dir, parsed_inventory, variables, progress.host_event,
                              interrupt.cancelling, verbose, limit)  # fmt: skip
         counter = _dispatch_counter(parsed_inventory, folder.run_id, secret_file)

@@ -37,8 +37,9 @@ from tracekit.jsonl import LineWriter
 from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.plan import Planned, plan_tasks
 from tracekit.sched.policies import NodeState, make_policy
-from tracekit.sched.protocol import RunKeys, StartRecord, TaskMessage, TerminalRecord, run_meta
-from tracekit.sched.queue import PLACE_BATCH, TaskQueue
+from tracekit.sched.protocol import RunKeys, StartRecord, TaskMessage, run_meta
+from tracekit.sched.queue import PLACE_BATCH, Rejected, Taken, TaskQueue
+from tracekit.sched.signing import read_task_key
 
 DISPATCHER_LOG = "dispatcher.log"
 T = TypeVar("T")
@@ -51,6 +52,7 @@ class DispatchConfig:
     nodes: tuple[str, ...]
     inputs: Path
     password_file: Path | None = None
+    task_key_file: Path | None = None  # the run's task key (else $TRACEKIT_TASK_KEY)
     policy: str = "duration-online"
     settings: TranscodeSettings = field(default_factory=TranscodeSettings)
     mix: dict[str, float] | None = None
@@ -92,6 +94,8 @@ class TaskProgress:
     placed_ms: int | None = None
     started_ms: int | None = None  # controller clock: when Redis recorded its start
     record: TerminalRecord | None = None
+    entry_id: str | None = None  # its entry in its node's queue
+    moved_from: str | None = None  # the node it waited on until that node's worker went away
 
 
 def stream_time_ms(entry_id: str) -> int:
@@ -114,7 +118,8 @@ class Dispatcher:
         self.folder = runfolder.ensure_writable_dir(Path(config.logs_dir) / config.run_id, "run folder")
         self.log = file_logger(self.folder / DISPATCHER_LOG)
         self.client = connect(config.redis_url, config.password_file)
-        self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url))
+        signer = read_task_key(config.task_key_file)
+        self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url), signer)
         self.policy = make_policy(config.policy)
         self.tasks: dict[str, TaskProgress] = {}
         self._pending: dict[str, TaskProgress] = {}  # tasks not placed yet
@@ -124,6 +129,9 @@ class Dispatcher:
         self._first_start_ms: int | None = None
         self._last_end_ms: int | None = None
         self.stop_requested: str | None = None  # the signal that asked this dispatcher to stop
+        self._live: set[str] = set(config.nodes)  # nodes with a worker slot sending heartbeats
+        self.rejected_records = 0  # results entries no worker of this run signed
+        self.rejected_entries = 0  # queue entries of dead slots or nodes that this run's key did not sign
         self.events = LineWriter(self.folder / runfolder.PLACEMENT_EVENTS)
         self.terminal_records = LineWriter(self.folder / runfolder.TERMINAL_RECORDS)
 
@@ -189,7 +197,7 @@ class Dispatcher:
             cursors["starts"] = entry_id
             start = StartRecord.decode(fields)
             progress = self.tasks.get(start.task_id)
-            if progress and progress.state == "queued" and start.node == progress.node:
+            if progress and progress.state == "queued" and start.node == progress.node and self._is_placed_entry(progress, start):
                 # The worker's ts_start is on its node's clock; the entry's time is the controller's.
                 progress.state, progress.started_ms = "running", stream_time_ms(entry_id)
                 if self._first_start_ms is None:
@@ -197,7 +205,11 @@ class Dispatcher:
         results = self._redis(lambda: self.queue.read_stream(self.queue.keys.results, cursors["results"], block_ms))
         for entry_id, fields in results:
             cursors["results"] = entry_id
-            record = TerminalRecord.decode(fields)
+            record = self.queue.verified_record(fields)
+            if record is None:
+                self.rejected_records += 1
+                self.log.warning("results entry %s is not signed by a worker of this run: ignored", entry_id)
+                continue
             progress = self.tasks.get(record.task_id)
             if progress is None or progress.state in ("done", "failed"):
                 continue
@@ -215,6 +227,17 @@ class Dispatcher:
                 f": {record.reason}" if record.reason else "",
             )  # fmt: skip
 
+    def _is_placed_entry(self, progress: TaskProgress, start: StartRecord) -> bool:
+        """The start is of the entry this dispatcher placed (or one a worker handed back, signed, for the task);
+        an entry added by anyone else gets a start record from Redis too, before its worker rejects it."""
+        if start.entry_id == progress.entry_id:
+            return True
+        found = self._redis(lambda: self.queue.entry(start.node, start.entry_id))
+        if isinstance(found, Taken) and found.message.task_id == start.task_id:
+            progress.entry_id = start.entry_id  # handed back by its worker under a new entry
+            return True
+        return False
+
     def _reclaim(self) -> None:
         """Requeue tasks held by worker slots that stopped sending heartbeats.
 
@@ -224,7 +247,11 @@ class Dispatcher:
         live = self._redis(self.queue.live_nodes) & set(self.config.nodes)
         for node in self.config.nodes:
             for consumer, entry_id in self._redis(lambda n=node: self.queue.pending_of_dead_consumers(n, self.config.lease_ms)):
-                message = self._redis(lambda n=node, e=entry_id: self.queue.entry(n, e))
+                found = self._redis(lambda n=node, e=entry_id: self.queue.entry(n, e))
+                if isinstance(found, Rejected):
+                    self._drop_unsigned(node, found)
+                    continue
+                message = found.message if found else None
                 progress = self.tasks.get(message.task_id) if message else None
                 if progress is None or progress.state in ("done", "failed") or not live:
                     continue
@@ -232,12 +259,68 @@ class Dispatcher:
                 target = self.policy.choose(progress.planned.task, [states[n] for n in sorted(states)]) or sorted(live)[0]
                 decided_on = {"backlog": {n: s.backlog for n, s in states.items()}, "reclaimed_from": consumer}
                 new_message = self._message(progress, progress.attempt + 1)
-                if self._redis(lambda: self.queue.requeue(node, entry_id, target, new_message)) is None:
+                new_entry = self._redis(lambda: self.queue.requeue(node, entry_id, target, new_message))
+                if new_entry is None:
                     self.log.info("%s: slot %s went silent, but the task finished meanwhile", message.task_id, consumer)
                     continue
                 self._placed(progress, target, new_message, decided_on, "reclaimed")
+                progress.entry_id = new_entry
                 self.log.warning("%s: slot %s went silent; requeued on %s (attempt %d)",
                                  message.task_id, consumer, target, progress.attempt)  # fmt: skip
+
+    def _drop_unsigned(self, node: str, rejected: Rejected) -> None:
+        """An entry of a node's queue that this run's dispatcher did not sign: deleted, never run, counted."""
+        self._redis(lambda: self.queue.reject(node, rejected))
+        self.rejected_entries += 1
+        self.log.warning("queue entry %s on %s deleted unrun: %s", rejected.entry_id, node, rejected.reason)
+
+    def follow_liveness(self) -> None:
+        """Nodes whose every slot went silent leave the placement, their waiting tasks moved to live nodes;
+        a node whose worker returns gets back what was moved off it and still waits."""
+        live = self._redis(self.queue.live_nodes) & set(self.config.nodes)
+        for node in sorted(set(self.config.nodes) - live):
+            if node in self._live:
+                self.log.warning("node %s: no worker slot sends heartbeats; its waiting tasks move to live nodes", node)
+            if live:
+                self._move_waiting(node, live)
+        for node in sorted(live - self._live):
+            self.log.info("node %s: its worker is back", node)
+            self._move_back(node)
+        self._live = live
+
+    def _move_waiting(self, node: str, live: set[str]) -> None:
+        """Move every task waiting (not taken by a slot) in ``node``'s queue to a live node, through the policy."""
+        for entry_id, found in self._redis(lambda: self.queue.undelivered(node)):
+            if isinstance(found, Rejected):
+                self._drop_unsigned(node, found)
+                continue
+            progress = self.tasks.get(found.message.task_id)
+            if progress is None or progress.state != "queued":
+                continue
+            states = {n: s for n, s in self._states().items() if n in live}
+            target = self.policy.choose(progress.planned.task, [states[n] for n in sorted(states)]) or sorted(live)[0]
+            message = self._message(progress, progress.attempt)  # it never started: the same attempt
+            new_entry = self._redis(lambda e=entry_id, t=target, m=message: self.queue.move_waiting(node, e, t, m))
+            if new_entry is None:  # a slot took it meanwhile: its worker is alive after all
+                continue
+            decided_on = {"backlog": {n: s.backlog for n, s in states.items()}, "moved_from": node,
+                          "why": "no worker slot of the node sends heartbeats"}  # fmt: skip
+            self._placed(progress, target, message, decided_on, "moved")
+            progress.entry_id, progress.moved_from = new_entry, progress.moved_from or node
+
+    def _move_back(self, node: str) -> None:
+        """Tasks moved off ``node`` when its worker went away, still waiting elsewhere, go back to it."""
+        for progress in self.tasks.values():
+            if progress.moved_from != node or progress.state != "queued" or progress.node == node:
+                continue
+            message = self._message(progress, progress.attempt)
+            current, entry_id = progress.node, progress.entry_id
+            new_entry = self._redis(lambda c=current, e=entry_id, m=message: self.queue.move_waiting(c, e, node, m))
+            if new_entry is None:  # taken meanwhile where it waited
+                continue
+            self._placed(progress, node, message, {"moved_from": current, "why": f"the worker of {node} is back"},
+                         "returned")  # fmt: skip
+            progress.entry_id, progress.moved_from = new_entry, None
 
     def _wait_for_workers(self) -> None:
         deadline = time.monotonic() + self.config.worker_wait_s
@@ -267,19 +350,10 @@ class Dispatcher:
 
     def _run(self) -> DispatchResult:
         config = self.config
-        planned = plan_tasks(config.inputs, config.settings, config.mix, config.total, config.seed, config.node_id,
-                             config.run_id)  # fmt: skip
-        self.tasks = {p.task.task_id: TaskProgress(p) for p in planned}
-        # Kept up to date as tasks move, not recounted over all tasks at every
-        # turn of the loop (which turns about once per terminal record).
-        self._pending = dict(self.tasks)  # in plan order
-        self._unfinished = len(self.tasks)
-        for bad_input in sorted({f"{p.input}: {p.probe_error}" for p in planned if p.probe_error}):
-            self.log.warning("cannot probe %s; its tasks run anyway and will fail visibly", bad_input)
-        self._redis(lambda: self.queue.create(list(config.nodes), run_meta(config.run_id, self.policy.name)))
+        self.prepare()
         self._wait_for_workers()
-        self.policy.plan([p.task for p in planned], list(config.nodes))
-        self.log.info("dispatching %d tasks to %s with %s", len(planned), ",".join(config.nodes), self.policy.name)
+        self.policy.plan([p.planned.task for p in self.tasks.values()], list(config.nodes))
+        self.log.info("dispatching %d tasks to %s with %s", len(self.tasks), ",".join(config.nodes), self.policy.name)
         started = time.monotonic()
         deadline = started + config.timeout_s
         next_round = started
@@ -290,22 +364,13 @@ class Dispatcher:
                 now = time.monotonic()
                 if not self._unfinished or now > deadline:
                     break
-                if self._pending and now >= next_round:
-                    pending = [p.planned.task for p in self._pending.values()]
-                    placed = [
-                        (placement.node, self._place(self.tasks[placement.task.task_id], placement.node,
-                                                     placement.decided_on))
-                        for placement in self.policy.next_placements(
-                            pending, self._states(), config.batch_size, backlog_limit=config.backlog_limit
-                        )
-                    ]  # fmt: skip
-                    for start in range(0, len(placed), PLACE_BATCH):  # one round trip per batch, not per task
-                        self._redis(lambda b=placed[start : start + PLACE_BATCH]: self.queue.place_many(b))
-                    self.events.flush()
+                if self._pending and now >= next_round and self._live:
+                    self.place_round()
                     next_round = now + config.dribble_interval_s
                 if now - last_reclaim >= 1.0:
                     self._redis(self.queue.require_live)
                     self._reclaim()
+                    self.follow_liveness()
                     self.events.flush()
                     last_reclaim = now
                 wait_ms = 200 if not self._pending else max(1, min(200, int((next_round - time.monotonic()) * 1000)))
@@ -314,6 +379,39 @@ class Dispatcher:
             self.events.close()
             self.terminal_records.close()
         return self._finish(time.monotonic() - started)
+
+    def prepare(self) -> None:
+        """Plan the tasks and make the run's queues (the run is live in Redis from here)."""
+        config = self.config
+        planned = plan_tasks(config.inputs, config.settings, config.mix, config.total, config.seed, config.node_id,
+                             config.run_id)  # fmt: skip
+        self.tasks = {p.task.task_id: TaskProgress(p) for p in planned}
+        # Kept up to date as tasks move, not recounted over all tasks at every
+        # turn of the loop (which turns about once per terminal record).
+        self._pending = dict(self.tasks)  # in plan order
+        self._unfinished = len(self.tasks)
+        for bad_input in sorted({f"{p.input}: {p.probe_error}" for p in planned if p.probe_error}):
+            self.log.warning("cannot probe %s; its tasks run anyway and will fail visibly", bad_input)
+        self._redis(lambda: self.queue.create(list(config.nodes), run_meta(config.run_id, self.policy.name)))
+
+    def place_round(self) -> int:
+        """One round of placements by the policy on the live nodes; how many tasks it placed."""
+        config = self.config
+        pending = [p.planned.task for p in self._pending.values()]
+        open_nodes = {n: s for n, s in self._states().items() if n in self._live}
+        placed = [
+            (placement.node, self._place(self.tasks[placement.task.task_id], placement.node, placement.decided_on))
+            for placement in self.policy.next_placements(
+                pending, open_nodes, config.batch_size, backlog_limit=config.backlog_limit
+            )
+        ]
+        for start in range(0, len(placed), PLACE_BATCH):  # one round trip per batch, not per task
+            batch = placed[start : start + PLACE_BATCH]
+            entry_ids = self._redis(lambda b=batch: self.queue.place_many(b))
+            for (_node, message), entry_id in zip(batch, entry_ids):
+                self.tasks[message.task_id].entry_id = entry_id
+        self.events.flush()
+        return len(placed)
 
     def _counts(self) -> dict[str, int]:
         counts = {"tasks": len(self.tasks), "pending": 0, "queued": 0, "running": 0, "done": 0, "failed": 0}
@@ -346,6 +444,9 @@ class Dispatcher:
             if self._first_start_ms is not None and self._last_end_ms is not None else 0,
             "elapsed_s": round(elapsed_s, 3),
             "per_node": per_node,
+            # Entries of the run's streams that its key did not sign: never run, never counted as results.
+            "rejected_records": self.rejected_records,
+            "rejected_entries": self.rejected_entries,
         }
         (self.folder / runfolder.DISPATCH_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         self.log.info("dispatch finished: %s", {k: summary[k] for k in ("tasks", "done", "failed", "timed_out")})
@@ -382,6 +483,6 @@ def dispatch(config: DispatchConfig) -> DispatchResult:
 
 def cleanup(run_id: str, redis_url: str, password_file: Path | None = None) -> int:
     """Delete every Redis key of the run."""
-    queue = TaskQueue(connect(redis_url, password_file), RunKeys(run_id), safe_url(redis_url))
+    queue = TaskQueue(connect(redis_url, password_file), RunKeys(run_id), safe_url(redis_url))  # no key needed
     return queue.cleanup()
 

@@ -5,10 +5,11 @@ output: Redis key names, stream entries and their JSON payloads, and back
 
 Keys, all under ``tk:<RUN_ID>:`` (cleanup is one prefix scan):
 ``meta`` (hash: the run is live), ``queue:<node>`` (stream of TaskMessage
-entries, field ``task``, consumer group ``workers``), ``starts`` and
-``results`` (streams of StartRecord and TerminalRecord entries, field
-``record``), ``heartbeat:<node>:<consumer>`` (expiring key of a live worker
-slot). Every payload is a small JSON object whose first member is the
+entries, fields ``task`` and ``sig``, consumer group ``workers``), ``starts``
+and ``results`` (streams of StartRecord and TerminalRecord entries, field
+``record``, and ``sig`` on terminal records), ``heartbeat:<node>:<consumer>``
+(expiring key of a live worker slot). ``sig`` is the HMAC of the entry under
+the run's task key (tracekit.sched.signing), which never crosses Redis. Every payload is a small JSON object whose first member is the
 version ``v``; a reader refuses another
 version (ProtocolError): one Tracekit version runs on every node. The Lua
 scripts of tracekit.sched.queue build their names from the constants here.
@@ -24,11 +25,13 @@ import redis
 
 from tracekit.errors import ProtocolError
 from tracekit.runfolder import validate_run_id
+from tracekit.sched.signing import TaskSigner
 
 ENVELOPE_VERSION = 1  # the "v" of task entries, start and terminal records and the run's meta hash
 WORKER_GROUP = "workers"  # the consumer group on every node queue
 TASK_FIELD = "task"  # the one field of a node queue entry: a TaskMessage
-RECORD_FIELD = "record"  # the one field of a starts or results entry: a StartRecord or TerminalRecord
+RECORD_FIELD = "record"  # the field of a starts or results entry: a StartRecord or TerminalRecord
+SIGNATURE_FIELD = "sig"  # a task entry's (and a terminal record's) signature under the run's task key
 RESULTS_PAGE = 1000  # results entries per XRANGE in count_new_results
 
 VERSION_MEMBER = f'"v":{ENVELOPE_VERSION}'  # how a record's JSON begins (the Lua writes it as text)
@@ -59,9 +62,10 @@ class TaskMessage:
         # every value, which cost more than the JSON encoding on the placement path.
         return json.dumps({"v": ENVELOPE_VERSION, **self.__dict__}, separators=_COMPACT)
 
-    def encode(self) -> dict[str, str]:
-        """The fields of its queue entry."""
-        return {TASK_FIELD: self.payload()}
+    def encode(self, signer: TaskSigner, node: str) -> dict[str, str]:
+        """The fields of its entry in ``node``'s queue: the payload and its signature for that node."""
+        payload = self.payload()
+        return {TASK_FIELD: payload, SIGNATURE_FIELD: signer.sign_task(node, payload)}
 
     @classmethod
     def from_payload(cls, payload: str) -> TaskMessage:
@@ -81,6 +85,7 @@ class StartRecord:
     consumer: str
     attempt: int
     ts_start: int  # epoch ms, the worker node's clock
+    entry_id: str  # the queue entry taken: the dispatcher counts starts of the entries it placed only
 
     def encode(self) -> str:
         """Its JSON payload; the Lua of ``start_record_lua`` writes the same."""
@@ -120,8 +125,9 @@ class TerminalRecord:
         """Its JSON payload."""
         return json.dumps(self.as_dict(), separators=_COMPACT)
 
-    def entry(self) -> dict[str, str]:
-        return {RECORD_FIELD: self.encode()}
+    def entry(self, signer: TaskSigner) -> dict[str, str]:
+        payload = self.encode()
+        return {RECORD_FIELD: payload, SIGNATURE_FIELD: signer.sign_record(payload)}
 
     @classmethod
     def decode(cls, fields: dict[str, str]) -> TerminalRecord:

@@ -38,7 +38,9 @@ from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import close_file_logger, file_logger
 from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.protocol import RunKeys, TerminalRecord
-from tracekit.sched.queue import SlotConnection, Taken, TaskQueue
+from tracekit.jsonl import append_line
+from tracekit.sched.queue import Rejected, SlotConnection, Taken, TaskQueue
+from tracekit.sched.signing import read_task_key
 
 WORKER_LOG = "worker.log"
 T = TypeVar("T")
@@ -51,6 +53,7 @@ class WorkerConfig:
     run_id: str
     redis_url: str
     password_file: Path | None = None
+    task_key_file: Path | None = None  # the run's task key (else $TRACEKIT_TASK_KEY)
     parallel: int = 1
     outputs: Path = Path("outputs")
     logs_dir: Path = field(default_factory=runfolder.logs_dir)
@@ -78,7 +81,9 @@ class Worker:
         self.folder = runfolder.ensure_writable_dir(Path(config.logs_dir) / config.run_id, "run folder")
         self.log = file_logger(self.folder / WORKER_LOG)
         self.client = connect(config.redis_url, config.password_file)
-        self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url))
+        signer = read_task_key(config.task_key_file)
+        self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url), signer)
+        self.rejected_count = 0  # queue entries deleted unrun (runfolder.REJECTED_ENTRIES: written only if any)
         self.draining = threading.Event()  # take no new tasks
         self.aborting = threading.Event()  # stop running tasks and hand them back
         self.failure: BaseException | None = None
@@ -110,15 +115,21 @@ class Worker:
         node = self.config.node_id
         try:
             own_pending_first = True  # after a restart, this slot's unfinished task comes first
-            taken: Taken | None = None  # taken and its start recorded
+            taken: Taken | Rejected | None = None  # taken (and its start recorded), or to reject
             # A task taken together with the last one's finish is run even if
             # a stop signal came meanwhile: its start is recorded already.
             while taken is not None or not self.draining.is_set():
+                if isinstance(taken, Rejected):
+                    self._reject(taken)
+                    taken = None
+                    continue
                 if taken is None:
                     taken = self._redis(lambda: self.queue.take(node, consumer, 500, own_pending_first))
                     own_pending_first = False  # checked once; what this slot takes, it finishes
                     if taken is None:
                         self._check_run_state()
+                        continue
+                    if isinstance(taken, Rejected):
                         continue
                     ts_start = int(time.time() * 1000)
                     self._redis(lambda t=taken, ts=ts_start: self.queue.started(node, consumer, t, ts))
@@ -144,6 +155,14 @@ class Worker:
         finally:
             registrar.close()
             connection.close()
+
+    def _reject(self, rejected: Rejected) -> None:
+        """An entry not signed by this run's dispatcher for this node: deleted unrun, logged, recorded."""
+        self._redis(lambda: self.queue.reject(self.config.node_id, rejected))
+        with self._lock:
+            self.rejected_count += 1
+            append_line(self.folder / runfolder.REJECTED_ENTRIES, rejected.as_dict(self.config.node_id, int(time.time() * 1000)))
+        self.log.warning("rejected queue entry %s (deleted, not run): %s", rejected.entry_id, rejected.reason)
 
     def _check_run_state(self) -> None:
         """A run the dispatcher created and that then vanished from Redis is lost.
@@ -286,7 +305,8 @@ class Worker:
             if isinstance(self.failure, TracekitError):
                 raise self.failure
             raise TracekitError(f"worker {self.config.node_id} failed: {self.failure!r}") from self.failure
-        self.log.info("worker %s stopped: %d tasks finished", self.config.node_id, self.tasks_finished)
+        self.log.info("worker %s stopped: %d tasks finished, %d queue entries rejected", self.config.node_id,
+                      self.tasks_finished, self.rejected_count)  # fmt: skip
         return 0
 
 
