@@ -117,3 +117,59 @@ def test_the_http_experiment_and_its_defaults(tmp_path):
 def test_http_errors_name_the_field(tmp_path, override, message):
     with pytest.raises(ExperimentError, match=__import__("re").escape(message)):
         load_experiment(write(tmp_path, HTTP_MINIMAL), [override])
+
+
+# -- the YAML itself: what PyYAML would accept but an experiment must not ---------------
+
+BILLION_LAUGHS = MINIMAL + """tags:
+  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+  h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+  i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    (BILLION_LAUGHS, 6, "&a: YAML anchors and aliases are not allowed"),
+    (MINIMAL + "tags: {a: *nothing}\n", 5, "*nothing: YAML aliases are not allowed"),
+    (MINIMAL + "tags: {x: !!python/object/apply:os.system [ls]}\n", 5, "!!python/object/apply:os.system: YAML tags are not allowed"),
+    (MINIMAL + "tags: {x: !!binary aGVsbG8=}\n", 5, "!!binary: YAML tags are not allowed"),
+    (MINIMAL + "tags: {x: !!set {a}}\n", 5, "!!set: YAML tags are not allowed"),
+    (MINIMAL + "dispatch: {policy: lpt}\ndispatch: {policy: round-robin}\n", 6, "dispatch: duplicate key"),
+    (MINIMAL + "tags: {x: " + "[" * 40 + "]" * 40 + "}\n", 5, "nested more than 32 levels deep"),
+    (MINIMAL + "tags:\n  ? [a, b]\n  : 1\n", 6, "a key must be a word"),
+])  # fmt: skip
+def test_yaml_that_expands_runs_code_or_hides_a_value_is_refused_with_its_line(tmp_path, text, line, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert str(info.value).startswith(f"{path}:{line}: {message}") and "\n" not in str(info.value)
+
+
+def test_yaml_refusals_apply_to_overrides_too(tmp_path):
+    with pytest.raises(ExperimentError, match=r"^-e 'tags.x=\[&a 1, \*a\]': &a: YAML anchors and aliases are not allowed"):
+        load_experiment(write(tmp_path, MINIMAL), ["tags.x=[&a 1, *a]"])
+
+
+def test_plain_tags_and_keys_as_written(tmp_path):
+    # 'on' is a key of workload.http, not true; !!str is how YAML quotes; dates stay text.
+    experiment = load_experiment(write(tmp_path, HTTP_MINIMAL.replace("    load:", "    on: [cloud1]\n    load:") +
+                                       "tags: {day: 2026-11-25, size: !!str 0x0, 1: one}\n"))  # fmt: skip
+    assert experiment.workload.on == ("cloud1",)
+    assert experiment.tags == {"day": "2026-11-25", "size": "0x0", "1": "one"}
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"name: x\n" + b"#" * 1_100_000 + b"\n", "characters; an experiment has at most 1,000,000"),
+    (b"name: \xff\xfe\n", "not UTF-8 text"),
+])  # fmt: skip
+def test_huge_or_binary_files(tmp_path, content, message):
+    path = tmp_path / "exp.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ExperimentError, match=rf"^{path}: .*{message}"):
+        load_experiment(path)

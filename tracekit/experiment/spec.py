@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from tracekit.errors import ExperimentError, UsageError
+from tracekit.experiment import strict_yaml
 from tracekit.schemas import load_schema
 
 SCHEMA = "experiment"
@@ -171,10 +172,21 @@ def _first_error(document: Any) -> jsonschema.ValidationError | None:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``dispatch.policy=lpt`` -> (["dispatch", "policy"], "lpt"); the value is read as YAML."""
+    return _read_override(text)[:2]
+
+
+def _read_override(text: str) -> tuple[list[str], Any, dict[strict_yaml.Path, str]]:
+    """The key path, the value, and the value's unquoted scalars YAML did not read as text."""
     path, found, value = text.partition("=")
     if not found or not path.strip():
         raise ExperimentError(f"-e {text!r}: write KEY=VALUE with a dotted key, e.g. -e dispatch.policy=lpt")
-    return path.strip().split("."), yaml.safe_load(value) if value.strip() else ""
+    if not value.strip():
+        return path.strip().split("."), "", {}
+    try:
+        document, unquoted = strict_yaml.load(value)
+    except strict_yaml.StrictYamlError as exc:
+        raise ExperimentError(f"-e {text!r}: {exc}") from None
+    return path.strip().split("."), document, unquoted
 
 
 def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -202,19 +214,34 @@ def _defaults(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
-    path = Path(path)
+def _read_text(path: Path) -> str:
+    """The file's text; at most strict_yaml.MAX_CHARS are read (a path to /dev/zero must not hang)."""
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(strict_yaml.MAX_CHARS * 4 + 1)  # UTF-8: up to 4 bytes a character
     except OSError as exc:
         raise ExperimentError(f"{path}: cannot read the experiment ({exc.strerror})") from None
     try:
-        document = yaml.safe_load(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExperimentError(f"{path}: not UTF-8 text (byte {exc.start}); an experiment is a YAML text file") from None
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[strict_yaml.Path, str]]:
+    try:
+        return strict_yaml.load(_read_text(path))
+    except strict_yaml.StrictYamlError as exc:
+        raise ExperimentError(f"{path}{f':{exc.line}' if exc.line else ''}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ExperimentError(f"{path}{where}: not valid YAML: {problem}") from None
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    path = Path(path)
+    document, _unquoted = _read_yaml(path)
     if not isinstance(document, dict):
         raise ExperimentError(f"{path}: an experiment is a YAML mapping with at least 'name' and 'workload'")
     document = apply_overrides(document, overrides or [])

@@ -1,0 +1,39 @@
+"""tracekit-run's arguments and the experiment file, end to end through --dry-run (no node is touched)."""
+
+from pathlib import Path
+
+import pytest
+
+from tracekit.experiment import cli
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "experiments" / "smoke.yaml"
+
+
+def dry_run(capsys, *argv: str) -> tuple[int, str, str]:
+    """tracekit-run ARGV --dry-run in this process: (exit code, stdout, stderr)."""
+    code = cli.main([*argv, "--dry-run"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_error_line(err: str) -> str:
+    assert err.startswith("tracekit-run: error: ") and err.count("\n") == 1, err
+    return err.removeprefix("tracekit-run: error: ").rstrip("\n")
+
+
+def test_the_committed_experiment_plans(capsys):
+    code, out, err = dry_run(capsys, str(SMOKE))
+    assert code == 0 and "workload: 2 tasks" in out and err == ""
+
+
+def test_a_billion_laughs_is_refused_at_its_first_anchor(tmp_path, capsys):
+    bomb = tmp_path / "bomb.yaml"
+    levels = "".join(f"  {name}: &{name} [{','.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi"))
+    bomb.write_text("name: bomb\nworkload:\n  ffmpeg:\n    generate: {count: 2}\ntags:\n"
+                    '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + levels)  # fmt: skip
+    assert len(bomb.read_bytes()) < 700
+    code, out, err = dry_run(capsys, str(bomb))
+    assert code == 2 and out == ""
+    assert one_error_line(err) == (f"{bomb}:6: &a: YAML anchors and aliases are not allowed in an experiment; "
+                                   "write each value out")  # fmt: skip
