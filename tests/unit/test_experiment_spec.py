@@ -173,3 +173,16 @@ def test_huge_or_binary_files(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(ExperimentError, match=rf"^{path}: .*{message}"):
         load_experiment(path)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("collectors.match=[unclosed", "-e 'collectors.match=[unclosed': the value is not valid YAML (expected ',' or ']', "
+     "but got '<stream end>'); quote it for text: -e \"collectors.match='[unclosed'\""),
+    ("tags.x={a: 1", "-e 'tags.x={a: 1': the value is not valid YAML"),
+    ("tags.x=a: b: c", "-e 'tags.x=a: b: c': the value is not valid YAML"),
+    ("tags..x=1", "-e 'tags..x=1': the key has an empty part; write a dotted key, e.g. -e dispatch.policy=lpt"),
+])  # fmt: skip
+def test_override_values_that_are_not_yaml(tmp_path, override, message):
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(write(tmp_path, MINIMAL), [override])
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)

@@ -37,3 +37,9 @@ def test_a_billion_laughs_is_refused_at_its_first_anchor(tmp_path, capsys):
     assert code == 2 and out == ""
     assert one_error_line(err) == (f"{bomb}:6: &a: YAML anchors and aliases are not allowed in an experiment; "
                                    "write each value out")  # fmt: skip
+
+
+def test_an_override_that_is_not_yaml_is_one_line(capsys):
+    code, out, err = dry_run(capsys, str(SMOKE), "-e", "collectors.match=[unclosed")
+    assert code == 2 and out == ""
+    assert one_error_line(err).startswith("-e 'collectors.match=[unclosed': the value is not valid YAML")

@@ -180,13 +180,20 @@ def _read_override(text: str) -> tuple[list[str], Any, dict[strict_yaml.Path, st
     path, found, value = text.partition("=")
     if not found or not path.strip():
         raise ExperimentError(f"-e {text!r}: write KEY=VALUE with a dotted key, e.g. -e dispatch.policy=lpt")
+    keys = [key.strip() for key in path.split(".")]
+    if not all(keys):
+        raise ExperimentError(f"-e {text!r}: the key has an empty part; write a dotted key, e.g. -e dispatch.policy=lpt")
     if not value.strip():
-        return path.strip().split("."), "", {}
+        return keys, "", {}
     try:
         document, unquoted = strict_yaml.load(value)
     except strict_yaml.StrictYamlError as exc:
         raise ExperimentError(f"-e {text!r}: {exc}") from None
-    return path.strip().split("."), document, unquoted
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        quoted = f"-e \"{path}='{value}'\"" if "'" not in value and '"' not in value else "quotes around the value"
+        raise ExperimentError(f"-e {text!r}: the value is not valid YAML ({problem}); quote it for text: {quoted}") from None
+    return keys, document, unquoted
 
 
 def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
