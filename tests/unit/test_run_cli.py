@@ -43,3 +43,36 @@ def test_an_override_that_is_not_yaml_is_one_line(capsys):
     code, out, err = dry_run(capsys, str(SMOKE), "-e", "collectors.match=[unclosed")
     assert code == 2 and out == ""
     assert one_error_line(err).startswith("-e 'collectors.match=[unclosed': the value is not valid YAML")
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("--run-id", "--run-id '': give a run id (letters, digits, '.', '_', '-') or leave the flag out for "
+                 "<experiment name>-<date>-<time>"),
+    ("--resume", "--resume '': give the RUN_ID of the run to continue"),
+    ("-i", "-i '': give an inventory file or leave the flag out for the experiment's (else inventory/local.yml)"),
+    ("--logs-dir", "--logs-dir '': give a folder or leave the flag out for $TRACEKIT_LOGS_DIR (else ./logs)"),
+    ("--limit", "--limit '': give an Ansible host pattern (e.g. cloud1) or leave the flag out for every host"),
+])  # fmt: skip
+def test_an_empty_value_is_an_error_not_the_default(capsys, flag, message):
+    code, out, err = dry_run(capsys, str(SMOKE), flag, "")
+    assert code == 2 and out == ""
+    assert one_error_line(err) == message
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a b", "x" * 129, " "])
+def test_an_unsafe_run_id_is_refused_before_the_experiment_is_read(capsys, run_id):
+    code, out, err = dry_run(capsys, "no-such-file.yaml", "--run-id", run_id)
+    assert code == 2 and one_error_line(err).startswith(f"--run-id {run_id!r}")
+
+
+def test_an_empty_experiment_path(capsys):
+    code, out, err = dry_run(capsys, "")
+    assert code == 2 and one_error_line(err) == "the experiment file is '': give one, e.g. experiments/ffmpeg.yaml"
+
+
+def test_the_api_refuses_an_empty_run_id_too():
+    from tracekit.errors import UsageError
+    from tracekit.experiment.runner import run_experiment
+
+    with pytest.raises(UsageError, match="run id '' is empty"):
+        run_experiment(SMOKE, run_id="", dry_run=True, out=lambda line: None)

@@ -173,7 +173,7 @@ def run_experiment(
     experiment = load_experiment(experiment_path, overrides)
     inventory_path = _inventory_path(inventory, experiment)
     parsed_inventory = read_inventory(inventory_path)
-    folder = RunDir(logs, runfolder.validate_run_id(run_id or default_run_id(experiment)), write=_write_json)
+    folder = RunDir(logs, runfolder.validate_run_id(run_id if run_id is not None else default_run_id(experiment)), write=_write_json)
     status = folder.load_status() if resume else {}
     phases = phases_to_run(status) if resume else list(PHASES)
     if resume and not phases:
