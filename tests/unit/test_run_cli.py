@@ -76,3 +76,17 @@ def test_the_api_refuses_an_empty_run_id_too():
 
     with pytest.raises(UsageError, match="run id '' is empty"):
         run_experiment(SMOKE, run_id="", dry_run=True, out=lambda line: None)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("workload.ffmpeg.generate.size=0x0", "workload.ffmpeg.generate.size: 0x0 is read by YAML as the number 0, not as text; "
+                                          "quote it: -e \"workload.ffmpeg.generate.size='0x0'\""),
+    ("collectors.match='[unclosed'", "collectors.match: '[unclosed' is not a valid regular expression (Python re): "
+                                     "unterminated character set at position 0"),
+    ("workload.ffmpeg.generate.count=1000000000", "workload.ffmpeg.generate.count: 1000000000 is out of range: use 1 to 1,000"),
+    ("dispatch.timeout=.inf", "dispatch.timeout: .inf is out of range: use 1 to 604,800 s"),
+    ("collectors.interval_ms=1000.0", "collectors.interval_ms: 1000.0 is not a whole number"),
+])  # fmt: skip
+def test_bad_values_are_refused_by_the_dry_run(capsys, override, message):
+    code, out, err = dry_run(capsys, str(SMOKE), "-e", override)
+    assert code == 2 and out == "" and one_error_line(err) == f"{SMOKE}: {message}"

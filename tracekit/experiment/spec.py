@@ -12,19 +12,17 @@ every value a run used.
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
-from tracekit.errors import ExperimentError, UsageError
-from tracekit.experiment import strict_yaml
+from tracekit.errors import ExperimentError
+from tracekit.experiment import strict_yaml, validate
+from tracekit.experiment.validate import SCHEMA, Unquoted
 from tracekit.schemas import load_schema
 
-SCHEMA = "experiment"
 
 
 @dataclass(frozen=True)
@@ -120,53 +118,6 @@ class Experiment:
         return asdict(self)
 
 
-# -- errors a person can act on ---------------------------------------------------
-
-
-def _where(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
-
-
-def _allowed_keys(schema: dict[str, Any]) -> list[str]:
-    return sorted(schema.get("properties", {}))
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    where = _where(error)
-    if error.validator == "additionalProperties":
-        allowed = _allowed_keys(error.schema)
-        unknown = sorted(set(error.instance) - set(allowed))
-        parts = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            prefix = "" if where == "(top level)" else f"{where}."
-            parts.append(f"{prefix}{key}: unknown key{hint}; allowed: {', '.join(allowed)}")
-        return "; ".join(parts)
-    if error.validator == "enum":
-        return f"{where}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
-    if error.validator == "required":
-        missing = [k for k in error.validator_value if k not in (error.instance or {})]
-        prefix = "" if where == "(top level)" else f"{where}."
-        return f"{prefix}{missing[0]}: missing; it is required"
-    if error.validator == "oneOf" and where.endswith("ffmpeg"):
-        return f"{where}: give exactly one of 'inputs' (a folder of videos) or 'generate' (clips to make)"
-    if error.validator == "oneOf" and where == "workload":
-        return "workload: give exactly one kind, 'ffmpeg' (transcoding tasks) or 'http' (a service under load)"
-    if error.validator == "type":
-        return f"{where}: {error.instance!r} is not of type {error.validator_value}"
-    return f"{where}: {error.message}"
-
-
-def _first_error(document: Any) -> jsonschema.ValidationError | None:
-    schema = load_schema(SCHEMA)
-    errors = list(jsonschema.validators.validator_for(schema)(schema).iter_errors(document))
-    if not errors:
-        return None
-    # The deepest, then the first in document order: the most specific problem.
-    return sorted(errors, key=lambda e: (-len(e.absolute_path), [str(p) for p in e.absolute_path]))[0]
-
-
 # -- loading ----------------------------------------------------------------------
 
 
@@ -197,16 +148,27 @@ def _read_override(text: str) -> tuple[list[str], Any, dict[strict_yaml.Path, st
 
 
 def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    result = copy.deepcopy(document)
+    return _apply_overrides(document, {}, overrides)[0]
+
+
+def _apply_overrides(
+    document: dict[str, Any], unquoted: Unquoted, overrides: list[str]
+) -> tuple[dict[str, Any], Unquoted]:
+    """The document and its unquoted non-text scalars, each -e applied in turn."""
+    result, unquoted = copy.deepcopy(document), dict(unquoted)
     for text in overrides:
-        keys, value = parse_override(text)
+        keys, value, value_unquoted = _read_override(text)
         target = result
         for key in keys[:-1]:
             target = target.setdefault(key, {})
             if not isinstance(target, dict):
                 raise ExperimentError(f"-e {text!r}: {key} is not a section")
         target[keys[-1]] = value
-    return result
+        replaced = tuple(keys)
+        unquoted = {path: written for path, written in unquoted.items() if path[: len(replaced)] != replaced}
+        for path, written in value_unquoted.items():
+            unquoted[(*replaced, *path)] = (written, None if path else ".".join(keys))
+    return result, unquoted
 
 
 def _defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -248,24 +210,25 @@ def _read_yaml(path: Path) -> tuple[Any, dict[strict_yaml.Path, str]]:
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
     path = Path(path)
-    document, _unquoted = _read_yaml(path)
+    document, unquoted = _read_yaml(path)
     if not isinstance(document, dict):
         raise ExperimentError(f"{path}: an experiment is a YAML mapping with at least 'name' and 'workload'")
-    document = apply_overrides(document, overrides or [])
+    document, written = _apply_overrides(document, {p: (text, None) for p, text in unquoted.items()}, overrides or [])
     workload = document.get("workload")
     if isinstance(workload, dict) and {"ffmpeg", "http"} <= set(workload):
         raise ExperimentError(f"{path}: workload: give exactly one kind, 'ffmpeg' (transcoding tasks) or 'http' "
                               "(a service under load), not both")  # fmt: skip
-    error = _first_error(document)
-    if error is not None:
-        raise ExperimentError(f"{path}: {_describe(error)}")
-    return build(_defaults(load_schema(SCHEMA), document), str(path))
+    problem = validate.schema_problem(document, written)
+    if problem is None:
+        document = _defaults(load_schema(SCHEMA), document)
+        problem = validate.value_problem(document)
+    if problem is not None:
+        raise ExperimentError(f"{path}: {problem}")
+    return build(document, str(path))
 
 
-def _ffmpeg_workload(ffmpeg: dict[str, Any], source: str) -> FfmpegWorkload:
+def _ffmpeg_workload(ffmpeg: dict[str, Any]) -> FfmpegWorkload:
     generate = ffmpeg.get("generate")
-    if ffmpeg.get("mix") and ffmpeg.get("total") is None:
-        raise ExperimentError(f"{source}: workload.ffmpeg.total: missing; a mix needs the number of tasks to draw")
     return FfmpegWorkload(
         inputs=ffmpeg.get("inputs"),
         generate=Generate(generate["count"], tuple(generate["durations"]), generate["size"], generate["seed"])
@@ -278,21 +241,8 @@ def _ffmpeg_workload(ffmpeg: dict[str, Any], source: str) -> FfmpegWorkload:
     )
 
 
-def _http_workload(http: dict[str, Any], source: str) -> HttpWorkload:
-    from tracekit.load.plan import parse_duration_ns, parse_rate_plan
-
+def _http_workload(http: dict[str, Any]) -> HttpWorkload:
     load = http["load"]
-    # The load's own rules, checked now rather than when the run reaches its load.
-    try:
-        where = "workload.http.load"
-        parse_rate_plan(str(load["rate"]), load["duration"], f"{where}.rate", f"{where}.duration")
-        for key in ("warmup", "timeout"):
-            if load[key] is not None:
-                parse_duration_ns(load[key], f"{where}.{key}")
-    except UsageError as exc:
-        raise ExperimentError(f"{source}: {exc}") from None
-    if http.get("chain") and len(http.get("on") or ()) < 2:
-        raise ExperimentError(f"{source}: workload.http.chain: a chain needs at least two nodes in workload.http.on, in order")
     return HttpWorkload(
         service=http["service"], app=http["app"], factory=http["factory"], workers=http["workers"], port=http["port"],
         on=tuple(http["on"]) if http.get("on") else None, chain=http["chain"],
@@ -301,7 +251,7 @@ def _http_workload(http: dict[str, Any], source: str) -> HttpWorkload:
 
 
 def build(document: dict[str, Any], source: str) -> Experiment:
-    """A validated document (defaults applied) -> Experiment."""
+    """A valid document (defaults applied: see load_experiment) -> Experiment."""
     workload = document["workload"]
     collectors, dispatch, export = document["collectors"], document["dispatch"], document["export"]
     return Experiment(
@@ -309,7 +259,7 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         description=document["description"],
         inventory=document.get("inventory"),
         collectors=Collectors(**collectors),
-        workload=_http_workload(workload["http"], source) if "http" in workload else _ffmpeg_workload(workload["ffmpeg"], source),
+        workload=_http_workload(workload["http"]) if "http" in workload else _ffmpeg_workload(workload["ffmpeg"]),
         dispatch=Dispatch(**dispatch),
         parallel=document["workers"]["parallel"],
         export_opendc=export["opendc"],
