@@ -90,3 +90,36 @@ def test_the_api_refuses_an_empty_run_id_too():
 def test_bad_values_are_refused_by_the_dry_run(capsys, override, message):
     code, out, err = dry_run(capsys, str(SMOKE), "-e", override)
     assert code == 2 and out == "" and one_error_line(err) == f"{SMOKE}: {message}"
+
+
+def test_an_inputs_folder_without_files_is_refused_before_anything_starts(tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / ".hidden").write_text("")
+    (inputs / "sub").mkdir()
+    code, out, err = dry_run(capsys, str(SMOKE), "-e", "workload.ffmpeg={inputs: " + str(inputs) + "}")
+    assert code == 2 and out == ""
+    assert one_error_line(err) == (
+        f"{SMOKE}: workload.ffmpeg.inputs: {inputs} holds no files (hidden ones aside); put the input videos in it "
+        f"(e.g. tracekit inputs generate -o {inputs}) or use workload.ffmpeg.generate")
+    code, out, err = dry_run(capsys, str(SMOKE), "-e", "workload.ffmpeg={inputs: " + str(tmp_path / "none") + "}")
+    assert code == 2 and one_error_line(err) == (
+        f"{SMOKE}: workload.ffmpeg.inputs: {tmp_path / 'none'} is not a folder on this machine, where the controller "
+        "(cloud0) reads it; make it and put the input videos in it, or use workload.ffmpeg.generate")
+    (inputs / "a.mp4").write_bytes(b"")
+    code, out, err = dry_run(capsys, str(SMOKE), "-e", "workload.ffmpeg={inputs: " + str(inputs) + "}")
+    assert code == 0 and f"workload: 1 tasks from inputs from {inputs}" in out
+
+
+def test_an_inputs_folder_is_checked_only_where_the_controller_reads_it(tmp_path):
+    from tracekit.experiment.render import Inventory
+    from tracekit.experiment.spec import check_inputs_folder, load_experiment
+
+    experiment = load_experiment(SMOKE, ["workload.ffmpeg={inputs: " + str(tmp_path / "none") + "}"])
+    elsewhere = Inventory(tmp_path / "inventory.yml", "cloud0", ("cloud1",),
+                          {"cloud0": {"ansible_host": "192.0.2.10"}, "cloud1": {"ansible_host": "192.0.2.11"}})  # fmt: skip
+    check_inputs_folder(experiment, elsewhere)  # not visible from here: the dispatcher checks it there
+    here = Inventory(tmp_path / "inventory.yml", "cloud0", ("cloud1",),
+                     {"cloud0": {"ansible_connection": "local"}, "cloud1": {"ansible_host": "192.0.2.11"}})  # fmt: skip
+    with pytest.raises(Exception, match="is not a folder on this machine"):
+        check_inputs_folder(experiment, here)

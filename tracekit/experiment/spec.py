@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -22,6 +22,9 @@ from tracekit.errors import ExperimentError
 from tracekit.experiment import strict_yaml, validate
 from tracekit.experiment.validate import SCHEMA, Unquoted
 from tracekit.schemas import load_schema
+
+if TYPE_CHECKING:
+    from tracekit.experiment.render import Inventory
 
 
 
@@ -268,3 +271,28 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         tags=dict(document["tags"]),
         source=source,
     )
+
+
+def check_inputs_folder(experiment: Experiment, inventory: Inventory) -> None:
+    """A folder of inputs must hold files, where the dispatcher reads it: checked when the controller
+    runs on this machine (else the dispatcher refuses it there, in the run phase)."""
+    from tracekit.experiment.render import THIS_MACHINE, machine_of  # render imports this module
+    from tracekit.sched.plan import input_files
+
+    workload = experiment.workload
+    controller = inventory.controller
+    if not isinstance(workload, FfmpegWorkload) or workload.inputs is None:
+        return
+    if machine_of(controller, inventory.hostvars[controller]) != THIS_MACHINE:
+        return
+    folder, at = Path(workload.inputs), f"{experiment.source}: workload.ffmpeg.inputs"
+    if not folder.is_dir():
+        raise ExperimentError(f"{at}: {folder} is not a folder on this machine, where the controller ({controller}) "
+                              "reads it; make it and put the input videos in it, or use workload.ffmpeg.generate")  # fmt: skip
+    try:
+        files = input_files(folder)
+    except OSError as exc:
+        raise ExperimentError(f"{at}: cannot read {folder} ({exc.strerror}); make it readable") from None
+    if not files:
+        raise ExperimentError(f"{at}: {folder} holds no files (hidden ones aside); put the input videos in it "
+                              f"(e.g. tracekit inputs generate -o {folder}) or use workload.ffmpeg.generate")  # fmt: skip

@@ -74,10 +74,15 @@ def parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
+def input_files(inputs_dir: Path) -> list[Path]:
+    """The files a folder of inputs gives tasks to: every file but hidden ones, in name order."""
+    return sorted(p for p in inputs_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def list_inputs(inputs_dir: Path) -> list[Path]:
     if not inputs_dir.is_dir():
         raise UsageError(f"--inputs {inputs_dir} is not a folder")
-    files = sorted(p for p in inputs_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = input_files(inputs_dir)
     if not files:
         raise UsageError(f"--inputs {inputs_dir} holds no files; make some: tracekit inputs generate -o {inputs_dir}")
     return files
