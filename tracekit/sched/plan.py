@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracekit import runfolder
-from tracekit.adapters.ffmpeg import probe_duration_s
+from tracekit.adapters.ffmpeg import probe_media
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
 from tracekit.errors import TracekitError, UsageError
 from tracekit.sched.policies import PlannedTask
@@ -40,7 +40,7 @@ class Planned:
     output_name: str
     settings: TranscodeSettings
     trace_id: str
-    probe_error: str | None = None  # ffprobe could not read the input: expected duration 0
+    probe_error: str | None = None  # why ffprobe could not read the input (it is named apart): expected duration 0
 
 
 def trace_id_of(run_id: str, task_id: str) -> str:
@@ -49,10 +49,10 @@ def trace_id_of(run_id: str, task_id: str) -> str:
 
 
 def _probe(path: Path, env: dict[str, str] | None) -> tuple[float, str | None]:
-    """Media duration, or 0 and the reason (the task still runs and fails visibly)."""
+    """Media duration, or 0 and the reason, e.g. 'not a readable video (...)' (the task still runs and fails visibly)."""
     try:
-        return probe_duration_s(path, env), None
-    except TracekitError as exc:
+        return probe_media(path, env)
+    except TracekitError as exc:  # no ffprobe
         return 0.0, str(exc)
 
 
