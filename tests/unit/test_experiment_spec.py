@@ -203,6 +203,8 @@ def test_override_values_that_are_not_yaml(tmp_path, override, message):
     ("    generate: {count: 1e9}", "workload.ffmpeg.generate.count: '1e9' is text to YAML, not a number; write it with "
                                    "digits only, e.g. 1000000000"),
     ("    generate: {count: 2.0}", "workload.ffmpeg.generate.count: 2.0 is not a whole number"),
+    ("    generate: {count: yes}", "workload.ffmpeg.generate.count: yes is not a whole number"),
+    ("    generate: {count: 2}\ntags: {'': 1}", "tags: the key '' has no characters; give some"),
     ("    generate: {count: 2}\ncollectors: {interval_ms: 1000.0}", "collectors.interval_ms: 1000.0 is not a whole number"),
 ])  # fmt: skip
 def test_a_value_yaml_reads_as_something_else_says_to_quote_it(tmp_path, line, message):

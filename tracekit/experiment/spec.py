@@ -4,9 +4,10 @@ input:  a YAML file and optional ``-e key.path=value`` overrides
 output: an immutable ``Experiment``; or one ExperimentError line naming the
         file, the path in the YAML (``dispatch.policy``) and what is allowed
 
-schemas/experiment.schema.json is the master; its defaults fill what the
-file leaves out, so the resolved experiment (``Experiment.as_dict``) states
-every value a run used.
+The file and each -e value are read strictly (strict_yaml: no anchors,
+aliases or tags) and checked by validate; schemas/experiment.schema.json
+is the master, and its defaults fill what the file leaves out, so the
+resolved experiment (``Experiment.as_dict``) states every value a run used.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from tracekit.schemas import load_schema
 
 if TYPE_CHECKING:
     from tracekit.experiment.render import Inventory
-
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return _read_override(text)[:2]
 
 
-def _read_override(text: str) -> tuple[list[str], Any, dict[strict_yaml.Path, str]]:
+def _read_override(text: str) -> tuple[list[str], Any, dict[strict_yaml.KeyPath, str]]:
     """The key path, the value, and the value's unquoted scalars YAML did not read as text."""
     path, found, value = text.partition("=")
     if not found or not path.strip():
@@ -145,7 +145,7 @@ def _read_override(text: str) -> tuple[list[str], Any, dict[strict_yaml.Path, st
         raise ExperimentError(f"-e {text!r}: {exc}") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        quoted = f"-e \"{path}='{value}'\"" if "'" not in value and '"' not in value else "quotes around the value"
+        quoted = f"-e \"{'.'.join(keys)}='{value}'\"" if "'" not in value and '"' not in value else "quotes around the value"
         raise ExperimentError(f"-e {text!r}: the value is not valid YAML ({problem}); quote it for text: {quoted}") from None
     return keys, document, unquoted
 
@@ -199,7 +199,7 @@ def _read_text(path: Path) -> str:
         raise ExperimentError(f"{path}: not UTF-8 text (byte {exc.start}); an experiment is a YAML text file") from None
 
 
-def _read_yaml(path: Path) -> tuple[Any, dict[strict_yaml.Path, str]]:
+def _read_yaml(path: Path) -> tuple[Any, dict[strict_yaml.KeyPath, str]]:
     try:
         return strict_yaml.load(_read_text(path))
     except strict_yaml.StrictYamlError as exc:

@@ -26,7 +26,7 @@ MAX_CHARS = 1_000_000  # an experiment is a page of YAML
 MAX_DEPTH = 32  # the schema nests five deep; free-form tags get the rest
 _CORE = "tag:yaml.org,2002:"
 _PLAIN_TAGS = {f"{_CORE}{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")} | {"!"}
-Path = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]  # keys and list indexes from the top
 
 
 class StrictYamlError(Exception):
@@ -88,7 +88,7 @@ class _Loader(yaml.SafeLoader):
         return mapping
 
 
-def _unquoted_non_text(node: Any, path: Path, found: dict[Path, str]) -> None:
+def _unquoted_non_text(node: Any, path: KeyPath, found: dict[KeyPath, str]) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             _unquoted_non_text(value_node, (*path, key_node.value), found)
@@ -99,7 +99,7 @@ def _unquoted_non_text(node: Any, path: Path, found: dict[Path, str]) -> None:
         found[path] = node.value
 
 
-def load(text: str) -> tuple[Any, dict[Path, str]]:
+def load(text: str) -> tuple[Any, dict[KeyPath, str]]:
     """The document, and path -> text of each unquoted scalar YAML did not read as text.
 
     Raises StrictYamlError for what is refused, yaml.YAMLError for what is not YAML.
@@ -112,7 +112,7 @@ def load(text: str) -> tuple[Any, dict[Path, str]]:
         document = loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
-    found: dict[Path, str] = {}
+    found: dict[KeyPath, str] = {}
     if node is not None:
         _unquoted_non_text(node, (), found)
     return document, found

@@ -25,11 +25,11 @@ from typing import Any
 import jsonschema
 
 from tracekit.errors import UsageError
+from tracekit.experiment.strict_yaml import KeyPath
 from tracekit.schemas import load_schema
 
 SCHEMA = "experiment"
-Path = tuple[str | int, ...]
-Unquoted = dict[Path, tuple[str, str | None]]  # path -> (text as written, the -e key it came from)
+Unquoted = dict[KeyPath, tuple[str, str | None]]  # path -> (text as written, the -e key it came from)
 
 MAX_SIDE = 8192  # pixels, of a generated clip or a transcode's output
 MAX_LOAD_S = 7 * 24 * 3600  # an HTTP load's plan
@@ -37,19 +37,19 @@ MAX_WARMUP_S = 24 * 3600
 MAX_REQUEST_TIMEOUT_S = 3600
 MIN_RATE = 0.001  # requests per second: one every 17 minutes
 MAX_PLAN_STEPS = 100
-# Every intended send time is planned before the first request (tracekit.load.plan), and each
-# request is a line of the results: 10 million is about 3 GB of results.
+# Every intended send time is planned in memory before the first request (tracekit.load.plan),
+# and each request is a line of the results: a bound on the requests bounds both.
 MAX_REQUESTS = 10_000_000
 
 
-def where(path: Path) -> str:
+def where(path: KeyPath) -> str:
     return ".".join(str(part) for part in path) or "(top level)"
 
 
 # -- numbers that are not numbers ----------------------------------------------------
 
 
-def _not_a_number(value: Any, path: Path = ()) -> str | None:
+def _not_a_number(value: Any, path: KeyPath = ()) -> str | None:
     if isinstance(value, float) and math.isnan(value):
         return f"{where(path)}: .nan is not a number; give a number"
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
@@ -81,8 +81,11 @@ _TYPE_WORDS = {"integer": "a whole number", "number": "a number", "string": "tex
 
 
 def _shown(value: Any) -> str:
+    """A value as YAML would write it (.inf, true, null), text quoted."""
     if isinstance(value, float) and math.isinf(value):
         return ".inf" if value > 0 else "-.inf"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, str):
         return repr(value)
     return str(value)
@@ -125,7 +128,8 @@ def _type_problem(error: jsonschema.ValidationError, unquoted: Unquoted) -> str:
         if math.isfinite(number):
             digits = f", e.g. {int(number)}" if number.is_integer() and abs(number) < 1e18 else ""
             return f"{at}: {instance!r} is text to YAML, not a number; write it with digits only{digits}"
-    return f"{at}: {_shown(instance)} is not {' or '.join(_TYPE_WORDS.get(t, t) for t in expected)}"
+    shown = written[0] if written is not None else _shown(instance)
+    return f"{at}: {shown} is not {' or '.join(_TYPE_WORDS.get(t, t) for t in expected)}"
 
 
 def _describe(error: jsonschema.ValidationError, unquoted: Unquoted) -> str:
@@ -155,10 +159,11 @@ def _describe(error: jsonschema.ValidationError, unquoted: Unquoted) -> str:
         return f"{at}: {_shown(instance)} is out of range: {_range(schema)}"
     if kind == "pattern" and "x-expected" in schema:
         return f"{at}: {instance!r} is not {schema['x-expected']}"
+    what = f"{at}: the key {instance!r} has" if "propertyNames" in error.schema_path else f"{at}:"
     if kind == "maxLength":
-        return f"{at}: {len(instance):,} characters; at most {error.validator_value:,}"
+        return f"{what} {len(instance):,} characters; at most {error.validator_value:,}"
     if kind == "minLength":
-        return f"{at}: empty; give a value or leave the key out"
+        return f"{what} no characters; give some" if "propertyNames" in error.schema_path else f"{at}: empty; give a value"
     if kind in ("minItems", "maxItems"):
         low, high = schema.get("minItems", 0), schema.get("maxItems")
         allowed = f"{low} to {high}" if high is not None else f"at least {low}"
@@ -246,7 +251,7 @@ def _duration_s(text: str, key: str, above_zero: bool, maximum_s: float) -> floa
 
 def _load_problem(load: dict[str, Any]) -> str | None:
     """The HTTP load's own rules, checked now rather than when the run reaches its load (UsageError or a line)."""
-    from tracekit.load.plan import parse_rate_plan
+    from tracekit.load.plan import MAX_RATE, parse_rate_plan
 
     at = "workload.http.load"
     if load["duration"] is not None:
@@ -260,7 +265,7 @@ def _load_problem(load: dict[str, Any]) -> str | None:
         return f"{at}.rate: a plan of {len(plan)} steps; at most {MAX_PLAN_STEPS}"
     slowest = min(step.rate for step in plan)
     if slowest < MIN_RATE:
-        return f"{at}.rate: {slowest:g} is out of range: use {MIN_RATE:g} to 1,000,000 requests/s"
+        return f"{at}.rate: {slowest:g} is out of range: use {MIN_RATE:g} to {MAX_RATE:,} requests/s"
     plan_s = sum(step.duration_ns for step in plan) / 1e9
     if plan_s > MAX_LOAD_S:
         return f"{at}.rate: the plan lasts {plan_s / 86400:.1f} days; at most {_days(MAX_LOAD_S)}"
