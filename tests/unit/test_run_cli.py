@@ -84,7 +84,7 @@ def test_the_api_refuses_an_empty_run_id_too():
     ("collectors.match='[unclosed'", "collectors.match: '[unclosed' is not a valid regular expression (Python re): "
                                      "unterminated character set at position 0"),
     ("workload.ffmpeg.generate.count=1000000000", "workload.ffmpeg.generate.count: 1000000000 is out of range: use 1 to 1,000"),
-    ("dispatch.timeout=.inf", "dispatch.timeout: .inf is out of range: use 1 to 604,800 s"),
+    ("dispatch.timeout=.inf", "dispatch.timeout: .inf is out of range: use 0.001 to 604,800 s"),
     ("collectors.interval_ms=1000.0", "collectors.interval_ms: 1000.0 is not a whole number"),
 ])  # fmt: skip
 def test_bad_values_are_refused_by_the_dry_run(capsys, override, message):
