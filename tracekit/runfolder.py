@@ -57,10 +57,12 @@ def validate_name(value: str, flag: str) -> str:
 
 def validate_run_id(run_id: str | None) -> str:
     """Return ``run_id`` if it is a safe folder name; raise UsageError if not."""
-    if not run_id:
+    if run_id is None:
         raise UsageError(
             f"no run id: pass --run-id or set {RUN_ID_ENV} (letters, digits, '.', '_', '-')"
         )
+    if run_id == "":
+        raise UsageError("run id '' is empty: give letters, digits, '.', '_' and '-', e.g. 20261125T101500Z")
     if not _RUN_ID_RE.match(run_id) or ".." in run_id:
         raise UsageError(
             f"run id {run_id!r} is not a safe folder name: use letters, digits, '.', '_' "
@@ -70,8 +72,10 @@ def validate_run_id(run_id: str | None) -> str:
 
 
 def run_id_or_env(run_id: str | None) -> str:
-    """The run id given on the command line, else the one in the environment."""
-    return validate_run_id(run_id or os.environ.get(RUN_ID_ENV))
+    """The run id given on the command line (even an empty one: an error), else the one in the environment."""
+    if run_id is not None:
+        return validate_run_id(run_id)
+    return validate_run_id(os.environ.get(RUN_ID_ENV) or None)
 
 
 def logs_dir(logs_dir_arg: str | os.PathLike | None = None) -> Path:

@@ -108,3 +108,22 @@ def test_ffmpeg_failure_and_bad_settings(logs_dir, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["ffmpeg", "--run-id", "f2", "--preset", "warp", str(broken), "o.mp4"]) == 2
     assert "is not one of ultrafast" in capsys.readouterr().err
+
+
+def test_an_input_that_is_not_a_video_is_named_and_said_so(clips, tmp_path):
+    from tracekit.adapters.ffmpeg import probe_media
+    from tracekit.adapters.ffmpeg_argv import TranscodeSettings
+    from tracekit.errors import TracekitError
+    from tracekit.sched.plan import plan_tasks
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / clips[0].name).symlink_to(clips[0])
+    notes = inputs / "notes.txt"
+    notes.write_text("not a video at all\n")
+    assert probe_media(notes) == (0.0, "not a readable video (ffprobe: Invalid data found when processing input)")
+    with pytest.raises(TracekitError, match=f"^{notes}: not a readable video \\(ffprobe: Invalid data"):
+        probe_duration_s(notes)
+    good, bad = sorted(plan_tasks(inputs, TranscodeSettings()), key=lambda planned: planned.input.name != clips[0].name)
+    assert good.probe_error is None and good.task.media_s > 0
+    assert bad.input == notes and bad.probe_error == "not a readable video (ffprobe: Invalid data found when processing input)"

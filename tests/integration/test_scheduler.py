@@ -149,6 +149,8 @@ def test_failing_tasks_get_one_failed_record_and_the_run_goes_on(redis_server, c
     assert not result.ok and result.summary["done"] == 2 and result.summary["failed"] == 1
     [failed] = [r for r in results(redis_server) if r["state"] == "failed"]
     assert "broken" in failed["task_id"] and failed["reason"].startswith("ffmpeg exit status")
+    log = (tmp_path / "cloud0" / "logs" / "s1" / "dispatcher.log").read_text()
+    assert f"cannot probe {inputs / 'broken.mp4'}: not a readable video (ffprobe: Invalid data found" in log
 
 
 def test_missing_input_is_a_failed_record(redis_server, tmp_path, children):

@@ -44,3 +44,12 @@ def test_events_file_names(tmp_path):
     assert runfolder.events_file(tmp_path, "ffmpeg") == tmp_path / "events.ffmpeg.jsonl"
     with pytest.raises(UsageError):
         runfolder.events_file(tmp_path, "../x")
+
+
+def test_an_empty_run_id_flag_is_not_the_environment_s(monkeypatch):
+    monkeypatch.setenv(runfolder.RUN_ID_ENV, "from-env")
+    with pytest.raises(UsageError, match="run id '' is empty"):
+        runfolder.run_id_or_env("")
+    monkeypatch.setenv(runfolder.RUN_ID_ENV, "")
+    with pytest.raises(UsageError, match=f"no run id: pass --run-id or set {runfolder.RUN_ID_ENV}"):
+        runfolder.run_id_or_env(None)

@@ -57,8 +57,11 @@ def transcode(
     return run_invocation(invocation)
 
 
-def probe_duration_s(path: str | Path, env: dict[str, str] | None = None) -> float:
-    """Container duration of a media file in seconds (ffprobe, with ``env`` if given)."""
+def probe_media(path: str | Path, env: dict[str, str] | None = None) -> tuple[float, str | None]:
+    """(container duration in seconds, None), or (0.0, why ``path`` is not a readable video).
+
+    ffprobe runs with ``env`` if given; CommandNotFound when it is not installed.
+    """
     ffprobe = require_binary("ffprobe")
     result = subprocess.run(
         [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)],
@@ -68,10 +71,20 @@ def probe_duration_s(path: str | Path, env: dict[str, str] | None = None) -> flo
         env=env,
     )
     try:
-        return float(json.loads(result.stdout)["format"]["duration"])
+        return float(json.loads(result.stdout)["format"]["duration"]), None
     except (ValueError, KeyError, TypeError):
-        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no duration"
-        raise TracekitError(f"ffprobe cannot read {str(path)!r}: {reason}") from None
+        said = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no duration"
+        # ffprobe starts its line with the file name; the caller names the file.
+        said = said.removeprefix(f"{path}: ")
+        return 0.0, f"not a readable video (ffprobe: {said})"
+
+
+def probe_duration_s(path: str | Path, env: dict[str, str] | None = None) -> float:
+    """Container duration of a media file in seconds (ffprobe, with ``env`` if given)."""
+    duration, problem = probe_media(path, env)
+    if problem is not None:
+        raise TracekitError(f"{path}: {problem}")
+    return duration
 
 
 # -- test clips ---------------------------------------------------------------

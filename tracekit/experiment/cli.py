@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from tracekit import __version__
-from tracekit.errors import TracekitError
+from tracekit import runfolder
+from tracekit.errors import TracekitError, UsageError
 from tracekit.experiment.runner import run_experiment
 
 
@@ -43,11 +44,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What an empty value of a flag would silently mean, had it not been refused.
+_EMPTY = {
+    "run_id": "--run-id '': give a run id (letters, digits, '.', '_', '-') or leave the flag out for "
+              "<experiment name>-<date>-<time>",
+    "resume": "--resume '': give the RUN_ID of the run to continue",
+    "inventory": "-i '': give an inventory file or leave the flag out for the experiment's (else inventory/local.yml)",
+    "logs_dir": "--logs-dir '': give a folder or leave the flag out for $TRACEKIT_LOGS_DIR (else ./logs)",
+    "limit": "--limit '': give an Ansible host pattern (e.g. cloud1) or leave the flag out for every host",
+    "experiment": "the experiment file is '': give one, e.g. experiments/ffmpeg.yaml",
+}  # fmt: skip
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Values argparse lets through that the run must not take: empty ones (the default would be used
+    instead), an unsafe run id (checked before the experiment is read)."""
+    for name, message in _EMPTY.items():
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            raise UsageError(message if value == "" else message.replace("''", repr(value), 1))
+    for flag, run_id in (("--run-id", args.run_id), ("--resume", args.resume)):
+        if run_id is not None:
+            try:
+                runfolder.validate_run_id(run_id)
+            except UsageError as exc:
+                raise UsageError(str(exc).replace(f"run id {run_id!r}", f"{flag} {run_id!r}", 1)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.experiment is None and args.resume is None:
         build_parser().error("give an experiment file (e.g. experiments/ffmpeg.yaml) or --resume RUN_ID")
     try:
+        check_arguments(args)
         result = run_experiment(
             args.experiment,
             inventory=args.inventory,

@@ -59,7 +59,7 @@ from tracekit.experiment.render import (
     task_count,
 )
 from tracekit.experiment.run_dir import RunDir, write_json
-from tracekit.experiment.spec import Experiment, load_experiment
+from tracekit.experiment.spec import Experiment, check_inputs_folder, load_experiment
 from tracekit.experiment.wheelhouse import build_wheelhouse, find_checkout
 
 # Every record of the run folder is written through this name (a test fills the disk through it).
@@ -173,7 +173,8 @@ def run_experiment(
     experiment = load_experiment(experiment_path, overrides)
     inventory_path = _inventory_path(inventory, experiment)
     parsed_inventory = read_inventory(inventory_path)
-    folder = RunDir(logs, runfolder.validate_run_id(run_id or default_run_id(experiment)), write=_write_json)
+    check_inputs_folder(experiment, parsed_inventory)
+    folder = RunDir(logs, runfolder.validate_run_id(run_id if run_id is not None else default_run_id(experiment)), write=_write_json)
     status = folder.load_status() if resume else {}
     phases = phases_to_run(status) if resume else list(PHASES)
     if resume and not phases:

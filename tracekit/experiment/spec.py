@@ -4,26 +4,28 @@ input:  a YAML file and optional ``-e key.path=value`` overrides
 output: an immutable ``Experiment``; or one ExperimentError line naming the
         file, the path in the YAML (``dispatch.policy``) and what is allowed
 
-schemas/experiment.schema.json is the master; its defaults fill what the
-file leaves out, so the resolved experiment (``Experiment.as_dict``) states
-every value a run used.
+The file and each -e value are read strictly (strict_yaml: no anchors,
+aliases or tags) and checked by validate; schemas/experiment.schema.json
+is the master, and its defaults fill what the file leaves out, so the
+resolved experiment (``Experiment.as_dict``) states every value a run used.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
-from tracekit.errors import ExperimentError, UsageError
+from tracekit.errors import ExperimentError
+from tracekit.experiment import strict_yaml, validate
+from tracekit.experiment.validate import SCHEMA, Unquoted
 from tracekit.schemas import load_schema
 
-SCHEMA = "experiment"
+if TYPE_CHECKING:
+    from tracekit.experiment.render import Inventory
 
 
 @dataclass(frozen=True)
@@ -119,75 +121,57 @@ class Experiment:
         return asdict(self)
 
 
-# -- errors a person can act on ---------------------------------------------------
-
-
-def _where(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
-
-
-def _allowed_keys(schema: dict[str, Any]) -> list[str]:
-    return sorted(schema.get("properties", {}))
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    where = _where(error)
-    if error.validator == "additionalProperties":
-        allowed = _allowed_keys(error.schema)
-        unknown = sorted(set(error.instance) - set(allowed))
-        parts = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            prefix = "" if where == "(top level)" else f"{where}."
-            parts.append(f"{prefix}{key}: unknown key{hint}; allowed: {', '.join(allowed)}")
-        return "; ".join(parts)
-    if error.validator == "enum":
-        return f"{where}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
-    if error.validator == "required":
-        missing = [k for k in error.validator_value if k not in (error.instance or {})]
-        prefix = "" if where == "(top level)" else f"{where}."
-        return f"{prefix}{missing[0]}: missing; it is required"
-    if error.validator == "oneOf" and where.endswith("ffmpeg"):
-        return f"{where}: give exactly one of 'inputs' (a folder of videos) or 'generate' (clips to make)"
-    if error.validator == "oneOf" and where == "workload":
-        return "workload: give exactly one kind, 'ffmpeg' (transcoding tasks) or 'http' (a service under load)"
-    if error.validator == "type":
-        return f"{where}: {error.instance!r} is not of type {error.validator_value}"
-    return f"{where}: {error.message}"
-
-
-def _first_error(document: Any) -> jsonschema.ValidationError | None:
-    schema = load_schema(SCHEMA)
-    errors = list(jsonschema.validators.validator_for(schema)(schema).iter_errors(document))
-    if not errors:
-        return None
-    # The deepest, then the first in document order: the most specific problem.
-    return sorted(errors, key=lambda e: (-len(e.absolute_path), [str(p) for p in e.absolute_path]))[0]
-
-
 # -- loading ----------------------------------------------------------------------
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``dispatch.policy=lpt`` -> (["dispatch", "policy"], "lpt"); the value is read as YAML."""
+    return _read_override(text)[:2]
+
+
+def _read_override(text: str) -> tuple[list[str], Any, dict[strict_yaml.KeyPath, str]]:
+    """The key path, the value, and the value's unquoted scalars YAML did not read as text."""
     path, found, value = text.partition("=")
     if not found or not path.strip():
         raise ExperimentError(f"-e {text!r}: write KEY=VALUE with a dotted key, e.g. -e dispatch.policy=lpt")
-    return path.strip().split("."), yaml.safe_load(value) if value.strip() else ""
+    keys = [key.strip() for key in path.split(".")]
+    if not all(keys):
+        raise ExperimentError(f"-e {text!r}: the key has an empty part; write a dotted key, e.g. -e dispatch.policy=lpt")
+    if not value.strip():
+        return keys, "", {}
+    try:
+        document, unquoted = strict_yaml.load(value)
+    except strict_yaml.StrictYamlError as exc:
+        raise ExperimentError(f"-e {text!r}: {exc}") from None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        quoted = f"-e \"{'.'.join(keys)}='{value}'\"" if "'" not in value and '"' not in value else "quotes around the value"
+        raise ExperimentError(f"-e {text!r}: the value is not valid YAML ({problem}); quote it for text: {quoted}") from None
+    return keys, document, unquoted
 
 
 def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    result = copy.deepcopy(document)
+    return _apply_overrides(document, {}, overrides)[0]
+
+
+def _apply_overrides(
+    document: dict[str, Any], unquoted: Unquoted, overrides: list[str]
+) -> tuple[dict[str, Any], Unquoted]:
+    """The document and its unquoted non-text scalars, each -e applied in turn."""
+    result, unquoted = copy.deepcopy(document), dict(unquoted)
     for text in overrides:
-        keys, value = parse_override(text)
+        keys, value, value_unquoted = _read_override(text)
         target = result
         for key in keys[:-1]:
             target = target.setdefault(key, {})
             if not isinstance(target, dict):
                 raise ExperimentError(f"-e {text!r}: {key} is not a section")
         target[keys[-1]] = value
-    return result
+        replaced = tuple(keys)
+        unquoted = {path: written for path, written in unquoted.items() if path[: len(replaced)] != replaced}
+        for path, written in value_unquoted.items():
+            unquoted[(*replaced, *path)] = (written, None if path else ".".join(keys))
+    return result, unquoted
 
 
 def _defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -202,36 +186,52 @@ def _defaults(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
-    path = Path(path)
+def _read_text(path: Path) -> str:
+    """The file's text; at most strict_yaml.MAX_CHARS are read (a path to /dev/zero must not hang)."""
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(strict_yaml.MAX_CHARS * 4 + 1)  # UTF-8: up to 4 bytes a character
     except OSError as exc:
         raise ExperimentError(f"{path}: cannot read the experiment ({exc.strerror})") from None
     try:
-        document = yaml.safe_load(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExperimentError(f"{path}: not UTF-8 text (byte {exc.start}); an experiment is a YAML text file") from None
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[strict_yaml.KeyPath, str]]:
+    try:
+        return strict_yaml.load(_read_text(path))
+    except strict_yaml.StrictYamlError as exc:
+        raise ExperimentError(f"{path}{f':{exc.line}' if exc.line else ''}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ExperimentError(f"{path}{where}: not valid YAML: {problem}") from None
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    path = Path(path)
+    document, unquoted = _read_yaml(path)
     if not isinstance(document, dict):
         raise ExperimentError(f"{path}: an experiment is a YAML mapping with at least 'name' and 'workload'")
-    document = apply_overrides(document, overrides or [])
+    document, written = _apply_overrides(document, {p: (text, None) for p, text in unquoted.items()}, overrides or [])
     workload = document.get("workload")
     if isinstance(workload, dict) and {"ffmpeg", "http"} <= set(workload):
         raise ExperimentError(f"{path}: workload: give exactly one kind, 'ffmpeg' (transcoding tasks) or 'http' "
                               "(a service under load), not both")  # fmt: skip
-    error = _first_error(document)
-    if error is not None:
-        raise ExperimentError(f"{path}: {_describe(error)}")
-    return build(_defaults(load_schema(SCHEMA), document), str(path))
+    problem = validate.schema_problem(document, written)
+    if problem is None:
+        document = _defaults(load_schema(SCHEMA), document)
+        problem = validate.value_problem(document)
+    if problem is not None:
+        raise ExperimentError(f"{path}: {problem}")
+    return build(document, str(path))
 
 
-def _ffmpeg_workload(ffmpeg: dict[str, Any], source: str) -> FfmpegWorkload:
+def _ffmpeg_workload(ffmpeg: dict[str, Any]) -> FfmpegWorkload:
     generate = ffmpeg.get("generate")
-    if ffmpeg.get("mix") and ffmpeg.get("total") is None:
-        raise ExperimentError(f"{source}: workload.ffmpeg.total: missing; a mix needs the number of tasks to draw")
     return FfmpegWorkload(
         inputs=ffmpeg.get("inputs"),
         generate=Generate(generate["count"], tuple(generate["durations"]), generate["size"], generate["seed"])
@@ -244,21 +244,8 @@ def _ffmpeg_workload(ffmpeg: dict[str, Any], source: str) -> FfmpegWorkload:
     )
 
 
-def _http_workload(http: dict[str, Any], source: str) -> HttpWorkload:
-    from tracekit.load.plan import parse_duration_ns, parse_rate_plan
-
+def _http_workload(http: dict[str, Any]) -> HttpWorkload:
     load = http["load"]
-    # The load's own rules, checked now rather than when the run reaches its load.
-    try:
-        where = "workload.http.load"
-        parse_rate_plan(str(load["rate"]), load["duration"], f"{where}.rate", f"{where}.duration")
-        for key in ("warmup", "timeout"):
-            if load[key] is not None:
-                parse_duration_ns(load[key], f"{where}.{key}")
-    except UsageError as exc:
-        raise ExperimentError(f"{source}: {exc}") from None
-    if http.get("chain") and len(http.get("on") or ()) < 2:
-        raise ExperimentError(f"{source}: workload.http.chain: a chain needs at least two nodes in workload.http.on, in order")
     return HttpWorkload(
         service=http["service"], app=http["app"], factory=http["factory"], workers=http["workers"], port=http["port"],
         on=tuple(http["on"]) if http.get("on") else None, chain=http["chain"],
@@ -267,7 +254,7 @@ def _http_workload(http: dict[str, Any], source: str) -> HttpWorkload:
 
 
 def build(document: dict[str, Any], source: str) -> Experiment:
-    """A validated document (defaults applied) -> Experiment."""
+    """A valid document (defaults applied: see load_experiment) -> Experiment."""
     workload = document["workload"]
     collectors, dispatch, export = document["collectors"], document["dispatch"], document["export"]
     return Experiment(
@@ -275,7 +262,7 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         description=document["description"],
         inventory=document.get("inventory"),
         collectors=Collectors(**collectors),
-        workload=_http_workload(workload["http"], source) if "http" in workload else _ffmpeg_workload(workload["ffmpeg"], source),
+        workload=_http_workload(workload["http"]) if "http" in workload else _ffmpeg_workload(workload["ffmpeg"]),
         dispatch=Dispatch(**dispatch),
         parallel=document["workers"]["parallel"],
         export_opendc=export["opendc"],
@@ -284,3 +271,28 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         tags=dict(document["tags"]),
         source=source,
     )
+
+
+def check_inputs_folder(experiment: Experiment, inventory: Inventory) -> None:
+    """A folder of inputs must hold files, where the dispatcher reads it: checked when the controller
+    runs on this machine (else the dispatcher refuses it there, in the run phase)."""
+    from tracekit.experiment.render import THIS_MACHINE, machine_of  # render imports this module
+    from tracekit.sched.plan import input_files
+
+    workload = experiment.workload
+    controller = inventory.controller
+    if not isinstance(workload, FfmpegWorkload) or workload.inputs is None:
+        return
+    if machine_of(controller, inventory.hostvars[controller]) != THIS_MACHINE:
+        return
+    folder, at = Path(workload.inputs), f"{experiment.source}: workload.ffmpeg.inputs"
+    if not folder.is_dir():
+        raise ExperimentError(f"{at}: {folder} is not a folder on this machine, where the controller ({controller}) "
+                              "reads it; make it and put the input videos in it, or use workload.ffmpeg.generate")  # fmt: skip
+    try:
+        files = input_files(folder)
+    except OSError as exc:
+        raise ExperimentError(f"{at}: cannot read {folder} ({exc.strerror}); make it readable") from None
+    if not files:
+        raise ExperimentError(f"{at}: {folder} holds no files (hidden ones aside); put the input videos in it "
+                              f"(e.g. tracekit inputs generate -o {folder}) or use workload.ffmpeg.generate")  # fmt: skip

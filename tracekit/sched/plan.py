@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracekit import runfolder
-from tracekit.adapters.ffmpeg import probe_duration_s
+from tracekit.adapters.ffmpeg import probe_media
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
 from tracekit.errors import TracekitError, UsageError
 from tracekit.sched.policies import PlannedTask
@@ -40,7 +40,7 @@ class Planned:
     output_name: str
     settings: TranscodeSettings
     trace_id: str
-    probe_error: str | None = None  # ffprobe could not read the input: expected duration 0
+    probe_error: str | None = None  # why ffprobe could not read the input (it is named apart): expected duration 0
 
 
 def trace_id_of(run_id: str, task_id: str) -> str:
@@ -49,10 +49,10 @@ def trace_id_of(run_id: str, task_id: str) -> str:
 
 
 def _probe(path: Path, env: dict[str, str] | None) -> tuple[float, str | None]:
-    """Media duration, or 0 and the reason (the task still runs and fails visibly)."""
+    """Media duration, or 0 and the reason, e.g. 'not a readable video (...)' (the task still runs and fails visibly)."""
     try:
-        return probe_duration_s(path, env), None
-    except TracekitError as exc:
+        return probe_media(path, env)
+    except TracekitError as exc:  # no ffprobe
         return 0.0, str(exc)
 
 
@@ -74,10 +74,15 @@ def parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
+def input_files(inputs_dir: Path) -> list[Path]:
+    """The files a folder of inputs gives tasks to: every file but hidden ones, in name order."""
+    return sorted(p for p in inputs_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def list_inputs(inputs_dir: Path) -> list[Path]:
     if not inputs_dir.is_dir():
         raise UsageError(f"--inputs {inputs_dir} is not a folder")
-    files = sorted(p for p in inputs_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = input_files(inputs_dir)
     if not files:
         raise UsageError(f"--inputs {inputs_dir} holds no files; make some: tracekit inputs generate -o {inputs_dir}")
     return files
