@@ -697,9 +697,13 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
     summary = result.summary
     unfinished = (f"{summary['unfinished']} unfinished (stopped by {summary['stopped_by']})" if summary["stopped_by"]
                   else f"{summary['timed_out']} timed out")  # fmt: skip
+    unreadable = sorted(summary.get("unreadable_inputs") or {})
     print(
         f"{summary['done']}/{summary['tasks']} tasks done, {summary['failed']} failed, {unfinished}; "
         f"makespan {summary['makespan_ms'] / 1000:.1f} s with {summary['policy']}"
+        + (f"; not a readable video: {', '.join(unreadable[:3])}" if unreadable else "")
+        + (f"; {summary['rejected_records']} results entries not signed by this run's workers, ignored"
+           if summary.get("rejected_records") else "")
     )
     for node, counts in sorted(summary["per_node"].items()):
         print(f"  {node}: {counts['done']} done, {counts['failed']} failed, busy {counts['busy_ms'] / 1000:.1f} s")

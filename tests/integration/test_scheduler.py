@@ -149,6 +149,12 @@ def test_failing_tasks_get_one_failed_record_and_the_run_goes_on(redis_server, c
     assert not result.ok and result.summary["done"] == 2 and result.summary["failed"] == 1
     [failed] = [r for r in results(redis_server) if r["state"] == "failed"]
     assert "broken" in failed["task_id"] and failed["reason"].startswith("ffmpeg exit status")
+    # The dispatcher's account names the file and why (what tracekit-run's failure line shows).
+    folder = tmp_path / "cloud0" / "logs" / "s1"
+    [account] = [r for r in read_jsonl(folder / "terminal_records.jsonl") if r["state"] == "failed"]
+    assert f"input {inputs / 'broken.mp4'}: not a readable video" in account["reason"]
+    summary = json.loads((folder / "dispatch.json").read_text())
+    assert list(summary["unreadable_inputs"]) == [str(inputs / "broken.mp4")]
     log = (tmp_path / "cloud0" / "logs" / "s1" / "dispatcher.log").read_text()
     assert f"cannot probe {inputs / 'broken.mp4'}: not a readable video (ffprobe: Invalid data found" in log
 

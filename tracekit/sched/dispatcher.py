@@ -18,6 +18,7 @@ stop signal ended the dispatch early).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -213,6 +214,10 @@ class Dispatcher:
             progress = self.tasks.get(record.task_id)
             if progress is None or progress.state in ("done", "failed"):
                 continue
+            if record.state == "failed" and progress.planned.probe_error:  # say which input, and why
+                record = dataclasses.replace(
+                    record, reason=f"{record.reason}; input {progress.planned.input}: {progress.planned.probe_error}"
+                )
             progress.state, progress.record = record.state, record
             self._unfinished -= progress.state in ("done", "failed")
             self.terminal_records.write(record.as_dict())
@@ -438,6 +443,9 @@ class Dispatcher:
             "timed_out_task_ids": [] if stopped else unfinished[:100],
             "stopped_by": self.stop_requested,
             "failed_task_ids": sorted(t for t, p in self.tasks.items() if p.state == "failed")[:100],
+            # Inputs ffprobe could not read (their tasks run anyway, and fail visibly): file -> why.
+            "unreadable_inputs": {str(p.planned.input): p.planned.probe_error for p in self.tasks.values()
+                                  if p.planned.probe_error},
             # From the first start to the last terminal record, both as Redis (the controller) saw them:
             # the workers' own timestamps are on their nodes' clocks.
             "makespan_ms": (self._last_end_ms - self._first_start_ms)
