@@ -7,6 +7,7 @@ Every error the library raises (TracekitError) becomes one line on stderr,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -66,6 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print one JSON object instead of text: {\"changed\": true|false, ...} (what the Ansible roles read)",
+    )  # fmt: skip
+
+
+def _answer(args: argparse.Namespace, text: str, changed: bool, **facts: object) -> None:
+    """The outcome of a start or stop: ``text`` for a person, or with --json one JSON object on stdout
+    whose ``changed`` says whether anything was started, stopped or written (roles decide "changed" from it)."""
+    if getattr(args, "json", False):
+        print(json.dumps({"changed": changed, **facts, "message": text}, default=str))
+    else:
+        print(text)
+
+
 def _add_collect(commands: argparse._SubParsersAction) -> None:
     collect = commands.add_parser(
         "collect",
@@ -106,6 +123,7 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
         )  # fmt: skip
         if name == "start":
             _add_clock_args(action, "then measure this node's clock offset to the controller (as 'tracekit clock --moment start')")
+            _add_json(action)
         if name == "run":
             action.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after this long")
             # Set by 'start': stderr already goes to collector.log, so log only there.
@@ -122,6 +140,7 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
                 "then measure this node's clock offset to the controller again (as 'tracekit clock --moment end'; "
                 "when Redis cannot be reached, a warning: parse uses the start measurement)",
             )
+            _add_json(action)
 
 
 def _add_wrap(commands: argparse._SubParsersAction) -> None:
@@ -179,6 +198,7 @@ def _add_inputs(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT (default: 1280x720)")
     generate.add_argument("--fps", type=int, default=25, help="frames per second (default: 25)")
     generate.add_argument("--seed", type=int, default=0, help="random seed of the plan (default: 0)")
+    _add_json(generate)
 
 
 def _add_parse(commands: argparse._SubParsersAction) -> None:
@@ -201,6 +221,7 @@ def _add_parse(commands: argparse._SubParsersAction) -> None:
                        "(proc_metrics.jsonl, proc_cpu.jsonl, proc_rss.jsonl, host_metrics.jsonl, link_metrics.jsonl)")
     parse.add_argument("--node-part", action="store_true", help="RUN_DIR is one node's folder: write only its part "
                        "of the trace, RUN_DIR/cctf-part/ (Parquet tables and part.json), for a later parse of the run")
+    _add_json(parse)
 
 
 def _add_adapt(commands: argparse._SubParsersAction) -> None:
@@ -297,6 +318,7 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
         "--stop", action="store_true",
         help="stop this run's background worker (SIGTERM: running tasks finish within --grace) and wait for its exit",
     )
+    _add_json(worker)
 
 
 def _add_dispatch(commands: argparse._SubParsersAction) -> None:
@@ -334,6 +356,7 @@ def _add_dispatch(commands: argparse._SubParsersAction) -> None:
     dispatch.add_argument("--worker-wait", type=float, default=30.0, metavar="S", help="wait this long for every node's worker (default: 30)")
     dispatch.add_argument("--cleanup", action="store_true", help="delete the run's Redis keys and exit")
     dispatch.add_argument("--stop", action="store_true", help="stop this run's dispatcher if one still runs (idempotent)")
+    _add_json(dispatch)
 
 
 def _add_clock(commands: argparse._SubParsersAction) -> None:
@@ -363,6 +386,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     )
     _add_run_args(serve)
     serve.add_argument("--stop", action="store_true", help="stop the run's service (idempotent)")
+    _add_json(serve)
     serve.add_argument("--app-dir", type=Path, help="folder of the app (e.g. examples/fastapi_svc)")
     serve.add_argument("--app", default="app:create_app", help="MODULE:ATTRIBUTE (default: app:create_app)")
     serve.add_argument("--no-factory", action="store_true", help="the attribute is the app itself, not a function making it")
@@ -438,9 +462,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     if args.action == "start":
         config = _collector_config(args)
         status, started = daemon.start_collector(config)
-        print(("started: " if started else "already running: ") + status.describe())
-        if args.clock_redis_url:
-            _measure_clock(config.run_id, args.clock_redis_url, args, "start")
+        clock = _measure_clock(config.run_id, args.clock_redis_url, args, "start") if args.clock_redis_url else None
+        _answer(args, ("started: " if started else "already running: ") + status.describe() + (f"\n{clock}" if clock else ""),
+                started, pid=status.pid)  # fmt: skip
         return 0
     if args.action == "run":
         final = daemon.run_collector(
@@ -450,15 +474,16 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     run_id = runfolder.run_id_or_env(args.run_id)
     if args.action == "stop":
         result = daemon.stop_collector(run_id, args.logs_dir)
-        print(result.message)
+        clock = None
         if args.clock_redis_url:
             import redis
 
             try:
-                _measure_clock(run_id, args.clock_redis_url, args, "end")
+                clock = _measure_clock(run_id, args.clock_redis_url, args, "end")
             except (TracekitError, redis.RedisError) as exc:  # e.g. Redis already gone after a failed run
                 print(f"tracekit collect: warning: clock offset at the end not measured ({exc}); "
                       "parse uses the start measurement", file=sys.stderr)
+        _answer(args, result.message + (f"\n{clock}" if clock else ""), result.was_running, died=result.died)
         return 0
     status = daemon.collector_status(run_id, args.logs_dir)
     print(status.describe())
@@ -509,11 +534,13 @@ def _cmd_ffmpeg(args: argparse.Namespace) -> int:
 
 
 def _cmd_inputs(args: argparse.Namespace) -> int:
-    from tracekit.adapters.ffmpeg import generate_clips
+    from tracekit.adapters.ffmpeg import generate_clips, plan_clips
 
+    planned = [args.output / spec.file_name for spec in plan_clips(args.count, args.durations, args.size, args.seed, args.fps)]
+    there = {p for p in planned if p.is_file() and p.stat().st_size > 0}
     clips = generate_clips(args.output, args.count, args.durations, args.size, args.seed, args.fps)
-    for clip in clips:
-        print(clip)
+    made = [clip for clip in clips if clip not in there]
+    _answer(args, "\n".join(map(str, clips)), bool(made), made=len(made), kept=len(clips) - len(made))
     return 0
 
 
@@ -526,7 +553,7 @@ def _cmd_parse(args: argparse.Namespace) -> int:
         if args.jsonl:
             raise UsageError("--jsonl is for the whole run's parse; a node's part is Parquet only")
         part, written = write_part(check_part_folder(args.run_dir), strict=args.strict)
-        print(f"{part}: {'written' if written else 'up to date (it matches the raw files)'}")
+        _answer(args, f"{part}: {'written' if written else 'up to date (it matches the raw files)'}", written, part=part)
         return 0
     result = parse_run(args.run_dir, strict=args.strict, jsonl=args.jsonl)
     audit = result.audit
@@ -617,7 +644,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     folder = runfolder.run_dir(run_id, runfolder.logs_dir(args.logs_dir))
     if args.stop:
         stopped = detach.stop_worker(folder, run_id, args.grace)
-        print(f"worker of run {run_id} {'stopped' if stopped else 'was not running'}")
+        _answer(args, f"worker of run {run_id} {'stopped' if stopped else 'was not running'}", stopped is not None)
         return 0
     if not args.redis_url:
         raise UsageError("worker needs --redis-url redis://HOST:PORT/DB")
@@ -642,9 +669,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         read_task_key(config.task_key_file)
         runfolder.ensure_writable_dir(folder, "run folder")
         argv = [sys.executable, "-m", "tracekit", *[a for a in args.argv if a != "--detach"]]
+        argv = [a for a in argv if a != "--json"]
         running, started = detach.start_worker(folder, run_id, argv)
         state = "started" if started else "already running"
-        print(f"worker of run {run_id} on node {config.node_id} {state} (pid {running.pid}); log: {folder}")
+        _answer(args, f"worker of run {run_id} on node {config.node_id} {state} (pid {running.pid}); log: {folder}",
+                started, pid=running.pid)  # fmt: skip
         return 0
     return run_worker(config)
 
@@ -660,7 +689,7 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
     folder = runfolder.run_dir(run_id, runfolder.logs_dir(args.logs_dir))
     if args.stop:
         stopped = detach.stop_dispatcher(folder, run_id)
-        print(f"dispatcher of run {run_id} {'stopped' if stopped else 'was not running'}")
+        _answer(args, f"dispatcher of run {run_id} {'stopped' if stopped else 'was not running'}", stopped is not None)
         return 0
     if not args.redis_url:
         raise UsageError("dispatch needs --redis-url redis://HOST:PORT/DB")
@@ -710,16 +739,17 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _measure_clock(run_id: str, redis_url: str, args: argparse.Namespace, moment: str) -> None:
+def _measure_clock(run_id: str, redis_url: str, args: argparse.Namespace, moment: str) -> str:
+    """Measure and record this node's clock offset; the line that says it."""
     from tracekit.collect.clock import record_clock
 
     clock = record_clock(run_id, redis_url, args.redis_password_file, moment, runfolder.logs_dir(args.logs_dir))
     probe = clock[moment]
-    print(f"clock offset {probe['offset_ms']:+.3f} ms ± {probe['uncertainty_ms']:.3f} ms (rtt {probe['rtt_ms']:.3f} ms)")
+    return f"clock offset {probe['offset_ms']:+.3f} ms ± {probe['uncertainty_ms']:.3f} ms (rtt {probe['rtt_ms']:.3f} ms)"
 
 
 def _cmd_clock(args: argparse.Namespace) -> int:
-    _measure_clock(runfolder.run_id_or_env(args.run_id), args.redis_url, args, args.moment)
+    print(_measure_clock(runfolder.run_id_or_env(args.run_id), args.redis_url, args, args.moment))
     return 0
 
 
@@ -783,7 +813,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     logs = runfolder.logs_dir(args.logs_dir)
     if args.stop:
         stopped = stop_service(run_id, logs)
-        print(f"HTTP service of run {run_id}: {'stopped' if stopped else 'was not running'}")
+        _answer(args, f"HTTP service of run {run_id}: {'stopped' if stopped else 'was not running'}", bool(stopped))
         return 0
     if args.app_dir is None:
         raise UsageError("--app-dir is required to start a service (e.g. --app-dir examples/fastapi_svc)")
@@ -793,7 +823,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                        cpus=args.cpus)  # fmt: skip
     running, started = start_service(spec)
     state = "started" if started else "already running"
-    print(f"HTTP service of run {run_id}: {state} (pid {running.pid}) on http://{spec.host}:{spec.port}")
+    _answer(args, f"HTTP service of run {run_id}: {state} (pid {running.pid}) on http://{spec.host}:{spec.port}",
+            started, pid=running.pid)  # fmt: skip
     return 0
 
 

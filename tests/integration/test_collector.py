@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -79,6 +80,26 @@ def test_cli_lifecycle_and_exit_codes(logs_dir, capsys):
     assert "stopped" in out and "warning: no process was tracked" in out
     assert cli.main(["collect", "stop", "--run-id", "r2"]) == 0
     assert "nothing to stop" in capsys.readouterr().out
+
+
+def test_json_answers_say_what_changed_and_a_killed_collector_is_named(logs_dir, capsys):
+    """What the roles read: one JSON object; a collector that died (SIGKILL) is said so at the stop."""
+    def answer(*argv: str) -> dict:
+        assert cli.main(["collect", *argv, "--run-id", "r3", "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert answer("start", "--interval-ms", "200")["changed"] is True
+    started = answer("start")
+    assert started["changed"] is False and started["message"].startswith("already running")
+    os.kill(started["pid"], signal.SIGKILL)
+    wait_until(lambda: has_exited(started["pid"]), what="the collector's end")
+    died = answer("stop")
+    assert died["changed"] is False and died["died"] is True and "had died before this stop" in died["message"]
+    assert answer("start")["changed"] is True  # a new one, once the dead one is known
+    stopped = answer("stop")
+    assert stopped["changed"] is True and stopped["died"] is False
+    again = answer("stop")
+    assert again == {"changed": False, "died": False, "message": again["message"]} and "nothing to stop" in again["message"]
 
 
 def test_samples_match_schemas_and_final_sample_is_flushed(logs_dir, tmp_path, children):

@@ -215,6 +215,15 @@ def test_fetch_role_parses_on_the_node_brings_the_run_folder_and_is_idempotent(t
     assert nodeparse.read_part(load_node_folder(fetched)) is not None
     second = run_role(tmp_path, "tracekit_fetch", variables, "fetch-again")
     assert second.rc == 0 and changed(second) == 0
+    # Files an earlier fetch left short (a full disk) are fetched again, though the archive did not change.
+    (fetched / "node.json").write_bytes(b"")
+    with open(fetched / "host.csv", "r+") as f:
+        f.truncate(100)
+    (fetched / "proc.csv").unlink()
+    repaired = run_role(tmp_path, "tracekit_fetch", variables, "fetch-repair")
+    assert repaired.rc == 0 and changed(repaired) == 1
+    for name in ("node.json", "host.csv", "proc.csv"):
+        assert (fetched / name).read_bytes() == (source / name).read_bytes(), name
     with open(source / "host.csv", "a") as f:  # new data is parsed and fetched again
         f.write((GOLDEN_NODE / "host.csv").read_text().splitlines()[-1].replace("17", "18", 1) + "\n")
     third = run_role(tmp_path, "tracekit_fetch", variables, "fetch-new")

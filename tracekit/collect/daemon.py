@@ -210,6 +210,7 @@ class StopResult:
     pid: int | None
     summary: dict | None  # the collector's final record
     message: str
+    died: bool = False  # it had ended without its final record (killed): its samples stop at its last flush
 
 
 def stop_collector(
@@ -222,6 +223,11 @@ def stop_collector(
         error=CollectorError, killed_note="; samples up to its last flush are kept",
     )  # fmt: skip
     if stopped is None:
+        last = _last_line(status.run_folder / runfolder.COLLECTOR_EVENTS)
+        if last is not None and last.get("event") != "stop":  # it started, and never wrote its stop record
+            return StopResult(False, status.pid, None, (
+                f"collector of run {run_id} had died before this stop (killed?): its samples end at its last "
+                f"flush; see {status.run_folder / runfolder.COLLECTOR_LOG}"), died=True)  # fmt: skip
         return StopResult(False, status.pid, None, status.describe() + "; nothing to stop")
     status = CollectorStatus(status.run_folder, running=False, pid=stopped.pid)
     summary = _last_line(status.run_folder / runfolder.COLLECTOR_EVENTS)
