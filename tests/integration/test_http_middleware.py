@@ -300,3 +300,61 @@ def test_tracekit_serve_starts_once_answers_and_stops(tmp_path, capsys):
     assert cli.main(["serve", "--run-id", "s3", "--logs-dir", str(logs), "--app-dir", str(EXAMPLE), "--app",
                      "app:no_such_factory", "--port", port]) == 1  # fmt: skip
     assert "no_such_factory" in capsys.readouterr().err
+
+
+# -- issue 23: a client that gives up is not a complete 200 ---------------------------------------
+
+
+def _send_and_close(url: str, request: bytes) -> None:
+    """A raw socket client: ``request`` (perhaps only part of one), then close without reading."""
+    import socket
+
+    host = urlsplit(url)
+    with socket.create_connection((host.hostname, host.port), timeout=30) as client:
+        client.sendall(request)
+
+
+def test_a_client_that_leaves_before_the_response_is_recorded_as_aborted_and_parsed(tmp_path):
+    """The whole request, then the client closes while the handler sleeps: the handler's 200 went
+    nowhere (uvicorn drops what is sent after a disconnect). Before the fix: complete, status 200.
+    Parse keeps the event's fields; the request is an invocation like any other (its CPU was used)."""
+    from tracekit.collect import daemon
+    from tracekit.collect.daemon import CollectorConfig
+    from tracekit.trace.parse import parse_run
+
+    logs = tmp_path / "logs"
+    cfg = CollectorConfig(run_id="a1", node_id="cloud1", interval_ms=100, match_cmdline="uvicorn", logs_dir=logs)
+    daemon.start_collector(cfg)
+    try:
+        with example_service(cfg.run_folder, "cloud1", tmp_path / "svc.log") as server:
+            _send_and_close(server.url, b"GET /work?sleep_ms=1500&resp_kb=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert get(server.url + "/health")[0] == 200  # a request that stays: complete, as before
+            by_path = {e["path"]: e for e in events(cfg.run_folder, 2)}
+    finally:
+        daemon.stop_collector("a1", logs)
+    left, stayed = by_path["/work"], by_path["/health"]
+    assert (left["status"], left["status_sent"], left["complete"]) == (499, 200, False) and left["aborted"] is True
+    assert left["error"] == "client disconnected before the response was complete"
+    assert left["ts_end"] - left["ts_start"] >= 1500  # the handler's time is still the request's
+    assert left["bytes_out"] == 0  # what the handler answered was not sent
+    assert (stayed["status"], stayed["complete"], stayed["error"]) == (200, True, None) and stayed["aborted"] is False
+    assert stayed["ts_start"] == stayed["ts_enqueue"] and stayed["bytes_out"] > 0  # it never read a body
+    for event in (left, stayed):
+        assert validation_errors("raw/invocation_event", event) == []
+    invocations = {r["path"]: r for r in read_jsonl(parse_run(cfg.run_folder).cctf_dir / "invocations.jsonl")}
+    assert (invocations["/work"]["status"], invocations["/work"]["aborted"]) == (499, True)
+    assert invocations["/health"]["aborted"] is False
+
+
+def test_a_client_that_leaves_before_its_body_was_sent_is_recorded_as_aborted(bare):
+    """Headers and 10 of 1000 body bytes, then the client closes. /echo reads the body (it gets the
+    disconnect), /stream does not; each answered 200 to no one. Before the fix both were complete 200s."""
+    server, run = bare
+    for path in ("/echo", "/stream"):
+        _send_and_close(server.url, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n".encode()
+                        + b"x" * 10)  # fmt: skip
+        [event] = [e for e in events(run, 1 if path == "/echo" else 2) if e["path"] == path]
+        assert (event["status"], event["status_sent"], event["complete"]) == (499, 200, False), path
+        assert event["aborted"] is True
+        assert event["bytes_in"] == (10 if path == "/echo" else 0) and event["error"].startswith("client disconnected")
+        assert validation_errors("raw/invocation_event", event) == []
