@@ -9,7 +9,7 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -168,12 +168,14 @@ def test_a_three_hop_chain_is_one_trace_with_parent_links(tmp_path):
         last = cloud.url + "/work/sync?cpu_ms=2"
         with example_service(logs / "edge" / "r1", "edge1", tmp_path / "edge.log",
                              {"DEFAULT_NEXT_URL": last}) as edge:  # fmt: skip
-            with example_service(logs / "endpoint" / "r1", "endpoint1", tmp_path / "endpoint.log") as endpoint:
+            with example_service(logs / "endpoint" / "r1", "endpoint1", tmp_path / "endpoint.log",
+                                 {"NEXT_URL_ALLOWED": edge.url + "/work"}) as endpoint:  # fmt: skip
                 headers = {"traceparent": f"00-{TRACE}-{PARENT}-01", "X-Next-Url": edge.url + "/work?cpu_ms=1"}
                 status, body = get(endpoint.url + "/work?sleep_ms=1", headers)
                 assert status == 200
                 reply = json.loads(body)
-                assert reply["next"]["body"]["next"]["body"]["trace_id"] == TRACE
+                # The next hop's status and time, not its body.
+                assert set(reply["next"]) == {"url", "status", "ms"} and reply["next"]["status"] == 200
                 [first] = events(logs / "endpoint" / "r1", 1)
             [second] = events(logs / "edge" / "r1", 1)
         [third] = events(logs / "cloud" / "r1", 1)
@@ -184,6 +186,38 @@ def test_a_three_hop_chain_is_one_trace_with_parent_links(tmp_path):
     assert len({e["span_id"] for e in (first, second, third)}) == 3
     # Each hop ends after the one it called.
     assert first["ts_end"] >= second["ts_end"] >= third["ts_end"]
+
+
+def test_only_the_configured_next_hops_are_called_and_their_bodies_are_not_passed_on(tmp_path):
+    """Before the fix /work called any call_url / X-Next-Url and returned its body: an open relay
+    (SSRF) to whatever the service can reach, here another service's key-value store."""
+    logs = tmp_path / "logs"
+    with example_service(logs / "inside" / "r1", "inside1", tmp_path / "inside.log") as inside:
+        assert get(inside.url + "/kv/set/secret", data=b"s3cr3t-value")[0] == 200
+        allowed = inside.url + "/work"
+        with example_service(logs / "front" / "r1", "front1", tmp_path / "front.log",
+                             {"NEXT_URL_ALLOWED": allowed}) as front:  # fmt: skip
+            secret = inside.url + "/kv/get/secret"
+            for path, kwargs in (("/work?call_url=" + quote(secret, safe=""), {}),
+                                 ("/work/sync?call_url=" + quote(secret, safe=""), {}),
+                                 ("/work", {"headers": {"X-Next-Url": secret}}),
+                                 ("/work", {"data": json.dumps({"call_url": "file:///etc/passwd"}).encode()}),
+                                 ("/work", {"headers": {"X-Next-Url": allowed + "/../kv/get/secret"}})):  # fmt: skip
+                status, body = get(front.url + path, **kwargs)
+                assert status == 403 and b"s3cr3t" not in body and b"root:" not in body, (path, body)
+                assert json.loads(body)["detail"].startswith("next hop "), body
+            # What is allowed is called: its status and time come back, never its body.
+            for path in ("/work", "/work/sync"):
+                status, body = get(front.url + path + "?call_url=" + quote(allowed + "?resp_kb=1", safe=""))
+                assert status == 200 and set(json.loads(body)["next"]) == {"url", "status", "ms"}
+                assert json.loads(body)["next"]["status"] == 200 and json.loads(body)["next"]["ms"] > 0
+            # A redirect from the next hop is its answer, not followed (FastAPI redirects /work/ to /work).
+            for path in ("/work", "/work/sync"):
+                status, body = get(front.url + path + "?call_url=" + quote(allowed + "/", safe=""))
+                assert status == 200 and json.loads(body)["next"]["status"] == 307
+            assert get(front.url + "/work", data=b'{"call_url": 5}')[0] == 422
+    served = [e["path"] for e in events(logs / "inside" / "r1", 5)]
+    assert served == ["/kv/set/secret", "/work", "/work", "/work/", "/work/"]  # never /kv/get/secret
 
 
 def test_a_load_run_parses_joins_and_exports(tmp_path):
