@@ -414,7 +414,8 @@ def _add_load(commands: argparse._SubParsersAction) -> None:
     )
     load.add_argument("--url", required=True, action="append",
                       help="the target, http://HOST[:PORT]/PATH[?QUERY]; repeat it for several, sent to in turn")  # fmt: skip
-    load.add_argument("--rate", required=True, help="requests per second, or a plan: 50@30s,100@30s")
+    load.add_argument("--rate", required=True, help="requests per second (0.001 to 1,000,000), or a plan: 50@30s,100@30s; "
+                      "warm-up and plan last 168 h (7 days) at most")
     load.add_argument("--duration", help="how long to send (60s, 500ms, 1m30s; not needed with a plan)")
     load.add_argument("--method", default="GET", help="HTTP method (default: GET)")
     load.add_argument("--body", help="request body; @FILE reads it from FILE")
@@ -800,7 +801,10 @@ def _cmd_load(args: argparse.Namespace) -> int:
             print(f"written: {path}")
     if run.interrupted:
         return 130
-    if summary["sent"] and not summary["status_codes"]:
+    if not summary["sent"]:  # a plan that drew no request (Poisson arrivals at a low rate): never a silent 0
+        raise TracekitError(f"no request was sent: --rate {args.rate} drew none in the load's time "
+                            f"({summary['warmup_requests']} of warm-up); raise --rate or --duration")  # fmt: skip
+    if not summary["status_codes"]:
         first_error = next(r.error for r in run.results if r.error and not r.warmup)
         raise TracekitError(f"no request to {', '.join(args.url)} got a response ({first_error}); is the service running there?")
     return 0

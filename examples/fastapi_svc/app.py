@@ -11,7 +11,11 @@ Endpoints (parameters as query string, or as a JSON object body on POST):
   busy machine does not shorten it), ``sleep_ms`` of waiting, a response of
   ``resp_kb`` KiB, and ``call_url``: a next hop to call first (also the
   ``X-Next-Url`` header, else ``$DEFAULT_NEXT_URL``). The call carries the
-  request's ``traceparent``, so a chain of services is one trace.
+  request's ``traceparent``, so a chain of services is one trace. Only the
+  next hops configured are called: ``$DEFAULT_NEXT_URL``'s endpoint and the
+  URL prefixes in ``$NEXT_URL_ALLOWED`` (comma-separated); any other is
+  refused with 403. The answer says the next hop's status and time, never
+  its body (the service is no relay to whatever its callers name).
 - POST ``/json/validate``: is the body a JSON document; its type, size, depth.
 - POST ``/blob/gzip``, ``/blob/gunzip``: the body compressed, decompressed.
 - POST ``/hash/sha256``: the body's SHA-256.
@@ -35,6 +39,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -46,7 +51,9 @@ from tracekit.adapters.http import TracingMiddleware, current_span, outgoing_hea
 
 NEXT_URL_HEADER = "x-next-url"
 DEFAULT_NEXT_URL_ENV = "DEFAULT_NEXT_URL"
+NEXT_URL_ALLOWED_ENV = "NEXT_URL_ALLOWED"
 NEXT_HOP_TIMEOUT_S = 30
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def burn_cpu(ms: float) -> float:
@@ -60,10 +67,75 @@ def burn_cpu(ms: float) -> float:
     return (time.thread_time_ns() - started) / 1e6
 
 
+def _url_parts(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path?query) of an http(s) URL; ValueError for anything else.
+
+    Refused: another scheme (file:// would read this machine's files), user info (``http://a@b``
+    names host b), dot segments (``/work/../admin`` leaves the prefix once a client normalizes it),
+    spaces and control characters (a client would send another request line than was checked).
+    """
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ValueError("spaces and control characters are not allowed (percent-encode them)")
+    parts = urlsplit(url)
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError("not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("user info in a URL is not allowed")
+    if any(segment in (".", "..") for segment in unquote(parts.path).replace("\\", "/").split("/")):
+        raise ValueError("'.' and '..' path segments are not allowed")
+    port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    return parts.scheme, parts.hostname.lower(), port, parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+class NextHops:
+    """The next hops this service may call: ``$DEFAULT_NEXT_URL``'s endpoint (its scheme, host, port
+    and path, any query) and the URL prefixes of ``$NEXT_URL_ALLOWED`` (comma-separated).
+
+    Why: ``call_url`` and ``X-Next-Url`` come from whoever sends a request; calling any URL they
+    name would let them reach, through this service, whatever it can reach (SSRF).
+    """
+
+    def __init__(self, default_url: str | None, allowed: str | None) -> None:
+        self.default_url = default_url or None
+        self.prefixes: list[tuple[str, str, int, str]] = []
+        for entry in (allowed or "").split(","):
+            if entry.strip():
+                try:
+                    self.prefixes.append(_url_parts(entry.strip()))
+                except ValueError as exc:
+                    raise ValueError(f"{NEXT_URL_ALLOWED_ENV}: {entry.strip()!r}: {exc}") from None
+        if self.default_url:
+            try:
+                scheme, host, port, target = _url_parts(self.default_url)
+            except ValueError:
+                pass  # called as it is (and failing as it will: a 502 that says so), nothing more
+            else:
+                self.prefixes.append((scheme, host, port, target.partition("?")[0]))
+
+    @classmethod
+    def from_environment(cls) -> NextHops:
+        return cls(os.environ.get(DEFAULT_NEXT_URL_ENV), os.environ.get(NEXT_URL_ALLOWED_ENV))
+
+    def refusal(self, url: str) -> str | None:
+        """None if ``url`` may be called; else why not, in a few words."""
+        if url == self.default_url:
+            return None
+        shown = url if len(url) <= 200 else url[:200] + "..."
+        try:
+            scheme, host, port, target = _url_parts(url)
+        except ValueError as exc:
+            return f"next hop {shown!r} refused: {exc}"
+        for allowed_scheme, allowed_host, allowed_port, prefix in self.prefixes:
+            if (scheme, host, port) == (allowed_scheme, allowed_host, allowed_port) and target.startswith(prefix):
+                return None
+        return (f"next hop {shown!r} refused: not {DEFAULT_NEXT_URL_ENV}'s endpoint nor under a prefix "
+                f"in {NEXT_URL_ALLOWED_ENV}")  # fmt: skip
+
+
 class WorkParams:
     """cpu_ms, sleep_ms, resp_kb, call_url from the query string or a JSON body."""
 
-    def __init__(self, values: dict[str, Any], next_url: str | None) -> None:
+    def __init__(self, values: dict[str, Any], next_url: str | None, hops: NextHops) -> None:
         try:
             self.cpu_ms = float(values.get("cpu_ms", 0))
             self.sleep_ms = float(values.get("sleep_ms", 0))
@@ -72,10 +144,16 @@ class WorkParams:
             raise HTTPException(422, f"cpu_ms, sleep_ms and resp_kb are numbers: {exc}") from None
         if min(self.cpu_ms, self.sleep_ms, self.resp_kb) < 0:
             raise HTTPException(422, "cpu_ms, sleep_ms and resp_kb must not be negative")
-        self.call_url = values.get("call_url") or next_url or os.environ.get(DEFAULT_NEXT_URL_ENV) or None
+        call_url = values.get("call_url")
+        if call_url is not None and not isinstance(call_url, str):
+            raise HTTPException(422, "call_url is a URL (a string)")
+        self.call_url = call_url or next_url or hops.default_url
+        refusal = hops.refusal(self.call_url) if self.call_url else None
+        if refusal is not None:
+            raise HTTPException(403, refusal)
 
 
-async def work_params(request: Request) -> WorkParams:
+async def work_params(request: Request, hops: NextHops) -> WorkParams:
     values: dict[str, Any] = dict(request.query_params)
     if request.method == "POST":
         body = await request.body()
@@ -87,7 +165,7 @@ async def work_params(request: Request) -> WorkParams:
             if not isinstance(parsed, dict):
                 raise HTTPException(422, "the body is a JSON object of parameters")
             values.update(parsed)
-    return WorkParams(values, request.headers.get(NEXT_URL_HEADER))
+    return WorkParams(values, request.headers.get(NEXT_URL_HEADER), hops)
 
 
 def work_response(params: WorkParams, cpu_used_ms: float, next_hop: dict | None) -> Response:
@@ -117,34 +195,50 @@ async def _close_next_hop_session(app: FastAPI):
         await _session.close()
 
 
+# What a next hop's answer gives back: its status and how long it took (its body is read to the
+# end, so that the call is whole and its connection reusable, and dropped: never passed on).
+
+
+def _hop(url: str, status: int, started: float) -> dict:
+    return {"url": url, "status": status, "ms": round((time.perf_counter() - started) * 1000, 3)}
+
+
 async def call_next_async(url: str) -> dict:
     global _session
     if _session is None or _session.closed:
         _session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=NEXT_HOP_TIMEOUT_S))
+    started = time.perf_counter()
     try:
-        async with _session.get(url, headers=outgoing_headers()) as reply:
-            text = await reply.text()
-            return {"url": url, "status": reply.status, "body": _json_or_text(text)}
+        # No redirects: a next hop's Location would lead the call past the allowed hops.
+        async with _session.get(url, headers=outgoing_headers(), allow_redirects=False) as reply:
+            await reply.read()
+            return _hop(url, reply.status, started)
     except (aiohttp.ClientError, TimeoutError) as exc:
         return {"url": url, "status": None, "error": f"{type(exc).__name__}: {exc}"}
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None  # the 3xx is the next hop's answer (an HTTPError below), its Location not followed
+
+
+# No redirects, and no proxy from the environment (aiohttp's session uses none either).
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+
+
 def call_next_sync(url: str) -> dict:
     request = urllib.request.Request(url, headers=outgoing_headers())
+    started = time.perf_counter()
     try:
-        with urllib.request.urlopen(request, timeout=NEXT_HOP_TIMEOUT_S) as reply:
-            return {"url": url, "status": reply.status, "body": _json_or_text(reply.read().decode())}
+        with _opener.open(request, timeout=NEXT_HOP_TIMEOUT_S) as reply:
+            reply.read()
+            return _hop(url, reply.status, started)
     except urllib.error.HTTPError as exc:
-        return {"url": url, "status": exc.code, "body": _json_or_text(exc.read().decode(errors="replace"))}
+        with contextlib.suppress(OSError):
+            exc.read()
+        return _hop(url, exc.code, started)
     except (urllib.error.URLError, OSError) as exc:
         return {"url": url, "status": None, "error": f"{type(exc).__name__}: {exc}"}
-
-
-def _json_or_text(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 class KeyValueStore:
@@ -184,6 +278,7 @@ def create_app(run_folder: str | os.PathLike | None = None, node: str | None = N
     if run_folder is None:
         run_folder = runfolder.run_dir(runfolder.run_id_or_env(None))
     run_folder = runfolder.ensure_writable_dir(Path(run_folder), "run folder")
+    hops = NextHops.from_environment()  # a bad NEXT_URL_ALLOWED stops the start, saying which entry
     app = FastAPI(title="tracekit example service", lifespan=_close_next_hop_session)
     if traced:
         app.add_middleware(TracingMiddleware, run_folder=run_folder, node=node)
@@ -191,7 +286,7 @@ def create_app(run_folder: str | os.PathLike | None = None, node: str | None = N
 
     @app.api_route("/work", methods=["GET", "POST"])
     async def work(request: Request) -> Response:
-        params = await work_params(request)
+        params = await work_params(request, hops)
         next_hop = await call_next_async(params.call_url) if params.call_url else None
         if params.sleep_ms:
             await asyncio.sleep(params.sleep_ms / 1000)
@@ -208,7 +303,7 @@ def create_app(run_folder: str | os.PathLike | None = None, node: str | None = N
 
     @app.api_route("/work/sync", methods=["GET", "POST"])
     async def work_sync(request: Request) -> Response:
-        params = await work_params(request)  # the body is read on the loop, the work done in the pool
+        params = await work_params(request, hops)  # the body is read on the loop, the work done in the pool
         return await run_in_threadpool(work_in_thread, params)
 
     @app.post("/json/validate")

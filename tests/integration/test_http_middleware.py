@@ -9,7 +9,7 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -168,12 +168,14 @@ def test_a_three_hop_chain_is_one_trace_with_parent_links(tmp_path):
         last = cloud.url + "/work/sync?cpu_ms=2"
         with example_service(logs / "edge" / "r1", "edge1", tmp_path / "edge.log",
                              {"DEFAULT_NEXT_URL": last}) as edge:  # fmt: skip
-            with example_service(logs / "endpoint" / "r1", "endpoint1", tmp_path / "endpoint.log") as endpoint:
+            with example_service(logs / "endpoint" / "r1", "endpoint1", tmp_path / "endpoint.log",
+                                 {"NEXT_URL_ALLOWED": edge.url + "/work"}) as endpoint:  # fmt: skip
                 headers = {"traceparent": f"00-{TRACE}-{PARENT}-01", "X-Next-Url": edge.url + "/work?cpu_ms=1"}
                 status, body = get(endpoint.url + "/work?sleep_ms=1", headers)
                 assert status == 200
                 reply = json.loads(body)
-                assert reply["next"]["body"]["next"]["body"]["trace_id"] == TRACE
+                # The next hop's status and time, not its body.
+                assert set(reply["next"]) == {"url", "status", "ms"} and reply["next"]["status"] == 200
                 [first] = events(logs / "endpoint" / "r1", 1)
             [second] = events(logs / "edge" / "r1", 1)
         [third] = events(logs / "cloud" / "r1", 1)
@@ -184,6 +186,38 @@ def test_a_three_hop_chain_is_one_trace_with_parent_links(tmp_path):
     assert len({e["span_id"] for e in (first, second, third)}) == 3
     # Each hop ends after the one it called.
     assert first["ts_end"] >= second["ts_end"] >= third["ts_end"]
+
+
+def test_only_the_configured_next_hops_are_called_and_their_bodies_are_not_passed_on(tmp_path):
+    """Before the fix /work called any call_url / X-Next-Url and returned its body: an open relay
+    (SSRF) to whatever the service can reach, here another service's key-value store."""
+    logs = tmp_path / "logs"
+    with example_service(logs / "inside" / "r1", "inside1", tmp_path / "inside.log") as inside:
+        assert get(inside.url + "/kv/set/secret", data=b"s3cr3t-value")[0] == 200
+        allowed = inside.url + "/work"
+        with example_service(logs / "front" / "r1", "front1", tmp_path / "front.log",
+                             {"NEXT_URL_ALLOWED": allowed}) as front:  # fmt: skip
+            secret = inside.url + "/kv/get/secret"
+            for path, kwargs in (("/work?call_url=" + quote(secret, safe=""), {}),
+                                 ("/work/sync?call_url=" + quote(secret, safe=""), {}),
+                                 ("/work", {"headers": {"X-Next-Url": secret}}),
+                                 ("/work", {"data": json.dumps({"call_url": "file:///etc/passwd"}).encode()}),
+                                 ("/work", {"headers": {"X-Next-Url": allowed + "/../kv/get/secret"}})):  # fmt: skip
+                status, body = get(front.url + path, **kwargs)
+                assert status == 403 and b"s3cr3t" not in body and b"root:" not in body, (path, body)
+                assert json.loads(body)["detail"].startswith("next hop "), body
+            # What is allowed is called: its status and time come back, never its body.
+            for path in ("/work", "/work/sync"):
+                status, body = get(front.url + path + "?call_url=" + quote(allowed + "?resp_kb=1", safe=""))
+                assert status == 200 and set(json.loads(body)["next"]) == {"url", "status", "ms"}
+                assert json.loads(body)["next"]["status"] == 200 and json.loads(body)["next"]["ms"] > 0
+            # A redirect from the next hop is its answer, not followed (FastAPI redirects /work/ to /work).
+            for path in ("/work", "/work/sync"):
+                status, body = get(front.url + path + "?call_url=" + quote(allowed + "/", safe=""))
+                assert status == 200 and json.loads(body)["next"]["status"] == 307
+            assert get(front.url + "/work", data=b'{"call_url": 5}')[0] == 422
+    served = [e["path"] for e in events(logs / "inside" / "r1", 5)]
+    assert served == ["/kv/set/secret", "/work", "/work", "/work/", "/work/"]  # never /kv/get/secret
 
 
 def test_a_load_run_parses_joins_and_exports(tmp_path):
@@ -300,3 +334,61 @@ def test_tracekit_serve_starts_once_answers_and_stops(tmp_path, capsys):
     assert cli.main(["serve", "--run-id", "s3", "--logs-dir", str(logs), "--app-dir", str(EXAMPLE), "--app",
                      "app:no_such_factory", "--port", port]) == 1  # fmt: skip
     assert "no_such_factory" in capsys.readouterr().err
+
+
+# -- issue 23: a client that gives up is not a complete 200 ---------------------------------------
+
+
+def _send_and_close(url: str, request: bytes) -> None:
+    """A raw socket client: ``request`` (perhaps only part of one), then close without reading."""
+    import socket
+
+    host = urlsplit(url)
+    with socket.create_connection((host.hostname, host.port), timeout=30) as client:
+        client.sendall(request)
+
+
+def test_a_client_that_leaves_before_the_response_is_recorded_as_aborted_and_parsed(tmp_path):
+    """The whole request, then the client closes while the handler sleeps: the handler's 200 went
+    nowhere (uvicorn drops what is sent after a disconnect). Before the fix: complete, status 200.
+    Parse keeps the event's fields; the request is an invocation like any other (its CPU was used)."""
+    from tracekit.collect import daemon
+    from tracekit.collect.daemon import CollectorConfig
+    from tracekit.trace.parse import parse_run
+
+    logs = tmp_path / "logs"
+    cfg = CollectorConfig(run_id="a1", node_id="cloud1", interval_ms=100, match_cmdline="uvicorn", logs_dir=logs)
+    daemon.start_collector(cfg)
+    try:
+        with example_service(cfg.run_folder, "cloud1", tmp_path / "svc.log") as server:
+            _send_and_close(server.url, b"GET /work?sleep_ms=1500&resp_kb=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert get(server.url + "/health")[0] == 200  # a request that stays: complete, as before
+            by_path = {e["path"]: e for e in events(cfg.run_folder, 2)}
+    finally:
+        daemon.stop_collector("a1", logs)
+    left, stayed = by_path["/work"], by_path["/health"]
+    assert (left["status"], left["status_sent"], left["complete"]) == (499, 200, False) and left["aborted"] is True
+    assert left["error"] == "client disconnected before the response was complete"
+    assert left["ts_end"] - left["ts_start"] >= 1500  # the handler's time is still the request's
+    assert left["bytes_out"] == 0  # what the handler answered was not sent
+    assert (stayed["status"], stayed["complete"], stayed["error"]) == (200, True, None) and stayed["aborted"] is False
+    assert stayed["ts_start"] == stayed["ts_enqueue"] and stayed["bytes_out"] > 0  # it never read a body
+    for event in (left, stayed):
+        assert validation_errors("raw/invocation_event", event) == []
+    invocations = {r["path"]: r for r in read_jsonl(parse_run(cfg.run_folder).cctf_dir / "invocations.jsonl")}
+    assert (invocations["/work"]["status"], invocations["/work"]["aborted"]) == (499, True)
+    assert invocations["/health"]["aborted"] is False
+
+
+def test_a_client_that_leaves_before_its_body_was_sent_is_recorded_as_aborted(bare):
+    """Headers and 10 of 1000 body bytes, then the client closes. /echo reads the body (it gets the
+    disconnect), /stream does not; each answered 200 to no one. Before the fix both were complete 200s."""
+    server, run = bare
+    for path in ("/echo", "/stream"):
+        _send_and_close(server.url, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n".encode()
+                        + b"x" * 10)  # fmt: skip
+        [event] = [e for e in events(run, 1 if path == "/echo" else 2) if e["path"] == path]
+        assert (event["status"], event["status_sent"], event["complete"]) == (499, 200, False), path
+        assert event["aborted"] is True
+        assert event["bytes_in"] == (10 if path == "/echo" else 0) and event["error"].startswith("client disconnected")
+        assert validation_errors("raw/invocation_event", event) == []

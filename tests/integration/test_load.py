@@ -186,3 +186,65 @@ def test_the_open_file_limit_is_raised_for_max_in_flight_or_named(tmp_path):
         "tracekit load: error: --max-in-flight 1000 needs 1064 open files; this process may open 512 "
         "(ulimit -Hn): give a lower --max-in-flight")  # fmt: skip
     assert not (tmp_path / "r512.jsonl").exists()
+
+
+# -- issue 23 -------------------------------------------------------------------------------------
+
+
+def test_a_week_long_load_sends_at_once_in_bounded_memory(service, tmp_path):
+    """Before the fix the whole schedule was a list made before the first request (--rate 1000
+    --duration 100h: 4.8 GB and no request yet after 15 s). Under a 1 GiB address-space limit it
+    died of MemoryError; now it sends at once, and Ctrl-C ends it as usual."""
+    import resource
+
+    server, served_into = service
+    limit = 1 << 30
+    load = subprocess.Popen(tracekit_cmd("load", "--url", server.url + "/health", "--rate", "100", "--duration", "168h",
+                                         "--output", str(tmp_path / "r.jsonl"), "--quiet"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))  # fmt: skip
+    try:
+        events = served_into / "events.http.jsonl"
+        wait_until(lambda: load.poll() is None and events.exists() and len(read_jsonl(events)) >= 20
+                   or load.poll() is not None, timeout_s=60, what="the first requests served")  # fmt: skip
+        assert load.poll() is None, load.communicate()[1]
+        load.send_signal(signal.SIGINT)
+        out, err = load.communicate(timeout=60)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    assert load.returncode == 130, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["scheduled"] == 100 * 168 * 3600 and summary["interrupted"] is True
+    assert summary["not_due"] == summary["scheduled"] - summary["requests"] and summary["status_codes"]["200"] >= 20
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--url", "http://[::1", "--rate", "10", "--duration", "1s"],
+     "--url 'http://[::1' is not a URL (Invalid IPv6 URL): give e.g. http://127.0.0.1:8080/work"),
+    (["--url", "http://127.0.0.1:9/", "--rate", "1e-9", "--duration", "1s"],
+     "--rate '1e-9': 1e-9 must be at least 0.001 and at most 1,000,000 per second"),
+    (["--url", "http://127.0.0.1:9/", "--rate", "20", "--duration", "99999999h"],
+     "--rate 20 --duration 99999999h: 99,999,999.0 h is longer than a load may last (168 h, 7 days)"),
+    (["--url", "http://127.0.0.1:9/", "--rate", "10", "--duration", "100h", "--warmup", "100h"],
+     "--warmup and --rate together: 200.0 h is longer than a load may last (168 h, 7 days)"),
+    (["--url", "http://127.0.0.1:9/", "--rate", "0.5", "--duration", "1s"],
+     "--rate 0.5: 0.5 per second for 1 s plans no request; raise the rate or lengthen --duration"),
+], ids=["unclosed-ipv6-url", "rate-1e-9", "duration-99999999h", "warmup-and-plan-too-long", "no-request-planned"])  # fmt: skip
+def test_a_bad_url_or_an_absurd_plan_is_one_line_and_nothing_is_sent(flags, message, tmp_path, capsys):
+    assert cli.main(["load", *flags, "--output", str(tmp_path / "r.jsonl"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"tracekit load: error: {message}"]
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_load_that_sent_no_request_does_not_exit_0(tmp_path, capsys):
+    """Poisson arrivals at 1/s for 1 s with seed 0 draw no request (its first gap is 1.3 s): before
+    the fix the load printed an empty summary and exited 0."""
+    out = tmp_path / "r.jsonl"
+    assert cli.main(["load", "--url", "http://127.0.0.1:9/", "--rate", "1", "--duration", "1s", "--arrival", "poisson",
+                     "--seed", "0", "--output", str(out), "--quiet"]) == 1  # fmt: skip
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "tracekit load: error: no request was sent: --rate 1 drew none in the load's time (0 of warm-up); "
+        "raise --rate or --duration"]  # fmt: skip
+    assert read_jsonl(out) == [] and json.loads((tmp_path / "summary.json").read_text())["sent"] == 0

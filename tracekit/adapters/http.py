@@ -16,6 +16,13 @@ is never shorter than the request was; ``server_us`` is the exact time from
 arrival to that byte). ``bytes_in`` and ``bytes_out`` count the body bytes
 actually received and sent, not Content-Length.
 
+A client that leaves before the response is complete (it closed the
+connection before reading the answer, or before sending all of its body) is
+``aborted``: status 499 (nginx's "client closed request"), ``status_sent``
+what the application answered, ``complete`` false. Servers drop what is
+sent after a disconnect without telling the application, so the middleware
+asks, without waiting, just before the last body byte (``_client_gone``).
+
 CPU (``cpu_ms``, with ``cpu_measured`` saying how): every step of the
 request's coroutine, the middleware's own work for it included, is timed on
 the thread's CPU clock, so CPU that other requests' steps use in between is
@@ -36,6 +43,7 @@ finds the request's span in ``current_span()`` (and in
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 import time
@@ -51,6 +59,8 @@ from tracekit.adapters.tracecontext import TRACE_ID_ALIAS, TRACEPARENT, TRACESTA
 from tracekit.jsonl import dumps
 
 MODULE = "http"
+CLIENT_CLOSED = 499  # the status of a request whose client left first (nginx's "client closed request")
+ABORTED = "client disconnected before the response was complete"
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -244,7 +254,7 @@ class _Request:
     """One request on its way through the middleware, and what its event records."""
 
     __slots__ = ("middleware", "scope", "_receive", "_send", "arrived_wall_ns", "started", "body_read", "ended",
-                 "bytes_in", "bytes_out", "status", "error", "cpu", "span")  # fmt: skip
+                 "bytes_in", "bytes_out", "status", "error", "aborted", "unread", "cpu", "span")  # fmt: skip
 
     def __init__(self, middleware: TracingMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
         self.middleware, self.scope, self._receive, self._send = middleware, scope, receive, send
@@ -256,19 +266,68 @@ class _Request:
         self.bytes_in = self.bytes_out = 0
         self.status: int | None = None
         self.error: str | None = None
+        self.aborted = False  # the client left before the response was complete
+        # What _client_gone received that the app has not asked for yet (a message, or the awaitable
+        # of a receive() it could not run by hand).
+        self.unread: Message | Awaitable[Message] | None = None
         self.cpu = RequestCpu()
         traceparent, tracestate, alias = _headers(scope).values()
         self.span = span_for_request(traceparent, tracestate, alias[0] if alias else None)
 
     async def receive(self) -> Message:
-        message = await self._receive()
+        if self.unread is None:
+            message = await self._receive()
+        else:
+            message, self.unread = self.unread, None
+            if not isinstance(message, dict):
+                message = await message
+        return self._seen(message)
+
+    def _seen(self, message: Message) -> Message:
         if message["type"] == "http.request":
             self.bytes_in += len(message.get("body", b""))
             if not message.get("more_body", False) and self.body_read is None:
                 self.body_read = time.perf_counter_ns()
         elif message["type"] == "http.disconnect" and self.ended is None:
-            self.error = self.error or "client disconnected"
+            self._abort()
         return message
+
+    def _abort(self) -> None:
+        self.aborted = True
+        self.error = self.error or ABORTED
+
+    def _client_gone(self) -> bool:
+        """Has the client left? Asked just before the last body byte is handed over, without waiting.
+
+        Servers drop what is sent after a disconnect without a word (uvicorn does), so a handler
+        that never reads ``receive`` would look answered. The server's ``receive()`` coroutine is
+        run up to its first wait, here, in this step (no task, no turn of the loop: next to
+        nothing per request): a message it has at once is taken (``http.disconnect`` if the
+        client has left); where it would wait for the client, the client is there and the call is
+        closed. Body the app has not read, taken on the way, is kept for it.
+        """
+        if self.aborted:
+            return True
+        if self.unread is not None:
+            return False
+        asking = self._receive()
+        if not inspect.iscoroutine(asking):  # another kind of awaitable: not to be run by hand
+            self.unread = asking  # the app's next receive() awaits it
+            return False
+        try:
+            asking.send(None)
+        except StopIteration as ready:
+            message = ready.value
+        except Exception:  # the server's receive failed: the app's own next call will say so
+            return False
+        else:
+            asking.close()  # it waits for the client: still there
+            return False
+        if message["type"] == "http.disconnect":
+            self._seen(message)
+        else:
+            self.unread = message  # counted when the app asks for it (or never: then it was not read)
+        return self.aborted
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -276,15 +335,26 @@ class _Request:
             self.status = int(message["status"])
         elif kind == "http.response.body":
             body = message.get("body", b"")
+            last = not message.get("more_body", False)
+            if last and self.ended is None:
+                self._client_gone()
             # Read before the hand-over: a process preempted right after its write would otherwise
             # read the clock after the client already had the response.
             handed = time.perf_counter_ns()
-            await self._send(message)
-            self.bytes_out += len(body)
-            if not message.get("more_body", False):
+            await self._hand_over(message)
+            if not self.aborted:
+                self.bytes_out += len(body)
+            if last:
                 self.ended = handed
             return
-        await self._send(message)
+        await self._hand_over(message)
+
+    async def _hand_over(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except OSError:  # ASGI 2.4 servers raise it for a send after the client left
+            self._abort()
+            raise
 
     async def serve(self) -> None:
         self.scope.setdefault("state", {})["tracekit_span"] = self.span
@@ -301,14 +371,17 @@ class _Request:
 
     def event(self) -> dict[str, Any]:
         self.cpu.close_step()  # the middleware's own work for the request, up to here
-        complete = self.ended is not None
+        complete = self.ended is not None and not self.aborted
         ended = self.ended or time.perf_counter_ns()
         # Whole ms, the end rounded up: the span in ms never comes out shorter than the request
         # was (its CPU never claims more than a core for lack of a millisecond).
         ts_enqueue = self.arrived_wall_ns // 1_000_000
         ts_start = (self.arrived_wall_ns + (self.body_read or self.started) - self.started) // 1_000_000
         ts_end = -(-(self.arrived_wall_ns + ended - self.started) // 1_000_000)
-        status = self.status if complete and self.status is not None else 500  # a response that never finished
+        if self.aborted:
+            status = CLIENT_CLOSED  # whatever the application answered, no one got it
+        else:
+            status = self.status if complete and self.status is not None else 500  # a response that never finished
         pid, create_time_ms = self.middleware._process_key()
         scope = self.scope
         route = scope.get("route")
@@ -333,6 +406,7 @@ class _Request:
             "status": status,
             "status_sent": self.status,
             "complete": complete,
+            "aborted": self.aborted,
             "error": self.error if self.error or complete else "response not finished",
             "method": scope.get("method"),
             "route": getattr(route, "path", None),

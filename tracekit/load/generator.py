@@ -87,15 +87,20 @@ class Target:
 
 
 def parse_target(url: str) -> Target:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # urlsplit checks the port only when it is read
+    except ValueError as exc:  # 'http://[::1' (an unclosed IPv6 address), 'http://x:99999/'
+        raise UsageError(f"--url {url!r} is not a URL ({exc}): give e.g. http://127.0.0.1:8080/work") from None
     if parts.scheme != "http" or not parts.hostname:
         raise UsageError(f"--url {url!r}: give an http:// URL with a host, e.g. http://127.0.0.1:8080/work")
-    try:
-        port = parts.port or 80
-    except ValueError:
-        raise UsageError(f"--url {url!r}: the port is not a number from 1 to 65535") from None
+    if port == 0:
+        raise UsageError(f"--url {url!r}: the port is not a number from 1 to 65535")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(parts.hostname, port, target, parts.netloc)
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        # They would end the request line early: the server would read another request than meant.
+        raise UsageError(f"--url {url!r} has a space or control character: percent-encode it (%20)")
+    return Target(parts.hostname, port or 80, target, parts.netloc)
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -170,18 +175,21 @@ class _Attack:
         self.stop = True
 
     async def _send_all(self) -> None:
-        offsets, warmups, limit = self.schedule.offsets_ns, self.schedule.warmup_count, self.spec.max_in_flight
+        # The schedule is drawn as it is sent: nothing here is kept per request not yet due.
+        sends, limit, targets = self.schedule.sends(), self.spec.max_in_flight, len(self.targets)
         next_progress = time.perf_counter_ns() + int(PROGRESS_S * 1e9)
         seq = 0
-        while seq < len(offsets) and not self.stop:
-            due = self.start + offsets[seq]
+        upcoming = next(sends, None)
+        while upcoming is not None and not self.stop:
+            offset, warmup = upcoming
+            due = self.start + offset
             now = time.perf_counter_ns()
             if due > now:
                 # Never shorter than the loop's timer resolution (1 ms in uvloop): shorter sleeps
                 # return at once and the loop would spin. What falls due meanwhile goes out together.
                 await asyncio.sleep(max(due - now, MIN_SLEEP_NS) / 1e9)
                 continue
-            result = Result(seq, offsets[seq], seq < warmups, seq % len(self.targets))
+            result = Result(seq, offset, warmup, seq % targets)
             self.results.append(result)
             if len(self.open) >= limit:
                 result.error = f"{client.DROPPED}: {limit} requests in flight (--max-in-flight)"
@@ -189,10 +197,11 @@ class _Attack:
             else:
                 self._launch(result)
             seq += 1
+            upcoming = next(sends, None)
             if self.progress is not None and now >= next_progress:
                 next_progress = now + int(PROGRESS_S * 1e9)
                 self.progress({**self.counts, "in_flight": len(self.open), "elapsed_s": (now - self.start) / 1e9,
-                               "scheduled": len(offsets)})  # fmt: skip
+                               "scheduled": self.schedule.count})  # fmt: skip
 
     def _launch(self, result: Result) -> None:
         result.trace_id, result.span_id = new_trace_id(), new_span_id()

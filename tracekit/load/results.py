@@ -79,6 +79,15 @@ def _distribution(values: list[int]) -> dict[str, float] | None:
     return {name: round(value / 1e6, 3) for name, value in figures.items()}
 
 
+def _scheduled(run: LoadRun, due: int) -> int | None:
+    """Requests the plan has after its warm-up: all were due unless the run was interrupted; then
+    only constant arrivals know their number (Poisson ones are drawn as they are sent: None)."""
+    if not run.interrupted:
+        return due
+    count, warmups = run.schedule.count, run.schedule.warmup_count
+    return None if count is None or warmups is None else count - warmups
+
+
 def summarize(run: LoadRun) -> dict[str, Any]:
     measured = [r for r in run.results if not r.warmup]
     sent = [r for r in measured if r.send_ns is not None]
@@ -89,7 +98,7 @@ def summarize(run: LoadRun) -> dict[str, Any]:
     last_end = max((r.end_ns for r in sent if r.end_ns is not None), default=last_send)
     attack_s = (last_send - first) / 1e9
     total_s = (last_end - first) / 1e9
-    scheduled = len(run.schedule.offsets_ns) - run.schedule.warmup_count
+    scheduled = _scheduled(run, len(measured))
     errors = Counter(r.error.split(":", 1)[0] for r in measured if r.error)
     lags = [r.send_ns - r.intended_ns for r in sent]
     return {
@@ -97,10 +106,10 @@ def summarize(run: LoadRun) -> dict[str, Any]:
         "method": run.spec.method,
         "arrival": run.spec.arrival,
         "target_rate": [{"rate": step.rate, "duration_s": step.duration_ns / 1e9} for step in run.spec.plan],
-        "warmup_requests": run.schedule.warmup_count,
+        "warmup_requests": len(run.results) - len(measured),
         "scheduled": scheduled,
         "requests": len(measured),
-        "not_due": scheduled - len(measured),  # interrupted before their time
+        "not_due": None if scheduled is None else scheduled - len(measured),  # interrupted before their time
         "interrupted": run.interrupted,
         "sent": len(sent),
         "rate": round(len(sent) / attack_s, 3) if attack_s > 0 else None,
@@ -155,8 +164,10 @@ def summary_text(summary: dict[str, Any]) -> str:
         f"{summary['dropped']}, {summary['late']}",
         f"Error Set     [kind:count]                      {errors}",
     ]
-    if summary["interrupted"]:
+    if summary["interrupted"] and summary["not_due"] is not None:
         lines.append(f"Interrupted: {summary['not_due']} scheduled requests were not yet due and were not sent")
+    elif summary["interrupted"]:
+        lines.append("Interrupted: the rest of the schedule was not yet due and was not sent")
     return "\n".join(lines)
 
 
