@@ -153,3 +153,21 @@ def sshd_nodes(tmp_path):
     nodes = start_sshd_nodes(tmp_path)
     yield nodes
     nodes.close()
+
+
+@pytest.fixture(scope="session")
+def local_site(tmp_path_factory):
+    """inventory/local.yml with node roots of its own and Redis on a free port: (folder, inventory, port).
+
+    One per test session: the node venvs are installed once (tracekit-run's
+    prepare), and later runs show the idempotent path. Whatever a test leaves
+    running under it is killed at the end.
+    """
+    from tests.helpers import kill_processes_under
+    from tests.inventories import local_inventory
+    from tests.sshd import free_port
+
+    folder = tmp_path_factory.mktemp("site")
+    port = free_port()
+    yield folder, local_inventory(folder, port), port
+    kill_processes_under(folder, port)

@@ -132,3 +132,31 @@ def file_secret(path: Path):
         return {path.name: seen["value"]} if seen["value"] else {}
 
     return secrets
+
+
+def processes_under(root: Path, redis_port: int | None = None) -> list[str]:
+    """Live processes whose command line names ``root`` (collectors, workers) or the run's Redis port."""
+    import os
+
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        line = " ".join(proc.info["cmdline"] or [])
+        if str(root) in line or (redis_port is not None and f":{redis_port}" in line and "redis-server" in line):
+            if proc.info["pid"] != os.getpid():
+                found.append(f"{proc.info['pid']} {line[:150]}")
+    return found
+
+
+def kill_processes_under(root: Path, redis_port: int | None = None) -> None:
+    import os
+    import signal
+
+    for entry in processes_under(root, redis_port):
+        try:
+            os.kill(int(entry.split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -186,6 +186,35 @@ def stop_detached(
     return running
 
 
+def end_grandchildren(grace_s: float = 5.0) -> int:
+    """SIGTERM every process below this one's own children; SIGKILL those still there after ``grace_s``.
+
+    Ansible starts its modules in sessions of their own: killing its process
+    group (what ansible-runner does on cancel) leaves a module's children
+    running, e.g. a clip generator's ffmpeg. Our own children (ansible-playbook)
+    are left to their owner (ansible-runner waits for them); background
+    processes started detached (collectors, workers) are no descendants of ours.
+    Returns how many were ended.
+    """
+    try:
+        children = psutil.Process().children()
+        processes = [p for child in children for p in child.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _gone, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    return len(processes)
+
+
 def last_log_line(path: Path) -> str | None:
     """The last non-blank line of a log (what a process said before it died)."""
     try:

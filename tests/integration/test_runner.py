@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import VENV_BIN, ProcessTableWatch, file_secret, wait_until
+from tests.helpers import VENV_BIN, ProcessTableWatch, file_secret, kill_processes_under, processes_under, wait_until
 from tests.inventories import local_inventory, ssh_inventory
 from tests.sshd import free_port
 from tracekit.experiment.runner import run_experiment
@@ -38,35 +38,6 @@ SAMPLED = ["collectors.interval_ms=100", "workload.ffmpeg.transcode.scale=640:36
 
 # Each experiment takes minutes on a loaded 2-core machine (a hung one still fails).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def processes_under(root: Path, redis_port: int | None = None) -> list[str]:
-    """Live processes whose command line names ``root`` (collectors, workers) or the run's Redis port."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        if proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        line = " ".join(proc.info["cmdline"] or [])
-        if str(root) in line or (redis_port is not None and f":{redis_port}" in line and "redis-server" in line):
-            if proc.info["pid"] != os.getpid():
-                found.append(f"{proc.info['pid']} {line[:150]}")
-    return found
-
-
-def kill_processes_under(root: Path, redis_port: int | None = None) -> None:
-    for entry in processes_under(root, redis_port):
-        try:
-            os.kill(int(entry.split()[0]), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-@pytest.fixture(scope="module")
-def local_site(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("site")
-    port = free_port()
-    yield folder, local_inventory(folder, port), port
-    kill_processes_under(folder, port)
 
 
 def run_files(run_dir: Path) -> dict[str, str]:
@@ -194,7 +165,7 @@ def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_si
     assert not leaks, leaks
     password = secret()["smoke-local.redis"]  # the file itself is gone after a good run
     assert_complete_run(run_dir, result, password)
-    assert not (folder / "nodes" / "cloud0" / "redis" / "redis.conf").exists()  # it held the password
+    assert not (folder / "nodes" / "cloud0" / "redis" / "smoke-local" / "redis.conf").exists()  # it held the password
     assert not (logs / ".secrets" / "smoke-local.redis").exists()
     assert not (logs / ".secrets" / "smoke-local.taskkey").exists()
     assert key()["smoke-local.taskkey"] not in "".join(run_files(logs / "smoke-local").values())
@@ -207,7 +178,8 @@ def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_si
     assert cli.returncode == 2 and "--resume smoke-local" in cli.stderr and "--force" in cli.stderr
 
 
-def test_sigint_stops_everything_and_leaves_a_resumable_run(tmp_path, local_site):
+def test_a_hangup_stops_everything_and_leaves_a_resumable_run(tmp_path, local_site):
+    """SIGHUP (a closed terminal or SSH session) is handled as Ctrl-C (SIGINT: test_run_safety)."""
     folder, inventory, port = local_site
     logs = tmp_path / "logs"
     # Long enough tasks that the interrupt lands during dispatch.
@@ -228,7 +200,7 @@ def test_sigint_stops_everything_and_leaves_a_resumable_run(tmp_path, local_site
             return running and any("ffmpeg" in p.split()[1] for p in processes_under(folder / "nodes" / "cloud1"))
 
         wait_until(transcoding, timeout_s=300, what="a worker transcoding during the run phase")
-        child.send_signal(signal.SIGINT)
+        child.send_signal(signal.SIGHUP)
         output, _ = child.communicate(timeout=300)
     finally:
         if child.poll() is None:
@@ -239,7 +211,7 @@ def test_sigint_stops_everything_and_leaves_a_resumable_run(tmp_path, local_site
     assert status["phases"]["run"]["state"] == "interrupted"
     assert status["phases"]["stop"]["state"] == "succeeded" and status["phases"]["fetch"]["state"] == "succeeded"
     assert status["phases"]["parse"]["state"] == "skipped"
-    assert processes_under(folder, port) == [], "tracekit-run left processes behind after SIGINT"
+    assert processes_under(folder, port) == [], "tracekit-run left processes behind after SIGHUP"
     assert (logs / "interrupted" / "nodes" / "cloud1" / "collector.jsonl").exists()  # the data is kept
     assert (logs / ".secrets" / "interrupted.redis").exists()  # kept for --resume
     resumed = run_experiment(resume="interrupted", inventory=inventory, logs_dir=logs)

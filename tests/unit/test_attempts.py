@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tracekit.experiment.attempts import after_the_call, crash_cleanup, earlier_attempt_kept_aside, verdict
+from tracekit.experiment.attempts import (
+    after_the_call, crash_cleanup, earlier_attempt_kept_aside, nodes_left_taken, verdict,
+)  # fmt: skip
 
 PHASES = ["prepare", "start", "run", "stop", "fetch", "parse"]
 
@@ -30,25 +32,37 @@ def test_the_first_phase_that_did_not_succeed_decides(states, interrupted, expec
     assert verdict(states, interrupted) == expected
 
 
+STARTED = {"prepare", "start", "run"}
+
+
 @pytest.mark.parametrize(
-    ("phase", "state", "run_state", "started_any", "expected"),
+    ("phase", "state", "run_state", "entered", "expected"),
     [
-        ("run", "succeeded", "succeeded", True, ("done", None)),
-        ("run", "failed", "failed", True, ("done", None)),  # what failed is not run again in this attempt
-        ("stop", "failed", "failed", True, ("run", None)),  # stop and fetch again, alone, past a failed host
-        ("stop", "interrupted", "interrupted", True, ("run", None)),
-        ("stop", None, "failed", True, ("run", None)),  # not reached: the call ended in run
-        ("stop", None, "failed", False, ("skip", "nothing was started")),  # prepare failed
-        ("parse", None, "failed", True, ("skip", "an earlier phase failed")),
-        ("parse", None, "interrupted", True, ("skip", "an earlier phase interrupted")),
-        ("parse", None, "succeeded", True, ("run", None)),  # the call ended before it without a failure
+        ("run", "succeeded", "succeeded", STARTED, ("done", None)),
+        ("run", "failed", "failed", STARTED, ("done", None)),  # what failed is not run again in this attempt
+        ("stop", "failed", "failed", STARTED, ("run", None)),  # stop and fetch again, alone, past a failed host
+        ("stop", "interrupted", "interrupted", STARTED, ("run", None)),
+        ("stop", None, "failed", STARTED, ("run", None)),  # not reached: the call ended in run
+        ("stop", None, "failed", {"prepare"}, ("skip", "nothing was started")),  # prepare failed
+        ("fetch", None, "failed", {"prepare"}, ("skip", "nothing was started")),
+        ("parse", None, "failed", STARTED, ("skip", "an earlier phase failed")),
+        ("parse", None, "interrupted", STARTED, ("skip", "an earlier phase interrupted")),
+        ("parse", None, "succeeded", STARTED, ("run", None)),  # the call ended before it without a failure
     ],
 )  # fmt: skip
-def test_after_the_call_what_is_done_run_alone_or_skipped(phase, state, run_state, started_any, expected):
-    assert after_the_call(phase, state, run_state, started_any) == expected
+def test_after_the_call_what_is_done_run_alone_or_skipped(phase, state, run_state, entered, expected):
+    assert after_the_call(phase, state, run_state, entered) == expected
 
 
 def test_after_a_crash_stop_and_fetch_what_did_not_succeed():
-    assert crash_cleanup({"run": "failed"}) == ["stop", "fetch"]
-    assert crash_cleanup({"stop": "succeeded", "fetch": "failed"}) == ["fetch"]
-    assert crash_cleanup({"stop": "succeeded", "fetch": "succeeded"}) == []
+    assert crash_cleanup({"run": "failed"}, STARTED) == ["stop", "fetch"]
+    assert crash_cleanup({"stop": "succeeded", "fetch": "failed"}, STARTED) == ["fetch"]
+    assert crash_cleanup({"stop": "succeeded", "fetch": "succeeded"}, STARTED) == []
+    assert crash_cleanup({"prepare": "failed"}, {"prepare"}) == []
+
+
+def test_nodes_taken_and_not_freed_by_a_stop_are_freed():
+    assert nodes_left_taken({"prepare"}, {"prepare": "failed"})  # prepare took them, then failed
+    assert nodes_left_taken(STARTED, {"stop": "failed"})  # a host's stop failed: free what can be freed
+    assert not nodes_left_taken(STARTED, {"stop": "succeeded"})  # stop freed them
+    assert not nodes_left_taken(set(), {})  # nothing was entered (the wheelhouse could not be built)

@@ -283,10 +283,10 @@ def test_bad_values_name_the_key_and_what_is_allowed(tmp_path, override, message
     ("workload.http.load.rate=0.0001", "workload.http.load.rate: 0.0001 is out of range: use 0.001 to 1,000,000 requests/s"),
     ("workload.http.load.rate=2000000", "workload.http.load.rate: 2000000 is out of range: use 0.001 to 1,000,000 requests/s"),
     ("workload.http.load.rate=.nan", "workload.http.load.rate: .nan is not a number"),
-    ("workload.http.load={rate: '0.0001@10s'}", "workload.http.load.rate: 0.0001 is out of range: use 0.001 to "
-                                                "1,000,000 requests/s"),
-    ("workload.http.load={rate: '5@nan'}", "workload.http.load.rate '5@nan': a step's duration is not a duration"),
-    ("workload.http.load={rate: '5@1e400'}", "workload.http.load.rate '5@1e400': a step's duration is not a duration"),
+    ("workload.http.load={rate: '0.0001@10s'}", "workload.http.load.rate '0.0001@10s': 0.0001 must be at least 0.001 "
+                                                "and at most 1,000,000 per second"),
+    ("workload.http.load={rate: '5@nan'}", "workload.http.load.rate '5@nan': duration 'nan' is not a duration"),
+    ("workload.http.load={rate: '5@1e400'}", "workload.http.load.rate '5@1e400': duration '1e400' is not a duration"),
     ("workload.http.load.duration=200h", "workload.http.load.duration: 200h is out of range: use above 0 and at most 7 days"),
     ("workload.http.load.duration=inf", "workload.http.load.duration 'inf' is not a duration: use e.g. 60s, 500ms, 1m30s"),
     ("workload.http.load.duration=nan", "workload.http.load.duration 'nan' is not a duration"),

@@ -10,13 +10,14 @@ Pure functions: no files, no Ansible.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from tracekit.experiment.render import PHASES
 
 ALWAYS_AFTER_START = ("stop", "fetch")  # run even after a failure or an interruption
 UNDONE_BY_STOP = ("start", "run")  # resuming either re-runs both
+TAKE_NODES = ("prepare", "start")  # each takes every node for the run (tracekit_lock); stop frees them
 KEPT_ASIDE = ("nodes", "cctf", "opendc")  # an attempt's data, moved to attempts/<n>/ when start runs again
 
 
@@ -48,11 +49,11 @@ def verdict(states: Sequence[str], interrupted: bool) -> str:
     return "interrupted" if state == "succeeded" and interrupted else state
 
 
-def after_the_call(phase: str, state: str | None, run_state: str, started_any: bool) -> tuple[str, str | None]:
+def after_the_call(phase: str, state: str | None, run_state: str, entered: Collection[str]) -> tuple[str, str | None]:
     """After the call of every phase, for each phase: ('done', None), ('run', None) alone, or ('skip', why).
 
     ``state`` is the phase's outcome in that call (None: not reached), ``run_state``
-    the verdict so far, ``started_any`` whether start or run was entered.
+    the verdict so far, ``entered`` the phases this attempt entered.
     """
     if state is not None and (state == "succeeded" or phase not in ALWAYS_AFTER_START):
         return "done", None
@@ -60,9 +61,18 @@ def after_the_call(phase: str, state: str | None, run_state: str, started_any: b
         return "run", None
     if phase not in ALWAYS_AFTER_START:
         return "skip", f"an earlier phase {run_state}"
-    return ("run", None) if started_any else ("skip", "nothing was started")
+    if any(p in entered for p in UNDONE_BY_STOP):
+        return "run", None
+    return "skip", "nothing was started"
 
 
-def crash_cleanup(states: Mapping[str, str]) -> list[str]:
-    """After an error of the runner itself: stop and fetch, those that did not succeed yet."""
-    return [phase for phase in ALWAYS_AFTER_START if states.get(phase) != "succeeded"]
+def nodes_left_taken(entered: Collection[str], states: Mapping[str, str]) -> bool:
+    """The attempt took the nodes (prepare or start entered) and no stop freed them: free them
+    (playbooks/release.yml) so that another run is not refused for nothing."""
+    return any(p in entered for p in TAKE_NODES) and states.get("stop") != "succeeded"
+
+
+def crash_cleanup(states: Mapping[str, str], entered: Collection[str]) -> list[str]:
+    """After an error of the runner itself: stop and fetch, those that did not succeed yet and are needed."""
+    return [phase for phase in ALWAYS_AFTER_START
+            if states.get(phase) != "succeeded" and any(p in entered for p in UNDONE_BY_STOP)]  # fmt: skip

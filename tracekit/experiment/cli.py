@@ -8,7 +8,7 @@ import sys
 from tracekit import __version__
 from tracekit import runfolder
 from tracekit.errors import TracekitError, UsageError
-from tracekit.experiment.runner import run_experiment
+from tracekit.experiment.runner import run_experiment, stop_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  tracekit-run experiments/ffmpeg.yaml --dry-run           # validate and print the plan only\n"
         "  tracekit-run experiments/ffmpeg.yaml -i inventory/cluster.yml -e dispatch.policy=lpt\n"
         "  tracekit-run --resume ffmpeg-20261125-101500            # continue from the first unfinished phase\n"
-        "exit status: 0 every phase succeeded and verification passed; 1 a phase failed; 2 bad input; "
-        "130 interrupted.\nenvironment: TRACEKIT_LOGS_DIR (default logs folder)",
+        "  tracekit-run --stop ffmpeg-20261125-101500              # its tracekit-run died: stop what it left\n"
+        "exit status: 0 every phase succeeded and the trace is whole (--stop: all stopped and fetched); 1 a phase\n"
+        "failed; 2 bad input; 3 every phase succeeded but the trace is not whole (tasks or a node's samples\n"
+        "missing, a collector that died, queue entries nobody of the run signed: the summary says which);\n"
+        "130 interrupted (Ctrl-C, SIGTERM, SIGHUP).\nenvironment: TRACEKIT_LOGS_DIR (default logs folder)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tracekit-run {__version__}")
@@ -35,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="validate, render and print the plan; touch no node")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID from the first phase that did not finish")
     parser.add_argument("--force", action="store_true", help="replace an existing run folder of the same RUN_ID")
+    parser.add_argument(
+        "--stop", metavar="RUN_ID",
+        help="RUN_ID's tracekit-run died (killed, closed terminal): stop what it left running on its nodes, fetch "
+        "what it collected and free its nodes; --resume it afterwards to finish it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wait", type=int, default=0, metavar="SECONDS",
+        help="a node runs one experiment at a time: wait up to SECONDS for nodes another run holds (default: 0, "
+        "refuse at once, naming that run)",
+    )  # fmt: skip
     parser.add_argument(
         "-e", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override an experiment value by its dotted path, e.g. -e dispatch.policy=lpt (repeatable)",
@@ -49,6 +62,7 @@ _EMPTY = {
     "run_id": "--run-id '': give a run id (letters, digits, '.', '_', '-') or leave the flag out for "
               "<experiment name>-<date>-<time>",
     "resume": "--resume '': give the RUN_ID of the run to continue",
+    "stop": "--stop '': give the RUN_ID of the run to stop",
     "inventory": "-i '': give an inventory file or leave the flag out for the experiment's (else inventory/local.yml)",
     "logs_dir": "--logs-dir '': give a folder or leave the flag out for $TRACEKIT_LOGS_DIR (else ./logs)",
     "limit": "--limit '': give an Ansible host pattern (e.g. cloud1) or leave the flag out for every host",
@@ -63,7 +77,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and not value.strip():
             raise UsageError(message if value == "" else message.replace("''", repr(value), 1))
-    for flag, run_id in (("--run-id", args.run_id), ("--resume", args.resume)):
+    if args.wait < 0:
+        raise UsageError(f"--wait {args.wait}: give the seconds to wait for busy nodes, 0 or more")
+    if args.stop is not None and (args.experiment or args.resume or args.overrides):
+        raise UsageError("--stop RUN_ID stops a run as it was; give no experiment file, --resume or -e with it")
+    for flag, run_id in (("--run-id", args.run_id), ("--resume", args.resume), ("--stop", args.stop)):
         if run_id is not None:
             try:
                 runfolder.validate_run_id(run_id)
@@ -73,10 +91,14 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.experiment is None and args.resume is None:
-        build_parser().error("give an experiment file (e.g. experiments/ffmpeg.yaml) or --resume RUN_ID")
+    if args.experiment is None and args.resume is None and args.stop is None:
+        build_parser().error("give an experiment file (e.g. experiments/ffmpeg.yaml), --resume RUN_ID or --stop RUN_ID")
     try:
         check_arguments(args)
+        if args.stop is not None:
+            result = stop_run(args.stop, inventory=args.inventory, logs_dir=args.logs_dir, verbose=args.verbose)
+            print("\n".join(result.summary))
+            return result.exit_code
         result = run_experiment(
             args.experiment,
             inventory=args.inventory,
@@ -88,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             verbose=args.verbose,
             logs_dir=args.logs_dir,
+            lock_wait=args.wait,
         )
     except TracekitError as exc:
         print(f"tracekit-run: error: {exc}", file=sys.stderr)

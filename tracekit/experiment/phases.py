@@ -14,19 +14,24 @@ of a call in which no host failed.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tracekit.experiment.render import PHASES, Inventory, extravars_yaml, play_phases
+from tracekit.detach import end_grandchildren
+from tracekit.experiment.render import PHASES, RELEASE, Inventory, extravars_yaml, play_phases
 from tracekit.experiment.wheelhouse import find_checkout
 
 HostEvent = Callable[..., None]  # Progress.host_event(host, task, state, detail=None)
+# Calls that must run whatever the run folder's disk holds: they stop what was started, free the nodes.
+CLEANUP_PHASES = {"stop", "fetch", RELEASE}
 
 
 @dataclass
@@ -205,8 +210,10 @@ class PhaseRunner:
         cancelled: Callable[[], bool],
         verbose: bool,
         limit: str | None,
+        say: Callable[[str], None] = lambda _text: None,
     ):
         self.checkout = find_checkout()
+        self.say = say
         self.phase_of_play = play_phases(self.checkout / "playbooks")
         self.private_data_dir = private_data_dir
         self.inventory = inventory
@@ -233,29 +240,46 @@ class PhaseRunner:
         follower = PhaseFollower(phases, self.phase_of_play, self.host_event, on_begin, on_end)
         last_tick = [0.0]
 
+        ended = [False]
+
         def cancel() -> bool:
             if on_tick is not None and follower.phase == "run" and time.monotonic() - last_tick[0] >= 1.0:
                 last_tick[0] = time.monotonic()
                 on_tick()
+            if self.cancelled() and not ended[0]:
+                # Before ansible-runner kills ansible-playbook's process group: what its modules started
+                # runs in sessions of their own (a clip generator and its ffmpeg, a dispatcher).
+                ended[0] = True
+                end_grandchildren()
             return self.cancelled()
 
         self.count += 1
         follower.call_started()
         try:
-            result = self._ansible(phases, follower.on_event, cancel)
+            try:
+                result = self._ansible(phases, follower.on_event, cancel, self.private_data_dir)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or not set(phases) <= CLEANUP_PHASES:
+                    raise
+                # The run folder's disk is full: what was started is stopped all the same, ansible-runner
+                # writing its artifacts elsewhere (fetch then fails where it writes: the data stays on the nodes).
+                elsewhere = Path(tempfile.mkdtemp(prefix=f"tracekit-{self.private_data_dir.parent.name}-"))
+                self.say(f"{phases[0]}: the run folder's disk is full; ansible-runner's files of this call go to {elsewhere}")
+                result = self._ansible(phases, follower.on_event, cancel, elsewhere)
         except Exception as exc:  # ansible-runner itself broke: the phase failed, stop and fetch still run
             follower.call_broke(exc)
             return follower.outcomes
         follower.call_ended(result.status, result.rc, result.status == "canceled" or self.cancelled())
         return follower.outcomes
 
-    def _ansible(self, phases: list[str], on_event: Callable[[dict[str, Any]], bool], cancel: Callable[[], bool]) -> Any:
+    def _ansible(self, phases: list[str], on_event: Callable[[dict[str, Any]], bool], cancel: Callable[[], bool],
+                 private_data_dir: Path) -> Any:  # fmt: skip
         from ansible_runner.interface import init_runner
 
         together = len(phases) > 1
-        write_extravars(self.private_data_dir, self.variables)
+        write_extravars(private_data_dir, self.variables)
         runner = init_runner(
-            private_data_dir=str(self.private_data_dir),
+            private_data_dir=str(private_data_dir),
             project_dir=str(self.checkout / "playbooks"),
             # One phase alone: only its own playbook's roles are loaded and their arguments checked.
             playbook="experiment.yml" if together else f"{phases[0]}.yml",

@@ -29,6 +29,7 @@ from tracekit.experiment.spec import Experiment, FfmpegWorkload, HttpWorkload
 from tracekit.experiment.wheelhouse import find_checkout
 
 PHASES = ("prepare", "start", "run", "stop", "fetch", "parse")
+RELEASE = "release"  # not a phase: playbooks/release.yml frees the nodes after an attempt that ended before stop
 PHASE_HOSTS = {
     "prepare": "controller:workers",
     "start": "controller:workers",
@@ -46,7 +47,7 @@ def play_phases(playbooks: Path) -> dict[str, str]:
     them by the plays that start, so play names are unique across phases.
     """
     phase_of: dict[str, str] = {}
-    for phase in PHASES:
+    for phase in (*PHASES, RELEASE):
         for play in yaml.safe_load((playbooks / f"{phase}.yml").read_text()):
             name = play["name"]
             if name in phase_of:

@@ -17,7 +17,9 @@ failed, its record being incomplete.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import importlib.metadata as md
 import json
 import os
@@ -25,7 +27,7 @@ import platform
 import secrets
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ STATUS_FILE = "status.json"
 MANIFEST_FILE = "manifest.json"
 RESOLVED_FILE = "resolved.json"
 SECRET_DIR = ".secrets"
+LOCK_DIR = ".locks"  # <logs dir>/.locks/<RUN_ID>: held by the tracekit-run of the run
 
 WriteJson = Callable[[Path, Any], None]
 
@@ -173,18 +176,47 @@ class RunDir:
         self.status = {"run_id": self.run_id, "state": "running", "phases": {p: {"state": "pending"} for p in PHASES}}
         self._write(self.manifest_file, {"run_id": self.run_id, "start": now(), "tags": tags, "versions": versions()})
 
-    def make_secret(self) -> Path:
-        """This run's Redis password and task key, generated once (a resumed run keeps them), root-only.
-        Returns the password's file."""
+    def make_secret(self, renew: bool = False) -> Path:
+        """This run's Redis password and task key, root-only; returns the password's file.
+
+        Kept by a resumed attempt that does not start the nodes again (its stop
+        still speaks to the running Redis); ``renew`` makes new ones (an attempt
+        that starts them again gets a new, empty Redis).
+        """
         folder = self.secret_file.parent
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
+        if renew:
+            self.secret_file.unlink(missing_ok=True)
+            self.task_key_file.unlink(missing_ok=True)
         if not self.secret_file.exists():
             fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32))
         write_new_key(self.task_key_file)
         return self.secret_file
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Held by the tracekit-run working on this run (one at a time): another one is refused, naming it.
+        The lock (<logs dir>/.locks/<RUN_ID>) goes with the process, however it ends: a resume then
+        knows that the earlier attempt's tracekit-run is gone."""
+        folder = self.logs / LOCK_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / self.run_id, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another tracekit-run"
+                raise RunError(
+                    f"run {self.run_id} is being run by {holder}; wait for it to end, or stop it (kill -TERM its pid)"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"tracekit-run pid {os.getpid()}".encode())
+            yield
+        finally:
+            os.close(fd)
 
     # -- status.json -------------------------------------------------------------------------
 
@@ -237,11 +269,16 @@ class RunDir:
     def phase_skipped(self, phase: str, reason: str) -> None:
         set_phase(self.status, phase, state="skipped", reason=reason)
 
-    def finish(self, state: str) -> tuple[str, dict[str, Any]]:
+    def finish(self, state: str, warnings: list[str] | None = None) -> tuple[str, dict[str, Any]]:
         """The run's end: manifest and status completed, the secret gone after a good run; (final state, manifest).
 
         A record that could not be written makes the run failed: its own record is incomplete.
+        ``warnings`` (what the trace lost or the run refused) make a succeeded run 'warning'.
         """
+        if warnings:
+            self.status["warnings"] = list(warnings)
+            if state == "succeeded":
+                state = "warning"
         try:
             manifest = self.finish_manifest()
         except OSError as exc:
@@ -253,7 +290,7 @@ class RunDir:
         self.status["state"] = state
         self.status["end"] = now()
         self.save_status()
-        if state == "succeeded":
+        if state in ("succeeded", "warning"):  # every phase done: nothing to resume
             self.secret_file.unlink(missing_ok=True)  # kept otherwise, for --resume
             self.task_key_file.unlink(missing_ok=True)
         return state, manifest

@@ -29,6 +29,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from tracekit.experiment.attempts import (
     UNDONE_BY_STOP,
     after_the_call,
     crash_cleanup,
+    nodes_left_taken,
     earlier_attempt_kept_aside,
     phases_to_run,
     verdict,
@@ -51,6 +53,7 @@ from tracekit.experiment.phases import PhaseOutcome, PhaseRunner
 from tracekit.experiment.progress import Progress, make_progress
 from tracekit.experiment.render import (
     PHASES,
+    RELEASE,
     Inventory,
     Plan,
     extravars,
@@ -58,6 +61,7 @@ from tracekit.experiment.render import (
     read_inventory,
     task_count,
 )
+from tracekit.experiment.outcome import outcome_warnings
 from tracekit.experiment.run_dir import RunDir, write_json
 from tracekit.experiment.spec import Experiment, check_inputs_folder, load_experiment
 from tracekit.experiment.wheelhouse import build_wheelhouse, find_checkout
@@ -66,17 +70,22 @@ from tracekit.experiment.wheelhouse import build_wheelhouse, find_checkout
 _write_json = write_json
 
 
+# How a run ended -> tracekit-run's exit status. 'warning': every phase succeeded, but the trace
+# lost something (tasks, a node's samples) or the run saw something it refused (tracekit.experiment.outcome).
+EXIT_CODES = {"succeeded": 0, "planned": 0, "stopped": 0, "warning": 3, "interrupted": 130}
+
+
 @dataclass
 class RunResult:
     run_id: str
     run_dir: Path
-    state: str  # succeeded, failed, interrupted, planned (dry run)
+    state: str  # succeeded, warning, failed, interrupted, stopped (--stop), planned (dry run)
     status: dict[str, Any] = field(default_factory=dict)
     summary: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return {"succeeded": 0, "planned": 0, "interrupted": 130}.get(self.state, 1)
+        return EXIT_CODES.get(self.state, 1)
 
 
 def default_run_id(experiment: Experiment) -> str:
@@ -84,7 +93,10 @@ def default_run_id(experiment: Experiment) -> str:
 
 
 class _Interrupt:
-    """SIGINT/SIGTERM: cancel the running phase, then stop and fetch; signals during cleanup are noted only."""
+    """SIGINT/SIGTERM/SIGHUP: cancel the running phase, then stop and fetch; signals during cleanup are noted only.
+
+    SIGHUP is what a closed terminal or SSH session sends: the run cleans up as after Ctrl-C.
+    """
 
     def __init__(self, progress: Progress):
         self.progress = progress
@@ -94,7 +106,7 @@ class _Interrupt:
 
     def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -162,8 +174,12 @@ def run_experiment(
     logs_dir: str | Path | None = None,
     progress: Progress | None = None,
     out: Callable[[str], None] = print,
+    lock_wait: int = 0,
 ) -> RunResult:
-    """Run (or plan, or resume) one experiment; never raises for a failed phase (see RunResult.state)."""
+    """Run (or plan, or resume) one experiment; never raises for a failed phase (see RunResult.state).
+
+    ``lock_wait``: seconds to wait for nodes another run holds (tracekit_lock) before refusing.
+    """
     logs = Path(runfolder.logs_dir(logs_dir)).resolve()
     if resume:
         experiment_path, overrides, inventory = _resumed_inputs(logs, resume, experiment_path, overrides, inventory)
@@ -187,24 +203,120 @@ def run_experiment(
         return RunResult(folder.run_id, folder.path, "planned", {}, plan.lines())
 
     keep_aside = earlier_attempt_kept_aside(status, phases, bool(resume))
-    if not resume:
-        _create_run_folder(folder, Path(experiment_path), experiment, inventory_path, parsed_inventory, overrides, force)
-    attempt = folder.begin_attempt(phases, keep_aside)
-    secret_file = folder.make_secret()
     progress = progress or make_progress(PHASES, verbose)
     folder.notify = progress.say
-    with progress, _Interrupt(progress) as interrupt:
-        progress.say(f"run {folder.run_id} -> {folder.path}")
-        wheelhouse = _wheelhouse(folder)
-        variables = extravars(experiment, folder.run_id, folder.path, wheelhouse, secret_file, sys.executable, parsed_inventory)
-        variables["tracekit_run_attempt"] = attempt
-        variables["tracekit_run_task_key_file"] = str(folder.task_key_file)
-        runner = PhaseRunner(folder.ansible_dir, parsed_inventory, variables, progress.host_event,
-                             interrupt.cancelling, verbose, limit)  # fmt: skip
-        counter = _dispatch_counter(parsed_inventory, folder.run_id, secret_file)
-        state = _Attempt(folder, runner, progress, interrupt, counter, task_count(experiment)).run(phases)
-    state, manifest = folder.finish(state)
+    with folder.hold():  # one tracekit-run per run: before anything of the folder changes
+        if not resume:
+            if folder.is_taken() and force:
+                status = folder.load_status()  # a run replaced with --force may have left its processes running
+            _create_run_folder(folder, Path(experiment_path), experiment, inventory_path, parsed_inventory, overrides, force)
+        else:
+            folder.status = status
+        # Its last tracekit-run died before its end (this one holds the run's lock now): nothing stopped its nodes.
+        leftovers = status.get("state") == "running"
+        attempt = folder.begin_attempt(phases, keep_aside)
+        with progress, _Interrupt(progress) as interrupt:
+            progress.say(f"run {folder.run_id} -> {folder.path}")
+            wheelhouse = _wheelhouse(folder)
+            runner = _phase_runner(folder, experiment, parsed_inventory, wheelhouse, attempt, progress, interrupt,
+                                   verbose, limit, lock_wait)  # fmt: skip
+            if leftovers:
+                _stop_what_a_dead_attempt_left(folder, runner, progress)
+            # An attempt that starts the nodes anew gets new secrets: a new Redis (empty: no record of a dead
+            # attempt's tasks), and queue entries of the old key that no new worker runs.
+            folder.make_secret(renew=resume is not None and "start" in phases)
+            counter = _dispatch_counter(parsed_inventory, folder.run_id, folder.secret_file)
+            state = _Attempt(folder, runner, progress, interrupt, counter, task_count(experiment)).run(phases)
+        state, manifest = folder.finish(state, outcome_warnings(folder.path) if state == "succeeded" else [])
     return RunResult(folder.run_id, folder.path, state, folder.status, summarize(folder.path, folder.status, manifest))
+
+
+def stop_run(
+    run_id: str,
+    *,
+    inventory: str | Path | None = None,
+    logs_dir: str | Path | None = None,
+    verbose: bool = False,
+    progress: Progress | None = None,
+) -> RunResult:
+    """--stop RUN_ID: stop everything a run left running on its nodes (its tracekit-run died), fetch what it
+    collected and free its nodes. The run folder records it as an attempt of its own; --resume goes on after."""
+    logs = Path(runfolder.logs_dir(logs_dir)).resolve()
+    experiment_path, overrides, inventory = _resumed_inputs(logs, run_id, None, None, inventory)
+    experiment = load_experiment(experiment_path, overrides)
+    parsed_inventory = read_inventory(_inventory_path(inventory, experiment))
+    folder = RunDir(logs, runfolder.validate_run_id(run_id), write=_write_json)
+    progress = progress or make_progress(PHASES, verbose)
+    folder.notify = progress.say
+    with folder.hold():
+        status = folder.load_status()
+        started = any((status.get("phases", {}).get(p) or {}).get("state", "pending") != "pending" for p in UNDONE_BY_STOP)
+        # A run that never started its nodes has nothing to stop or fetch: its nodes are only freed.
+        calls = ["stop", "fetch"] if started else [RELEASE]
+        attempt = folder.begin_attempt(calls, None)
+        folder.make_secret(renew=False)
+        outcomes: dict[str, PhaseOutcome] = {}
+        with progress, _Interrupt(progress) as interrupt:
+            interrupt.cleaning = True  # stop and fetch are never cancelled
+            runner = _phase_runner(folder, experiment, parsed_inventory, _wheelhouse(folder), attempt, progress,
+                                   interrupt, verbose, None, 0)  # fmt: skip
+            for call in calls:
+                if call == RELEASE:
+                    outcomes.update(runner.run([RELEASE], lambda _p: None, lambda _p, _o: None))
+                    folder.status["attempts"][-1]["nodes_freed"] = outcomes[RELEASE].state if RELEASE in outcomes else "not run"
+                else:
+                    runner.run([call], lambda p: _began(folder, progress, p),
+                               lambda p, o: _ended(folder, progress, outcomes, p, o))  # fmt: skip
+        failed = [call for call in calls if outcomes.get(call) is None or outcomes[call].state != "succeeded"]
+        state, manifest = folder.finish("failed" if failed else "stopped", [])
+    return RunResult(folder.run_id, folder.path, state, folder.status, summarize(folder.path, folder.status, manifest))
+
+
+def _began(folder: RunDir, progress: Progress, phase: str) -> None:
+    folder.phase_started(phase)
+    progress.phase_started(phase)
+
+
+def _ended(folder: RunDir, progress: Progress, outcomes: dict[str, PhaseOutcome], phase: str, outcome: PhaseOutcome) -> None:
+    outcomes[phase] = outcome
+    folder.phase_ended(phase, outcome.state, outcome.error, outcome.hosts)
+    progress.phase_finished(phase, outcome.state, outcome.error)
+
+
+def _phase_runner(
+    folder: RunDir,
+    experiment: Experiment,
+    inventory: Inventory,
+    wheelhouse: Path,
+    attempt: int,
+    progress: Progress,
+    interrupt: _Interrupt,
+    verbose: bool,
+    limit: str | None,
+    lock_wait: int,
+) -> PhaseRunner:
+    variables = extravars(experiment, folder.run_id, folder.path, wheelhouse, folder.secret_file, sys.executable, inventory)
+    variables["tracekit_run_attempt"] = attempt
+    variables["tracekit_run_task_key_file"] = str(folder.task_key_file)
+    # Who holds the nodes, for the message another run gets (tracekit_lock), and how long to wait for them.
+    variables["tracekit_run_holder"] = f"tracekit-run pid {os.getpid()} on host {socket.gethostname()}, run folder {folder.path}"
+    variables["tracekit_run_lock_wait"] = lock_wait
+    return PhaseRunner(folder.ansible_dir, inventory, variables, progress.host_event, interrupt.cancelling, verbose, limit,
+                       progress.say)  # fmt: skip
+
+
+def _stop_what_a_dead_attempt_left(folder: RunDir, runner: PhaseRunner, progress: Progress) -> None:
+    """The earlier attempt's tracekit-run died (killed, or its machine went down) before its stop phase: its
+    collectors, workers, Redis (with the old records) and node locks may still be there. Stop them first."""
+    progress.say(f"run {folder.run_id}: its last tracekit-run ended without stopping its nodes; stopping what it left first")
+    outcomes = runner.run(["stop"], lambda _p: None, lambda _p, _o: None)
+    outcome = outcomes.get("stop")
+    folder.status["attempts"][-1]["stopped_leftovers"] = outcome.state if outcome else "not run"
+    if outcome is None or outcome.state != "succeeded":
+        raise RunError(
+            f"run {folder.run_id}: could not stop what its dead attempt left running "
+            f"({outcome.error if outcome else 'the stop phase did not run'}); see {folder.ansible_dir}"
+        )
 
 
 def _resumed_inputs(
@@ -286,7 +398,7 @@ class _Attempt:
         self.counter = counter
         self.total_tasks = total_tasks
         self.outcomes: dict[str, PhaseOutcome] = {}
-        self.started_any = False
+        self.entered: set[str] = set()
 
     def run(self, phases: list[str]) -> str:
         """Run the phases; the attempt's state (the first phase that did not succeed decides)."""
@@ -295,16 +407,16 @@ class _Attempt:
             self.runner.run(phases, self.begin, self.end, self.tick)
             for phase in phases:
                 done = self.outcomes.get(phase)
-                step, reason = after_the_call(phase, done.state if done else None, self.verdict(), self.started_any)
+                step, reason = after_the_call(phase, done.state if done else None, self.verdict(), self.entered)
                 if step == "skip":
                     self.folder.phase_skipped(phase, reason or "")
                     self.progress.phase_finished(phase, "skipped")
                 elif step == "run":
                     self.runner.run([phase], self.begin, self.end, self.tick)
+            self._free_nodes_left_taken()
         except BaseException:
             # Whatever broke here, what was started is stopped and what was collected fetched.
-            if self.started_any:
-                self._stop_and_fetch_after_a_crash()
+            self._stop_and_fetch_after_a_crash()
             raise
         state = self.verdict()
         self.interrupt.cleaning = True
@@ -313,10 +425,18 @@ class _Attempt:
     def verdict(self) -> str:
         return verdict([o.state for o in self.outcomes.values()], self.interrupt.requested)
 
+    def _free_nodes_left_taken(self) -> None:
+        """Prepare took the nodes and no stop freed them (prepare failed): free them, or the next run is refused."""
+        if not nodes_left_taken(self.entered, {p: o.state for p, o in self.outcomes.items()}):
+            return
+        self.interrupt.cleaning = True  # never cancelled, as stop
+        outcome = self.runner.run([RELEASE], lambda _p: None, lambda _p, _o: None).get(RELEASE)
+        self.folder.status["attempts"][-1]["nodes_freed"] = outcome.state if outcome else "not run"
+
     def begin(self, phase: str) -> None:
         # Stop and fetch are never cancelled: a signal meanwhile is only noted.
         self.interrupt.cleaning = phase in ALWAYS_AFTER_START
-        self.started_any = self.started_any or phase in UNDONE_BY_STOP
+        self.entered.add(phase)
         self.folder.phase_started(phase)
         self.progress.phase_started(phase)
 
@@ -334,7 +454,7 @@ class _Attempt:
 
     def _stop_and_fetch_after_a_crash(self) -> None:
         """Stop and fetch (those that did not succeed yet), each on its own; the error that got here is the one reported."""
-        for phase in crash_cleanup({p: o.state for p, o in self.outcomes.items()}):
+        for phase in crash_cleanup({p: o.state for p, o in self.outcomes.items()}, self.entered):
             try:
                 self.runner.run([phase], self.begin, self.end)
             except Exception:  # noqa: BLE001 - the first error is re-raised by the caller
@@ -357,7 +477,10 @@ def resume_command(run_dir: Path) -> str:
 
 def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     """The end-of-run table: phase durations, tasks per node, makespan, where the results are."""
-    lines = [f"run {status.get('run_id')}: {status.get('state')}" + (f" ({status['error']})" if status.get("error") else "")]
+    state = status.get("state")
+    said = {"warning": "finished with warnings: its trace is not whole"}.get(state, state)
+    lines = [f"run {status.get('run_id')}: {said}" + (f" ({status['error']})" if status.get("error") else "")]
+    lines += [f"  warning: {warning}" for warning in status.get("warnings") or []]
     for phase in PHASES:
         record = status.get("phases", {}).get(phase, {})
         duration = f"{record['duration_s']:.1f} s" if record.get("duration_s") is not None else ""
@@ -392,6 +515,6 @@ def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -
         lines.append(f"  OpenDC:     {run_dir / 'opendc'} (tasks.parquet, fragments.parquet, experiment.json)")
     if (run_dir / "report" / "index.html").exists():
         lines.append(f"  report:     {run_dir / 'report' / 'index.html'}")
-    if status.get("state") not in ("succeeded",):
+    if status.get("state") not in ("succeeded", "warning"):
         lines.append(f"  resume with: {resume_command(run_dir)}")
     return lines

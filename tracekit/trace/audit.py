@@ -49,6 +49,8 @@ class Audit:
     task_samples: dict[tuple[str, str], TaskSamples] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     requests: dict[str, int] | None = None  # an HTTP load's requests and how many joined (tracekit.trace.requests)
+    collectors_died: list[str] = field(default_factory=list)  # nodes whose collector never wrote its stop record
+    queue_entries_rejected: dict[str, int] = field(default_factory=dict)  # node -> entries its worker deleted unrun
 
     def add_node(self, node, metrics, processes: int) -> None:
         table = metrics.table
@@ -109,6 +111,13 @@ class Audit:
         tasks = _tasks_in_trace(invocations, terminal_records)
         notes = _notes(nodes, invocations, with_samples, missing_clock, tasks["tasks_missing_from_trace"])
         notes += _rejection_notes(rejected, self.duplicate_invocations, self.run_dir)
+        if self.collectors_died:
+            notes.append(f"the collector of {', '.join(self.collectors_died)} ended without its stop record (killed, or "
+                         "its machine went down): that node's samples end at its last flush")  # fmt: skip
+        if any(self.queue_entries_rejected.values()):
+            counts = ", ".join(f"{node} {n}" for node, n in sorted(self.queue_entries_rejected.items()) if n)
+            notes.append(f"queue entries not signed by this run's dispatcher, deleted unrun by the workers: {counts} "
+                         "(someone else wrote to the run's Redis; see each node's rejected.jsonl)")  # fmt: skip
         self.summary = {
             "run_dir": str(self.run_dir),
             "run_id": self.run_id,
@@ -150,6 +159,8 @@ class Audit:
             "clock_offsets_ms": {n.node: n.clock_offset_ms for n in nodes},
             "requests": self.requests,
             "nodes_without_clock_offset": missing_clock,
+            "collectors_died": sorted(self.collectors_died),
+            "queue_entries_rejected": dict(sorted(self.queue_entries_rejected.items())),
             "per_node": self.per_node,
             "notes": notes,
         }

@@ -30,6 +30,7 @@ from tracekit.trace.records import CCTF_TABLES, parquet_write_options
 
 CCTF = "cctf"
 SUFFIX = ".parquet"
+AUDIT = "audit.json"  # tracekit.trace.audit: how far to trust the trace
 
 
 def node_file(cctf_dir: Path, table: str, node: str) -> Path:
@@ -81,3 +82,14 @@ def check_schemas(cctf_dir: Path) -> None:
             found = pq.read_schema(path)
             if not found.equals(schema):
                 raise TracekitError(f"{path}: schema differs from the declared {table} schema: {found}")
+
+
+def read_audit(cctf_dir: Path) -> dict | None:
+    """audit.json as parse wrote it; None when it is missing or unreadable."""
+    import json
+
+    try:
+        audit = json.loads((cctf_dir / AUDIT).read_text())
+    except (OSError, ValueError):
+        return None
+    return audit if isinstance(audit, dict) else None

@@ -64,6 +64,7 @@ from tracekit.trace.rawrun import (
     BadLines,
     NodeFolder,
     Rejected,
+    collector_died,
     find_node_folders,
     is_dispatcher_only,
     load_node_folder,
@@ -206,6 +207,11 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
             placements += read_records(folder / runfolder.PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id"))
         for folder in [node.path for node in nodes] + placement_only:
             terminal_records += read_records(folder / runfolder.TERMINAL_RECORDS, bad, required=TERMINAL_REQUIRED)
+            rejected_entries = read_records(folder / runfolder.REJECTED_ENTRIES, bad)
+            for entry in rejected_entries:
+                node_id = str(entry.get("node") or folder.name)
+                audit.queue_entries_rejected[node_id] = audit.queue_entries_rejected.get(node_id, 0) + 1
+        audit.collectors_died = [node.node for node in nodes if collector_died(node.path, bad)]
         invocations.sort(key=lambda r: (r["ts_start"], r["node"], r["task_id"], r["attempt"]))
         load_folders = [(node.path, node) for node in nodes] + [(folder, None) for folder in placement_only]
         requests = read_requests(load_folders, run_dir, bad)

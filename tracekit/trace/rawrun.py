@@ -238,6 +238,12 @@ def iter_numbered_records(
         bad.add(line)
 
 
+def collector_died(folder: Path, bad: BadLines) -> bool:
+    """The node's collector started and never wrote its stop record (killed, or its machine went down)."""
+    events = read_records(folder / runfolder.COLLECTOR_EVENTS, bad)
+    return any(e.get("event") == "start" for e in events) and events[-1].get("event") != "stop"
+
+
 def read_records(path: Path, bad: BadLines, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """All records of a JSONL file ([] if it does not exist)."""
     return list(iter_records(path, bad, required))
