@@ -120,10 +120,10 @@ class RedisServer:
         self.stop()
         self.start()
 
-    def client(self):
+    def client(self, decode: bool = True):
         import redis as redis_lib
 
-        return redis_lib.Redis(port=self.port, password=self.password, decode_responses=True)
+        return redis_lib.Redis(port=self.port, password=self.password, decode_responses=decode)
 
     def signer(self):
         from tracekit.sched.signing import TaskSigner

@@ -4,6 +4,7 @@ with their defaults."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import socket
@@ -305,3 +306,34 @@ def test_load_role_writes_results_and_fails_clearly_without_a_service(tmp_path):
     failed = run_role(tmp_path, "tracekit_load", nowhere, "load-nowhere")
     assert failed.rc != 0 and "got a response (connect: Connection refused)" in failed.stdout.read()
     assert (logs / "role-l2" / "load" / "results.jsonl").is_file()
+
+
+def test_lock_role_holds_a_node_for_one_run(tmp_path):
+    root = tmp_path / "node"
+
+    def lock(run: str, token: str, state: str = "acquired", ident: str = "") -> ansible_runner.Runner:
+        # Each call its own ident: ansible-runner's artifacts of one call are not another's.
+        return run_role(tmp_path, "tracekit_lock", {"tracekit_lock_run_id": run, "tracekit_lock_token": token,
+                        "tracekit_lock_root": str(root), "tracekit_lock_state": state,
+                        "tracekit_lock_holder": f"tracekit-run of {run}"}, ident or f"{run}-{token}-{state}")  # fmt: skip
+
+    first = lock("r1", "t1")
+    assert first.rc == 0 and changed(first) == 1
+    assert "run=r1" in (root / "tracekit.lock").read_text()
+    again = lock("r1", "t1", ident="again")
+    assert again.rc == 0 and changed(again) == 0  # the same run (a resume) holds it already
+    for run, token in (("r2", "t2"), ("r1", "elsewhere")):  # another run, or the same id from another run folder
+        refused = lock(run, token)
+        output = refused.stdout.read()
+        assert refused.rc != 0 and "is in use by run r1" in output and "tracekit-run --stop r1" in output, output
+    assert changed(lock("r2", "t2", "released")) == 0 and (root / "tracekit.lock").exists()  # not r2's to free
+    freed = lock("r1", "t1", "released")
+    assert freed.rc == 0 and changed(freed) == 1 and not (root / "tracekit.lock").exists()
+    assert changed(lock("r1", "t1", "released", ident="freed-again")) == 0
+    # A lock from before the node's last reboot: nothing of that run can still run there; taken over.
+    taken = lock("r2", "t2", ident="r2-turn")
+    assert taken.rc == 0 and changed(taken) == 1
+    text = (root / "tracekit.lock").read_text()
+    (root / "tracekit.lock").write_text(re.sub(r"boot=.*", "boot=another-boot", text))
+    after_reboot = lock("r3", "t3", ident="after-reboot")
+    assert after_reboot.rc == 0 and changed(after_reboot) == 1 and "run=r3" in (root / "tracekit.lock").read_text()

@@ -512,10 +512,18 @@ def test_a_worker_runs_only_what_the_run_s_dispatcher_signed(redis_server, clips
         {"task": evil, "sig": signer.sign_task("cloud2", evil)},  # signed for another node
         {"task": "not json at all", "sig": "x"},
         {"other": "field"},
+        {"task": evil, "sig": "\u00e9" * 64},  # a signature of non-ASCII characters
     ]
     TaskQueue(client, keys, signer=signer).ensure_group("cloud1")
     for fields in forged:
         client.xadd(keys.queue("cloud1"), fields)
+    raw = redis_server.client(decode=False)  # bytes that are no UTF-8, where text is expected
+    raw.xadd(keys.queue("cloud1"), {b"task": b'{"v":1,"task_id":"\xff\xfe"}', b"sig": b"\xff"})
+    forged.append("bytes")
+    # Streams and keys the dispatcher reads, written by someone else.
+    client.xadd(keys.starts, {"record": "not a start record"})
+    raw.xadd(keys.starts.encode(), {b"record": b'{"v":1,"task_id":"\xff"}'})
+    raw.set(keys.heartbeat("cloud1", "x").encode().replace(b"cloud1", b"\xff"), b"1", px=60_000)
     # A terminal record nobody of the run signed, claiming the first task is done.
     first_task = f"t00000-{sorted(clips.iterdir())[0].stem}"
     client.xadd(keys.results, {"record": TerminalRecord(first_task, "cloud1", "cloud1-0", 1, "done", 0, None, 1, 2).encode()})
@@ -523,7 +531,7 @@ def test_a_worker_runs_only_what_the_run_s_dispatcher_signed(redis_server, clips
         start_worker(children, redis_server, tmp_path, node)
     result = dispatch(config(redis_server, clips, tmp_path, policy="round-robin"))
     # Every real task ran, the forged record counted for nothing, no forged entry ran.
-    assert result.ok and result.summary["done"] == 4 and result.summary["rejected_records"] == 1
+    assert result.ok and result.summary["done"] == 4 and result.summary["rejected_records"] == 3
     assert not marker.exists()
     assert sum(1 for e in _events(tmp_path, "cloud1") if e["task_id"] == first_task) == 1  # it did run
     rejected = read_jsonl(tmp_path / "cloud1" / "logs" / "s1" / "rejected.jsonl")
@@ -532,6 +540,25 @@ def test_a_worker_runs_only_what_the_run_s_dispatcher_signed(redis_server, clips
     assert any("id >" in r["payload"] for r in rejected)
     assert client.xlen(keys.queue("cloud1")) == 0  # deleted, never to be taken again
     assert not (tmp_path / "cloud2" / "logs" / "s1" / "rejected.jsonl").exists()
+
+
+def test_a_copy_of_a_signed_entry_is_not_run_twice(redis_server, tmp_path, children):
+    """Someone with the password copies an entry the dispatcher signed: it verifies, and still runs once."""
+    log = tmp_path / "ran"
+    client = redis_server.client()
+    keys = RunKeys("s1")
+    queue = TaskQueue(client, keys, signer=redis_server.signer())
+    queue.create(["cloud1"], {"run_id": "s1"})
+    queue.place("cloud1", TaskMessage("t-once", "0" * 32, "", "x", 1, argv=["/bin/sh", "-c", f"echo ran >> {log}"],
+                                      nonce="n1"))  # fmt: skip
+    [(_entry_id, fields)] = client.xrange(keys.queue("cloud1"))
+    client.xadd(keys.queue("cloud1"), fields)  # the copy
+    start_worker(children, redis_server, tmp_path, "cloud1")
+    rejected = tmp_path / "cloud1" / "logs" / "s1" / "rejected.jsonl"
+    wait_until(lambda: rejected.exists() and results(redis_server), what="the task's record and the copy's refusal")
+    assert log.read_text() == "ran\n" and len(results(redis_server)) == 1
+    [copy] = read_jsonl(rejected)
+    assert copy["reason"].startswith("a copy of entry ") and "t-once" in copy["payload"]
 
 
 def _placements(cfg) -> list[dict]:

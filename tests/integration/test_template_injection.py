@@ -33,6 +33,14 @@ def payload(marker: Path) -> str:
             f"{{% set x = lookup('ansible.builtin.pipe', 'touch {marker}.stmt') %}}$(touch {marker}.shell)")  # fmt: skip
 
 
+def header_payloads(marker: Path) -> list[str]:
+    """Templates without a '{': a '#jinja2:' header sets delimiters of its own, or line statements."""
+    return [
+        f"#jinja2:variable_start_string:'<<',variable_end_string:'>>'\n<< lookup('ansible.builtin.pipe', 'touch {marker}.hdr') >>",
+        f"#jinja2:line_statement_prefix:'%'\n% set x = lookup('ansible.builtin.pipe', 'touch {marker}.line')\nffmpeg",
+    ]
+
+
 def string_keys(schema: dict, root: dict, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Dotted paths of every property that may hold free text (a string without an enum)."""
     if "$ref" in schema:
@@ -81,17 +89,19 @@ def test_no_value_of_the_experiment_is_ever_evaluated_by_ansible(tmp_path):
     refused: dict[str, str] = {}
     for path in string_keys(schema, schema):
         name = ".".join(path)
-        for text in (payload(markers / name), "/" + payload(markers / name)):  # as is, as a path or URL path
-            try:
-                experiment = load_experiment(experiment_with(path, text, tmp_path), None)
-                variables[name] = extravars(experiment, "r1", tmp_path / "run", tmp_path / "wheels",
-                                            tmp_path / "secret", sys.executable, inventory, REPO)  # fmt: skip
-                break
-            except TracekitError as exc:  # a pattern, a path that must exist: validation is the guard there
-                refused[name] = str(exc)
+        for kind, texts in (("", [payload(markers / name), "/" + payload(markers / name)]),  # as is, as a path
+                            *((f"#{i}", [text]) for i, text in enumerate(header_payloads(markers / name)))):
+            for text in texts:
+                try:
+                    experiment = load_experiment(experiment_with(path, text, tmp_path), None)
+                    variables[name + kind] = extravars(experiment, "r1", tmp_path / "run", tmp_path / "wheels",
+                                                       tmp_path / "secret", sys.executable, inventory, REPO)  # fmt: skip
+                    break
+                except TracekitError as exc:  # a pattern, a path that must exist: validation is the guard there
+                    refused[name + kind] = str(exc)
     # Free-text keys of both workloads carry the payload as far as Ansible.
     for name in ("collectors.match", "collectors.match_cmdline", "workload.ffmpeg.inputs", "description",
-                 "workload.http.load.endpoint"):
+                 "workload.http.load.endpoint", "collectors.match#0", "collectors.match#1", "description#0"):
         assert name in variables, refused.get(name)
     # One ansible-playbook reads every tracekit_run_* variable of every experiment, all the way down.
     data = tmp_path / "runner"
@@ -101,9 +111,10 @@ def test_no_value_of_the_experiment_is_ever_evaluated_by_ansible(tmp_path):
     out = tmp_path / "as-ansible-read-them.json"
     playbook = [{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"ansible.builtin.copy": {"dest": str(out), "content": "{{ payloads | to_json }}"}},
-        # Each value used the way the roles use them: in an argv, interpolated into a longer string.
-        {"ansible.builtin.command": {"argv": ["true", "{{ item.value | string }}", "x{{ item.value }}"]},
-         "loop": "{{ payloads | dict2items }}", "loop_control": {"label": "{{ item.key }}"}},
+        # Every value used the way the roles use them: argv elements, in a list made by an expression,
+        # interpolated into longer strings (one module run for them all).
+        {"ansible.builtin.command": {"argv": "{{ ['true'] + (payloads | dict2items | map(attribute='value') | map('string') | list) }}"}},
+        {"ansible.builtin.command": {"argv": ["true", "x{{ payloads }}", "{{ payloads | to_json }}"]}},
     ]}]  # fmt: skip
     (data / "project" / "play.yml").write_text(yaml.safe_dump(playbook))
     result = ansible_runner.run(
@@ -130,7 +141,25 @@ def test_a_template_in_an_inventory_value_is_refused_unless_marked_unsafe(tmp_pa
 
     with pytest.raises(TracekitError, match=r"host w1: tracekit_node_root holds a template .*!unsafe"):
         read_inventory(inventory(""))
+    root = json.dumps(header_payloads(marker)[0])  # a header counts only at the start
+    with pytest.raises(TracekitError, match=r"host w1: tracekit_node_root holds a template .*#jinja2"):
+        read_inventory(inventory(""))
+    root = json.dumps("/b/" + payload(marker))
     # Tagged !unsafe in the inventory, the same text is data: accepted as it is.
     path = inventory("!unsafe ")
     assert read_inventory(path).hostvars["w1"]["tracekit_node_root"].startswith("/b/{{")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("where", ["group_vars/all.yml", "group_vars/workers.yml", "host_vars/w1.yml"])
+def test_a_template_in_group_vars_or_host_vars_beside_the_inventory_is_refused(tmp_path, where):
+    """ansible-playbook reads these folders beside the inventory too (its vars plugins)."""
+    marker = tmp_path / "marker"
+    path = tmp_path / "inventory.yml"
+    path.write_text("all:\n  children:\n    controller: {hosts: {c0: {tracekit_node_root: /a}}}\n"
+                    "    workers: {hosts: {w1: {tracekit_node_root: /b}}}\n")  # fmt: skip
+    (tmp_path / where).parent.mkdir()
+    (tmp_path / where).write_text(f"tracekit_inputs_root: {json.dumps(payload(marker))}\n")
+    with pytest.raises(TracekitError, match=r"host (c0|w1): tracekit_inputs_root holds a template"):
+        read_inventory(path)
     assert not marker.exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tracekit.experiment.attempts import (
-    after_the_call, crash_cleanup, earlier_attempt_kept_aside, nodes_left_taken, verdict,
+    after_the_call, crash_cleanup, earlier_attempt_kept_aside, left_running, nodes_left_taken, verdict,
 )  # fmt: skip
 
 PHASES = ["prepare", "start", "run", "stop", "fetch", "parse"]
@@ -66,3 +66,18 @@ def test_nodes_taken_and_not_freed_by_a_stop_are_freed():
     assert nodes_left_taken(STARTED, {"stop": "failed"})  # a host's stop failed: free what can be freed
     assert not nodes_left_taken(STARTED, {"stop": "succeeded"})  # stop freed them
     assert not nodes_left_taken(set(), {})  # nothing was entered (the wheelhouse could not be built)
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        ({"start": "succeeded", "run": "running", "stop": "pending"}, True),  # its tracekit-run was killed
+        ({"start": "succeeded", "run": "failed", "stop": "failed"}, True),  # a node's stop failed
+        ({"start": "running"}, True),
+        ({"start": "succeeded", "run": "succeeded", "stop": "succeeded", "fetch": "failed"}, False),
+        ({"prepare": "failed", "start": "skipped", "run": "skipped", "stop": "skipped"}, False),
+        ({}, False),  # an unreadable status.json: nothing known to be running
+    ],
+)  # fmt: skip
+def test_what_an_earlier_attempt_may_have_left_running(states, expected):
+    assert left_running({"phases": {p: {"state": s} for p, s in states.items()}}) == expected

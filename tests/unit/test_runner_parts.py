@@ -267,11 +267,12 @@ def test_ansible_gets_no_password_like_variable_of_this_process(monkeypatch):
     monkeypatch.setenv("ANSIBLE_CONFIG", "/etc/ansible.cfg")
     monkeypatch.setenv("LC_ALL", "C.UTF-8")
     monkeypatch.setenv("https_proxy", "http://proxy:3128")
+    monkeypatch.setenv("ANSIBLE_KEEP_REMOTE_FILES", "1")  # kept module files would hold secrets given on stdin
     import os
 
     env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "awx_display", "PATH": "/venv/bin:/usr/bin"}  # set by the runner
     kept = job_environment(env)
-    assert not {"REDIS_PASSWORD", "GITHUB_TOKEN", "ANSIBLE_BECOME_PASS"} & set(kept)
+    assert not {"REDIS_PASSWORD", "GITHUB_TOKEN", "ANSIBLE_BECOME_PASS", "ANSIBLE_KEEP_REMOTE_FILES"} & set(kept)
     assert kept["ANSIBLE_CONFIG"] == "/etc/ansible.cfg" and kept["LC_ALL"] == "C.UTF-8"
     assert kept["https_proxy"] == "http://proxy:3128"
     assert kept["ANSIBLE_STDOUT_CALLBACK"] == "awx_display" and kept["PATH"] == "/venv/bin:/usr/bin"

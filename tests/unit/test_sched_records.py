@@ -16,7 +16,7 @@ def test_task_message_wire_format_and_round_trip():
     assert encoded == {
         "task": '{"v":1,"task_id":"t1","trace_id":"' + "a" * 32 + '","input":"/in/x.mp4","output":"x.mp4",'
         '"ts_enqueue":1700000000000,"attempt":2,"profile":"p1","scale":"1280:720","preset":"veryfast",'
-        '"crf":28,"threads":2,"media_s":4.5,"expected_ms":120.25,"argv":["true","-x"]}'
+        '"crf":28,"threads":2,"media_s":4.5,"expected_ms":120.25,"argv":["true","-x"],"nonce":""}'
     }
     assert TaskMessage.decode(encoded) == message
 

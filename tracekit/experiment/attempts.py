@@ -32,6 +32,16 @@ def phases_to_run(status: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def left_running(status: Mapping[str, Any]) -> bool:
+    """An earlier attempt entered start or run and no stop succeeded since: what it started may still run.
+
+    Phase states are the latest of any attempt: 'pending' or 'skipped' was never entered.
+    """
+    phases = status.get("phases", {})
+    entered = any(phases.get(p, {}).get("state", "pending") not in ("pending", "skipped") for p in UNDONE_BY_STOP)
+    return entered and phases.get("stop", {}).get("state") != "succeeded"
+
+
 def earlier_attempt_kept_aside(status: Mapping[str, Any], phases: Sequence[str], resume: bool) -> int | None:
     """The number of the attempt whose data goes to attempts/<n>/ before this one (None: nothing moves).
 

@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tracekit-run: error: {exc}", file=sys.stderr)
         return exc.exit_code
     if not args.dry_run:
-        print("\n".join(result.summary))
+        try:
+            print("\n".join(result.summary))
+        except OSError:  # the terminal or pipe is gone: the run folder's status.json says it all
+            pass
     return result.exit_code
 
 

@@ -46,8 +46,11 @@ def outcome_warnings(run_dir: Path) -> list[str]:
         if traced is not None and traced < planned:
             warnings.append(f"the trace holds {traced} of the {planned} tasks the dispatcher planned")
         if summary.get("rejected_records"):
-            warnings.append(f"{summary['rejected_records']} results entries not signed by this run's workers were "
-                            "ignored (someone else wrote to the run's Redis)")  # fmt: skip
+            warnings.append(f"{summary['rejected_records']} starts or results entries not written by this run's "
+                            "workers were ignored (someone else wrote to the run's Redis)")  # fmt: skip
+        if summary.get("rejected_entries"):
+            warnings.append(f"{summary['rejected_entries']} queue entries not signed by this run's dispatcher (or "
+                            "copies of its entries) were deleted unrun by the dispatcher")  # fmt: skip
     rejected = {node: n for node, n in (audit.get("queue_entries_rejected") or {}).items() if n}
     if rejected:
         counts = ", ".join(f"{node} {n}" for node, n in sorted(rejected.items()))

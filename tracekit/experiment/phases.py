@@ -232,11 +232,14 @@ class PhaseRunner:
         on_begin: Callable[[str], None],
         on_end: Callable[[str, PhaseOutcome], None],
         on_tick: Callable[[], None] | None = None,
+        also: dict[str, Any] | None = None,
     ) -> dict[str, PhaseOutcome]:
         """Run the phases (in order) in one call; on_begin/on_end for each phase entered; the outcomes of those.
 
-        on_tick about once a second during the run phase (the dispatch's counts).
+        on_tick about once a second during the run phase (the dispatch's counts); ``also``: variables
+        for this call only.
         """
+        variables = {**self.variables, **(also or {})}
         follower = PhaseFollower(phases, self.phase_of_play, self.host_event, on_begin, on_end)
         last_tick = [0.0]
 
@@ -257,7 +260,7 @@ class PhaseRunner:
         follower.call_started()
         try:
             try:
-                result = self._ansible(phases, follower.on_event, cancel, self.private_data_dir)
+                result = self._ansible(phases, follower.on_event, cancel, self.private_data_dir, variables)
             except OSError as exc:
                 if exc.errno != errno.ENOSPC or not set(phases) <= CLEANUP_PHASES:
                     raise
@@ -265,7 +268,7 @@ class PhaseRunner:
                 # writing its artifacts elsewhere (fetch then fails where it writes: the data stays on the nodes).
                 elsewhere = Path(tempfile.mkdtemp(prefix=f"tracekit-{self.private_data_dir.parent.name}-"))
                 self.say(f"{phases[0]}: the run folder's disk is full; ansible-runner's files of this call go to {elsewhere}")
-                result = self._ansible(phases, follower.on_event, cancel, elsewhere)
+                result = self._ansible(phases, follower.on_event, cancel, elsewhere, variables)
         except Exception as exc:  # ansible-runner itself broke: the phase failed, stop and fetch still run
             follower.call_broke(exc)
             return follower.outcomes
@@ -273,11 +276,11 @@ class PhaseRunner:
         return follower.outcomes
 
     def _ansible(self, phases: list[str], on_event: Callable[[dict[str, Any]], bool], cancel: Callable[[], bool],
-                 private_data_dir: Path) -> Any:  # fmt: skip
+                 private_data_dir: Path, variables: dict[str, Any]) -> Any:  # fmt: skip
         from ansible_runner.interface import init_runner
 
         together = len(phases) > 1
-        write_extravars(private_data_dir, self.variables)
+        write_extravars(private_data_dir, variables)
         runner = init_runner(
             private_data_dir=str(private_data_dir),
             project_dir=str(self.checkout / "playbooks"),
@@ -336,6 +339,8 @@ _INHERITED_ENV = re.compile(
     r"|[Hh][Tt][Tt][Pp][Ss]?_[Pp][Rr][Oo][Xx][Yy]|[Nn][Oo]_[Pp][Rr][Oo][Xx][Yy]|ANSIBLE_\w+)$"
 )
 _SECRET_ENV = re.compile(r"(PASS|PASSWORD|SECRET|TOKEN|_KEY)$", re.IGNORECASE)
+# Ansible settings of the shell that tracekit-run does not pass on: kept module files hold their arguments.
+_REFUSED_ENV = frozenset({"ANSIBLE_KEEP_REMOTE_FILES"})
 
 
 def job_environment(env: dict[str, str]) -> dict[str, str]:
@@ -345,5 +350,6 @@ def job_environment(env: dict[str, str]) -> dict[str, str]:
     return {
         name: value
         for name, value in env.items()
-        if own.get(name) != value or (_INHERITED_ENV.match(name) and not _SECRET_ENV.search(name))
+        if name not in _REFUSED_ENV
+        and (own.get(name) != value or (_INHERITED_ENV.match(name) and not _SECRET_ENV.search(name)))
     }

@@ -82,8 +82,11 @@ class Progress:
 
     def say(self, text: str) -> None:
         with self.lock:
-            self.stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
-            self.stream.flush()
+            try:
+                self.stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+                self.stream.flush()
+            except OSError:  # the terminal or pipe is gone (a hangup): the run goes on, its cleanup too
+                pass
 
     def _note(self, text: str, important: bool) -> None:
         """A change: plain mode prints every one; the live display only what it cannot show."""
@@ -132,10 +135,16 @@ class LiveProgress(Progress):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.live.stop()
+        try:
+            self.live.stop()
+        except OSError:
+            pass
 
     def say(self, text: str) -> None:
-        self.console.print(Text(f"{time.strftime('%H:%M:%S')} {text}"))
+        try:
+            self.console.print(Text(f"{time.strftime('%H:%M:%S')} {text}"))
+        except OSError:  # the terminal is gone (a hangup): the run goes on, its cleanup too
+            pass
 
     def _note(self, text: str, important: bool) -> None:
         if important:

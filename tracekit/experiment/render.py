@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,19 @@ class _UnsafeDumper(yaml.SafeDumper):
     """YAML with every string that could hold a template tagged ``!unsafe``."""
 
 
+def could_be_template(text: str) -> bool:
+    """What ansible-core evaluates as a template: a string holding '{{', '{%' or '{#' (anything with a '{'
+    here), or one that begins with a '#jinja2:' header, which may set delimiters of its own."""
+    return "{" in text or text.startswith(JINJA2_HEADER)
+
+
+JINJA2_HEADER = "#jinja2:"
+
+
 def _represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
-    # Only a string with a '{' can hold a template ('{{', '{%', '{#'). Others stay plain:
+    # Only a string that could be a template is tagged; others stay plain:
     # ansible-core 2.19 reads !unsafe '50' as the integer 50 and !unsafe 'on' as true.
-    if "{" in text:
+    if could_be_template(text):
         return dumper.represent_scalar("!unsafe", text, style="'")
     return dumper.represent_str(text)
 
@@ -145,12 +155,22 @@ class Inventory:
 
 
 def _inventory_manager(path: Path) -> Any:
+    return _ansible_inventory(path)[0]
+
+
+def _ansible_inventory(path: Path) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
+    """Ansible's own reading of the inventory, and a host's variables as a play sees them from it: its
+    own, its groups', and those of group_vars/ and host_vars/ beside the inventory file (vars plugins)."""
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.utils.display import Display
+    from ansible.vars.manager import VariableManager
 
     Display().verbosity = 0
-    return InventoryManager(loader=DataLoader(), sources=[str(path)])
+    loader = DataLoader()
+    manager = InventoryManager(loader=loader, sources=[str(path)])
+    variables = VariableManager(loader=loader, inventory=manager)
+    return manager, lambda host: dict(variables.get_vars(host=host, include_hostvars=False))
 
 
 # Inventory variables whose values are kept out of the run folder.
@@ -198,7 +218,7 @@ def read_inventory(path: Path) -> Inventory:
     """Parse with Ansible; require one controller and at least one worker, each with a node root."""
     if not path.is_file():
         raise InventoryError(f"{path}: no such inventory file; give -i inventory/local.yml or a copy of inventory/cluster.example.yml")
-    manager = _inventory_manager(path)
+    manager, host_variables = _ansible_inventory(path)
     groups = manager.get_groups_dict()
     if not manager.hosts and not [h for g in groups.values() for h in g]:
         raise InventoryError(f"{path}: Ansible found no host in it; check its YAML (groups 'controller' and 'workers')")
@@ -213,11 +233,7 @@ def read_inventory(path: Path) -> Inventory:
         raise InventoryError(f"{path}: {controllers[0]} is both the controller and a worker; give it one role")
     hostvars = {}
     for name in (*controllers, *workers):
-        host = manager.get_host(name)
-        values = {k: v for k, v in host.get_vars().items()}
-        for group in host.get_groups():
-            for key, value in group.get_vars().items():
-                values.setdefault(key, value)
+        values = host_variables(manager.get_host(name))
         if not values.get("tracekit_node_root"):
             raise InventoryError(f"{path}: host {name} has no tracekit_node_root (the node's own folder); set it in the inventory")
         _refuse_templates(path, name, values)
@@ -229,6 +245,10 @@ def read_inventory(path: Path) -> Inventory:
 
 
 _TEMPLATE_MARK = re.compile(r"\{\{|\{%|\{#")
+
+
+def _is_template(text: str) -> bool:
+    return text.startswith(JINJA2_HEADER) or bool(_TEMPLATE_MARK.search(text))
 
 
 def _refuse_templates(path: Path, host: str, values: dict[str, Any]) -> None:
@@ -244,7 +264,7 @@ def _refuse_templates(path: Path, host: str, values: dict[str, Any]) -> None:
 
     def templates(value: Any, key: str) -> str | None:
         if isinstance(value, str):
-            return key if is_trusted_as_template(value) and _TEMPLATE_MARK.search(value) else None
+            return key if is_trusted_as_template(value) and _is_template(value) else None
         if isinstance(value, dict):
             return next((k for k2, v in value.items() if (k := templates(v, f"{key}.{k2}"))), None)
         if isinstance(value, (list, tuple)):
@@ -255,7 +275,8 @@ def _refuse_templates(path: Path, host: str, values: dict[str, Any]) -> None:
         where = templates(value, name)
         if where:
             raise InventoryError(
-                f"{path}: host {host}: {where} holds a template ('{{{{', '{{%' or '{{#'); tracekit-run takes inventory "
+                f"{path}: host {host}: {where} holds a template ('{{{{', '{{%', '{{#' or a '#jinja2:' header); "
+                "tracekit-run takes inventory "
                 "values as data: write the value itself, or tag it !unsafe to keep the braces as text"
             )
 

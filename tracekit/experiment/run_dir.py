@@ -133,6 +133,19 @@ class RunDir:
         """This run's task key (tracekit.sched.signing), beside its password."""
         return self.logs / SECRET_DIR / f"{self.run_id}.taskkey"
 
+    def lock_token(self) -> str:
+        """Who holds the run's nodes (tracekit_lock): this run folder, on every attempt. A run of the same
+        id from another logs folder or machine has another token, so it does not take them as its own."""
+        path = self.logs / SECRET_DIR / f"{self.run_id}.owner"
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(16))
+        return path.read_text().strip()
+
     # -- what is there -------------------------------------------------------------------
 
     def read_resolved(self) -> dict[str, Any]:
@@ -290,9 +303,10 @@ class RunDir:
         self.status["state"] = state
         self.status["end"] = now()
         self.save_status()
-        if state in ("succeeded", "warning"):  # every phase done: nothing to resume
+        if state in ("succeeded", "warning"):  # every phase done: nothing to resume, the nodes freed
             self.secret_file.unlink(missing_ok=True)  # kept otherwise, for --resume
             self.task_key_file.unlink(missing_ok=True)
+            (self.logs / SECRET_DIR / f"{self.run_id}.owner").unlink(missing_ok=True)
         return state, manifest
 
     def finish_manifest(self) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from tracekit.experiment.attempts import (
     crash_cleanup,
     nodes_left_taken,
     earlier_attempt_kept_aside,
+    left_running,
     phases_to_run,
     verdict,
 )
@@ -69,6 +70,8 @@ from tracekit.experiment.wheelhouse import build_wheelhouse, find_checkout
 # Every record of the run folder is written through this name (a test fills the disk through it).
 _write_json = write_json
 
+
+AFTER_HANGUP = "after-hangup.log"  # in the run folder: what tracekit-run said once its terminal was gone
 
 # How a run ended -> tracekit-run's exit status. 'warning': every phase succeeded, but the trace
 # lost something (tasks, a node's samples) or the run saw something it refused (tracekit.experiment.outcome).
@@ -98,8 +101,9 @@ class _Interrupt:
     SIGHUP is what a closed terminal or SSH session sends: the run cleans up as after Ctrl-C.
     """
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, after_hangup: Path | None = None):
         self.progress = progress
+        self.after_hangup = after_hangup  # where what tracekit-run says goes once its terminal is gone
         self.requested = False
         self.cleaning = False
         self.previous: dict[int, Any] = {}
@@ -114,12 +118,28 @@ class _Interrupt:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
 
+    def _leave_the_terminal(self) -> None:
+        """A hangup: the terminal is gone and every write to it fails (EIO). What tracekit-run says from
+        now on goes to a file in the run folder (or nowhere), so that its cleanup is not cut short."""
+        try:
+            target = os.open(self.after_hangup or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:
+            target = os.open(os.devnull, os.O_WRONLY)
+        nothing = os.open(os.devnull, os.O_RDONLY)
+        for fd in (1, 2):
+            os.dup2(target, fd)
+        os.dup2(nothing, 0)
+        os.close(target)
+        os.close(nothing)
+
     def cancelling(self) -> bool:
         """A signal came while a phase that may be cancelled runs (not stop or fetch)."""
         return self.requested and not self.cleaning
 
     def _handle(self, signum: int, _frame: object) -> None:
         self.requested = True  # parse is skipped; the run ends 'interrupted'
+        if signum == signal.SIGHUP:
+            self._leave_the_terminal()
         if self.cleaning:
             self.progress.say("stopping what was started and fetching the data; please wait")
             return
@@ -191,40 +211,40 @@ def run_experiment(
     parsed_inventory = read_inventory(inventory_path)
     check_inputs_folder(experiment, parsed_inventory)
     folder = RunDir(logs, runfolder.validate_run_id(run_id if run_id is not None else default_run_id(experiment)), write=_write_json)
-    status = folder.load_status() if resume else {}
-    phases = phases_to_run(status) if resume else list(PHASES)
-    if resume and not phases:
-        summary = [f"run {folder.run_id}: every phase already finished; nothing to resume"]
-        return RunResult(folder.run_id, folder.path, "succeeded", status, summary)
-    plan = Plan(folder.run_id, experiment, parsed_inventory, tuple(phases))
     if dry_run:
+        phases = phases_to_run(folder.load_status()) if resume else list(PHASES)
+        plan = Plan(folder.run_id, experiment, parsed_inventory, tuple(phases))
         for line in plan.lines():
             out(line)
         return RunResult(folder.run_id, folder.path, "planned", {}, plan.lines())
 
-    keep_aside = earlier_attempt_kept_aside(status, phases, bool(resume))
     progress = progress or make_progress(PHASES, verbose)
     folder.notify = progress.say
-    with folder.hold():  # one tracekit-run per run: before anything of the folder changes
+    with folder.hold():  # one tracekit-run per run: its status is read, and changed, by this one only
+        status = folder.load_status() if resume else {}
+        phases = phases_to_run(status) if resume else list(PHASES)
+        if resume and not phases:
+            summary = [f"run {folder.run_id}: every phase already finished; nothing to resume"]
+            return RunResult(folder.run_id, folder.path, status.get("state", "succeeded"), status, summary)
+        keep_aside = earlier_attempt_kept_aside(status, phases, bool(resume))
         if not resume:
             if folder.is_taken() and force:
                 status = folder.load_status()  # a run replaced with --force may have left its processes running
             _create_run_folder(folder, Path(experiment_path), experiment, inventory_path, parsed_inventory, overrides, force)
-        else:
-            folder.status = status
-        # Its last tracekit-run died before its end (this one holds the run's lock now): nothing stopped its nodes.
-        leftovers = status.get("state") == "running"
+        # Its earlier attempt started the nodes and no stop succeeded since (its tracekit-run died, or a
+        # node's stop failed): what it left may still run, and holds the nodes.
+        leftovers = left_running(status)
         attempt = folder.begin_attempt(phases, keep_aside)
-        with progress, _Interrupt(progress) as interrupt:
+        with progress, _Interrupt(progress, folder.path / AFTER_HANGUP) as interrupt:
             progress.say(f"run {folder.run_id} -> {folder.path}")
             wheelhouse = _wheelhouse(folder)
             runner = _phase_runner(folder, experiment, parsed_inventory, wheelhouse, attempt, progress, interrupt,
                                    verbose, limit, lock_wait)  # fmt: skip
             if leftovers:
-                _stop_what_a_dead_attempt_left(folder, runner, progress)
-            # An attempt that starts the nodes anew gets new secrets: a new Redis (empty: no record of a dead
+                _stop_what_an_earlier_attempt_left(folder, runner, progress, interrupt)
+            # An attempt that starts the nodes anew gets new secrets: a new Redis (empty: no record of an earlier
             # attempt's tasks), and queue entries of the old key that no new worker runs.
-            folder.make_secret(renew=resume is not None and "start" in phases)
+            folder.make_secret(renew="start" in phases)
             counter = _dispatch_counter(parsed_inventory, folder.run_id, folder.secret_file)
             state = _Attempt(folder, runner, progress, interrupt, counter, task_count(experiment)).run(phases)
         state, manifest = folder.finish(state, outcome_warnings(folder.path) if state == "succeeded" else [])
@@ -301,20 +321,25 @@ def _phase_runner(
     # Who holds the nodes, for the message another run gets (tracekit_lock), and how long to wait for them.
     variables["tracekit_run_holder"] = f"tracekit-run pid {os.getpid()} on host {socket.gethostname()}, run folder {folder.path}"
     variables["tracekit_run_lock_wait"] = lock_wait
+    variables["tracekit_run_lock_token"] = folder.lock_token()
     return PhaseRunner(folder.ansible_dir, inventory, variables, progress.host_event, interrupt.cancelling, verbose, limit,
                        progress.say)  # fmt: skip
 
 
-def _stop_what_a_dead_attempt_left(folder: RunDir, runner: PhaseRunner, progress: Progress) -> None:
-    """The earlier attempt's tracekit-run died (killed, or its machine went down) before its stop phase: its
-    collectors, workers, Redis (with the old records) and node locks may still be there. Stop them first."""
-    progress.say(f"run {folder.run_id}: its last tracekit-run ended without stopping its nodes; stopping what it left first")
-    outcomes = runner.run(["stop"], lambda _p: None, lambda _p, _o: None)
+def _stop_what_an_earlier_attempt_left(folder: RunDir, runner: PhaseRunner, progress: Progress, interrupt: _Interrupt) -> None:
+    """The earlier attempt started the nodes and no stop succeeded since (its tracekit-run died, or a node's
+    stop failed): its collectors, workers, Redis (with the old records) and node locks may still be there.
+    Stop them first, with the earlier attempt's secrets (before they are renewed)."""
+    progress.say(f"run {folder.run_id}: its earlier attempt's nodes were not all stopped; stopping what it left first")
+    interrupt.cleaning = True  # never cancelled, as stop
+    # The nodes stay this run's: another run waiting for them must not slip in before this attempt's start.
+    outcomes = runner.run(["stop"], lambda _p: None, lambda _p, _o: None, also={"tracekit_run_keep_nodes": True})
+    interrupt.cleaning = False
     outcome = outcomes.get("stop")
     folder.status["attempts"][-1]["stopped_leftovers"] = outcome.state if outcome else "not run"
     if outcome is None or outcome.state != "succeeded":
         raise RunError(
-            f"run {folder.run_id}: could not stop what its dead attempt left running "
+            f"run {folder.run_id}: could not stop what its earlier attempt left running "
             f"({outcome.error if outcome else 'the stop phase did not run'}); see {folder.ansible_dir}"
         )
 

@@ -56,6 +56,9 @@ def connect(url: str, password_file: str | Path | None = None, check: bool = Tru
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=30.0,
         decode_responses=True,
+        # Bytes that are no UTF-8 (anyone with the password can write them) become U+FFFD: the entry is then
+        # refused by its signature, not a UnicodeDecodeError in the middle of a worker or the dispatcher.
+        encoding_errors="replace",
         health_check_interval=10,
     )
     if check:

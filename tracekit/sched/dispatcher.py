@@ -30,16 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
+
 from tracekit import runfolder
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
-from tracekit.errors import UsageError
+from tracekit.errors import ProtocolError, UsageError
 from tracekit.filelog import close_file_logger, file_logger
 from tracekit.jsonl import LineWriter
 from tracekit.sched.connection import connect, retrying, safe_url
 from tracekit.sched.plan import Planned, plan_tasks
 from tracekit.sched.policies import NodeState, make_policy
 from tracekit.sched.protocol import RunKeys, StartRecord, TaskMessage, run_meta
-from tracekit.sched.queue import PLACE_BATCH, Rejected, Taken, TaskQueue
+from tracekit.sched.queue import PLACE_BATCH, Rejected, Taken, TaskQueue, new_nonce
 from tracekit.sched.signing import read_task_key
 
 DISPATCHER_LOG = "dispatcher.log"
@@ -96,6 +98,7 @@ class TaskProgress:
     started_ms: int | None = None  # controller clock: when Redis recorded its start
     record: TerminalRecord | None = None
     entry_id: str | None = None  # its entry in its node's queue
+    nonce: str | None = None  # that entry's nonce (TaskMessage.nonce): another entry with it is a copy
     moved_from: str | None = None  # the node it waited on until that node's worker went away
 
 
@@ -132,7 +135,7 @@ class Dispatcher:
         self.stop_requested: str | None = None  # the signal that asked this dispatcher to stop
         self._live: set[str] = set(config.nodes)  # nodes with a worker slot sending heartbeats
         self.rejected_records = 0  # results entries no worker of this run signed
-        self.rejected_entries = 0  # queue entries of dead slots or nodes that this run's key did not sign
+        self.rejected_entries = 0  # queue entries it deleted unrun: not signed with the run's key, or copies
         self.events = LineWriter(self.folder / runfolder.PLACEMENT_EVENTS)
         self.terminal_records = LineWriter(self.folder / runfolder.TERMINAL_RECORDS)
 
@@ -174,12 +177,12 @@ class Dispatcher:
             output=planned.output_name, ts_enqueue=int(time.time() * 1000), attempt=attempt,
             profile=planned.task.profile, scale=planned.settings.scale, preset=planned.settings.preset,
             crf=planned.settings.crf, threads=planned.settings.threads, media_s=planned.task.media_s,
-            expected_ms=round(self.policy.expected_ms(planned.task), 3),
+            expected_ms=round(self.policy.expected_ms(planned.task), 3), nonce=new_nonce(),
         )  # fmt: skip
 
     def _placed(self, progress: TaskProgress, node: str, message: TaskMessage, decided_on: dict[str, Any], reason: str) -> None:
         """Record a placement that happened: the task's progress and its placement event."""
-        progress.attempt = message.attempt
+        progress.attempt, progress.nonce = message.attempt, message.nonce
         progress.node, progress.state, progress.placed_ms, progress.started_ms = node, "queued", message.ts_enqueue, None
         self._pending.pop(message.task_id, None)
         self.events.write(
@@ -196,7 +199,12 @@ class Dispatcher:
         """Apply new starts and terminal records."""
         for entry_id, fields in self._redis(lambda: self.queue.read_stream(self.queue.keys.starts, cursors["starts"], None)):
             cursors["starts"] = entry_id
-            start = StartRecord.decode(fields)
+            try:
+                start = StartRecord.decode(fields)
+            except ProtocolError:  # not written by a worker of this run (they write them through the queue's Lua)
+                self.rejected_records += 1
+                self.log.warning("starts entry %s is no start record of this Tracekit: ignored", entry_id)
+                continue
             progress = self.tasks.get(start.task_id)
             if progress and progress.state == "queued" and start.node == progress.node and self._is_placed_entry(progress, start):
                 # The worker's ts_start is on its node's clock; the entry's time is the controller's.
@@ -233,15 +241,28 @@ class Dispatcher:
             )  # fmt: skip
 
     def _is_placed_entry(self, progress: TaskProgress, start: StartRecord) -> bool:
-        """The start is of the entry this dispatcher placed (or one a worker handed back, signed, for the task);
-        an entry added by anyone else gets a start record from Redis too, before its worker rejects it."""
+        """The start is of the task's current entry (or one a worker handed back, signed anew); an entry
+        added by anyone else gets a start record from Redis too, before its worker rejects it."""
         if start.entry_id == progress.entry_id:
             return True
-        found = self._redis(lambda: self.queue.entry(start.node, start.entry_id))
-        if isinstance(found, Taken) and found.message.task_id == start.task_id:
-            progress.entry_id = start.entry_id  # handed back by its worker under a new entry
+        try:
+            found = self._redis(lambda: self.queue.entry(start.node, start.entry_id))
+        except redis.ResponseError:  # an entry id Redis cannot read: written by someone else
+            return False
+        return isinstance(found, Taken) and self._is_current(progress, start.entry_id, found.message)
+
+    def _is_current(self, progress: TaskProgress, entry_id: str, message: TaskMessage) -> bool:
+        """Whether a signed entry of the task is its current one. Another entry with the current nonce is a
+        copy (someone copied it); one with a nonce of its own was signed anew by a worker handing the task
+        back, and becomes the current entry."""
+        if message.task_id != progress.planned.task.task_id:
+            return False
+        if entry_id == progress.entry_id:
             return True
-        return False
+        if message.nonce == progress.nonce:
+            return False
+        progress.entry_id, progress.nonce = entry_id, message.nonce
+        return True
 
     def _reclaim(self) -> None:
         """Requeue tasks held by worker slots that stopped sending heartbeats.
@@ -260,6 +281,9 @@ class Dispatcher:
                 progress = self.tasks.get(message.task_id) if message else None
                 if progress is None or progress.state in ("done", "failed") or not live:
                     continue
+                if not self._is_current(progress, entry_id, message):  # a copy of the task's entry: never run
+                    self._drop_unsigned(node, Rejected(entry_id, "a copy of the task's entry", message.payload()[:500]))
+                    continue
                 states = {n: s for n, s in self._states().items() if n in live}
                 target = self.policy.choose(progress.planned.task, [states[n] for n in sorted(states)]) or sorted(live)[0]
                 decided_on = {"backlog": {n: s.backlog for n, s in states.items()}, "reclaimed_from": consumer}
@@ -274,7 +298,8 @@ class Dispatcher:
                                  message.task_id, consumer, target, progress.attempt)  # fmt: skip
 
     def _drop_unsigned(self, node: str, rejected: Rejected) -> None:
-        """An entry of a node's queue that this run's dispatcher did not sign: deleted, never run, counted."""
+        """An entry of a node's queue that this run's dispatcher did not sign (or a copy of one it did):
+        deleted, never run, counted."""
         self._redis(lambda: self.queue.reject(node, rejected))
         self.rejected_entries += 1
         self.log.warning("queue entry %s on %s deleted unrun: %s", rejected.entry_id, node, rejected.reason)
@@ -295,6 +320,7 @@ class Dispatcher:
 
     def _move_waiting(self, node: str, live: set[str]) -> None:
         """Move every task waiting (not taken by a slot) in ``node``'s queue to a live node, through the policy."""
+        states = {n: s for n, s in self._states().items() if n in live}  # once: kept up to date as tasks move
         for entry_id, found in self._redis(lambda: self.queue.undelivered(node)):
             if isinstance(found, Rejected):
                 self._drop_unsigned(node, found)
@@ -302,7 +328,9 @@ class Dispatcher:
             progress = self.tasks.get(found.message.task_id)
             if progress is None or progress.state != "queued":
                 continue
-            states = {n: s for n, s in self._states().items() if n in live}
+            if not self._is_current(progress, entry_id, found.message):  # a copy of the entry: never run
+                self._drop_unsigned(node, Rejected(entry_id, "a copy of the task's entry", found.message.payload()[:500]))
+                continue
             target = self.policy.choose(progress.planned.task, [states[n] for n in sorted(states)]) or sorted(live)[0]
             message = self._message(progress, progress.attempt)  # it never started: the same attempt
             new_entry = self._redis(lambda e=entry_id, t=target, m=message: self.queue.move_waiting(node, e, t, m))
@@ -312,6 +340,9 @@ class Dispatcher:
                           "why": "no worker slot of the node sends heartbeats"}  # fmt: skip
             self._placed(progress, target, message, decided_on, "moved")
             progress.entry_id, progress.moved_from = new_entry, progress.moved_from or node
+            expected = self.policy.expected_ms(progress.planned.task)
+            states[target] = dataclasses.replace(states[target], queued=states[target].queued + 1,
+                                                 expected_outstanding_ms=states[target].expected_outstanding_ms + expected)  # fmt: skip
 
     def _move_back(self, node: str) -> None:
         """Tasks moved off ``node`` when its worker went away, still waiting elsewhere, go back to it."""

@@ -56,6 +56,9 @@ class TaskMessage:
     media_s: float = 0.0
     expected_ms: float = 0.0
     argv: list[str] | None = None  # a plain command instead of a transcode (benchmarks, other workloads)
+    # New for each signed placement (by the dispatcher, or a worker handing a task back): a copy of an
+    # entry (someone with the password can copy one) is known by its nonce and is not run twice.
+    nonce: str = ""
 
     def payload(self) -> str:
         # The instance's own field dict, not dataclasses.asdict: asdict deep-copies

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
 import time
 from dataclasses import dataclass, replace
 from string import Template
@@ -40,6 +41,11 @@ from tracekit.sched.signing import TaskSigner
 
 _json_string = functools.lru_cache(maxsize=1024)(json.dumps)  # node and consumer names, per task
 PLACE_BATCH = 500  # tasks per place_many call: one round trip, and Redis busy for about a millisecond
+
+def new_nonce() -> str:
+    """A placement's nonce (TaskMessage.nonce)."""
+    return secrets.token_hex(8)
+
 
 __all__ = ["PLACE_BATCH", "Rejected", "SlotConnection", "Taken", "TaskMessage", "TaskQueue", "TerminalRecord"]
 
@@ -417,8 +423,8 @@ class TaskQueue:
         return bool(finished), self._checked(node, entry_id, payload, signature, int(deliveries))
 
     def hand_back(self, node: str, taken: Taken) -> None:
-        """Return an interrupted task to its node's queue (the next attempt runs it)."""
-        message = replace(taken.message, attempt=taken.attempt + 1)
+        """Return an interrupted task to its node's queue (the next attempt runs it), signed anew."""
+        message = replace(taken.message, attempt=taken.attempt + 1, nonce=new_nonce())
         self.requeue(node, taken.entry_id, node, message)
 
     def heartbeat(self, node: str, consumers: list[str], ttl_ms: int) -> None:

@@ -43,13 +43,19 @@ class TaskSigner:
         return self._mac("task", node, payload)
 
     def task_is_signed(self, node: str, payload: str, signature: str | None) -> bool:
-        return signature is not None and hmac.compare_digest(self.sign_task(node, payload), signature)
+        return _same(self.sign_task(node, payload), signature)
 
     def sign_record(self, payload: str) -> str:
         return self._mac("record", payload)
 
     def record_is_signed(self, payload: str, signature: str | None) -> bool:
-        return signature is not None and hmac.compare_digest(self.sign_record(payload), signature)
+        return _same(self.sign_record(payload), signature)
+
+
+def _same(expected: str, given: str | None) -> bool:
+    """A signature as given (any text someone put in Redis) equals the expected one; compared as bytes:
+    compare_digest refuses str with non-ASCII characters by raising."""
+    return isinstance(given, str) and hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
 
 
 def read_task_key(key_file: str | Path | None) -> TaskSigner:

@@ -84,6 +84,7 @@ class Worker:
         signer = read_task_key(config.task_key_file)
         self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url), signer)
         self.rejected_count = 0  # queue entries deleted unrun (runfolder.REJECTED_ENTRIES: written only if any)
+        self._taken_nonces: dict[str, str] = {}  # nonce -> the entry that carried it: a copy is not run again
         self.draining = threading.Event()  # take no new tasks
         self.aborting = threading.Event()  # stop running tasks and hand them back
         self.failure: BaseException | None = None
@@ -124,7 +125,7 @@ class Worker:
                     taken = None
                     continue
                 if taken is None:
-                    taken = self._redis(lambda: self.queue.take(node, consumer, 500, own_pending_first))
+                    taken = self._unless_copy(self._redis(lambda: self.queue.take(node, consumer, 500, own_pending_first)))
                     own_pending_first = False  # checked once; what this slot takes, it finishes
                     if taken is None:
                         self._check_run_state()
@@ -148,13 +149,24 @@ class Worker:
                         )
                     )
                 self._finished(taken, record, finished)
-                taken = next_taken
+                taken = self._unless_copy(next_taken)
         except BaseException as exc:  # noqa: BLE001 - reported by run(), never lost
             self.failure = self.failure or exc
             self.draining.set()
         finally:
             registrar.close()
             connection.close()
+
+    def _unless_copy(self, taken: Taken | Rejected | None) -> Taken | Rejected | None:
+        """A signed entry whose nonce came before in another entry is a copy (a replay): rejected."""
+        if not isinstance(taken, Taken):
+            return taken
+        with self._lock:
+            first = self._taken_nonces.setdefault(taken.message.nonce or taken.entry_id, taken.entry_id)
+        if first != taken.entry_id:
+            return Rejected(taken.entry_id, f"a copy of entry {first}, which this worker took already",
+                            taken.message.payload()[:500])  # fmt: skip
+        return taken
 
     def _reject(self, rejected: Rejected) -> None:
         """An entry not signed by this run's dispatcher for this node: deleted unrun, logged, recorded."""

@@ -1,0 +1,46 @@
+"""tracekit.experiment.outcome: what keeps a run whose phases all succeeded from a plain success."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tracekit.experiment.outcome import outcome_warnings
+
+INVENTORY = "all:\n  children:\n    controller: {hosts: {cloud0: {}}}\n    workers: {hosts: {cloud1: {}, cloud2: {}}}\n"
+WHOLE = {"per_node": {"cloud0": {}, "cloud1": {}, "cloud2": {}}, "collectors_died": [], "tasks_missing_from_trace": [],
+         "tasks_in_trace": 4, "queue_entries_rejected": {}, "rejected": 0}  # fmt: skip
+
+
+def run_folder(tmp_path: Path, audit: dict | None, dispatch: dict | None = None) -> Path:
+    (tmp_path / "inventory.yml").write_text(INVENTORY)
+    (tmp_path / "cctf").mkdir()
+    if audit is not None:
+        (tmp_path / "cctf" / "audit.json").write_text(json.dumps(audit))
+    (tmp_path / "nodes" / "cloud0").mkdir(parents=True)
+    (tmp_path / "nodes" / "cloud0" / "dispatch.json").write_text(json.dumps(dispatch or {"tasks": 4}))
+    return tmp_path
+
+
+def test_a_whole_trace_has_no_warning(tmp_path):
+    assert outcome_warnings(run_folder(tmp_path, WHOLE)) == []
+
+
+def test_each_loss_or_refusal_is_a_warning_that_names_it(tmp_path):
+    audit = {**WHOLE, "per_node": {"cloud0": {}, "cloud1": {}}, "collectors_died": ["cloud1"],
+             "tasks_missing_from_trace": ["t1 (attempt 1 on cloud1)"], "tasks_in_trace": 3,
+             "queue_entries_rejected": {"cloud1": 2, "cloud2": 0}, "rejected": 5}  # fmt: skip
+    dispatch = {"tasks": 4, "rejected_records": 1, "rejected_entries": 6}
+    warnings = outcome_warnings(run_folder(tmp_path, audit, dispatch))
+    expected = ["no samples from node(s) cloud2", "the collector of cloud1 died", "1 task(s) the scheduler ran are not "
+                "in the trace: t1 (attempt 1 on cloud1)", "the trace holds 3 of the 4 tasks the dispatcher planned",
+                "1 starts or results entries not written by this run's workers", "6 queue entries not signed by this "
+                "run's dispatcher (or copies of its entries) were deleted unrun by the dispatcher",
+                "deleted unrun (cloud1 2)", "parse did not use 5 item(s)"]  # fmt: skip
+    assert len(warnings) == len(expected)
+    for warning, start in zip(warnings, expected):
+        assert start in warning, (warning, start)
+
+
+def test_an_unreadable_audit_is_a_warning(tmp_path):
+    assert outcome_warnings(run_folder(tmp_path, None)) == ["no readable cctf/audit.json: the trace cannot be checked"]
