@@ -186,6 +186,38 @@ def stop_detached(
     return running
 
 
+def end_processes_naming(text: str, grace_s: float = 5.0) -> int:
+    """SIGTERM every process whose command line names ``text``, with everything it started (its modules run
+    in sessions of their own); SIGKILL what is still there after ``grace_s``. Returns how many were ended.
+
+    For an ansible-playbook that outlived its tracekit-run (killed): it goes on with the phases of its
+    call, unattended, until something ends it.
+    """
+    found: list[psutil.Process] = []
+    for process in psutil.process_iter(["cmdline"]):
+        if process.pid != os.getpid() and any(text in arg for arg in process.info["cmdline"] or []):
+            try:
+                found += [process, *process.children(recursive=True)]
+            except psutil.Error:
+                pass
+    return _end(found, grace_s)
+
+
+def _end(processes: list[psutil.Process], grace_s: float) -> int:
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _gone, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    return len(processes)
+
+
 def end_grandchildren(grace_s: float = 5.0) -> int:
     """SIGTERM every process below this one's own children; SIGKILL those still there after ``grace_s``.
 
@@ -201,18 +233,7 @@ def end_grandchildren(grace_s: float = 5.0) -> int:
         processes = [p for child in children for p in child.children(recursive=True)]
     except psutil.Error:
         return 0
-    for process in processes:
-        try:
-            process.terminate()
-        except psutil.Error:
-            pass
-    _gone, alive = psutil.wait_procs(processes, timeout=grace_s)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
-    return len(processes)
+    return _end(processes, grace_s)
 
 
 def last_log_line(path: Path) -> str | None:

@@ -233,6 +233,17 @@ def test_fetch_role_parses_on_the_node_brings_the_run_folder_and_is_idempotent(t
     assert nodeparse.read_part(load_node_folder(fetched)) is not None
 
 
+def test_fetch_role_brings_a_run_folder_without_files(tmp_path):
+    """A run stopped before its collector wrote anything: nothing to check, nothing that differs."""
+    (tmp_path / "node" / "logs" / "role-e").mkdir(parents=True)
+    variables = {"tracekit_fetch_run_id": "role-e", "tracekit_fetch_logs_dir": str(tmp_path / "node" / "logs"),
+                 "tracekit_fetch_dest": str(tmp_path / "run" / "nodes"),
+                 "tracekit_fetch_tracekit": str(Path(sys.executable).parent / "tracekit")}  # fmt: skip
+    runner = run_role(tmp_path, "tracekit_fetch", variables, "fetch-empty")
+    assert runner.rc == 0, runner.stdout.read()
+    assert (tmp_path / "run" / "nodes" / "localhost").is_dir()
+
+
 def test_fetch_role_fetches_even_when_the_node_cannot_parse(tmp_path):
     source = tmp_path / "node" / "logs" / "role-g"
     shutil.copytree(GOLDEN_NODE, source)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import psutil
 import pytest
 
-from tracekit.detach import read_pidfile, start_detached, stop_detached
+from tracekit.detach import end_processes_naming, read_pidfile, start_detached, stop_detached
 from tracekit.errors import TracekitError
 
 
@@ -79,3 +80,34 @@ def test_a_process_that_holds_its_own_pidfile_is_waited_for_and_stopped(tmp_path
             os.kill(running.pid, 9)
         except ProcessLookupError:
             pass
+
+
+def test_processes_naming_a_path_end_with_what_they_started(tmp_path):
+    """An ansible-playbook that outlived its tracekit-run, and a module it started in a session of its own."""
+    import subprocess
+
+    marker = str(tmp_path / "run" / "ansible" / "env" / "extravars")
+    script = f"import subprocess, time; subprocess.Popen(['sleep', '600'], start_new_session=True); time.sleep(600)"
+    orphan = subprocess.Popen([sys.executable, "-c", script, f"@{marker}"], start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "600"])
+    try:
+        module = wait_for_child(orphan.pid)
+        assert end_processes_naming(marker, grace_s=5) == 2  # the orphan and its module
+        assert orphan.wait(timeout=10) is not None
+        assert not psutil.pid_exists(module) or psutil.Process(module).status() == psutil.STATUS_ZOMBIE
+        assert bystander.poll() is None  # nothing else
+    finally:
+        for process in (orphan, bystander):
+            process.kill()
+            process.wait()
+
+
+def wait_for_child(pid: int) -> int:
+    import time
+
+    for _ in range(200):
+        children = psutil.Process(pid).children()
+        if children:
+            return children[0].pid
+        time.sleep(0.05)
+    raise AssertionError("the orphan's module did not start")

@@ -39,6 +39,7 @@ from typing import Any
 
 from tracekit import runfolder
 from tracekit.errors import RunError, TracekitError, UsageError
+from tracekit.detach import end_processes_naming
 from tracekit.experiment.attempts import (
     ALWAYS_AFTER_START,
     UNDONE_BY_STOP,
@@ -275,6 +276,7 @@ def stop_run(
         calls = ["stop", "fetch"] if started else [RELEASE]
         attempt = folder.begin_attempt(calls, None)
         folder.make_secret(renew=False)
+        _end_an_orphaned_ansible(folder, progress)
         outcomes: dict[str, PhaseOutcome] = {}
         with progress, _Interrupt(progress) as interrupt:
             interrupt.cleaning = True  # stop and fetch are never cancelled
@@ -326,11 +328,20 @@ def _phase_runner(
                        progress.say)  # fmt: skip
 
 
+def _end_an_orphaned_ansible(folder: RunDir, progress: Progress) -> None:
+    """A killed tracekit-run leaves its ansible-playbook going on with the phases of its call, unattended
+    (it would start what a stop just stopped): ended first. Its command line names the run's extravars."""
+    ended = end_processes_naming(str(folder.ansible_dir / "env" / "extravars"))
+    if ended:
+        progress.say(f"run {folder.run_id}: ended {ended} process(es) of its earlier ansible-playbook, which outlived its tracekit-run")
+
+
 def _stop_what_an_earlier_attempt_left(folder: RunDir, runner: PhaseRunner, progress: Progress, interrupt: _Interrupt) -> None:
     """The earlier attempt started the nodes and no stop succeeded since (its tracekit-run died, or a node's
     stop failed): its collectors, workers, Redis (with the old records) and node locks may still be there.
     Stop them first, with the earlier attempt's secrets (before they are renewed)."""
     progress.say(f"run {folder.run_id}: its earlier attempt's nodes were not all stopped; stopping what it left first")
+    _end_an_orphaned_ansible(folder, progress)
     interrupt.cleaning = True  # never cancelled, as stop
     # The nodes stay this run's: another run waiting for them must not slip in before this attempt's start.
     outcomes = runner.run(["stop"], lambda _p: None, lambda _p, _o: None, also={"tracekit_run_keep_nodes": True})
