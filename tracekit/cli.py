@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # One function per command, in the order `tracekit --help` lists them.
     for add in (_add_collect, _add_wrap, _add_ffmpeg, _add_inputs, _add_parse, _add_adapt, _add_export,
-                _add_verify, _add_report, _add_worker, _add_dispatch, _add_clock, _add_load, _add_serve):  # fmt: skip
+                _add_verify, _add_report, _add_worker, _add_setup, _add_dispatch, _add_clock, _add_load, _add_serve):  # fmt: skip
         add(commands)
     return parser
 
@@ -290,8 +290,9 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
     worker = commands.add_parser(
         "worker",
         help="run the tasks the dispatcher places on this node",
-        description="Consume this node's task queue on Redis with K parallel slots, run each task through "
-        "'wrap' (ffmpeg, -nostdin -y), send heartbeats, write one terminal record per task. SIGINT/SIGTERM: "
+        description="Consume this node's task queue on Redis with K parallel slots: run each task (the argv "
+        "its workload planned, signed by the run's dispatcher) as a traced invocation in a process group of "
+        "its own (ended at its time-out), send heartbeats, write one terminal record per task. SIGINT/SIGTERM: "
         "finish the running tasks and exit; a second signal stops them and hands them back.",
         epilog=REDIS_EPILOG,
     )
@@ -301,7 +302,9 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
     worker.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
     worker.add_argument("--task-key-file", type=Path, help=TASK_KEY_HELP)
     worker.add_argument("--parallel", type=int, default=1, help="tasks run at once (default: 1)")
-    worker.add_argument("--outputs", type=Path, default=Path("outputs"), help="where outputs go (default: outputs)")
+    worker.add_argument("--outputs", type=Path, default=Path("outputs"), help="where outputs go, {outputs} in a task (default: outputs)")
+    worker.add_argument("--files", type=Path, help="the node's copy of the workload's files, {files} in a task")
+    worker.add_argument("--venv", type=Path, help="the workload's own Python environment: its bin/ first on the tasks' PATH")
     worker.add_argument("--grace", type=float, default=60.0, metavar="S", help="after a stop signal, how long running tasks may finish (default: 60)")
     worker.add_argument(
         "--cpus", type=_cpu_list, metavar="LIST",
@@ -321,13 +324,31 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
     _add_json(worker)
 
 
+def _add_setup(commands: argparse._SubParsersAction) -> None:
+    setup = commands.add_parser(
+        "setup",
+        help="run a workload's setup command once on this node (tracekit-run's prepare)",
+        description="Run COMMAND ARG... (no shell; {files} and {outputs} in an argument are replaced by the "
+        "folders given) in the files folder with the workload's venv first on PATH, unless this very setup "
+        "already ran on these files (a marker .tracekit-setup.json there; --again runs it anyway). Its output "
+        "goes to .tracekit-setup.log there; a failure is one line with its exit status and last stderr line.",
+    )
+    setup.add_argument("--files", type=Path, help="the node's copy of the workload's files ({files}; the command runs there)")
+    setup.add_argument("--outputs", type=Path, required=True, help="the run's outputs folder on this node ({outputs})")
+    setup.add_argument("--venv", type=Path, help="the workload's own Python environment: its bin/ first on PATH")
+    setup.add_argument("--again", action="store_true", help="run it even if it ran on these files already")
+    setup.add_argument("setup_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARG...", help="the setup command")
+    _add_json(setup)
+
+
 def _add_dispatch(commands: argparse._SubParsersAction) -> None:
     dispatch = commands.add_parser(
         "dispatch",
-        help="place transcode tasks on worker nodes and wait until all are done",
-        description="Plan one task per input (or --total tasks from a weighted --mix of profiles), place them "
-        "on the nodes' queues with a placement policy, follow completions, requeue tasks of silent workers, "
-        "and exit 0 only when every task is done (1 with a summary when some failed or timed out). "
+        help="place a workload's tasks on worker nodes and wait until all are done",
+        description="Plan the tasks of a workload (--workload FILE: any kind, e.g. command; or transcodes of "
+        "--inputs: one task per input, or --total tasks from a weighted --mix of profiles), place them on the "
+        "nodes' queues with a placement policy, follow completions, requeue tasks of silent workers, and exit "
+        "0 only when every task is done (1 with a summary when some failed or timed out). "
         "Policies: round-robin, least-loaded, lpt, duration-online (aliases rr3, duration-greedy, lpt-duration, "
         "online-duration). Profiles for --mix: 360p-ultrafast, 480p-veryfast, 720p-veryfast, 720p-medium, "
         "1080p-veryfast.",
@@ -340,7 +361,12 @@ def _add_dispatch(commands: argparse._SubParsersAction) -> None:
     dispatch.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
     dispatch.add_argument("--task-key-file", type=Path, help=TASK_KEY_HELP)
     dispatch.add_argument("--nodes", help="worker nodes, comma-separated, e.g. cloud1,cloud2")
-    dispatch.add_argument("--inputs", type=Path, help="folder of input videos")
+    dispatch.add_argument(
+        "--workload", type=Path, metavar="FILE",
+        help='what to run: a JSON file {"kind": ..., "section": {...}} with a workload section as an experiment '
+        "has it (tracekit-run writes one); else transcodes of --inputs",
+    )  # fmt: skip
+    dispatch.add_argument("--inputs", type=Path, help="transcodes: folder of input videos (the options below apply)")
     dispatch.add_argument("--policy", default="duration-online", help="placement policy (default: duration-online)")
     dispatch.add_argument("--scale", default="1280:720", help="WIDTH:HEIGHT (default: 1280:720)")
     dispatch.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast)")
@@ -492,7 +518,8 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
 
 def _cmd_wrap(args: argparse.Namespace) -> int:
-    from tracekit.adapters.wrap import Invocation, run_invocation, shell_exit_code
+    from tracekit.adapters.ffmpeg_argv import guess_io_paths
+    from tracekit.invocation import Invocation, run_invocation, shell_exit_code
 
     argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     invocation = Invocation(
@@ -505,6 +532,7 @@ def _cmd_wrap(args: argparse.Namespace) -> int:
         ts_enqueue=args.ts_enqueue,
         node_id=args.node_id,
         attempt=args.attempt,
+        io=guess_io_paths(argv),  # an ffmpeg command's input and output files (bytes in, out)
     )
     event = run_invocation(invocation)
     if event.get("registration_error"):
@@ -516,7 +544,7 @@ def _cmd_wrap(args: argparse.Namespace) -> int:
 def _cmd_ffmpeg(args: argparse.Namespace) -> int:
     from tracekit.adapters.ffmpeg import transcode
     from tracekit.adapters.ffmpeg_argv import TranscodeSettings
-    from tracekit.adapters.wrap import shell_exit_code
+    from tracekit.invocation import shell_exit_code
 
     settings = TranscodeSettings(args.scale, args.preset, args.crf, args.threads)
     event = transcode(
@@ -637,6 +665,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 
+def _cmd_setup(args: argparse.Namespace) -> int:
+    from tracekit.node_setup import run_setup
+
+    argv = args.setup_argv[1:] if args.setup_argv[:1] == ["--"] else args.setup_argv
+    if not argv:
+        raise UsageError("setup needs the command after --, e.g. tracekit setup --outputs DIR -- python3 make.py")
+    ran = run_setup(argv, args.files, args.outputs, args.venv, args.again)
+    _answer(args, f"setup {'ran' if ran else 'already ran on these files'}: {' '.join(argv)}", ran)
+    return 0
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from tracekit import detach
     from tracekit.sched.worker import WorkerConfig, run_worker
@@ -657,12 +696,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         task_key_file=args.task_key_file,
         parallel=args.parallel,
         outputs=args.outputs,
+        files=args.files,
+        venv=args.venv,
         logs_dir=runfolder.logs_dir(args.logs_dir),
         grace_s=args.grace,
         cpus=args.cpus,
     )
     if args.detach:
-        from tracekit.sched.connection import connect
+        from tracekit.redis_client import connect
         from tracekit.sched.signing import read_task_key
 
         # A wrong URL, password or key fails here, not in the background.
@@ -680,11 +721,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_dispatch(args: argparse.Namespace) -> int:
-    from tracekit.adapters.ffmpeg_argv import TranscodeSettings
-    from tracekit.sched.dispatcher import DispatchConfig, cleanup, dispatch
-    from tracekit.sched.plan import parse_mix
-
     from tracekit import detach
+    from tracekit.sched.dispatcher import DispatchConfig, cleanup, dispatch
 
     run_id = runfolder.run_id_or_env(args.run_id)
     folder = runfolder.run_dir(run_id, runfolder.logs_dir(args.logs_dir))
@@ -697,47 +735,64 @@ def _cmd_dispatch(args: argparse.Namespace) -> int:
     if args.cleanup:
         print(f"deleted {cleanup(run_id, args.redis_url, args.redis_password_file)} keys of run {run_id}")
         return 0
-    if not args.nodes or args.inputs is None:
-        raise UsageError("dispatch needs --nodes (e.g. cloud1,cloud2) and --inputs DIR")
-    if args.mix and args.total is None:
-        raise UsageError("--mix needs --total N (how many tasks to draw from the mix)")
+    if not args.nodes or (args.inputs is None) == (args.workload is None):
+        raise UsageError("dispatch needs --nodes (e.g. cloud1,cloud2) and what to run: --workload FILE, "
+                         "or --inputs DIR (transcodes)")  # fmt: skip
+    node_id = args.node_id or runfolder.default_node_id()
     config = DispatchConfig(
         run_id=run_id,
         redis_url=args.redis_url,
         password_file=args.redis_password_file,
         task_key_file=args.task_key_file,
         nodes=tuple(n.strip() for n in args.nodes.split(",") if n.strip()),
-        inputs=args.inputs,
         policy=args.policy,
-        settings=TranscodeSettings(args.scale, args.preset, args.crf, args.threads),
-        mix=parse_mix(args.mix) if args.mix else None,
-        total=args.total,
-        seed=args.seed,
         batch_size=args.batch_size,
         dribble_interval_s=args.dribble_interval,
         backlog_limit=args.backlog_limit,
         timeout_s=args.timeout,
         worker_wait_s=args.worker_wait,
         logs_dir=runfolder.logs_dir(args.logs_dir),
-        node_id=args.node_id or runfolder.default_node_id(),
+        node_id=node_id,
     )
+    tasks = _dispatch_tasks(args, run_id, node_id)
     runfolder.ensure_writable_dir(folder, "run folder")
     with detach.dispatcher_pidfile(folder, run_id):
-        result = dispatch(config)
+        result = dispatch(config, tasks)
     summary = result.summary
     unfinished = (f"{summary['unfinished']} unfinished (stopped by {summary['stopped_by']})" if summary["stopped_by"]
                   else f"{summary['timed_out']} timed out")  # fmt: skip
-    unreadable = sorted(summary.get("unreadable_inputs") or {})
+    notes = summary.get("notes") or []
     print(
         f"{summary['done']}/{summary['tasks']} tasks done, {summary['failed']} failed, {unfinished}; "
         f"makespan {summary['makespan_ms'] / 1000:.1f} s with {summary['policy']}"
-        + (f"; not a readable video: {', '.join(unreadable[:3])}" if unreadable else "")
+        + (f"; {'; '.join(notes[:3])}" if notes else "")
         + (f"; {summary['rejected_records']} results entries not signed by this run's workers, ignored"
            if summary.get("rejected_records") else "")
     )
     for node, counts in sorted(summary["per_node"].items()):
         print(f"  {node}: {counts['done']} done, {counts['failed']} failed, busy {counts['busy_ms'] / 1000:.1f} s")
     return 0 if result.ok else 1
+
+
+def _dispatch_tasks(args: argparse.Namespace, run_id: str, node_id: str) -> list:
+    """What to dispatch: a workload file's tasks (tracekit-run writes one), or transcodes of --inputs."""
+    from tracekit.workloads import PlanContext, tasks_of
+    from tracekit.workloads.ffmpeg import parse_mix, plan_transcodes
+
+    if args.workload is not None:
+        try:
+            document = json.loads(args.workload.read_text())
+        except OSError as exc:
+            raise UsageError(f"cannot read --workload {args.workload}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"--workload {args.workload}: not JSON ({exc})") from None
+        return tasks_of(document, PlanContext(run_id, node_id), f"--workload {args.workload}")
+    from tracekit.adapters.ffmpeg_argv import TranscodeSettings
+
+    if args.mix and args.total is None:
+        raise UsageError("--mix needs --total N (how many tasks to draw from the mix)")
+    return plan_transcodes(args.inputs, TranscodeSettings(args.scale, args.preset, args.crf, args.threads),
+                           parse_mix(args.mix) if args.mix else None, args.total, args.seed, node_id)  # fmt: skip
 
 
 def _measure_clock(run_id: str, redis_url: str, args: argparse.Namespace, moment: str) -> str:
@@ -843,6 +898,7 @@ _HANDLERS = {
     "report": _cmd_report,
     "verify": _cmd_verify,
     "worker": _cmd_worker,
+    "setup": _cmd_setup,
     "dispatch": _cmd_dispatch,
     "clock": _cmd_clock,
     "load": _cmd_load,

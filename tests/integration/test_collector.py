@@ -15,11 +15,13 @@ import pytest
 
 from tests.helpers import named_binary, read_csv, read_jsonl, read_proc_csv, tracekit_cmd, wait_until
 from tracekit import cli, runfolder
-from tracekit.collect import _procfs, daemon
+from tracekit import procfs as _procfs
+from tracekit.collect import daemon
 from tracekit.collect import process as process_module
-from tracekit.collect._procfs import has_exited
+from tracekit.procfs import has_exited
 from tracekit.collect.daemon import CollectorConfig
-from tracekit.collect.process import ProcessTracker, process_identity, registration_name, write_registration
+from tracekit.collect.process import ProcessTracker
+from tracekit.registration import process_identity, registration_name, write_registration
 from tracekit.errors import RunFolderError, UsageError
 from tracekit.schemas import validation_errors
 

@@ -114,7 +114,7 @@ def test_an_input_that_is_not_a_video_is_named_and_said_so(clips, tmp_path):
     from tracekit.adapters.ffmpeg import probe_media
     from tracekit.adapters.ffmpeg_argv import TranscodeSettings
     from tracekit.errors import TracekitError
-    from tracekit.sched.plan import plan_tasks
+    from tracekit.workloads.ffmpeg import plan_transcodes
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -124,6 +124,7 @@ def test_an_input_that_is_not_a_video_is_named_and_said_so(clips, tmp_path):
     assert probe_media(notes) == (0.0, "not a readable video (ffprobe: Invalid data found when processing input)")
     with pytest.raises(TracekitError, match=f"^{notes}: not a readable video \\(ffprobe: Invalid data"):
         probe_duration_s(notes)
-    good, bad = sorted(plan_tasks(inputs, TranscodeSettings()), key=lambda planned: planned.input.name != clips[0].name)
-    assert good.probe_error is None and good.task.media_s > 0
-    assert bad.input == notes and bad.probe_error == "not a readable video (ffprobe: Invalid data found when processing input)"
+    good, bad = sorted(plan_transcodes(inputs, TranscodeSettings()), key=lambda task: task.inputs[0] != str(inputs / clips[0].name))
+    assert good.note is None and good.size > 0  # its media seconds
+    assert bad.inputs == (str(notes),) and bad.size == 0
+    assert bad.note == f"input {notes}: not a readable video (ffprobe: Invalid data found when processing input)"

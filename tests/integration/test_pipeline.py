@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import read_jsonl
 from tracekit import cli
 from tracekit.adapters.ffmpeg import generate_clips
-from tracekit.adapters.wrap import Invocation, run_invocation
+from tracekit.invocation import Invocation, run_invocation
 from tracekit.collect import daemon
 from tracekit.collect.daemon import CollectorConfig
 from tracekit.errors import RunFolderError, TracekitError, UsageError

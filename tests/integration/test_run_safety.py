@@ -83,7 +83,7 @@ def test_a_run_runs_nothing_it_did_not_sign_evaluates_no_value_and_says_what_its
     # Values that run a command on the controller if Ansible ever takes them for templates (or a shell runs them).
     match = f"^ffmpeg$|^ffprobe$|{{{{ lookup('ansible.builtin.pipe', 'touch {markers}/match') }}}}"
     match_cmdline = f"{{% set x = lookup('ansible.builtin.pipe', 'touch {markers}/cmdline') %}}$(touch {markers}/shell)"
-    forged = TaskMessage("t-forged", "0" * 32, "", "x", 1, argv=["/bin/sh", "-c", f"id > {markers}/forged"]).payload()
+    forged = TaskMessage("t-forged", "0" * 32, ["/bin/sh", "-c", f"id > {markers}/forged"], 1).payload()
     injected, killed = threading.Event(), threading.Event()
 
     def attack() -> None:

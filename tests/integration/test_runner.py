@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.helpers import VENV_BIN, ProcessTableWatch, file_secret, kill_processes_under, processes_under, wait_until

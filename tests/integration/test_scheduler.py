@@ -21,8 +21,8 @@ from tracekit.adapters.ffmpeg import generate_clips
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
 from tracekit.sched.dispatcher import DispatchConfig, Dispatcher, TaskProgress, dispatch
 from tracekit.sched.protocol import RunKeys
-from tracekit.sched.plan import plan_tasks
-from tracekit.sched.connection import connect, retrying
+from tracekit.workloads.ffmpeg import plan_transcodes
+from tracekit.redis_client import connect, retrying
 from tracekit.sched.queue import SlotConnection, Taken, TaskMessage, TaskQueue, TerminalRecord
 from tracekit.sched.signing import TaskSigner
 
@@ -51,12 +51,13 @@ def start_worker(children, redis_server, root: Path, node: str, run_id: str = "s
     return children(argv, stderr=log, start_new_session=True, env={**os.environ, "REDIS_PASSWORD": redis_server.password})
 
 
-def config(redis_server, inputs: Path, root: Path, **overrides) -> DispatchConfig:
-    values = dict(run_id="s1", redis_url=redis_server.url, nodes=("cloud1", "cloud2"), inputs=inputs,
-                  settings=TranscodeSettings("160:90", "ultrafast", 30), logs_dir=root / "cloud0" / "logs",
+def config(redis_server, inputs: Path, root: Path, settings: TranscodeSettings = TranscodeSettings("160:90", "ultrafast", 30),
+           mix: dict | None = None, total: int | None = None, **overrides) -> tuple[DispatchConfig, list]:  # fmt: skip
+    """A dispatch of the transcodes of ``inputs`` (the ffmpeg kind's tasks): its config and its tasks."""
+    values = dict(run_id="s1", redis_url=redis_server.url, nodes=("cloud1", "cloud2"), logs_dir=root / "cloud0" / "logs",
                   worker_wait_s=20, timeout_s=120)  # fmt: skip
     values.update(overrides)
-    return DispatchConfig(**values)
+    return DispatchConfig(**values), plan_transcodes(inputs, settings, mix, total)
 
 
 def results(redis_server, run_id: str = "s1") -> list[dict]:
@@ -68,7 +69,7 @@ def results(redis_server, run_id: str = "s1") -> list[dict]:
 def test_two_workers_run_every_task_once(redis_server, clips, tmp_path, children, policy):
     for node in ("cloud1", "cloud2"):
         start_worker(children, redis_server, tmp_path, node)
-    result = dispatch(config(redis_server, clips, tmp_path, policy=policy, batch_size=2, backlog_limit=2))
+    result = dispatch(*config(redis_server, clips, tmp_path, policy=policy, batch_size=2, backlog_limit=2))
     assert result.ok and result.summary["done"] == 4 and result.summary["failed"] == 0
     records = results(redis_server)
     assert sorted(r["task_id"] for r in records) == sorted(f"t{i:05d}-{p.stem}" for i, p in enumerate(sorted(clips.iterdir())))
@@ -92,7 +93,7 @@ def _events(root: Path, node: str) -> list[dict]:
 
 def test_killed_worker_task_is_rerun_once_on_restart(redis_server, long_clip, tmp_path, children):
     worker = start_worker(children, redis_server, tmp_path, "cloud1")
-    cfg = config(redis_server, long_clip, tmp_path, nodes=("cloud1",), settings=TranscodeSettings("640:360", "veryslow", 18))
+    cfg, _tasks = config(redis_server, long_clip, tmp_path, nodes=("cloud1",), settings=TranscodeSettings("640:360", "veryslow", 18))
     dispatcher = children(
         tracekit_cmd("dispatch", "--run-id", "s1", "--redis-url", redis_server.url, "--nodes", "cloud1",
                      "--inputs", str(long_clip), "--scale", "640:360", "--preset", "veryslow", "--crf", "18",
@@ -115,12 +116,12 @@ def test_killed_worker_task_is_rerun_once_on_restart(redis_server, long_clip, tm
 def test_silent_worker_task_is_reclaimed_by_the_dispatcher(redis_server, long_clip, tmp_path, children):
     doomed = start_worker(children, redis_server, tmp_path, "cloud1")
     start_worker(children, redis_server, tmp_path, "cloud2")
-    cfg = config(redis_server, long_clip, tmp_path, policy="round-robin", lease_ms=1000,
-                 settings=TranscodeSettings("640:360", "veryslow", 18), timeout_s=180)  # fmt: skip
+    cfg, tasks = config(redis_server, long_clip, tmp_path, policy="round-robin", lease_ms=1000,
+                        settings=TranscodeSettings("640:360", "veryslow", 18), timeout_s=180)  # fmt: skip
     import threading
 
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("result", dispatch(cfg)))
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", dispatch(cfg, tasks)))
     thread.start()
     starts = RunKeys("s1").starts
     wait_until(lambda: redis_server.client().xlen(starts) >= 1, timeout_s=60, what="the task to start")
@@ -145,7 +146,7 @@ def test_failing_tasks_get_one_failed_record_and_the_run_goes_on(redis_server, c
         (inputs / clip.name).symlink_to(clip)
     (inputs / "broken.mp4").write_bytes(b"not a video at all")
     start_worker(children, redis_server, tmp_path, "cloud1")
-    result = dispatch(config(redis_server, inputs, tmp_path, nodes=("cloud1",)))
+    result = dispatch(*config(redis_server, inputs, tmp_path, nodes=("cloud1",)))
     assert not result.ok and result.summary["done"] == 2 and result.summary["failed"] == 1
     [failed] = [r for r in results(redis_server) if r["state"] == "failed"]
     assert "broken" in failed["task_id"] and failed["reason"].startswith("ffmpeg exit status")
@@ -154,16 +155,18 @@ def test_failing_tasks_get_one_failed_record_and_the_run_goes_on(redis_server, c
     [account] = [r for r in read_jsonl(folder / "terminal_records.jsonl") if r["state"] == "failed"]
     assert f"input {inputs / 'broken.mp4'}: not a readable video" in account["reason"]
     summary = json.loads((folder / "dispatch.json").read_text())
-    assert list(summary["unreadable_inputs"]) == [str(inputs / "broken.mp4")]
+    assert summary["notes"] == [f"input {inputs / 'broken.mp4'}: not a readable video (ffprobe: Invalid data found "
+                                "when processing input)"]  # what the ffmpeg kind knew before it ran
     log = (tmp_path / "cloud0" / "logs" / "s1" / "dispatcher.log").read_text()
-    assert f"cannot probe {inputs / 'broken.mp4'}: not a readable video (ffprobe: Invalid data found" in log
+    assert f"input {inputs / 'broken.mp4'}: not a readable video (ffprobe: Invalid data found" in log
 
 
 def test_missing_input_is_a_failed_record(redis_server, tmp_path, children):
     client = redis_server.client()
     queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
-    queue.place("cloud1", TaskMessage("t-missing", "0" * 32, str(tmp_path / "nope.mp4"), "o.mp4", 1))
+    queue.place("cloud1", TaskMessage("t-missing", "0" * 32, ["cat", str(tmp_path / "nope.mp4")], 1,
+                                      inputs=[str(tmp_path / "nope.mp4")]))  # fmt: skip
     start_worker(children, redis_server, tmp_path, "cloud1")
     wait_until(lambda: results(redis_server), what="a terminal record")
     [record] = results(redis_server)
@@ -224,8 +227,9 @@ def _one_long_task(redis_server, long_clip, tmp_path, children):
     """A worker on cloud1 running one slow transcode placed straight on its queue."""
     queue = TaskQueue(redis_server.client(), RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
-    [clip] = sorted(long_clip.iterdir())
-    queue.place("cloud1", TaskMessage("t-long", "1" * 32, str(clip), "long.mp4", 1, preset="veryslow", scale="640:360"))
+    [task] = plan_transcodes(long_clip, TranscodeSettings("640:360", "veryslow"))
+    queue.place("cloud1", TaskMessage("t-long", "1" * 32, list(task.argv), 1, module="ffmpeg", inputs=list(task.inputs),
+                                      outputs=list(task.outputs)))  # fmt: skip
     worker = start_worker(children, redis_server, tmp_path, "cloud1")
     wait_until(lambda: redis_server.client().xlen(RunKeys("s1").starts) >= 1, timeout_s=60, what="the task to start")
     return worker, queue
@@ -263,7 +267,7 @@ def test_a_slot_reads_the_queue_once_per_task(redis_server, tmp_path, children):
     queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     for index in range(20):
-        queue.place("cloud1", TaskMessage(f"t{index}", "2" * 32, "", "", 1, argv=["true"]))
+        queue.place("cloud1", TaskMessage(f"t{index}", "2" * 32, ["true"], 1))
     client.config_resetstat()
     worker = start_worker(children, redis_server, tmp_path, "cloud1")
     wait_until(lambda: len(results(redis_server)) == 20, timeout_s=60, what="20 terminal records")
@@ -278,8 +282,8 @@ def test_a_busy_slot_finishes_and_takes_in_one_round_trip(redis_server, tmp_path
     queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     for index in range(20):
-        queue.place("cloud1", TaskMessage(f"t{index}", "3" * 32, "", "", 1, argv=["true"]))
-    queue.place("cloud1", TaskMessage("t-fails", "3" * 32, "", "", 1, argv=["false"]))
+        queue.place("cloud1", TaskMessage(f"t{index}", "3" * 32, ["true"], 1))
+    queue.place("cloud1", TaskMessage("t-fails", "3" * 32, ["false"], 1))
     client.config_resetstat()
     worker = start_worker(children, redis_server, tmp_path, "cloud1")
     wait_until(lambda: len(results(redis_server)) == 21, timeout_s=60, what="21 terminal records")
@@ -303,7 +307,7 @@ def test_a_slot_connection_rides_out_a_script_flush_and_a_dropped_connection(red
     queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     for index in range(3):
-        queue.place("cloud1", TaskMessage(f"t{index}", "4" * 32, "", "", 1, argv=["true"]))
+        queue.place("cloud1", TaskMessage(f"t{index}", "4" * 32, ["true"], 1))
     connection = SlotConnection(connect(redis_server.url, redis_server.password_file))
 
     def finish_and_take(taken):
@@ -324,7 +328,7 @@ def test_a_slot_connection_rides_out_a_script_flush_and_a_dropped_connection(red
 def test_place_many_places_each_task_on_its_node_in_order(redis_server):
     queue = TaskQueue(redis_server.client(), RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1", "cloud2"], {"run_id": "s1"})
-    batch = [(f"cloud{1 + i % 2}", TaskMessage(f"t{i}", "5" * 32, "", "", i, argv=["true"])) for i in range(7)]
+    batch = [(f"cloud{1 + i % 2}", TaskMessage(f"t{i}", "5" * 32, ["true"], i)) for i in range(7)]
     assert len(queue.place_many(batch)) == 7
     for node in ("cloud1", "cloud2"):
         placed = [TaskMessage.decode(fields) for _, fields in redis_server.client().xrange(RunKeys("s1").queue(node))]
@@ -339,7 +343,7 @@ def test_finish_and_take_retried_after_a_lost_reply_strands_no_task(redis_server
     queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
     for index in range(3):
-        queue.place("cloud1", TaskMessage(f"t{index}", "6" * 32, "", "", 1, argv=["true"]))
+        queue.place("cloud1", TaskMessage(f"t{index}", "6" * 32, ["true"], 1))
     _, first = queue.finish_and_take("cloud1", "cloud1-0", None, None, 1)
     record = TerminalRecord("t0", "cloud1", "cloud1-0", 1, "done", 0, None, 1, 2)
     queue.finish_and_take("cloud1", "cloud1-0", first, record, 2)  # its reply is "lost"
@@ -358,7 +362,7 @@ def test_a_worker_keeps_itself_and_its_tasks_on_its_cpus_marked_with_its_node(re
     queue.create(["cloud1"], {"run_id": "s1"})
     probe = "import os, sys; print(sorted(os.sched_getaffinity(0)), os.environ.get('TRACEKIT_NODE_ID'), file=open(sys.argv[1], 'w'))"
     out = tmp_path / "task.out"
-    queue.place("cloud1", TaskMessage("t-probe", "4" * 32, "", "", 1, argv=[sys.executable, "-c", probe, str(out)]))
+    queue.place("cloud1", TaskMessage("t-probe", "4" * 32, [sys.executable, "-c", probe, str(out)], 1))
     argv = tracekit_cmd("worker", "--node-id", "cloud1", "--run-id", "s1", "--redis-url", redis_server.url,
                         "--logs-dir", str(tmp_path / "logs"), "--cpus", str(cpu))  # fmt: skip
     env = {**os.environ, "REDIS_PASSWORD": redis_server.password}
@@ -375,7 +379,7 @@ def test_a_worker_keeps_itself_and_its_tasks_on_its_cpus_marked_with_its_node(re
 
 
 def test_the_dispatcher_marks_its_probes_with_its_node(tmp_path, monkeypatch):
-    from tracekit.sched.plan import plan_tasks
+    from tracekit.workloads.ffmpeg import plan_transcodes
 
     inputs, bin_dir = tmp_path / "inputs", tmp_path / "bin"
     inputs.mkdir(), bin_dir.mkdir()
@@ -385,8 +389,8 @@ def test_the_dispatcher_marks_its_probes_with_its_node(tmp_path, monkeypatch):
     fake.write_text(f'#!/bin/sh\necho "$TRACEKIT_NODE_ID" >> {marks}\necho \'{{"format": {{"duration": "2.5"}}}}\'\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    [planned] = plan_tasks(inputs, TranscodeSettings(), node_id="cloud0")
-    assert planned.task.media_s == 2.5 and marks.read_text() == "cloud0\n"
+    [planned] = plan_transcodes(inputs, TranscodeSettings(), node_id="cloud0")
+    assert planned.size == 2.5 and marks.read_text() == "cloud0\n"
 
 
 class SkewedWorker(threading.Thread):
@@ -424,7 +428,7 @@ def test_makespan_is_measured_on_one_clock(redis_server, clips, tmp_path):
     for worker in workers:
         worker.start()
     try:
-        result = dispatch(config(redis_server, clips, tmp_path, policy="round-robin"))
+        result = dispatch(*config(redis_server, clips, tmp_path, policy="round-robin"))
     finally:
         for worker in workers:
             worker.stop.set()
@@ -440,11 +444,9 @@ def test_a_reclaimed_task_that_finished_meanwhile_is_no_placement(redis_server, 
     # the requeue. The trace must keep the placement that happened, not one that did not.
     from tracekit.sched.dispatcher import Dispatcher
 
-    dispatcher = Dispatcher(config(redis_server, clips, tmp_path, lease_ms=0))
-    planned = plan_tasks(clips, TranscodeSettings())
-    dispatcher.tasks = {p.task.task_id: TaskProgress(p) for p in planned}
-    dispatcher.queue.create(["cloud1", "cloud2"], {"run_id": "s1"})
-    progress = dispatcher.tasks[planned[0].task.task_id]
+    dispatcher = Dispatcher(*config(redis_server, clips, tmp_path, lease_ms=0))
+    dispatcher.prepare()
+    progress = next(iter(dispatcher.tasks.values()))
     dispatcher.queue.place_many([("cloud1", dispatcher._place(progress, "cloud1", {}))])
     taken = dispatcher.queue.take("cloud1", "cloud1-0", 100)  # a slot takes it, then sends no heartbeat
     dispatcher.queue.heartbeat("cloud2", ["cloud2-0"], 10_000)  # cloud2 is alive: the target
@@ -485,16 +487,18 @@ def test_a_stopped_dispatcher_writes_its_summary(redis_server, clips, tmp_path, 
 
 
 def test_the_plan_is_deterministic_and_a_mix_keeps_the_threads(clips):
+    from tracekit.sched.dispatcher import Planned
+
     settings = TranscodeSettings("160:90", "ultrafast", 30, threads=2)
     mix = {"360p-ultrafast": 1, "720p-veryfast": 1}
-    first = plan_tasks(clips, settings, mix, total=6, seed=3, run_id="r1")
-    assert first == plan_tasks(clips, settings, mix, total=6, seed=3, run_id="r1")  # trace ids too
-    assert {p.settings.threads for p in first} == {2}  # --threads applies to every profile of a mix
-    assert {p.task.profile for p in first} == set(mix)
-    other_run = plan_tasks(clips, settings, mix, total=6, seed=3, run_id="r2")
-    assert [p.task.task_id for p in other_run] == [p.task.task_id for p in first]
-    assert not {p.trace_id for p in other_run} & {p.trace_id for p in first}  # a new run, new traces
-    assert all(len(p.trace_id) == 32 and int(p.trace_id, 16) for p in first)
+    first = plan_transcodes(clips, settings, mix, total=6, seed=3)
+    assert first == plan_transcodes(clips, settings, mix, total=6, seed=3)
+    assert all(task.argv[task.argv.index("-threads") + 1] == "2" for task in first)  # --threads: every profile
+    assert {task.profile for task in first} == set(mix)
+    in_r1, in_r2 = [Planned.of(t, "r1") for t in first], [Planned.of(t, "r2") for t in first]
+    assert in_r1 == [Planned.of(t, "r1") for t in first]  # trace ids too
+    assert not {p.trace_id for p in in_r2} & {p.trace_id for p in in_r1}  # a new run, new traces
+    assert all(len(p.trace_id) == 32 and int(p.trace_id, 16) for p in in_r1)
 
 
 def test_a_worker_runs_only_what_the_run_s_dispatcher_signed(redis_server, clips, tmp_path, children):
@@ -503,7 +507,7 @@ def test_a_worker_runs_only_what_the_run_s_dispatcher_signed(redis_server, clips
     client = redis_server.client()
     keys = RunKeys("s1")
     signer = redis_server.signer()
-    evil = TaskMessage("t-evil", "0" * 32, "", "x", 1, argv=["/bin/sh", "-c", f"id > {marker}"]).payload()
+    evil = TaskMessage("t-evil", "0" * 32, ["/bin/sh", "-c", f"id > {marker}"], 1).payload()
     other_run = TaskSigner(b"another run's key, 32 chars long!")
     forged = [
         {"task": evil},  # not signed
@@ -529,7 +533,7 @@ def test_a_worker_runs_only_what_the_run_s_dispatcher_signed(redis_server, clips
     client.xadd(keys.results, {"record": TerminalRecord(first_task, "cloud1", "cloud1-0", 1, "done", 0, None, 1, 2).encode()})
     for node in ("cloud1", "cloud2"):
         start_worker(children, redis_server, tmp_path, node)
-    result = dispatch(config(redis_server, clips, tmp_path, policy="round-robin"))
+    result = dispatch(*config(redis_server, clips, tmp_path, policy="round-robin"))
     # Every real task ran, the forged record counted for nothing, no forged entry ran.
     assert result.ok and result.summary["done"] == 4 and result.summary["rejected_records"] == 3
     assert not marker.exists()
@@ -549,7 +553,7 @@ def test_a_copy_of_a_signed_entry_is_not_run_twice(redis_server, tmp_path, child
     keys = RunKeys("s1")
     queue = TaskQueue(client, keys, signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
-    queue.place("cloud1", TaskMessage("t-once", "0" * 32, "", "x", 1, argv=["/bin/sh", "-c", f"echo ran >> {log}"],
+    queue.place("cloud1", TaskMessage("t-once", "0" * 32, ["/bin/sh", "-c", f"echo ran >> {log}"], 1,
                                       nonce="n1"))  # fmt: skip
     [(_entry_id, fields)] = client.xrange(keys.queue("cloud1"))
     client.xadd(keys.queue("cloud1"), fields)  # the copy
@@ -569,8 +573,8 @@ def test_tasks_waiting_on_a_node_without_workers_move_to_live_nodes_and_come_bac
     """A node is live while one of its slots' heartbeat keys exists (workers refresh them; here the test does)."""
     client = redis_server.client()
     keys = RunKeys("s1")
-    cfg = config(redis_server, clips, tmp_path, policy="round-robin")
-    dispatcher = Dispatcher(cfg)
+    cfg, tasks = config(redis_server, clips, tmp_path, policy="round-robin")
+    dispatcher = Dispatcher(cfg, tasks)
     beat = lambda node: client.set(keys.heartbeat(node, f"{node}-0"), "1", px=60_000)  # noqa: E731
     try:
         beat("cloud1"), beat("cloud2")
@@ -607,10 +611,10 @@ def test_tasks_waiting_on_a_node_without_workers_move_to_live_nodes_and_come_bac
 def test_a_killed_worker_s_queue_is_run_by_the_live_nodes(redis_server, clips, tmp_path, children):
     doomed = start_worker(children, redis_server, tmp_path, "cloud1")
     start_worker(children, redis_server, tmp_path, "cloud2")
-    cfg = config(redis_server, clips, tmp_path, policy="round-robin", lease_ms=1000, timeout_s=600,
-                 mix={"360p-ultrafast": 1}, total=12)  # fmt: skip
+    cfg, tasks = config(redis_server, clips, tmp_path, policy="round-robin", lease_ms=1000, timeout_s=600,
+                        mix={"360p-ultrafast": 1}, total=12)  # fmt: skip
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("result", dispatch(cfg)))
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", dispatch(cfg, tasks)))
     thread.start()
     queue = RunKeys("s1").queue("cloud1")
     wait_until(lambda: redis_server.client().exists(queue) and redis_server.client().xlen(queue) >= 3,

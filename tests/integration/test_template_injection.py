@@ -21,7 +21,7 @@ from tracekit.errors import TracekitError
 from tracekit.experiment.phases import write_extravars
 from tracekit.experiment.render import extravars, read_inventory
 from tracekit.experiment.spec import load_experiment
-from tracekit.schemas import load_schema
+from tracekit.workloads import experiment_schema
 
 REPO = Path(__file__).resolve().parents[2]
 BASES = {"ffmpeg": REPO / "experiments" / "smoke.yaml", "http": REPO / "experiments" / "http.yaml"}
@@ -84,7 +84,7 @@ def test_no_value_of_the_experiment_is_ever_evaluated_by_ansible(tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     inventory = read_inventory(REPO / "inventory" / "local.yml")
-    schema = load_schema("experiment")
+    schema = experiment_schema()  # every kind's part: each string of each kind
     variables: dict[str, dict] = {}
     refused: dict[str, str] = {}
     for path in string_keys(schema, schema):

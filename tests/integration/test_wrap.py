@@ -12,9 +12,9 @@ import pytest
 
 from tests.helpers import read_jsonl, tracekit_cmd, wait_until
 from tracekit import cli
-from tracekit.adapters.wrap import Invocation, run_invocation
-from tracekit.collect._procfs import has_exited
-from tracekit.collect.process import Registrar, read_registration, registration_name
+from tracekit.invocation import Invocation, run_invocation
+from tracekit.procfs import has_exited
+from tracekit.registration import Registrar, read_registration, registration_name
 from tracekit.errors import CommandNotFound
 from tracekit.schemas import validation_errors
 
@@ -188,7 +188,7 @@ def test_a_signal_during_the_spawn_reaches_the_child(logs_dir, monkeypatch):
     It used to arrive before the forwarding handler was installed (the CI run
     that found it saw `tracekit wrap` exit 130 while its child ran on).
     """
-    import tracekit.adapters.wrap as wrap
+    import tracekit.invocation as wrap
 
     real_spawn = wrap._spawn
 

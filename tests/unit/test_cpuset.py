@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import threading
 
 import pytest
 
-from tracekit.cpuset import check_usable, format_cpu_list, keep_on, parse_cpu_list, usable_cpus
+from tracekit.cpuset import check_usable, format_cpu_list, parse_cpu_list, usable_cpus
 from tracekit.errors import UsageError
 
 

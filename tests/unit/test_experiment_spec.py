@@ -82,11 +82,11 @@ def test_missing_file(tmp_path):
 
 
 def test_schema_names_the_same_policies_and_profiles_as_the_code():
-    from tracekit.schemas import load_schema
-    from tracekit.sched.plan import PROFILES
     from tracekit.sched.policies import ALIASES, POLICIES
+    from tracekit.workloads import experiment_schema
+    from tracekit.workloads.ffmpeg import PROFILES
 
-    schema = load_schema("experiment")
+    schema = experiment_schema()
     assert schema["properties"]["dispatch"]["properties"]["policy"]["enum"] == [*POLICIES, *ALIASES]
     mix = schema["properties"]["workload"]["properties"]["ffmpeg"]["properties"]["mix"]
     assert mix["propertyNames"]["enum"] == list(PROFILES)
@@ -112,7 +112,7 @@ def test_the_http_experiment_and_its_defaults(tmp_path):
     ("workload.http.chain=true", "workload.http.chain: a chain needs at least two nodes in workload.http.on"),
     ("workload.http.load.arrival=bursty", "workload.http.load.arrival: 'bursty' is not one of constant, poisson"),
     ("workload.http.load.endpoint=work", "workload.http.load.endpoint"),
-    ("workload.ffmpeg.total=3", "workload: give exactly one kind, 'ffmpeg' (transcoding tasks) or 'http'"),
+    ("workload.ffmpeg.total=3", "workload: give exactly one kind, not 2: 'command' (batch tasks"),
 ])  # fmt: skip
 def test_http_errors_name_the_field(tmp_path, override, message):
     with pytest.raises(ExperimentError, match=__import__("re").escape(message)):
@@ -315,7 +315,7 @@ def test_an_http_load_of_more_than_ten_million_requests(tmp_path):
 
 
 def test_every_number_text_and_list_of_the_schema_is_bounded():
-    from tracekit.schemas import load_schema
+    from tracekit.workloads import experiment_schema
 
     def walk(schema, where):
         types = schema.get("type", [])
@@ -336,4 +336,4 @@ def test_every_number_text_and_list_of_the_schema_is_bounded():
         for key, sub in schema.get("$defs", {}).items():
             walk(sub, f"$defs.{key}")
 
-    walk(load_schema("experiment"), "(top)")
+    walk(experiment_schema(), "(top)")  # with every kind's part

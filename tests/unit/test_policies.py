@@ -19,7 +19,7 @@ from tracekit.sched.policies import (
 )
 
 NODES = ["cloud1", "cloud2", "cloud3"]
-# Six tasks of one profile; with the real-time prior, expected ms = 1000 * media_s.
+# Six tasks of one profile; with the real-time prior, expected ms = 1000 * size (media seconds).
 WORKLOAD = [PlannedTask(f"t{i}", "720p-veryfast", s) for i, s in enumerate([10, 60, 20, 40, 30, 50], start=1)]
 # cloud1: busy with 2 small tasks; cloud2: idle; cloud3: one long task running.
 STATES = {
@@ -111,7 +111,7 @@ def test_duration_online_balances_varied_tasks_after_a_wrong_first_estimate():
     # Clips of 2, 4 and 8 s at ~125 ms per media second: the prior (1000) is 8x too long.
     lengths = [8, 2, 4, 8, 2, 4, 8, 4, 2, 8]
     tasks = [PlannedTask(f"t{i}", "640p-veryfast", float(s)) for i, s in enumerate(lengths)]
-    actual = {t.task_id: 125 * t.media_s for t in tasks}
+    actual = {t.task_id: 125 * t.size for t in tasks}
     _, busy, makespan = simulate(make_policy("duration-online"), tasks, actual)
     assert max(busy.values()) <= 1.25 * min(busy.values()), busy
     assert makespan <= 1.25 * sum(actual.values()) / 2
@@ -290,16 +290,16 @@ def test_speed_model_prior_and_learning():
     assert model.estimate_ms(task) == 10_000  # nothing seen: real time
     model.observe(PlannedTask("a", "720p", 10), 20_000)  # 2000 ms per media second
     model.observe(PlannedTask("b", "480p", 4), 2_000)  # 500 ms per media second
-    assert model.ms_per_media_s("1080p") == 1250  # unseen: the mean over seen profiles
+    assert model.ms_per_unit(task) == 1250  # unseen: the mean over seen profiles
     assert model.estimate_ms(PlannedTask("c", "720p", 3)) == 6_000
     model.observe(PlannedTask("d", "720p", 10), 30_000)  # EWMA: 2000 + 0.3 * (3000 - 2000)
-    assert model.ms_per_media_s("720p") == pytest.approx(2300)
+    assert model.ms_per_unit(PlannedTask("x", "720p", 1)) == pytest.approx(2300)
     assert model.observations("720p") == 2
     # A zero-length input or a nonsense duration teaches nothing.
     model.observe(PlannedTask("e", "720p", 0), 5_000)
     model.observe(PlannedTask("f", "720p", 10), math.nan)
     model.observe(PlannedTask("g", "720p", 10), -1)
-    assert model.ms_per_media_s("720p") == pytest.approx(2300)
+    assert model.ms_per_unit(PlannedTask("x", "720p", 1)) == pytest.approx(2300)
     assert model.snapshot() == {"480p": 500.0, "720p": 2300.0}
 
 
@@ -308,10 +308,12 @@ def test_speed_model_rejects_bad_alpha():
         SpeedModel(alpha=0)
 
 
-@pytest.mark.parametrize("media_s", [-1, math.nan, math.inf, "12"])
-def test_bad_media_duration_is_a_usage_error(media_s):
-    with pytest.raises(UsageError, match="check that ffprobe can read its input"):
-        PlannedTask("t", "p", media_s)
+@pytest.mark.parametrize("size", [-1, math.nan, math.inf, "12"])
+def test_a_bad_size_is_a_usage_error(size):
+    with pytest.raises(UsageError, match=r"^task 't': size .* is not a number >= 0"):
+        PlannedTask("t", "p", size)
+    with pytest.raises(UsageError, match=r"^task 't': unit_ms .* is not a number >= 0"):
+        PlannedTask("t", "p", 1, size)
 
 
 @pytest.mark.parametrize("name", list(POLICIES))
@@ -338,4 +340,4 @@ def test_policy_specific_decision_context():
     assert place_full(make_policy("lpt"))[0].decided_on["planned_node"] == "cloud1"
     policy = make_policy("duration-online")
     policy.task_completed(PlannedTask("d", "720p-veryfast", 10), "cloud1", 15_000)
-    assert place_full(policy)[0].decided_on["ms_per_media_s"] == {"720p-veryfast": 1500.0}
+    assert place_full(policy)[0].decided_on["ms_per_unit"] == {"720p-veryfast": 1500.0}

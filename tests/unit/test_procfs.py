@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from tests.helpers import wait_until
-from tracekit.collect import _procfs
+from tracekit import procfs as _procfs
 
 
 def test_stat_of_self_agrees_with_psutil():

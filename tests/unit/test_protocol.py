@@ -15,14 +15,16 @@ from tracekit.sched.protocol import (
 )  # fmt: skip
 
 SIGNER = TaskSigner(b"k" * 32)
-MESSAGE = TaskMessage("t1", "a" * 32, "/in/x.mp4", "x.mp4", 1700000000000, attempt=2, argv=["true"])
+MESSAGE = TaskMessage("t1", "a" * 32, ["gzip", "-9", "\0files\0/in/x"], 1700000000000, attempt=2, module="gzip",
+                      profile="l9", env={"A": "1"}, cwd="/tmp", timeout_s=60.0, inputs=["/in/x"], size=2.5,
+                      expected_ms=800.0, params={"level": 9}, nonce="n1")
 START = StartRecord("t1", "cloud1", "cloud1-0", 2, 1700000000123, "1700000000100-0")
 TERMINAL = TerminalRecord("t1", "cloud1", "cloud1-0", 2, "done", 0, None, 10, 25, extra={"cpu_ms": 1.5})
 
 
 def test_start_record_wire_format_and_round_trip():
     assert START.entry() == {
-        "record": '{"v":1,"task_id":"t1","node":"cloud1","consumer":"cloud1-0","attempt":2,"ts_start":1700000000123,'
+        "record": '{"v":2,"task_id":"t1","node":"cloud1","consumer":"cloud1-0","attempt":2,"ts_start":1700000000123,'
         '"entry_id":"1700000000100-0"}'
     }
     assert StartRecord.decode(START.entry()) == START
@@ -33,16 +35,19 @@ def test_terminal_record_round_trip_keeps_its_extra_fields():
     assert entry["sig"] == SIGNER.sign_record(entry["record"])  # signed by the worker that writes it
     decoded = TerminalRecord.decode(entry)
     assert decoded == TERMINAL
-    assert decoded.as_dict() == {"v": 1, "task_id": "t1", "node": "cloud1", "consumer": "cloud1-0", "attempt": 2,
+    assert decoded.as_dict() == {"v": 2, "task_id": "t1", "node": "cloud1", "consumer": "cloud1-0", "attempt": 2,
                                  "state": "done", "exit_status": 0, "reason": None, "ts_start": 10, "ts_end": 25,
                                  "cpu_ms": 1.5}  # fmt: skip
     assert json.loads(entry["record"]) == decoded.as_dict()
 
 
 def test_task_message_payload_round_trip():
-    # The entry of a node's queue: the payload, signed for that node.
+    # The entry of a node's queue: the payload, signed for that node. Nothing in it is a kind's own field.
     assert MESSAGE.encode(SIGNER, "cloud1") == {"task": MESSAGE.payload(), "sig": SIGNER.sign_task("cloud1", MESSAGE.payload())}
     assert TaskMessage.from_payload(MESSAGE.payload()) == MESSAGE
+    assert json.loads(MESSAGE.payload())["argv"] == ["gzip", "-9", "\0files\0/in/x"]
+    minimal = TaskMessage("t2", "b" * 32, ["true"], 1)
+    assert TaskMessage.from_payload(minimal.payload()) == minimal
 
 
 def _with(entry: dict[str, str], **members: object) -> dict[str, str]:
@@ -57,8 +62,8 @@ RECORDS = [(TaskMessage, {"task": MESSAGE.payload()}, "a task entry"), (StartRec
 
 @pytest.mark.parametrize(("kind", "entry", "what"), RECORDS)
 def test_a_record_of_another_version_is_refused(kind, entry, what):
-    with pytest.raises(ProtocolError, match=f"^{what} of another Tracekit version .envelope 2, this one reads 1"):
-        kind.decode(_with(entry, v=2))
+    with pytest.raises(ProtocolError, match=f"^{what} of another Tracekit version .envelope 1, this one reads 2"):
+        kind.decode(_with(entry, v=1))
 
 
 @pytest.mark.parametrize(("kind", "entry"), [(kind, entry) for kind, entry, _what in RECORDS])
@@ -77,7 +82,7 @@ def test_a_malformed_record_is_refused(kind, entry, what):
     with pytest.raises(ProtocolError, match=f"^{what} that is not a JSON object"):
         kind.decode({name: "[1, 2]"})
     with pytest.raises(ProtocolError, match=f"^{what} this version cannot read"):
-        kind.decode({name: json.dumps({"v": 1, "task_id": "t1"})})  # members missing
+        kind.decode({name: json.dumps({"v": 2, "task_id": "t1"})})  # members missing
 
 
 def test_an_unknown_task_member_is_refused():
@@ -98,7 +103,7 @@ def test_key_formats():
 
 
 def test_run_meta_is_versioned():
-    assert run_meta("r1", "lpt") == {"v": "1", "run_id": "r1", "policy": "lpt"}
+    assert run_meta("r1", "lpt") == {"v": "2", "run_id": "r1", "policy": "lpt"}
 
 
 def test_the_lua_start_record_writes_the_bytes_of_start_record_encode():
@@ -140,6 +145,6 @@ def test_count_new_results_counts_what_came_after_the_last_id(monkeypatch):
 
 def test_count_new_results_refuses_a_record_of_another_version():
     client = FakeResults(["done"])
-    client.entries = [(entry_id, _with({"record": entry["record"]}, v=2)) for entry_id, entry in client.entries]
+    client.entries = [(entry_id, _with({"record": entry["record"]}, v=1)) for entry_id, entry in client.entries]
     with pytest.raises(ProtocolError, match="another Tracekit version"):
         count_new_results(client, "r1")

@@ -113,13 +113,13 @@ def test_an_inputs_folder_without_files_is_refused_before_anything_starts(tmp_pa
 
 def test_an_inputs_folder_is_checked_only_where_the_controller_reads_it(tmp_path):
     from tracekit.experiment.render import Inventory
-    from tracekit.experiment.spec import check_inputs_folder, load_experiment
+    from tracekit.experiment.spec import check_here, load_experiment
 
     experiment = load_experiment(SMOKE, ["workload.ffmpeg={inputs: " + str(tmp_path / "none") + "}"])
     elsewhere = Inventory(tmp_path / "inventory.yml", "cloud0", ("cloud1",),
                           {"cloud0": {"ansible_host": "192.0.2.10"}, "cloud1": {"ansible_host": "192.0.2.11"}})  # fmt: skip
-    check_inputs_folder(experiment, elsewhere)  # not visible from here: the dispatcher checks it there
+    check_here(experiment, elsewhere)  # not visible from here: the dispatcher checks it there
     here = Inventory(tmp_path / "inventory.yml", "cloud0", ("cloud1",),
                      {"cloud0": {"ansible_connection": "local"}, "cloud1": {"ansible_host": "192.0.2.11"}})  # fmt: skip
     with pytest.raises(Exception, match="is not a folder on this machine"):
-        check_inputs_folder(experiment, here)
+        check_here(experiment, here)

@@ -16,7 +16,6 @@ from tracekit.errors import RunError, UsageError
 from tracekit.experiment.progress import Progress
 from tracekit.experiment.render import (
     InventoryError,
-    generated_inputs_name,
     inventory_without_secrets,
     play_phases,
     read_inventory,
@@ -25,6 +24,7 @@ from tracekit.experiment.attempts import phases_to_run
 from tracekit.experiment.phases import describe_failure, join_errors
 from tracekit.experiment.run_dir import RunDir, write_json
 from tracekit.experiment.spec import load_experiment
+from tracekit.workloads.ffmpeg import generated_name
 
 PHASES = ["prepare", "start", "run", "stop", "fetch", "parse"]
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
@@ -174,8 +174,9 @@ def test_dry_run_says_which_nodes_share_a_machine():
 def test_same_clips_same_folder(tmp_path):
     experiment = load_experiment("experiments/smoke.yaml")
     other_seed = load_experiment("experiments/smoke.yaml", ["workload.ffmpeg.generate.seed=9"])
-    assert generated_inputs_name(experiment) == generated_inputs_name(load_experiment("experiments/smoke.yaml"))
-    assert generated_inputs_name(experiment) != generated_inputs_name(other_seed)
+    again = load_experiment("experiments/smoke.yaml")
+    assert generated_name(experiment.workload.generate) == generated_name(again.workload.generate)
+    assert generated_name(experiment.workload.generate) != generated_name(other_seed.workload.generate)
 
 
 def test_plain_progress_prints_timestamped_lines():
@@ -306,7 +307,7 @@ def test_http_services_ports_next_hops_and_targets(tmp_path):
 
     def services(*overrides: str) -> dict:
         experiment = load_experiment(repo / "experiments" / "http.yaml", list(overrides))
-        return extravars(experiment, "r1", Path("/r"), Path("/w"), Path("/s"), "python3", inventory)["tracekit_run_http"]
+        return extravars(experiment, "r1", Path("/r"), Path("/w"), Path("/s"), "python3", inventory)["tracekit_run_kind"]
 
     spread = services()
     assert spread["nodes"]["w1"]["url"] == "http://127.0.0.1:8080/work?cpu_ms=4&sleep_ms=2"

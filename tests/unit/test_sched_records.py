@@ -10,13 +10,13 @@ from tracekit.sched.protocol import TaskMessage, TerminalRecord
 
 
 def test_task_message_wire_format_and_round_trip():
-    message = TaskMessage("t1", "a" * 32, "/in/x.mp4", "x.mp4", 1700000000000, attempt=2, profile="p1",
-                          threads=2, media_s=4.5, expected_ms=120.25, argv=["true", "-x"])  # fmt: skip
+    message = TaskMessage("t1", "a" * 32, ["true", "-x"], 1700000000000, attempt=2, profile="p1", size=4.5,
+                          expected_ms=120.25)  # fmt: skip
     encoded = {"task": message.payload()}
     assert encoded == {
-        "task": '{"v":1,"task_id":"t1","trace_id":"' + "a" * 32 + '","input":"/in/x.mp4","output":"x.mp4",'
-        '"ts_enqueue":1700000000000,"attempt":2,"profile":"p1","scale":"1280:720","preset":"veryfast",'
-        '"crf":28,"threads":2,"media_s":4.5,"expected_ms":120.25,"argv":["true","-x"],"nonce":""}'
+        "task": '{"v":2,"task_id":"t1","trace_id":"' + "a" * 32 + '","argv":["true","-x"],'
+        '"ts_enqueue":1700000000000,"attempt":2,"module":"task","profile":"p1","env":null,"cwd":null,'
+        '"timeout_s":null,"inputs":null,"outputs":null,"size":4.5,"expected_ms":120.25,"params":null,"nonce":""}'
     }
     assert TaskMessage.decode(encoded) == message
 
@@ -24,7 +24,7 @@ def test_task_message_wire_format_and_round_trip():
 def test_task_message_of_another_envelope_version_is_refused():
     from tracekit.errors import ProtocolError
 
-    fields = {"task": json.dumps({**json.loads(TaskMessage("t", "0", "", "", 0).payload()), "v": 99})}
+    fields = {"task": json.dumps({**json.loads(TaskMessage("t", "0", ["true"], 0).payload()), "v": 99})}
     with pytest.raises(ProtocolError, match="another Tracekit version .envelope 99, this one reads"):
         TaskMessage.decode(fields)
 
@@ -33,7 +33,7 @@ def test_terminal_record_flattens_its_extra_fields():
     record = TerminalRecord("t1", "cloud1", "cloud1-0", 1, "failed", 3, "sh exit status 3", 10, 25,
                             extra={"cpu_ms": 1.5, "profile": "p1", "media_s": 0.0})  # fmt: skip
     assert record.encode() == (
-        '{"v":1,"task_id":"t1","node":"cloud1","consumer":"cloud1-0","attempt":1,"state":"failed",'
+        '{"v":2,"task_id":"t1","node":"cloud1","consumer":"cloud1-0","attempt":1,"state":"failed",'
         '"exit_status":3,"reason":"sh exit status 3","ts_start":10,"ts_end":25,"cpu_ms":1.5,"profile":"p1",'
         '"media_s":0.0}'
     )

@@ -508,7 +508,7 @@ def test_start_time_correction_gives_real_process_start_times():
     import subprocess
     import time
 
-    from tracekit.collect._procfs import read_stat
+    from tracekit.procfs import read_stat
     from tracekit.collect.topology import start_time_correction_ms
 
     correction = start_time_correction_ms()

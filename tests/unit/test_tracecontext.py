@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracekit.adapters.tracecontext import parse_trace_id_alias, parse_traceparent, span_for_request
+from tracekit.tracecontext import parse_trace_id_alias, parse_traceparent, span_for_request
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracekit.adapters.ffmpeg_argv import IoPaths, TranscodeSettings, transcode_argv
-from tracekit.adapters.wrap import Invocation, run_invocation
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
+from tracekit.invocation import Invocation, run_invocation
 
 INSTALL_HINT = "install it (apt-get install -y ffmpeg, or run 'make deps')"
 

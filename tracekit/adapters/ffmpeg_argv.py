@@ -7,20 +7,13 @@ import re
 from dataclasses import dataclass
 
 from tracekit.errors import UsageError
+from tracekit.invocation import IoPaths
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast",
     "medium", "slow", "slower", "veryslow", "placebo",
 )  # fmt: skip
 _SCALE_RE = re.compile(r"^-?\d+:-?\d+$")
-
-
-@dataclass(frozen=True)
-class IoPaths:
-    """Files an invocation reads and writes (their sizes become bytes_in/out)."""
-
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ with ``traced_thread`` and its thread's CPU is added ("+thread"). Work the
 application starts in other tasks (background tasks, task groups) and the
 server's own HTTP parsing are not a request's.
 
-Trace context (tracekit.adapters.tracecontext): a valid ``traceparent``
+Trace context (tracekit.tracecontext): a valid ``traceparent``
 continues its trace with the caller's span as parent, ``X-Trace-Id`` is
 accepted as an alias, anything else starts a new trace. The application
 finds the request's span in ``current_span()`` (and in
@@ -55,7 +55,7 @@ from typing import Any
 import orjson
 
 from tracekit import runfolder
-from tracekit.adapters.tracecontext import TRACE_ID_ALIAS, TRACEPARENT, TRACESTATE, SpanContext, span_for_request
+from tracekit.tracecontext import TRACE_ID_ALIAS, TRACEPARENT, TRACESTATE, SpanContext, span_for_request
 from tracekit.jsonl import dumps
 
 MODULE = "http"
@@ -228,7 +228,7 @@ class TracingMiddleware:
         """(pid, create_time_ms) of the serving process, as the collector keys it."""
         pid = os.getpid()
         if self._process is None or self._process[0] != pid:
-            from tracekit.collect.process import process_identity
+            from tracekit.registration import process_identity
 
             try:
                 self._process = (pid, process_identity(pid).create_time_ms)

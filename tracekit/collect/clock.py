@@ -24,7 +24,7 @@ from typing import Literal
 import redis
 
 from tracekit import runfolder
-from tracekit.sched.connection import connect, safe_url
+from tracekit.redis_client import connect, safe_url
 
 PROBES = 15
 

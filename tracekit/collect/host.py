@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from tracekit.collect import _procfs
+from tracekit import procfs as _procfs
 
 _CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 # The raw files' columns, in order (tracekit.trace.records.RAW_HOST* declare their types).

@@ -13,21 +13,20 @@ here, before any node is touched, with the file named.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import yaml
 
 from tracekit.cpuset import format_cpu_list, parse_cpu_list
 from tracekit.errors import InventoryError, SetupError, UsageError
-from tracekit.experiment.spec import Experiment, FfmpegWorkload, HttpWorkload
-from tracekit.experiment.wheelhouse import find_checkout
+from tracekit import workloads
+from tracekit.experiment.spec import Experiment
+from tracekit.experiment.wheelhouse import WORKLOAD_ID, find_checkout
 
 PHASES = ("prepare", "start", "run", "stop", "fetch", "parse")
 RELEASE = "release"  # not a phase: playbooks/release.yml frees the nodes after an attempt that ended before stop
@@ -311,30 +310,10 @@ def _check_cpus_of_shared_machines(path: Path, inventory: Inventory) -> None:
                 )
 
 
-def generated_inputs_name(experiment: Experiment) -> str | None:
-    """Folder name of the generated clips: the same clips get the same folder on every run."""
-    if not isinstance(experiment.workload, FfmpegWorkload):
-        return None
-    generate = experiment.workload.generate
-    if generate is None:
-        return None
-    key = json.dumps([generate.count, list(generate.durations), generate.size, generate.seed])
-    return f"clips-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
 def task_count(experiment: Experiment) -> int | None:
-    """How many tasks the dispatcher will plan (None: one per file of a folder not visible here, or no dispatcher)."""
-    workload = experiment.workload
-    if not isinstance(workload, FfmpegWorkload):
-        return None
-    if workload.total is not None:
-        return workload.total
-    if workload.generate is not None:
-        return workload.generate.count
-    folder = Path(workload.inputs or "")
-    if folder.is_dir():
-        return sum(1 for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    return None
+    """How many tasks the dispatcher will plan (None: not known here, or no tasks)."""
+    kind = workloads.kind(experiment.kind)
+    return kind.task_count(experiment.workload) if kind.has_tasks else None
 
 
 def extravars(
@@ -346,30 +325,32 @@ def extravars(
     python: str,
     inventory: Inventory,
     checkout: Path | None = None,
+    workload_wheels: Path | None = None,
 ) -> dict[str, Any]:
-    workload = experiment.workload
+    kind = workloads.kind(experiment.kind)
     resolved = experiment.as_dict()
-    workload_vars = dict(resolved["workload"])
-    http_vars = None
-    if isinstance(workload, HttpWorkload):
-        http_vars = http_services(experiment, inventory, checkout or find_checkout())
-    else:
-        if workload.inputs is not None and not Path(workload.inputs).is_absolute():
-            raise UsageError(
-                f"{experiment.source}: workload.ffmpeg.inputs: {workload.inputs!r} must be an absolute path "
-                "(the same folder on every node)"
-            )
-        workload_vars["generated_name"] = generated_inputs_name(experiment)
+    section = resolved["workload"]
     return {
+        # What the workload's nodes need, which the generic prepare gives them (roles/tracekit_workload).
+        "tracekit_run_needs": {**needs_variables(kind.node_needs(experiment.workload, experiment.source), workload_wheels),
+                               "hosts": kind.nodes(experiment.workload, inventory)},
+        # The workload's kind, its resolved section and what its task files read
+        # (playbooks/workloads/<kind>/<phase>.yml, for the phases it has one).
         "tracekit_run_workload_kind": experiment.kind,
-        "tracekit_run_http": http_vars,
+        "tracekit_run_workload": section,
+        "tracekit_run_kind": kind.variables(experiment.workload, inventory, checkout or find_checkout(), experiment.source),
+        "tracekit_run_kind_task_files": list(kind.task_files),
+        # A kind with tasks: the workers and the dispatcher run, which plans from this (on the controller).
+        "tracekit_run_has_tasks": kind.has_tasks,
+        "tracekit_run_dispatch_workload": {"kind": experiment.kind,
+                                           "section": kind.dispatch_section(section, experiment.workload, inventory)}
+        if kind.has_tasks else None,
         "tracekit_run_id": run_id,
         "tracekit_run_dir": str(run_dir),
         "tracekit_run_wheelhouse": str(wheelhouse),
         "tracekit_run_secret_file": str(secret_file),
         "tracekit_run_python": python,
         "tracekit_run_collectors": resolved["collectors"],
-        "tracekit_run_workload": workload_vars,
         "tracekit_run_dispatch": resolved["dispatch"],
         "tracekit_run_parallel": experiment.parallel,
         "tracekit_run_export": {
@@ -382,55 +363,17 @@ def extravars(
     }
 
 
-def http_address(host: str, values: dict[str, Any]) -> str:
-    """Where the controller reaches a node's service: tracekit_http_address, else 127.0.0.1 on this
-    machine, else the node's ansible_host."""
-    if values.get("tracekit_http_address"):
-        return str(values["tracekit_http_address"])
-    if machine_of(host, values) == THIS_MACHINE:
-        return "127.0.0.1"
-    return str(values.get("ansible_host") or host)
-
-
-def service_nodes(workload: HttpWorkload, inventory: Inventory) -> list[str]:
-    """The nodes that run an HTTP workload's service, in order: those it names, else every worker."""
-    return list(workload.on or inventory.workers)
-
-
-def http_services(experiment: Experiment, inventory: Inventory, checkout: Path) -> dict[str, Any]:
-    """The HTTP workload's services, where each listens, its next hop, and the load's targets."""
-    workload = experiment.workload
-    nodes = service_nodes(workload, inventory)
-    unknown = [n for n in nodes if n not in inventory.hosts]
-    if unknown:
-        raise InventoryError(
-            f"{experiment.source}: workload.http.on: {', '.join(unknown)} not in {inventory.path} "
-            f"(its hosts: {', '.join(inventory.hosts)})"
-        )
-    service = Path(workload.service) if Path(workload.service).is_absolute() else checkout / workload.service
-    module = workload.app.partition(":")[0].replace(".", "/") + ".py"
-    if not (service / module).is_file():
-        raise UsageError(f"{experiment.source}: workload.http.service: {service} has no {module} (for app {workload.app})")
-    query = urlencode(workload.load.params)
-    services: dict[str, dict[str, Any]] = {}
-    for index, node in enumerate(nodes):
-        values = inventory.hostvars[node]
-        port = int(values.get("tracekit_http_port") or workload.port + index)
-        address = http_address(node, values)
-        cpus = inventory.cpus(node)
-        services[node] = {"host": address, "port": port, "cpus": format_cpu_list(cpus) if cpus else "",
-                          "url": f"http://{address}:{port}{workload.load.endpoint}" + (f"?{query}" if query else "")}  # fmt: skip
-    targets = [services[n]["url"] for n in nodes]
-    for index, node in enumerate(nodes):
-        services[node]["next_url"] = targets[index + 1] if workload.chain and index + 1 < len(nodes) else None
+def needs_variables(needs: workloads.NodeNeeds, wheels: Path | None) -> dict[str, Any]:
+    """A kind's NodeNeeds as the prepare and start plays read them; ``wheels``: its requirements built
+    (tracekit.experiment.wheelhouse.build_workload_wheels), when it has some (stop and fetch need none)."""
+    built = needs.requirements is not None and wheels is not None
     return {
-        "service_src": str(service.resolve()),
-        "app": workload.app,
-        "factory": workload.factory,
-        "workers": workload.workers,
-        "nodes": services,
-        "targets": targets[:1] if workload.chain else targets,
-        "load": {**experiment.as_dict()["workload"]["load"], "rate": str(workload.load.rate)},
+        "packages": list(needs.debian_packages),
+        "files_src": str(needs.files) if needs.files else None,
+        "setup": list(needs.setup) if needs.setup else None,
+        "wheels": str(wheels) if built else None,
+        "venv_id": (wheels / WORKLOAD_ID).read_text().strip() if built else None,
+        "with_tracekit": needs.with_tracekit,
     }
 
 
@@ -446,7 +389,7 @@ class Plan:
             f"run {self.run_id}: experiment {self.experiment.name!r} ({self.experiment.source})",
             f"inventory {self.inventory.path}: controller {self.inventory.controller}, "
             f"workers {', '.join(self.inventory.workers)}",
-            *(self._http_lines() if self.experiment.kind == "http" else self._ffmpeg_lines()),
+            *self._workload_lines(),
             *self._sharing_lines(),
             "phases:",
         ]
@@ -460,36 +403,17 @@ class Plan:
             lines.append(f"  {phase:<8} {named}")
         return lines
 
-    def _ffmpeg_lines(self) -> list[str]:
-        tasks = task_count(self.experiment)
-        workload = self.experiment.workload
-        source = (
-            f"{workload.generate.count} generated clips ({workload.generate.size}, durations "
-            f"{','.join(map(str, workload.generate.durations))} s)"
-            if workload.generate
-            else f"inputs from {workload.inputs}"
-        )
-        dispatch = self.experiment.dispatch
-        return [
-            f"workload: {tasks if tasks is not None else 'one per input'} tasks from {source}, "
-            f"transcode {workload.transcode.scale} {workload.transcode.preset} crf {workload.transcode.crf}"
-            + (f", mix {workload.mix}" if workload.mix else ""),
-            f"dispatch: policy {dispatch.policy}, batch {dispatch.batch_size}, dribble {dispatch.dribble_interval} s, "
-            f"backlog limit {dispatch.backlog_limit}, timeout {dispatch.timeout:g} s; "
-            f"{self.experiment.parallel} slot(s) per worker",
-        ]
-
-    def _http_lines(self) -> list[str]:
-        workload = self.experiment.workload
-        load = workload.load
-        nodes = service_nodes(workload, self.inventory)
-        shape = " -> ".join(nodes) + " (a chain)" if workload.chain else ", ".join(nodes)
-        return [
-            f"workload: HTTP service {workload.service} ({workload.app}, {workload.workers} worker(s)) on {shape}",
-            f"load: {load.rate} req/s" + (f" for {load.duration}" if load.duration else "")
-            + (f" after {load.warmup} of warm-up" if load.warmup else "")
-            + f", {load.arrival} arrivals, {load.method} {load.endpoint} {load.params or ''}".rstrip(),
-        ]
+    def _workload_lines(self) -> list[str]:
+        """The kind's own lines; for a kind with tasks, how the dispatcher places them."""
+        experiment = self.experiment
+        kind = workloads.kind(experiment.kind)
+        lines = kind.plan_lines(experiment.workload, self.inventory)
+        if kind.has_tasks:
+            dispatch = experiment.dispatch
+            lines.append(f"dispatch: policy {dispatch.policy}, batch {dispatch.batch_size}, dribble "
+                         f"{dispatch.dribble_interval} s, backlog limit {dispatch.backlog_limit}, timeout "
+                         f"{dispatch.timeout:g} s; {experiment.parallel} slot(s) per worker")  # fmt: skip
+        return lines
 
     def _sharing_lines(self) -> list[str]:
         """Nodes that share a machine: their collectors' scope and their CPUs."""

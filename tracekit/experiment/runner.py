@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracekit import runfolder
+from tracekit import runfolder, workloads
 from tracekit.errors import RunError, TracekitError, UsageError
 from tracekit.detach import end_processes_naming
 from tracekit.experiment.attempts import (
@@ -65,8 +65,8 @@ from tracekit.experiment.render import (
 )
 from tracekit.experiment.outcome import outcome_warnings
 from tracekit.experiment.run_dir import RunDir, write_json
-from tracekit.experiment.spec import Experiment, check_inputs_folder, load_experiment
-from tracekit.experiment.wheelhouse import build_wheelhouse, find_checkout
+from tracekit.experiment.spec import Experiment, check_here, load_experiment
+from tracekit.experiment.wheelhouse import WORKLOAD_ID, build_wheelhouse, build_workload_wheels, find_checkout
 
 # Every record of the run folder is written through this name (a test fills the disk through it).
 _write_json = write_json
@@ -158,16 +158,13 @@ def _dispatch_counter(inventory: Inventory, run_id: str, secret_file: Path) -> C
     def count() -> tuple[int, int] | None:
         if address is None:
             return None
-        import redis
-
+        from tracekit.redis_client import connect
         from tracekit.sched.protocol import count_new_results
 
         try:
-            if state["client"] is None:
-                state["client"] = redis.Redis(
-                    host=address[0], port=address[1], password=secret_file.read_text().strip(),
-                    socket_connect_timeout=0.5, socket_timeout=1.0, decode_responses=True,
-                )
+            if state["client"] is None:  # short time-outs: it is asked once a second, in the Ansible call's loop
+                state["client"] = connect(f"redis://{address[0]}:{address[1]}/0", secret_file, check=False,
+                                          connect_timeout_s=0.5, timeout_s=1.0)  # fmt: skip
             new = count_new_results(state["client"], run_id, state["seen"])
             state.update(seen=new.last_id, done=state["done"] + new.done, failed=state["failed"] + new.failed)
             return state["done"], state["failed"]
@@ -210,7 +207,7 @@ def run_experiment(
     experiment = load_experiment(experiment_path, overrides)
     inventory_path = _inventory_path(inventory, experiment)
     parsed_inventory = read_inventory(inventory_path)
-    check_inputs_folder(experiment, parsed_inventory)
+    check_here(experiment, parsed_inventory)
     folder = RunDir(logs, runfolder.validate_run_id(run_id if run_id is not None else default_run_id(experiment)), write=_write_json)
     if dry_run:
         phases = phases_to_run(folder.load_status()) if resume else list(PHASES)
@@ -240,7 +237,7 @@ def run_experiment(
             progress.say(f"run {folder.run_id} -> {folder.path}")
             wheelhouse = _wheelhouse(folder)
             runner = _phase_runner(folder, experiment, parsed_inventory, wheelhouse, attempt, progress, interrupt,
-                                   verbose, limit, lock_wait)  # fmt: skip
+                                   verbose, limit, lock_wait, build_wheels="prepare" in phases)  # fmt: skip
             if leftovers:
                 _stop_what_an_earlier_attempt_left(folder, runner, progress, interrupt)
             # An attempt that starts the nodes anew gets new secrets: a new Redis (empty: no record of an earlier
@@ -316,8 +313,12 @@ def _phase_runner(
     verbose: bool,
     limit: str | None,
     lock_wait: int,
+    build_wheels: bool = False,
 ) -> PhaseRunner:
-    variables = extravars(experiment, folder.run_id, folder.path, wheelhouse, folder.secret_file, sys.executable, inventory)
+    """``build_wheels``: resolve the workload's requirements (an attempt that prepares the nodes); else
+    those an earlier attempt built are used."""
+    variables = extravars(experiment, folder.run_id, folder.path, wheelhouse, folder.secret_file, sys.executable, inventory,
+                          workload_wheels=_workload_wheels(folder, experiment, build_wheels, progress.say))
     variables["tracekit_run_attempt"] = attempt
     variables["tracekit_run_task_key_file"] = str(folder.task_key_file)
     # Who holds the nodes, for the message another run gets (tracekit_lock), and how long to wait for them.
@@ -403,6 +404,27 @@ def _create_run_folder(
         "tasks": task_count(experiment),
     }
     folder.create(experiment_path, inventory_without_secrets(inventory_path), resolved, experiment.tags)
+
+
+WORKLOAD_WHEELS = "workload-wheels"  # in the run folder: the packages of the workload's requirements
+
+
+def _workload_wheels(folder: RunDir, experiment: Experiment, build: bool, say: Callable[[str], None]) -> Path | None:
+    """The wheels of the workload's requirements (built by the attempt that prepares the nodes, before any
+    node is touched; a failure fails the run there, naming what pip could not resolve)."""
+    needs = workloads.kind(experiment.kind).node_needs(experiment.workload, experiment.source)
+    if needs.requirements is None:
+        return None
+    into = folder.path / WORKLOAD_WHEELS
+    if not build:
+        return into if (into / WORKLOAD_ID).is_file() else None
+    say(f"resolving the workload's requirements ({needs.requirements}) into wheels")
+    try:
+        return build_workload_wheels(needs.requirements, into, needs.with_tracekit,
+                                     f"{experiment.source}: workload.{experiment.kind}.requirements")  # fmt: skip
+    except TracekitError as exc:
+        folder.failed_before_start(str(exc))
+        raise
 
 
 def _wheelhouse(folder: RunDir) -> Path:

@@ -5,9 +5,12 @@ output: an immutable ``Experiment``; or one ExperimentError line naming the
         file, the path in the YAML (``dispatch.policy``) and what is allowed
 
 The file and each -e value are read strictly (strict_yaml: no anchors,
-aliases or tags) and checked by validate; schemas/experiment.schema.json
-is the master, and its defaults fill what the file leaves out, so the
-resolved experiment (``Experiment.as_dict``) states every value a run used.
+aliases or tags) and checked by validate against the experiment schema
+(schemas/experiment.schema.json, the workload kind's part from
+schemas/workloads/: tracekit.workloads.experiment_schema); its defaults fill
+what the file leaves out, so the resolved experiment (``Experiment.as_dict``)
+states every value a run used. The workload's section becomes its kind's
+spec (``Experiment.kind``, ``Experiment.workload``).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from tracekit import workloads
 from tracekit.errors import ExperimentError
 from tracekit.experiment import strict_yaml, validate
-from tracekit.experiment.validate import SCHEMA, Unquoted
-from tracekit.schemas import load_schema
+from tracekit.experiment.validate import Unquoted
+from tracekit.schemas import with_defaults
 
 if TYPE_CHECKING:
     from tracekit.experiment.render import Inventory
@@ -34,58 +38,6 @@ class Collectors:
     match: str | None
     match_cmdline: str | None
     host: bool
-
-
-@dataclass(frozen=True)
-class Generate:
-    count: int
-    durations: tuple[int, ...]
-    size: str
-    seed: int
-
-
-@dataclass(frozen=True)
-class Transcode:
-    scale: str
-    preset: str
-    crf: int
-    threads: int | None
-
-
-@dataclass(frozen=True)
-class FfmpegWorkload:
-    inputs: str | None  # a folder of inputs, or
-    generate: Generate | None  # clips to generate
-    transcode: Transcode
-    mix: dict[str, float] | None
-    total: int | None
-    seed: int
-
-
-@dataclass(frozen=True)
-class HttpLoad:
-    rate: float | str  # requests per second, or a plan (tracekit.load.plan)
-    duration: str | None
-    arrival: str
-    seed: int
-    warmup: str | None
-    endpoint: str
-    params: dict[str, Any]
-    method: str
-    max_in_flight: int
-    timeout: str
-
-
-@dataclass(frozen=True)
-class HttpWorkload:
-    service: str  # folder of the ASGI app (relative to the repository, or absolute)
-    app: str
-    factory: bool
-    workers: int
-    port: int
-    on: tuple[str, ...] | None  # None: every worker
-    chain: bool
-    load: HttpLoad
 
 
 @dataclass(frozen=True)
@@ -103,7 +55,9 @@ class Experiment:
     description: str
     inventory: str | None
     collectors: Collectors
-    workload: FfmpegWorkload | HttpWorkload
+    kind: str  # the workload's kind: a module of tracekit.workloads
+    workload: Any  # that kind's spec
+    section: dict[str, Any]  # its section as validated, defaults applied (what the resolved experiment states)
     dispatch: Dispatch
     parallel: int
     export_opendc: bool
@@ -112,13 +66,12 @@ class Experiment:
     tags: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
-    @property
-    def kind(self) -> str:
-        """The workload's kind: ffmpeg (tasks through the dispatcher) or http (a service under load)."""
-        return "http" if isinstance(self.workload, HttpWorkload) else "ffmpeg"
-
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The resolved experiment: every value the run used; the workload as its section (defaults applied)."""
+        resolved = asdict(self)
+        del resolved["section"]
+        resolved["workload"] = copy.deepcopy(self.section)
+        return resolved
 
 
 # -- loading ----------------------------------------------------------------------
@@ -174,18 +127,6 @@ def _apply_overrides(
     return result, unquoted
 
 
-def _defaults(schema: dict[str, Any], value: Any) -> Any:
-    """``value`` with the schema's defaults filled in, recursively."""
-    if schema.get("type") == "object" or "properties" in schema:
-        value = dict(value or {})
-        for key, sub in schema.get("properties", {}).items():
-            if key in value:
-                value[key] = _defaults(sub, value[key])
-            elif "default" in sub:
-                value[key] = _defaults(sub, copy.deepcopy(sub["default"]))
-    return value
-
-
 def _read_text(path: Path) -> str:
     """The file's text; at most strict_yaml.MAX_CHARS are read (a path to /dev/zero must not hang)."""
     try:
@@ -218,51 +159,30 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         raise ExperimentError(f"{path}: an experiment is a YAML mapping with at least 'name' and 'workload'")
     document, written = _apply_overrides(document, {p: (text, None) for p, text in unquoted.items()}, overrides or [])
     workload = document.get("workload")
-    if isinstance(workload, dict) and {"ffmpeg", "http"} <= set(workload):
-        raise ExperimentError(f"{path}: workload: give exactly one kind, 'ffmpeg' (transcoding tasks) or 'http' "
-                              "(a service under load), not both")  # fmt: skip
+    if isinstance(workload, dict) and len(workload) > 1:
+        kinds = "; ".join(f"'{name}' ({kind.describes})" for name, kind in workloads.kinds().items())
+        raise ExperimentError(f"{path}: workload: give exactly one kind, not {len(workload)}: {kinds}")
     problem = validate.schema_problem(document, written)
     if problem is None:
-        document = _defaults(load_schema(SCHEMA), document)
+        document = with_defaults(workloads.experiment_schema(), document)
         problem = validate.value_problem(document)
     if problem is not None:
         raise ExperimentError(f"{path}: {problem}")
     return build(document, str(path))
 
 
-def _ffmpeg_workload(ffmpeg: dict[str, Any]) -> FfmpegWorkload:
-    generate = ffmpeg.get("generate")
-    return FfmpegWorkload(
-        inputs=ffmpeg.get("inputs"),
-        generate=Generate(generate["count"], tuple(generate["durations"]), generate["size"], generate["seed"])
-        if generate
-        else None,
-        transcode=Transcode(**ffmpeg["transcode"]),
-        mix=dict(ffmpeg["mix"]) if ffmpeg.get("mix") else None,
-        total=ffmpeg.get("total"),
-        seed=ffmpeg.get("seed", 0),
-    )
-
-
-def _http_workload(http: dict[str, Any]) -> HttpWorkload:
-    load = http["load"]
-    return HttpWorkload(
-        service=http["service"], app=http["app"], factory=http["factory"], workers=http["workers"], port=http["port"],
-        on=tuple(http["on"]) if http.get("on") else None, chain=http["chain"],
-        load=HttpLoad(**{**load, "params": dict(load["params"])}),
-    )  # fmt: skip
-
-
 def build(document: dict[str, Any], source: str) -> Experiment:
     """A valid document (defaults applied: see load_experiment) -> Experiment."""
-    workload = document["workload"]
+    [(kind, section)] = document["workload"].items()
     collectors, dispatch, export = document["collectors"], document["dispatch"], document["export"]
     return Experiment(
         name=document["name"],
         description=document["description"],
         inventory=document.get("inventory"),
         collectors=Collectors(**collectors),
-        workload=_http_workload(workload["http"]) if "http" in workload else _ffmpeg_workload(workload["ffmpeg"]),
+        kind=kind,
+        workload=workloads.kind(kind).spec(section),
+        section=section,
         dispatch=Dispatch(**dispatch),
         parallel=document["workers"]["parallel"],
         export_opendc=export["opendc"],
@@ -273,26 +193,6 @@ def build(document: dict[str, Any], source: str) -> Experiment:
     )
 
 
-def check_inputs_folder(experiment: Experiment, inventory: Inventory) -> None:
-    """A folder of inputs must hold files, where the dispatcher reads it: checked when the controller
-    runs on this machine (else the dispatcher refuses it there, in the run phase)."""
-    from tracekit.experiment.render import THIS_MACHINE, machine_of  # render imports this module
-    from tracekit.sched.plan import input_files
-
-    workload = experiment.workload
-    controller = inventory.controller
-    if not isinstance(workload, FfmpegWorkload) or workload.inputs is None:
-        return
-    if machine_of(controller, inventory.hostvars[controller]) != THIS_MACHINE:
-        return
-    folder, at = Path(workload.inputs), f"{experiment.source}: workload.ffmpeg.inputs"
-    if not folder.is_dir():
-        raise ExperimentError(f"{at}: {folder} is not a folder on this machine, where the controller ({controller}) "
-                              "reads it; make it and put the input videos in it, or use workload.ffmpeg.generate")  # fmt: skip
-    try:
-        files = input_files(folder)
-    except OSError as exc:
-        raise ExperimentError(f"{at}: cannot read {folder} ({exc.strerror}); make it readable") from None
-    if not files:
-        raise ExperimentError(f"{at}: {folder} holds no files (hidden ones aside); put the input videos in it "
-                              f"(e.g. tracekit inputs generate -o {folder}) or use workload.ffmpeg.generate")  # fmt: skip
+def check_here(experiment: Experiment, inventory: Inventory) -> None:
+    """What this machine can check of the experiment before any node is touched (the kind decides)."""
+    workloads.kind(experiment.kind).check_here(experiment.workload, inventory, experiment.source)

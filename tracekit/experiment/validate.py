@@ -7,11 +7,12 @@ output: None, or ``<key>: <what is wrong>; <what is allowed>``
 
 The first problem wins, in this order: a number that is not a number
 (``.nan`` slips past every bound of a JSON Schema), then
-schemas/experiment.schema.json (where every number, text and list is
-bounded), then what a schema cannot say (``value_problem``, on the document
-with its defaults): regexes that must compile (the collectors use Python's
-``re``), sizes up to 8192, a mix with some weight, and the HTTP load's
-rates and durations within their bounds.
+the experiment schema (schemas/experiment.schema.json with each workload
+kind's part: every number, text and list is bounded), then what a schema
+cannot say (``value_problem``, on the document with its defaults): regexes
+that must compile (the collectors use Python's ``re``), and each kind's own
+rules (tracekit.workloads: an ffmpeg size up to 8192, an HTTP load's rates
+and durations within their bounds, ...).
 """
 
 from __future__ import annotations
@@ -24,22 +25,9 @@ from typing import Any
 
 import jsonschema
 
-from tracekit.errors import UsageError
 from tracekit.experiment.strict_yaml import KeyPath
-from tracekit.schemas import load_schema
 
-SCHEMA = "experiment"
 Unquoted = dict[KeyPath, tuple[str, str | None]]  # path -> (text as written, the -e key it came from)
-
-MAX_SIDE = 8192  # pixels, of a generated clip or a transcode's output
-MAX_LOAD_S = 7 * 24 * 3600  # an HTTP load's plan
-MAX_WARMUP_S = 24 * 3600
-MAX_REQUEST_TIMEOUT_S = 3600
-MIN_RATE = 0.001  # requests per second: one every 17 minutes
-MAX_PLAN_STEPS = 100
-# Every intended send time is planned in memory before the first request (tracekit.load.plan),
-# and each request is a line of the results: a bound on the requests bounds both.
-MAX_REQUESTS = 10_000_000
 
 
 def where(path: KeyPath) -> str:
@@ -70,7 +58,12 @@ def _is_integer(_checker: Any, instance: Any) -> bool:
 
 @cache
 def _validator() -> jsonschema.protocols.Validator:
-    schema = load_schema(SCHEMA)
+    from tracekit.workloads import experiment_schema
+
+    return _strict(experiment_schema())
+
+
+def _strict(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
     base = jsonschema.validators.validator_for(schema)
     strict = jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine("integer", _is_integer))
     return strict(schema)
@@ -149,10 +142,13 @@ def _describe(error: jsonschema.ValidationError, unquoted: Unquoted) -> str:
         missing = [k for k in error.validator_value if k not in (instance or {})]
         prefix = "" if at == "(top level)" else f"{at}."
         return f"{prefix}{missing[0]}: missing; it is required"
-    if kind == "oneOf" and at.endswith("ffmpeg"):
-        return f"{at}: give exactly one of 'inputs' (a folder of videos) or 'generate' (clips to make)"
-    if kind == "oneOf" and at == "workload":
-        return "workload: give exactly one kind, 'ffmpeg' (transcoding tasks) or 'http' (a service under load)"
+    if kind == "oneOf" and "x-expected" in schema:  # a kind's alternatives (e.g. ffmpeg's inputs or generate)
+        return f"{at}: give {schema['x-expected']}"
+    if kind == "minProperties" and at == "workload":
+        from tracekit.workloads import kinds
+
+        named = "; ".join(f"'{name}' ({kind.describes})" for name, kind in kinds().items())
+        return f"workload: give exactly one kind: {named}"
     if kind == "type":
         return _type_problem(error, unquoted)
     if kind in ("minimum", "maximum"):
@@ -180,12 +176,15 @@ def _sort_key(error: jsonschema.ValidationError) -> tuple[int, list[str]]:
     return -len(path), [str(part) for part in path]
 
 
-def schema_problem(document: Any, unquoted: Unquoted) -> str | None:
-    """Numbers that are not numbers, then the schema's most specific error (the deepest, then the first)."""
+def schema_problem(document: Any, unquoted: Unquoted, schema: dict[str, Any] | None = None) -> str | None:
+    """Numbers that are not numbers, then the schema's most specific error (the deepest, then the first).
+
+    ``schema``: another than the experiment's (a workload section on its own: tracekit.workloads.tasks_of).
+    """
     problem = _not_a_number(document)
     if problem:
         return problem
-    errors = sorted(_validator().iter_errors(document), key=_sort_key)
+    errors = sorted((_validator() if schema is None else _strict(schema)).iter_errors(document), key=_sort_key)
     return _describe(errors[0], unquoted) if errors else None
 
 
@@ -204,95 +203,13 @@ def _regex_problem(collectors: dict[str, Any]) -> str | None:
     return None
 
 
-def _side_problem(key: str, text: str, separator: str, expected: str) -> str | None:
-    # The pattern made sure of the shape: whole numbers (or -N, 0 in a scale) of up to four digits.
-    if any(int(side) > MAX_SIDE for side in text.split(separator)):
-        return f"{key}: {text!r} is not {expected}"
-    return None
-
-
-def _ffmpeg_problem(ffmpeg: dict[str, Any]) -> str | None:
-    schema = load_schema(SCHEMA)["properties"]["workload"]["properties"]["ffmpeg"]["properties"]
-    generate = ffmpeg.get("generate")
-    if generate:
-        expected = schema["generate"]["properties"]["size"]["x-expected"]
-        problem = _side_problem("workload.ffmpeg.generate.size", generate["size"], "x", expected)
-        if problem:
-            return problem
-    expected = schema["transcode"]["properties"]["scale"]["x-expected"]
-    problem = _side_problem("workload.ffmpeg.transcode.scale", ffmpeg["transcode"]["scale"], ":", expected)
-    if problem:
-        return problem
-    mix = ffmpeg.get("mix")
-    if mix and ffmpeg.get("total") is None:
-        return "workload.ffmpeg.total: missing; a mix needs the number of tasks to draw"
-    if mix and sum(mix.values()) <= 0:
-        return "workload.ffmpeg.mix: every weight is 0; give at least one profile a weight above 0"
-    return None
-
-
-def _days(seconds: float) -> str:
-    return f"{seconds / 86400:g} day{'s' if seconds != 86400 else ''}" if seconds >= 86400 else f"{seconds / 3600:g} h"
-
-
-def _duration_s(text: str, key: str, above_zero: bool, maximum_s: float) -> float:
-    """Seconds of a duration such as 30s or 1h; UsageError naming the key and the allowed range."""
-    from tracekit.load.plan import parse_duration_ns
-
-    try:
-        seconds = parse_duration_ns(text, key) / 1e9
-    except (ValueError, OverflowError):  # inf, nan: a float to round() that is none
-        raise UsageError(f"{key} {text!r} is not a duration: use e.g. 60s, 500ms, 1m30s") from None
-    if seconds > maximum_s or (above_zero and seconds <= 0):
-        low = "above 0 and " if above_zero else ""
-        raise UsageError(f"{key}: {text} is out of range: use {low}at most {_days(maximum_s)}")
-    return seconds
-
-
-def _load_problem(load: dict[str, Any]) -> str | None:
-    """The HTTP load's own rules, checked now rather than when the run reaches its load (UsageError or a line)."""
-    from tracekit.load.plan import MAX_RATE, parse_rate_plan
-
-    at = "workload.http.load"
-    if load["duration"] is not None:
-        _duration_s(load["duration"], f"{at}.duration", True, MAX_LOAD_S)
-    rate_text = str(load["rate"])
-    try:
-        plan = parse_rate_plan(rate_text, load["duration"], f"{at}.rate", f"{at}.duration")
-    except (ValueError, OverflowError):  # a step's duration of inf or nan
-        return f"{at}.rate {rate_text!r}: a step's duration is not a duration: use e.g. 50@30s,100@30s"
-    if len(plan) > MAX_PLAN_STEPS:
-        return f"{at}.rate: a plan of {len(plan)} steps; at most {MAX_PLAN_STEPS}"
-    slowest = min(step.rate for step in plan)
-    if slowest < MIN_RATE:
-        return f"{at}.rate: {slowest:g} is out of range: use {MIN_RATE:g} to {MAX_RATE:,} requests/s"
-    plan_s = sum(step.duration_ns for step in plan) / 1e9
-    if plan_s > MAX_LOAD_S:
-        return f"{at}.rate: the plan lasts {plan_s / 86400:.1f} days; at most {_days(MAX_LOAD_S)}"
-    warmup_s = _duration_s(load["warmup"], f"{at}.warmup", False, MAX_WARMUP_S) if load["warmup"] is not None else 0.0
-    _duration_s(load["timeout"], f"{at}.timeout", True, MAX_REQUEST_TIMEOUT_S)
-    requests = warmup_s * plan[0].rate + sum(step.rate * step.duration_ns / 1e9 for step in plan)
-    if requests > MAX_REQUESTS:
-        return (f"{at}: {requests:,.0f} requests (rate times duration, warm-up included); at most "
-                f"{MAX_REQUESTS:,} in a run: lower the rate or the duration")  # fmt: skip
-    return None
-
-
 def value_problem(document: dict[str, Any]) -> str | None:
-    """What the schema cannot check, on a valid document with its defaults applied."""
+    """What the schema cannot check, on a valid document with its defaults applied: the collectors' regexes,
+    then the workload kind's own rules (tracekit.workloads)."""
+    from tracekit.workloads import kind
+
     problem = _regex_problem(document["collectors"])
     if problem:
         return problem
-    workload = document["workload"]
-    if "ffmpeg" in workload:
-        return _ffmpeg_problem(workload["ffmpeg"])
-    http = workload["http"]
-    try:
-        problem = _load_problem(http["load"])
-    except UsageError as exc:
-        return str(exc)
-    if problem:
-        return problem
-    if http.get("chain") and len(http.get("on") or ()) < 2:
-        return "workload.http.chain: a chain needs at least two nodes in workload.http.on, in order"
-    return None
+    [(name, section)] = document["workload"].items()
+    return kind(name).problem(section)

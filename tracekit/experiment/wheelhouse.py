@@ -125,3 +125,65 @@ def _prune(cache_dir: Path, keep: Path, kept: int = 3) -> None:
     for old in houses[:-kept]:
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+# -- a workload's own Python packages ---------------------------------------------------------
+
+WORKLOAD_ID = "wheels.id"
+WORKLOAD_ARCHIVE = "wheels.tar"
+WORKLOAD_REQUIREMENTS = "requirements.txt"
+
+
+def build_workload_wheels(requirements: Path, into: Path, with_tracekit: bool, where: str) -> Path:
+    """The wheels of a workload's requirements file, resolved here once (nodes reach no package index).
+
+    ``into`` (in the run folder: the run keeps the exact packages it used)
+    gets ``wheels.tar``, a ``requirements.txt`` pinning each wheel and
+    ``wheels.id`` (a hash of the wheels: the nodes' venv of these wheels is
+    named by it and made once). ``with_tracekit``: the packages must live
+    beside Tracekit's own (an ASGI app Tracekit wraps in its process), so
+    Tracekit's pinned versions constrain the resolution. A requirement pip
+    cannot resolve is a TracekitError of one line, ``where`` first. Built
+    anew each time (what ``into`` held is replaced once the new ones are there).
+    """
+    into.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=into.parent, prefix=".building-wheels-") as tmp:
+        wheels = Path(tmp) / "wheels"
+        args = ["--requirement", str(requirements)]
+        if with_tracekit:
+            constraints = Path(tmp) / "tracekit-pins.txt"
+            constraints.write_text("".join(f"{pin}\n" for pin in _pins() if not pin.startswith("pip==")))
+            args += ["--constraint", str(constraints)]
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--wheel-dir", str(wheels), *args],
+            capture_output=True, text=True, cwd=requirements.parent,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise TracekitError(f"{where}: pip cannot resolve {requirements} into wheels: {_pip_problem(result.stderr)}")
+        built = sorted(wheels.glob("*.whl"))
+        digest = hashlib.sha256()
+        for wheel in built:
+            digest.update(wheel.name.encode() + b"\0" + hashlib.sha256(wheel.read_bytes()).digest())
+        staged = Path(tmp) / "staged"
+        staged.mkdir()
+        (staged / WORKLOAD_REQUIREMENTS).write_text("".join(f"{_requirement(w)}\n" for w in built))
+        with tarfile.open(staged / WORKLOAD_ARCHIVE, "w") as tar:
+            for wheel in built:
+                tar.add(wheel, arcname=wheel.name)
+        (staged / WORKLOAD_ID).write_text(digest.hexdigest()[:16])
+        if into.exists():
+            shutil.rmtree(into)
+        os.replace(staged, into)
+    return into
+
+
+def _pip_problem(stderr: str) -> str:
+    """pip's own words for what it could not resolve: the line naming the package, else its last ERROR."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for marker in ("No matching distribution found for", "Could not find a version that satisfies", "ResolutionImpossible",
+                   "conflict"):  # fmt: skip
+        found = next((line for line in lines if marker in line), None)
+        if found:
+            return found.removeprefix("ERROR: ")[:300]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return (errors[-1] if errors else (lines[-1] if lines else "pip wheel failed")).removeprefix("ERROR: ")[:300]

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from tracekit.adapters.tracecontext import new_span_id, new_trace_id
+from tracekit.tracecontext import new_span_id, new_trace_id
 from tracekit.errors import UsageError
 from tracekit.load import client
 from tracekit.load.plan import Schedule, Step, build_schedule

@@ -1,6 +1,6 @@
 """``tracekit dispatch``: place planned tasks on worker nodes and wait for all of them.
 
-input:  planned tasks (tracekit.sched.plan), a placement policy, the node
+input:  tasks (tracekit.taskspec.TaskSpec, from a workload kind), a placement policy, the node
         queues on Redis, worker starts and terminal records
 output: placement_events.jsonl, terminal_records.jsonl (each task's
         terminal record as received: the scheduler's account of what ran),
@@ -11,14 +11,26 @@ Each round the policy places up to ``batch_size`` tasks on nodes below the
 backlog limit (queued + running, as counted from the workers' start and
 terminal records), then the dispatcher waits ``dribble_interval`` seconds
 while it follows completions. Tasks of worker slots whose heartbeat stopped
-are requeued (next attempt) through the policy. Nothing is dropped: every
-task ends done, failed, or reported as timed out (or unfinished, when a
-stop signal ended the dispatch early).
+are requeued (next attempt) through the policy. A node whose every slot
+stopped sending heartbeats is out of the placement: the tasks waiting in its
+queue are moved to live nodes (``moved``), and back when its worker returns
+(``returned``), each move a placement event. Nothing is dropped: every task
+ends done, failed, or reported as timed out (or unfinished, when a stop
+signal ended the dispatch early).
+
+Every queue entry is signed with the run's task key, for its node
+(tracekit.sched.signing), and carries a nonce: a worker runs only what
+verifies, and a copy of an entry once. Only terminal records signed with
+the key count; what nobody of the run wrote is ignored and counted
+(``rejected_records``, ``rejected_entries``). The tasks come from the
+caller (a workload kind's plan: tracekit.workloads): nothing here knows
+what they run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import signal
@@ -33,14 +45,13 @@ from typing import Any, TypeVar
 import redis
 
 from tracekit import runfolder
-from tracekit.adapters.ffmpeg_argv import TranscodeSettings
 from tracekit.errors import ProtocolError, UsageError
 from tracekit.filelog import close_file_logger, file_logger
 from tracekit.jsonl import LineWriter
-from tracekit.sched.connection import connect, retrying, safe_url
-from tracekit.sched.plan import Planned, plan_tasks
-from tracekit.sched.policies import NodeState, make_policy
-from tracekit.sched.protocol import RunKeys, StartRecord, TaskMessage, run_meta
+from tracekit.redis_client import connect, retrying, safe_url
+from tracekit.taskspec import TaskSpec
+from tracekit.sched.policies import NodeState, PlannedTask, make_policy
+from tracekit.sched.protocol import RunKeys, StartRecord, TaskMessage, TerminalRecord, run_meta
 from tracekit.sched.queue import PLACE_BATCH, Rejected, Taken, TaskQueue, new_nonce
 from tracekit.sched.signing import read_task_key
 
@@ -53,14 +64,9 @@ class DispatchConfig:
     run_id: str
     redis_url: str
     nodes: tuple[str, ...]
-    inputs: Path
     password_file: Path | None = None
     task_key_file: Path | None = None  # the run's task key (else $TRACEKIT_TASK_KEY)
     policy: str = "duration-online"
-    settings: TranscodeSettings = field(default_factory=TranscodeSettings)
-    mix: dict[str, float] | None = None
-    total: int | None = None
-    seed: int = 0
     batch_size: int = 0  # per round; 0 = no limit
     dribble_interval_s: float = 0.0
     backlog_limit: int = 0  # per node, queued + running; 0 = no limit
@@ -69,7 +75,7 @@ class DispatchConfig:
     worker_wait_s: float = 30.0  # how long to wait for every node's worker
     lease_ms: int = 5000  # a slot silent this long loses its task
     redis_loss_timeout_s: float = 10.0
-    node_id: str = field(default_factory=runfolder.default_node_id)  # the controller's: marked on ffprobe
+    node_id: str = field(default_factory=runfolder.default_node_id)  # the controller's
 
     def __post_init__(self) -> None:
         runfolder.validate_run_id(self.run_id)
@@ -86,6 +92,24 @@ class DispatchConfig:
         if self.dribble_interval_s < 0 or self.timeout_s <= 0:
             raise UsageError("--dribble-interval must be >= 0 and --timeout > 0 seconds")
         make_policy(self.policy)  # unknown names fail here, before anything starts
+
+
+def trace_id_of(run_id: str, task_id: str) -> str:
+    """The task's W3C trace id (32 hex digits): the same for the same run and task, different across runs."""
+    return hashlib.sha256(f"tracekit/{run_id}/{task_id}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A task and what the dispatcher derives from it: its trace id, and what the policies see."""
+
+    spec: TaskSpec
+    trace_id: str
+    task: PlannedTask  # task_id, profile, size, unit_ms
+
+    @classmethod
+    def of(cls, spec: TaskSpec, run_id: str) -> Planned:
+        return cls(spec, trace_id_of(run_id, spec.task_id), PlannedTask(spec.task_id, spec.profile, spec.size, spec.unit_ms))
 
 
 @dataclass
@@ -117,8 +141,9 @@ class DispatchResult:
 
 
 class Dispatcher:
-    def __init__(self, config: DispatchConfig):
+    def __init__(self, config: DispatchConfig, tasks: list[TaskSpec]):
         self.config = config
+        self.specs = tasks
         self.folder = runfolder.ensure_writable_dir(Path(config.logs_dir) / config.run_id, "run folder")
         self.log = file_logger(self.folder / DISPATCHER_LOG)
         self.client = connect(config.redis_url, config.password_file)
@@ -171,13 +196,13 @@ class Dispatcher:
 
     def _message(self, progress: TaskProgress, attempt: int) -> TaskMessage:
         """The queue entry of the task's next placement (nothing is changed yet)."""
-        planned = progress.planned
+        planned, spec = progress.planned, progress.planned.spec
         return TaskMessage(
-            task_id=planned.task.task_id, trace_id=planned.trace_id, input=str(planned.input.resolve()),
-            output=planned.output_name, ts_enqueue=int(time.time() * 1000), attempt=attempt,
-            profile=planned.task.profile, scale=planned.settings.scale, preset=planned.settings.preset,
-            crf=planned.settings.crf, threads=planned.settings.threads, media_s=planned.task.media_s,
-            expected_ms=round(self.policy.expected_ms(planned.task), 3), nonce=new_nonce(),
+            task_id=spec.task_id, trace_id=planned.trace_id, argv=list(spec.argv), ts_enqueue=int(time.time() * 1000),
+            attempt=attempt, module=spec.module, profile=spec.profile, env=dict(spec.env) or None, cwd=spec.cwd,
+            timeout_s=spec.timeout_s, inputs=list(spec.inputs) or None, outputs=list(spec.outputs) or None,
+            size=spec.size, expected_ms=round(self.policy.expected_ms(planned.task), 3),
+            params=dict(spec.params) or None, nonce=new_nonce(),
         )  # fmt: skip
 
     def _placed(self, progress: TaskProgress, node: str, message: TaskMessage, decided_on: dict[str, Any], reason: str) -> None:
@@ -222,10 +247,8 @@ class Dispatcher:
             progress = self.tasks.get(record.task_id)
             if progress is None or progress.state in ("done", "failed"):
                 continue
-            if record.state == "failed" and progress.planned.probe_error:  # say which input, and why
-                record = dataclasses.replace(
-                    record, reason=f"{record.reason}; input {progress.planned.input}: {progress.planned.probe_error}"
-                )
+            if record.state == "failed" and progress.planned.spec.note:  # what its kind knew beforehand
+                record = dataclasses.replace(record, reason=f"{record.reason}; {progress.planned.spec.note}")
             progress.state, progress.record = record.state, record
             self._unfinished -= progress.state in ("done", "failed")
             self.terminal_records.write(record.as_dict())
@@ -417,17 +440,21 @@ class Dispatcher:
         return self._finish(time.monotonic() - started)
 
     def prepare(self) -> None:
-        """Plan the tasks and make the run's queues (the run is live in Redis from here)."""
+        """Take the tasks and make the run's queues (the run is live in Redis from here)."""
         config = self.config
-        planned = plan_tasks(config.inputs, config.settings, config.mix, config.total, config.seed, config.node_id,
-                             config.run_id)  # fmt: skip
+        planned = [Planned.of(spec, config.run_id) for spec in self.specs]
+        duplicates = sorted({p.task.task_id for p in planned if [q.task.task_id for q in planned].count(p.task.task_id) > 1})
+        if duplicates:
+            raise UsageError(f"task ids must be unique; given twice or more: {', '.join(duplicates[:5])}")
+        if not planned:
+            raise UsageError("no task to dispatch")
         self.tasks = {p.task.task_id: TaskProgress(p) for p in planned}
         # Kept up to date as tasks move, not recounted over all tasks at every
         # turn of the loop (which turns about once per terminal record).
         self._pending = dict(self.tasks)  # in plan order
         self._unfinished = len(self.tasks)
-        for bad_input in sorted({f"{p.input}: {p.probe_error}" for p in planned if p.probe_error}):
-            self.log.warning("cannot probe %s; its tasks run anyway and will fail visibly", bad_input)
+        for note in sorted({p.spec.note for p in planned if p.spec.note}):
+            self.log.warning("%s; its tasks run anyway and fail visibly", note)
         self._redis(lambda: self.queue.create(list(config.nodes), run_meta(config.run_id, self.policy.name)))
 
     def place_round(self) -> int:
@@ -474,9 +501,8 @@ class Dispatcher:
             "timed_out_task_ids": [] if stopped else unfinished[:100],
             "stopped_by": self.stop_requested,
             "failed_task_ids": sorted(t for t, p in self.tasks.items() if p.state == "failed")[:100],
-            # Inputs ffprobe could not read (their tasks run anyway, and fail visibly): file -> why.
-            "unreadable_inputs": {str(p.planned.input): p.planned.probe_error for p in self.tasks.values()
-                                  if p.planned.probe_error},
+            # What the workload's kind knew of tasks before they ran (an input ffprobe could not read, ...).
+            "notes": sorted({p.planned.spec.note for p in self.tasks.values() if p.planned.spec.note}),
             # From the first start to the last terminal record, both as Redis (the controller) saw them:
             # the workers' own timestamps are on their nodes' clocks.
             "makespan_ms": (self._last_end_ms - self._first_start_ms)
@@ -512,8 +538,9 @@ def _stop_signals(dispatcher: Dispatcher) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def dispatch(config: DispatchConfig) -> DispatchResult:
-    dispatcher = Dispatcher(config)
+def dispatch(config: DispatchConfig, tasks: list[TaskSpec]) -> DispatchResult:
+    """Place ``tasks`` (a workload kind's, tracekit.workloads) on the config's nodes and wait for all of them."""
+    dispatcher = Dispatcher(config, tasks)
     try:
         return dispatcher.run()
     finally:

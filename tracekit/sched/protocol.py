@@ -27,7 +27,7 @@ from tracekit.errors import ProtocolError
 from tracekit.runfolder import validate_run_id
 from tracekit.sched.signing import TaskSigner
 
-ENVELOPE_VERSION = 1  # the "v" of task entries, start and terminal records and the run's meta hash
+ENVELOPE_VERSION = 2  # the "v" of task entries, start and terminal records and the run's meta hash
 WORKER_GROUP = "workers"  # the consumer group on every node queue
 TASK_FIELD = "task"  # the one field of a node queue entry: a TaskMessage
 RECORD_FIELD = "record"  # the field of a starts or results entry: a StartRecord or TerminalRecord
@@ -40,22 +40,27 @@ _COMPACT = (",", ":")
 
 @dataclass(frozen=True)
 class TaskMessage:
-    """What a worker needs to run one task (the payload of a queue entry)."""
+    """What a worker needs to run one task (the payload of a queue entry): nothing kind-specific.
+
+    Paths may hold worker placeholders (tracekit.workloads.base.fill_in): the
+    worker fills in its own node's folders before it runs the task.
+    """
 
     task_id: str
     trace_id: str
-    input: str
-    output: str  # file name under the worker's --outputs folder
+    argv: list[str]
     ts_enqueue: int  # epoch ms, dispatcher (controller) clock
     attempt: int = 1  # of the placement; a restarted slot adds its redeliveries
+    module: str = "task"  # its events file (events.<module>.jsonl) and module in the trace
     profile: str = "default"
-    scale: str = "1280:720"
-    preset: str = "veryfast"
-    crf: int = 28
-    threads: int | None = None
-    media_s: float = 0.0
+    env: dict[str, str] | None = None  # added to the worker's environment
+    cwd: str | None = None
+    timeout_s: float | None = None  # past it, its process group is killed: failed, timed out
+    inputs: list[str] | None = None  # files it reads (missing: it fails without running)
+    outputs: list[str] | None = None  # files it writes
+    size: float = 1.0  # work, in its kind's unit (the policies' speed model learns ms per unit)
     expected_ms: float = 0.0
-    argv: list[str] | None = None  # a plain command instead of a transcode (benchmarks, other workloads)
+    params: dict[str, Any] | None = None  # what it was made from, recorded in its event
     # New for each signed placement (by the dispatcher, or a worker handing a task back): a copy of an
     # entry (someone with the password can copy one) is known by its nonce and is not run twice.
     nonce: str = ""

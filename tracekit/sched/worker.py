@@ -1,18 +1,26 @@
 """``tracekit worker``: run the tasks placed on one node, K at a time.
 
 input:  the node's queue on Redis (tracekit.sched.queue)
-output: one invocation event per attempt (through ``wrap``, in the node's
+output: one invocation event per attempt (tracekit.invocation, in the node's
         run folder), one terminal record per task on Redis, worker.log
 
 Each of the K slots is a thread with a stable consumer name (``<node>-<k>``),
 so a restarted worker takes back what its slots had not finished. A busy
 slot makes one Redis round trip per task, on its own connection: the
 terminal record of the task it ran, the next task and that task's start
-record go in one script call (``TaskQueue.finish_and_take``). A
-heartbeat thread keeps the slots' heartbeat keys alive; the dispatcher
-requeues tasks of slots whose heartbeat stopped. SIGINT/SIGTERM: stop taking
-tasks and finish the running ones; a second signal (or the grace period
-running out) stops the running ffmpeg and hands its task back.
+record go in one script call (``TaskQueue.finish_and_take``). A heartbeat
+thread keeps the slots' heartbeat keys alive; the dispatcher requeues tasks
+of slots whose heartbeat stopped. A slot runs only entries the run's
+dispatcher signed for this node (tracekit.sched.signing), each once: any
+other is deleted unrun, logged and written to rejected.jsonl.
+
+A task is the argv its workload kind planned (tracekit.taskspec): the worker
+fills in this node's folders ({outputs}, {files}), runs it in a process
+group of its own (its time-out ends the group: failed, timed_out), with the
+workload's environment (its own venv first on PATH, when it has one), and
+keeps the tail of its stderr for a failure's reason. SIGINT/SIGTERM: stop
+taking tasks and finish the running ones; a second signal (or the grace
+period running out) stops the running tasks' groups and hands them back.
 """
 
 from __future__ import annotations
@@ -29,22 +37,21 @@ from typing import TypeVar
 import redis
 
 from tracekit import runfolder
-from tracekit.adapters.ffmpeg import require_binary
-from tracekit.adapters.ffmpeg_argv import IoPaths, TranscodeSettings, transcode_argv
-from tracekit.adapters.wrap import Invocation, run_invocation
-from tracekit.collect.process import Registrar
 from tracekit.cpuset import check_usable, keep_on
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import close_file_logger, file_logger
-from tracekit.sched.connection import connect, retrying, safe_url
-from tracekit.sched.protocol import RunKeys, TerminalRecord
+from tracekit.invocation import Invocation, IoPaths, run_invocation, venv_environment
 from tracekit.jsonl import append_line
+from tracekit.redis_client import connect, retrying, safe_url
+from tracekit.registration import Registrar
+from tracekit.sched.protocol import RunKeys, TerminalRecord
 from tracekit.sched.queue import Rejected, SlotConnection, Taken, TaskQueue
 from tracekit.sched.signing import read_task_key
+from tracekit.taskspec import fill_in
 
 WORKER_LOG = "worker.log"
+STDERR_PREFIX = "stderr-"  # a slot's last task's stderr: stderr-<consumer>.txt in the run folder
 T = TypeVar("T")
-_NO_IO = IoPaths()
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,9 @@ class WorkerConfig:
     password_file: Path | None = None
     task_key_file: Path | None = None  # the run's task key (else $TRACEKIT_TASK_KEY)
     parallel: int = 1
-    outputs: Path = Path("outputs")
+    outputs: Path = Path("outputs")  # {outputs} in a task: where its results go
+    files: Path | None = None  # {files} in a task: the node's copy of the workload's files
+    venv: Path | None = None  # the workload's own Python environment: its bin/ comes first on the tasks' PATH
     logs_dir: Path = field(default_factory=runfolder.logs_dir)
     heartbeat_interval_s: float = 1.0
     grace_s: float = 60.0  # after a stop signal, how long running tasks may finish
@@ -84,6 +93,10 @@ class Worker:
         signer = read_task_key(config.task_key_file)
         self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url), signer)
         self.rejected_count = 0  # queue entries deleted unrun (runfolder.REJECTED_ENTRIES: written only if any)
+        # What a task's worker placeholders stand for on this node (tracekit.taskspec), and its environment.
+        self._folders = {"outputs": str(Path(config.outputs).resolve()),
+                         "files": str(Path(config.files).resolve()) if config.files else ""}  # fmt: skip
+        self._task_environment = venv_environment(config.venv)
         self._taken_nonces: dict[str, str] = {}  # nonce -> the entry that carried it: a copy is not run again
         self.draining = threading.Event()  # take no new tasks
         self.aborting = threading.Event()  # stop running tasks and hand them back
@@ -194,30 +207,34 @@ class Worker:
         ts_start = int(time.time() * 1000)
         state, exit_status, reason = "done", 0, None
         event: dict = {}
-        if message.argv is None and not os.path.isfile(message.input):
-            state, exit_status, reason = "failed", None, f"input not found: {Path(message.input)}"
+        here = self._folders
+        inputs = [fill_in(p, here) for p in message.inputs or ()]
+        outputs = [fill_in(p, here) for p in message.outputs or ()]
+        missing = [p for p in inputs if not os.path.exists(p)]
+        if missing:
+            state, exit_status, reason = "failed", None, f"input not found: {missing[0]}"
         else:
-            if message.argv is not None:
-                argv, module, io = message.argv, None, _NO_IO
-            else:
-                input_path, output_path = Path(message.input), self.config.outputs / message.output
-                settings = TranscodeSettings(message.scale, message.preset, message.crf, message.threads)
-                output_path.parent.mkdir(parents=True, exist_ok=True)
-                argv = transcode_argv(str(input_path), str(output_path), settings, require_binary("ffmpeg"))
-                module, io = "ffmpeg", IoPaths((str(input_path),), (str(output_path),))
+            for output in outputs:
+                os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
             invocation = Invocation(
-                argv=argv,
+                argv=[fill_in(arg, here) for arg in message.argv],
                 run_id=self.config.run_id,
                 logs_dir=self.config.logs_dir,
-                module=module,
+                module=message.module,
                 task_id=message.task_id,
                 trace_id=message.trace_id,
                 ts_enqueue=message.ts_enqueue,
                 node_id=node,
                 attempt=taken.attempt,
-                io=io,
-                extra={"profile": message.profile, "media_s": message.media_s, "consumer": consumer},
-            )
+                io=IoPaths(tuple(inputs), tuple(outputs)),
+                env={**self._task_environment, **{k: fill_in(v, here) for k, v in (message.env or {}).items()}},
+                cwd=fill_in(message.cwd, here) if message.cwd else None,
+                timeout_s=message.timeout_s,
+                stderr=self.folder / f"{STDERR_PREFIX}{consumer}.txt",
+                own_group=True,
+                extra={"profile": message.profile, "size": message.size, "consumer": consumer,
+                       **({"params": message.params} if message.params else {})},
+            )  # fmt: skip
             try:
                 event = run_invocation(invocation, lambda pid: self._started(consumer, pid), registrar)
             except CommandNotFound as exc:
@@ -233,12 +250,15 @@ class Worker:
             if event["status"] != 0:
                 program = os.path.basename(invocation.argv[0])
                 state, exit_status, reason = "failed", event["status"], f"{program} {event['error']}"
+                if event.get("stderr_tail"):
+                    reason += f": {event['stderr_tail'].strip().splitlines()[-1][:300]}" if event["stderr_tail"].strip() else ""
         return TerminalRecord(
             task_id=message.task_id, node=node, consumer=consumer, attempt=taken.attempt, state=state,
             exit_status=exit_status, reason=reason, ts_start=event.get("ts_start", ts_start),
             ts_end=event.get("ts_end", int(time.time() * 1000)),
             extra={"cpu_ms": (event.get("cpu_user_ms") or 0) + (event.get("cpu_system_ms") or 0),
-                   "profile": message.profile, "media_s": message.media_s},
+                   "profile": message.profile, "size": message.size,
+                   **({"timed_out": True} if event.get("timed_out") else {})},
         )  # fmt: skip
 
     def _finished(self, taken: Taken, record: TerminalRecord, finished: bool) -> None:
@@ -261,9 +281,9 @@ class Worker:
         with self._lock:
             pids = list(self._running.values())
             self._interrupted.update(self._running)
-        for pid in pids:
+        for pid in pids:  # each task is the leader of its own process group: it and what it started
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
@@ -297,6 +317,8 @@ class Worker:
             "worker %s: run %s, %d slot(s), redis %s, outputs %s",
             self.config.node_id, self.config.run_id, self.config.parallel, self.queue.url, self.config.outputs,
         )  # fmt: skip
+        # Tasks run in it by default (and write {outputs}/... without making it): there before the first.
+        os.makedirs(self._folders["outputs"], exist_ok=True)
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         slots = [threading.Thread(target=self._slot, args=(c,), name=c, daemon=True) for c in self.config.consumers]

@@ -26,4 +26,4 @@ class DurationOnline(Policy):
 
     def describe(self, task: PlannedTask) -> dict:
         # The learned speeds are part of the state this decision used.
-        return {"ms_per_media_s": self.speed.snapshot()}
+        return {"ms_per_unit": self.speed.snapshot()}

@@ -15,16 +15,24 @@ from tracekit.errors import UsageError
 
 @dataclass(frozen=True)
 class PlannedTask:
+    """A task as the policies see it: its profile and its amount of work.
+
+    ``size`` is in its kind's unit (media seconds of a transcode, a task's
+    expected milliseconds when the experiment gives them, else 1 per task);
+    ``unit_ms`` is the guess of milliseconds per unit until the speed of its
+    profile is learned (tracekit.sched.policies.speed).
+    """
+
     task_id: str
-    profile: str  # transcode profile name, e.g. "720p-veryfast"
-    media_s: float  # input duration from ffprobe (seconds)
+    profile: str
+    size: float
+    unit_ms: float = 1000.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.media_s, int | float) and math.isfinite(self.media_s) and self.media_s >= 0):
-            raise UsageError(
-                f"task {self.task_id!r}: media duration {self.media_s!r} is not a number >= 0:"
-                " check that ffprobe can read its input"
-            )
+        for name in ("size", "unit_ms"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise UsageError(f"task {self.task_id!r}: {name} {value!r} is not a number >= 0")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Connecting to Redis: URL + password from a file or the environment.
+"""Connecting to Redis: URL + password from a file or the environment (every client of Tracekit's).
 
 The password never travels on a command line (it would show in ``ps``):
 ``--redis-url`` carries host, port and database only; the password comes
@@ -40,7 +40,8 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def connect(url: str, password_file: str | Path | None = None, check: bool = True) -> redis.Redis:
+def connect(url: str, password_file: str | Path | None = None, check: bool = True, *,
+            connect_timeout_s: float = CONNECT_TIMEOUT_S, timeout_s: float = 30.0) -> redis.Redis:  # fmt: skip
     """A client for ``url``; with ``check`` it must answer PING within seconds."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
@@ -53,8 +54,8 @@ def connect(url: str, password_file: str | Path | None = None, check: bool = Tru
     client = redis.Redis.from_url(
         url,
         password=read_password(password_file),
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=30.0,
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=timeout_s,
         decode_responses=True,
         # Bytes that are no UTF-8 (anyone with the password can write them) become U+FFFD: the entry is then
         # refused by its signature, not a UnicodeDecodeError in the middle of a worker or the dispatcher.

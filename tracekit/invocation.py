@@ -13,6 +13,7 @@ that interval samples leave open.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -27,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from tracekit import runfolder
-from tracekit.adapters.ffmpeg_argv import IoPaths, guess_io_paths
-from tracekit.adapters.tracecontext import new_trace_id
-from tracekit.collect.process import Registrar, process_identity, write_registration
 from tracekit.errors import CommandNotFound, RunFolderError, UsageError
 from tracekit.jsonl import append_line, dumps
+from tracekit.registration import Registrar, process_identity, write_registration
+from tracekit.tracecontext import new_trace_id
 
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Python ignores these; a child gets them back at their defaults (as with
@@ -41,6 +41,14 @@ _RESTORED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ"
 # Exit statuses a shell would report when a command cannot run.
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
+
+
+@dataclass(frozen=True)
+class IoPaths:
+    """Files an invocation reads and writes (their sizes become bytes_in/out)."""
+
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
 
 
 def module_for(argv: list[str]) -> str:
@@ -63,8 +71,15 @@ class Invocation:
     node_id: str | None = None  # default: $TRACEKIT_NODE_ID, else the host name; marked on the child
     attempt: int = 1
     pid_dir: Path | None = None  # default: the run folder's pids/
-    io: IoPaths | None = None  # default: guessed for ffmpeg argv
+    io: IoPaths = IoPaths()  # the files it reads and writes (tracekit.adapters.ffmpeg_argv guesses ffmpeg's)
     extra: dict = field(default_factory=dict)  # more fields for the event (profile, ...)
+    env: Mapping[str, str] | None = None  # added to this process's environment for the child
+    cwd: str | None = None  # the child's working folder (default: this process's)
+    timeout_s: float | None = None  # past it the child's whole process group is killed: its event says timed_out
+    stderr: Path | None = None  # the child's stderr goes to this file (rewritten); a failure's tail is in the event
+    # A process group of its own: what a time-out or a stop ends is the task and all it started. Not for a
+    # command run from a terminal (tracekit wrap), which must stay in the terminal's foreground group.
+    own_group: bool = False
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -94,7 +109,15 @@ def _inherited_descriptors() -> list[tuple[int, int]]:
 _NODE_ID_ENV = runfolder.NODE_ID_ENV.encode()
 
 
-def _environment(node: str) -> Mapping[bytes, bytes]:
+def venv_environment(venv: Path | str | None) -> dict[str, str]:
+    """What a workload's own venv adds to its commands' environment: its bin/ first on PATH."""
+    if not venv:
+        return {}
+    folder = Path(venv).resolve()
+    return {"PATH": f"{folder / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(folder)}
+
+
+def _environment(node: str, extra: Mapping[str, str] | None = None) -> Mapping[bytes, bytes]:
     """This process's environment with the node mark, as posix_spawn takes it.
 
     The child carries TRACEKIT_NODE_ID=<node>: collectors of other nodes on
@@ -105,21 +128,38 @@ def _environment(node: str) -> Mapping[bytes, bytes]:
     """
     environment = getattr(os.environ, "_data", os.environb)
     mark = node.encode()
-    if environment.get(_NODE_ID_ENV) == mark:
+    if environment.get(_NODE_ID_ENV) == mark and not extra:
         return environment
-    return {**environment, _NODE_ID_ENV: mark}
+    added = {os.fsencode(name): os.fsencode(value) for name, value in (extra or {}).items()}
+    return {**environment, **added, _NODE_ID_ENV: mark}
 
 
-def _spawn(argv: list[str], node: str) -> int:
-    """posix_spawn ``argv`` (found on PATH as execvp would find it), marked with ``node``."""
-    environment, descriptors = _environment(node), _inherited_descriptors()
-    executable = _on_path(argv[0], os.environ.get("PATH"))
+def _spawn(invocation: Invocation, node: str) -> int:
+    """posix_spawn the invocation's argv (found on PATH as execvp would find it), marked with ``node``."""
+    argv = list(invocation.argv)
+    environment, descriptors = _environment(node, invocation.env), _inherited_descriptors()
+    if invocation.stderr is not None:
+        descriptors = [*descriptors, (os.POSIX_SPAWN_OPEN, 2, str(invocation.stderr),
+                                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)]  # fmt: skip
+    path = environment.get(b"PATH")
+    if invocation.cwd is not None:
+        # posix_spawn has no working folder here: coreutils' env changes to it, then execs the command
+        # (the same process: registered, waited for and timed out as any). What env would not find is
+        # said here, as without a folder: a command not found, not env's exit status 127.
+        command = argv[0]
+        if "/" not in command and _on_path(command, os.fsdecode(path) if path is not None else None) is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
+        argv = ["env", "-C", invocation.cwd, "--", *argv]
+    executable = _on_path(argv[0], os.fsdecode(path) if path is not None else None)
+    spawn_options: dict[str, Any] = {"setsigdef": _RESTORED_SIGNALS, "file_actions": descriptors}
+    if invocation.own_group or invocation.timeout_s is not None:
+        spawn_options["setpgroup"] = 0
     if executable is not None:
         try:
-            return os.posix_spawn(executable, argv, environment, setsigdef=_RESTORED_SIGNALS, file_actions=descriptors)
+            return os.posix_spawn(executable, argv, environment, **spawn_options)
         except OSError:
             pass  # gone or changed since it was found: posix_spawnp searches again, and says why it fails
-    return os.posix_spawnp(argv[0], argv, environment, setsigdef=_RESTORED_SIGNALS, file_actions=descriptors)
+    return os.posix_spawnp(argv[0], argv, environment, **spawn_options)
 
 
 @functools.lru_cache(maxsize=256)
@@ -168,7 +208,7 @@ def run_invocation(
         # Proved writable once, when new; workers run thousands of tasks into
         # an existing folder, and a failed event write is reported below.
         runfolder.ensure_writable_dir(folder, "run folder")
-    io = invocation.io or guess_io_paths(invocation.argv)
+    io = invocation.io
     task_id = invocation.task_id or uuid.uuid4().hex
     event = {
         "run_id": invocation.run_id,
@@ -192,14 +232,14 @@ def run_invocation(
     # Forward stop signals from before the spawn on: one that arrives before
     # the child exists is held and delivered as soon as it does (a signal
     # between spawn and handler installation used to kill only the wrapper).
-    child: dict[str, Any] = {"pid": None, "held": []}
+    child: dict[str, Any] = {"pid": None, "held": [], "group": invocation.own_group or invocation.timeout_s is not None}
 
     def forward(signum: int, _frame: object) -> None:
         if child["pid"] is None:
             child["held"].append(signum)
             return
         try:
-            os.kill(child["pid"], signum)
+            (os.killpg if child["group"] else os.kill)(child["pid"], signum)
         except ProcessLookupError:
             pass
 
@@ -227,7 +267,7 @@ def _spawn_and_wait(
 ) -> dict:
     """Spawn, register, wait; then complete and write the event (run_invocation's second half)."""
     try:
-        pid = _spawn(invocation.argv, event["node"])
+        pid = _spawn(invocation, event["node"])
     except OSError as exc:
         missing = isinstance(exc, FileNotFoundError)
         event.update(
@@ -244,7 +284,7 @@ def _spawn_and_wait(
     # whatever happens, and its event written: nothing started is left running.
     child["pid"] = pid
     for signum in child["held"]:
-        os.kill(pid, signum)
+        (os.killpg if child["group"] else os.kill)(pid, signum)
     create_time_ms = process_identity(pid).create_time_ms  # ours until waited for: its /proc entry stays
     unregister = _register(invocation, folder, registrar, pid, create_time_ms, task_id, event)
     try:
@@ -252,9 +292,9 @@ def _spawn_and_wait(
             on_start(pid)
     except BaseException:
         os.kill(pid, signal.SIGTERM)  # the caller cannot follow it: stop it, record it, then say why
-        _wait_and_record(event, events_path, pid, create_time_ms, io, unregister)
+        _wait_and_record(event, events_path, pid, create_time_ms, io, unregister, invocation)
         raise
-    return _wait_and_record(event, events_path, pid, create_time_ms, io, unregister)
+    return _wait_and_record(event, events_path, pid, create_time_ms, io, unregister, invocation)
 
 
 def _register(
@@ -281,12 +321,20 @@ def _register(
 
 
 def _wait_and_record(
-    event: dict[str, Any], events_path: Path, pid: int, create_time_ms: int, io: IoPaths, unregister: Callable[[], None]
-) -> dict[str, Any]:
-    """Wait for the child; its exit, exact CPU time and peak RSS, and what it wrote, into its event, written."""
+    event: dict[str, Any], events_path: Path, pid: int, create_time_ms: int, io: IoPaths, unregister: Callable[[], None],
+    invocation: Invocation,
+) -> dict[str, Any]:  # fmt: skip
+    """Wait for the child; its exit, exact CPU time and peak RSS, and what it wrote, into its event, written.
+
+    Past its time-out its process group is ended (SIGTERM, SIGKILL after KILL_AFTER_S): the task and
+    whatever it started; the event says timed_out.
+    """
+    timer = _TimeOut(pid, invocation.timeout_s) if invocation.timeout_s is not None else None
     try:
         _, wait_status, usage = os.wait4(pid, 0)
     finally:
+        if timer is not None:
+            timer.cancel()
         unregister()
     ts_end = int(time.time() * 1000)
     exit_code = os.waitstatus_to_exitcode(wait_status)
@@ -302,8 +350,60 @@ def _wait_and_record(
         max_rss_kb=usage.ru_maxrss,  # Linux reports kB
         bytes_out=sum(_file_size(p) for p in io.outputs),
     )
+    if timer is not None and timer.fired:
+        event["timed_out"] = True
+        event["error"] = f"timed out after {invocation.timeout_s:g} s (its process group was killed)"
+    if exit_code != 0 and invocation.stderr is not None:
+        event["stderr_tail"] = _tail(invocation.stderr)
     _write_event(events_path, event)
     return event
+
+
+KILL_AFTER_S = 5.0  # after SIGTERM at a time-out, how long a task's processes may take to end
+STDERR_TAIL_BYTES = 2000
+
+
+class _TimeOut:
+    """Ends a child's process group once its time is up (a timer thread; nothing when it ended before)."""
+
+    def __init__(self, pid: int, timeout_s: float):
+        self.pid = pid
+        self.fired = False
+        self._timer = threading.Timer(timeout_s, self._end)
+        self._timer.daemon = True
+        self._timer.start()
+        self._kill: threading.Timer | None = None
+
+    def _end(self) -> None:
+        self.fired = True
+        _signal_group(self.pid, signal.SIGTERM)
+        self._kill = threading.Timer(KILL_AFTER_S, _signal_group, (self.pid, signal.SIGKILL))
+        self._kill.daemon = True
+        self._kill.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        if self._kill is not None:
+            self._kill.cancel()
+            _signal_group(self.pid, signal.SIGKILL)  # what is left of the group after its leader ended
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(path: Path) -> str:
+    """The last STDERR_TAIL_BYTES of a file, as text."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - STDERR_TAIL_BYTES))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _write_event(path: Path, event: dict) -> None:

@@ -1,0 +1,161 @@
+"""The command workload end to end: real workers and Redis with every policy; tracekit-run of
+experiments/command.yaml on the local inventory and over SSH; time-outs, missing commands, failures
+and values that must stay literal."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ProcessTableWatch, file_secret, kill_processes_under, processes_under, read_jsonl, tracekit_cmd
+from tests.inventories import ssh_inventory
+from tests.sshd import free_port
+from tracekit.experiment.runner import run_experiment
+from tracekit.sched.dispatcher import DispatchConfig, dispatch
+from tracekit.sched.protocol import RunKeys
+from tracekit.trace.verify import verify_opendc
+from tracekit.workloads import PlanContext, tasks_of
+
+REPO = Path(__file__).resolve().parents[2]
+COMMAND = REPO / "experiments" / "command.yaml"
+BATCH = REPO / "examples" / "batch"
+# The committed experiment, with shorter tasks.
+QUICK = ["workload.command.params.ms=[40, 80]", "collectors.interval_ms=100"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def start_worker(children, redis_server, root: Path, node: str, files: Path | None = None):
+    argv = tracekit_cmd("worker", "--node-id", node, "--run-id", "c1", "--redis-url", redis_server.url,
+                        "--outputs", str(root / node / "outputs"), "--logs-dir", str(root / node / "logs"),
+                        "--grace", "30", *(["--files", str(files)] if files else []))  # fmt: skip
+    log = open(root / f"{node}.stderr", "ab")  # noqa: SIM115 - closed with the process
+    return children(argv, stderr=log, start_new_session=True, env={**os.environ, "REDIS_PASSWORD": redis_server.password})
+
+
+def run_tasks(redis_server, root: Path, section: dict, policy: str = "round-robin", nodes=("cloud1", "cloud2")):
+    tasks = tasks_of({"kind": "command", "section": section}, PlanContext("c1"), "test")
+    config = DispatchConfig(run_id="c1", redis_url=redis_server.url, nodes=nodes, logs_dir=root / "cloud0" / "logs",
+                            worker_wait_s=20, timeout_s=120, policy=policy)  # fmt: skip
+    return tasks, dispatch(config, tasks)
+
+
+def events(root: Path, module: str = "command") -> dict[str, dict]:
+    found = {}
+    for node in ("cloud1", "cloud2"):
+        path = root / node / "logs" / "c1" / f"events.{module}.jsonl"
+        found.update({e["task_id"]: e for e in (read_jsonl(path) if path.exists() else [])})
+    return found
+
+
+def results(redis_server) -> dict[str, dict]:
+    entries = redis_server.client().xrange(RunKeys("c1").results)
+    return {record["task_id"]: record for record in (json.loads(f["record"]) for _, f in entries)}
+
+
+@pytest.mark.parametrize("policy", ["round-robin", "least-loaded", "lpt", "duration-online"])
+def test_every_policy_places_command_tasks(redis_server, tmp_path, children, policy):
+    for node in ("cloud1", "cloud2"):
+        start_worker(children, redis_server, tmp_path, node, files=BATCH)
+    section = {"files": str(BATCH), "argv": ["python3", "{files}/burn.py", "--ms", "{ms}", "--threads", "{threads}"],
+               "params": {"ms": [30, 60, 120], "threads": [1, 2]}, "expect_ms": "{ms}", "profile": "t{threads}"}  # fmt: skip
+    tasks, result = run_tasks(redis_server, tmp_path, section, policy)
+    assert result.ok and result.summary["done"] == 6, result.summary
+    ran = events(tmp_path)
+    assert set(ran) == {t.task_id for t in tasks}
+    for task in tasks:
+        event = ran[task.task_id]
+        params = dict(task.params)
+        assert event["status"] == 0 and event["module"] == "command" and event["params"] == params
+        # The whole process tree is accounted: a 2-process task used about twice its ms of CPU.
+        cpu_ms = event["cpu_user_ms"] + event["cpu_system_ms"]
+        assert cpu_ms >= 0.8 * params["ms"] * params["threads"], (task.task_id, cpu_ms)
+    placements = read_jsonl(tmp_path / "cloud0" / "logs" / "c1" / "placement_events.jsonl")
+    assert {p["policy"] for p in placements} == {policy} and len(placements) == 6
+
+
+def test_a_task_past_its_timeout_is_killed_with_its_process_group(redis_server, tmp_path, children):
+    for node in ("cloud1",):
+        start_worker(children, redis_server, tmp_path, node)
+    marker = tmp_path / "grandchild.pid"
+    section = {"tasks": [
+        # A shell that starts a grandchild in the task's group, then waits: the time-out ends both.
+        {"argv": ["sh", "-c", 'sleep 300 & echo $! > "$1"; wait', "sh", str(marker)], "timeout": "1s"},
+        {"argv": ["no-such-command-here", "x"]},
+        {"argv": ["sh", "-c", "echo to stderr >&2; echo last words >&2; exit 7"]},
+        {"argv": ["true"]},
+    ]}  # fmt: skip
+    tasks, result = run_tasks(redis_server, tmp_path, section, nodes=("cloud1",))
+    assert not result.ok and result.summary["done"] == 1 and result.summary["failed"] == 3
+    records, ran = results(redis_server), events(tmp_path)
+    timed_out, missing, failing, fine = (t.task_id for t in tasks)
+    assert records[timed_out]["state"] == "failed" and records[timed_out]["timed_out"] is True
+    assert ran[timed_out]["timed_out"] is True and ran[timed_out]["signal"] is not None
+    grandchild = int(marker.read_text())
+    assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+    assert records[missing]["state"] == "failed" and "command not found: no-such-command-here" in records[missing]["reason"]
+    assert records[failing]["exit_status"] == 7 and records[failing]["reason"].endswith("last words")
+    assert "last words" in ran[failing]["stderr_tail"] and "to stderr" in ran[failing]["stderr_tail"]
+    assert records[fine]["state"] == "done"
+
+
+def test_values_reach_the_task_literally(redis_server, tmp_path, children):
+    start_worker(children, redis_server, tmp_path, "cloud1")
+    out = tmp_path / "argv.jsonl"
+    values = ["{{ lookup('pipe', 'touch " + str(tmp_path / "pwned") + "') }}", "$(touch " + str(tmp_path / "pwned2") + ")",
+              "it's \"quoted\"", "two words", "line\nbreak", "`id`; rm -rf /"]  # fmt: skip
+    script = "import json, os, sys; open(sys.argv[1], 'a').write(json.dumps([sys.argv[2:], os.environ['V']]) + '\\n')"
+    section = {"argv": ["python3", "-c", script, str(out), "{v}", "x{v}y"], "params": {"v": values}, "env": {"V": "{v}"}}
+    _tasks, result = run_tasks(redis_server, tmp_path, section, nodes=("cloud1",))
+    assert result.ok, result.summary
+    seen = sorted(json.loads(line) for line in out.read_text().splitlines())
+    assert seen == sorted([[value, f"x{value}y"], value] for value in values)
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
+def assert_command_run(run_dir: Path, result, tasks: int) -> None:
+    status = json.loads((run_dir / "status.json").read_text())
+    assert result.state == "succeeded" and status["state"] == "succeeded", result.summary
+    dispatch_summary = json.loads((run_dir / "nodes" / "cloud0" / "dispatch.json").read_text())
+    assert dispatch_summary["tasks"] == dispatch_summary["done"] == tasks
+    invocations = read_jsonl(run_dir / "cctf" / "invocations.jsonl")
+    assert len({i["task_id"] for i in invocations if i["ok"]}) == tasks
+    assert {i["module"] for i in invocations} == {"burn"}
+    checked = verify_opendc(run_dir / "opendc", topology=run_dir / "opendc" / "experiment.json", against=run_dir)
+    assert checked.tasks == tasks
+    # setup made each worker's input once, in its copy of the files folder
+    for node in ("cloud1", "cloud2"):
+        events = read_jsonl(run_dir / "nodes" / node / "events.burn.jsonl")
+        assert events and all(e["status"] == 0 for e in events)
+
+
+def test_the_command_experiment_on_the_local_inventory(tmp_path, local_site):
+    folder, inventory, port = local_site
+    logs = tmp_path / "logs"
+    result = run_experiment(COMMAND, inventory=inventory, run_id="command-local", logs_dir=logs, overrides=QUICK)
+    run_dir = logs / "command-local"
+    assert_command_run(run_dir, result, 8)
+    # The setup ran once per worker, in its copy of the files; a second run finds it done.
+    for node in ("cloud1", "cloud2"):
+        copy = folder / "nodes" / node / "files" / "command-local"
+        assert (copy / "in" / "input-0.txt").is_file() and (copy / "burn.py").is_file()
+    assert processes_under(folder, port) == []
+
+
+def test_the_command_experiment_over_ssh(tmp_path, sshd_nodes):
+    port = free_port()
+    inventory = ssh_inventory(sshd_nodes, port)
+    logs = tmp_path / "logs"
+    try:
+        secret = file_secret(logs / ".secrets" / "command-ssh.redis")
+        with ProcessTableWatch(secret) as watch:
+            result = run_experiment(COMMAND, inventory=inventory, run_id="command-ssh", logs_dir=logs,
+                                    overrides=[*QUICK, "dispatch.policy=duration-online"])  # fmt: skip
+        assert watch.rounds > 0 and not watch.seen, watch.seen
+        assert_command_run(logs / "command-ssh", result, 8)
+        assert processes_under(tmp_path / "nodes", port) == []
+    finally:
+        kill_processes_under(tmp_path / "nodes", port)
