@@ -126,6 +126,18 @@ def assert_command_run(run_dir: Path, result, tasks: int) -> None:
     assert {i["module"] for i in invocations} == {"burn"}
     checked = verify_opendc(run_dir / "opendc", topology=run_dir / "opendc" / "experiment.json", against=run_dir)
     assert checked.tasks == tasks
+    # The headline figures in one place, the summary and the report made from them, with the final state.
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["state"] == "succeeded" and results["requests"] is None
+    figures = results["tasks"]
+    assert (figures["planned"], figures["done"], figures["failed"], figures["timed_out"]) == (tasks, tasks, 0, 0)
+    assert figures["makespan_s"] > 0 and set(figures["per_node"]) == {"cloud1", "cloud2"}
+    task_cpu_s = sum(i["cpu_user_ms"] + i["cpu_system_ms"] for i in invocations) / 1000
+    assert sum(n["task_cpu_s"] for n in figures["per_node"].values()) == pytest.approx(task_cpu_s, abs=0.01)
+    assert all(n["busy_s"] > 0 for n in figures["per_node"].values())
+    assert f"  tasks: {tasks}/{tasks} done, 0 failed; makespan {figures['makespan_s']:.1f} s" in "\n".join(result.summary)
+    page = (run_dir / "report" / "index.html").read_text()
+    assert "<td>state</td><td>succeeded</td>" in page and f"<td>{tasks} / {tasks} / 0 (0) / 0</td>" in page
     # setup made each worker's input once, in its copy of the files folder
     for node in ("cloud1", "cloud2"):
         events = read_jsonl(run_dir / "nodes" / node / "events.burn.jsonl")

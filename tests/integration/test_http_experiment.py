@@ -37,9 +37,15 @@ def with_service_ports(inventory: Path) -> Path:
 
 def assert_http_run(run_dir: Path, result, chain: bool) -> None:
     assert result.state == "succeeded", result.summary
-    assert any(line.strip().startswith("load: 80 requests") for line in result.summary), result.summary
+    assert any(line.strip().startswith("requests: 80, ") for line in result.summary), result.summary
     summary = json.loads((run_dir / "nodes" / "cloud0" / "load" / "summary.json").read_text())
     assert (summary["requests"], summary["success_ratio"], summary["dropped"], summary["errors"]) == (80, 1.0, 0, {})
+    # The headline figures in one place: the requests, no tasks.
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["state"] == "succeeded" and results["tasks"] is None
+    assert results["requests"]["requests"] == 80 and results["requests"]["success_ratio"] == 1.0
+    assert results["requests"]["rate_per_s"] > 0 and set(results["requests"]["latency_ms"]) == {"p50", "p99", "p99.9"}
+    assert all(value > 0 for value in results["requests"]["latency_ms"].values())
     trace = run_dir / "cctf"
     audit = json.loads((trace / "audit.json").read_text())
     hops = 2 if chain else 1
@@ -70,6 +76,10 @@ def assert_http_run(run_dir: Path, result, chain: bool) -> None:
     # The report has its HTTP section, drawn from the joined requests.
     page = (run_dir / "report" / "index.html").read_text()
     assert '<section id="http">' in page and "could not be drawn" not in page
+    # ... with the run's final state, and speaking of requests: no tasks, no queue, no "run by hand".
+    assert "<td>state</td><td>succeeded</td>" in page and "<td>end</td><td>–</td>" not in page
+    assert "<td>requests sent, achieved rate, success</td><td>80, " in page
+    assert "tasks in the trace" not in page and '<section id="queue">' not in page and "by hand" not in page
     assert (run_dir / "report" / "http.png").is_file()
     config_leak = [name for name, text in run_files(run_dir).items() if "requirepass" in text]
     assert not config_leak

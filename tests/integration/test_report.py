@@ -84,7 +84,7 @@ def test_a_captured_run_gives_every_section_with_its_figure(run, capsys):
         assert (run / "report" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "could not be drawn" not in text
     # The summary's figures come from the trace: 2 tasks done and 1 failed, both nodes' rows.
-    assert "<td>tasks done / failed</td><td>2 / 1</td>" in text
+    assert "<td>tasks in the trace: ok / failed</td><td>2 / 1</td>" in text
     assert "<td>cloud1</td>" in text and "<td>cloud2</td>" in text
     audit = json.loads((run / "cctf" / "audit.json").read_text())
     assert f"of {audit['invocations']} ({audit['invocations_with_samples_pct']} %)" in text
@@ -138,7 +138,7 @@ def test_missing_pieces_give_notes_never_a_failure(run, missing):
     elif missing == "the OpenDC export":
         assert "opendc/ is missing" in found and "longest" not in [p.stem for p in result.figures]
     else:
-        assert "no task finished successfully" in found and "<td>tasks done / failed</td><td>0 / 3</td>" in text
+        assert "no task finished successfully" in found and "<td>tasks in the trace: ok / failed</td><td>0 / 3</td>" in text
 
 
 def test_a_figure_that_fails_costs_only_that_figure(run, monkeypatch, capsys):

@@ -64,6 +64,7 @@ from tracekit.experiment.render import (
     task_count,
 )
 from tracekit.experiment.outcome import outcome_warnings
+from tracekit.experiment.results import RESULTS, headline, summary_lines, write_results
 from tracekit.experiment.run_dir import RunDir, write_json
 from tracekit.experiment.spec import Experiment, check_here, load_experiment
 from tracekit.experiment.wheelhouse import WORKLOAD_ID, build_wheelhouse, build_workload_wheels, find_checkout
@@ -246,6 +247,7 @@ def run_experiment(
             counter = _dispatch_counter(parsed_inventory, folder.run_id, folder.secret_file)
             state = _Attempt(folder, runner, progress, interrupt, counter, task_count(experiment)).run(phases)
         state, manifest = folder.finish(state, outcome_warnings(folder.path) if state == "succeeded" else [])
+        _after_the_end(folder, progress.say)
     return RunResult(folder.run_id, folder.path, state, folder.status, summarize(folder.path, folder.status, manifest))
 
 
@@ -288,6 +290,7 @@ def stop_run(
                                lambda p, o: _ended(folder, progress, outcomes, p, o))  # fmt: skip
         failed = [call for call in calls if outcomes.get(call) is None or outcomes[call].state != "succeeded"]
         state, manifest = folder.finish("failed" if failed else "stopped", [])
+        _after_the_end(folder, progress.say)
     return RunResult(folder.run_id, folder.path, state, folder.status, summarize(folder.path, folder.status, manifest))
 
 
@@ -533,6 +536,30 @@ def resume_command(run_dir: Path) -> str:
     return shlex.join(argv)
 
 
+def _json_or_none(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _after_the_end(folder: RunDir, say: Callable[[str], None]) -> None:
+    """What a finished run's final state decides: its headline figures (results.json), and the report's
+    summary made again with that state (its figures, drawn in parse, are taken as they are)."""
+    try:
+        write_results(folder.path)
+    except OSError as exc:
+        say(f"cannot write {folder.path / RESULTS} ({exc.strerror or exc}); the summary is made from the run's files")
+    if (folder.path / "report" / "index.html").exists():
+        from tracekit.report import make_report
+
+        try:
+            make_report(folder.path, reuse_figures=True)
+        except (OSError, TracekitError) as exc:
+            say(f"the report keeps the state it had when parse made it ({exc})")
+
+
 def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     """The end-of-run table: phase durations, tasks per node, makespan, where the results are."""
     state = status.get("state")
@@ -544,30 +571,7 @@ def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -
         duration = f"{record['duration_s']:.1f} s" if record.get("duration_s") is not None else ""
         error = f"  {record['error']}" if record.get("error") else ""
         lines.append(f"  {phase:<8} {record.get('state', 'pending'):<12} {duration:>8}{error}")
-    dispatch_summary = next(iter(sorted((run_dir / "nodes").glob(f"*/{runfolder.DISPATCH_SUMMARY}"))), None)
-    if dispatch_summary is not None:
-        try:
-            summary = json.loads(dispatch_summary.read_text())
-        except ValueError:
-            summary = None
-        if summary:
-            lines.append(
-                f"  tasks: {summary['done']}/{summary['tasks']} done, {summary['failed']} failed, "
-                f"{summary['timed_out']} timed out; makespan {summary['makespan_ms'] / 1000:.1f} s ({summary['policy']})"
-            )
-            for node, counts in sorted(summary["per_node"].items()):
-                lines.append(f"    {node}: {counts['done']} done, {counts['failed']} failed, busy {counts['busy_ms'] / 1000:.1f} s")
-    for summary_path in sorted((run_dir / "nodes").glob(f"*/{runfolder.LOAD_SUMMARY}")):
-        try:
-            load = json.loads(summary_path.read_text())
-        except ValueError:
-            continue
-        p99 = (load.get("latency_from_intended_ms") or {}).get("p99")
-        lines.append(
-            f"  load: {load['requests']} requests, {load['rate'] or 0:.1f}/s sent, success {100 * (load['success_ratio'] or 0):.1f}%, "
-            f"p99 latency from intended send {p99 if p99 is not None else '-'} ms, {load['dropped']} dropped, "
-            f"{sum(load['errors'].values())} errors ({summary_path.relative_to(run_dir)})"
-        )
+    lines += summary_lines(_json_or_none(run_dir / RESULTS) or headline(run_dir))
     lines.append(f"  run folder: {run_dir}")
     if (run_dir / "opendc" / "tasks.parquet").exists():
         lines.append(f"  OpenDC:     {run_dir / 'opendc'} (tasks.parquet, fragments.parquet, experiment.json)")

@@ -55,7 +55,10 @@ class ReportResult:
     seconds: float
 
 
-def make_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> ReportResult:
+def make_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                reuse_figures: bool = False) -> ReportResult:  # fmt: skip
+    """``reuse_figures``: take the PNGs already in the report folder instead of drawing them again (the
+    page made anew after the run's end, with its final state: tracekit-run)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     view = load_run(run_dir)
@@ -65,8 +68,11 @@ def make_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     for section_id, title, caption, empty in _FIGURES:
         if section_id == "http" and view.requests is None and not any(i.get("module") == "http" for i in view.invocations):
             continue  # not an HTTP run
+        if section_id == "queue" and not view.placements and summary.is_http_run(view):
+            continue  # a service under load: no dispatcher, no queue
         section = Section(section_id, title, caption, notes=list(view.notes.get(section_id, [])))
-        path = _draw(getattr(plots, section_id), view, out, section)
+        drawn = out / f"{section_id}.png"
+        path = drawn if reuse_figures and drawn.exists() else _draw(getattr(plots, section_id), view, out, section)
         if path is not None:
             figures.append(path)
             section.image = base64.b64encode(path.read_bytes()).decode()

@@ -70,6 +70,7 @@ class RunView:
     longest: list[TaskDemand] = field(default_factory=list)
     bad_lines: list[BadLine] = field(default_factory=list)
     notes: dict[str, list[str]] = field(default_factory=dict)  # section -> what is missing there
+    results: dict[str, Any] | None = None  # the headline figures tracekit-run wrote at the end (results.json)
 
     def note(self, section: str, text: str) -> None:
         self.notes.setdefault(section, []).append(text)
@@ -107,6 +108,8 @@ def _experiment(view: RunView) -> None:
     if resolved:
         experiment = resolved.get("experiment", {})
         view.name, view.description = experiment.get("name"), experiment.get("description")
+    if (view.run_dir / "results.json").exists():
+        view.results = _json(view, view.run_dir / "results.json", None)
     status = _json(view, view.run_dir / "status.json", None)
     if status:
         view.state, view.end = status.get("state"), status.get("end")

@@ -37,26 +37,48 @@ def _task_cpu_ms(task: dict[str, Any]) -> float:
     return task.get("cpu_ms") or 0.0
 
 
+def is_http_run(view: RunView) -> bool:
+    """A service under load: its invocations are requests, not tasks a dispatcher placed."""
+    return view.requests is not None or (bool(view.invocations) and all(i.get("module") == "http" for i in view.invocations))
+
+
 def run_rows(view: RunView) -> list[tuple[str, str]]:
-    """The run as a two-column table."""
+    """The run as a two-column table: the run, its final state and headline figures (results.json, which
+    tracekit-run writes at the end), then what the trace holds."""
     tasks = [t for t in view.tasks if t.get("ts_start") is not None and t.get("ts_end") is not None]
     requests = [i for i in view.invocations if i.get("module") == "http"]
     rows = [("experiment", view.name or "– (no resolved.json: a run by hand)"), ("run id", view.run_id)]
     if view.description:
         rows.append(("description", view.description))
     rows += [("state", view.state or "–"), ("start", view.start or "–"), ("end", view.end or "–")]
-    ok = sum(1 for t in view.tasks if t.get("ok"))
-    rows.append(("tasks done / failed", f"{ok} / {len(view.tasks) - ok}"))
+    headline = view.results or {}
+    planned = headline.get("tasks")
+    if planned:
+        rows.append(("tasks planned / done / failed (timed out) / unfinished",
+                     f"{planned.get('planned')} / {planned.get('done')} / {planned.get('failed')} "
+                     f"({planned.get('timed_out', 0)}) / {planned.get('unfinished', 0)}"))  # fmt: skip
+        if planned.get("makespan_s") is not None:
+            rows.append(("makespan (the dispatcher's: first placement to last terminal record)", f"{planned['makespan_s']:.1f} s"))
+    sent = headline.get("requests")
+    if sent:
+        latency = sent.get("latency_ms") or {}
+        rows.append(("requests sent, achieved rate, success", f"{sent.get('requests')}, {sent.get('rate_per_s') or 0:.1f}/s, "
+                     f"{100 * (sent.get('success_ratio') or 0):.1f} %"))  # fmt: skip
+        rows.append(("latency from the intended send (p50 / p99 / p99.9)",
+                     " / ".join(f"{latency[p]:g} ms" if latency.get(p) is not None else "–" for p in ("p50", "p99", "p99.9"))))  # fmt: skip
+    if view.tasks or not is_http_run(view):
+        ok = sum(1 for t in view.tasks if t.get("ok"))
+        rows.append(("tasks in the trace: ok / failed", f"{ok} / {len(view.tasks) - ok}"))
     if tasks:
         first = min(t.get("ts_enqueue") or t["ts_start"] for t in tasks)
-        rows.append(("makespan (first enqueue to last end)", _ms(max(t["ts_end"] for t in tasks) - first)))
+        rows.append(("makespan in the trace (first enqueue to last end)", _ms(max(t["ts_end"] for t in tasks) - first)))
     if requests:
         good = sum(1 for r in requests if r.get("ok"))
         rows.append(("HTTP requests served ok / failed", f"{good} / {len(requests) - good}"))
     if view.requests is not None:
-        sent = [r for r in view.requests if not r.get("warmup")]
-        joined = sum(1 for r in sent if r.get("server_task_id"))
-        rows.append(("client requests (after warm-up) / joined to a server event", f"{len(sent)} / {joined}"))
+        sent_after_warmup = [r for r in view.requests if not r.get("warmup")]
+        joined = sum(1 for r in sent_after_warmup if r.get("server_task_id"))
+        rows.append(("client requests (after warm-up) / joined to a server event", f"{len(sent_after_warmup)} / {joined}"))
     return rows
 
 
@@ -106,19 +128,27 @@ def audit_rows(view: RunView) -> list[tuple[str, str]]:
     if not audit:
         return []
     rows = []
-    if audit.get("invocations_with_samples_pct") is not None:
+    http = is_http_run(view)
+    unit = "request" if http else "task"
+    if http:  # requests share the service's processes: none has samples of its own
+        rows.append(("process samples of the services", f"{audit.get('proc_samples', 0)} (a request has none of its "
+                     "own: the service's processes serve many at once)"))  # fmt: skip
+    elif audit.get("invocations_with_samples_pct") is not None:
         rows.append(("invocations with process samples (coverage)",
                      f"{audit.get('invocations_with_samples', 0)} of {audit.get('invocations', 0)} "
                      f"({audit['invocations_with_samples_pct']} %)"))  # fmt: skip
     fragments = audit.get("fragments_per_task") or {}
     if fragments:
-        rows.append(("fragments per task", f"median {fragments.get('median')}, min {fragments.get('min')}, max {fragments.get('max')}"))
+        rows.append((f"fragments per {unit}", f"median {fragments.get('median')}, min {fragments.get('min')}, max {fragments.get('max')}"))
     cpu = audit.get("cpu_ms_by_source") or {}
     if cpu:
         rows.append(("CPU-seconds by source", ", ".join(f"{name.replace('_', ' ')} {value / 1000:.1f} s" for name, value in cpu.items())))
-    rows.append(("process samples (outside any task / on the wrong node)",
-                 f"{audit.get('proc_samples', 0)} ({audit.get('proc_samples_outside_tasks', 0)} / "
-                 f"{audit.get('proc_samples_wrong_node', 0)})"))  # fmt: skip
+    if not http:
+        rows.append(("process samples (outside any task / on the wrong node)",
+                     f"{audit.get('proc_samples', 0)} ({audit.get('proc_samples_outside_tasks', 0)} / "
+                     f"{audit.get('proc_samples_wrong_node', 0)})"))  # fmt: skip
+    else:
+        rows.append(("process samples on the wrong node", str(audit.get("proc_samples_wrong_node", 0))))
     rows.append(("skipped lines", str(audit.get("bad_lines", 0))))
     if audit.get("nodes_without_clock_offset"):
         rows.append(("nodes without a clock offset", ", ".join(audit["nodes_without_clock_offset"])))
