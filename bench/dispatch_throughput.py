@@ -3,13 +3,13 @@
 Same work for both, a real process per task (``true``), on one private
 redis-server (127.0.0.1, free port, password in its config file), in turn:
 
-* tracekit: N ``TaskMessage(argv=["true"])`` placed round-robin on 2 node
-  queues with ``TaskQueue.place_many``, PLACE_BATCH tasks a call (the
-  dispatcher's placement call; the real ``dispatch()`` plans from input
-  files only, so it cannot place argv tasks),
+* tracekit: a command workload of N tasks ``{"argv": ["true"], "count": N}``
+  planned by its kind and placed round-robin by the real dispatcher
+  (``tracekit.sched.dispatcher.dispatch``: signing, placement events,
+  terminal records followed, exactly as ``tracekit dispatch --workload``),
   run by 2 live ``tracekit worker`` processes with --parallel 1, 2 and 4
-  (fresh run id each); done at N terminal records on the results stream.
-  Latency: ``ts_start`` of the start record - ``TaskMessage.ts_enqueue``.
+  (fresh run id each); done when the dispatcher returns (N terminal records).
+  Latency: ``ts_start`` of the start record - the task's ``ts_enqueue``.
 * rq: N jobs of ``run_true`` (``subprocess.run(["true"])``) enqueued into 2
   queues with ``Queue.enqueue_many`` (one pipeline per queue and batch of
   PLACE_BATCH), drained by 2 ``rq.SimpleWorker(...).work(burst=True)`` processes,
@@ -52,7 +52,7 @@ import redis
 
 NODES = ("bench1", "bench2")
 PARALLEL = (1, 2, 4)
-TARGET_TPS, TARGET_VS_RQ = 1000.0, 2.0
+TARGET_TPS, TARGET_VS_RQ = 1000.0, 5.0
 VERDICT = {True: "PASS", False: "FAIL"}
 STALL_S = 60.0  # give up when no task finishes for this long
 NAN = float("nan")
@@ -216,45 +216,42 @@ def run_tracekit(server: RedisServer, children: Children, n: int, parallel: int,
                  prefix: list[str] | None = None) -> dict:  # fmt: skip
     import json
 
+    from tracekit.sched.dispatcher import DispatchConfig, dispatch
     from tracekit.sched.protocol import RunKeys
-    from tracekit.sched.queue import PLACE_BATCH, TaskMessage, TaskQueue
+    from tracekit.sched.queue import TaskQueue
     from tracekit.sched.signing import TaskSigner
+    from tracekit.workloads import PlanContext, tasks_of
 
     run_id = f"tput-p{parallel}-{secrets.token_hex(3)}"
     queue = TaskQueue(server.client(), RunKeys(run_id), server.url, TaskSigner(server.task_key.encode()))
-    queue.create(list(NODES), {"run_id": run_id, "policy": "round-robin"})  # a worker quits when its run is not live
     workers = start_workers(children, server, run_id, parallel, tmp, prefix)
+    os.environ.update(REDIS_PASSWORD=server.password, TRACEKIT_TASK_KEY=server.task_key)  # as the dispatcher reads them
     try:
-        deadline = time.monotonic() + 60
-        while not queue.live_nodes() >= set(NODES):
-            if any(w.poll() is not None for w in workers) or time.monotonic() > deadline:
-                raise RuntimeError(f"the workers did not start; see {tmp}")
-            time.sleep(0.05)
+        config = DispatchConfig(run_id=run_id, redis_url=server.url, nodes=NODES, policy="round-robin", timeout_s=STALL_S * 10,
+                                worker_wait_s=60, logs_dir=tmp / "dispatcher", node_id="bench0")  # fmt: skip
         cpu0, redis0 = sum(cpu_s(w.pid) for w in workers), cpu_s(server.process.pid)
-        enqueued, trace_id, t0 = {}, secrets.token_hex(16), time.time()
-        for start in range(0, n, PLACE_BATCH):  # as the dispatcher places a round
-            batch = [(NODES[i % len(NODES)], TaskMessage(task_id=f"t{i:06d}", trace_id=trace_id, input="", output="",
-                      ts_enqueue=int(time.time() * 1000), profile="noop", argv=["true"]))
-                     for i in range(start, min(n, start + PLACE_BATCH))]  # fmt: skip
-            queue.place_many(batch)
-            enqueued.update((message.task_id, message.ts_enqueue) for _, message in batch)
-        t_enq, records, cursor, progress = time.time(), [], "0", time.monotonic()
-        while len(records) < n:
-            if entries := queue.read_stream(queue.keys.results, cursor, 500):
-                cursor, progress = entries[-1][0], time.monotonic()
-                records += [json.loads(fields["record"]) for _, fields in entries]
-            elif time.monotonic() - progress > STALL_S or any(w.poll() is not None for w in workers):
-                raise RuntimeError(f"tracekit p{parallel}: stalled at {len(records)}/{n} results; see {tmp}")
+        t0 = time.time()
+        tasks = tasks_of({"kind": "command", "section": {"argv": ["true"], "count": n}}, PlanContext(run_id), "bench")
+        result = dispatch(config, tasks)
+        if result.summary["done"] + result.summary["failed"] != n:
+            raise RuntimeError(f"tracekit p{parallel}: {result.summary}; see {tmp}")
         redis_cpu = cpu_s(server.process.pid) - redis0
-        starts = {}
+        placed = {}
+        with open(tmp / "dispatcher" / run_id / "placement_events.jsonl") as events:
+            for line in events:
+                event = json.loads(line)
+                placed.setdefault(event["task_id"], event["ts_ms"])
+        starts, ends = {}, []
         for _, fields in queue.client.xrange(queue.keys.starts):
             start = json.loads(fields["record"])
             starts.setdefault(start["task_id"], start["ts_start"])
-        latency = [starts[t] - enqueued[t] for t in enqueued if t in starts]
+        ends = [int(entry_id.split("-")[0]) for entry_id, _ in queue.client.xrange(queue.keys.results)]
+        t_enq = max(placed.values()) / 1000
+        latency = [starts[t] - placed[t] for t in placed if t in starts]
         worker_cpu = sum(cpu_s(w.pid) for w in workers) - cpu0  # nearly all of it: the workers are idle now
-        t_last = int(cursor.split("-")[0]) / 1000  # a stream entry id is Redis' clock in ms
+        t_last = max(ends) / 1000  # a stream entry id is Redis' clock in ms
         return {**row(f"tracekit --parallel {parallel}", n, t0, t_enq, min(starts.values()) / 1000, t_last, latency,
-                      sum(r["state"] != "done" for r in records), worker_cpu, redis_cpu), "parallel": parallel}  # fmt: skip
+                      result.summary["failed"], worker_cpu, redis_cpu), "parallel": parallel}  # fmt: skip
     finally:
         for worker in workers:
             children.stop(worker)

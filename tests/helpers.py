@@ -160,3 +160,29 @@ def kill_processes_under(root: Path, redis_port: int | None = None) -> None:
             os.kill(int(entry.split()[0]), signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def make_wheel(folder: Path, name: str, version: str, module_text: str) -> Path:
+    """A pure-Python wheel of one module, made here (no build backend, no index): ``name`` imports as
+    ``name`` and holds ``module_text``. For requirements that only a local folder can resolve."""
+    import base64
+    import hashlib
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": module_text,
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: tracekit-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{dist}/RECORD"] = "\n".join([*record, f"{dist}/RECORD,,"]) + "\n"
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel

@@ -422,6 +422,21 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--node-id", help="node id (default: $TRACEKIT_NODE_ID, else the host name)")
     serve.add_argument("--next-url", help="the next hop of work requests that name none (DEFAULT_NEXT_URL)")
     serve.add_argument("--cpus", type=_cpu_list, metavar="LIST", help="keep the service and its workers on these CPUs (e.g. 1 or 0-3)")
+    serve.add_argument("--venv", type=Path, help="a venv of the service's own packages: its bin/ first on PATH")
+    command = serve.add_argument_group(
+        "any service as a command (not an ASGI app: a WSGI app, nginx, any binary)",
+        "tracekit serve --run-id R --port 8081 --health /health --files DIR --command -- python3 {files}/app.py "
+        "--port {port}: {host}, {port}, {files} and {run_dir} (the run folder) in its arguments are filled in (no shell); it runs in --files; "
+        "ready once GET --health answers. Its process tree is followed by the node's collector (TRACEKIT_NODE_ID).",
+    )
+    command.add_argument("--command", dest="as_command", action="store_true", help="the arguments after -- are the service's command")
+    command.add_argument("--files", type=Path, help="the service's folder ({files}; the command runs there)")
+    command.add_argument("--health", default="/", help="path whose GET answers once it is up (default: /)")
+    command.add_argument("--access-log", help="an nginx-format access log it writes (placeholders filled in): its "
+                         "requests become server-side spans (events.nginx.jsonl) when it stops")  # fmt: skip
+    command.add_argument("--access-log-format", choices=("combined", "extended"), default="combined",
+                         help="the access log's format (tracekit adapt nginx; default: combined)")  # fmt: skip
+    command.add_argument("service_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARG...")
 
 
 def _add_load(commands: argparse._SubParsersAction) -> None:
@@ -866,7 +881,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from tracekit.adapters.http_service import ServiceSpec, start_service, stop_service
+    from tracekit.adapters.http_service import CommandService, ServiceSpec, start_command_service, start_service, stop_service
 
     run_id = runfolder.run_id_or_env(args.run_id)
     logs = runfolder.logs_dir(args.logs_dir)
@@ -874,10 +889,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         stopped = stop_service(run_id, logs)
         _answer(args, f"HTTP service of run {run_id}: {'stopped' if stopped else 'was not running'}", bool(stopped))
         return 0
+    node_id = args.node_id or runfolder.default_node_id()
+    argv = args.service_argv[1:] if args.service_argv[:1] == ["--"] else args.service_argv
+    if args.as_command:
+        if not argv:
+            raise UsageError("--command needs the service's command after --, e.g. -- python3 {files}/app.py --port {port}")
+        command = CommandService(tuple(argv), run_id, logs.resolve(), node_id, args.port, args.host,
+                                 args.files.resolve() if args.files else None, args.health,
+                                 args.venv.resolve() if args.venv else None, args.access_log, args.access_log_format,
+                                 args.cpus)  # fmt: skip
+        running, started = start_command_service(command)
+        _answer(args, f"HTTP service of run {run_id}: {'started' if started else 'already running'} (pid {running.pid}) "
+                f"on http://{args.host}:{args.port}", started, pid=running.pid)  # fmt: skip
+        return 0
+    if argv:
+        raise UsageError(f"arguments after the options ({' '.join(argv)}) need --command")
     if args.app_dir is None:
-        raise UsageError("--app-dir is required to start a service (e.g. --app-dir examples/fastapi_svc)")
+        raise UsageError("--app-dir is required to start a service (e.g. --app-dir examples/fastapi_svc), or --command")
     spec = ServiceSpec(app_dir=args.app_dir.resolve(), run_id=run_id, logs_dir=logs.resolve(),
-                       node_id=args.node_id or runfolder.default_node_id(), port=args.port, host=args.host,
+                       node_id=node_id, port=args.port, host=args.host,
                        app=args.app, factory=not args.no_factory, workers=args.workers, next_url=args.next_url,
                        cpus=args.cpus)  # fmt: skip
     running, started = start_service(spec)

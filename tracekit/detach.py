@@ -119,6 +119,7 @@ def start_detached(
     cpus: tuple[int, ...] | None = None,
     registers_itself: bool = False,
     error: type[TracekitError] = TracekitError,
+    cwd: Path | None = None,
 ) -> tuple[Running, bool]:
     """Start ``argv`` in the background unless the pidfile names a live one.
 
@@ -134,8 +135,14 @@ def start_detached(
     with open(console_log, "ab") as log, open(os.devnull, "rb") as devnull:
         # On its CPUs from its first instruction: whatever it starts inherits them.
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-        child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True, env=env,
-                                 preexec_fn=pin)  # fmt: skip
+        try:
+            child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True, env=env,
+                                     preexec_fn=pin, cwd=cwd)  # fmt: skip
+        except FileNotFoundError as exc:
+            missing = argv[0] if exc.filename in (None, argv[0]) else exc.filename
+            raise error(f"{what}: {missing}: not found on this node (is it installed, and on PATH?)") from None
+        except PermissionError:
+            raise error(f"{what}: {argv[0]}: not executable on this node") from None
     if not registers_itself:
         _write_pidfile(pidfile, child.pid)
     deadline = time.monotonic() + (READY_TIMEOUT_S if registers_itself else START_CHECK_S)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import read_jsonl
+from tests.helpers import make_wheel, read_jsonl
 from tests.integration.test_runner import kill_processes_under, processes_under, run_files
 from tests.inventories import local_inventory, ssh_inventory
 from tests.sshd import free_port
@@ -85,15 +85,78 @@ def assert_http_run(run_dir: Path, result, chain: bool) -> None:
     assert not config_leak
 
 
+def service_with_a_requirement(tmp_path: Path) -> tuple[Path, Path]:
+    """The example service, importing a package that only a local wheel folder holds (no node venv has
+    it, no index serves it): (its folder, the requirements file that names it)."""
+    import shutil
+
+    service = tmp_path / "svc"
+    shutil.copytree(REPO / "examples" / "fastapi_svc", service)
+    app = service / "app.py"
+    app.write_text(app.read_text().replace("from __future__ import annotations\n",
+                                           "from __future__ import annotations\n\nimport tk_extra_dep  # noqa: F401\n", 1))
+    make_wheel(tmp_path / "wheels", "tk_extra_dep", "1.0", "MESSAGE = 'from the wheelhouse'\n")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("--no-index\n--find-links wheels\ntk_extra_dep==1.0\n")
+    return service, requirements
+
+
 def test_http_experiment_on_the_local_inventory(tmp_path):
+    """The committed experiment, its service importing a package that only the run's wheels hold."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    port = free_port()
+    inventory = with_service_ports(local_inventory(folder, port))
+    logs = tmp_path / "logs"
+    service, requirements = service_with_a_requirement(tmp_path)
+    try:
+        result = run_experiment(HTTP, inventory=inventory, run_id="http-local", logs_dir=logs,
+                                overrides=[*SHORT, f"workload.http.service={service}", f"workload.http.requirements={requirements}"])  # fmt: skip
+        assert_http_run(logs / "http-local", result, chain=False)
+        # The requirement was resolved here (kept with the run) and installed into the workload's venv on
+        # the service nodes, beside Tracekit, which runs the service from there.
+        assert "tk_extra_dep==1.0" in (logs / "http-local" / "workload-wheels" / "requirements.txt").read_text()
+        for node in ("cloud1", "cloud2"):
+            [venv] = (folder / "nodes" / node / "venvs").iterdir()
+            assert list(venv.glob("lib/python3*/site-packages/tk_extra_dep/__init__.py"))
+            assert (venv / "bin" / "tracekit").is_file()
+        assert processes_under(folder, port) == []
+        # A requirement no wheel folder or index can give: one line naming it, before any node is touched.
+        requirements.write_text("--no-index\n--find-links wheels\ntk_no_such_dep==9.9\n")
+        failed = run_experiment(HTTP, inventory=inventory, run_id="http-missing-dep", logs_dir=logs,
+                                overrides=[*SHORT, f"workload.http.service={service}", f"workload.http.requirements={requirements}"])  # fmt: skip
+        assert failed.state == "failed" and failed.exit_code == 1
+        status = json.loads((logs / "http-missing-dep" / "status.json").read_text())
+        assert "workload.http.requirements: pip cannot resolve" in status["error"] and "tk_no_such_dep==9.9" in status["error"]
+        assert all(status["phases"][p]["state"] == "pending" for p in ("prepare", "start")), status
+    finally:
+        kill_processes_under(folder, port)
+
+
+def test_a_command_service_on_the_local_inventory(tmp_path):
+    """experiments/http-command.yaml: a WSGI service run as a command, its access log its server-side spans."""
     folder = tmp_path / "site"
     folder.mkdir()
     port = free_port()
     inventory = with_service_ports(local_inventory(folder, port))
     logs = tmp_path / "logs"
     try:
-        result = run_experiment(HTTP, inventory=inventory, run_id="http-local", logs_dir=logs, overrides=SHORT)
-        assert_http_run(logs / "http-local", result, chain=False)
+        result = run_experiment(REPO / "experiments" / "http-command.yaml", inventory=inventory, run_id="http-cmd",
+                                logs_dir=logs, overrides=SHORT)  # fmt: skip
+        run_dir = logs / "http-cmd"
+        assert result.state == "succeeded", result.summary
+        results = json.loads((run_dir / "results.json").read_text())
+        assert results["requests"]["requests"] == 80 and results["requests"]["success_ratio"] == 1.0
+        invocations = read_jsonl(run_dir / "cctf" / "invocations.jsonl")
+        served = [i for i in invocations if i["module"] == "nginx" and i.get("path") == "/work"]
+        assert len(served) == 120 and {i["node"] for i in served} == {"cloud1", "cloud2"}  # warm-up included
+        # The access log carried the load's trace ids: each server span has its request's trace id.
+        sent = {r["trace_id"] for r in read_jsonl(run_dir / "cctf" / "requests.jsonl")}
+        assert {i["trace_id"] for i in served} == sent
+        samples = cctf.read_table(run_dir / "cctf", "proc_metrics").to_pylist()
+        assert {s["node"] for s in samples} == {"cloud1", "cloud2"}  # the services' processes, followed
+        audit = json.loads((run_dir / "cctf" / "audit.json").read_text())
+        assert not [n for n in audit["notes"] if "no server-side spans" in n]
         assert processes_under(folder, port) == []
     finally:
         kill_processes_under(folder, port)

@@ -1,12 +1,18 @@
 """An HTTP service of a run in the background: ``ServiceSpec -> uvicorn, pidfile, port answering``.
 
-input:  the service (a folder with an ASGI app, e.g. examples/fastapi_svc),
-        where it listens, its uvicorn workers, the run and node it serves
-        for, its next hop
-output: a detached uvicorn (own session) with <run folder>/http_service.pid
+input:  the service (a folder with an ASGI app, e.g. examples/fastapi_svc,
+        traced in its process by tracekit.adapters.http), where it listens,
+        its uvicorn workers, the run and node it serves for, its next hop;
+        or any service's command (``CommandService``: a WSGI app, nginx,
+        any binary) with a health path and, if it writes one, an
+        nginx-format access log
+output: a detached service (own session) with <run folder>/http_service.pid
         ("PID CREATE_TIME", tracekit.detach) and its console log
-        http_service.log; the call returns once the port accepts
-        connections, or raises with the log's last line
+        http_service.log; http_service.json (what kind of service, where
+        its server-side spans come from); the call returns once the port
+        accepts connections (and the health path answers), or raises with
+        the log's last line. Stopping a command service turns its access
+        log into invocation events (events.nginx.jsonl, tracekit.adapters.nginx)
 
 The service gets TRACEKIT_RUN_ID, TRACEKIT_LOGS_DIR and TRACEKIT_NODE_ID
 (the middleware's run folder and node, and the mark a node-scoped
@@ -15,6 +21,8 @@ collector follows), and DEFAULT_NEXT_URL when it has a next hop.
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 import sys
 import time
@@ -24,9 +32,13 @@ from pathlib import Path
 from tracekit import detach, runfolder
 from tracekit.cpuset import check_usable
 from tracekit.errors import TracekitError, UsageError
+from tracekit.invocation import venv_environment
+from tracekit.taskspec import render
 
 PIDFILE = "http_service.pid"
 CONSOLE = "http_service.log"
+DESCRIPTION = "http_service.json"  # what the service is and where its server-side spans come from
+COMMAND_PLACEHOLDERS = ("host", "port", "files", "run_dir")  # run_dir: the node's run folder (fetched with the run)
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 
@@ -91,6 +103,7 @@ def start_service(spec: ServiceSpec) -> tuple[detach.Running, bool]:
     pidfile, console = folder / PIDFILE, folder / CONSOLE
     if detach.read_pidfile(pidfile) is None and _accepts(spec.host, spec.port):
         raise TracekitError(f"{spec.host}:{spec.port} is already in use by another process; give the service another port")
+    (folder / DESCRIPTION).write_text(json.dumps({"kind": "asgi", "app": spec.app, "app_dir": str(spec.app_dir)}) + "\n")
     running, started = detach.start_detached(spec.argv(), pidfile, console, f"HTTP service of run {spec.run_id}",
                                              spec.environment(), spec.cpus)  # fmt: skip
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -105,7 +118,116 @@ def start_service(spec: ServiceSpec) -> tuple[detach.Running, bool]:
     return running, started
 
 
+@dataclass(frozen=True)
+class CommandService:
+    """Any service as a command: {host}, {port}, {files} and {run_dir} in its arguments are filled in (no shell)."""
+
+    command: tuple[str, ...]
+    run_id: str
+    logs_dir: Path
+    node_id: str
+    port: int
+    host: str = "127.0.0.1"
+    files: Path | None = None  # its folder on the node ({files}; it runs there)
+    health: str = "/"  # ready once a GET of this path answers (any HTTP status)
+    venv: Path | None = None  # the workload's own venv: its bin/ first on PATH
+    access_log: str | None = None  # an nginx-format access log it writes (placeholders filled in; {run_dir}: kept with the run)
+    access_log_format: str = "combined"
+    cpus: tuple[int, ...] | None = None
+
+    @property
+    def run_folder(self) -> Path:
+        return runfolder.run_dir(self.run_id, self.logs_dir)
+
+    def _values(self) -> dict[str, str]:
+        return {"host": self.host, "port": str(self.port), "files": str(self.files or ""), "run_dir": str(self.run_folder)}
+
+    def argv(self) -> list[str]:
+        return [render(arg, self._values(), f"the service command's argument {i}") for i, arg in enumerate(self.command)]
+
+    def access_log_path(self) -> Path | None:
+        if not self.access_log:
+            return None
+        path = Path(render(self.access_log, self._values(), "the service's access log"))
+        return path if path.is_absolute() else (self.files or self.run_folder) / path
+
+    def environment(self) -> dict[str, str]:
+        env = runfolder.node_environment(self.node_id)
+        env.update({runfolder.RUN_ID_ENV: self.run_id, runfolder.LOGS_DIR_ENV: str(self.logs_dir)})
+        env.update(venv_environment(self.venv))
+        return env
+
+
+def _answers(host: str, port: int, path: str) -> bool:
+    """A GET of ``path`` gets an HTTP answer (whatever its status: the service is up)."""
+    connection = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        connection.request("GET", path)
+        connection.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def start_command_service(service: CommandService) -> tuple[detach.Running, bool]:
+    """Start the command unless this run's service already runs; ready when its health path answers."""
+    runfolder.validate_run_id(service.run_id)
+    runfolder.validate_name(service.node_id, "--node-id")
+    if not service.command:
+        raise UsageError("the service's command is empty")
+    if not 1 <= service.port <= 65535:
+        raise UsageError(f"--port {service.port} is not a port (1 to 65535)")
+    if service.cpus:
+        check_usable(service.cpus)
+    folder = runfolder.ensure_writable_dir(service.run_folder, "run folder")
+    pidfile, console = folder / PIDFILE, folder / CONSOLE
+    argv, access_log = service.argv(), service.access_log_path()
+    if detach.read_pidfile(pidfile) is None and _accepts(service.host, service.port):
+        raise TracekitError(f"{service.host}:{service.port} is already in use by another process; give the service another port")
+    (folder / DESCRIPTION).write_text(json.dumps({
+        "kind": "command", "node": service.node_id, "argv": argv, "health": service.health,
+        "access_log": str(access_log) if access_log else None, "access_log_format": service.access_log_format,
+    }) + "\n")  # fmt: skip
+    running, started = detach.start_detached(argv, pidfile, console, f"HTTP service of run {service.run_id}",
+                                             service.environment(), service.cpus, cwd=service.files)  # fmt: skip
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not (_accepts(service.host, service.port) and _answers(service.host, service.port, service.health)):
+        if detach.read_pidfile(pidfile) is None:
+            raise TracekitError(f"the HTTP service of run {service.run_id} ({argv[0]}) exited: "
+                                f"{detach.last_log_line(console)} (log: {console})")  # fmt: skip
+        if time.monotonic() > deadline:
+            detach.stop_detached(pidfile, f"HTTP service of run {service.run_id}", STOP_TIMEOUT_S)
+            raise TracekitError(f"the HTTP service of run {service.run_id} did not answer GET {service.health} on "
+                                f"{service.host}:{service.port} within {READY_TIMEOUT_S:.0f} s and was stopped "
+                                f"(log: {console})")  # fmt: skip
+        time.sleep(0.1)
+    return running, started
+
+
 def stop_service(run_id: str, logs_dir: Path) -> bool:
-    """SIGTERM the run's service (uvicorn ends its requests, then its workers); whether one ran."""
+    """SIGTERM the run's service (uvicorn ends its requests, then its workers); whether one ran. A command
+    service's access log then becomes the node's server-side spans (events.nginx.jsonl)."""
     folder = runfolder.run_dir(runfolder.validate_run_id(run_id), logs_dir)
-    return detach.stop_detached(folder / PIDFILE, f"HTTP service of run {run_id}", STOP_TIMEOUT_S) is not None
+    stopped = detach.stop_detached(folder / PIDFILE, f"HTTP service of run {run_id}", STOP_TIMEOUT_S) is not None
+    _adapt_access_log(folder)
+    return stopped
+
+
+def _adapt_access_log(folder: Path) -> None:
+    """The access log of a command service as invocation events, once (what `tracekit adapt nginx` does)."""
+    try:
+        description = json.loads((folder / DESCRIPTION).read_text())
+    except (OSError, ValueError):
+        return
+    log = description.get("access_log")
+    events = runfolder.events_file(folder, "nginx")
+    if not log or description.get("adapted") or not Path(log).is_file():
+        return
+    from tracekit.adapters.nginx import adapt_nginx_log
+
+    node = str(description.get("node") or runfolder.default_node_id())
+    report = adapt_nginx_log(Path(log), events, description.get("access_log_format") or "combined", node)
+    description["adapted"] = {"events": str(events), "invocations": report.events, "bad_lines": len(report.bad_lines)}
+    (folder / DESCRIPTION).write_text(json.dumps(description) + "\n")

@@ -142,6 +142,10 @@ def _describe(error: jsonschema.ValidationError, unquoted: Unquoted) -> str:
         missing = [k for k in error.validator_value if k not in (instance or {})]
         prefix = "" if at == "(top level)" else f"{at}."
         return f"{prefix}{missing[0]}: missing; it is required"
+    if kind == "oneOf" and error.context:  # the alternative of the value's own type says best what is wrong
+        fitting = [e for e in error.context if _fits(error.validator_value[e.schema_path[0]], instance)]
+        if fitting:
+            return _describe(sorted(fitting, key=_sort_key)[0], unquoted)
     if kind == "oneOf" and "x-expected" in schema:  # a kind's alternatives (e.g. ffmpeg's inputs or generate)
         return f"{at}: give {schema['x-expected']}"
     if kind == "minProperties" and at == "workload":
@@ -169,6 +173,16 @@ def _describe(error: jsonschema.ValidationError, unquoted: Unquoted) -> str:
     if kind == "uniqueItems":
         return f"{at}: {instance!r} names an item more than once"
     return f"{at}: {error.message}"
+
+
+_JSON_TYPES = {"object": dict, "array": list, "string": str}
+
+
+def _fits(branch: dict[str, Any], instance: Any) -> bool:
+    """A oneOf branch is for values of the instance's type (object, array, string)."""
+    kinds = branch.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    return any(isinstance(instance, _JSON_TYPES[k]) for k in kinds if k in _JSON_TYPES)
 
 
 def _sort_key(error: jsonschema.ValidationError) -> tuple[int, list[str]]:

@@ -51,6 +51,7 @@ class Audit:
     requests: dict[str, int] | None = None  # an HTTP load's requests and how many joined (tracekit.trace.requests)
     collectors_died: list[str] = field(default_factory=list)  # nodes whose collector never wrote its stop record
     queue_entries_rejected: dict[str, int] = field(default_factory=dict)  # node -> entries its worker deleted unrun
+    services_without_spans: list[str] = field(default_factory=list)  # nodes whose service left no server-side spans
 
     def add_node(self, node, metrics, processes: int) -> None:
         table = metrics.table
@@ -114,6 +115,10 @@ class Audit:
         if self.collectors_died:
             notes.append(f"the collector of {', '.join(self.collectors_died)} ended without its stop record (killed, or "
                          "its machine went down): that node's samples end at its last flush")  # fmt: skip
+        if self.services_without_spans:
+            notes.append(f"the HTTP service of {', '.join(self.services_without_spans)} is a command with no access log "
+                         "Tracekit reads: no server-side spans; its requests are in the client's results, its "
+                         "processes in the samples")  # fmt: skip
         if any(self.queue_entries_rejected.values()):
             counts = ", ".join(f"{node} {n}" for node, n in sorted(self.queue_entries_rejected.items()) if n)
             notes.append(f"queue entries not signed by this run's dispatcher, deleted unrun by the workers: {counts} "

@@ -212,6 +212,7 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
                 node_id = str(entry.get("node") or folder.name)
                 audit.queue_entries_rejected[node_id] = audit.queue_entries_rejected.get(node_id, 0) + 1
         audit.collectors_died = [node.node for node in nodes if collector_died(node.path, bad)]
+        audit.services_without_spans = [node.node for node in nodes if _service_without_spans(node.path)]
         invocations.sort(key=lambda r: (r["ts_start"], r["node"], r["task_id"], r["attempt"]))
         load_folders = [(node.path, node) for node in nodes] + [(folder, None) for folder in placement_only]
         requests = read_requests(load_folders, run_dir, bad)
@@ -241,6 +242,15 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ParseResult(final, audit.as_dict())
+
+
+def _service_without_spans(folder: Path) -> bool:
+    """The node ran an HTTP service as a command that writes no access log (tracekit.adapters.http_service)."""
+    try:
+        description = json.loads((folder / "http_service.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(description, dict) and description.get("kind") == "command" and not description.get("access_log")
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from tracekit.cpuset import format_cpu_list
 from tracekit.errors import InventoryError, UsageError
-from tracekit.workloads.base import WorkloadKind
+from tracekit.workloads.base import NodeNeeds, WorkloadKind
 
 MAX_LOAD_S = 7 * 24 * 3600  # an HTTP load's plan
 MAX_WARMUP_S = 24 * 3600
@@ -42,8 +42,20 @@ class HttpLoad:
 
 
 @dataclass(frozen=True)
+class CommandService:
+    """A service that is not an ASGI app Tracekit wraps: its command, its health path, its access log."""
+
+    command: tuple[str, ...]  # {host}, {port}, {files} filled in on the node
+    files: str | None
+    port: int | None
+    health: str
+    access_log: str | None
+    access_log_format: str
+
+
+@dataclass(frozen=True)
 class HttpWorkload:
-    service: str  # folder of the ASGI app (relative to the repository, or absolute)
+    service: str | CommandService  # folder of the ASGI app (relative as the command kind's files, or absolute)
     app: str
     factory: bool
     workers: int
@@ -51,6 +63,7 @@ class HttpWorkload:
     on: tuple[str, ...] | None  # None: every worker
     chain: bool
     load: HttpLoad
+    requirements: str | None = None
 
 
 def http_address(host: str, values: dict[str, Any]) -> str:
@@ -84,32 +97,78 @@ class Http(WorkloadKind):
             return problem
         if section.get("chain") and len(section.get("on") or ()) < 2:
             return "workload.http.chain: a chain needs at least two nodes in workload.http.on, in order"
+        if section.get("chain") and isinstance(section.get("service"), dict):
+            return "workload.http.chain: a chain needs the ASGI service (its next hops); a command service has none"
         return None
 
     def spec(self, section: dict[str, Any]) -> HttpWorkload:
-        load = section["load"]
+        load, service = section["load"], section["service"]
+        if isinstance(service, dict):
+            service = CommandService(tuple(str(a) for a in service["command"]), service.get("files"), service.get("port"),
+                                     service.get("health", "/"), service.get("access_log"),
+                                     service.get("access_log_format", "combined"))  # fmt: skip
         return HttpWorkload(
-            service=section["service"], app=section["app"], factory=section["factory"], workers=section["workers"],
+            service=service, app=section["app"], factory=section["factory"], workers=section["workers"],
             port=section["port"], on=tuple(section["on"]) if section.get("on") else None, chain=section["chain"],
-            load=HttpLoad(**{**load, "params": dict(load["params"])}),
+            load=HttpLoad(**{**load, "params": dict(load["params"])}), requirements=section.get("requirements"),
         )  # fmt: skip
+
+    def check_here(self, spec: HttpWorkload, inventory: Any, source: str) -> None:
+        """The service's folder and the requirements file are on this machine."""
+        from tracekit.errors import ExperimentError
+        from tracekit.workloads.base import project_path
+
+        command = spec.service if isinstance(spec.service, CommandService) else None
+        if command is not None and command.files is not None and not project_path(command.files, source).is_dir():
+            raise ExperimentError(f"{source}: workload.http.service.files: {project_path(command.files, source)} is not a "
+                                  "folder on this machine")  # fmt: skip
+        if spec.requirements is not None and not project_path(spec.requirements, source).is_file():
+            raise ExperimentError(f"{source}: workload.http.requirements: {project_path(spec.requirements, source)} is "
+                                  "not a file on this machine; give a pip requirements file")  # fmt: skip
+        if command is not None:
+            from tracekit.adapters.http_service import COMMAND_PLACEHOLDERS
+            from tracekit.taskspec import render
+
+            values = {name: "" for name in COMMAND_PLACEHOLDERS}
+            for index, arg in enumerate(command.command):
+                render(arg, values, f"{source}: workload.http.service.command[{index}]")
+            if command.access_log:
+                render(command.access_log, values, f"{source}: workload.http.service.access_log")
+
+    def node_needs(self, spec: HttpWorkload, source: str) -> NodeNeeds:
+        """Its requirements, in a venv of the service nodes; with Tracekit's packages for an ASGI app (the
+        middleware runs in its process, uvicorn from that venv)."""
+        from tracekit.workloads.base import project_path
+
+        if spec.requirements is None:
+            return NodeNeeds()
+        return NodeNeeds(requirements=project_path(spec.requirements, source),
+                         with_tracekit=not isinstance(spec.service, CommandService))  # fmt: skip
 
     def variables(self, spec: HttpWorkload, inventory: Any, checkout: Path, source: str) -> dict[str, Any]:
         """The services, where each listens, its next hop, and the load's targets."""
+        from tracekit.workloads.base import project_path
+
         nodes = service_nodes(spec, inventory)
         unknown = [n for n in nodes if n not in inventory.hosts]
         if unknown:
             raise InventoryError(f"{source}: workload.http.on: {', '.join(unknown)} not in {inventory.path} "
                                  f"(its hosts: {', '.join(inventory.hosts)})")  # fmt: skip
-        service = Path(spec.service) if Path(spec.service).is_absolute() else checkout / spec.service
-        module = spec.app.partition(":")[0].replace(".", "/") + ".py"
-        if not (service / module).is_file():
-            raise UsageError(f"{source}: workload.http.service: {service} has no {module} (for app {spec.app})")
+        command = spec.service if isinstance(spec.service, CommandService) else None
+        if command is None:
+            service = Path(spec.service) if Path(spec.service).is_absolute() else checkout / spec.service
+            module = spec.app.partition(":")[0].replace(".", "/") + ".py"
+            if not (service / module).is_file():
+                raise UsageError(f"{source}: workload.http.service: {service} has no {module} (for app {spec.app})")
+            service_src: str | None = str(service.resolve())
+        else:
+            service_src = str(project_path(command.files, source).resolve()) if command.files else None
         query = urlencode(spec.load.params)
+        base_port = command.port if command is not None and command.port else spec.port
         services: dict[str, dict[str, Any]] = {}
         for index, node in enumerate(nodes):
             values = inventory.hostvars[node]
-            port = int(values.get("tracekit_http_port") or spec.port + index)
+            port = int(values.get("tracekit_http_port") or base_port + index)
             address = http_address(node, values)
             cpus = inventory.cpus(node)
             services[node] = {"host": address, "port": port, "cpus": format_cpu_list(cpus) if cpus else "",
@@ -119,7 +178,12 @@ class Http(WorkloadKind):
             services[node]["next_url"] = targets[index + 1] if spec.chain and index + 1 < len(nodes) else None
         load = spec.load
         return {
-            "service_src": str(service.resolve()),
+            "service_src": service_src,
+            "service_dir_name": Path(service_src).name if service_src else "none",
+            "command": list(command.command) if command else None,
+            "health": command.health if command else None,
+            "access_log": command.access_log if command else None,
+            "access_log_format": command.access_log_format if command else None,
             "app": spec.app,
             "factory": spec.factory,
             "workers": spec.workers,
@@ -135,8 +199,10 @@ class Http(WorkloadKind):
         load = spec.load
         nodes = service_nodes(spec, inventory)
         shape = " -> ".join(nodes) + " (a chain)" if spec.chain else ", ".join(nodes)
+        what = (f"HTTP service {' '.join(spec.service.command)[:100]!r} (a command)" if isinstance(spec.service, CommandService)
+                else f"HTTP service {spec.service} ({spec.app}, {spec.workers} worker(s))")  # fmt: skip
         return [
-            f"workload: HTTP service {spec.service} ({spec.app}, {spec.workers} worker(s)) on {shape}",
+            f"workload: {what} on {shape}" + (f"; requirements {spec.requirements}" if spec.requirements else ""),
             f"load: {load.rate} req/s" + (f" for {load.duration}" if load.duration else "")
             + (f" after {load.warmup} of warm-up" if load.warmup else "")
             + f", {load.arrival} arrivals, {load.method} {load.endpoint} {load.params or ''}".rstrip(),
