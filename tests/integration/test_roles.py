@@ -273,13 +273,22 @@ def test_node_role_installs_tracekit_once(tmp_path):
     assert second.rc == 0 and changed(second) == 0
 
 
-def test_http_service_role_copies_starts_once_and_stops_once(tmp_path):
+def test_http_service_role_copies_starts_once_and_stops_once(tmp_path, monkeypatch):
+    import py_compile
+
     from tests.sshd import free_port
 
+    # A service folder as a developer's checkout has it: with the __pycache__ of an earlier import, on a
+    # machine whose Pythons write bytecode (a fresh one: the second start once counted as a change, the
+    # service having rewritten the copied, stale .pyc that the copy then found different from its source).
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    source = tmp_path / "src"
+    shutil.copytree(REPO / "examples" / "fastapi_svc", source)
+    py_compile.compile(str(source / "app.py"), cfile=str(source / "__pycache__" / f"app.{sys.implementation.cache_tag}.pyc"))
     port = free_port()
     variables = {"tracekit_http_service_run_id": "role-h", "tracekit_http_service_logs_dir": str(tmp_path / "logs"),
                  "tracekit_http_service_tracekit": TRACEKIT, "tracekit_http_service_port": port,
-                 "tracekit_http_service_src": str(REPO / "examples" / "fastapi_svc"),
+                 "tracekit_http_service_src": str(source),
                  "tracekit_http_service_dir": str(tmp_path / "svc"), "tracekit_http_service_node_id": "cloud1"}  # fmt: skip
     pidfile = tmp_path / "logs" / "role-h" / "http_service.pid"
     try:

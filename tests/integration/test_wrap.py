@@ -101,11 +101,13 @@ def test_missing_binary_is_a_clear_error_and_a_failed_event(logs_dir, capsys):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signals_are_forwarded_to_the_child(logs_dir, children, signum):
-    # The child traps the signal and exits 42, proving it received it.
-    script = f"trap 'kill $!; exit 42' {signal.Signals(signum).name[3:]}; sleep 30 & wait"
-    wrapper = children(tracekit_cmd("wrap", "--run-id", "w6", "--", "bash", "-c", script))
+    # The child traps the signal and exits 42, proving it received it. It says when its trap is set: a
+    # signal before that ends it by the signal (the test once sent it between registration and trap).
+    ready = logs_dir / "trap-set"
+    script = f"trap 'kill $!; exit 42' {signal.Signals(signum).name[3:]}; : > \"$0\"; sleep 30 & wait"
+    wrapper = children(tracekit_cmd("wrap", "--run-id", "w6", "--", "bash", "-c", script, str(ready)))
     events = logs_dir / "w6" / "pids"
-    wait_until(lambda: events.is_dir() and list(events.glob("*.json")), what="child registered")
+    wait_until(lambda: events.is_dir() and list(events.glob("*.json")) and ready.exists(), what="child's trap set")
     wrapper.send_signal(signum)
     assert wrapper.wait(timeout=20) == 42
     [event] = read_jsonl(logs_dir / "w6" / "events.bash.jsonl")

@@ -391,3 +391,17 @@ def test_a_folder_that_is_no_run_is_refused(tmp_path):
     with pytest.raises(RunError, match="resolved.json: not valid JSON"):
         RunDir(tmp_path, "r1").read_resolved()
     assert RunDir(tmp_path, "r1").load_status() == {}  # unreadable: every phase runs again
+
+
+def test_ansible_runner_asks_whether_to_cancel_twice_a_second(tmp_path):
+    # Its default (5 s) let a signal take that long to act: a run phase near its end then ended as
+    # 'succeeded' under a run that said 'interrupted' (seen in test_a_hangup_stops_everything...).
+    from ansible_runner.interface import init_runner
+
+    from tracekit.experiment.phases import CANCEL_POLL_S, write_runner_settings
+
+    write_runner_settings(tmp_path)
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "p.yml").write_text("- hosts: localhost\n  tasks: []\n")
+    runner = init_runner(private_data_dir=str(tmp_path), playbook="p.yml", quiet=True)
+    assert runner.config.pexpect_timeout == CANCEL_POLL_S <= 1

@@ -69,6 +69,9 @@ class ServiceSpec:
     def environment(self) -> dict[str, str]:
         env = runfolder.node_environment(self.node_id)
         env.update({runfolder.RUN_ID_ENV: self.run_id, runfolder.LOGS_DIR_ENV: str(self.logs_dir)})
+        # The folder is the role's copy of the service: the service writes no bytecode into it, or the next
+        # copy finds a copied .pyc rewritten and counts a change (and copies it back) on every start.
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.pop("DEFAULT_NEXT_URL", None)
         if self.next_url:
             env["DEFAULT_NEXT_URL"] = self.next_url

@@ -15,6 +15,7 @@ of a call in which no host failed.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import sys
@@ -281,6 +282,7 @@ class PhaseRunner:
 
         together = len(phases) > 1
         write_extravars(private_data_dir, variables)
+        write_runner_settings(private_data_dir)
         runner = init_runner(
             private_data_dir=str(private_data_dir),
             project_dir=str(self.checkout / "playbooks"),
@@ -315,6 +317,20 @@ class PhaseRunner:
             # The ansible-playbook installed beside this Python (the venv need not be on PATH).
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+
+
+# How often ansible-runner asks whether to cancel (and tracekit-run counts the dispatch's tasks): its
+# default, 5 s, let a Ctrl-C or a hangup take up to 5 s to act, in which the phase could end as if none came.
+CANCEL_POLL_S = 0.5
+
+
+def write_runner_settings(private_data_dir: Path) -> Path:
+    """ansible-runner's env/settings: it reads them from there only (a settings dict given to it is
+    dropped when the file is absent)."""
+    path = private_data_dir / "env" / "settings"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pexpect_timeout": CANCEL_POLL_S}) + "\n")
+    return path
 
 
 def write_extravars(private_data_dir: Path, variables: dict[str, Any]) -> Path:
