@@ -273,6 +273,43 @@ def test_node_role_installs_tracekit_once(tmp_path):
     assert second.rc == 0 and changed(second) == 0
 
 
+def test_workload_role_gives_a_node_its_files_venv_and_setup_once(tmp_path):
+    import tarfile
+
+    from tests.helpers import make_wheel
+    from tracekit.experiment.wheelhouse import build_wheelhouse, build_workload_wheels
+
+    root = tmp_path / "node"
+    (root / "wheelhouse").mkdir(parents=True)
+    with tarfile.open(build_wheelhouse(Path.home() / ".cache" / "tracekit" / "wheelhouse") / "wheelhouse.tar") as tar:
+        [pip] = [m for m in tar.getmembers() if m.name.startswith("pip-")]  # what tracekit_node leaves there
+        tar.extract(pip, root / "wheelhouse")
+    make_wheel(tmp_path / "reqs" / "wheels", "tk_extra_dep", "1.0", "MESSAGE = 'from the wheelhouse'\n")
+    (tmp_path / "reqs" / "requirements.txt").write_text("--no-index\n--find-links wheels\ntk_extra_dep==1.0\n")
+    wheels = build_workload_wheels(tmp_path / "reqs" / "requirements.txt", tmp_path / "built", False, "test")
+    venv = root / "venvs" / (wheels / "wheels.id").read_text()
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "data.txt").write_text("one")
+    script = "import sys, tk_extra_dep; open(sys.argv[1], 'w').write(tk_extra_dep.MESSAGE + ' ' + sys.executable)"
+    variables = {"tracekit_workload_root": str(root), "tracekit_workload_tracekit": TRACEKIT,
+                 "tracekit_workload_files_src": str(files), "tracekit_workload_files_dir": str(root / "files" / "r1"),
+                 "tracekit_workload_wheels": str(wheels), "tracekit_workload_venv": str(venv),
+                 "tracekit_workload_outputs": str(root / "outputs" / "r1"),
+                 "tracekit_workload_setup": ["python3", "-c", script, "{files}/made.txt"]}  # fmt: skip
+    first = run_role(tmp_path, "tracekit_workload", variables, "prepare")
+    assert first.rc == 0, first.stdout.read()
+    # The setup ran once, on the node's copy, with the venv's python first on PATH and the package in it.
+    assert (root / "files" / "r1" / "data.txt").read_text() == "one"
+    assert (root / "files" / "r1" / "made.txt").read_text() == f"from the wheelhouse {venv}/bin/python3"
+    second = run_role(tmp_path, "tracekit_workload", variables, "prepare-again")
+    assert second.rc == 0 and changed(second) == 0  # the same files, wheels and setup: nothing to do
+    (files / "data.txt").write_text("two")
+    third = run_role(tmp_path, "tracekit_workload", variables, "files-changed")
+    assert third.rc == 0 and changed(third) == 2  # the copy, and the setup run again on it
+    assert (root / "files" / "r1" / "data.txt").read_text() == "two"
+
+
 def test_http_service_role_copies_starts_once_and_stops_once(tmp_path, monkeypatch):
     import py_compile
 

@@ -251,3 +251,61 @@ def test_render_is_plain_text_replacement():
     assert render("{a}{b}", {"a": "{b}", "b": "x"}, "w") == "{b}x"  # a value is never read again
     with pytest.raises(ExperimentError, match="w: unknown placeholder {c}; known here: {a}"):
         render("{c}", {"a": ""}, "w")
+
+
+# -- the http kind: a command service, requirements -----------------------------------------------
+
+
+def http_experiment(tmp_path: Path, service: str, *more: str):
+    path = tmp_path / "h.yaml"
+    path.write_text("name: h\nworkload:\n  http:\n    load: {rate: 20, duration: 5s}\n    service: " + service + "\n"
+                    + "".join(f"    {line}\n" for line in more))  # fmt: skip
+    return load_experiment(path)
+
+
+def test_an_http_service_may_be_any_command(tmp_path):
+    from tracekit.experiment.render import extravars, read_inventory
+    from tracekit.workloads.http import CommandService
+
+    (tmp_path / "svc").mkdir()
+    spec = http_experiment(tmp_path, "{command: [python3, '{files}/app.py', '{port}'], files: svc, port: 9100, health: /health}")
+    assert spec.workload.service == CommandService(("python3", "{files}/app.py", "{port}"), "svc", 9100, "/health", None, "combined")
+    inventory = read_inventory(REPO / "inventory" / "local.yml")
+    check_here(spec, inventory)
+    kind = extravars(spec, "r1", tmp_path / "run", tmp_path / "w", tmp_path / "s", "python3", inventory, REPO)["tracekit_run_kind"]
+    assert kind["command"] == ["python3", "{files}/app.py", "{port}"] and kind["health"] == "/health"
+    assert kind["service_src"] == str(tmp_path / "svc") and kind["service_dir_name"] == "svc"
+    assert [n["port"] for n in kind["nodes"].values()] == [9100, 9101]  # its port, counting up
+    assert workloads.kind("http").node_needs(spec.workload, spec.source).requirements is None
+
+
+@pytest.mark.parametrize(("service", "more", "message"), [
+    ("{files: x}", (), "workload.http.service.command: missing; it is required"),
+    ("{command: []}", (), "workload.http.service.command: 0 items"),
+    ("{command: [x], health: health}", (), "workload.http.service.health: 'health' is not a path such as /health"),
+    ("{command: [x]}", ("on: [cloud1, cloud2]", "chain: true"), "a command service has none"),
+    ("{command: [x], helth: /}", (), "workload.http.service.helth: unknown key (did you mean 'health'?)"),
+])  # fmt: skip
+def test_a_command_service_s_bad_input(tmp_path, service, more, message):
+    with pytest.raises(ExperimentError, match=__import__("re").escape(message)):
+        http_experiment(tmp_path, service, *more)
+
+
+def test_a_command_service_s_placeholders_and_folders_are_checked_here(tmp_path):
+    from tracekit.experiment.render import read_inventory
+
+    inventory = read_inventory(REPO / "inventory" / "local.yml")
+    with pytest.raises(ExperimentError, match=r"workload.http.service.command\[1\]: unknown placeholder \{prot\}"):
+        check_here(http_experiment(tmp_path, "{command: [server, '{prot}']}"), inventory)
+    with pytest.raises(ExperimentError, match="workload.http.service.files: .*/nope is not a folder on this machine"):
+        check_here(http_experiment(tmp_path, "{command: [server], files: nope}"), inventory)
+    with pytest.raises(ExperimentError, match="workload.http.requirements: .*/reqs.txt is not a file on this machine"):
+        check_here(http_experiment(tmp_path, "examples/fastapi_svc", "requirements: reqs.txt"), inventory)
+
+
+def test_requirements_go_beside_tracekit_for_an_asgi_app_only(tmp_path):
+    (tmp_path / "reqs.txt").write_text("")
+    asgi = http_experiment(tmp_path, "examples/fastapi_svc", f"requirements: {tmp_path / 'reqs.txt'}")
+    command = http_experiment(tmp_path, "{command: [server]}", f"requirements: {tmp_path / 'reqs.txt'}")
+    needs = [workloads.kind("http").node_needs(s.workload, s.source) for s in (asgi, command)]
+    assert [(n.requirements, n.with_tracekit) for n in needs] == [(tmp_path / "reqs.txt", True), (tmp_path / "reqs.txt", False)]

@@ -157,6 +157,7 @@ class CommandService:
     def environment(self) -> dict[str, str]:
         env = runfolder.node_environment(self.node_id)
         env.update({runfolder.RUN_ID_ENV: self.run_id, runfolder.LOGS_DIR_ENV: str(self.logs_dir)})
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # as the ASGI service's: its folder is the role's copy
         env.update(venv_environment(self.venv))
         return env
 
