@@ -8,7 +8,7 @@ dribble_interval_s=0.5, backlog_limit=1, as the seed ran it; the others place
 everything in one round). Each policy gets a fresh run id on one private
 redis-server (127.0.0.1, free port, password in its config file) and 2 real
 ``tracekit worker`` processes with --parallel 1, started for that run;
-``tracekit.sched.dispatcher.dispatch(DispatchConfig(...))`` runs in this
+``tracekit.sched.dispatcher.dispatch(DispatchConfig(...), tasks)`` runs in this
 process. Each worker and its tasks run on a CPU of their own (``--cpus``,
 as on the local inventory). Makespan and per-node busy time come from the
 DispatchResult summary (``makespan_ms``, on the controller's clock;
@@ -46,6 +46,7 @@ def run_policy(policy: str, server: RedisServer, children: Children, inputs: Pat
     from tracekit.sched.dispatcher import DispatchConfig, dispatch
     from tracekit.sched.protocol import RunKeys
     from tracekit.sched.queue import TaskQueue
+    from tracekit.workloads.ffmpeg import plan_transcodes
 
     run_id = f"pol-{policy}-{secrets.token_hex(3)}"
     queue = TaskQueue(server.client(), RunKeys(run_id), server.url)
@@ -53,12 +54,10 @@ def run_policy(policy: str, server: RedisServer, children: Children, inputs: Pat
     online = {"batch_size": 1, "dribble_interval_s": 0.5, "backlog_limit": 1} if policy == "duration-online" else {}
     workers = start_workers(children, server, run_id, 1, tmp, own_cpus=True)
     try:
-        config = DispatchConfig(run_id=run_id, redis_url=server.url, nodes=NODES, inputs=inputs,
+        config = DispatchConfig(run_id=run_id, redis_url=server.url, nodes=NODES,
                                 password_file=server.password_file, task_key_file=server.task_key_file,
-                                policy=policy,
-                                settings=TranscodeSettings("640:360", "veryfast"), logs_dir=tmp / "logs",
-                                timeout_s=1800, **online)  # fmt: skip
-        summary = dispatch(config).summary
+                                policy=policy, logs_dir=tmp / "logs", timeout_s=1800, **online)  # fmt: skip
+        summary = dispatch(config, plan_transcodes(inputs, TranscodeSettings("640:360", "veryfast"))).summary
     finally:
         for worker in workers:
             children.stop(worker)

@@ -81,6 +81,7 @@ def assert_http_run(run_dir: Path, result, chain: bool) -> None:
     assert "<td>state</td><td>succeeded</td>" in page and "<td>end</td><td>–</td>" not in page
     assert "<td>requests sent, achieved rate, success</td><td>80, " in page
     assert "tasks in the trace" not in page and '<section id="queue">' not in page and "by hand" not in page
+    assert "by hand" not in (trace / "audit.md").read_text()
     assert (run_dir / "report" / "http.png").is_file()
     config_leak = [name for name, text in run_files(run_dir).items() if "requirepass" in text]
     assert not config_leak

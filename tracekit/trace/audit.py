@@ -190,11 +190,12 @@ class Audit:
         s = self.summary
         cpu = s["cpu_ms_by_source"]
         fragments = s["fragments_per_task"]
-        tasks = (
-            f"{s['tasks_in_trace']} of {s['tasks_run']} the scheduler ran ({s['tasks_in_trace_pct']}%)"
-            if s["tasks_run"] is not None
-            else "no scheduler record (a run by hand)"
-        )
+        if s["tasks_run"] is not None:
+            tasks = f"{s['tasks_in_trace']} of {s['tasks_run']} the scheduler ran ({s['tasks_in_trace_pct']}%)"
+        elif s.get("requests"):  # a service under load: its invocations are the requests it served
+            tasks = "none: the invocations are the requests the services served (the HTTP load below)"
+        else:
+            tasks = "no scheduler record (a run by hand)"
         lines = [
             f"# Parse audit: {printable(s['run_dir'])}",
             "",
