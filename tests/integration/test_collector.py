@@ -546,3 +546,31 @@ def test_a_process_seen_while_it_execs_is_looked_at_again(tmp_path, children, mo
         assert reads.count(child.pid) == 2  # and never again once decided
     finally:
         tracker.close()
+
+
+def test_a_process_judged_another_node_s_before_its_exec_is_followed_after_it(tmp_path, children, monkeypatch):
+    # `tracekit serve --command -- python3 .../app.py` carries no node marker, yet its command line
+    # matches; its fork is that process until it execs the service with this node's marker. A
+    # collector that judged the fork "another node's" never looked again: the service went unsampled.
+    go = tmp_path / "go"
+    unmarked = {k: v for k, v in os.environ.items() if k != runfolder.NODE_ID_ENV}
+    script = ("import os, sys, time\n"
+              "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+              "os.execve(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', 'tk-svc-marker'],\n"
+              "          {'TRACEKIT_NODE_ID': 'cloud1'})\n")  # fmt: skip
+    assert runfolder.NODE_ID_ENV == "TRACEKIT_NODE_ID"  # the marker the script's exec gives
+    child = children([sys.executable, "-c", script, str(go), "tk-svc-marker"], env=unmarked)
+    wait_until(lambda: _procfs.read_environ(child.pid), what="the child's environment")
+    monkeypatch.setattr(process_module, "RELIST_AT_LEAST_EVERY_S", 0.0)
+    tracker = ProcessTracker(match_cmdline=re.compile("tk-svc-marker"), node_scope="cloud1")
+    try:
+        tracker.refresh(int(time.time() * 1000))
+        assert child.pid not in tracker.tracked and tracker.other_nodes_total == 1
+        tracker.refresh(int(time.time() * 1000))
+        assert tracker.other_nodes_total == 1  # looked at again, counted once
+        go.touch()
+        wait_until(lambda: _procfs.read_cmdline(child.pid)[2:3] == ["import time; time.sleep(60)"], what="the exec")
+        tracker.refresh(int(time.time() * 1000))
+        assert child.pid in tracker.tracked and tracker.tracked[child.pid].reason == "cmdline"
+    finally:
+        tracker.close()

@@ -259,6 +259,17 @@ def test_a_failed_step_is_described_by_its_own_error_line():
     assert describe_failure(dispatcher) == "WARNING gave up (first: 0/2 tasks done, 0 failed, 2 timed out; makespan 0.1 s)"
 
 
+def test_a_long_error_keeps_what_to_do_at_its_end():
+    # A lock error names two long paths before what to do; it was cut at 400 characters, mid-word in its advice.
+    folder = "/tmp/" + "x" * 500
+    message = (f"tracekit lock: error: {folder}/nodes/cloud0 is in use by run killed (run folder {folder}/logs/killed):"
+               " wait for it with tracekit-run --wait SECONDS, or free its nodes with tracekit-run --stop killed")
+    described = describe_failure(failed(1, "", message))
+    assert described.startswith("tracekit lock: error: /tmp/xxx") and described.endswith("tracekit-run --stop killed")
+    assert " … " in described and len(described) <= 1000
+    assert describe_failure(failed(1, "", "short\n  error:  one   line ")) == "error: one line"
+
+
 def test_ansible_gets_no_password_like_variable_of_this_process(monkeypatch):
     from tracekit.experiment.phases import job_environment
 

@@ -102,6 +102,7 @@ class _Verdict(enum.Enum):
 class _Unmatched:
     create_time_ms: int
     ppid: int
+    other_node: bool = False  # matched, another node's: counted once, however often it is looked at
 
 
 class ProcessTracker:
@@ -183,11 +184,17 @@ class ProcessTracker:
                 continue
             found = self._classify(stat)
             if isinstance(found, _Verdict):
-                self._unmatched[pid] = _Unmatched(stat.create_time_ms, stat.ppid)
-                # Kernel threads never exec: their name is final. Another node's
-                # process stays another node's: its environment is not read again.
+                other_node = found is _Verdict.OTHER_NODE
+                counted = known is not None and known.other_node and known.create_time_ms == stat.create_time_ms
+                if other_node and not counted:
+                    self.other_nodes_total += 1
+                self._unmatched[pid] = _Unmatched(stat.create_time_ms, stat.ppid, other_node)
+                # Kernel threads never exec: their name is final. A young process may
+                # still exec, whatever it was judged: a fork of an unmarked parent whose
+                # command line matches (`tracekit serve --command -- ... app.py`) is
+                # "another node's" until it execs the service with this node's marker.
                 young = now_ms - stat.create_time_ms <= RECHECK_NAME_WINDOW_MS
-                if found is _Verdict.NO_MATCH and not stat.kernel_thread and young:
+                if not stat.kernel_thread and young:
                     self._young_unmatched.add(pid)
                 else:
                     self._young_unmatched.discard(pid)
@@ -283,7 +290,6 @@ class ProcessTracker:
         if environ == b"":
             return _Verdict.NO_MATCH  # still exec'ing (or an empty environment): looked at again while young
         if environ is None or _procfs.environ_value(environ, runfolder.NODE_ID_ENV) != self.node_scope:
-            self.other_nodes_total += 1
             return _Verdict.OTHER_NODE
         return None
 

@@ -56,7 +56,20 @@ def describe_failure(event: dict[str, Any]) -> str:
             message += f" (first: {stdout.splitlines()[0]})"
     elif res.get("stdout") and res.get("rc"):
         message = res["stdout"].strip().splitlines()[-1]
-    return " ".join(str(message).split())[:400] or "failed"
+    return one_line(message) or "failed"
+
+
+# A message's end says what to do (tracekit's errors end so): a long one loses its middle, not its end.
+ONE_LINE_MAX = 1000
+
+
+def one_line(text: str, limit: int = ONE_LINE_MAX) -> str:
+    """``text`` on one line, at most ``limit`` characters, its middle elided when longer."""
+    line = " ".join(str(text).split())
+    if len(line) <= limit:
+        return line
+    half = (limit - 3) // 2
+    return f"{line[:half]} … {line[len(line) - half:]}"
 
 
 def join_errors(errors: list[tuple[str, str]]) -> str:
@@ -90,8 +103,8 @@ class AnsibleOutput:
     def summary(self) -> str:
         if self.error:
             origin = next((o.strip() for o in self.error[1:] if o.strip().startswith("Origin:")), "")
-            return " ".join(f"{self.error[0]} {origin}".split())[:400]
-        return " ".join(self.last.split())[:400]
+            return one_line(f"{self.error[0]} {origin}")
+        return one_line(self.last)
 
 
 class PhaseFollower:
