@@ -22,6 +22,8 @@ APT_PACKAGES := ffmpeg nginx redis-server openssh-server openssh-client
 # The tests also open a report in a headless browser.
 TEST_APT_PACKAGES := chromium
 PYTEST_ARGS ?=
+# Tests run in parallel, one per CPU (at most 4); TEST_WORKERS=0 runs them one after the other.
+TEST_WORKERS ?= auto
 
 .PHONY: run test deps system-deps venv demo collect start-collect stop-collect status-collect parse report load clean
 
@@ -33,7 +35,7 @@ run: deps
 
 test: APT_PACKAGES += $(TEST_APT_PACKAGES)
 test: deps
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal $(PYTEST_ARGS)
 
 deps: system-deps venv
 

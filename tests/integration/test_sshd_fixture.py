@@ -139,11 +139,14 @@ def test_a_node_that_does_not_start_fails_with_sshd_stderr(tmp_path, monkeypatch
                 config.write("NoSuchOption yes\n")
 
     monkeypatch.setattr(SshNodes, "_write_config", broken_config)
-    before = {p.pid for p in psutil.process_iter() if p.name() == "sshd"}
+
+    def these_sshds() -> set[int]:  # this test's (tests run in parallel start theirs)
+        return {p.pid for p in psutil.process_iter(["name", "cmdline"])
+                if p.info["name"] == "sshd" and any(str(tmp_path) in arg for arg in p.info["cmdline"] or [])}  # fmt: skip
+
     with pytest.raises(SshdStartError, match=r"(?s)sshd node bad on 127\.0\.0\.1:\d+: sshd exited.*NoSuchOption"):
         start_sshd_nodes(tmp_path, names=("good", "bad"))
-    after = {p.pid for p in psutil.process_iter() if p.name() == "sshd"}
-    assert not live(after - before)  # the good node was stopped too
+    assert not live(these_sshds())  # the good node was stopped too
 
 
 def test_the_fixture_stops_every_sshd_when_the_test_fails(tmp_path):
