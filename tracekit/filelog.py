@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 
-def file_logger(path: Path, to_stderr: bool = True) -> logging.Logger:
-    """A logger writing timestamped lines to ``path`` (and stderr), not to the root logger."""
+def file_logger(path: Path, to_stderr: bool = True, stderr_level: int = logging.INFO) -> logging.Logger:
+    """A logger writing timestamped lines to ``path`` (and those of ``stderr_level`` or worse to stderr), not to the root logger."""
     logger = logging.getLogger(f"tracekit.{path}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -21,7 +21,9 @@ def file_logger(path: Path, to_stderr: bool = True) -> logging.Logger:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
         handlers: list[logging.Handler] = [logging.FileHandler(path)]
         if to_stderr:
-            handlers.append(logging.StreamHandler(sys.stderr))
+            stderr = logging.StreamHandler(sys.stderr)
+            stderr.setLevel(stderr_level)
+            handlers.append(stderr)
         for handler in handlers:
             handler.setFormatter(formatter)
             logger.addHandler(handler)

@@ -8,17 +8,20 @@ the PID registered in the run's PID folder. It costs less than
 restores the signals Python ignores, and the child inherits no descriptor
 but 0-2 (see ``_inherited_descriptors``). The wrapper waits with
 ``os.wait4``: the child's exact CPU time and peak RSS at exit close the books
-that interval samples leave open.
+that interval samples leave open. A task with a working folder of its own is
+started with ``subprocess.Popen(cwd=...)`` (posix_spawn here has no working
+folder; Popen's vfork path costs the same, and it too returns once exec
+succeeded).
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import re
 import shutil
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -137,22 +140,18 @@ def _environment(node: str, extra: Mapping[str, str] | None = None) -> Mapping[b
 def _spawn(invocation: Invocation, node: str) -> int:
     """posix_spawn the invocation's argv (found on PATH as execvp would find it), marked with ``node``."""
     argv = list(invocation.argv)
-    environment, descriptors = _environment(node, invocation.env), _inherited_descriptors()
+    environment = _environment(node, invocation.env)
+    path = environment.get(b"PATH")
+    executable = _on_path(argv[0], os.fsdecode(path) if path is not None else None)
+    own_group = invocation.own_group or invocation.timeout_s is not None
+    if invocation.cwd is not None:
+        return _spawn_in_folder(invocation, argv, executable, environment, own_group)
+    descriptors = _inherited_descriptors()
     if invocation.stderr is not None:
         descriptors = [*descriptors, (os.POSIX_SPAWN_OPEN, 2, str(invocation.stderr),
                                       os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)]  # fmt: skip
-    path = environment.get(b"PATH")
-    if invocation.cwd is not None:
-        # posix_spawn has no working folder here: coreutils' env changes to it, then execs the command
-        # (the same process: registered, waited for and timed out as any). What env would not find is
-        # said here, as without a folder: a command not found, not env's exit status 127.
-        command = argv[0]
-        if "/" not in command and _on_path(command, os.fsdecode(path) if path is not None else None) is None:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
-        argv = ["env", "-C", invocation.cwd, "--", *argv]
-    executable = _on_path(argv[0], os.fsdecode(path) if path is not None else None)
     spawn_options: dict[str, Any] = {"setsigdef": _RESTORED_SIGNALS, "file_actions": descriptors}
-    if invocation.own_group or invocation.timeout_s is not None:
+    if own_group:
         spawn_options["setpgroup"] = 0
     if executable is not None:
         try:
@@ -160,6 +159,20 @@ def _spawn(invocation: Invocation, node: str) -> int:
         except OSError:
             pass  # gone or changed since it was found: posix_spawnp searches again, and says why it fails
     return os.posix_spawnp(argv[0], argv, environment, **spawn_options)
+
+
+def _spawn_in_folder(invocation: Invocation, argv: list[str], executable: str | None,
+                     environment: Mapping[bytes, bytes], own_group: bool) -> int:  # fmt: skip
+    """Popen in the invocation's working folder; the caller waits for the PID (os.wait4: its rusage)."""
+    stderr = open(invocation.stderr, "wb") if invocation.stderr is not None else None  # noqa: SIM115 - the child's
+    try:
+        process = subprocess.Popen(argv, executable=executable, cwd=invocation.cwd, env=environment, stderr=stderr,
+                                   process_group=0 if own_group else None, restore_signals=True, close_fds=True)  # fmt: skip
+    finally:
+        if stderr is not None:
+            stderr.close()
+    process.returncode = 0  # reaped by the caller's wait4: Popen must neither wait for it nor warn of it
+    return process.pid
 
 
 @functools.lru_cache(maxsize=256)
@@ -269,15 +282,20 @@ def _spawn_and_wait(
     try:
         pid = _spawn(invocation, event["node"])
     except OSError as exc:
-        missing = isinstance(exc, FileNotFoundError)
+        in_folder = invocation.cwd is not None and exc.filename == invocation.cwd  # Popen could not change to it
+        missing = isinstance(exc, FileNotFoundError) and not in_folder
+        if in_folder:
+            error, hint = f"cannot run in {invocation.cwd} ({exc.strerror})", "does the task's cwd exist on the node?"
+        elif missing:
+            error, hint = f"command not found: {invocation.argv[0]} ({exc.strerror})", "is it installed and on PATH?"
+        else:
+            error, hint = f"cannot execute: {invocation.argv[0]} ({exc.strerror})", "check its permissions"
         event.update(
             pid=None, create_time_ms=None, ts_end=int(time.time() * 1000),
-            status=EXIT_NOT_FOUND if missing else EXIT_NOT_EXECUTABLE, signal=None,
-            error=f"{'command not found' if missing else 'cannot execute'}: {invocation.argv[0]} ({exc.strerror})",
+            status=EXIT_NOT_FOUND if missing else EXIT_NOT_EXECUTABLE, signal=None, error=error,
             cpu_user_ms=0.0, cpu_system_ms=0.0, max_rss_kb=0, bytes_out=0,
         )  # fmt: skip
         _write_event(events_path, event)
-        hint = "is it installed and on PATH?" if missing else "check its permissions"
         raise CommandNotFound(f"{event['error']}; {hint}", exit_code=event["status"]) from None
 
     # posix_spawnp returned: the child has exec'd. From here on it is waited for

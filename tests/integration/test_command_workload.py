@@ -57,7 +57,7 @@ def results(redis_server) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("policy", ["round-robin", "least-loaded", "lpt", "duration-online"])
-def test_every_policy_places_command_tasks(redis_server, tmp_path, children, policy):
+def test_every_policy_places_command_tasks(redis_server, tmp_path, children, policy, capfd):
     for node in ("cloud1", "cloud2"):
         start_worker(children, redis_server, tmp_path, node, files=BATCH)
     section = {"files": str(BATCH), "argv": ["python3", "{files}/burn.py", "--ms", "{ms}", "--threads", "{threads}"],
@@ -75,6 +75,9 @@ def test_every_policy_places_command_tasks(redis_server, tmp_path, children, pol
         assert cpu_ms >= 0.8 * params["ms"] * params["threads"], (task.task_id, cpu_ms)
     placements = read_jsonl(tmp_path / "cloud0" / "logs" / "c1" / "placement_events.jsonl")
     assert {p["policy"] for p in placements} == {policy} and len(placements) == 6
+    # A line per task in the dispatcher's log, none on its stderr (an Ansible task's result).
+    log = (tmp_path / "cloud0" / "logs" / "c1" / "dispatcher.log").read_text()
+    assert all(f"{t.task_id} done on" in log for t in tasks) and " done on " not in capfd.readouterr().err
 
 
 def test_a_task_past_its_timeout_is_killed_with_its_process_group(redis_server, tmp_path, children):

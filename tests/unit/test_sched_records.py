@@ -38,3 +38,14 @@ def test_terminal_record_flattens_its_extra_fields():
         '"media_s":0.0}'
     )
     assert record.extra == {"cpu_ms": 1.5, "profile": "p1", "media_s": 0.0}  # encoding leaves the record as it was
+
+
+def test_duplicate_task_ids_are_found_once_each_among_the_largest_workload():
+    # The dispatcher counted each id over the whole list: 100,000 tasks (the largest a workload may have)
+    # spent minutes before the first placement. Each id is counted once now.
+    from tracekit.sched.dispatcher import duplicate_task_ids
+    from tracekit.workloads.command import MAX_TASKS
+
+    ids = [f"t{i:06d}" for i in range(MAX_TASKS)]
+    assert duplicate_task_ids(ids) == []
+    assert duplicate_task_ids([*ids, "t000007", "t000003", "t000007"]) == ["t000003", "t000007"]

@@ -36,7 +36,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +146,9 @@ class Dispatcher:
         self.config = config
         self.specs = tasks
         self.folder = runfolder.ensure_writable_dir(Path(config.logs_dir) / config.run_id, "run folder")
-        self.log = file_logger(self.folder / DISPATCHER_LOG)
+        # A line per task goes to the file only: on stderr (an Ansible task's result, held in memory)
+        # 100,000 tasks made megabytes; stderr gets what went wrong, the CLI prints the summary.
+        self.log = file_logger(self.folder / DISPATCHER_LOG, stderr_level=logging.WARNING)
         self.client = connect(config.redis_url, config.password_file)
         signer = read_task_key(config.task_key_file)
         self.queue = TaskQueue(self.client, RunKeys(config.run_id), safe_url(config.redis_url), signer)
@@ -394,7 +397,7 @@ class Dispatcher:
                     f"no worker answers for node(s) {', '.join(missing)} (workers seen: {seen}); start "
                     f"'tracekit worker --node-id {missing[0]} --run-id {self.config.run_id} ...' or fix --nodes"
                 )
-            time.sleep(0.2)
+            time.sleep(0.05)  # a worker heartbeats once the run exists: it answers within a beat
 
     # -- the run ------------------------------------------------------------------
 
@@ -443,7 +446,7 @@ class Dispatcher:
         """Take the tasks and make the run's queues (the run is live in Redis from here)."""
         config = self.config
         planned = [Planned.of(spec, config.run_id) for spec in self.specs]
-        duplicates = sorted({p.task.task_id for p in planned if [q.task.task_id for q in planned].count(p.task.task_id) > 1})
+        duplicates = duplicate_task_ids(p.task.task_id for p in planned)
         if duplicates:
             raise UsageError(f"task ids must be unique; given twice or more: {', '.join(duplicates[:5])}")
         if not planned:
@@ -536,6 +539,11 @@ def _stop_signals(dispatcher: Dispatcher) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def duplicate_task_ids(task_ids: Iterable[str]) -> list[str]:
+    """The ids given more than once, sorted (counted once each: 100,000 tasks were a quadratic wait)."""
+    return sorted(task_id for task_id, times in Counter(task_ids).items() if times > 1)
 
 
 def dispatch(config: DispatchConfig, tasks: list[TaskSpec]) -> DispatchResult:
