@@ -27,7 +27,8 @@ RESULTS = "results.json"
 PERCENTILES = ("p50", "p99", "p99.9")
 
 
-def _json(path: Path) -> dict[str, Any] | None:
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -37,7 +38,7 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 def _tasks(run_dir: Path) -> dict[str, Any] | None:
     found = sorted((run_dir / "nodes").glob(f"*/{runfolder.DISPATCH_SUMMARY}"))
-    summary = _json(found[0]) if found else None
+    summary = read_json_object(found[0]) if found else None
     if summary is None:
         return None
     terminal = found[0].parent / runfolder.TERMINAL_RECORDS
@@ -72,7 +73,7 @@ def _tasks(run_dir: Path) -> dict[str, Any] | None:
 
 def _requests(run_dir: Path) -> dict[str, Any] | None:
     found = sorted((run_dir / "nodes").glob(f"*/{runfolder.LOAD_SUMMARY}"))
-    load = _json(found[0]) if found else None
+    load = read_json_object(found[0]) if found else None
     if load is None:
         return None
     latency = load.get("latency_from_intended_ms") or {}
@@ -89,7 +90,7 @@ def _requests(run_dir: Path) -> dict[str, Any] | None:
 
 def headline(run_dir: Path) -> dict[str, Any]:
     """The run's headline figures, from its files as they are now."""
-    status = _json(run_dir / "status.json") or {}
+    status = read_json_object(run_dir / "status.json") or {}
     return {
         "run_id": status.get("run_id", run_dir.name),
         "state": status.get("state"),

@@ -64,7 +64,7 @@ from tracekit.experiment.render import (
     task_count,
 )
 from tracekit.experiment.outcome import outcome_warnings
-from tracekit.experiment.results import RESULTS, headline, summary_lines, write_results
+from tracekit.experiment.results import RESULTS, headline, read_json_object, summary_lines, write_results
 from tracekit.experiment.run_dir import RunDir, write_json
 from tracekit.experiment.spec import Experiment, check_here, load_experiment
 from tracekit.experiment.wheelhouse import WORKLOAD_ID, build_wheelhouse, build_workload_wheels, find_checkout
@@ -536,14 +536,6 @@ def resume_command(run_dir: Path) -> str:
     return shlex.join(argv)
 
 
-def _json_or_none(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _after_the_end(folder: RunDir, say: Callable[[str], None]) -> None:
     """What a finished run's final state decides: its headline figures (results.json), and the report's
     summary made again with that state (its figures, drawn in parse, are taken as they are)."""
@@ -571,7 +563,7 @@ def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -
         duration = f"{record['duration_s']:.1f} s" if record.get("duration_s") is not None else ""
         error = f"  {record['error']}" if record.get("error") else ""
         lines.append(f"  {phase:<8} {record.get('state', 'pending'):<12} {duration:>8}{error}")
-    lines += summary_lines(_json_or_none(run_dir / RESULTS) or headline(run_dir))
+    lines += summary_lines(read_json_object(run_dir / RESULTS) or headline(run_dir))
     lines.append(f"  run folder: {run_dir}")
     if (run_dir / "opendc" / "tasks.parquet").exists():
         lines.append(f"  OpenDC:     {run_dir / 'opendc'} (tasks.parquet, fragments.parquet, experiment.json)")
