@@ -517,7 +517,10 @@ class Dispatcher:
             "rejected_entries": self.rejected_entries,
         }
         (self.folder / runfolder.DISPATCH_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-        self.log.info("dispatch finished: %s", {k: summary[k] for k in ("tasks", "done", "failed", "timed_out")})
+        # On stderr too when a task did not end done: the line a failed run phase is described by.
+        whole = summary["done"] == summary["tasks"]
+        self.log.log(logging.INFO if whole else logging.WARNING, "dispatch finished: %s",
+                     {k: summary[k] for k in ("tasks", "done", "failed", "timed_out")})  # fmt: skip
         return DispatchResult(summary)
 
 
