@@ -17,8 +17,9 @@ from tracekit.errors import RunFolderError, UsageError
 
 LOGS_DIR_ENV = "TRACEKIT_LOGS_DIR"
 RUN_ID_ENV = "TRACEKIT_RUN_ID"
-# The node id: a default for --node-id, and the mark every process Tracekit
-# starts for a node carries, so that collectors of nodes sharing one machine
+# The node id: a default for --node-id, and with the run id (RUN_ID_ENV) the
+# mark every process Tracekit starts for a node's run carries, so that
+# collectors of nodes sharing one machine, and of runs sharing a node id,
 # tell their processes apart (tracekit.collect.process).
 NODE_ID_ENV = "TRACEKIT_NODE_ID"
 DEFAULT_LOGS_DIR = "logs"
@@ -108,9 +109,12 @@ def default_node_id() -> str:
     return os.environ.get(NODE_ID_ENV) or socket.gethostname()
 
 
-def node_environment(node_id: str) -> dict[str, str]:
-    """This process's environment with the node mark, for a child started for ``node_id``."""
-    return {**os.environ, NODE_ID_ENV: node_id}
+def node_environment(node_id: str, run_id: str | None = None) -> dict[str, str]:
+    """This process's environment with the mark of ``node_id`` (and of ``run_id``), for a child started for them."""
+    environment = {**os.environ, NODE_ID_ENV: node_id}
+    if run_id is not None:
+        environment[RUN_ID_ENV] = run_id
+    return environment
 
 
 def events_file(run_folder: Path, module: str) -> Path:

@@ -454,10 +454,13 @@ def test_pid_folder_is_listed_only_when_it_changed(tmp_path, children, monkeypat
 def test_node_scope_follows_only_the_processes_started_for_its_node(tmp_path, children):
     # Two nodes on one machine, each collector with a node scope: a process
     # that matches by name but was started for the other node is not followed.
+    # A process of a concurrent run that uses the same node id is not followed either.
     binary = named_binary(tmp_path, "tk-scoped")
-    mine = children([binary, "60"], env={**os.environ, runfolder.NODE_ID_ENV: "cloud1"})
-    theirs = children([binary, "60"], env={**os.environ, runfolder.NODE_ID_ENV: "cloud2"})
+    marks = {runfolder.RUN_ID_ENV: "r1"}
+    mine = children([binary, "60"], env={**os.environ, **marks, runfolder.NODE_ID_ENV: "cloud1"})
+    theirs = children([binary, "60"], env={**os.environ, **marks, runfolder.NODE_ID_ENV: "cloud2"})
     unmarked = children([binary, "60"], env={k: v for k, v in os.environ.items() if k != runfolder.NODE_ID_ENV})
+    concurrent = children([binary, "60"], env={**os.environ, runfolder.NODE_ID_ENV: "cloud1", runfolder.RUN_ID_ENV: "r2"})
     by_node = {}
     for node in ("cloud1", "cloud2"):
         cfg = CollectorConfig(run_id="r1", node_id=node, interval_ms=100, logs_dir=tmp_path / node,
@@ -472,9 +475,12 @@ def test_node_scope_follows_only_the_processes_started_for_its_node(tmp_path, ch
     assert [r["pid"] for r in tracked(by_node["cloud1"])] == [mine.pid]
     assert [r["pid"] for r in tracked(by_node["cloud2"])] == [theirs.pid]
     assert not samples_of(by_node["cloud1"], theirs.pid) and not samples_of(by_node["cloud1"], unmarked.pid)
+    assert not samples_of(by_node["cloud1"], concurrent.pid)
     assert summaries["cloud1"]["processes_of_other_nodes"] == 2  # theirs and the unmarked one, each seen once
+    assert summaries["cloud1"]["processes_of_other_runs"] == 1  # the concurrent run's
+    assert summaries["cloud2"]["processes_of_other_nodes"] == 3 and summaries["cloud2"]["processes_of_other_runs"] == 0
     facts = json.loads((by_node["cloud1"] / runfolder.NODE_FACTS).read_text())
-    assert (facts["process_scope"], facts["process_marker"]) == ("node", "TRACEKIT_NODE_ID=cloud1")
+    assert (facts["process_scope"], facts["process_marker"]) == ("node", "TRACEKIT_NODE_ID=cloud1 TRACEKIT_RUN_ID=r1")
     assert validation_errors("raw/node_facts", facts) == []
 
 

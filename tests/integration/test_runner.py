@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import VENV_BIN, ProcessTableWatch, file_secret, kill_processes_under, processes_under, wait_until
+from tests.helpers import (
+    VENV_BIN,
+    ProcessTableWatch,
+    file_secret,
+    kill_processes_under,
+    named_binary,
+    processes_under,
+    wait_until,
+)
 from tests.inventories import local_inventory, ssh_inventory
 from tests.sshd import free_port
 from tracekit.experiment.runner import run_experiment
@@ -144,9 +152,14 @@ def test_a_malformed_experiment_fails_before_any_node_is_touched(tmp_path, local
         run_experiment(bad, inventory=inventory, logs_dir=tmp_path / "logs")
 
 
-def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_site, monkeypatch):
+def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_site, monkeypatch, children):
     folder, inventory, port = local_site
     logs = tmp_path / "logs"
+    # A matching process of a concurrent run that uses the same node id stays out of this run's trace
+    # (its own name, added to the pattern: an 'ffmpeg' would also match the other tests' collectors).
+    foreign = children([named_binary(tmp_path, "tk-concurrent"), "300"],
+                       env={**os.environ, "TRACEKIT_NODE_ID": "cloud1", "TRACEKIT_RUN_ID": "a-concurrent-run"})  # fmt: skip
+    matched = [*SAMPLED, "collectors.match=^ffmpeg$|^ffprobe$|^tk-concurrent$"]
     # What the README's by-hand section exports: it must not reach the run folder (ansible-runner's
     # artifacts held the whole environment of tracekit-run).
     monkeypatch.setenv("REDIS_PASSWORD", "exported-canary-7f3a9c")
@@ -155,7 +168,7 @@ def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_si
     secret = file_secret(logs / ".secrets" / "smoke-local.redis")
     key = file_secret(logs / ".secrets" / "smoke-local.taskkey")
     with ProcessTableWatch(lambda: {**secret(), **key()}) as watch:
-        result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-local", logs_dir=logs, overrides=SAMPLED)
+        result = run_experiment(SMOKE, inventory=inventory, run_id="smoke-local", logs_dir=logs, overrides=matched)
     assert watch.rounds > 0 and not watch.seen, watch.seen
     run_dir = logs / "smoke-local"
     leaks = [name for name, text in run_files(run_dir).items() if "canary-" in text]
@@ -167,6 +180,13 @@ def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_si
     assert not (logs / ".secrets" / "smoke-local.taskkey").exists()
     assert key()["smoke-local.taskkey"] not in "".join(run_files(logs / "smoke-local").values())
     assert processes_under(folder, port) == []
+    samples = cctf.read_table(run_dir / "cctf", "proc_metrics").to_pylist()
+    assert samples and foreign.pid not in {s["pid"] for s in samples}
+    audit = json.loads((run_dir / "cctf" / "audit.json").read_text())
+    # At least this one (tests running beside this one may run tasks marked cloud1 for runs of their own).
+    foreign_counts = audit["foreign_processes"]
+    assert foreign_counts["cloud1"]["other_runs"] >= 1 and foreign_counts["cloud2"]["other_nodes"] >= 1
+    assert any("processes of another run with the same node id" in note and "cloud1 " in note for note in audit["notes"])
     # Nothing left to resume; an existing run folder is not overwritten without --force.
     again = run_experiment(resume="smoke-local", inventory=inventory, logs_dir=logs)
     assert again.state == "succeeded" and "nothing to resume" in again.summary[0]

@@ -360,13 +360,15 @@ def test_a_worker_keeps_itself_and_its_tasks_on_its_cpus_marked_with_its_node(re
     client = redis_server.client()
     queue = TaskQueue(client, RunKeys("s1"), signer=redis_server.signer())
     queue.create(["cloud1"], {"run_id": "s1"})
-    probe = "import os, sys; print(sorted(os.sched_getaffinity(0)), os.environ.get('TRACEKIT_NODE_ID'), file=open(sys.argv[1], 'w'))"
+    probe = ("import os, sys; print(sorted(os.sched_getaffinity(0)), os.environ.get('TRACEKIT_NODE_ID'),"
+             " os.environ.get('TRACEKIT_RUN_ID'), file=open(sys.argv[1], 'w'))")  # fmt: skip
     out = tmp_path / "task.out"
     queue.place("cloud1", TaskMessage("t-probe", "4" * 32, [sys.executable, "-c", probe, str(out)], 1))
     argv = tracekit_cmd("worker", "--node-id", "cloud1", "--run-id", "s1", "--redis-url", redis_server.url,
                         "--logs-dir", str(tmp_path / "logs"), "--cpus", str(cpu))  # fmt: skip
     env = {**os.environ, "REDIS_PASSWORD": redis_server.password}
     env.pop("TRACEKIT_NODE_ID", None)
+    env["TRACEKIT_RUN_ID"] = "another-run"  # the worker's run marks its tasks, whatever it inherited
     worker = children(argv, env=env)
     wait_until(lambda: results(redis_server), timeout_s=60, what="the probe task's terminal record")
     import psutil
@@ -375,7 +377,7 @@ def test_a_worker_keeps_itself_and_its_tasks_on_its_cpus_marked_with_its_node(re
     assert all(os.sched_getaffinity(tid) == {cpu} for tid in threads)  # heartbeat and slot threads too
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
-    assert out.read_text() == f"[{cpu}] cloud1\n"
+    assert out.read_text() == f"[{cpu}] cloud1 s1\n"  # marked with its node and its run
 
 
 def test_the_dispatcher_marks_its_probes_with_its_node(tmp_path, monkeypatch):

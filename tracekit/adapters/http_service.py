@@ -67,8 +67,8 @@ class ServiceSpec:
         return argv + (["--factory"] if self.factory else [])
 
     def environment(self) -> dict[str, str]:
-        env = runfolder.node_environment(self.node_id)
-        env.update({runfolder.RUN_ID_ENV: self.run_id, runfolder.LOGS_DIR_ENV: str(self.logs_dir)})
+        env = runfolder.node_environment(self.node_id, self.run_id)
+        env[runfolder.LOGS_DIR_ENV] = str(self.logs_dir)
         # The folder is the role's copy of the service: the service writes no bytecode into it, or the next
         # copy finds a copied .pyc rewritten and counts a change (and copies it back) on every start.
         env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -155,8 +155,8 @@ class CommandService:
         return path if path.is_absolute() else (self.files or self.run_folder) / path
 
     def environment(self) -> dict[str, str]:
-        env = runfolder.node_environment(self.node_id)
-        env.update({runfolder.RUN_ID_ENV: self.run_id, runfolder.LOGS_DIR_ENV: str(self.logs_dir)})
+        env = runfolder.node_environment(self.node_id, self.run_id)
+        env[runfolder.LOGS_DIR_ENV] = str(self.logs_dir)
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # as the ASGI service's: its folder is the role's copy
         env.update(venv_environment(self.venv))
         return env

@@ -101,7 +101,8 @@ class CollectorConfig:
 
     def scope_record(self) -> dict:
         """What node.json says about the processes this collector may follow."""
-        marker = None if self.node_scope is None else f"{runfolder.NODE_ID_ENV}={self.node_scope}"
+        marker = (None if self.node_scope is None
+                  else f"{runfolder.NODE_ID_ENV}={self.node_scope} {runfolder.RUN_ID_ENV}={self.run_id}")  # fmt: skip
         return {"process_scope": self.scope, "process_marker": marker}
 
     @property
@@ -318,6 +319,7 @@ class _Sampler:
             pid_dir=config.effective_pid_dir,
             exclude_pids=frozenset({os.getpid()}),
             node_scope=config.node_scope,
+            run_scope=config.run_id if config.node_scope is not None else None,
         )
         facts = node_facts(config.node_id, config.stage, config.role, config.cpu_mhz, config.cpus is not None)
         facts.update(config.scope_record())
@@ -343,6 +345,7 @@ class _Sampler:
             **self.counts,
             "processes_tracked": self.tracker.tracked_total,
             "processes_of_other_nodes": self.tracker.other_nodes_total,
+            "processes_of_other_runs": self.tracker.other_runs_total,
             **self_usage(),
         }
 

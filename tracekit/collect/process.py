@@ -96,13 +96,14 @@ class _Verdict(enum.Enum):
 
     NO_MATCH = "no match"  # may still exec into a match while young
     OTHER_NODE = "other node"  # matched, but another node's (or unmarked, with a node scope)
+    OTHER_RUN = "other run"  # matched, this node's mark, another run's (a concurrent run with the same node id)
 
 
 @dataclass
 class _Unmatched:
     create_time_ms: int
     ppid: int
-    other_node: bool = False  # matched, another node's: counted once, however often it is looked at
+    foreign: _Verdict | None = None  # matched, another node's or run's: counted once, however often looked at
 
 
 class ProcessTracker:
@@ -120,14 +121,18 @@ class ProcessTracker:
         pid_dir: Path | None = None,
         exclude_pids: frozenset[int] = frozenset(),
         node_scope: str | None = None,
+        run_scope: str | None = None,
     ):
         self.match_name = match_name
         self.match_cmdline = match_cmdline
         self.pid_dir = pid_dir
         self.exclude_pids = exclude_pids
-        # None: every matching process of the machine; else only those marked with this node id.
+        # None: every matching process of the machine; else only those marked with this node id
+        # (and, with run_scope, with this run id: a concurrent run may use the same node id).
         self.node_scope = node_scope
+        self.run_scope = run_scope
         self.other_nodes_total = 0  # matching processes left alone: another node's (or unmarked)
+        self.other_runs_total = 0  # ... this node's mark, another run's
         self.tracked: dict[int, TrackedProcess] = {}
         self._unmatched: dict[int, _Unmatched] = {}
         self._young_unmatched: set[int] = set()  # looked at again each tick (may still exec)
@@ -184,11 +189,13 @@ class ProcessTracker:
                 continue
             found = self._classify(stat)
             if isinstance(found, _Verdict):
-                other_node = found is _Verdict.OTHER_NODE
-                counted = known is not None and known.other_node and known.create_time_ms == stat.create_time_ms
-                if other_node and not counted:
+                foreign = found if found is not _Verdict.NO_MATCH else None
+                counted = known is not None and known.foreign is found and known.create_time_ms == stat.create_time_ms
+                if foreign is _Verdict.OTHER_NODE and not counted:
                     self.other_nodes_total += 1
-                self._unmatched[pid] = _Unmatched(stat.create_time_ms, stat.ppid, other_node)
+                elif foreign is _Verdict.OTHER_RUN and not counted:
+                    self.other_runs_total += 1
+                self._unmatched[pid] = _Unmatched(stat.create_time_ms, stat.ppid, foreign)
                 # Kernel threads never exec: their name is final. A young process may
                 # still exec, whatever it was judged: a fork of an unmarked parent whose
                 # command line matches (`tracekit serve --command -- ... app.py`) is
@@ -278,7 +285,7 @@ class ProcessTracker:
         return self._track(stat, reason, None, cmdline)
 
     def _scope_verdict(self, pid: int) -> _Verdict | None:
-        """None when this matching process is this node's (always, without a node scope)."""
+        """None when this matching process is this node's run's (always, without a node scope)."""
         if self.node_scope is None:
             return None
         try:
@@ -291,6 +298,8 @@ class ProcessTracker:
             return _Verdict.NO_MATCH  # still exec'ing (or an empty environment): looked at again while young
         if environ is None or _procfs.environ_value(environ, runfolder.NODE_ID_ENV) != self.node_scope:
             return _Verdict.OTHER_NODE
+        if self.run_scope is not None and _procfs.environ_value(environ, runfolder.RUN_ID_ENV) != self.run_scope:
+            return _Verdict.OTHER_RUN
         return None
 
     def _name_matches(self, stat: _procfs.ProcStat) -> bool:

@@ -345,7 +345,7 @@ class Worker:
 
 
 def run_worker(config: WorkerConfig) -> int:
-    """Make this process the node's worker: on the node's CPUs, marked with its node id, until stopped.
+    """Make this process the node's worker: on the node's CPUs, marked with its node and run id, until stopped.
 
     What it starts inherits both: tasks stay on the node's CPUs, and a
     collector of another node on the same machine leaves them alone.
@@ -353,6 +353,7 @@ def run_worker(config: WorkerConfig) -> int:
     if config.cpus is not None:
         keep_on(config.cpus)
     os.environ[runfolder.NODE_ID_ENV] = config.node_id
+    os.environ[runfolder.RUN_ID_ENV] = config.run_id
     worker = Worker(config)
     try:
         return worker.run()

@@ -52,6 +52,8 @@ class Audit:
     collectors_died: list[str] = field(default_factory=list)  # nodes whose collector never wrote its stop record
     queue_entries_rejected: dict[str, int] = field(default_factory=dict)  # node -> entries its worker deleted unrun
     services_without_spans: list[str] = field(default_factory=list)  # nodes whose service left no server-side spans
+    # node -> matching processes its collector left alone: {"other_runs": n, "other_nodes": m} (a node scope)
+    foreign_processes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add_node(self, node, metrics, processes: int) -> None:
         table = metrics.table
@@ -119,6 +121,12 @@ class Audit:
             notes.append(f"the HTTP service of {', '.join(self.services_without_spans)} is a command with no access log "
                          "Tracekit reads: no server-side spans; its requests are in the client's results, its "
                          "processes in the samples")  # fmt: skip
+        other_runs = {node: n["other_runs"] for node, n in sorted(self.foreign_processes.items()) if n["other_runs"]}
+        if other_runs:
+            counts = ", ".join(f"{node} {n}" for node, n in other_runs.items())
+            notes.append(f"processes of another run with the same node id matched the collectors' patterns and were "
+                         f"left out of the trace: {counts} (a concurrent run on these machines; its CPU use is "
+                         "contention this trace does not show as tasks)")  # fmt: skip
         if any(self.queue_entries_rejected.values()):
             counts = ", ".join(f"{node} {n}" for node, n in sorted(self.queue_entries_rejected.items()) if n)
             notes.append(f"queue entries not signed by this run's dispatcher, deleted unrun by the workers: {counts} "
@@ -165,6 +173,7 @@ class Audit:
             "requests": self.requests,
             "nodes_without_clock_offset": missing_clock,
             "collectors_died": sorted(self.collectors_died),
+            "foreign_processes": dict(sorted(self.foreign_processes.items())),
             "queue_entries_rejected": dict(sorted(self.queue_entries_rejected.items())),
             "per_node": self.per_node,
             "notes": notes,

@@ -65,6 +65,7 @@ from tracekit.trace.rawrun import (
     NodeFolder,
     Rejected,
     collector_died,
+    foreign_processes,
     find_node_folders,
     is_dispatcher_only,
     load_node_folder,
@@ -212,6 +213,7 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
                 node_id = str(entry.get("node") or folder.name)
                 audit.queue_entries_rejected[node_id] = audit.queue_entries_rejected.get(node_id, 0) + 1
         audit.collectors_died = [node.node for node in nodes if collector_died(node.path, bad)]
+        audit.foreign_processes = {node.node: foreign_processes(node.path, bad) for node in nodes}
         audit.services_without_spans = [node.node for node in nodes if _service_without_spans(node.path)]
         invocations.sort(key=lambda r: (r["ts_start"], r["node"], r["task_id"], r["attempt"]))
         load_folders = [(node.path, node) for node in nodes] + [(folder, None) for folder in placement_only]

@@ -244,6 +244,14 @@ def collector_died(folder: Path, bad: BadLines) -> bool:
     return any(e.get("event") == "start" for e in events) and events[-1].get("event") != "stop"
 
 
+def foreign_processes(folder: Path, bad: BadLines) -> dict[str, int]:
+    """Matching processes the node's collector left alone, from its last record: of other runs, of other nodes."""
+    events = read_records(folder / runfolder.COLLECTOR_EVENTS, bad)
+    last = events[-1] if events else {}
+    return {"other_runs": int(last.get("processes_of_other_runs") or 0),
+            "other_nodes": int(last.get("processes_of_other_nodes") or 0)}  # fmt: skip
+
+
 def read_records(path: Path, bad: BadLines, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """All records of a JSONL file ([] if it does not exist)."""
     return list(iter_records(path, bad, required))

@@ -150,7 +150,8 @@ AUDIT_FIELDS = (
     "invocations_with_samples", "invocations_with_samples_pct", "fragments_per_task", "tasks_with_interior_samples",
     "processes_followed", "proc_samples", "proc_samples_outside_tasks", "proc_samples_wrong_node",
     "cpu_ms_by_source", "bad_lines", "bad_lines_listed", "rejected", "rejected_listed", "clock_offsets_ms",
-    "requests", "nodes_without_clock_offset", "collectors_died", "queue_entries_rejected", "per_node", "notes",
+    "requests", "nodes_without_clock_offset", "collectors_died", "foreign_processes", "queue_entries_rejected",
+    "per_node", "notes",
 )  # fmt: skip
 # What parse may refuse to use as it is (audit.json's rejected_listed[].kind), and what it does instead.
 REJECTED_KINDS = {
