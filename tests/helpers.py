@@ -120,16 +120,23 @@ class ProcessTableWatch:
 
 
 def file_secret(path: Path):
-    """A callable for ProcessTableWatch: the text of ``path`` once it exists (kept after it is removed)."""
+    """A callable for ProcessTableWatch: the text of ``path`` once it has some (kept after it is removed).
+
+    A file read between its creation and its write is empty: read again (kept empty, a whole run
+    went unwatched once, rounds 0).
+    """
     seen: dict[str, str] = {}
 
     def secrets() -> dict[str, str]:
         if "value" not in seen:
             try:
-                seen["value"] = path.read_text().strip()
+                value = path.read_text().strip()
             except OSError:
                 return {}
-        return {path.name: seen["value"]} if seen["value"] else {}
+            if not value:
+                return {}
+            seen["value"] = value
+        return {path.name: seen["value"]}
 
     return secrets
 
