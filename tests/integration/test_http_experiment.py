@@ -103,12 +103,17 @@ def service_with_a_requirement(tmp_path: Path) -> tuple[Path, Path]:
     return service, requirements
 
 
-def test_http_experiment_on_the_local_inventory(tmp_path):
-    """The committed experiment, its service importing a package that only the run's wheels hold."""
+def http_site(tmp_path: Path) -> tuple[Path, Path, int]:
+    """A local inventory of its own with service ports: (its node folders, the inventory, its Redis port)."""
     folder = tmp_path / "site"
     folder.mkdir()
     port = free_port()
-    inventory = with_service_ports(local_inventory(folder, port))
+    return folder, with_service_ports(local_inventory(folder, port)), port
+
+
+def test_http_experiment_on_the_local_inventory(tmp_path):
+    """The committed experiment, its service importing a package that only the run's wheels hold."""
+    folder, inventory, port = http_site(tmp_path)
     logs = tmp_path / "logs"
     service, requirements = service_with_a_requirement(tmp_path)
     try:
@@ -138,10 +143,7 @@ def test_http_experiment_on_the_local_inventory(tmp_path):
 
 def test_a_command_service_on_the_local_inventory(tmp_path):
     """experiments/http-command.yaml: a WSGI service run as a command, its access log its server-side spans."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    port = free_port()
-    inventory = with_service_ports(local_inventory(folder, port))
+    folder, inventory, port = http_site(tmp_path)
     logs = tmp_path / "logs"
     try:
         result = run_experiment(REPO / "experiments" / "http-command.yaml", inventory=inventory, run_id="http-cmd",

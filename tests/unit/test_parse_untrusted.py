@@ -225,6 +225,16 @@ def test_an_event_with_fields_of_the_wrong_type_is_a_skipped_line(tmp_path):
     ]
 
 
+def test_a_bad_line_of_a_collector_s_records_is_counted_once(tmp_path):
+    # Parse read collector.jsonl once for a dead collector and again for the processes it left alone:
+    # each bad line of it was counted twice.
+    run = golden(tmp_path)
+    with open(run / "nodes" / "cloud1" / "collector.jsonl", "a") as records:
+        records.write("{not json\n")
+    audit = parse_run(run).audit
+    assert [b["file"] for b in audit["bad_lines_listed"]] == ["nodes/cloud1/collector.jsonl"]
+
+
 # -- clock offsets ----------------------------------------------------------------------
 
 

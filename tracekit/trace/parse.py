@@ -212,8 +212,9 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
             for entry in rejected_entries:
                 node_id = str(entry.get("node") or folder.name)
                 audit.queue_entries_rejected[node_id] = audit.queue_entries_rejected.get(node_id, 0) + 1
-        audit.collectors_died = [node.node for node in nodes if collector_died(node.path, bad)]
-        audit.foreign_processes = {node.node: foreign_processes(node.path, bad) for node in nodes}
+        collector_events = {node.node: read_records(node.path / runfolder.COLLECTOR_EVENTS, bad) for node in nodes}
+        audit.collectors_died = [node for node, events in collector_events.items() if collector_died(events)]
+        audit.foreign_processes = {node: foreign_processes(events) for node, events in collector_events.items()}
         audit.services_without_spans = [node.node for node in nodes if _service_without_spans(node.path)]
         invocations.sort(key=lambda r: (r["ts_start"], r["node"], r["task_id"], r["attempt"]))
         load_folders = [(node.path, node) for node in nodes] + [(folder, None) for folder in placement_only]

@@ -238,15 +238,14 @@ def iter_numbered_records(
         bad.add(line)
 
 
-def collector_died(folder: Path, bad: BadLines) -> bool:
-    """The node's collector started and never wrote its stop record (killed, or its machine went down)."""
-    events = read_records(folder / runfolder.COLLECTOR_EVENTS, bad)
+def collector_died(events: list[dict[str, Any]]) -> bool:
+    """The node's collector (its collector.jsonl records) started and never wrote its stop record (killed, or its
+    machine went down)."""
     return any(e.get("event") == "start" for e in events) and events[-1].get("event") != "stop"
 
 
-def foreign_processes(folder: Path, bad: BadLines) -> dict[str, int]:
+def foreign_processes(events: list[dict[str, Any]]) -> dict[str, int]:
     """Matching processes the node's collector left alone, from its last record: of other runs, of other nodes."""
-    events = read_records(folder / runfolder.COLLECTOR_EVENTS, bad)
     last = events[-1] if events else {}
     return {"other_runs": int(last.get("processes_of_other_runs") or 0),
             "other_nodes": int(last.get("processes_of_other_nodes") or 0)}  # fmt: skip
