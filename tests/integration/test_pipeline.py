@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import read_jsonl
+from tests.helpers import named_binary, read_jsonl
 from tracekit import cli
 from tracekit.adapters.ffmpeg import generate_clips
 from tracekit.invocation import Invocation, run_invocation
@@ -132,14 +132,19 @@ def test_parse_builds_the_whole_trace(run):
 
 
 def _capture_together(root: Path, scope: str) -> Path:
-    """cloud1 and cloud2 collecting at once on this machine, matching ffmpeg; cloud1 runs one transcode."""
+    """cloud1 and cloud2 collecting at once on this machine, matching ffmpeg; cloud1 runs one transcode.
+
+    The ffmpeg has a name of its own: a machine-scope collector follows every process of its name, and
+    tests run beside this one run ffmpeg too.
+    """
     [clip] = generate_clips(root / "inputs", count=1, durations_s=[2], size="320x180", seed=1)
-    configs = [CollectorConfig(run_id="p2", node_id=node, interval_ms=100, match_name="^ffmpeg$", scope=scope,
+    ffmpeg = named_binary(root, "tk-p2-ffmpeg", target="ffmpeg")
+    configs = [CollectorConfig(run_id="p2", node_id=node, interval_ms=100, match_name="^tk-p2-ffmpeg$", scope=scope,
                                logs_dir=root / node) for node in ("cloud1", "cloud2")]  # fmt: skip
     for cfg in configs:
         daemon.start_collector(cfg)
     try:
-        argv = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-re", "-i", str(clip), str(root / "out.mp4")]
+        argv = [ffmpeg, "-nostdin", "-y", "-loglevel", "error", "-re", "-i", str(clip), str(root / "out.mp4")]
         run_invocation(Invocation(argv=argv, run_id="p2", logs_dir=root / "cloud1", task_id="t-1", node_id="cloud1"))
     finally:
         for cfg in configs:
