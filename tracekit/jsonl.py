@@ -53,6 +53,13 @@ class LineWriter:
         self.close()
 
 
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON into a hidden file beside ``path``, then move it into place: a reader sees all or nothing."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(partial, path)
+
+
 def append_line(path: Path, record: dict[str, Any]) -> None:
     """Append one record with a single ``write()``, safe with concurrent writers.
 

@@ -19,7 +19,7 @@ from tests.helpers import read_jsonl, tracekit_cmd, wait_until
 from tracekit import cli
 from tracekit.adapters.ffmpeg import generate_clips
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings
-from tracekit.sched.dispatcher import DispatchConfig, Dispatcher, TaskProgress, dispatch
+from tracekit.sched.dispatcher import DispatchConfig, Dispatcher, dispatch
 from tracekit.sched.protocol import RunKeys
 from tracekit.workloads.ffmpeg import plan_transcodes
 from tracekit.redis_client import connect, retrying

@@ -87,7 +87,7 @@ def test_processes_naming_a_path_end_with_what_they_started(tmp_path):
     import subprocess
 
     marker = str(tmp_path / "run" / "ansible" / "env" / "extravars")
-    script = f"import subprocess, time; subprocess.Popen(['sleep', '600'], start_new_session=True); time.sleep(600)"
+    script = "import subprocess, time; subprocess.Popen(['sleep', '600'], start_new_session=True); time.sleep(600)"
     orphan = subprocess.Popen([sys.executable, "-c", script, f"@{marker}"], start_new_session=True)
     bystander = subprocess.Popen(["sleep", "600"])
     try:

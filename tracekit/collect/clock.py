@@ -15,7 +15,6 @@ figures are their mean (drift shows as the difference between the two).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Literal
 import redis
 
 from tracekit import runfolder
+from tracekit.jsonl import write_json
 from tracekit.redis_client import connect, safe_url
 
 PROBES = 15
@@ -87,7 +87,5 @@ def record_clock(
         rtt_ms=min(m["rtt_ms"] for m in measured),
         reference=f"{reference} (Redis TIME at {safe_url(redis_url)})",
     )
-    partial = path.with_name(f".{runfolder.CLOCK}.{os.getpid()}")
-    partial.write_text(json.dumps(clock, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
+    write_json(path, clock)
     return clock

@@ -33,6 +33,7 @@ from typing import Any
 
 from tracekit import __version__, runfolder
 from tracekit.errors import RunError
+from tracekit.jsonl import write_json
 from tracekit.experiment.attempts import KEPT_ASIDE
 from tracekit.experiment.render import PHASES
 from tracekit.experiment.wheelhouse import find_checkout
@@ -51,11 +52,6 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as JSON into a hidden file beside ``path``, then move it into place."""
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(partial, path)
 
 
 def set_phase(status: dict[str, Any], phase: str, **values: Any) -> None:
