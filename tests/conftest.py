@@ -14,6 +14,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cgroup_hierarchies() -> list[str]:
+    """The kernel's cgroups, mounted where nothing mounted them (a bare chroot: tests/cgroupfs.py)."""
+    from tests.cgroupfs import ensure_mounted
+
+    return ensure_mounted()
+
+
 @pytest.fixture
 def logs_dir(tmp_path, monkeypatch) -> Path:
     """A fresh logs folder, also set as TRACEKIT_LOGS_DIR for subprocesses."""

@@ -16,6 +16,7 @@ succeeded).
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -34,6 +35,7 @@ from tracekit import runfolder
 from tracekit.errors import CommandNotFound, RunFolderError, UsageError
 from tracekit.jsonl import append_line, dumps
 from tracekit.registration import Registrar, process_identity, write_registration
+from tracekit.taskcgroup import TaskCgroup, TaskCgroups
 from tracekit.tracecontext import new_trace_id
 
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -139,12 +141,19 @@ def _environment(node: str, run_id: str, extra: Mapping[str, str] | None = None)
     return {**environment, **added, _NODE_ID_ENV: node_mark, _RUN_ID_ENV: run_mark}
 
 
-def _spawn(invocation: Invocation, node: str) -> int:
-    """posix_spawn the invocation's argv (found on PATH as execvp would find it), marked with ``node``."""
+def _spawn(invocation: Invocation, node: str, cgroup: TaskCgroup | None = None) -> int:
+    """posix_spawn the invocation's argv (found on PATH as execvp would find it), marked with ``node``.
+
+    With a v2 ``cgroup`` the argv is spawned behind its trampoline, which could only report a missing
+    command by its exit status: the command is looked for first, and a missing one raises as without.
+    """
     argv = list(invocation.argv)
     environment = _environment(node, invocation.run_id, invocation.env)
     path = environment.get(b"PATH")
     executable = _on_path(argv[0], os.fsdecode(path) if path is not None else None)
+    if cgroup is not None and cgroup.argv(argv) != argv:
+        _check_runnable(argv[0], executable, os.fsdecode(path) if path is not None else None, invocation.cwd)
+        argv, executable = cgroup.argv(argv), cgroup.argv(argv)[0]
     own_group = invocation.own_group or invocation.timeout_s is not None
     if invocation.cwd is not None:
         return _spawn_in_folder(invocation, argv, executable, environment, own_group)
@@ -175,6 +184,26 @@ def _spawn_in_folder(invocation: Invocation, argv: list[str], executable: str | 
             stderr.close()
     process.returncode = 0  # reaped by the caller's wait4: Popen must neither wait for it nor warn of it
     return process.pid
+
+
+def _check_runnable(command: str, executable: str | None, path: str | None, cwd: str | None) -> None:
+    """Raise what an exec of ``command`` would: FileNotFoundError when there is none, PermissionError when not runnable.
+
+    A missing working folder is left to the spawn, which names it.
+    """
+    if executable is None:
+        folder = cwd if cwd is not None else os.getcwd()
+        if not os.path.isdir(folder):
+            return
+        if "/" in command:
+            executable = os.path.join(folder, command)
+        else:  # found on no absolute PATH entry: on a relative one, if anywhere
+            relative = os.pathsep.join(os.path.join(folder, entry) for entry in (path or "").split(os.pathsep))
+            executable = shutil.which(command, path=relative)
+    if executable is None or not os.path.exists(executable):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
+    if os.path.isdir(executable) or not os.access(executable, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), command)
 
 
 @functools.lru_cache(maxsize=256)
@@ -208,8 +237,12 @@ def run_invocation(
     invocation: Invocation,
     on_start: Callable[[int], None] | None = None,
     registrar: Registrar | None = None,
+    cgroups: TaskCgroups | None = None,
 ) -> dict:
     """Run the command to completion and write its event; return the event.
+
+    ``cgroups``: the child is born in cgroups of its own (tracekit.taskcgroup), whose totals
+    (every process it started, however short) go into its event beside its rusage.
 
     ``registrar``: how a long-lived caller (a worker slot) registers its
     children in the PID folder, which must then be this invocation's; by
@@ -263,7 +296,8 @@ def run_invocation(
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_SIGNALS} if in_main_thread else {}
     try:
-        return _spawn_and_wait(invocation, event, events_path, folder, io, task_id, registrar, on_start, child)
+        cgroup = cgroups.task(f"{task_id}-{invocation.attempt}") if cgroups is not None else None
+        return _spawn_and_wait(invocation, event, events_path, folder, io, task_id, registrar, on_start, child, cgroup)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -279,10 +313,11 @@ def _spawn_and_wait(
     registrar: Registrar | None,
     on_start: Callable[[int], None] | None,
     child: dict[str, Any],
+    cgroup: TaskCgroup | None = None,
 ) -> dict:
     """Spawn, register, wait; then complete and write the event (run_invocation's second half)."""
     try:
-        pid = _spawn(invocation, event["node"])
+        pid, cgroup = _spawn_counted(invocation, event, cgroup)
     except OSError as exc:
         in_folder = invocation.cwd is not None and exc.filename == invocation.cwd  # Popen could not change to it
         missing = isinstance(exc, FileNotFoundError) and not in_folder
@@ -312,9 +347,29 @@ def _spawn_and_wait(
             on_start(pid)
     except BaseException:
         os.kill(pid, signal.SIGTERM)  # the caller cannot follow it: stop it, record it, then say why
-        _wait_and_record(event, events_path, pid, create_time_ms, io, unregister, invocation)
+        _wait_and_record(event, events_path, pid, create_time_ms, io, unregister, invocation, cgroup)
         raise
-    return _wait_and_record(event, events_path, pid, create_time_ms, io, unregister, invocation)
+    return _wait_and_record(event, events_path, pid, create_time_ms, io, unregister, invocation, cgroup)
+
+
+def _spawn_counted(invocation: Invocation, event: dict[str, Any], cgroup: TaskCgroup | None) -> tuple[int, TaskCgroup | None]:
+    """_spawn, from inside the task's cgroups when it has some; a cgroup that cannot be entered is said in the event."""
+    if cgroup is None:
+        return _spawn(invocation, event["node"]), None
+    try:
+        cgroup.__enter__()
+    except OSError as exc:
+        event["cgroup_error"] = f"not in cgroups of its own: {exc.strerror or exc}"
+        cgroup.remove()
+        return _spawn(invocation, event["node"]), None
+    try:
+        pid = _spawn(invocation, event["node"], cgroup)
+    except OSError:
+        cgroup.__exit__()
+        cgroup.remove()
+        raise
+    cgroup.__exit__()  # this thread back in the worker's cgroups; the child stays in the task's
+    return pid, cgroup
 
 
 def _register(
@@ -342,7 +397,7 @@ def _register(
 
 def _wait_and_record(
     event: dict[str, Any], events_path: Path, pid: int, create_time_ms: int, io: IoPaths, unregister: Callable[[], None],
-    invocation: Invocation,
+    invocation: Invocation, cgroup: TaskCgroup | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Wait for the child; its exit, exact CPU time and peak RSS, and what it wrote, into its event, written.
 
@@ -375,6 +430,14 @@ def _wait_and_record(
         event["error"] = f"timed out after {invocation.timeout_s:g} s (its process group was killed)"
     if exit_code != 0 and invocation.stderr is not None:
         event["stderr_tail"] = _tail(invocation.stderr)
+    if cgroup is not None:
+        try:
+            event.update(cgroup.totals())
+        except (OSError, ValueError) as exc:
+            event["cgroup_error"] = f"its cgroups could not be read: {exc}"
+        kept = cgroup.remove()
+        if kept:  # a process of the task outlived it (left its process group)
+            event["cgroup_kept"] = kept
     _write_event(events_path, event)
     return event
 

@@ -105,6 +105,31 @@ def test_a_task_past_its_timeout_is_killed_with_its_process_group(redis_server, 
     assert records[fine]["state"] == "done"
 
 
+def test_what_a_task_leaves_running_is_counted_by_its_cgroup_and_ended_by_its_worker(redis_server, tmp_path, children):
+    worker = start_worker(children, redis_server, tmp_path, "cloud1")
+    marker = tmp_path / "detached.pid"
+    # A detached burner: out of the task's process group, never waited for, invisible to rusage.
+    burner = 'setsid sh -c \'echo $$ > "$1"; while :; do :; done\' sh "$1" & sleep 0.5'
+    section = {"tasks": [{"argv": ["sh", "-c", burner, "sh", str(marker)]}, {"argv": ["sh", "-c", "exit 0"]}]}
+    tasks, result = run_tasks(redis_server, tmp_path, section, nodes=("cloud1",))
+    assert result.ok, result.summary
+    ran = events(tmp_path)
+    left, plain = (ran[t.task_id] for t in tasks)
+    rusage = left["cpu_user_ms"] + left["cpu_system_ms"]
+    assert left["cgroup_cpu_ms"] > rusage + 100 and left["cgroup_kept"], left  # the burner's CPU is in the cgroup
+    assert "cgroup_kept" not in plain and plain["cgroup_cpu_ms"] >= 0
+    detached = int(marker.read_text())
+    assert Path(f"/proc/{detached}").exists()
+    cgroups = json.loads((tmp_path / "cloud1" / "logs" / "c1" / "task_cgroups.json").read_text())
+    assert cgroups["available"] and cgroups["node"] == "cloud1" and cgroups["run_id"] == "c1"
+    worker.terminate()  # a worker's stop ends what its tasks left running, and removes their cgroups
+    assert worker.wait(60) == 0
+    assert not Path(f"/proc/{detached}").exists() or "Z" in Path(f"/proc/{detached}/stat").read_text().split()[2]
+    assert not any(Path(folder).exists() for folder in cgroups["folders"].values())
+    log = (tmp_path / "cloud1" / "logs" / "c1" / "worker.log").read_text()
+    assert f"still held [{detached}] after its task ended: killed and removed" in log
+
+
 def test_values_reach_the_task_literally(redis_server, tmp_path, children):
     start_worker(children, redis_server, tmp_path, "cloud1")
     out = tmp_path / "argv.jsonl"
@@ -141,6 +166,11 @@ def assert_command_run(run_dir: Path, result, tasks: int) -> None:
     assert f"  tasks: {tasks}/{tasks} done, 0 failed; makespan {figures['makespan_s']:.1f} s" in "\n".join(result.summary)
     page = (run_dir / "report" / "index.html").read_text()
     assert "<td>state</td><td>succeeded</td>" in page and f"<td>{tasks} / {tasks} / 0 (0) / 0</td>" in page
+    # Each task was born in a cgroup of its own, whose exact total agrees with its rusage (all waited for).
+    cgroups = json.loads((run_dir / "cctf" / "audit.json").read_text())["cgroup_accounting"]
+    assert set(cgroups["nodes"]) == {"cloud1", "cloud2"} and all(n["available"] for n in cgroups["nodes"].values())
+    assert cgroups["tasks_in_cgroups"] == tasks and cgroups["tasks_apart"] == 0, cgroups
+    assert cgroups["cpu_ms"] == pytest.approx(cgroups["rusage_cpu_ms"], rel=0.01)
     # setup made each worker's input once, in its copy of the files folder
     for node in ("cloud1", "cloud2"):
         events = read_jsonl(run_dir / "nodes" / node / "events.burn.jsonl")

@@ -41,7 +41,8 @@ from tracekit.cpuset import check_usable, keep_on
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import close_file_logger, file_logger
 from tracekit.invocation import Invocation, IoPaths, run_invocation, venv_environment
-from tracekit.jsonl import append_line
+from tracekit.taskcgroup import TaskCgroups
+from tracekit.jsonl import append_line, write_json
 from tracekit.redis_client import connect, retrying, safe_url
 from tracekit.registration import Registrar
 from tracekit.sched.protocol import RunKeys, TerminalRecord
@@ -97,6 +98,8 @@ class Worker:
         self._folders = {"outputs": str(Path(config.outputs).resolve()),
                          "files": str(Path(config.files).resolve()) if config.files else ""}  # fmt: skip
         self._task_environment = venv_environment(config.venv)
+        # Each task is born in cgroups of its own (tracekit.taskcgroup): its exact CPU time, all its processes.
+        self.cgroups = TaskCgroups.detect(config.run_id, config.node_id, self.folder)
         self._taken_nonces: dict[str, str] = {}  # nonce -> the entry that carried it: a copy is not run again
         self.draining = threading.Event()  # take no new tasks
         self.aborting = threading.Event()  # stop running tasks and hand them back
@@ -236,7 +239,8 @@ class Worker:
                        **({"params": message.params} if message.params else {})},
             )  # fmt: skip
             try:
-                event = run_invocation(invocation, lambda pid: self._started(consumer, pid), registrar)
+                event = run_invocation(invocation, lambda pid: self._started(consumer, pid), registrar,
+                                       self.cgroups)  # fmt: skip
             except CommandNotFound as exc:
                 event = {"status": exc.exit_code, "error": str(exc)}
             with self._lock:
@@ -319,6 +323,12 @@ class Worker:
         )  # fmt: skip
         # Tasks run in it by default (and write {outputs}/... without making it): there before the first.
         os.makedirs(self._folders["outputs"], exist_ok=True)
+        write_json(self.folder / runfolder.TASK_CGROUPS,
+                   {"node": self.config.node_id, "run_id": self.config.run_id, **self.cgroups.describe()})  # fmt: skip
+        if self.cgroups.unavailable:
+            self.log.warning("tasks run without cgroups of their own: %s", self.cgroups.unavailable)
+        for cgroup, pids in self.cgroups.clear_leftovers().items():
+            self.log.warning("a killed worker's task cgroup %s still ran %s: killed and removed", cgroup, pids)
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         slots = [threading.Thread(target=self._slot, args=(c,), name=c, daemon=True) for c in self.config.consumers]
@@ -335,6 +345,9 @@ class Worker:
                     self._stop_children()
         self.done.set()
         beat.join(5)
+        for cgroup, pids in self.cgroups.clear_leftovers().items():  # nothing a task started outlives the worker
+            self.log.warning("task cgroup %s still held %s after its task ended: killed and removed", cgroup, pids)
+        self.cgroups.close()
         if self.failure is not None:
             if isinstance(self.failure, TracekitError):
                 raise self.failure

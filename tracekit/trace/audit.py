@@ -29,6 +29,9 @@ from tracekit.jsonl import BadLine, printable
 MAX_LISTED_BAD_LINES = 200  # audit.json names this many; the count covers all
 MAX_LISTED_TASKS = 100
 MAX_NAMED_IN_NOTE = 3  # a note names this many of what it is about
+# A task's cgroup CPU and its rusage farther apart than this share (and the floor) is listed.
+CGROUP_TOLERANCE = 0.01
+CGROUP_FLOOR_MS = 0.5
 
 
 class TaskSamples(NamedTuple):
@@ -96,6 +99,7 @@ class Audit:
         ``rejected``: what parse did not use as it was (tracekit.trace.rawrun.Rejected).
         """
         rejected = rejected or []
+        cgroups = _cgroup_accounting(nodes, invocations)
         with_samples = 0
         cpu_rusage = 0.0
         cpu_sampled = 0
@@ -114,6 +118,7 @@ class Audit:
         tasks = _tasks_in_trace(invocations, terminal_records)
         notes = _notes(nodes, invocations, with_samples, missing_clock, tasks["tasks_missing_from_trace"])
         notes += _rejection_notes(rejected, self.duplicate_invocations, self.run_dir)
+        notes += _cgroup_notes(cgroups)
         if self.collectors_died:
             notes.append(f"the collector of {', '.join(self.collectors_died)} ended without its stop record (killed, or "
                          "its machine went down): that node's samples end at its last flush")  # fmt: skip
@@ -158,7 +163,9 @@ class Audit:
                 "rusage": round(cpu_rusage, 3),
                 "samples_attributed": cpu_sampled,
                 "samples_unattributed": sum(n["cpu_ms_samples_unattributed"] for n in self.per_node.values()),
+                "cgroups": cgroups["cpu_ms"],
             },
+            "cgroup_accounting": cgroups,
             "bad_lines": len(bad_lines),
             "bad_lines_listed": [
                 {"file": _relative(b.path, self.run_dir), "line": b.line_no, "reason": b.reason}
@@ -221,7 +228,8 @@ class Audit:
             f"outside any task: {s['proc_samples_outside_tasks']}, of another node's tasks: {s['proc_samples_wrong_node']}",
             f"- CPU-seconds: rusage {cpu['rusage'] / 1000:.3f} s, samples of tasks "
             f"{cpu['samples_attributed'] / 1000:.3f} s, samples of other followed processes "
-            f"{cpu['samples_unattributed'] / 1000:.3f} s",
+            f"{cpu['samples_unattributed'] / 1000:.3f} s; task cgroups {cpu['cgroups'] / 1000:.3f} s",
+            _cgroup_line(s["cgroup_accounting"]),
             f"- skipped lines: {s['bad_lines']}",
         ]
         if s.get("requests"):
@@ -284,6 +292,60 @@ def _notes(nodes, invocations: list[dict[str, Any]], with_samples: int, missing_
         )
     return notes
 
+def _cgroup_accounting(nodes, invocations: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each task's cgroup total against its rusage (tracekit.taskcgroup), and the nodes whose tasks had none.
+
+    The two count the same waited-for processes; a cgroup also counts what a task did not wait for
+    (a daemon it left, a setsid child): more than CGROUP_TOLERANCE apart, a task is listed.
+    """
+    in_cgroups = [r for r in invocations if isinstance(r.get("cgroup_cpu_ms"), (int, float))]
+    apart = []
+    for record in in_cgroups:
+        rusage = (record.get("cpu_user_ms") or 0) + (record.get("cpu_system_ms") or 0)
+        if abs(record["cgroup_cpu_ms"] - rusage) > max(CGROUP_TOLERANCE * rusage, CGROUP_FLOOR_MS):
+            apart.append({"task_id": record["task_id"], "node": record["node"], "attempt": record["attempt"],
+                          "cgroup_cpu_ms": record["cgroup_cpu_ms"], "rusage_cpu_ms": round(rusage, 3)})  # fmt: skip
+    return {
+        "nodes": {n.node: n.task_cgroups for n in nodes if n.task_cgroups is not None},
+        "tasks_in_cgroups": len(in_cgroups),
+        "tasks_cgroup_error": sorted(r["task_id"] for r in invocations if r.get("cgroup_error"))[:MAX_LISTED_TASKS],
+        "cpu_ms": round(sum(r["cgroup_cpu_ms"] for r in in_cgroups), 3),
+        "rusage_cpu_ms": round(sum((r.get("cpu_user_ms") or 0) + (r.get("cpu_system_ms") or 0) for r in in_cgroups), 3),
+        "tasks_apart": len(apart),
+        "tasks_apart_listed": apart[:MAX_LISTED_TASKS],
+        "tasks_left_processes": sorted(r["task_id"] for r in in_cgroups if r.get("cgroup_kept"))[:MAX_LISTED_TASKS],
+    }
+
+
+def _cgroup_line(cgroups: dict[str, Any]) -> str:
+    if not cgroups["tasks_in_cgroups"]:
+        return "- tasks in cgroups of their own: none"
+    return (f"- tasks in cgroups of their own: {cgroups['tasks_in_cgroups']}, their cgroups "
+            f"{cgroups['cpu_ms'] / 1000:.3f} CPU-s against rusage {cgroups['rusage_cpu_ms'] / 1000:.3f} s; "
+            f"apart by more than {CGROUP_TOLERANCE:.0%}: {cgroups['tasks_apart']}")  # fmt: skip
+
+
+def _cgroup_notes(cgroups: dict[str, Any]) -> list[str]:
+    notes = []
+    for node, described in sorted(cgroups["nodes"].items()):
+        if not described["available"]:
+            notes.append(f"the tasks of {node} ran without cgroups of their own ({described['why']}): their CPU is "
+                         "their rusage (waited-for processes) and the samples of the processes followed")  # fmt: skip
+    if cgroups["tasks_apart"]:
+        named = ", ".join(f"{t['task_id']} ({t['cgroup_cpu_ms']:g} ms against {t['rusage_cpu_ms']:g})"
+                          for t in cgroups["tasks_apart_listed"][:MAX_NAMED_IN_NOTE])  # fmt: skip
+        notes.append(f"{cgroups['tasks_apart']} tasks' cgroup CPU differs from their rusage by more than "
+                     f"{CGROUP_TOLERANCE:.0%}: {named}; more in the cgroup: processes the task did not wait for "
+                     "(left running or detached), which rusage misses")  # fmt: skip
+    if cgroups["tasks_left_processes"]:
+        notes.append(f"{len(cgroups['tasks_left_processes'])} tasks left processes running after they ended "
+                     f"(first: {cgroups['tasks_left_processes'][0]}); their worker ended them when it stopped")  # fmt: skip
+    if cgroups["tasks_cgroup_error"]:
+        notes.append(f"{len(cgroups['tasks_cgroup_error'])} tasks have no cgroup totals although their worker makes "
+                     f"task cgroups (first: {cgroups['tasks_cgroup_error'][0]}; see its event's cgroup_error)")  # fmt: skip
+    return notes
+
+
 def _rejection_notes(rejected: list, duplicates: int, run_dir: Path) -> list[str]:
     """One note per kind of thing parse did not use as it was, naming the first few."""
     notes = []
@@ -296,6 +358,7 @@ def _rejection_notes(rejected: list, duplicates: int, run_dir: Path) -> list[str
         "invocation": "invocation events left out",
         "clock_offset": "clock offsets refused",
         "empty_file": "empty raw files",
+        "task_cgroups": "workers' task cgroup records unreadable",
     }
     for kind, text in what.items():
         of_kind = [r for r in rejected if r.kind == kind]

@@ -114,6 +114,7 @@ def node_record(node: NodeFolder) -> dict[str, Any]:
         "cpu_mhz_source": facts.get("cpu_mhz_source"),
         "mem_kb": facts.get("mem_kb"),
         "cgroup_version": facts.get("cgroup_version"),
+        "task_cgroups": node.task_cgroups,
         "clock_offset_ms": clock.get("offset_ms"),
         "clock_uncertainty_ms": clock.get("uncertainty_ms"),
         "clock_reference": clock.get("reference"),

@@ -77,6 +77,8 @@ class NodeFolder:
     clock: dict[str, Any] | None  # offset_ms, uncertainty_ms, rtt_ms, reference: each a sane value or None
     run_id: str | None = None  # the run the node's own files record (node.json, events), if any
     rejected: tuple[Rejected, ...] = ()  # its clock.json, when not used as it is
+    # The worker's task_cgroups.json as parse can use it (available, version, readings, why); None: no worker
+    task_cgroups: dict[str, Any] | None = None
 
     def shift(self, ts_ms: int | None) -> int | None:
         return None if ts_ms is None else ts_ms + (self.clock_offset_ms or 0)
@@ -128,7 +130,30 @@ def load_node_folder(folder: Path) -> NodeFolder:
     rejected: list[Rejected] = []
     clock = _read_clock(folder / runfolder.CLOCK, rejected)
     offset = round(clock["offset_ms"]) if clock and clock["offset_ms"] is not None else None
-    return NodeFolder(folder, facts["node"], facts, offset, clock, recorded_run_id(folder, facts), tuple(rejected))
+    task_cgroups = _read_task_cgroups(folder / runfolder.TASK_CGROUPS, rejected)
+    return NodeFolder(folder, facts["node"], facts, offset, clock, recorded_run_id(folder, facts), tuple(rejected),
+                      task_cgroups)  # fmt: skip
+
+
+def _read_task_cgroups(path: Path, rejected: list[Rejected]) -> dict[str, Any] | None:
+    """task_cgroups.json (tracekit.taskcgroup, written by the worker) with only values parse can use."""
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        rejected.append(Rejected(path, "task_cgroups", f"not valid JSON ({printable(str(exc))}): not used"))
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("available"), bool):
+        rejected.append(Rejected(path, "task_cgroups", "no 'available' (true or false): not used"))
+        return None
+    readings = raw.get("readings")
+    return {
+        "available": raw["available"],
+        "version": raw.get("version") if raw.get("version") in (1, 2) else None,
+        "readings": [r for r in readings if r in ("cpu", "memory", "pids")] if isinstance(readings, list) else [],
+        "why": printable(raw["why"])[:1000] if isinstance(raw.get("why"), str) else None,
+    }
 
 
 def _read_clock(path: Path, rejected: list[Rejected]) -> dict[str, Any] | None:

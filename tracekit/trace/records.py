@@ -149,7 +149,7 @@ AUDIT_FIELDS = (
     "invocations", "invocations_ok", "invocations_failed", "failed_task_ids", "invocations_duplicate",
     "invocations_with_samples", "invocations_with_samples_pct", "fragments_per_task", "tasks_with_interior_samples",
     "processes_followed", "proc_samples", "proc_samples_outside_tasks", "proc_samples_wrong_node",
-    "cpu_ms_by_source", "bad_lines", "bad_lines_listed", "rejected", "rejected_listed", "clock_offsets_ms",
+    "cpu_ms_by_source", "cgroup_accounting", "bad_lines", "bad_lines_listed", "rejected", "rejected_listed", "clock_offsets_ms",
     "requests", "nodes_without_clock_offset", "collectors_died", "foreign_processes", "queue_entries_rejected",
     "per_node", "notes",
 )  # fmt: skip
@@ -160,6 +160,7 @@ REJECTED_KINDS = {
     "invocation": "an invocation event of another run, or a second, different one of the same task and attempt: left out",
     "clock_offset": "a clock.json offset that is no number or past belief: the node's timestamps left unshifted",
     "empty_file": "an empty raw file: read as missing",
+    "task_cgroups": "a worker's task_cgroups.json that is no JSON object with 'available': read as missing",
 }
 
 
