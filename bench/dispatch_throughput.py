@@ -8,7 +8,10 @@ redis-server (127.0.0.1, free port, password in its config file), in turn:
   (``tracekit.sched.dispatcher.dispatch``: signing, placement events,
   terminal records followed, exactly as ``tracekit dispatch --workload``),
   run by 2 live ``tracekit worker`` processes with --parallel 1, 2 and 4
-  (fresh run id each); done when the dispatcher returns (N terminal records).
+  (fresh run id each), each task in a cgroup of its own (the default, where
+  the machine has cgroups), and once more at --parallel 4 with
+  --no-task-cgroups (the price of that cgroup: one more exec per task);
+  done when the dispatcher returns (N terminal records).
   Latency: ``ts_start`` of the start record - the task's ``ts_enqueue``.
 * rq: N jobs of ``run_true`` (``subprocess.run(["true"])``) enqueued into 2
   queues with ``Queue.enqueue_many`` (one pipeline per queue and batch of
@@ -159,7 +162,8 @@ def load() -> str:
 
 
 def start_workers(children: Children, server: RedisServer, run_id: str, parallel: int, tmp: Path,
-                  prefix: list[str] | None = None, own_cpus: bool = False) -> list[subprocess.Popen]:  # fmt: skip
+                  prefix: list[str] | None = None, own_cpus: bool = False,
+                  task_cgroups: bool = True) -> list[subprocess.Popen]:  # fmt: skip
     """2 real ``tracekit worker`` processes (password in $REDIS_PASSWORD), stderr to files in ``tmp``.
 
     ``own_cpus``: each worker and its tasks on a CPU of its own (two nodes of one machine, as the
@@ -173,6 +177,8 @@ def start_workers(children: Children, server: RedisServer, run_id: str, parallel
                 "--logs-dir", str(tmp / "logs")]  # fmt: skip
         if own_cpus and len(cpus) >= len(NODES):
             argv += ["--cpus", str(cpus[index])]
+        if not task_cgroups:
+            argv.append("--no-task-cgroups")
         with open(tmp / f"{run_id}.{node}.stderr", "w") as err:
             workers.append(children.start(argv, env=env, stdout=subprocess.DEVNULL, stderr=err))
     return workers
@@ -213,7 +219,7 @@ def row(system, n, t0, t_enq, t_first, t_last, latency, failed, worker_cpu, redi
 
 
 def run_tracekit(server: RedisServer, children: Children, n: int, parallel: int, tmp: Path,
-                 prefix: list[str] | None = None) -> dict:  # fmt: skip
+                 prefix: list[str] | None = None, task_cgroups: bool = True) -> dict:  # fmt: skip
     import json
 
     from tracekit.sched.dispatcher import DispatchConfig, dispatch
@@ -224,7 +230,7 @@ def run_tracekit(server: RedisServer, children: Children, n: int, parallel: int,
 
     run_id = f"tput-p{parallel}-{secrets.token_hex(3)}"
     queue = TaskQueue(server.client(), RunKeys(run_id), server.url, TaskSigner(server.task_key.encode()))
-    workers = start_workers(children, server, run_id, parallel, tmp, prefix)
+    workers = start_workers(children, server, run_id, parallel, tmp, prefix, task_cgroups=task_cgroups)
     os.environ.update(REDIS_PASSWORD=server.password, TRACEKIT_TASK_KEY=server.task_key)  # as the dispatcher reads them
     try:
         config = DispatchConfig(run_id=run_id, redis_url=server.url, nodes=NODES, policy="round-robin", timeout_s=STALL_S * 10,
@@ -250,7 +256,8 @@ def run_tracekit(server: RedisServer, children: Children, n: int, parallel: int,
         latency = [starts[t] - placed[t] for t in placed if t in starts]
         worker_cpu = sum(cpu_s(w.pid) for w in workers) - cpu0  # nearly all of it: the workers are idle now
         t_last = max(ends) / 1000  # a stream entry id is Redis' clock in ms
-        return {**row(f"tracekit --parallel {parallel}", n, t0, t_enq, min(starts.values()) / 1000, t_last, latency,
+        label = f"tracekit --parallel {parallel}" + ("" if task_cgroups else " --no-task-cgroups")
+        return {**row(label, n, t0, t_enq, min(starts.values()) / 1000, t_last, latency,
                       result.summary["failed"], worker_cpu, redis_cpu), "parallel": parallel}  # fmt: skip
     finally:
         for worker in workers:
@@ -407,8 +414,11 @@ def main() -> int:
             for parallel in PARALLEL:
                 rows.append(run_tracekit(server, children, n, parallel, tmp))
                 print(f"- tracekit --parallel {parallel}: {rows[-1]['e2e_tps']:,.0f} tasks/s ({load()})", file=sys.stderr)
-            rows += [run_rq(server, children, n, tmp), run_ceiling(server, children, n, tmp)]
-            best, rq = max(rows[: len(PARALLEL)], key=lambda r: r["e2e_tps"]), rows[len(PARALLEL)]
+            # The price of a cgroup per task (one more exec: tracekit.taskcgroup), at the widest setting.
+            rows.append(run_tracekit(server, children, n, PARALLEL[-1], tmp, task_cgroups=False))
+            print(f"- tracekit --parallel {PARALLEL[-1]} --no-task-cgroups: {rows[-1]['e2e_tps']:,.0f} tasks/s", file=sys.stderr)
+            best = max(rows[: len(PARALLEL)], key=lambda r: r["e2e_tps"])
+            rows += [rq := run_rq(server, children, n, tmp), run_ceiling(server, children, n, tmp)]
             print(table(rows) + f"\n\nend: {load()}\n")
             checks = [(f">= {TARGET_TPS:,.0f} tasks/s end to end", best["e2e_tps"] >= TARGET_TPS, f"{best['e2e_tps']:,.0f}")]
             for kind in ("e2e", "drain"):

@@ -14,6 +14,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_sessionfinish(session) -> None:
+    """Once every test is done (pytest's controller, not each of its workers): the task cgroups that the
+    tests' killed workers left, removed (a real worker removes them when they are 10 minutes old)."""
+    if not hasattr(session.config, "workerinput"):
+        from tracekit.taskcgroup import remove_stale
+
+        remove_stale(older_than_s=0)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cgroup_hierarchies() -> list[str]:
     """The kernel's cgroups, mounted where nothing mounted them (a bare chroot: tests/cgroupfs.py)."""

@@ -218,7 +218,8 @@ def _add_parse(commands: argparse._SubParsersAction) -> None:
     parse.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder, e.g. logs/<RUN_ID>")
     parse.add_argument("--strict", action="store_true", help="fail on the first garbled or truncated line")
     parse.add_argument("--jsonl", action="store_true", help="also write the per-sample tables as JSON Lines "
-                       "(proc_metrics.jsonl, proc_cpu.jsonl, proc_rss.jsonl, host_metrics.jsonl, link_metrics.jsonl)")
+                       "(proc_metrics.jsonl, proc_cpu.jsonl, proc_rss.jsonl, host_metrics.jsonl, link_metrics.jsonl, "
+                       "task_metrics.jsonl)")
     parse.add_argument("--node-part", action="store_true", help="RUN_DIR is one node's folder: write only its part "
                        "of the trace, RUN_DIR/cctf-part/ (Parquet tables and part.json), for a later parse of the run")
     _add_json(parse)
@@ -310,6 +311,11 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
         "--cpus", type=_cpu_list, metavar="LIST",
         help="keep the worker and every task on these CPUs (e.g. 1 or 0-3,6): the node's own where nodes share a "
         "machine (default: the CPUs it may use)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--no-task-cgroups", dest="task_cgroups", action="store_false",
+        help="run tasks in the worker's own cgroups: each task then has its rusage and its processes' samples "
+        "only (default: each in a cgroup of its own, counting every process it starts; one more exec per task)",
     )  # fmt: skip
     worker_mode = worker.add_mutually_exclusive_group()
     worker_mode.add_argument(
@@ -716,6 +722,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         logs_dir=runfolder.logs_dir(args.logs_dir),
         grace_s=args.grace,
         cpus=args.cpus,
+        task_cgroups=args.task_cgroups,
     )
     if args.detach:
         from tracekit.redis_client import connect

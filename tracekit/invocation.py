@@ -35,7 +35,7 @@ from tracekit import runfolder
 from tracekit.errors import CommandNotFound, RunFolderError, UsageError
 from tracekit.jsonl import append_line, dumps
 from tracekit.registration import Registrar, process_identity, write_registration
-from tracekit.taskcgroup import TaskCgroup, TaskCgroups
+from tracekit.taskcgroup import SHELL, TaskCgroup, TaskCgroups, cgroup_name
 from tracekit.tracecontext import new_trace_id
 
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -144,18 +144,21 @@ def _environment(node: str, run_id: str, extra: Mapping[str, str] | None = None)
 def _spawn(invocation: Invocation, node: str, cgroup: TaskCgroup | None = None) -> int:
     """posix_spawn the invocation's argv (found on PATH as execvp would find it), marked with ``node``.
 
-    With a v2 ``cgroup`` the argv is spawned behind its trampoline, which could only report a missing
-    command by its exit status: the command is looked for first, and a missing one raises as without.
+    With a ``cgroup`` (tracekit.taskcgroup) the argv is spawned behind its trampoline, which moves the
+    child into it and into the task's working folder, and could only report a missing command or folder
+    by its exit status: both are looked for first, and a missing one raises as without.
     """
     argv = list(invocation.argv)
     environment = _environment(node, invocation.run_id, invocation.env)
     path = environment.get(b"PATH")
     executable = _on_path(argv[0], os.fsdecode(path) if path is not None else None)
-    if cgroup is not None and cgroup.argv(argv) != argv:
+    if cgroup is not None:
+        if invocation.cwd is not None and not os.path.isdir(invocation.cwd):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), invocation.cwd)
         _check_runnable(argv[0], executable, os.fsdecode(path) if path is not None else None, invocation.cwd)
-        argv, executable = cgroup.argv(argv), cgroup.argv(argv)[0]
+        argv, executable = cgroup.trampoline(argv, invocation.cwd), SHELL
     own_group = invocation.own_group or invocation.timeout_s is not None
-    if invocation.cwd is not None:
+    if invocation.cwd is not None and cgroup is None:
         return _spawn_in_folder(invocation, argv, executable, environment, own_group)
     descriptors = _inherited_descriptors()
     if invocation.stderr is not None:
@@ -296,7 +299,7 @@ def run_invocation(
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_SIGNALS} if in_main_thread else {}
     try:
-        cgroup = cgroups.task(f"{task_id}-{invocation.attempt}") if cgroups is not None else None
+        cgroup = cgroups.task(cgroup_name(task_id, invocation.attempt)) if cgroups is not None else None
         return _spawn_and_wait(invocation, event, events_path, folder, io, task_id, registrar, on_start, child, cgroup)
     finally:
         for signum, handler in previous.items():
@@ -353,23 +356,20 @@ def _spawn_and_wait(
 
 
 def _spawn_counted(invocation: Invocation, event: dict[str, Any], cgroup: TaskCgroup | None) -> tuple[int, TaskCgroup | None]:
-    """_spawn, from inside the task's cgroups when it has some; a cgroup that cannot be entered is said in the event."""
-    if cgroup is None:
-        return _spawn(invocation, event["node"]), None
+    """_spawn, into the task's cgroups when it has some; cgroups that cannot be made are said in the event."""
+    if cgroup is not None:
+        try:
+            cgroup.make()
+        except OSError as exc:
+            event["cgroup_error"] = f"not in cgroups of its own: {exc.strerror or exc}"
+            cgroup.remove()
+            cgroup = None
     try:
-        cgroup.__enter__()
-    except OSError as exc:
-        event["cgroup_error"] = f"not in cgroups of its own: {exc.strerror or exc}"
-        cgroup.remove()
-        return _spawn(invocation, event["node"]), None
-    try:
-        pid = _spawn(invocation, event["node"], cgroup)
+        return _spawn(invocation, event["node"], cgroup), cgroup
     except OSError:
-        cgroup.__exit__()
-        cgroup.remove()
+        if cgroup is not None:
+            cgroup.remove()
         raise
-    cgroup.__exit__()  # this thread back in the worker's cgroups; the child stays in the task's
-    return pid, cgroup
 
 
 def _register(

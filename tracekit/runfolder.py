@@ -31,6 +31,7 @@ HOST_CPU_SAMPLES = "host_cpus.csv"  # ... per tick and CPU
 HOST_NET_SAMPLES = "host_net.csv"  # ... per tick and network interface
 PROC_SAMPLES = "proc.csv"  # process samples, cumulative counters (CSV: the bulk of a run)
 PROCESSES = "processes.jsonl"  # one record per tracked process
+CGROUP_SAMPLES = "cgroup.csv"  # live task cgroups (a worker's, tracekit.taskcgroup), cumulative: one row per tick and task
 COLLECTOR_EVENTS = "collector.jsonl"  # collector lifecycle and own CPU/RSS
 COLLECTOR_LOG = "collector.log"
 COLLECTOR_PIDFILE = "collector.pid"

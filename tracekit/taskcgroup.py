@@ -7,14 +7,19 @@ entered around the spawn, read once the task was waited for, then removed.
 Every process a task starts is born in its cgroup, however short; the kernel
 counts their CPU time to the nanosecond (v1) or microsecond (v2).
 
-cgroup v1 (the cpuacct, memory and pids hierarchies; chosen where cpuacct is a
-v1 hierarchy, as on hybrid machines, where the controllers live there): the
-thread that spawns moves itself (its thread id, the ``tasks`` file) into the
-task's cgroups, spawns and moves back, so the child is born in them.
-cgroup v2 (the unified hierarchy, most clusters today): a domain cgroup takes
-processes, not threads, so the child moves itself before its exec: the
-constant ``TRAMPOLINE`` script writes its PID into the task's ``cgroup.procs``
-and execs the task's argv, passed as literal arguments (never in the script).
+Which: cgroup v1 (the cpuacct, memory and pids hierarchies) where cpuacct is a
+v1 hierarchy (hybrid machines keep their controllers there), else cgroup v2
+(the unified hierarchy, most clusters today). How: the child moves itself
+before its exec: the constant ``TRAMPOLINE`` script writes its PID into the
+task's ``cgroup.procs`` files, goes to the task's working folder and execs
+the task's argv, all passed as literal arguments (never in the script).
+(Moving the spawning thread in and out instead, on v1, saved that exec but
+charged the task with up to 14 ms of the worker's own work now and then:
+the kernel settles a thread's CPU account at ticks and switches, not at a
+move.) For the same reason the first fraction of a millisecond of the child
+(spawn, exec of the shell, before its move) is usually charged outside: a
+task's cgroup total is its rusage's less about 1 ms, plus what the task did
+not wait for.
 A v2 cgroup counts CPU time (``cpu.stat``) without any controller; memory and
 pids are read where those controllers can be enabled for tracekit's subtree.
 """
@@ -23,8 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +40,13 @@ V1_CONTROLLERS = ("cpuacct", "memory", "pids")
 # The v2 controllers tried for tracekit's subtree (the CPU time needs none).
 V2_CONTROLLERS = ("memory", "pids")
 UNIFIED = "unified"  # the v2 hierarchy's key in TaskCgroups.dirs
-# $0 is the task's cgroup.procs, "$@" the task's argv: the shell moves itself there, then becomes the task.
-# A failed move is not a lost task: it runs, uncounted, and the audit sees its cgroup's total fall short.
-TRAMPOLINE = 'echo $$ 2>/dev/null > "$0"; exec "$@"'
+# Its arguments: the task's cgroup.procs files, "--", the task's working folder ("": stay), the task's argv. The shell moves itself into each cgroup, changes folder, then becomes the task.
+# A failed move is not a lost task: it runs, uncounted, and the audit sees its cgroup fall short.
+TRAMPOLINE = ('while [ "$1" != -- ]; do echo $$ 2>/dev/null > "$1"; shift; done; shift; '
+              'if [ -n "$1" ]; then cd -P -- "$1" >/dev/null || exit 126; unset OLDPWD; fi; shift; exec "$@"')
 SHELL = "/bin/sh"
-_NS_PER_MS = 1_000_000
+# An empty task cgroup older than this was left by a dead worker (a live one is empty only around its spawn).
+STALE_AFTER_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,22 @@ def _own_paths(self_cgroup: str) -> dict[str, str]:
     return paths
 
 
+def node_folder_name(node_id: str, run_folder: Path) -> str:
+    """``<node>.<8 hex of the run folder>``: the folder of one worker's task cgroups in its run's."""
+    return f"{node_id}.{hashlib.sha256(str(Path(run_folder).resolve()).encode()).hexdigest()[:8]}"
+
+
+def cgroup_mount_points(mountinfo: str) -> list[str]:
+    """Where cgroup hierarchies (v1 and v2) are mounted."""
+    points = []
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) >= 5 and tail[:1] in (["cgroup"], ["cgroup2"]):
+            points.append(fields[4])
+    return points
+
+
 def v1_hierarchies(mountinfo: str, self_cgroup: str) -> dict[str, Hierarchy]:
     """The v1 hierarchies of V1_CONTROLLERS: mountinfo's cgroup mounts joined with /proc/self/cgroup's lines."""
     mounts, _ = _cgroup_mounts(mountinfo)
@@ -100,12 +123,23 @@ def v2_hierarchy(mountinfo: str, self_cgroup: str) -> Hierarchy | None:
     return Hierarchy(UNIFIED, mount, own) if mount is not None and own is not None else None
 
 
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def cgroup_name(task_id: str, attempt: int) -> str:
+    """The folder name of a task's cgroup: ``<task_id>-<attempt>`` where the id is a safe file name, else
+    its safe characters and a hash of it (a task id is any text the workload gave)."""
+    safe = _UNSAFE_IN_NAME.sub("_", task_id)[:80].lstrip(".") or "task"
+    if safe != task_id:
+        safe = f"{safe}.{hashlib.sha256(task_id.encode()).hexdigest()[:12]}"
+    return f"{safe}-{attempt}"
+
+
 class TaskCgroups:
     """Where a worker makes its tasks' cgroups (``<own cgroup>/tracekit/<run>/<node>.<mark>/``), or why it cannot."""
 
-    def __init__(self, dirs: dict[str, Path], own: dict[str, Path], unavailable: str | None = None, version: int = 0):
+    def __init__(self, dirs: dict[str, Path], unavailable: str | None = None, version: int = 0):
         self.dirs = dirs  # controller (UNIFIED for v2) -> the run's and node's folder of task cgroups
-        self.own = own  # controller -> this process's own cgroup (where a v1 thread goes back to)
         self.unavailable = unavailable
         self.version = version  # 1 or 2; 0 when unavailable
 
@@ -122,9 +156,8 @@ class TaskCgroups:
             mountinfo = Path("/proc/self/mountinfo").read_text()
             self_cgroup = Path("/proc/self/cgroup").read_text()
         except OSError as exc:
-            return cls({}, {}, f"cannot read this process's cgroups ({exc.strerror})")
-        mark = hashlib.sha256(str(Path(run_folder).resolve()).encode()).hexdigest()[:8]
-        relative = Path("tracekit", run_id, f"{node_id}.{mark}")
+            return cls({}, f"cannot read this process's cgroups ({exc.strerror})")
+        relative = Path("tracekit", run_id, node_folder_name(node_id, run_folder))
         v1 = v1_hierarchies(mountinfo, self_cgroup) if version != 2 else {}
         if "cpuacct" in v1:
             return cls._v1(v1, relative)
@@ -132,22 +165,22 @@ class TaskCgroups:
         if unified is not None:
             return cls._v2(unified, relative)
         wanted = {1: "no cgroup v1 cpuacct hierarchy", 2: "no cgroup v2 hierarchy"}.get(version or 0, "no cgroup hierarchy")
-        return cls({}, {}, f"{wanted} is mounted: tasks are sampled, not accounted by cgroup")
+        return cls({}, f"{wanted} is mounted: tasks are sampled, not accounted by cgroup")
 
     @classmethod
     def _v1(cls, hierarchies: dict[str, Hierarchy], relative: Path) -> TaskCgroups:
-        dirs, own = {}, {}
+        dirs = {}
         for controller, hierarchy in hierarchies.items():
             folder = hierarchy.own_dir / relative
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 if controller == "cpuacct":
-                    return cls({}, {}, f"cannot make cgroups in {folder} ({exc.strerror}): tasks are sampled, "
+                    return cls({}, f"cannot make cgroups in {folder} ({exc.strerror}): tasks are sampled, "
                                        "not accounted by cgroup")  # fmt: skip
                 continue  # memory or pids: the CPU time is what matters most
-            dirs[controller], own[controller] = folder, hierarchy.own_dir
-        return cls(dirs, own, version=1)
+            dirs[controller] = folder
+        return cls(dirs, version=1)
 
     @classmethod
     def _v2(cls, hierarchy: Hierarchy, relative: Path) -> TaskCgroups:
@@ -155,19 +188,10 @@ class TaskCgroups:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            return cls({}, {}, f"cannot make cgroups in {folder} ({exc.strerror}): tasks are sampled, "
+            return cls({}, f"cannot make cgroups in {folder} ({exc.strerror}): tasks are sampled, "
                                "not accounted by cgroup")  # fmt: skip
-        # Memory and pids need their controllers enabled on every level from this process's own cgroup
-        # down; its own refuses them while it holds processes (v2's rule), unless it is the root. Best effort.
-        for controller in V2_CONTROLLERS:
-            level = hierarchy.own_dir
-            for part in ("", *relative.parts):
-                level = level / part if part else level
-                try:
-                    _write(level / "cgroup.subtree_control", f"+{controller}")
-                except OSError:
-                    break
-        return cls({UNIFIED: folder}, {UNIFIED: hierarchy.own_dir}, version=2)
+        _enable_v2_controllers(hierarchy.own_dir, relative)
+        return cls({UNIFIED: folder}, version=2)
 
     def readings(self) -> list[str]:
         """What a task's cgroup gives here: cpu, and memory/pids where their controllers are there."""
@@ -199,7 +223,7 @@ class TaskCgroups:
 
     def leftovers(self) -> list[Path]:
         """Task cgroups of this run and node still there (of a worker that was killed)."""
-        return sorted(p for folder in self.dirs.values() for p in folder.iterdir() if p.is_dir())
+        return sorted(task for folder in self.dirs.values() for task in _subfolders(folder))
 
     def clear_leftovers(self, wait_s: float = 5.0) -> dict[str, list[int]]:
         """End what a killed worker's tasks left running in their cgroups, and remove those: {cgroup: pids killed}.
@@ -233,63 +257,35 @@ class TaskCgroup:
         self.owner = owner
         self.dirs = {controller: folder / name for controller, folder in owner.dirs.items()}
 
-    def argv(self, argv: list[str]) -> list[str]:
-        """What to spawn: the argv itself (v1: born in this thread's cgroups), or it behind TRAMPOLINE (v2)."""
-        if self.owner.version == 2:
-            return [SHELL, "-c", TRAMPOLINE, str(self.dirs[UNIFIED] / "cgroup.procs"), *argv]
-        return argv
+    def make(self) -> None:
+        """Make the task's cgroups (before its spawn; OSError when they cannot be made).
 
-    def __enter__(self) -> TaskCgroup:
-        entered = []
-        try:
-            for controller, folder in self.dirs.items():
-                folder.mkdir(exist_ok=True)
-                if self.owner.version == 1:
-                    _write(folder / "tasks", str(threading.get_native_id()))
-                    entered.append(controller)
-        except OSError:
-            self._back(entered)
-            raise
-        return self
+        The node's folder is made again when gone (another worker's start removes idle empty ones).
+        """
+        for hierarchy, folder in self.dirs.items():
+            if not folder.parent.is_dir():
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                if hierarchy == UNIFIED:
+                    own = folder.parents[3]  # <own>/tracekit/<run>/<node>.<mark>/<task>
+                    _enable_v2_controllers(own, folder.parent.relative_to(own))
+            folder.mkdir(exist_ok=True)
 
-    def __exit__(self, *exc: object) -> None:
-        if self.owner.version == 1:
-            self._back(list(self.dirs))
-
-    def _back(self, controllers: list[str]) -> None:
-        tid = str(threading.get_native_id())
-        for controller in controllers:
-            _write(self.owner.own[controller] / "tasks", tid)
+    def trampoline(self, argv: list[str], cwd: str | None = None) -> list[str]:
+        """``argv`` behind TRAMPOLINE: the child moves itself into the task's cgroups, goes to ``cwd``, execs ``argv``."""
+        procs = [str(folder / "cgroup.procs") for folder in self.dirs.values()]
+        # Absolute: a relative folder would be looked for along a CDPATH, and "-" be the previous folder.
+        return [SHELL, "-c", TRAMPOLINE, "tracekit-task", *procs, "--", os.path.abspath(cwd) if cwd else "", *argv]
 
     def totals(self) -> dict[str, Any]:
-        """What the task's cgroups counted: exact CPU ms with its user/system split, memory peak where read."""
-        if self.owner.version == 2:
-            return self._v2_totals()
-        cpuacct = self.dirs["cpuacct"]
-        usage_ms = int(_read(cpuacct / "cpuacct.usage")) / _NS_PER_MS
-        ticks = dict(line.split() for line in _read(cpuacct / "cpuacct.stat").splitlines() if line.strip())
-        user, system = int(ticks.get("user", 0)), int(ticks.get("system", 0))
-        user_share = user / (user + system) if user + system else 1.0  # ticks split the exact total
+        """What the task's cgroups counted, for its event: exact CPU ms with its user/system split, memory peak."""
+        counters = read_counters(self.owner.version, self.dirs)
         totals: dict[str, Any] = {
-            "cgroup_cpu_ms": round(usage_ms, 3),
-            "cgroup_cpu_user_ms": round(usage_ms * user_share, 3),
-            "cgroup_cpu_system_ms": round(usage_ms * (1 - user_share), 3),
+            "cgroup_cpu_ms": counters["cpu_us"] / 1000,
+            "cgroup_cpu_user_ms": counters["cpu_user_us"] / 1000,
+            "cgroup_cpu_system_ms": counters["cpu_system_us"] / 1000,
         }
-        if "memory" in self.dirs:
-            totals["cgroup_memory_peak_bytes"] = int(_read(self.dirs["memory"] / "memory.max_usage_in_bytes"))
-        return totals
-
-    def _v2_totals(self) -> dict[str, Any]:
-        folder = self.dirs[UNIFIED]
-        stat = dict(line.split() for line in _read(folder / "cpu.stat").splitlines() if line.strip())
-        totals: dict[str, Any] = {
-            "cgroup_cpu_ms": int(stat["usage_usec"]) / 1000,
-            "cgroup_cpu_user_ms": int(stat["user_usec"]) / 1000,
-            "cgroup_cpu_system_ms": int(stat["system_usec"]) / 1000,
-        }
-        peak = _read_or_empty(folder / "memory.peak").strip()  # memory controller on, kernel >= 5.19
-        if peak.isdigit():
-            totals["cgroup_memory_peak_bytes"] = int(peak)
+        if counters["memory_peak_bytes"] is not None:
+            totals["cgroup_memory_peak_bytes"] = counters["memory_peak_bytes"]
         return totals
 
     def remove(self) -> list[str]:
@@ -303,6 +299,124 @@ class TaskCgroup:
             except OSError:
                 kept.append(str(folder))
         return kept
+
+
+def _enable_v2_controllers(own: Path, relative: Path) -> None:
+    """Memory and pids for task cgroups below ``own/relative``: enabled on every level from ``own``, whose
+    processes make it refuse them (v2's rule), unless it is the root. Best effort."""
+    for controller in V2_CONTROLLERS:
+        level = own
+        for part in ("", *relative.parts):
+            level = level / part if part else level
+            try:
+                _write(level / "cgroup.subtree_control", f"+{controller}")
+            except OSError:
+                break
+
+
+def remove_stale(older_than_s: float = STALE_AFTER_S) -> list[str]:
+    """Remove what dead workers left under this process's ``tracekit/`` cgroups, of any run: empty task
+    cgroups, node and run folders untouched for ``older_than_s`` (a live task's cgroup is empty only
+    around its spawn; a live worker idle that long makes its node folder again). What still holds a
+    process or a cgroup is left alone. Returns the task cgroups removed."""
+    try:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+        self_cgroup = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return []
+    roots = [h.own_dir / "tracekit" for h in v1_hierarchies(mountinfo, self_cgroup).values()]
+    unified = v2_hierarchy(mountinfo, self_cgroup)
+    roots += [unified.own_dir / "tracekit"] if unified is not None else []
+    removed, now = [], time.time()
+    for root in roots:
+        for run in _subfolders(root):
+            for node in _subfolders(run):
+                for task in _subfolders(node):
+                    if _idle_for(task, now) >= older_than_s and not _pids_in(task) and _try_rmdir(task):
+                        removed.append(str(task))
+                if _idle_for(node, now) >= older_than_s:
+                    _try_rmdir(node)
+            if _idle_for(run, now) >= older_than_s:
+                _try_rmdir(run)
+    return removed
+
+
+def _idle_for(folder: Path, now: float) -> float:
+    """Seconds since the folder last changed (a cgroup made or removed in it); 0 when gone."""
+    try:
+        return now - folder.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [Path(entry.path) for entry in os.scandir(folder) if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _try_rmdir(folder: Path) -> bool:
+    try:
+        folder.rmdir()
+        return True
+    except OSError:
+        return False  # busy: in use, or not empty
+
+
+# What a task cgroup's counters give (read_counters), in the order of the collector's cgroup.csv after its
+# first columns; CPU in microseconds (v1 counts nanoseconds, v2 microseconds), None where not readable.
+COUNTERS = ("cpu_us", "cpu_user_us", "cpu_system_us", "memory_bytes", "memory_peak_bytes", "pids",
+            "io_read_bytes", "io_write_bytes")  # fmt: skip
+
+
+def read_counters(version: int, dirs: dict[str, Path]) -> dict[str, int | None]:
+    """A task cgroup's counters now: ``dirs`` is {hierarchy: its folder} (TaskCgroup.dirs). Raises OSError
+    when its CPU counter cannot be read (the cgroup is gone)."""
+    if version == 2:
+        folder = dirs[UNIFIED]
+        stat = _fields(_read(folder / "cpu.stat"))
+        io = _io_bytes(_read_or_empty(folder / "io.stat"))
+        user = min(stat["user_usec"], stat["usage_usec"])  # the kernel's split can be a microsecond off its sum
+        return {"cpu_us": stat["usage_usec"], "cpu_user_us": user, "cpu_system_us": stat["usage_usec"] - user,
+                "memory_bytes": _number(folder / "memory.current"), "memory_peak_bytes": _number(folder / "memory.peak"),
+                "pids": _number(folder / "pids.current"), "io_read_bytes": io[0], "io_write_bytes": io[1]}  # fmt: skip
+    cpuacct = dirs["cpuacct"]
+    usage_ns = int(_read(cpuacct / "cpuacct.usage"))  # exact: the scheduler's runtime
+    # The split is sampled at ticks (cpuacct.stat; usage_user/usage_sys are the same ticks in ns and need
+    # not add up to usage): it divides the exact total, as rusage's split does.
+    ticks = _fields(_read(cpuacct / "cpuacct.stat"))
+    user, system = ticks.get("user", 0), ticks.get("system", 0)
+    user_ns = round(usage_ns * user / (user + system)) if user + system else usage_ns
+    memory, pids = dirs.get("memory"), dirs.get("pids")
+    return {"cpu_us": usage_ns // 1000, "cpu_user_us": user_ns // 1000, "cpu_system_us": (usage_ns - user_ns) // 1000,
+            "memory_bytes": _number(memory / "memory.usage_in_bytes") if memory else None,
+            "memory_peak_bytes": _number(memory / "memory.max_usage_in_bytes") if memory else None,
+            "pids": _number(pids / "pids.current") if pids else None,
+            "io_read_bytes": None, "io_write_bytes": None}  # fmt: skip
+
+
+def _fields(text: str) -> dict[str, int]:
+    """``name value`` lines (cpu.stat, cpuacct.stat) as numbers."""
+    return {name: int(value) for name, value in (line.split()[:2] for line in text.splitlines() if line.strip())}
+
+
+def _io_bytes(text: str) -> tuple[int | None, int | None]:
+    """io.stat's rbytes and wbytes summed over its devices (None, None: no io controller)."""
+    if not text.strip():
+        return None, None
+    read = write = 0
+    for line in text.splitlines():
+        for field in line.split()[1:]:
+            name, _, value = field.partition("=")
+            read += int(value) if name == "rbytes" else 0
+            write += int(value) if name == "wbytes" else 0
+    return read, write
+
+
+def _number(path: Path) -> int | None:
+    text = _read_or_empty(path).strip()
+    return int(text) if text.isdigit() else None
 
 
 def _pids_in(folder: Path) -> list[int]:

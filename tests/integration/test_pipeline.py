@@ -14,9 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers import named_binary, read_jsonl
-from tracekit import cli
+from tracekit import cli, runfolder
 from tracekit.adapters.ffmpeg import generate_clips
 from tracekit.invocation import Invocation, run_invocation
+from tracekit.jsonl import write_json
+from tracekit.taskcgroup import TaskCgroups
 from tracekit.collect import daemon
 from tracekit.collect.daemon import CollectorConfig
 from tracekit.errors import RunFolderError, TracekitError, UsageError
@@ -40,18 +42,23 @@ BURNER = (
 
 
 def _capture_node(root: Path, node: str, tasks) -> Path:
+    """The node's tasks in cgroups of their own, as a worker runs them (the collector samples those too)."""
     cfg = CollectorConfig(run_id="p1", node_id=node, interval_ms=100, match_name="^ffmpeg$", logs_dir=root / node)
     daemon.start_collector(cfg)
+    cgroups = TaskCgroups.detect("p1", node, cfg.run_folder)
+    write_json(cfg.run_folder / runfolder.TASK_CGROUPS, {"node": node, "run_id": "p1", **cgroups.describe()})
     try:
         for argv, module, task_id in tasks:
             try:
                 run_invocation(
-                    Invocation(argv=argv, run_id="p1", logs_dir=root / node, module=module, task_id=task_id, node_id=node)
+                    Invocation(argv=argv, run_id="p1", logs_dir=root / node, module=module, task_id=task_id, node_id=node),
+                    cgroups=cgroups,
                 )
             except TracekitError:
                 pass
     finally:
         daemon.stop_collector("p1", root / node)
+        cgroups.close()
     return cfg.run_folder
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tracekit.schemas import validation_errors
 from tracekit.trace.audit import Audit
+from tracekit.trace.nodeparse import cgroup_counted, exact_cpu_ms
 from tracekit.trace.rawrun import NodeFolder, load_node_folder
 
 V1 = {"available": True, "version": 1, "readings": ["cpu", "memory", "pids"], "why": None}
@@ -61,3 +62,12 @@ def test_a_worker_s_task_cgroup_record_is_read_as_untrusted(tmp_path):
     (tmp_path / "task_cgroups.json").write_text("[1, 2")
     node = load_node_folder(tmp_path)
     assert node.task_cgroups is None and [r.kind for r in node.rejected] == ["task_cgroups"]
+
+
+def test_a_task_whose_move_into_its_cgroup_failed_is_counted_by_its_rusage():
+    failed = invocation("a", "cloud1", 100.0, cgroup_cpu_ms=0.4)  # ran outside its (empty) cgroup
+    assert not cgroup_counted(failed) and exact_cpu_ms(failed) == 100.0
+    more = invocation("b", "cloud1", 100.0, cgroup_cpu_ms=250.0)  # a detached child's CPU besides
+    assert cgroup_counted(more) and exact_cpu_ms(more) == 250.0
+    assert cgroup_counted(invocation("c", "cloud1", 100.0, cgroup_cpu_ms=98.0))  # the spawn's share before the move
+    assert exact_cpu_ms({"cgroup_cpu_ms": None, "cpu_user_ms": None}) is None

@@ -5,6 +5,7 @@ import pytest
 
 from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_NET_CSV_COLUMNS
 from tracekit.collect.process import PROC_CSV_COLUMNS
+from tracekit.collect.taskcgroups import CGROUP_CSV_COLUMNS
 from tracekit.schemas import load_schema
 from tracekit.trace import records
 
@@ -24,9 +25,11 @@ def _json_types(prop: dict) -> set[str]:
         (records.RAW_HOST, "raw/host_sample", True),
         (records.RAW_HOST_CPUS, "raw/host_cpu_sample", True),
         (records.RAW_HOST_NET, "raw/host_net_sample", True),
+        (records.RAW_CGROUP, "raw/cgroup_sample", True),
         (records.PROC_METRICS, "cctf/proc_metrics", False),
         (records.HOST_METRICS, "cctf/host_metrics", True),  # the JSON Lines copy writes them in this order
         (records.LINK_METRICS, "cctf/link_metrics", True),
+        (records.TASK_METRICS, "cctf/task_metrics", True),
     ],
 )
 def test_arrow_and_json_schema_agree(arrow, schema_name, ordered):
@@ -51,6 +54,7 @@ def test_the_collector_writes_the_declared_columns():
     assert tuple(records.RAW_HOST.names) == HOST_CSV_COLUMNS
     assert tuple(records.RAW_HOST_CPUS.names) == HOST_CPUS_CSV_COLUMNS
     assert tuple(records.RAW_HOST_NET.names) == HOST_NET_CSV_COLUMNS
+    assert tuple(records.RAW_CGROUP.names) == CGROUP_CSV_COLUMNS
 
 
 def test_proc_metrics_starts_with_the_per_process_fields():

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from tracekit.taskcgroup import TRAMPOLINE, Hierarchy, TaskCgroups, v1_hierarchies, v2_hierarchy
+from tracekit.taskcgroup import TRAMPOLINE, Hierarchy, TaskCgroups, cgroup_name, v1_hierarchies, v2_hierarchy
 
 # This machine's kind: cgroup v1 hierarchies (cpu and cpuacct apart) beside an empty v2 one.
 HYBRID_MOUNTINFO = """\
@@ -61,11 +62,21 @@ def test_the_v2_hierarchy_and_this_process_s_place_in_it():
     assert v2_hierarchy(SYSTEMD_V1_MOUNTINFO, SYSTEMD_V1_CGROUP) is None  # legacy: no v2 at all
 
 
-def test_a_v2_task_is_spawned_behind_the_constant_trampoline_with_its_argv_as_literal_arguments(tmp_path):
-    owner = TaskCgroups({"unified": tmp_path / "n1.abcd1234"}, {"unified": tmp_path}, version=2)
-    argv = ["ffmpeg", "-i", "$(reboot)", "; rm -rf /", '"$0"']
-    spawned = owner.task("t1-1").argv(argv)
-    assert spawned == ["/bin/sh", "-c", TRAMPOLINE, str(tmp_path / "n1.abcd1234" / "t1-1" / "cgroup.procs"), *argv]
+def test_the_trampoline_is_constant_and_takes_the_cgroups_and_the_argv_as_literal_arguments(tmp_path):
+    argv = ["ffmpeg", "-i", "$(reboot)", "; rm -rf /", '"$0"', "--"]
+    v2 = TaskCgroups({"unified": tmp_path / "u"}, version=2).task("t1-1")
+    assert v2.trampoline(argv, "/work dir") == [
+        "/bin/sh", "-c", TRAMPOLINE, "tracekit-task", str(tmp_path / "u" / "t1-1" / "cgroup.procs"), "--", "/work dir", *argv]
+    v1 = TaskCgroups({"cpuacct": tmp_path / "a", "memory": tmp_path / "m"}, version=1).task("t1-1")
+    assert v1.trampoline(argv) == ["/bin/sh", "-c", TRAMPOLINE, "tracekit-task", str(tmp_path / "a" / "t1-1" / "cgroup.procs"),
+                                   str(tmp_path / "m" / "t1-1" / "cgroup.procs"), "--", "", *argv]  # fmt: skip
     assert "$@" in TRAMPOLINE and "ffmpeg" not in TRAMPOLINE  # the script never holds a value
-    v1 = TaskCgroups({"cpuacct": tmp_path / "n1"}, {"cpuacct": tmp_path}, version=1)
-    assert v1.task("t1-1").argv(argv) == argv  # v1: born in the spawning thread's cgroups, no trampoline
+
+
+def test_a_task_cgroup_s_name_is_a_safe_folder_name_whatever_the_task_id():
+    assert cgroup_name("t00001-clip", 2) == "t00001-clip-2"
+    odd = cgroup_name("../a b/ç,\"x", 1)
+    assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*-1", odd) and "/" not in odd and not odd.startswith(".")
+    assert cgroup_name("a b", 1) != cgroup_name("a_b", 1)  # told apart by the hash
+    assert all(not cgroup_name(odd, 1).startswith(".") for odd in (".", "..", ".hidden", ""))
+    assert len(cgroup_name("x" * 500, 1)) < 100

@@ -9,8 +9,8 @@ clock time at which it was really taken. SIGTERM and SIGINT end the loop with
 a final sample and a flush.
 
 Writes: node.json, host.csv, host_cpus.csv, host_net.csv, proc.csv,
-processes.jsonl, collector.jsonl, collector.log, collector.pid (see
-tracekit.runfolder).
+cgroup.csv (a worker's live task cgroups), processes.jsonl, collector.jsonl,
+collector.log, collector.pid (see tracekit.runfolder).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from tracekit import __version__, detach, runfolder
 from tracekit.cpuset import check_usable, format_cpu_list, keep_on, usable_cpus
 from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_NET_CSV_COLUMNS, HostSampler, self_usage
 from tracekit.collect.process import PROC_CSV_COLUMNS, ProcessTracker
+from tracekit.collect.taskcgroups import CGROUP_CSV_COLUMNS, TaskCgroupSampler
 from tracekit.collect.topology import node_facts, validate_cpu_mhz
 from tracekit.errors import CollectorError, UsageError
 from tracekit.filelog import close_file_logger, file_logger
@@ -331,9 +332,12 @@ class _Sampler:
             _csv_writer(folder / runfolder.HOST_NET_SAMPLES, HOST_NET_CSV_COLUMNS),
         ] if config.host else []  # fmt: skip
         self.proc_out = _csv_writer(folder / runfolder.PROC_SAMPLES, PROC_CSV_COLUMNS)
+        # A worker's tasks in cgroups of their own (tracekit.taskcgroup): every live one each tick.
+        self.cgroups = TaskCgroupSampler(folder, config.run_id, config.node_id)
+        self.cgroup_out = _csv_writer(folder / runfolder.CGROUP_SAMPLES, CGROUP_CSV_COLUMNS)
         self.processes_out = LineWriter(folder / runfolder.PROCESSES)
         self.events_out = LineWriter(folder / runfolder.COLLECTOR_EVENTS)
-        self.writers = (*self.host_outs, self.proc_out, self.processes_out, self.events_out)
+        self.writers = (*self.host_outs, self.proc_out, self.cgroup_out, self.processes_out, self.events_out)
         self.counts = {"ticks": 0, "skipped_ticks": 0}
 
     def record(self, event: str, ts_ms: int) -> dict:
@@ -376,6 +380,9 @@ class _Sampler:
         rows = tracker.sample_rows(ts_ms)
         if rows:
             self.proc_out.write_line("\n".join(rows))  # one call: this runs on every tick
+        rows = self.cgroups.rows(ts_ms)
+        if rows:
+            self.cgroup_out.write_line("\n".join(rows))
         if self.host_sampler is not None:
             sample = self.host_sampler.sample(ts_ms)
             host_out, cpus_out, net_out = self.host_outs

@@ -41,7 +41,7 @@ from tracekit.cpuset import check_usable, keep_on
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import close_file_logger, file_logger
 from tracekit.invocation import Invocation, IoPaths, run_invocation, venv_environment
-from tracekit.taskcgroup import TaskCgroups
+from tracekit.taskcgroup import TaskCgroups, remove_stale
 from tracekit.jsonl import append_line, write_json
 from tracekit.redis_client import connect, retrying, safe_url
 from tracekit.registration import Registrar
@@ -71,6 +71,7 @@ class WorkerConfig:
     grace_s: float = 60.0  # after a stop signal, how long running tasks may finish
     redis_loss_timeout_s: float = 10.0  # how long to retry a lost connection
     cpus: tuple[int, ...] | None = None  # the node's own CPUs (tracekit.cpuset); None: whatever it may use
+    task_cgroups: bool = True  # each task in a cgroup of its own (tracekit.taskcgroup), where the machine allows
 
     def __post_init__(self) -> None:
         runfolder.validate_name(self.node_id, "--node-id")
@@ -99,7 +100,9 @@ class Worker:
                          "files": str(Path(config.files).resolve()) if config.files else ""}  # fmt: skip
         self._task_environment = venv_environment(config.venv)
         # Each task is born in cgroups of its own (tracekit.taskcgroup): its exact CPU time, all its processes.
-        self.cgroups = TaskCgroups.detect(config.run_id, config.node_id, self.folder)
+        self.stale_cgroups = remove_stale() if config.task_cgroups else []  # dead workers' leftovers, any run
+        self.cgroups = (TaskCgroups.detect(config.run_id, config.node_id, self.folder) if config.task_cgroups
+                        else TaskCgroups({}, "turned off (--no-task-cgroups)"))  # fmt: skip
         self._taken_nonces: dict[str, str] = {}  # nonce -> the entry that carried it: a copy is not run again
         self.draining = threading.Event()  # take no new tasks
         self.aborting = threading.Event()  # stop running tasks and hand them back
@@ -327,6 +330,8 @@ class Worker:
                    {"node": self.config.node_id, "run_id": self.config.run_id, **self.cgroups.describe()})  # fmt: skip
         if self.cgroups.unavailable:
             self.log.warning("tasks run without cgroups of their own: %s", self.cgroups.unavailable)
+        if self.stale_cgroups:
+            self.log.info("removed %d empty task cgroups that dead workers left", len(self.stale_cgroups))
         for cgroup, pids in self.cgroups.clear_leftovers().items():
             self.log.warning("a killed worker's task cgroup %s still ran %s: killed and removed", cgroup, pids)
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)

@@ -1,6 +1,6 @@
 """``tracekit export opendc``: cctf/ -> an OpenDC workload.
 
-input:  RUN_DIR/cctf/ invocations.jsonl, proc_metrics/, nodes.json
+input:  RUN_DIR/cctf/ invocations.jsonl, proc_metrics/, task_metrics/, nodes.json
 output: OUT_DIR/ tasks.parquet, fragments.parquet (current OpenDC `workload`
         format, schemas in tracekit.trace.records), experiment.json (topology
         from the measured nodes), task_ids.jsonl (OpenDC id -> task_id,
@@ -8,9 +8,11 @@ output: OUT_DIR/ tasks.parquet, fragments.parquet (current OpenDC `workload`
 
 One task per successful invocation (failed ones are excluded and counted
 unless asked for). Its fragments cover [ts_start, ts_end] exactly: one slice
-per sampling interval that ended inside the task, then a tail slice to
-ts_end whose CPU is the exact rusage total minus what the samples counted,
-so the CPU-seconds of a task's fragments equal its measured CPU time.
+per sampling interval that ended inside the task (its cgroup's samples where
+the task had a cgroup of its own: every process it started; else its
+processes' samples), then a tail slice to ts_end whose CPU is the exact
+total (its cgroup's, else its rusage) minus what the samples counted, so the
+CPU-seconds of a task's fragments equal its measured CPU time.
 cpu_usage = CPU-ms in the slice / slice ms x the node's measured core MHz.
 The topology claims the cores the nodes had: a node given CPUs of its own
 (nodes sharing a machine) is a host of that many cores.
@@ -34,6 +36,7 @@ from tracekit.errors import RunFolderError, TracekitError, UsageError
 from tracekit.jsonl import dumps, read_jsonl
 from tracekit.trace import cctf
 from tracekit.trace.arrowjson import row_numbers, shifted_down
+from tracekit.trace.nodeparse import cgroup_counted, exact_cpu_ms
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS
 
 
@@ -124,8 +127,41 @@ def export_opendc(
     return ExportResult(out_dir, summary)
 
 
+_TICK_COLUMNS = {"id": pa.int32(), "ts_ms": pa.int64(), "duration": pa.int64(), "cpu_ms": pa.float64(),
+                 "rss_kb": pa.int64()}  # fmt: skip
+
+
 def _node_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], cctf_dir: Path) -> pa.Table:
     """One node's sampling ticks inside its tasks: id, ts_ms, slice duration, cpu_ms, rss_kb.
+
+    A task in a cgroup of its own that was sampled has its ticks from its cgroup's samples (every
+    process it started, task_metrics); the others from their processes' samples (proc_metrics).
+    """
+    in_cgroups, cgroup_ticks = _cgroup_ticks(node, tasks, indices, cctf_dir)
+    return pa.concat_tables([cgroup_ticks, _process_ticks(node, tasks, [i for i in indices if i not in in_cgroups],
+                                                          cctf_dir)])  # fmt: skip
+
+
+def _cgroup_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], cctf_dir: Path) -> tuple[set[int], pa.Table]:
+    """The tasks of ``indices`` with task cgroup samples, and their ticks (task_metrics: already one per
+    task and interval, the first from the task's start)."""
+    if not (cctf_dir / "task_metrics").is_dir():  # a trace parsed before task cgroups
+        return set(), pa.table({name: pa.array([], kind) for name, kind in _TICK_COLUMNS.items()})
+    rows = cctf.read_table(cctf_dir, "task_metrics", columns=["task_id", "attempt", "ts_ms", "dt_ms", "cpu_ms",
+                                                              "memory_bytes"], nodes=[node])  # fmt: skip
+    # A task whose move into its cgroup failed keeps its processes' samples (its cgroup counted little).
+    index_of = {(tasks[i]["task_id"], tasks[i]["attempt"]): i for i in indices if cgroup_counted(tasks[i])}
+    ids = [index_of.get(key, -1) for key in zip(rows.column("task_id").to_pylist(), rows.column("attempt").to_pylist())]
+    ticks = pa.table({
+        "id": pa.array(ids, pa.int32()), "ts_ms": rows.column("ts_ms"), "duration": rows.column("dt_ms"),
+        "cpu_ms": rows.column("cpu_ms"),
+        "rss_kb": pc.cast(pc.divide(pc.fill_null(rows.column("memory_bytes"), 0), 1024), pa.int64()),
+    }).filter(pc.greater_equal(pc.field("id"), 0)).sort_by([("id", "ascending"), ("ts_ms", "ascending")])  # fmt: skip
+    return set(ticks.column("id").to_pylist()), ticks.combine_chunks()
+
+
+def _process_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], cctf_dir: Path) -> pa.Table:
+    """The ticks of the tasks of ``indices`` from their processes' samples.
 
     All processes of a task are sampled in the same tick, so a tick's CPU is
     the sum over them. Only this node's samples are read (memory follows the
@@ -160,9 +196,7 @@ def _node_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], cctf
                      pc.less_equal(ticks.column("ts_ms"), ticks.column("ts_end")))  # fmt: skip
     ticks = ticks.filter(inside).sort_by([("id", "ascending"), ("ts_ms", "ascending")]).combine_chunks()
     if ticks.num_rows == 0:
-        return pa.table({"id": pa.array([], pa.int32()), "ts_ms": pa.array([], pa.int64()),
-                         "duration": pa.array([], pa.int64()), "cpu_ms": pa.array([], pa.float64()),
-                         "rss_kb": pa.array([], pa.int64())})  # fmt: skip
+        return pa.table({name: pa.array([], kind) for name, kind in _TICK_COLUMNS.items()})
     ids, ts = ticks.column("id").chunk(0), ticks.column("ts_ms").chunk(0)
     previous_ts, previous_id = shifted_down(ts), shifted_down(ids)
     first = pc.fill_null(pc.not_equal(ids, previous_id), True)
@@ -233,13 +267,9 @@ def _close_the_books(tasks: list[dict], per_task: list[dict]) -> tuple[list[floa
     extra_on_last_row: dict[int, float] = {}
     tail_ids, tail_durations, tail_cpu, tail_order = [], [], [], []
     for index, (task, facts) in enumerate(zip(tasks, per_task)):
-        # The exact total: the process's rusage, or a request's own CPU (HTTP middleware), else the samples.
-        rusage = None
-        if task.get("cpu_user_ms") is not None:
-            rusage = task["cpu_user_ms"] + (task.get("cpu_system_ms") or 0)
-        elif task.get("cpu_ms") is not None:
-            rusage = task["cpu_ms"]
-        total = rusage if rusage is not None else facts["sampled_cpu_ms"]
+        # The exact total (its cgroup's, its rusage, a request's own CPU), else what the samples hold.
+        exact = exact_cpu_ms(task)
+        total = exact if exact is not None else facts["sampled_cpu_ms"]
         if facts["sampled_cpu_ms"] > total:
             # Samples count in 10 ms ticks and can overshoot the exact total a little.
             scale[index] = total / facts["sampled_cpu_ms"]

@@ -2,12 +2,12 @@
 
 input:  a cctf/ folder with its Parquet tables, the nodes in trace order
 output: cctf/proc_metrics.jsonl, proc_cpu.jsonl, proc_rss.jsonl,
-        host_metrics.jsonl, link_metrics.jsonl (``tracekit parse --jsonl``,
-        experiment key ``export.jsonl``)
+        host_metrics.jsonl, link_metrics.jsonl, task_metrics.jsonl
+        (``tracekit parse --jsonl``, experiment key ``export.jsonl``)
 
 The seed's files, for readers that want text: node by node (in trace
 order); a node's process samples process by process (pid, create time)
-and in time order, its host and link rows in time order. Formatted by Arrow
+and in time order, its host, link and task cgroup rows in time order. Formatted by Arrow
 kernels (tracekit.trace.arrowjson): the same tables always give the same
 bytes, and a line is what ``json.dumps`` would write.
 """
@@ -31,8 +31,10 @@ from tracekit.trace.records import (
 )
 
 PROC_FILES = ("proc_metrics.jsonl", "proc_cpu.jsonl", "proc_rss.jsonl")
-HOST_FILES = {"host_metrics": "host_metrics.jsonl", "link_metrics": "link_metrics.jsonl"}
-JSONL_FILES = (*PROC_FILES, *HOST_FILES.values())
+# Tables copied row by row, in their files' order.
+ROW_FILES = {"host_metrics": "host_metrics.jsonl", "link_metrics": "link_metrics.jsonl",
+             "task_metrics": "task_metrics.jsonl"}  # fmt: skip
+JSONL_FILES = (*PROC_FILES, *ROW_FILES.values())
 SLICE_ROWS = 1 << 19  # rows formatted at a time: bounded memory, and writing overlaps formatting
 
 
@@ -45,7 +47,7 @@ def write_jsonl_copy(cctf_dir: Path, nodes: list[str]) -> list[Path]:
             for lines in _proc_lines(cctf.read_table(cctf_dir, "proc_metrics", nodes=[node])):
                 for name in list(lines):
                     writer.write_lines(lines.pop(name), outputs[name])
-            for table, name in HOST_FILES.items():
+            for table, name in ROW_FILES.items():
                 rows = cctf.read_table(cctf_dir, table, nodes=[node])
                 for start in range(0, rows.num_rows, SLICE_ROWS):
                     writer.write_lines(jsonl_lines(rows.slice(start, SLICE_ROWS)), outputs[name])

@@ -1,8 +1,8 @@
 """One node's raw files -> its part of the trace: ``NodeFolder -> <node folder>/cctf-part/``.
 
 input:  a node folder (node.json, clock.json, events.*.jsonl, processes.jsonl,
-        proc.csv, host.csv, host_cpus.csv, host_net.csv)
-output: a part folder: proc_metrics.parquet, host_metrics.parquet,
+        proc.csv, cgroup.csv, host.csv, host_cpus.csv, host_net.csv)
+output: a part folder: proc_metrics.parquet, task_metrics.parquet, host_metrics.parquet,
         link_metrics.parquet (this node's rows of cctf's tables, written
         exactly as parse writes them) and part.json (the node's
         invocations, audit figures, bad lines and what was rejected, the
@@ -43,12 +43,15 @@ from tracekit.trace import audit as audit_mod
 from tracekit.trace import cctf
 from tracekit.trace.hostmetrics import build_host_metrics
 from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics
+from tracekit.trace.records import RAW_CGROUP
+from tracekit.trace.taskmetrics import build_task_metrics
 from tracekit.trace.rawrun import (
     BadLines,
     NodeFolder,
     Rejected,
     iter_numbered_records,
     load_node_folder,
+    read_csv_table,
     read_host_samples,
     read_proc_samples,
     read_records,
@@ -57,8 +60,8 @@ from tracekit.trace.rawrun import (
 
 PART_DIR = "cctf-part"
 PART_MANIFEST = "part.json"
-PART_FORMAT = 2  # raised whenever what a part holds, or how it is made, changes
-PROC_TABLES = ("proc_metrics",)
+PART_FORMAT = 3  # raised whenever what a part holds, or how it is made, changes
+PROC_TABLES = ("proc_metrics", "task_metrics")
 HOST_TABLES = ("host_metrics", "link_metrics")
 
 # Fields of an invocation in cctf/, in order (events may carry more: kept after these).
@@ -80,6 +83,31 @@ def invocation_ok(event: dict[str, Any]) -> bool:
     if event.get("module") in ("nginx", "http"):
         return isinstance(status, int) and status < 500
     return status == 0
+
+
+def cgroup_counted(invocation: dict[str, Any]) -> bool:
+    """Did the task's own cgroup count it (tracekit.taskcgroup)? Not when its total falls short of its
+    rusage beyond the spawn's share (the move into the cgroup failed: the task ran uncounted)."""
+    cgroup = invocation.get("cgroup_cpu_ms")
+    if not isinstance(cgroup, (int, float)) or isinstance(cgroup, bool):
+        return False
+    if invocation.get("cpu_user_ms") is None:
+        return True
+    rusage = invocation["cpu_user_ms"] + (invocation.get("cpu_system_ms") or 0)
+    return cgroup >= rusage * (1 - audit_mod.CGROUP_TOLERANCE) - audit_mod.CGROUP_FLOOR_MS
+
+
+def exact_cpu_ms(invocation: dict[str, Any]) -> float | None:
+    """An invocation's exact CPU total: its task cgroup's (every process it started: cgroup_counted), else
+    its rusage (the processes it waited for), else a request's own CPU (the HTTP middleware); None when
+    nothing measured it."""
+    if cgroup_counted(invocation):
+        return float(invocation["cgroup_cpu_ms"])
+    if invocation.get("cpu_user_ms") is not None:
+        return invocation["cpu_user_ms"] + (invocation.get("cpu_system_ms") or 0)
+    if invocation.get("cpu_ms") is not None:
+        return invocation["cpu_ms"]
+    return None
 
 
 def normalize_invocation(event: dict[str, Any], node: NodeFolder) -> dict[str, Any]:
@@ -119,6 +147,8 @@ class ProcessesPart:
     audit_task_samples: dict[tuple[str, str], tuple[int, int, int, int]] = field(default_factory=dict)
     duplicate_invocations: int = 0  # identical copies of an event met before, left out
     rejected: list[Rejected] = field(default_factory=list)
+    # (node, task, attempt) -> its task cgroup samples' figures (the audit's fragments, where they exist)
+    audit_task_cgroup_samples: dict[tuple[str, str, int], tuple[int, int, int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,9 +199,15 @@ def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> Processe
     metrics = build_proc_metrics(node.node, samples, by_key, task_of, offset, correction)
     del samples
     cctf.write_table(part / f"proc_metrics{cctf.SUFFIX}", "proc_metrics", metrics.table)
+    # A worker's tasks in cgroups of their own: their samples, per task and interval.
+    cgroup_samples = read_csv_table(node.path / runfolder.CGROUP_SAMPLES, RAW_CGROUP, bad)
+    task_metrics = build_task_metrics(node.node, cgroup_samples, invocations, offset)
+    cctf.write_table(part / f"task_metrics{cctf.SUFFIX}", "task_metrics", task_metrics.table)
     audit = audit_mod.Audit(run_dir=node.path)
     audit.add_node(node, metrics, len(processes))
-    return ProcessesPart(invocations, bad.lines, audit.per_node, audit.task_samples, duplicates, bad.rejected)
+    audit.add_task_metrics(node.node, task_metrics)
+    return ProcessesPart(invocations, bad.lines, audit.per_node, audit.task_samples, duplicates, bad.rejected,
+                         audit.task_cgroup_samples)  # fmt: skip
 
 
 def _read_invocations(node: NodeFolder, bad: BadLines) -> tuple[list[dict[str, Any]], int]:
@@ -220,7 +256,8 @@ def parse_node_host(node: NodeFolder, part: Path, strict: bool) -> HostPart:
 def raw_inputs(folder: Path) -> list[Path]:
     """The raw files a node's part is made from (those that exist), by name."""
     names = [runfolder.NODE_FACTS, runfolder.CLOCK, runfolder.PROCESSES, runfolder.PROC_SAMPLES,
-             runfolder.HOST_SAMPLES, runfolder.HOST_CPU_SAMPLES, runfolder.HOST_NET_SAMPLES]  # fmt: skip
+             runfolder.CGROUP_SAMPLES, runfolder.HOST_SAMPLES, runfolder.HOST_CPU_SAMPLES,
+             runfolder.HOST_NET_SAMPLES]  # fmt: skip
     paths = [folder / name for name in names] + list(folder.glob("events.*.jsonl"))
     return sorted((path for path in paths if path.is_file()), key=lambda path: path.name)
 
@@ -273,6 +310,8 @@ def write_part(folder: Path, strict: bool = False) -> tuple[Path, bool]:
             "duplicate_invocations": processes.duplicate_invocations,
             "audit_per_node": processes.audit_per_node,
             "audit_task_samples": [[task, *figures] for (_, task), figures in processes.audit_task_samples.items()],
+            "audit_task_cgroup_samples": [[task, attempt, *figures] for (_, task, attempt), figures
+                                          in processes.audit_task_cgroup_samples.items()],  # fmt: skip
             "bad_lines": [_bad_line_record(b, folder) for b in processes.bad_lines],
             "host_bad_lines": [_bad_line_record(b, folder) for b in host.bad_lines],
             "rejected": [_rejected_record(r, folder) for r in processes.rejected],
@@ -369,6 +408,8 @@ def check_part(node: NodeFolder, run_id: str | None = None, folder_names_count: 
             {(node.node, task): audit_mod.TaskSamples(*figures) for task, *figures in manifest["audit_task_samples"]},
             int(manifest["duplicate_invocations"]),
             rejected(manifest["rejected"]),
+            {(node.node, task, attempt): audit_mod.TaskSamples(*figures)
+             for task, attempt, *figures in manifest["audit_task_cgroup_samples"]},  # fmt: skip
         )
         host = HostPart(bad_lines(manifest["host_bad_lines"]), rejected(manifest["host_rejected"]))
         return PartCheck(NodePart(path, processes, host), None, part_run, part_run_from)

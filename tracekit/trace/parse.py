@@ -2,11 +2,11 @@
 
 input:  RUN_DIR with one node's raw files, or nodes/<node>/ folders
         (node.json, host.csv, host_cpus.csv, host_net.csv, proc.csv,
-        processes.jsonl, events.*.jsonl, optional clock.json,
+        cgroup.csv, task_cgroups.json, processes.jsonl, events.*.jsonl, optional clock.json,
         placement_events.jsonl, terminal_records.jsonl, load/**/results.jsonl
         and cctf-part/)
 output: RUN_DIR/cctf/ (layout: tracekit.trace.cctf) proc_metrics/,
-        host_metrics/, link_metrics/ (a Parquet file per node),
+        task_metrics/, host_metrics/, link_metrics/ (a Parquet file per node),
         invocations.jsonl, nodes.json, links.json, placement_events.jsonl,
         requests.jsonl (HTTP load runs: the load generator's requests joined
         to the services' invocations, tracekit.trace.requests), audit.json,
@@ -194,6 +194,7 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
                 bad.add(line)
             audit.per_node.update(part.processes.audit_per_node)
             audit.task_samples.update(part.processes.audit_task_samples)
+            audit.task_cgroup_samples.update(part.processes.audit_task_cgroup_samples)
             for table in PROC_TABLES + HOST_TABLES:
                 target = cctf.node_file(staging, table, node.node)
                 target.parent.mkdir(exist_ok=True)

@@ -74,6 +74,24 @@ RAW_HOST_NET = pa.schema(
     ]
 )
 
+# -- raw: cgroup.csv written by the collector: each live task cgroup per tick (cumulative) --
+# cgroup: its folder name (tracekit.taskcgroup.cgroup_name of the task id and attempt). The counters are
+# tracekit.taskcgroup.COUNTERS (a test keeps them in agreement); empty where the cgroup has no such file.
+RAW_CGROUP = pa.schema(
+    [
+        _field("ts_ms", pa.int64()),
+        _field("cgroup", pa.string()),
+        _field("cpu_us", pa.int64()),
+        _field("cpu_user_us", pa.int64()),
+        _field("cpu_system_us", pa.int64()),
+        _field("memory_bytes", pa.int64(), nullable=True),
+        _field("memory_peak_bytes", pa.int64(), nullable=True),
+        _field("pids", pa.int64(), nullable=True),
+        _field("io_read_bytes", pa.int64(), nullable=True),
+        _field("io_write_bytes", pa.int64(), nullable=True),
+    ]
+)
+
 # -- cctf: the per-sample tables, Parquet (tracekit.trace.cctf) -----------------
 # proc_metrics: one row per followed process and interval. Its leading columns
 # are constant per process (the JSON Lines copy formats them once per process).
@@ -134,13 +152,34 @@ LINK_METRICS = pa.schema(
         _field("tx_bps", pa.float64()),
     ]
 )
+# task_metrics: one row per task (attempt) and interval between its cgroup's samples, the first from the
+# task's start: its whole process tree's CPU (ms in the interval), memory now and peak, processes now, I/O bytes.
+TASK_METRICS = pa.schema(
+    [
+        _field("ts_ms", pa.int64()),
+        _field("node", pa.string()),
+        _field("task_id", pa.string()),
+        _field("attempt", pa.int64()),
+        _field("dt_ms", pa.int64()),
+        _field("cpu_ms", pa.float64()),
+        _field("cpu_user_ms", pa.float64()),
+        _field("cpu_system_ms", pa.float64()),
+        _field("memory_bytes", pa.int64(), nullable=True),
+        _field("memory_peak_bytes", pa.int64(), nullable=True),
+        _field("pids", pa.int64(), nullable=True),
+        _field("io_read_bytes", pa.int64(), nullable=True),
+        _field("io_write_bytes", pa.int64(), nullable=True),
+    ]
+)
 # The tables of cctf/ kept as Parquet, one file per node: <name>/<node>.parquet.
-CCTF_TABLES = {"proc_metrics": PROC_METRICS, "host_metrics": HOST_METRICS, "link_metrics": LINK_METRICS}
+CCTF_TABLES = {"proc_metrics": PROC_METRICS, "host_metrics": HOST_METRICS, "link_metrics": LINK_METRICS,
+               "task_metrics": TASK_METRICS}  # fmt: skip
 # Their sort order within a node's file (the node is the file).
 CCTF_SORT_KEYS = {
     "proc_metrics": ("ts_ms", "pid", "create_time_ms"),
     "host_metrics": ("ts_ms",),
     "link_metrics": ("ts_ms", "iface"),
+    "task_metrics": ("ts_ms", "task_id", "attempt"),
 }
 
 # -- cctf/audit.json: its fields, in order (schemas/cctf/audit.schema.json says what each holds) --
