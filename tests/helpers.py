@@ -20,6 +20,15 @@ def named_binary(tmp_path: Path, name: str, target: str = "sleep") -> str:
     return str(link)
 
 
+def ended(pid: int) -> bool:
+    """Is the process gone, or a zombie (ended, not yet reaped)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def wait_until(predicate, timeout_s: float = 15.0, what: str = "condition"):
     """Poll ``predicate`` until it returns a truthy value (never asserts on time)."""
     deadline = time.monotonic() + timeout_s

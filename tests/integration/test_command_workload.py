@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import ProcessTableWatch, file_secret, kill_processes_under, processes_under, read_jsonl, tracekit_cmd
+from tests.helpers import ProcessTableWatch, ended, file_secret, kill_processes_under, processes_under, read_jsonl, tracekit_cmd
 from tests.inventories import ssh_inventory
 from tests.sshd import free_port
 from tracekit.collect import daemon
@@ -107,7 +107,7 @@ def test_a_task_past_its_timeout_is_killed_with_its_process_group(redis_server, 
     assert records[timed_out]["state"] == "failed" and records[timed_out]["timed_out"] is True
     assert ran[timed_out]["timed_out"] is True and ran[timed_out]["signal"] is not None
     grandchild = int(marker.read_text())
-    assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+    assert ended(grandchild)
     assert records[missing]["state"] == "failed" and "command not found: no-such-command-here" in records[missing]["reason"]
     assert records[failing]["exit_status"] == 7 and records[failing]["reason"].endswith("last words")
     assert "last words" in ran[failing]["stderr_tail"] and "to stderr" in ran[failing]["stderr_tail"]
@@ -134,7 +134,7 @@ def test_what_a_task_leaves_running_is_counted_by_its_cgroup_and_ended_by_its_wo
         assert cgroups["available"] and cgroups["node"] == "cloud1" and cgroups["run_id"] == "c1"
         worker.terminate()  # a worker's stop ends what its tasks left running, and removes their cgroups
         assert worker.wait(60) == 0
-        assert not Path(f"/proc/{detached}").exists() or "Z" in Path(f"/proc/{detached}/stat").read_text().split()[2]
+        assert ended(detached)
         assert not any(Path(folder).exists() for folder in cgroups["folders"].values())
         log = (tmp_path / "cloud1" / "logs" / "c1" / "worker.log").read_text()
         assert f"still held [{detached}] after its task ended: killed and removed" in log

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 
 import pytest
 
-from tests.helpers import read_jsonl
+from tests.helpers import ended, read_jsonl, wait_until
 from tracekit.errors import CommandNotFound
 from tracekit.invocation import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, Invocation, run_invocation
 
@@ -61,15 +59,4 @@ def test_a_timed_out_task_in_a_folder_is_killed_with_its_group(tmp_path):
     event = run_invocation(invocation(tmp_path, [sys.executable, "-c", code], cwd=str(tmp_path), timeout_s=1.0))
     assert event["timed_out"] is True
     grandchild = int((tmp_path / "child.pid").read_text())
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{grandchild}") and _state(grandchild) != "Z":
-        time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{grandchild}") or _state(grandchild) == "Z"
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
+    wait_until(lambda: ended(grandchild), timeout_s=10, what="the grandchild's end")

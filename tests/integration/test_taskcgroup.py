@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import ended, wait_until
 from tracekit import taskcgroup
 from tracekit.errors import CommandNotFound
 from tracekit.trace.audit import CGROUP_FLOOR_MS
@@ -60,7 +60,7 @@ def test_a_process_that_outlives_its_task_is_named_then_ended_by_the_next_worker
     again = TaskCgroups.detect("cg1", "n1", tmp_path / "logs" / "cg1", version=cgroups.version)
     killed = again.clear_leftovers()
     assert killed == {cpu: pids} and not any(os.path.exists(k) for k in kept)
-    wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in pids), what="the end")
+    wait_until(lambda: all(ended(pid) for pid in pids), what="the end")
 
 
 def test_workers_of_two_run_folders_with_one_run_and_node_id_keep_apart(tmp_path, cgroups):
@@ -103,13 +103,6 @@ def test_without_cgroups_a_task_runs_sampled_only(tmp_path, monkeypatch):
     event = run(tmp_path, ["true"], found)
     assert event["status"] == 0 and "cgroup_cpu_ms" not in event
 
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 def test_the_argv_reaches_the_task_literally_through_the_trampoline(tmp_path, cgroups):
@@ -156,7 +149,7 @@ def test_the_collector_reads_no_cgroup_a_worker_s_file_points_elsewhere(tmp_path
     (fake / "cpuacct.usage").write_text("1\n")
     for folders in ({"cpuacct": "/sys/fs/cgroup/cpuacct"}, {"cpuacct": f"/x/{ours}/../../../"},
                     {"cpuacct": f"/sys/fs/cgroup/cpuacct/tracekit/other-run/{node_folder_name('n1', folder)}"},
-                    {"cpuacct": str(fake)}, {"cpuacct": f"/sys/fs/cgroup/cpuacct/tracekit/cg1/n1.00000000"}):  # fmt: skip
+                    {"cpuacct": str(fake)}, {"cpuacct": "/sys/fs/cgroup/cpuacct/tracekit/cg1/n1.00000000"}):  # fmt: skip
         (folder / "task_cgroups.json").write_text(json.dumps({"available": True, "version": 1, "folders": folders}))
         sampler = TaskCgroupSampler(folder, "cg1", "n1")
         assert sampler.rows(1) == [] and "names no task cgroups of run cg1 and node n1" in sampler.why_not
