@@ -200,14 +200,14 @@ def end_processes_naming(text: str, grace_s: float = 5.0) -> int:
     For an ansible-playbook that outlived its tracekit-run (killed): it goes on with the phases of its
     call, unattended, until something ends it.
     """
-    found: list[psutil.Process] = []
+    found: dict[int, psutil.Process] = {}  # by pid: a child that names the path too is found twice
     for process in psutil.process_iter(["cmdline"]):
         if process.pid != os.getpid() and any(text in arg for arg in process.info["cmdline"] or []):
             try:
-                found += [process, *process.children(recursive=True)]
+                found.update((p.pid, p) for p in (process, *process.children(recursive=True)))
             except psutil.Error:
                 pass
-    return _end(found, grace_s)
+    return _end(list(found.values()), grace_s)
 
 
 def _end(processes: list[psutil.Process], grace_s: float) -> int:

@@ -111,3 +111,23 @@ def wait_for_child(pid: int) -> int:
             return children[0].pid
         time.sleep(0.05)
     raise AssertionError("the orphan's module did not start")
+
+
+def test_a_process_named_twice_is_ended_and_counted_once(tmp_path):
+    """A module that names the path too (a fork before its exec shows its parent's command line) is the
+    parent's child and a match of its own: once, not twice (a fresh machine's run counted 3 for 2)."""
+    import subprocess
+
+    marker = str(tmp_path / "run" / "ansible" / "env" / "extravars")
+    child = f"import time; time.sleep(600)  # @{marker}"
+    script = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(600)"
+    parent = subprocess.Popen([sys.executable, "-c", script, f"@{marker}"], start_new_session=True)
+    try:
+        wait_for_child(parent.pid)
+        assert end_processes_naming(marker, grace_s=5) == 2
+        assert parent.wait(timeout=10) is not None
+    finally:
+        for process in psutil.Process(parent.pid).children(recursive=True) if psutil.pid_exists(parent.pid) else []:
+            process.kill()
+        parent.kill()
+        parent.wait()
