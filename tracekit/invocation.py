@@ -11,7 +11,10 @@ but 0-2 (see ``_inherited_descriptors``). The wrapper waits with
 that interval samples leave open. A task with a working folder of its own is
 started with ``subprocess.Popen(cwd=...)`` (posix_spawn here has no working
 folder; Popen's vfork path costs the same, and it too returns once exec
-succeeded).
+succeeded). A task in a cgroup of its own (``cgroups``, a worker's) is
+spawned behind the cgroup's ``/bin/sh`` trampoline (tracekit.taskcgroup),
+which goes to its working folder too: its registered PID is that shell for
+a moment before it execs the task, and the collector waits for the exec.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from tracekit.procfs import has_exited
 from tracekit.collect.daemon import CollectorConfig
 from tracekit.collect.process import ProcessTracker
 from tracekit.registration import process_identity, registration_name, write_registration
+from tracekit.taskcgroup import SHELL, TRAMPOLINE
 from tracekit.errors import RunFolderError, UsageError
 from tracekit.schemas import validation_errors
 
@@ -580,3 +581,27 @@ def test_a_process_judged_another_node_s_before_its_exec_is_followed_after_it(tm
         assert child.pid in tracker.tracked and tracker.tracked[child.pid].reason == "cmdline"
     finally:
         tracker.close()
+
+
+def test_a_registered_task_is_followed_as_itself_not_as_its_cgroup_s_trampoline(tmp_path, children):
+    """A worker registers its task once the spawn returned, when the trampoline (tracekit.taskcgroup) may not
+    have exec'd the task yet: the collector waits for the task's own name and command line."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)  # the trampoline's "move" blocks on it until a reader opens it
+    task = children([SHELL, "-c", TRAMPOLINE, "tracekit-task", str(gate), "--", "", "sleep", "300"])
+    pid_dir = tmp_path / "pids"
+    tracker = ProcessTracker(pid_dir=pid_dir)
+    wait_until(lambda: _procfs_cmdline(task.pid)[:3] == [SHELL, "-c", TRAMPOLINE], what="the trampoline")
+    write_registration(pid_dir, task.pid, process_identity(task.pid).create_time_ms, "t-1")
+    assert tracker.refresh(int(time.time() * 1000)) == []  # the shell, not the task yet
+    with open(gate) as _reader:  # the move done, it execs the task
+        wait_until(lambda: _procfs_cmdline(task.pid)[:1] == ["sleep"], what="the exec")
+    [followed] = tracker.refresh(int(time.time() * 1000))
+    assert (followed.key.pid, followed.comm, followed.cmdline, followed.task_id) == (task.pid, "sleep", ["sleep", "300"], "t-1")
+
+
+def _procfs_cmdline(pid: int) -> list[str]:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")[:-1]
+    except OSError:
+        return []

@@ -36,6 +36,7 @@ from tracekit import procfs as _procfs
 from tracekit import runfolder
 from tracekit.collect.cgroup import read_cgroup
 from tracekit.registration import ProcessKey, read_registration
+from tracekit.taskcgroup import SHELL, TRAMPOLINE
 
 # A freshly forked child still has its parent's name until it calls exec; a
 # process that did not match at first sight is looked at again while young.
@@ -372,8 +373,17 @@ class ProcessTracker:
                 # Already followed by a regex or as a descendant: add the task.
                 current.task_id = current.task_id or entry.task_id
                 continue
+            try:
+                cmdline = _procfs.read_cmdline(stat.pid)
+            except OSError:
+                cmdline = []
+            if cmdline[:3] == [SHELL, "-c", TRAMPOLINE]:
+                # Still the task cgroup's trampoline, a moment before it execs the task: its name and
+                # command line would be the shell's. Looked at again on the next tick.
+                self._seen_registrations.discard(name)
+                continue
             self._forget_unmatched(entry.pid)
-            found.append(self._track(stat, "registered", entry.task_id))
+            found.append(self._track(stat, "registered", entry.task_id, cmdline))
         return found
 
     def _track(
