@@ -699,13 +699,15 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from tracekit import detach
-    from tracekit.sched.worker import WorkerConfig, run_worker
+    from tracekit.sched.worker import WorkerConfig, run_worker, stop_worker
 
     run_id = runfolder.run_id_or_env(args.run_id)
     folder = runfolder.run_dir(run_id, runfolder.logs_dir(args.logs_dir))
     if args.stop:
-        stopped = detach.stop_worker(folder, run_id, args.grace)
-        _answer(args, f"worker of run {run_id} {'stopped' if stopped else 'was not running'}", stopped is not None)
+        stopped, ended = stop_worker(folder, run_id, args.grace)
+        left = f"; ended {sum(map(len, ended.values()))} processes its tasks left in their cgroups" if ended else ""
+        _answer(args, f"worker of run {run_id} {'stopped' if stopped else 'was not running'}{left}",
+                stopped is not None or bool(ended))  # fmt: skip
         return 0
     if not args.redis_url:
         raise UsageError("worker needs --redis-url redis://HOST:PORT/DB")

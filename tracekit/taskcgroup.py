@@ -27,6 +27,7 @@ pids are read where those controllers can be enabled for tracekit's subtree.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -34,6 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tracekit import runfolder
 
 # The v1 controllers a task's cgroup is made in; cpuacct is the one needed.
 V1_CONTROLLERS = ("cpuacct", "memory", "pids")
@@ -96,6 +99,12 @@ def _own_paths(self_cgroup: str) -> dict[str, str]:
 def node_folder_name(node_id: str, run_folder: Path) -> str:
     """``<node>.<8 hex of the run folder>``: the folder of one worker's task cgroups in its run's."""
     return f"{node_id}.{hashlib.sha256(str(Path(run_folder).resolve()).encode()).hexdigest()[:8]}"
+
+
+def _in_mount(folder: str, suffix: str, mounts: list[str]) -> bool:
+    """``folder`` is itself (no link, no ..), ends with ``suffix`` and lies in one of ``mounts``."""
+    return (os.path.realpath(folder) == folder and folder.endswith(suffix)
+            and any(folder.startswith(m.rstrip("/") + "/") for m in mounts))  # fmt: skip
 
 
 def cgroup_mount_points(mountinfo: str) -> list[str]:
@@ -192,6 +201,32 @@ class TaskCgroups:
                                "not accounted by cgroup")  # fmt: skip
         _enable_v2_controllers(hierarchy.own_dir, relative)
         return cls({UNIFIED: folder}, version=2)
+
+    @classmethod
+    def recorded(cls, run_folder: Path, run_id: str, node_id: str | None = None) -> tuple[TaskCgroups | None, str | None]:
+        """The task cgroups a worker of ``run_folder`` recorded in its task_cgroups.json: (them, None), or
+        (None, why not); (None, None) while there is no such file. Only this run's and node's folders in a
+        mounted cgroup hierarchy are taken: the file is in the run folder, which tasks can write."""
+        record = Path(run_folder) / runfolder.TASK_CGROUPS
+        try:
+            described = json.loads(record.read_bytes())
+        except FileNotFoundError:
+            return None, None
+        except ValueError:
+            return None, f"{record.name} is not valid JSON"
+        if not isinstance(described, dict) or not described.get("available"):
+            return None, "the worker's tasks have no cgroups of their own"
+        node = node_id if node_id is not None else described.get("node")
+        folders = described.get("folders")
+        suffix = f"/tracekit/{run_id}/{node_folder_name(node, record.parent)}" if isinstance(node, str) else None
+        try:
+            mounts = cgroup_mount_points(Path("/proc/self/mountinfo").read_text())
+        except OSError:
+            mounts = []
+        if (described.get("version") not in (1, 2) or not isinstance(folders, dict) or not folders or suffix is None
+                or not all(isinstance(f, str) and _in_mount(f, suffix, mounts) for f in folders.values())):  # fmt: skip
+            return None, f"{record.name} names no task cgroups of run {run_id} and node {node}"
+        return cls({name: Path(f) for name, f in folders.items()}, version=described["version"]), None
 
     def readings(self) -> list[str]:
         """What a task's cgroup gives here: cpu, and memory/pids where their controllers are there."""

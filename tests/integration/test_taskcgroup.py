@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ended, wait_until
+from tests.helpers import ended, tracekit_cmd, wait_until
 from tracekit import taskcgroup
 from tracekit.errors import CommandNotFound
 from tracekit.trace.audit import CGROUP_FLOOR_MS
 from tracekit.invocation import Invocation, run_invocation
+from tracekit.jsonl import write_json
 from tracekit.collect.taskcgroups import CGROUP_CSV_COLUMNS, TaskCgroupSampler
 from tracekit.taskcgroup import TaskCgroups, cgroup_name, node_folder_name, remove_stale
 
@@ -189,3 +190,25 @@ def test_a_task_s_folder_is_the_one_named_whatever_cdpath_or_a_dash(tmp_path, cg
     event = run(tmp_path, ["sh", "-c", 'pwd -P > "$1"; echo "${OLDPWD-unset}" >> "$1"', "sh", str(out)], cgroups,
                 cwd="-", env={"CDPATH": str(tmp_path / "elsewhere")})  # fmt: skip
     assert event["status"] == 0 and out.read_text().splitlines() == [str(tmp_path / "-"), "unset"]
+
+
+def test_a_stop_ends_what_a_killed_worker_s_task_left_in_its_cgroup(tmp_path, cgroups):
+    """A worker SIGKILLed mid-task leaves its task running in its cgroup: `tracekit worker --stop` ends it."""
+    folder = tmp_path / "logs" / "cg1"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "task_cgroups.json", {"node": "n1", "run_id": "cg1", **cgroups.describe()})
+    task = cgroups.task(cgroup_name("t-9", 1))
+    task.make()
+    orphan = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        for cgroup in task.dirs.values():  # where the killed worker's task was born
+            (cgroup / "cgroup.procs").write_text(str(orphan.pid))
+        stopped = subprocess.run(tracekit_cmd("worker", "--stop", "--run-id", "cg1", "--logs-dir", str(tmp_path / "logs"),
+                                              "--json"), capture_output=True, text=True, timeout=60)  # fmt: skip
+        answer = json.loads(stopped.stdout)
+        assert stopped.returncode == 0 and answer["changed"] is True, stopped.stderr
+        assert "was not running; ended 1 processes its tasks left in their cgroups" in answer["message"]
+        assert orphan.wait(timeout=10) == -9 and not any(f.exists() for f in task.dirs.values())
+    finally:
+        orphan.kill()
+        orphan.wait()

@@ -13,12 +13,10 @@ and node's folders in a mounted cgroup hierarchy are read.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from tracekit import runfolder
-from tracekit.taskcgroup import COUNTERS, cgroup_mount_points, node_folder_name, read_counters
+from tracekit.taskcgroup import COUNTERS, TaskCgroups, read_counters
 
 # cgroup: the task cgroup's folder name (tracekit.taskcgroup.cgroup_name of its task id and attempt)
 CGROUP_CSV_COLUMNS = ("ts_ms", "cgroup", *COUNTERS)
@@ -28,41 +26,16 @@ class TaskCgroupSampler:
     """Reads the run's and node's task cgroups on each tick, once the worker has said where they are."""
 
     def __init__(self, run_folder: Path, run_id: str, node_id: str):
-        self.record = Path(run_folder) / runfolder.TASK_CGROUPS
-        self.run_id, self.node_id = run_id, node_id
+        self.run_folder, self.run_id, self.node_id = Path(run_folder), run_id, node_id
         self.version = 0
         self.folders: dict[str, Path] = {}
         self.why_not: str | None = None  # the worker's file is there but says no, or is not usable
 
     def _load(self) -> None:
         """Take the worker's task_cgroups.json when it appears (the worker may start after the collector)."""
-        try:
-            described = json.loads(self.record.read_bytes())
-        except FileNotFoundError:
-            return
-        except ValueError:
-            self.why_not = f"{self.record.name} is not valid JSON"
-            return
-        if not isinstance(described, dict) or not described.get("available"):
-            self.why_not = "the worker's tasks have no cgroups of their own"
-            return
-        folders = described.get("folders")
-        if described.get("version") not in (1, 2) or not isinstance(folders, dict) or not folders or not all(
-                isinstance(f, str) and self._ours(f) for f in folders.values()):  # fmt: skip
-            self.why_not = f"{self.record.name} names no task cgroups of run {self.run_id} and node {self.node_id}"
-            return
-        self.version, self.folders = described["version"], {name: Path(f) for name, f in folders.items()}
-
-    def _ours(self, folder: str) -> bool:
-        """A folder of this run's and node's task cgroups in a mounted cgroup hierarchy (the file is in the
-        run folder, which tasks can write: it must not send the collector reading anything else)."""
-        real = os.path.realpath(folder)
-        suffix = f"/tracekit/{self.run_id}/{node_folder_name(self.node_id, self.record.parent)}"
-        try:
-            mounts = cgroup_mount_points(Path("/proc/self/mountinfo").read_text())
-        except OSError:
-            return False
-        return real == folder and real.endswith(suffix) and any(real.startswith(m.rstrip("/") + "/") for m in mounts)
+        found, self.why_not = TaskCgroups.recorded(self.run_folder, self.run_id, self.node_id)
+        if found is not None:
+            self.version, self.folders = found.version, found.dirs
 
     def rows(self, ts_ms: int) -> list[str]:
         """One CSV row per live task cgroup now."""

@@ -32,11 +32,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 
-from tracekit import runfolder
+from tracekit import detach, runfolder
 from tracekit.cpuset import check_usable, keep_on
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import close_file_logger, file_logger
@@ -360,6 +360,19 @@ class Worker:
         self.log.info("worker %s stopped: %d tasks finished, %d queue entries rejected", self.config.node_id,
                       self.tasks_finished, self.rejected_count)  # fmt: skip
         return 0
+
+
+def stop_worker(folder: Path, run_id: str, grace_s: float) -> tuple[Any, dict[str, list[int]]]:
+    """Stop the run's background worker (``tracekit worker --stop``), then end what its tasks left in their
+    cgroups and remove those (a worker SIGKILLed mid-task leaves them): (the worker stopped, or None when
+    none ran; {task cgroup: pids ended})."""
+    stopped = detach.stop_worker(folder, run_id, grace_s)
+    leftover, _why = TaskCgroups.recorded(folder, run_id)
+    if leftover is None:
+        return stopped, {}
+    ended = leftover.clear_leftovers()
+    leftover.close()
+    return stopped, ended
 
 
 def run_worker(config: WorkerConfig) -> int:
