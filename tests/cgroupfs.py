@@ -16,13 +16,14 @@ import fcntl
 import subprocess
 from pathlib import Path
 
+from tracekit.taskcgroup import cgroup_mount_points
+
 ROOT = Path("/sys/fs/cgroup")
 LOCK = Path("/tmp/tracekit-tests-cgroupfs.lock")
 
 
 def cgroups_mounted() -> bool:
-    with open("/proc/self/mountinfo") as mountinfo:
-        return any(line.partition(" - ")[2].split()[:1] in (["cgroup"], ["cgroup2"]) for line in mountinfo)
+    return bool(cgroup_mount_points(Path("/proc/self/mountinfo").read_text()))
 
 
 def _mount(*argv: str) -> bool:

@@ -153,12 +153,12 @@ def _spawn(invocation: Invocation, node: str, cgroup: TaskCgroup | None = None) 
     """
     argv = list(invocation.argv)
     environment = _environment(node, invocation.run_id, invocation.env)
-    path = environment.get(b"PATH")
-    executable = _on_path(argv[0], os.fsdecode(path) if path is not None else None)
+    path = os.fsdecode(environment[b"PATH"]) if b"PATH" in environment else None
+    executable = _on_path(argv[0], path)
     if cgroup is not None:
         if invocation.cwd is not None and not os.path.isdir(invocation.cwd):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), invocation.cwd)
-        _check_runnable(argv[0], executable, os.fsdecode(path) if path is not None else None, invocation.cwd)
+        _check_runnable(argv[0], executable, path, invocation.cwd)
         argv, executable = cgroup.trampoline(argv, invocation.cwd), SHELL
     own_group = invocation.own_group or invocation.timeout_s is not None
     if invocation.cwd is not None and cgroup is None:

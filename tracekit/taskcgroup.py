@@ -65,20 +65,27 @@ class Hierarchy:
         return Path(self.mount) / self.own_path.lstrip("/")
 
 
+def _cgroup_mount_lines(mountinfo: str) -> list[tuple[str, str, set[str]]]:
+    """mountinfo's cgroup mounts: (mount point, "cgroup" or "cgroup2", super options)."""
+    found = []
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) >= 5 and tail[:1] in (["cgroup"], ["cgroup2"]):
+            found.append((fields[4], tail[0], set(tail[2].split(",")) if len(tail) >= 3 else set()))
+    return found
+
+
 def _cgroup_mounts(mountinfo: str) -> tuple[dict[str, str], str | None]:
     """mountinfo's cgroup mounts: ({v1 controller: mount point}, the v2 mount point or None)."""
     v1: dict[str, str] = {}
     v2 = None
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or not tail:
-            continue
-        if tail[0] == "cgroup2":
-            v2 = v2 or fields[4]
-        elif tail[0] == "cgroup" and len(tail) >= 3:
-            for controller in set(tail[2].split(",")) & set(V1_CONTROLLERS):
-                v1.setdefault(controller, fields[4])
+    for point, kind, options in _cgroup_mount_lines(mountinfo):
+        if kind == "cgroup2":
+            v2 = v2 or point
+        else:
+            for controller in options & set(V1_CONTROLLERS):
+                v1.setdefault(controller, point)
     return v1, v2
 
 
@@ -109,13 +116,7 @@ def _in_mount(folder: str, suffix: str, mounts: list[str]) -> bool:
 
 def cgroup_mount_points(mountinfo: str) -> list[str]:
     """Where cgroup hierarchies (v1 and v2) are mounted."""
-    points = []
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) >= 5 and tail[:1] in (["cgroup"], ["cgroup2"]):
-            points.append(fields[4])
-    return points
+    return [point for point, _kind, _options in _cgroup_mount_lines(mountinfo)]
 
 
 def v1_hierarchies(mountinfo: str, self_cgroup: str) -> dict[str, Hierarchy]:
@@ -130,6 +131,13 @@ def v2_hierarchy(mountinfo: str, self_cgroup: str) -> Hierarchy | None:
     _, mount = _cgroup_mounts(mountinfo)
     own = _own_paths(self_cgroup).get(UNIFIED)
     return Hierarchy(UNIFIED, mount, own) if mount is not None and own is not None else None
+
+
+def _own_hierarchies() -> tuple[dict[str, Hierarchy], Hierarchy | None]:
+    """This process's v1 hierarchies and v2 one (v1_hierarchies, v2_hierarchy); OSError when unreadable."""
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    self_cgroup = Path("/proc/self/cgroup").read_text()
+    return v1_hierarchies(mountinfo, self_cgroup), v2_hierarchy(mountinfo, self_cgroup)
 
 
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
@@ -162,16 +170,13 @@ class TaskCgroups:
         folder, finds its predecessor's leftovers.
         """
         try:
-            mountinfo = Path("/proc/self/mountinfo").read_text()
-            self_cgroup = Path("/proc/self/cgroup").read_text()
+            v1, unified = _own_hierarchies()
         except OSError as exc:
             return cls({}, f"cannot read this process's cgroups ({exc.strerror})")
         relative = Path("tracekit", run_id, node_folder_name(node_id, run_folder))
-        v1 = v1_hierarchies(mountinfo, self_cgroup) if version != 2 else {}
-        if "cpuacct" in v1:
+        if "cpuacct" in v1 and version != 2:
             return cls._v1(v1, relative)
-        unified = v2_hierarchy(mountinfo, self_cgroup) if version != 1 else None
-        if unified is not None:
+        if unified is not None and version != 1:
             return cls._v2(unified, relative)
         wanted = {1: "no cgroup v1 cpuacct hierarchy", 2: "no cgroup v2 hierarchy"}.get(version or 0, "no cgroup hierarchy")
         return cls({}, f"{wanted} is mounted: tasks are sampled, not accounted by cgroup")
@@ -339,10 +344,9 @@ class TaskCgroup:
 def _enable_v2_controllers(own: Path, relative: Path) -> None:
     """Memory and pids for task cgroups below ``own/relative``: enabled on every level from ``own``, whose
     processes make it refuse them (v2's rule), unless it is the root. Best effort."""
+    levels = [own, *(own / Path(*relative.parts[: depth + 1]) for depth in range(len(relative.parts)))]
     for controller in V2_CONTROLLERS:
-        level = own
-        for part in ("", *relative.parts):
-            level = level / part if part else level
+        for level in levels:
             try:
                 _write(level / "cgroup.subtree_control", f"+{controller}")
             except OSError:
@@ -355,13 +359,10 @@ def remove_stale(older_than_s: float = STALE_AFTER_S) -> list[str]:
     around its spawn; a live worker idle that long makes its node folder again). What still holds a
     process or a cgroup is left alone. Returns the task cgroups removed."""
     try:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-        self_cgroup = Path("/proc/self/cgroup").read_text()
+        v1, unified = _own_hierarchies()
     except OSError:
         return []
-    roots = [h.own_dir / "tracekit" for h in v1_hierarchies(mountinfo, self_cgroup).values()]
-    unified = v2_hierarchy(mountinfo, self_cgroup)
-    roots += [unified.own_dir / "tracekit"] if unified is not None else []
+    roots = [h.own_dir / "tracekit" for h in (*v1.values(), *([unified] if unified is not None else []))]
     removed, now = [], time.time()
     for root in roots:
         for run in _subfolders(root):

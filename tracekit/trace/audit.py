@@ -130,7 +130,7 @@ class Audit:
             if in_cgroup is not None or "cgroup_cpu_ms" in record:
                 record["cgroup_samples"] = in_cgroup.rows if in_cgroup else 0
             if record["ok"]:  # the export slices a task by its cgroup's samples where they counted it
-                counted = in_cgroup is not None and in_cgroup.rows and _cgroup_counted(record)
+                counted = in_cgroup is not None and in_cgroup.rows and cgroup_counted(record)
                 fragments.append(_fragments(record, in_cgroup if counted else samples))
         failed = [r for r in invocations if not r["ok"]]
         cgroups = _cgroup_accounting(nodes, invocations)
@@ -312,10 +312,16 @@ def _notes(nodes, invocations: list[dict[str, Any]], with_samples: int, missing_
         )
     return notes
 
-def _cgroup_counted(record: dict[str, Any]) -> bool:
-    from tracekit.trace.nodeparse import cgroup_counted  # nodeparse imports this module
-
-    return cgroup_counted(record)
+def cgroup_counted(invocation: dict[str, Any]) -> bool:
+    """Did the task's own cgroup count it (tracekit.taskcgroup)? Not when its total falls short of its
+    rusage beyond the spawn's share (the move into the cgroup failed: the task ran uncounted)."""
+    cgroup = invocation.get("cgroup_cpu_ms")
+    if not isinstance(cgroup, (int, float)) or isinstance(cgroup, bool):
+        return False
+    if invocation.get("cpu_user_ms") is None:
+        return True
+    rusage = invocation["cpu_user_ms"] + (invocation.get("cpu_system_ms") or 0)
+    return cgroup >= rusage * (1 - CGROUP_TOLERANCE) - CGROUP_FLOOR_MS
 
 
 def _cgroup_accounting(nodes, invocations: list[dict[str, Any]]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from tracekit import __version__, runfolder
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import BadLine, printable
 from tracekit.trace import audit as audit_mod
+from tracekit.trace.audit import cgroup_counted
 from tracekit.trace import cctf
 from tracekit.trace.hostmetrics import build_host_metrics
 from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics
@@ -83,18 +84,6 @@ def invocation_ok(event: dict[str, Any]) -> bool:
     if event.get("module") in ("nginx", "http"):
         return isinstance(status, int) and status < 500
     return status == 0
-
-
-def cgroup_counted(invocation: dict[str, Any]) -> bool:
-    """Did the task's own cgroup count it (tracekit.taskcgroup)? Not when its total falls short of its
-    rusage beyond the spawn's share (the move into the cgroup failed: the task ran uncounted)."""
-    cgroup = invocation.get("cgroup_cpu_ms")
-    if not isinstance(cgroup, (int, float)) or isinstance(cgroup, bool):
-        return False
-    if invocation.get("cpu_user_ms") is None:
-        return True
-    rusage = invocation["cpu_user_ms"] + (invocation.get("cpu_system_ms") or 0)
-    return cgroup >= rusage * (1 - audit_mod.CGROUP_TOLERANCE) - audit_mod.CGROUP_FLOOR_MS
 
 
 def exact_cpu_ms(invocation: dict[str, Any]) -> float | None:
