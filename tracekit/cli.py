@@ -443,6 +443,18 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--access-log-format", choices=("combined", "extended"), default="combined",
                          help="the access log's format (tracekit adapt nginx; default: combined)")  # fmt: skip
     command.add_argument("service_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARG...")
+    boxed = serve.add_argument_group(
+        "in a container (tracekit.container)",
+        "ENGINE run --rm --name tk-<run>-<node>-service --network host ...: the run folder (and --files, the "
+        "venv) mounted at their own paths, its environment passed by name. An ASGI app needs this node's "
+        "Tracekit venv inside: give --container-rootfs / (an overlay of the host's tree).",
+    )
+    boxed.add_argument("--container", choices=("podman", "docker"), help="the container engine")
+    boxed.add_argument("--container-image", help="the image (present on the node)")
+    boxed.add_argument("--container-rootfs", help="instead of an image: a folder as its root, e.g. /")
+    boxed.add_argument("--container-runtime", help="podman's OCI runtime, e.g. runc")
+    boxed.add_argument("--container-option", action="append", default=[], metavar="ARG",
+                       help="one more argument of ENGINE run (repeat it; --container-option=--memory=512m)")  # fmt: skip
 
 
 def _add_load(commands: argparse._SubParsersAction) -> None:
@@ -704,8 +716,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     run_id = runfolder.run_id_or_env(args.run_id)
     folder = runfolder.run_dir(run_id, runfolder.logs_dir(args.logs_dir))
     if args.stop:
-        stopped, ended = stop_worker(folder, run_id, args.grace)
+        stopped, ended = stop_worker(folder, run_id, args.grace, args.node_id)
+        removed = [what for what in ended if what.startswith("container ")]
         left = f"; ended {sum(map(len, ended.values()))} processes its tasks left in their cgroups" if ended else ""
+        left += f"; removed {len(removed)} containers its tasks left" if removed else ""
         _answer(args, f"worker of run {run_id} {'stopped' if stopped else 'was not running'}{left}",
                 stopped is not None or bool(ended))  # fmt: skip
         return 0
@@ -889,6 +903,27 @@ def _cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _container_option(args: argparse.Namespace):
+    """serve's --container* options as a ContainerSpec (None: on the host)."""
+    from tracekit.container import ContainerSpec
+    from tracekit.errors import ExperimentError
+
+    given = (args.container_image, args.container_rootfs, args.container_runtime, args.container_option)
+    if args.container is None:
+        if any(given):
+            raise UsageError("--container-image, --container-rootfs, --container-runtime and --container-option "
+                             "need --container ENGINE")  # fmt: skip
+        return None
+    if bool(args.container_image) == bool(args.container_rootfs):
+        raise UsageError("--container needs one of --container-image NAME and --container-rootfs PATH")
+    section = {"engine": args.container, "image": args.container_image, "rootfs": args.container_rootfs,
+               "runtime": args.container_runtime, "options": args.container_option}  # fmt: skip
+    try:
+        return ContainerSpec.from_section({k: v for k, v in section.items() if v}, "--container")
+    except ExperimentError as exc:
+        raise UsageError(str(exc).replace("--container.options", "--container-option")) from None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from tracekit.adapters.http_service import CommandService, ServiceSpec, start_command_service, start_service, stop_service
 
@@ -899,6 +934,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _answer(args, f"HTTP service of run {run_id}: {'stopped' if stopped else 'was not running'}", bool(stopped))
         return 0
     node_id = args.node_id or runfolder.default_node_id()
+    container = _container_option(args)
     argv = args.service_argv[1:] if args.service_argv[:1] == ["--"] else args.service_argv
     if args.as_command:
         if not argv:
@@ -906,7 +942,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         command = CommandService(tuple(argv), run_id, logs.resolve(), node_id, args.port, args.host,
                                  args.files.resolve() if args.files else None, args.health,
                                  args.venv.resolve() if args.venv else None, args.access_log, args.access_log_format,
-                                 args.cpus)  # fmt: skip
+                                 args.cpus, container)  # fmt: skip
         running, started = start_command_service(command)
         _answer(args, f"HTTP service of run {run_id}: {'started' if started else 'already running'} (pid {running.pid}) "
                 f"on http://{args.host}:{args.port}", started, pid=running.pid)  # fmt: skip
@@ -918,7 +954,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     spec = ServiceSpec(app_dir=args.app_dir.resolve(), run_id=run_id, logs_dir=logs.resolve(),
                        node_id=node_id, port=args.port, host=args.host,
                        app=args.app, factory=not args.no_factory, workers=args.workers, next_url=args.next_url,
-                       cpus=args.cpus)  # fmt: skip
+                       cpus=args.cpus, container=container)  # fmt: skip
     running, started = start_service(spec)
     state = "started" if started else "already running"
     _answer(args, f"HTTP service of run {run_id}: {state} (pid {running.pid}) on http://{spec.host}:{spec.port}",

@@ -19,6 +19,7 @@ a moment before it execs the task, and the collector waits for the exec.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import os
@@ -34,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracekit import container as containers
 from tracekit import runfolder
+from tracekit.container import ContainerSpec
 from tracekit.errors import CommandNotFound, RunFolderError, UsageError
 from tracekit.jsonl import append_line, dumps
 from tracekit.registration import Registrar, process_identity, write_registration
@@ -88,6 +91,10 @@ class Invocation:
     # A process group of its own: what a time-out or a stop ends is the task and all it started. Not for a
     # command run from a terminal (tracekit wrap), which must stay in the terminal's foreground group.
     own_group: bool = False
+    # Run in a container (tracekit.container): the engine's client is the child, the argv runs inside;
+    # ``mounts``: folders the container sees at the same paths (the task's outputs and files).
+    container: ContainerSpec | None = None
+    mounts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -144,14 +151,18 @@ def _environment(node: str, run_id: str, extra: Mapping[str, str] | None = None)
     return {**environment, **added, _NODE_ID_ENV: node_mark, _RUN_ID_ENV: run_mark}
 
 
-def _spawn(invocation: Invocation, node: str, cgroup: TaskCgroup | None = None) -> int:
+def _spawn(invocation: Invocation, node: str, cgroup: TaskCgroup | None = None,
+           engine_argv: list[str] | None = None) -> int:  # fmt: skip
     """posix_spawn the invocation's argv (found on PATH as execvp would find it), marked with ``node``.
 
     With a ``cgroup`` (tracekit.taskcgroup) the argv is spawned behind its trampoline, which moves the
     child into it and into the task's working folder, and could only report a missing command or folder
-    by its exit status: both are looked for first, and a missing one raises as without.
+    by its exit status: both are looked for first, and a missing one raises as without. ``engine_argv``:
+    a container engine's command that runs the argv (tracekit.container.run_argv), spawned instead, here.
     """
-    argv = list(invocation.argv)
+    argv = list(invocation.argv) if engine_argv is None else engine_argv
+    if engine_argv is not None:
+        invocation = dataclasses.replace(invocation, cwd=None)  # the container's folder is its --workdir
     environment = _environment(node, invocation.run_id, invocation.env)
     path = os.fsdecode(environment[b"PATH"]) if b"PATH" in environment else None
     executable = _on_path(argv[0], path)
@@ -322,12 +333,16 @@ def _spawn_and_wait(
     cgroup: TaskCgroup | None = None,
 ) -> dict:
     """Spawn, register, wait; then complete and write the event (run_invocation's second half)."""
+    boxed = _ContainerRun.prepare(invocation, event, folder, task_id) if invocation.container is not None else None
     try:
-        pid, cgroup = _spawn_counted(invocation, event, cgroup)
+        pid, cgroup = _spawn_counted(invocation, event, cgroup, boxed)
     except OSError as exc:
         in_folder = invocation.cwd is not None and exc.filename == invocation.cwd  # Popen could not change to it
         missing = isinstance(exc, FileNotFoundError) and not in_folder
-        if in_folder:
+        if boxed is not None and exc.filename == boxed.spec.engine:
+            error = f"container engine not found: {boxed.spec.engine} ({exc.strerror})"
+            hint = "install it on the node (prepare installs podman for engine podman)"
+        elif in_folder:
             error, hint = f"cannot run in {invocation.cwd} ({exc.strerror})", "does the task's cwd exist on the node?"
         elif missing:
             error, hint = f"command not found: {invocation.argv[0]} ({exc.strerror})", "is it installed and on PATH?"
@@ -353,12 +368,13 @@ def _spawn_and_wait(
             on_start(pid)
     except BaseException:
         os.kill(pid, signal.SIGTERM)  # the caller cannot follow it: stop it, record it, then say why
-        _wait_and_record(event, events_path, pid, create_time_ms, io, unregister, invocation, cgroup)
+        _wait_and_record(event, events_path, pid, create_time_ms, io, unregister, invocation, cgroup, boxed)
         raise
-    return _wait_and_record(event, events_path, pid, create_time_ms, io, unregister, invocation, cgroup)
+    return _wait_and_record(event, events_path, pid, create_time_ms, io, unregister, invocation, cgroup, boxed)
 
 
-def _spawn_counted(invocation: Invocation, event: dict[str, Any], cgroup: TaskCgroup | None) -> tuple[int, TaskCgroup | None]:
+def _spawn_counted(invocation: Invocation, event: dict[str, Any], cgroup: TaskCgroup | None,
+                   boxed: _ContainerRun | None = None) -> tuple[int, TaskCgroup | None]:  # fmt: skip
     """_spawn, into the task's cgroups when it has some; cgroups that cannot be made are said in the event."""
     if cgroup is not None:
         try:
@@ -367,12 +383,55 @@ def _spawn_counted(invocation: Invocation, event: dict[str, Any], cgroup: TaskCg
             event["cgroup_error"] = f"not in cgroups of its own: {exc.strerror or exc}"
             cgroup.remove()
             cgroup = None
+    engine_argv = boxed.argv(invocation, cgroup) if boxed is not None else None
     try:
-        return _spawn(invocation, event["node"], cgroup), cgroup
+        return _spawn(invocation, event["node"], cgroup, engine_argv), cgroup
     except OSError:
         if cgroup is not None:
-            cgroup.remove()
+            cgroup.remove(everywhere=boxed is not None)
         raise
+
+
+@dataclass
+class _ContainerRun:
+    """A task's container (tracekit.container): its name and id file; the event says which."""
+
+    spec: ContainerSpec
+    name: str
+    cidfile: Path
+
+    @classmethod
+    def prepare(cls, invocation: Invocation, event: dict[str, Any], folder: Path, task_id: str) -> _ContainerRun:
+        spec = invocation.container
+        assert spec is not None
+        name = containers.container_name(invocation.run_id, event["node"], cgroup_name(task_id, invocation.attempt))
+        cidfile = folder / runfolder.CONTAINERS_DIR / f"{name}.cid"
+        cidfile.parent.mkdir(exist_ok=True)
+        cidfile.unlink(missing_ok=True)  # the engine refuses to overwrite one (a killed worker's)
+        event.update(container_engine=spec.engine, container_name=name, image=spec.what)
+        return cls(spec, name, cidfile)
+
+    def argv(self, invocation: Invocation, cgroup: TaskCgroup | None) -> list[str]:
+        env_names = sorted({*(invocation.env or {}), runfolder.NODE_ID_ENV, runfolder.RUN_ID_ENV})
+        return containers.run_argv(
+            self.spec, list(invocation.argv), name=self.name, cidfile=self.cidfile,
+            cgroup_parent=cgroup.engine_parent() if cgroup is not None else None, env_names=env_names,
+            cwd=invocation.cwd, mounts=list(invocation.mounts),
+        )  # fmt: skip
+
+    def finish(self, event: dict[str, Any], ended_by_us: bool, cgroup: TaskCgroup | None) -> None:
+        """After the engine's client ended: the container's id into the event; a container the client left
+        (it was killed, or timed out) removed; the engine's own failure named. The engine's monitor
+        (conmon) removes the container after the client returned: its cgroup is waited for to empty, so
+        that the task's totals are whole and its cgroup can go."""
+        event["container_id"] = containers.read_cidfile(self.cidfile)
+        self.cidfile.unlink(missing_ok=True)
+        if ended_by_us or (event["status"] or 0) < 0:
+            containers.remove(self.spec.engine, self.name)
+        if cgroup is not None:
+            cgroup.wait_empty(containers.SETTLE_S)
+        if event["status"] == containers.ENGINE_FAILED:
+            event["error"] = f"the container engine failed ({self.spec.engine}, exit status {event['status']})"
 
 
 def _register(
@@ -400,7 +459,7 @@ def _register(
 
 def _wait_and_record(
     event: dict[str, Any], events_path: Path, pid: int, create_time_ms: int, io: IoPaths, unregister: Callable[[], None],
-    invocation: Invocation, cgroup: TaskCgroup | None = None,
+    invocation: Invocation, cgroup: TaskCgroup | None = None, boxed: _ContainerRun | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Wait for the child; its exit, exact CPU time and peak RSS, and what it wrote, into its event, written.
 
@@ -433,12 +492,14 @@ def _wait_and_record(
         event["error"] = f"timed out after {invocation.timeout_s:g} s (its process group was killed)"
     if exit_code != 0 and invocation.stderr is not None:
         event["stderr_tail"] = _tail(invocation.stderr)
+    if boxed is not None:
+        boxed.finish(event, timer is not None and timer.fired, cgroup)
     if cgroup is not None:
         try:
             event.update(cgroup.totals())
         except (OSError, ValueError) as exc:
             event["cgroup_error"] = f"its cgroups could not be read: {exc}"
-        kept = cgroup.remove()
+        kept = cgroup.remove(everywhere=boxed is not None)
         if kept:  # a process of the task outlived it (left its process group)
             event["cgroup_kept"] = kept
     _write_event(events_path, event)

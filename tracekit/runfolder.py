@@ -38,6 +38,7 @@ COLLECTOR_PIDFILE = "collector.pid"
 PID_DIR = "pids"  # wrappers register their children here
 CLOCK = "clock.json"  # this node's clock offset to the controller (tracekit clock)
 TASK_CGROUPS = "task_cgroups.json"  # the worker's: the cgroups its tasks are born in, or why none (tracekit.taskcgroup)
+CONTAINERS_DIR = "containers"  # a container task's id file while it runs (tracekit.container)
 # Written by the dispatcher into the controller's run folder.
 PLACEMENT_EVENTS = "placement_events.jsonl"  # every placement, with the state it was decided on
 TERMINAL_RECORDS = "terminal_records.jsonl"  # each task's terminal record as received: what ran

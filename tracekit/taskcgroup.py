@@ -155,10 +155,12 @@ def cgroup_name(task_id: str, attempt: int) -> str:
 class TaskCgroups:
     """Where a worker makes its tasks' cgroups (``<own cgroup>/tracekit/<run>/<node>.<mark>/``), or why it cannot."""
 
-    def __init__(self, dirs: dict[str, Path], unavailable: str | None = None, version: int = 0):
+    def __init__(self, dirs: dict[str, Path], unavailable: str | None = None, version: int = 0,
+                 mounts: dict[str, Path] | None = None):  # fmt: skip
         self.dirs = dirs  # controller (UNIFIED for v2) -> the run's and node's folder of task cgroups
         self.unavailable = unavailable
         self.version = version  # 1 or 2; 0 when unavailable
+        self.mounts = mounts or {}  # controller -> where its hierarchy is mounted (a worker's: detect)
 
     @classmethod
     def detect(cls, run_id: str, node_id: str, run_folder: Path, version: int | None = None) -> TaskCgroups:
@@ -183,9 +185,13 @@ class TaskCgroups:
 
     @classmethod
     def _v1(cls, hierarchies: dict[str, Hierarchy], relative: Path) -> TaskCgroups:
-        dirs = {}
+        """One path in every hierarchy, below this process's cpuacct cgroup: a container engine takes one
+        path as a container's cgroup parent, in all hierarchies (this process's memory cgroup may lie
+        elsewhere, e.g. a sandbox's limit; the task's cgroups are then beside it, not in it)."""
+        anchor = hierarchies["cpuacct"].own_path.lstrip("/")
+        dirs, mounts = {}, {}
         for controller, hierarchy in hierarchies.items():
-            folder = hierarchy.own_dir / relative
+            folder = Path(hierarchy.mount) / anchor / relative
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -193,8 +199,8 @@ class TaskCgroups:
                     return cls({}, f"cannot make cgroups in {folder} ({exc.strerror}): tasks are sampled, "
                                        "not accounted by cgroup")  # fmt: skip
                 continue  # memory or pids: the CPU time is what matters most
-            dirs[controller] = folder
-        return cls(dirs, version=1)
+            dirs[controller], mounts[controller] = folder, Path(hierarchy.mount)
+        return cls(dirs, version=1, mounts=mounts)
 
     @classmethod
     def _v2(cls, hierarchy: Hierarchy, relative: Path) -> TaskCgroups:
@@ -205,7 +211,7 @@ class TaskCgroups:
             return cls({}, f"cannot make cgroups in {folder} ({exc.strerror}): tasks are sampled, "
                                "not accounted by cgroup")  # fmt: skip
         _enable_v2_controllers(hierarchy.own_dir, relative)
-        return cls({UNIFIED: folder}, version=2)
+        return cls({UNIFIED: folder}, version=2, mounts={UNIFIED: Path(hierarchy.mount)})
 
     @classmethod
     def recorded(cls, run_folder: Path, run_id: str, node_id: str | None = None) -> tuple[TaskCgroups | None, str | None]:
@@ -231,7 +237,9 @@ class TaskCgroups:
         if (described.get("version") not in (1, 2) or not isinstance(folders, dict) or not folders or suffix is None
                 or not all(isinstance(f, str) and _in_mount(f, suffix, mounts) for f in folders.values())):  # fmt: skip
             return None, f"{record.name} names no task cgroups of run {run_id} and node {node}"
-        return cls({name: Path(f) for name, f in folders.items()}, version=described["version"]), None
+        dirs = {name: Path(f) for name, f in folders.items()}
+        found = {name: max((m for m in mounts if f.startswith(m.rstrip("/") + "/")), key=len) for name, f in folders.items()}
+        return cls(dirs, version=described["version"], mounts={name: Path(m) for name, m in found.items()}), None
 
     def readings(self) -> list[str]:
         """What a task's cgroup gives here: cpu, and memory/pids where their controllers are there."""
@@ -253,17 +261,41 @@ class TaskCgroups:
         return TaskCgroup(self, name) if self.dirs else None
 
     def close(self) -> None:
-        """Remove the run's and node's folders when no task cgroup is left in them (a worker's end)."""
-        for folder in self.dirs.values():
+        """Remove the run's and node's folders when no task cgroup is left in them (a worker's end), in the
+        hierarchies a container engine made them in too."""
+        for folder in self._everywhere():
             for empty in (folder, folder.parent):  # <node>, then <run>; "tracekit" stays for the next run
                 try:
                     empty.rmdir()
                 except OSError:
                     break
 
+    def _everywhere(self) -> list[Path]:
+        """The node's folder in every mounted hierarchy where it is: a container engine makes a
+        container's cgroup parent (the task's path) in all of them, not only in those tasks use."""
+        reference = self.reference()
+        if reference is None:
+            return list(self.dirs.values())
+        controller, mount = reference
+        relative = self.dirs[controller].relative_to(mount)
+        try:
+            points = cgroup_mount_points(Path("/proc/self/mountinfo").read_text())
+        except OSError:
+            points = []
+        others = [Path(point) / relative for point in points]
+        return list(dict.fromkeys([*self.dirs.values(), *(f for f in others if f.is_dir())]))
+
+    def reference(self) -> tuple[str, Path] | None:
+        """The hierarchy whose path a container engine is given (cpuacct on v1, the unified one on v2), and
+        where it is mounted; None when not known (TaskCgroups.recorded)."""
+        for controller in ("cpuacct", UNIFIED):
+            if controller in self.dirs and controller in self.mounts:
+                return controller, self.mounts[controller]
+        return None
+
     def leftovers(self) -> list[Path]:
         """Task cgroups of this run and node still there (of a worker that was killed)."""
-        return sorted(task for folder in self.dirs.values() for task in _subfolders(folder))
+        return sorted(task for folder in self._everywhere() for task in _subfolders(folder))
 
     def clear_leftovers(self, wait_s: float = 5.0) -> dict[str, list[int]]:
         """End what a killed worker's tasks left running in their cgroups, and remove those: {cgroup: pids killed}.
@@ -272,19 +304,16 @@ class TaskCgroups:
         """
         killed: dict[str, list[int]] = {}
         for folder in self.leftovers():
-            pids = _pids_in(folder)
+            pids = _pids_below(folder)  # a container's are in cgroups of its own below the task's
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             deadline = time.monotonic() + wait_s
-            while _pids_in(folder) and time.monotonic() < deadline:
+            while _pids_below(folder) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+            _remove_tree(folder)
             if pids:
                 killed[str(folder)] = pids
         return killed
@@ -295,7 +324,17 @@ class TaskCgroup:
 
     def __init__(self, owner: TaskCgroups, name: str):
         self.owner = owner
+        self.name = name
         self.dirs = {controller: folder / name for controller, folder in owner.dirs.items()}
+
+    def engine_parent(self) -> str | None:
+        """The task's cgroup as a container engine's ``--cgroup-parent`` (its path from the hierarchy's root,
+        the same in every v1 hierarchy: TaskCgroups._v1); None when not known."""
+        reference = self.owner.reference()
+        if reference is None:
+            return None
+        controller, mount = reference
+        return "/" + str(self.dirs[controller].relative_to(mount))
 
     def make(self) -> None:
         """Make the task's cgroups (before its spawn; OSError when they cannot be made).
@@ -328,16 +367,28 @@ class TaskCgroup:
             totals["cgroup_memory_peak_bytes"] = counters["memory_peak_bytes"]
         return totals
 
-    def remove(self) -> list[str]:
-        """Remove the task's cgroups; the ones still holding a process (it outlived the task) are named."""
+    def wait_empty(self, timeout_s: float) -> bool:
+        """Wait until no process is left in the task's cgroups (a container engine's monitor ends after the
+        client): True when empty."""
+        folder = next(iter(self.dirs.values()))
+        deadline = time.monotonic() + timeout_s
+        while _pids_below(folder):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def remove(self, everywhere: bool = False) -> list[str]:
+        """Remove the task's cgroups, and what a container engine made below them (conmon's); the ones still
+        holding a process (it outlived the task) are named. ``everywhere``: in every mounted hierarchy (a
+        container engine makes the task's path in all of them)."""
         kept = []
         for folder in self.dirs.values():
-            try:
-                folder.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                kept.append(str(folder))
+            kept += _remove_tree(folder)
+        if everywhere:
+            for folder in self.owner._everywhere():
+                if folder not in self.owner.dirs.values():
+                    _remove_tree(folder / self.name)  # no accounting there: nothing to report
         return kept
 
 
@@ -362,13 +413,21 @@ def remove_stale(older_than_s: float = STALE_AFTER_S) -> list[str]:
         v1, unified = _own_hierarchies()
     except OSError:
         return []
-    roots = [h.own_dir / "tracekit" for h in (*v1.values(), *([unified] if unified is not None else []))]
+    owns = [h.own_dir for h in (*v1.values(), *([unified] if unified is not None else []))]
+    if "cpuacct" in v1:  # where TaskCgroups._v1 makes them, in every hierarchy (a container engine's too)
+        anchor = v1["cpuacct"].own_path.lstrip("/")
+        try:
+            points = cgroup_mount_points(Path("/proc/self/mountinfo").read_text())
+        except OSError:
+            points = []
+        owns += [Path(point) / anchor for point in points]
+    roots = [own / "tracekit" for own in dict.fromkeys(owns)]
     removed, now = [], time.time()
     for root in roots:
         for run in _subfolders(root):
             for node in _subfolders(run):
                 for task in _subfolders(node):
-                    if _idle_for(task, now) >= older_than_s and not _pids_in(task) and _try_rmdir(task):
+                    if _idle_for(task, now) >= older_than_s and not _pids_below(task) and not _remove_tree(task):
                         removed.append(str(task))
                 if _idle_for(node, now) >= older_than_s:
                     _try_rmdir(node)
@@ -453,6 +512,25 @@ def _io_bytes(text: str) -> tuple[int | None, int | None]:
 def _number(path: Path) -> int | None:
     text = _read_or_empty(path).strip()
     return int(text) if text.isdigit() else None
+
+
+def _remove_tree(folder: Path) -> list[str]:
+    """rmdir ``folder`` and its subfolders, deepest first; the folders left (they hold a process)."""
+    kept = []
+    for sub in _subfolders(folder):
+        kept += _remove_tree(sub)
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        kept.append(str(folder))
+    return kept
+
+
+def _pids_below(folder: Path) -> list[int]:
+    """The processes in ``folder`` and its subfolders."""
+    return [*_pids_in(folder), *(pid for sub in _subfolders(folder) for pid in _pids_below(sub))]
 
 
 def _pids_in(folder: Path) -> list[int]:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tracekit.container import ContainerSpec
 from tracekit.errors import ExperimentError
 
 # Placeholders a worker fills in with its own node's paths (in a TaskSpec's argv, env, cwd, inputs,
@@ -94,6 +95,7 @@ class TaskSpec:
     module: str = "task"  # the events file it lands in (events.<module>.jsonl) and its module in the trace
     params: tuple[tuple[str, Any], ...] = ()  # what it was made from (e.g. the parameter values), for the trace
     note: str | None = None  # something its kind knows before it runs (e.g. an input ffprobe cannot read)
+    container: ContainerSpec | None = None  # runs in a container (tracekit.container), else on the host
 
     @property
     def expected_ms(self) -> float:

@@ -133,6 +133,19 @@ CASES = [
             None, None, f"libpod-conmon-{PODMAN}.scope"),
         id="podman-conmon-v2-not-the-container"),
     pytest.param(
+        # A Tracekit task's container (podman --cgroup-manager cgroupfs --cgroup-parent <the task's cgroup>),
+        # as read on a hybrid machine: the v1 hierarchies and the unified one alike.
+        "".join(f"{i}:{c}:/tracekit/r1/cloud1.1a2b3c4d/t00000-1/libpod-{PODMAN}\n" for i, c in
+                enumerate(("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids"), 1))
+        + f"9:name=systemd:/tracekit/r1/cloud1.1a2b3c4d/t00000-1/libpod-{PODMAN}\n"
+        + f"0::/tracekit/r1/cloud1.1a2b3c4d/t00000-1/libpod-{PODMAN}\n",
+        CgroupInfo(f"/tracekit/r1/cloud1.1a2b3c4d/t00000-1/libpod-{PODMAN}", PODMAN, "podman", None),
+        id="podman-cgroupfs-below-a-tracekit-task"),
+    pytest.param(
+        _v1("/tracekit/r1/cloud1.1a2b3c4d/t00000-1/conmon"),
+        CgroupInfo("/tracekit/r1/cloud1.1a2b3c4d/t00000-1/conmon", None, None, None),
+        id="podman-cgroupfs-conmon-not-the-container"),
+    pytest.param(
         _v1("/lxc/web01"), CgroupInfo("/lxc/web01", "web01", "lxc", None), id="lxc-v1"),
     pytest.param(
         "0::/lxc.payload.build-box\n",

@@ -16,7 +16,7 @@ def test_task_message_wire_format_and_round_trip():
     assert encoded == {
         "task": '{"v":2,"task_id":"t1","trace_id":"' + "a" * 32 + '","argv":["true","-x"],'
         '"ts_enqueue":1700000000000,"attempt":2,"module":"task","profile":"p1","env":null,"cwd":null,'
-        '"timeout_s":null,"inputs":null,"outputs":null,"size":4.5,"expected_ms":120.25,"params":null,"nonce":""}'
+        '"timeout_s":null,"inputs":null,"outputs":null,"size":4.5,"expected_ms":120.25,"params":null,"container":null,"nonce":""}'
     }
     assert TaskMessage.decode(encoded) == message
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import sys
 import time
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracekit import detach, runfolder
+from tracekit.container import ENGINES, NAME_PREFIX, ContainerSpec, container_name, read_cidfile, run_argv
+from tracekit.container import remove as remove_container
 from tracekit.cpuset import check_usable
 from tracekit.errors import TracekitError, UsageError
 from tracekit.invocation import venv_environment
@@ -56,6 +59,7 @@ class ServiceSpec:
     workers: int = 1
     next_url: str | None = None
     cpus: tuple[int, ...] | None = None  # the service and its workers stay on these CPUs
+    container: ContainerSpec | None = None  # run in a container (tracekit.container): needs this node's venv in it
 
     @property
     def run_folder(self) -> Path:
@@ -106,9 +110,12 @@ def start_service(spec: ServiceSpec) -> tuple[detach.Running, bool]:
     pidfile, console = folder / PIDFILE, folder / CONSOLE
     if detach.read_pidfile(pidfile) is None and _accepts(spec.host, spec.port):
         raise TracekitError(f"{spec.host}:{spec.port} is already in use by another process; give the service another port")
-    (folder / DESCRIPTION).write_text(json.dumps({"kind": "asgi", "app": spec.app, "app_dir": str(spec.app_dir)}) + "\n")
-    running, started = detach.start_detached(spec.argv(), pidfile, console, f"HTTP service of run {spec.run_id}",
-                                             spec.environment(), spec.cpus)  # fmt: skip
+    environment = spec.environment()
+    argv, boxed = _in_container(spec.container, spec.argv(), spec.run_id, spec.node_id, folder, environment,
+                                [str(spec.app_dir), str(spec.logs_dir), str(Path(sys.executable).parent.parent)])  # fmt: skip
+    (folder / DESCRIPTION).write_text(json.dumps({"kind": "asgi", "app": spec.app, "app_dir": str(spec.app_dir), **boxed}) + "\n")
+    running, started = detach.start_detached(argv, pidfile, console, f"HTTP service of run {spec.run_id}",
+                                             environment, spec.cpus)  # fmt: skip
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not _accepts(spec.host, spec.port):
         if detach.read_pidfile(pidfile) is None:
@@ -137,6 +144,7 @@ class CommandService:
     access_log: str | None = None  # an nginx-format access log it writes (placeholders filled in; {run_dir}: kept with the run)
     access_log_format: str = "combined"
     cpus: tuple[int, ...] | None = None
+    container: ContainerSpec | None = None  # run in a container (tracekit.container)
 
     @property
     def run_folder(self) -> Path:
@@ -190,12 +198,18 @@ def start_command_service(service: CommandService) -> tuple[detach.Running, bool
     argv, access_log = service.argv(), service.access_log_path()
     if detach.read_pidfile(pidfile) is None and _accepts(service.host, service.port):
         raise TracekitError(f"{service.host}:{service.port} is already in use by another process; give the service another port")
+    environment = service.environment()
+    mounts = [str(service.logs_dir), *([str(service.files)] if service.files else []),
+              *([str(service.venv)] if service.venv else []), *([str(access_log.parent)] if access_log else [])]  # fmt: skip
+    shown = argv
+    argv, boxed = _in_container(service.container, argv, service.run_id, service.node_id, folder, environment, mounts,
+                                str(service.files) if service.files else None)  # fmt: skip
     (folder / DESCRIPTION).write_text(json.dumps({
-        "kind": "command", "node": service.node_id, "argv": argv, "health": service.health,
-        "access_log": str(access_log) if access_log else None, "access_log_format": service.access_log_format,
+        "kind": "command", "node": service.node_id, "argv": shown, "health": service.health,
+        "access_log": str(access_log) if access_log else None, "access_log_format": service.access_log_format, **boxed,
     }) + "\n")  # fmt: skip
     running, started = detach.start_detached(argv, pidfile, console, f"HTTP service of run {service.run_id}",
-                                             service.environment(), service.cpus, cwd=service.files)  # fmt: skip
+                                             environment, service.cpus, cwd=service.files)  # fmt: skip
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not (_accepts(service.host, service.port) and _answers(service.host, service.port, service.health)):
         if detach.read_pidfile(pidfile) is None:
@@ -210,13 +224,50 @@ def start_command_service(service: CommandService) -> tuple[detach.Running, bool
     return running, started
 
 
+def _in_container(container: ContainerSpec | None, argv: list[str], run_id: str, node_id: str, folder: Path,
+                  environment: dict[str, str], mounts: list[str], cwd: str | None = None) -> tuple[list[str], dict]:  # fmt: skip
+    """The service's argv, in its container when it has one (``tk-<run>-<node>-service``, the run folder and
+    ``mounts`` at their own paths, its environment passed by name); what http_service.json says of it."""
+    if container is None:
+        return argv, {}
+    name = container_name(run_id, node_id, "service")
+    cidfile = folder / runfolder.CONTAINERS_DIR / f"{name}.cid"
+    cidfile.parent.mkdir(exist_ok=True)
+    cidfile.unlink(missing_ok=True)
+    boxed = run_argv(container, argv, name=name, cidfile=cidfile, cgroup_parent=None, env_names=sorted(environment),
+                     cwd=cwd, mounts=[str(folder), *mounts])  # fmt: skip
+    return boxed, {"container_engine": container.engine, "container_name": name, "image": container.what,
+                   "container_cidfile": str(cidfile)}  # fmt: skip
+
+
 def stop_service(run_id: str, logs_dir: Path) -> bool:
     """SIGTERM the run's service (uvicorn ends its requests, then its workers); whether one ran. A command
-    service's access log then becomes the node's server-side spans (events.nginx.jsonl)."""
+    service's access log then becomes the node's server-side spans (events.nginx.jsonl). A service in a
+    container: the engine's client passes the signal on; a container it left (killed) is removed."""
     folder = runfolder.run_dir(runfolder.validate_run_id(run_id), logs_dir)
     stopped = detach.stop_detached(folder / PIDFILE, f"HTTP service of run {run_id}", STOP_TIMEOUT_S) is not None
+    _remove_container(folder, run_id)
     _adapt_access_log(folder)
     return stopped
+
+
+def _remove_container(folder: Path, run_id: str) -> None:
+    """The service's container, if it ran in one: its id kept in http_service.json, the container removed."""
+    try:
+        description = json.loads((folder / DESCRIPTION).read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(description, dict) or not description.get("container_name"):
+        return
+    engine, name = description.get("container_engine"), str(description["container_name"])
+    # The file is in the run folder, which tasks can write: only a known engine, only this run's container.
+    if engine not in ENGINES or not name.startswith(f"{NAME_PREFIX}-{run_id}-") or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        return
+    cidfile = Path(str(description.get("container_cidfile") or ""))
+    if cidfile.name and "container_id" not in description:
+        description["container_id"] = read_cidfile(cidfile)
+        (folder / DESCRIPTION).write_text(json.dumps(description) + "\n")
+    remove_container(engine, name)
 
 
 def _adapt_access_log(folder: Path) -> None:

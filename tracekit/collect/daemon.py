@@ -377,12 +377,15 @@ class _Sampler:
         tracker = self.tracker
         for process in tracker.refresh(ts_ms):
             self.processes_out.write(process.record(ts_ms))
-        rows = tracker.sample_rows(ts_ms)
-        if rows:
-            self.proc_out.write_line("\n".join(rows))  # one call: this runs on every tick
         rows = self.cgroups.rows(ts_ms)
         if rows:
             self.cgroup_out.write_line("\n".join(rows))
+        for own, below in self.cgroups.containers:  # a container's processes: the task's, by their cgroup
+            for process in tracker.adopt(below, tracker.task_of(own)):
+                self.processes_out.write(process.record(ts_ms))
+        rows = tracker.sample_rows(ts_ms)
+        if rows:
+            self.proc_out.write_line("\n".join(rows))  # one call: this runs on every tick
         if self.host_sampler is not None:
             sample = self.host_sampler.sample(ts_ms)
             host_out, cpus_out, net_out = self.host_outs

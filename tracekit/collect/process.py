@@ -69,7 +69,7 @@ class TrackedProcess:
     key: ProcessKey
     comm: str
     ppid: int
-    reason: str  # "name", "cmdline", "registered" or "descendant"
+    reason: str  # "name", "cmdline", "registered", "descendant" or "cgroup" (in a task's container)
     task_id: str | None  # from the wrapper's registration, inherited by descendants
     cmdline: list[str]
 
@@ -385,6 +385,29 @@ class ProcessTracker:
             self._forget_unmatched(entry.pid)
             found.append(self._track(stat, "registered", entry.task_id, cmdline))
         return found
+
+    def adopt(self, pids: list[int], task_id: str | None) -> list[TrackedProcess]:
+        """Follow ``pids``, found in a task's cgroup below its own (a container's: the engine's monitor
+        starts them, not the task's registered process), as ``task_id``'s; those new here are returned."""
+        found = []
+        for pid in pids:
+            if pid in self.tracked or pid in self.exclude_pids:
+                continue
+            try:
+                stat = _procfs.read_stat(pid)
+            except OSError:
+                continue  # gone since the cgroup's listing
+            self._forget_unmatched(pid)
+            found.append(self._track(stat, "cgroup", task_id))
+        return found
+
+    def task_of(self, pids: list[int]) -> str | None:
+        """The task id of the first followed process among ``pids`` that has one."""
+        for pid in pids:
+            process = self.tracked.get(pid)
+            if process is not None and process.task_id is not None:
+                return process.task_id
+        return None
 
     def _track(
         self,

@@ -22,6 +22,19 @@ from tracekit.taskcgroup import COUNTERS, TaskCgroups, read_counters
 CGROUP_CSV_COLUMNS = ("ts_ms", "cgroup", *COUNTERS)
 
 
+def _pids(procs: Path) -> list[int]:
+    with open(procs) as file:
+        return [int(line) for line in file.read().split()]
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return [Path(entry.path) for entry in os.scandir(folder) if entry.is_dir(follow_symlinks=False)]
+
+
+def _pids_below(folder: Path) -> list[int]:
+    return [*_pids(folder / "cgroup.procs"), *(pid for sub in _subfolders(folder) for pid in _pids_below(sub))]
+
+
 class TaskCgroupSampler:
     """Reads the run's and node's task cgroups on each tick, once the worker has said where they are."""
 
@@ -30,6 +43,9 @@ class TaskCgroupSampler:
         self.version = 0
         self.folders: dict[str, Path] = {}
         self.why_not: str | None = None  # the worker's file is there but says no, or is not usable
+        # Of the last tick: per task cgroup with cgroups below it (a container's), (its own processes: the
+        # engine's client, registered as the task; the processes below: the container's and its monitor's).
+        self.containers: list[tuple[list[int], list[int]]] = []
 
     def _load(self) -> None:
         """Take the worker's task_cgroups.json when it appears (the worker may start after the collector)."""
@@ -50,6 +66,7 @@ class TaskCgroupSampler:
         except OSError:
             return []  # the worker has not made it yet, or removed it at its end
         rows = []
+        self.containers = []
         for name in sorted(names):
             try:
                 counters = read_counters(self.version, {h: folder / name for h, folder in self.folders.items()})
@@ -57,4 +74,20 @@ class TaskCgroupSampler:
                 continue  # gone since the listing
             values = ("" if counters[c] is None else str(counters[c]) for c in COUNTERS)
             rows.append(",".join((str(ts_ms), name, *values)))  # a cgroup_name: no comma, no quote
+            self._look_below(primary / name)
         return rows
+
+    def _look_below(self, task: Path) -> None:
+        """A task cgroup with cgroups below it (a container engine's): its own processes and theirs.
+
+        A cgroup folder's link count is 2 plus its subfolders: one stat tells, no listing for a task on the
+        host."""
+        try:
+            if os.stat(task).st_nlink <= 2:
+                return
+            own = _pids(task / "cgroup.procs")
+            below = [pid for sub in _subfolders(task) for pid in _pids_below(sub)]
+        except OSError:
+            return
+        if below:
+            self.containers.append((own, below))

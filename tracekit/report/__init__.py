@@ -124,6 +124,10 @@ def _summary(view: RunView) -> Section:
         header = ("node", "role", "cores", "tasks", "failed", "busy (≥ 1 task)", "busy share of the makespan",
                   "task CPU (own records)", "host CPU (mean)", "clock offset")  # fmt: skip
         section.tables.append({"header": header, "rows": [[row[k] for k in keys] for row in nodes]})
+    containers = summary.container_rows(view)
+    if containers:
+        header = ("container", "node", "what", "image", "CPU (its cgroup)", "memory peak", "CPU (process samples)")
+        section.tables.append({"header": header, "rows": containers})
     audit = summary.audit_rows(view)
     if audit:
         section.tables.append({"header": None, "rows": audit})

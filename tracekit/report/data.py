@@ -71,6 +71,8 @@ class RunView:
     bad_lines: list[BadLine] = field(default_factory=list)
     notes: dict[str, list[str]] = field(default_factory=dict)  # section -> what is missing there
     results: dict[str, Any] | None = None  # the headline figures tracekit-run wrote at the end (results.json)
+    # Per container its processes' samples: {container id: {"node", "cpu_ms", "peak_rss_kb", "processes"}}.
+    container_samples: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def note(self, section: str, text: str) -> None:
         self.notes.setdefault(section, []).append(text)
@@ -100,7 +102,37 @@ def load_run(run_dir: Path) -> RunView:
         view.requests = _jsonl(view, cctf_dir / "requests.jsonl", "http")
     view.host = _host_series(view, cctf_dir)
     view.longest = _longest_tasks(view, cctf_dir)
+    view.container_samples = _container_samples(view, cctf_dir)
     return view
+
+
+def _container_samples(view: RunView, cctf_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per container id, what its processes' samples hold: CPU (the sum of their intervals), the peak of their
+    summed RSS at one tick, how many processes (a task's container, or a service's)."""
+    folder = cctf_dir / "proc_metrics"
+    if not folder.is_dir():
+        return {}
+    try:
+        table = ds.dataset(folder, format="parquet").to_table(
+            columns=["container_id", "node", "pid", "create_time_ms", "ts_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb"],
+            filter=pc.field("container_id").is_valid(),
+        )  # fmt: skip
+    except (OSError, pa.ArrowInvalid) as exc:
+        view.note("summary", f"the containers' process samples could not be read: {exc}")
+        return {}
+    if not table.num_rows:
+        return {}
+    cpu = table.group_by(["container_id", "node"]).aggregate([("cpu_user_ms", "sum"), ("cpu_system_ms", "sum")])
+    rss = table.group_by(["container_id", "ts_ms"]).aggregate([("rss_kb", "sum")]).group_by("container_id").aggregate([("rss_kb_sum", "max")])
+    processes = table.group_by(["container_id", "pid", "create_time_ms"]).aggregate([]).group_by("container_id").aggregate([("pid", "count")])
+    found: dict[str, dict[str, Any]] = {}
+    for row in cpu.to_pylist():
+        found[row["container_id"]] = {"node": row["node"], "cpu_ms": row["cpu_user_ms_sum"] + row["cpu_system_ms_sum"]}
+    for row in rss.to_pylist():
+        found[row["container_id"]]["peak_rss_kb"] = row["rss_kb_sum_max"]
+    for row in processes.to_pylist():
+        found[row["container_id"]]["processes"] = row["pid_count"]
+    return found
 
 
 def _experiment(view: RunView) -> None:

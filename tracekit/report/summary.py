@@ -153,3 +153,29 @@ def audit_rows(view: RunView) -> list[tuple[str, str]]:
     if audit.get("nodes_without_clock_offset"):
         rows.append(("nodes without a clock offset", ", ".join(audit["nodes_without_clock_offset"])))
     return rows
+
+
+def container_rows(view: RunView) -> list[list[str]]:
+    """One row per container of the run: a task's (its cgroup's exact CPU and memory peak, which hold the
+    engine's client and monitor too) or a service's (its processes' samples)."""
+    rows = []
+    seen = set()
+    for task in view.tasks:
+        if not task.get("container_engine"):
+            continue
+        container = task.get("container_id")
+        seen.add(container)
+        sampled = view.container_samples.get(container or "", {})
+        cgroup_cpu = task.get("cgroup_cpu_ms")
+        peak = task.get("cgroup_memory_peak_bytes")
+        rows.append([(container or "-")[:12], task.get("node") or "-", f"task {task.get('task_id')}", task.get("image") or "-",
+                     _ms(cgroup_cpu) if cgroup_cpu is not None else "-",
+                     f"{peak / 2**20:.1f} MiB" if peak is not None else "-",
+                     _ms(sampled["cpu_ms"]) if sampled else "-"])  # fmt: skip
+    for container, sampled in sorted(view.container_samples.items()):
+        if container in seen:
+            continue
+        peak = sampled.get("peak_rss_kb")
+        rows.append([container[:12], sampled.get("node") or "-", f"{sampled.get('processes', 0)} processes", "-", "-",
+                     f"{peak / 1024:.1f} MiB (RSS)" if peak is not None else "-", _ms(sampled["cpu_ms"])])  # fmt: skip
+    return rows

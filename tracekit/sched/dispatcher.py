@@ -206,6 +206,7 @@ class Dispatcher:
             timeout_s=spec.timeout_s, inputs=list(spec.inputs) or None, outputs=list(spec.outputs) or None,
             size=spec.size, expected_ms=round(self.policy.expected_ms(planned.task), 3),
             params=dict(spec.params) or None, nonce=new_nonce(),
+            container=spec.container.as_message() if spec.container is not None else None,
         )  # fmt: skip
 
     def _placed(self, progress: TaskProgress, node: str, message: TaskMessage, decided_on: dict[str, Any], reason: str) -> None:

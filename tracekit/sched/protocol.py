@@ -61,6 +61,7 @@ class TaskMessage:
     size: float = 1.0  # work, in its kind's unit (the policies' speed model learns ms per unit)
     expected_ms: float = 0.0
     params: dict[str, Any] | None = None  # what it was made from, recorded in its event
+    container: dict[str, Any] | None = None  # runs in a container (tracekit.container.ContainerSpec.as_message)
     # New for each signed placement (by the dispatcher, or a worker handing a task back): a copy of an
     # entry (someone with the password can copy one) is known by its nonce and is not run twice.
     nonce: str = ""

@@ -25,6 +25,7 @@ period running out) stops the running tasks' groups and hands them back.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -37,6 +38,8 @@ from typing import Any, TypeVar
 import redis
 
 from tracekit import detach, runfolder
+from tracekit.container import ContainerSpec
+from tracekit.container import remove_leftovers as remove_leftover_containers
 from tracekit.cpuset import check_usable, keep_on
 from tracekit.errors import CommandNotFound, TracekitError, UsageError
 from tracekit.filelog import close_file_logger, file_logger
@@ -45,7 +48,7 @@ from tracekit.taskcgroup import TaskCgroups, remove_stale
 from tracekit.jsonl import append_line, write_json
 from tracekit.redis_client import connect, retrying, safe_url
 from tracekit.registration import Registrar
-from tracekit.sched.protocol import RunKeys, TerminalRecord
+from tracekit.sched.protocol import RunKeys, TaskMessage, TerminalRecord
 from tracekit.sched.queue import Rejected, SlotConnection, Taken, TaskQueue
 from tracekit.sched.signing import read_task_key
 from tracekit.taskspec import fill_in
@@ -53,6 +56,16 @@ from tracekit.taskspec import fill_in
 WORKER_LOG = "worker.log"
 STDERR_PREFIX = "stderr-"  # a slot's last task's stderr: stderr-<consumer>.txt in the run folder
 T = TypeVar("T")
+
+
+def _container_of(message: TaskMessage) -> tuple[ContainerSpec | None, str | None]:
+    """The container a task runs in (None: on the host), or why its message's is not one."""
+    if not message.container:
+        return None, None
+    try:
+        return ContainerSpec.from_message(message.container), None
+    except ValueError as exc:
+        return None, str(exc)
 
 
 @dataclass(frozen=True)
@@ -217,8 +230,9 @@ class Worker:
         inputs = [fill_in(p, here) for p in message.inputs or ()]
         outputs = [fill_in(p, here) for p in message.outputs or ()]
         missing = [p for p in inputs if not os.path.exists(p)]
-        if missing:
-            state, exit_status, reason = "failed", None, f"input not found: {missing[0]}"
+        container, problem = _container_of(message)
+        if missing or problem:
+            state, exit_status, reason = "failed", None, problem or f"input not found: {missing[0]}"
         else:
             for output in outputs:
                 os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
@@ -238,6 +252,9 @@ class Worker:
                 timeout_s=message.timeout_s,
                 stderr=self.folder / f"{STDERR_PREFIX}{consumer}.txt",
                 own_group=True,
+                container=container,
+                # A container sees the node's folders of the run and the task's inputs at their own paths.
+                mounts=(*here.values(), *sorted({os.path.dirname(p) for p in inputs})) if container else (),
                 extra={"profile": message.profile, "size": message.size, "consumer": consumer,
                        **({"params": message.params} if message.params else {})},
             )  # fmt: skip
@@ -362,17 +379,30 @@ class Worker:
         return 0
 
 
-def stop_worker(folder: Path, run_id: str, grace_s: float) -> tuple[Any, dict[str, list[int]]]:
-    """Stop the run's background worker (``tracekit worker --stop``), then end what its tasks left in their
-    cgroups and remove those (a worker SIGKILLed mid-task leaves them): (the worker stopped, or None when
-    none ran; {task cgroup: pids ended})."""
+def stop_worker(folder: Path, run_id: str, grace_s: float, node_id: str | None = None) -> tuple[Any, dict[str, list[int]]]:
+    """Stop the run's background worker (``tracekit worker --stop``), then remove the containers its tasks
+    left (named tk-<run>-<node>-...), end what they left in their cgroups and remove those (a worker
+    SIGKILLed mid-task leaves them): (the worker stopped, or None when none ran; {what: pids ended}, a
+    container removed as {"container <engine>:<name>": []})."""
     stopped = detach.stop_worker(folder, run_id, grace_s)
-    leftover, _why = TaskCgroups.recorded(folder, run_id)
-    if leftover is None:
-        return stopped, {}
-    ended = leftover.clear_leftovers()
-    leftover.close()
+    leftover, _why = TaskCgroups.recorded(folder, run_id, node_id)
+    node = node_id or _recorded_node(folder)
+    ended: dict[str, list[int]] = {}
+    if node is not None and (folder / runfolder.CONTAINERS_DIR).is_dir():  # a container task ran here
+        ended.update({f"container {name}": [] for name in remove_leftover_containers(run_id, node)})
+    if leftover is not None:
+        ended.update(leftover.clear_leftovers())
+        leftover.close()
     return stopped, ended
+
+
+def _recorded_node(folder: Path) -> str | None:
+    """The node a run folder's worker served, from its task_cgroups.json (None: not known)."""
+    try:
+        node = json.loads((folder / runfolder.TASK_CGROUPS).read_text()).get("node")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return node if isinstance(node, str) else None
 
 
 def run_worker(config: WorkerConfig) -> int:

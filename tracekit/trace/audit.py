@@ -328,11 +328,14 @@ def _cgroup_accounting(nodes, invocations: list[dict[str, Any]]) -> dict[str, An
     """Each task's cgroup total against its rusage (tracekit.taskcgroup), and the nodes whose tasks had none.
 
     The two count the same waited-for processes; a cgroup also counts what a task did not wait for
-    (a daemon it left, a setsid child): more than CGROUP_TOLERANCE apart, a task is listed.
+    (a daemon it left, a setsid child): more than CGROUP_TOLERANCE apart, a task is listed. Not a task
+    in a container: its rusage is the engine's client's, its cgroup holds the container.
     """
     in_cgroups = [r for r in invocations if isinstance(r.get("cgroup_cpu_ms"), (int, float))]
     apart = []
     for record in in_cgroups:
+        if record.get("container_engine"):
+            continue
         rusage = (record.get("cpu_user_ms") or 0) + (record.get("cpu_system_ms") or 0)
         if abs(record["cgroup_cpu_ms"] - rusage) > max(CGROUP_TOLERANCE * rusage, CGROUP_FLOOR_MS):
             apart.append({"task_id": record["task_id"], "node": record["node"], "attempt": record["attempt"],
@@ -344,6 +347,7 @@ def _cgroup_accounting(nodes, invocations: list[dict[str, Any]]) -> dict[str, An
         "tasks_cgroup_error": sorted(r["task_id"] for r in invocations if r.get("cgroup_error"))[:MAX_LISTED_TASKS],
         "cpu_ms": round(sum(r["cgroup_cpu_ms"] for r in in_cgroups), 3),
         "rusage_cpu_ms": round(sum((r.get("cpu_user_ms") or 0) + (r.get("cpu_system_ms") or 0) for r in in_cgroups), 3),
+        "tasks_in_containers": sum(1 for r in invocations if r.get("container_engine")),
         "tasks_apart": len(apart),
         "tasks_apart_listed": apart[:MAX_LISTED_TASKS],
         "tasks_left_processes": sorted(r["task_id"] for r in in_cgroups if r.get("cgroup_kept"))[:MAX_LISTED_TASKS],
@@ -355,7 +359,9 @@ def _cgroup_line(cgroups: dict[str, Any]) -> str:
         return "- tasks in cgroups of their own: none"
     return (f"- tasks in cgroups of their own: {cgroups['tasks_in_cgroups']}, their cgroups "
             f"{cgroups['cpu_ms'] / 1000:.3f} CPU-s against rusage {cgroups['rusage_cpu_ms'] / 1000:.3f} s; "
-            f"apart by more than {CGROUP_TOLERANCE:.0%}: {cgroups['tasks_apart']}")  # fmt: skip
+            f"apart by more than {CGROUP_TOLERANCE:.0%}: {cgroups['tasks_apart']}"
+            + (f"; in containers: {cgroups['tasks_in_containers']} (their cgroups hold the container, the "
+               "engine's client and monitor)" if cgroups.get("tasks_in_containers") else ""))  # fmt: skip
 
 
 def _cgroup_notes(cgroups: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracekit.container import ContainerSpec
 from tracekit.errors import TracekitError
 from tracekit.schemas import inline_refs, load_schema
 from tracekit.taskspec import TaskSpec
@@ -71,10 +72,21 @@ class WorkloadKind:
     describes: str = ""  # a few words: what it runs ("transcoding tasks", "a service under load")
     has_tasks: bool = False  # its work is tasks through the dispatcher and the workers
     task_files: tuple[str, ...] = ()  # phases with a task file of its own (playbooks/workloads/<kind>/<phase>.yml)
+    # Its tasks (or service) may run in a container: ``container:`` (schemas/container.schema.json) is a key of
+    # its section, read by ``container()``.
+    containers: bool = False
 
     def schema(self) -> dict[str, Any]:
         """Its part of the experiment schema (the value of ``workload.<name>``), references inlined."""
-        return inline_refs(load_schema(f"workloads/{self.name}"))
+        schema = inline_refs(load_schema(f"workloads/{self.name}"))
+        if self.containers:
+            part = {k: v for k, v in load_schema("container").items() if k not in ("$schema", "$id", "title")}
+            schema["properties"]["container"] = part
+        return schema
+
+    def container(self, section: dict[str, Any]) -> ContainerSpec | None:
+        """The container its tasks (or service) run in, from its validated section; None: on the host."""
+        return ContainerSpec.from_section(section.get("container"), f"workload.{self.name}.container")
 
     def problem(self, section: dict[str, Any]) -> str | None:
         """What its schema cannot say, on its section with defaults applied: one line, or None."""

@@ -29,6 +29,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from tracekit.container import ContainerSpec
 from tracekit.errors import ExperimentError, UsageError
 from tracekit.taskspec import WORKER_PLACEHOLDERS, TaskSpec, placeholders, render, worker_path
 from tracekit.workloads.base import NodeNeeds, PlanContext, WorkloadKind, project_path
@@ -64,6 +65,7 @@ class CommandWorkload:
     packages: tuple[str, ...]
     order: str
     seed: int
+    container: ContainerSpec | None = None
 
 
 def as_text(value: Any) -> str:
@@ -103,6 +105,7 @@ def _template(section: dict[str, Any]) -> TaskTemplate:
 
 class Command(WorkloadKind):
     name = "command"
+    containers = True
     describes = "batch tasks of any command through the dispatcher"
     has_tasks = True
 
@@ -139,6 +142,7 @@ class Command(WorkloadKind):
             packages=tuple(section["packages"]),
             order=section["order"],
             seed=section["seed"],
+            container=self.container(section),
         )
 
     def tasks(self, spec: CommandWorkload, context: PlanContext) -> list[TaskSpec]:
@@ -185,7 +189,7 @@ class Command(WorkloadKind):
         timeout_s = _duration_s(template.timeout, f"{where}.timeout") if template.timeout is not None else None
         return TaskSpec(
             task_id=task_id, argv=argv, profile=profile, size=size, unit_ms=unit_ms, env=env, cwd=cwd,
-            timeout_s=timeout_s, module=spec.name,
+            timeout_s=timeout_s, module=spec.name, container=spec.container,
             params=(*sorted(params.items()), *((("repeat", repeat),) if spec.count > 1 else ())),
         )  # fmt: skip
 
@@ -235,7 +239,7 @@ class Command(WorkloadKind):
 
     def node_needs(self, spec: CommandWorkload, source: str) -> NodeNeeds:
         return NodeNeeds(
-            debian_packages=spec.packages,
+            debian_packages=(*spec.packages, *(spec.container.debian_packages() if spec.container else ())),
             files=project_path(spec.files, source) if spec.files else None,
             requirements=project_path(spec.requirements, source) if spec.requirements else None,
             setup=spec.setup,
@@ -251,7 +255,8 @@ class Command(WorkloadKind):
                     + (f", {spec.count} each" if spec.count > 1 else ""))  # fmt: skip
         extras = [f"files {spec.files}" if spec.files else "", f"setup {' '.join(spec.setup)[:80]!r}" if spec.setup else "",
                   f"requirements {spec.requirements}" if spec.requirements else "",
-                  f"order shuffled (seed {spec.seed})" if spec.order == "shuffled" else ""]  # fmt: skip
+                  f"order shuffled (seed {spec.seed})" if spec.order == "shuffled" else "",
+                  spec.container.describe() if spec.container else ""]  # fmt: skip
         return [f"workload: {what}" + "".join(f"; {e}" for e in extras if e)]
 
 

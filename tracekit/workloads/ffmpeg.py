@@ -25,6 +25,7 @@ from typing import Any
 from tracekit import runfolder
 from tracekit.adapters.ffmpeg import probe_media
 from tracekit.adapters.ffmpeg_argv import TranscodeSettings, transcode_argv
+from tracekit.container import ContainerSpec
 from tracekit.errors import ExperimentError, TracekitError, UsageError
 from tracekit.taskspec import TaskSpec, worker_path
 from tracekit.workloads.base import NodeNeeds, PlanContext, WorkloadKind
@@ -66,6 +67,7 @@ class FfmpegWorkload:
     mix: dict[str, float] | None
     total: int | None
     seed: int
+    container: ContainerSpec | None = None
 
 
 def input_files(inputs_dir: Path) -> list[Path]:
@@ -157,6 +159,7 @@ class Ffmpeg(WorkloadKind):
     describes = "transcoding tasks through the dispatcher"
     has_tasks = True
     task_files = ("prepare",)
+    containers = True
 
     def problem(self, section: dict[str, Any]) -> str | None:
         schema = self.schema()["properties"]
@@ -170,6 +173,10 @@ class Ffmpeg(WorkloadKind):
         problem = _side_problem("workload.ffmpeg.transcode.scale", section["transcode"]["scale"], ":", expected)
         if problem:
             return problem
+        try:
+            self.container(section)
+        except ExperimentError as exc:
+            return str(exc)
         mix = section.get("mix")
         if mix and section.get("total") is None:
             return "workload.ffmpeg.total: missing; a mix needs the number of tasks to draw"
@@ -187,6 +194,7 @@ class Ffmpeg(WorkloadKind):
             mix=dict(section["mix"]) if section.get("mix") else None,
             total=section.get("total"),
             seed=section.get("seed", 0),
+            container=self.container(section),
         )  # fmt: skip
 
     def check_here(self, spec: FfmpegWorkload, inventory: Any, source: str) -> None:
@@ -223,8 +231,11 @@ class Ffmpeg(WorkloadKind):
             raise UsageError("the ffmpeg workload is planned from a folder of inputs (dispatch_section gives it)")
         folder = Path(spec.inputs)
         transcode = spec.transcode
-        return plan_transcodes(folder, TranscodeSettings(transcode.scale, transcode.preset, transcode.crf, transcode.threads),
-                               spec.mix, spec.total, spec.seed, context.node_id)  # fmt: skip
+        tasks = plan_transcodes(folder, TranscodeSettings(transcode.scale, transcode.preset, transcode.crf, transcode.threads),
+                                spec.mix, spec.total, spec.seed, context.node_id)  # fmt: skip
+        if spec.container is not None:
+            tasks = [dataclasses.replace(task, container=spec.container) for task in tasks]
+        return tasks
 
     def task_count(self, spec: FfmpegWorkload) -> int | None:
         if spec.total is not None:
@@ -235,7 +246,7 @@ class Ffmpeg(WorkloadKind):
         return len(input_files(folder)) if folder.is_dir() else None
 
     def node_needs(self, spec: FfmpegWorkload, source: str) -> NodeNeeds:
-        return NodeNeeds(debian_packages=("ffmpeg",))
+        return NodeNeeds(debian_packages=("ffmpeg", *(spec.container.debian_packages() if spec.container else ())))
 
     def variables(self, spec: FfmpegWorkload, inventory: Any, checkout: Path, source: str) -> dict[str, Any]:
         if spec.inputs is not None and not Path(spec.inputs).is_absolute():
@@ -253,7 +264,8 @@ class Ffmpeg(WorkloadKind):
         return [
             f"workload: {tasks if tasks is not None else 'one per input'} tasks from {source}, "
             f"transcode {spec.transcode.scale} {spec.transcode.preset} crf {spec.transcode.crf}"
-            + (f", mix {spec.mix}" if spec.mix else ""),
+            + (f", mix {spec.mix}" if spec.mix else "")
+            + (f"; {spec.container.describe()}" if spec.container else ""),
         ]
 
 

@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tracekit.cpuset import format_cpu_list
-from tracekit.errors import InventoryError, UsageError
+from tracekit.container import ContainerSpec
+from tracekit.errors import ExperimentError, InventoryError, UsageError
 from tracekit.workloads.base import NodeNeeds, WorkloadKind
 
 MAX_LOAD_S = 7 * 24 * 3600  # an HTTP load's plan
@@ -64,6 +65,7 @@ class HttpWorkload:
     chain: bool
     load: HttpLoad
     requirements: str | None = None
+    container: ContainerSpec | None = None  # the service runs in one (tracekit.container)
 
 
 def http_address(host: str, values: dict[str, Any]) -> str:
@@ -87,6 +89,7 @@ class Http(WorkloadKind):
     name = "http"
     describes = "a service under an open-loop load"
     task_files = ("prepare", "start", "run", "stop")
+    containers = True
 
     def problem(self, section: dict[str, Any]) -> str | None:
         try:
@@ -99,6 +102,13 @@ class Http(WorkloadKind):
             return "workload.http.chain: a chain needs at least two nodes in workload.http.on, in order"
         if section.get("chain") and isinstance(section.get("service"), dict):
             return "workload.http.chain: a chain needs the ASGI service (its next hops); a command service has none"
+        try:
+            container = self.container(section)
+        except ExperimentError as exc:
+            return str(exc)
+        if container is not None and container.image and not isinstance(section.get("service"), dict):
+            return ("workload.http.container: an ASGI app runs from each node's Tracekit venv, which an image does not "
+                    "hold: give rootfs: / (the host's tree as an overlay), or run the service as a command")  # fmt: skip
         return None
 
     def spec(self, section: dict[str, Any]) -> HttpWorkload:
@@ -111,6 +121,7 @@ class Http(WorkloadKind):
             service=service, app=section["app"], factory=section["factory"], workers=section["workers"],
             port=section["port"], on=tuple(section["on"]) if section.get("on") else None, chain=section["chain"],
             load=HttpLoad(**{**load, "params": dict(load["params"])}), requirements=section.get("requirements"),
+            container=self.container(section),
         )  # fmt: skip
 
     def check_here(self, spec: HttpWorkload, inventory: Any, source: str) -> None:
@@ -140,9 +151,10 @@ class Http(WorkloadKind):
         middleware runs in its process, uvicorn from that venv)."""
         from tracekit.workloads.base import project_path
 
+        packages = spec.container.debian_packages() if spec.container is not None else ()
         if spec.requirements is None:
-            return NodeNeeds()
-        return NodeNeeds(requirements=project_path(spec.requirements, source),
+            return NodeNeeds(debian_packages=packages)
+        return NodeNeeds(debian_packages=packages, requirements=project_path(spec.requirements, source),
                          with_tracekit=not isinstance(spec.service, CommandService))  # fmt: skip
 
     def variables(self, spec: HttpWorkload, inventory: Any, checkout: Path, source: str) -> dict[str, Any]:
@@ -189,6 +201,7 @@ class Http(WorkloadKind):
             "workers": spec.workers,
             "nodes": services,
             "targets": targets[:1] if spec.chain else targets,
+            "container": spec.container.as_message() if spec.container is not None else None,
             "load": {**load.__dict__, "rate": str(load.rate)},
         }
 
@@ -202,7 +215,8 @@ class Http(WorkloadKind):
         what = (f"HTTP service {' '.join(spec.service.command)[:100]!r} (a command)" if isinstance(spec.service, CommandService)
                 else f"HTTP service {spec.service} ({spec.app}, {spec.workers} worker(s))")  # fmt: skip
         return [
-            f"workload: {what} on {shape}" + (f"; requirements {spec.requirements}" if spec.requirements else ""),
+            f"workload: {what} on {shape}" + (f"; requirements {spec.requirements}" if spec.requirements else "")
+            + (f"; {spec.container.describe()}" if spec.container else ""),
             f"load: {load.rate} req/s" + (f" for {load.duration}" if load.duration else "")
             + (f" after {load.warmup} of warm-up" if load.warmup else "")
             + f", {load.arrival} arrivals, {load.method} {load.endpoint} {load.params or ''}".rstrip(),
