@@ -19,8 +19,9 @@ VENV ?= .venv
 PYTHON ?= python3
 TRACEKIT := $(VENV)/bin/tracekit
 APT_PACKAGES := ffmpeg nginx redis-server openssh-server openssh-client
-# The tests also open a report in a headless browser.
-TEST_APT_PACKAGES := chromium
+# The tests also open a report in a headless browser, and run tasks and services in podman containers (runc:
+# crun, podman's default, refuses hybrid cgroup machines).
+TEST_APT_PACKAGES := chromium podman runc
 PYTEST_ARGS ?=
 # Tests run in parallel, one per CPU (at most 4); TEST_WORKERS=0 runs them one after the other.
 TEST_WORKERS ?= auto

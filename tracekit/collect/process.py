@@ -52,6 +52,9 @@ _MTIME_SETTLED_NS = 2_000_000_000
 # reads during discovery, the PID folder listing).
 FD_RESERVE = 256
 
+# runc's stages inside a new container ("runc:[0:PARENT]" ... "runc:[2:INIT]"), before it execs the command.
+_RUNTIME_INIT = "runc:["
+
 # comm is cut at 15 characters by the kernel; then match argv[0] as well.
 _COMM_MAX = 15
 
@@ -256,7 +259,7 @@ class ProcessTracker:
                     stat = _procfs.read_stat(pid)
                 except OSError:
                     continue
-                if stat.create_time_ms != known.create_time_ms:
+                if stat.create_time_ms != known.create_time_ms or stat.comm.startswith(_RUNTIME_INIT):
                     continue
                 self._forget_unmatched(pid)
                 new.append(self._track(stat, "descendant", parent.task_id))
@@ -266,6 +269,8 @@ class ProcessTracker:
         """The process, followed from now on; or why not (no match, another node's)."""
         parent = self.tracked.get(stat.ppid)
         if parent is not None:
+            if stat.comm.startswith(_RUNTIME_INIT):
+                return _Verdict.NO_MATCH  # a container's command a moment before its exec: looked at again
             return self._track(stat, "descendant", parent.task_id)
         cmdline = None
         if self.match_name is not None and self._name_matches(stat):
@@ -397,6 +402,8 @@ class ProcessTracker:
                 stat = _procfs.read_stat(pid)
             except OSError:
                 continue  # gone since the cgroup's listing
+            if stat.comm.startswith(_RUNTIME_INIT):
+                continue  # the OCI runtime's init, about to exec the container's command: looked at next tick
             self._forget_unmatched(pid)
             found.append(self._track(stat, "cgroup", task_id))
         return found
