@@ -87,3 +87,18 @@ def test_two_workers_step_by_step(tmp_path):
         assert invocation["ts_enqueue"] == placed["ts_ms"] <= invocation["ts_start"] < invocation["ts_end"]
         assert invocation["node"] == placed["node"]
     assert not (tmp_path / "redis.pid").exists()  # Redis was shut down
+
+
+def test_every_command_line_of_the_manual_is_inside_a_code_block():
+    """A lost opening fence turns the rest of a page inside out (prose in code, commands in prose): seen once,
+    when a section was inserted above the tracekit-run usage block."""
+    for page in (README, README.parent / "docs" / "ARCHITECTURE.md"):
+        inside, fences = False, 0
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            if line.startswith("```"):
+                inside, fences = not inside, fences + 1
+                continue
+            if not inside:
+                assert not re.match(r"\s*(tracekit-run|tracekit|make|\.venv/bin/\S+) [-a-z]", line) or "`" in line, \
+                    f"{page.name}:{number}: a command outside a code block: {line!r}"
+        assert not inside, f"{page.name}: {fences} fences: one is not closed"

@@ -74,6 +74,8 @@ def experiment_with(path: tuple[str, ...], value: str, folder: Path) -> Path:
     target = document
     for key in path[:-1]:
         target = target.setdefault(key, {})
+        if key == "container" and not target:  # the rest of a valid container beside the key
+            target.update({"engine": "podman"} if path[-1] in ("image", "rootfs") else {"engine": "podman", "rootfs": "/"})
     target[path[-1]] = value
     out = folder / f"{'.'.join(path)}.yaml"
     out.write_text(yaml.safe_dump(document))
@@ -101,7 +103,9 @@ def test_no_value_of_the_experiment_is_ever_evaluated_by_ansible(tmp_path):
                     refused[name + kind] = str(exc)
     # Free-text keys of both workloads carry the payload as far as Ansible.
     for name in ("collectors.match", "collectors.match_cmdline", "workload.ffmpeg.inputs", "description",
-                 "workload.http.load.endpoint", "collectors.match#0", "collectors.match#1", "description#0"):
+                 "workload.http.load.endpoint", "collectors.match#0", "collectors.match#1", "description#0",
+                 "workload.ffmpeg.container.options.[]", "workload.http.container.options.[]",
+                 "workload.http.container.rootfs"):
         assert name in variables, refused.get(name)
     # One ansible-playbook reads every tracekit_run_* variable of every experiment, all the way down.
     data = tmp_path / "runner"
@@ -115,6 +119,9 @@ def test_no_value_of_the_experiment_is_ever_evaluated_by_ansible(tmp_path):
         # interpolated into longer strings (one module run for them all).
         {"ansible.builtin.command": {"argv": "{{ ['true'] + (payloads | dict2items | map(attribute='value') | map('string') | list) }}"}},
         {"ansible.builtin.command": {"argv": ["true", "x{{ payloads }}", "{{ payloads | to_json }}"]}},
+        # ... and prefixed by a filter, as the service role passes a container's options.
+        {"ansible.builtin.command": {"argv": "{{ ['true'] + (payloads | dict2items | map(attribute='value') | map('string') "
+                                             "| map('regex_replace', '^', '--container-option=') | list) }}"}},
     ]}]  # fmt: skip
     (data / "project" / "play.yml").write_text(yaml.safe_dump(playbook))
     result = ansible_runner.run(
