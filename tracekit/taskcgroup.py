@@ -48,6 +48,9 @@ UNIFIED = "unified"  # the v2 hierarchy's key in TaskCgroups.dirs
 TRAMPOLINE = ('while [ "$1" != -- ]; do echo $$ 2>/dev/null > "$1"; shift; done; shift; '
               'if [ -n "$1" ]; then cd -P -- "$1" >/dev/null || exit 126; unset OLDPWD; fi; shift; exec "$@"')
 SHELL = "/bin/sh"
+# The cgroup a node's HTTP service container is made below, beside its task cgroups (a task's name ends in
+# -<attempt>, so no task's can be this one); not a worker's leftover.
+SERVICE_CGROUP = "service"
 # An empty task cgroup older than this was left by a dead worker (a live one is empty only around its spawn).
 STALE_AFTER_S = 600.0
 
@@ -228,18 +231,27 @@ class TaskCgroups:
         if not isinstance(described, dict) or not described.get("available"):
             return None, "the worker's tasks have no cgroups of their own"
         node = node_id if node_id is not None else described.get("node")
-        folders = described.get("folders")
-        suffix = f"/tracekit/{run_id}/{node_folder_name(node, record.parent)}" if isinstance(node, str) else None
+        found = cls.of_record(described.get("folders"), described.get("version"), run_id, node, record.parent)
+        if found is None:
+            return None, f"{record.name} names no task cgroups of run {run_id} and node {node}"
+        return found, None
+
+    @classmethod
+    def of_record(cls, folders: Any, version: Any, run_id: str, node: Any, run_folder: Path) -> TaskCgroups | None:
+        """The node folders a record names ({controller: folder}, as ``describe()`` gives them), when they are
+        this run's and node's in a mounted cgroup hierarchy (no link, no ..); else None. A record lies in the
+        run folder, which tasks can write: nothing else is ever read or removed."""
+        suffix = f"/tracekit/{run_id}/{node_folder_name(node, run_folder)}" if isinstance(node, str) else None
         try:
             mounts = cgroup_mount_points(Path("/proc/self/mountinfo").read_text())
         except OSError:
             mounts = []
-        if (described.get("version") not in (1, 2) or not isinstance(folders, dict) or not folders or suffix is None
+        if (version not in (1, 2) or not isinstance(folders, dict) or not folders or suffix is None
                 or not all(isinstance(f, str) and _in_mount(f, suffix, mounts) for f in folders.values())):  # fmt: skip
-            return None, f"{record.name} names no task cgroups of run {run_id} and node {node}"
+            return None
         dirs = {name: Path(f) for name, f in folders.items()}
         found = {name: max((m for m in mounts if f.startswith(m.rstrip("/") + "/")), key=len) for name, f in folders.items()}
-        return cls(dirs, version=described["version"], mounts={name: Path(m) for name, m in found.items()}), None
+        return cls(dirs, version=version, mounts={name: Path(m) for name, m in found.items()})
 
     def readings(self) -> list[str]:
         """What a task's cgroup gives here: cpu, and memory/pids where their controllers are there."""
@@ -295,7 +307,7 @@ class TaskCgroups:
 
     def leftovers(self) -> list[Path]:
         """Task cgroups of this run and node still there (of a worker that was killed)."""
-        return sorted(task for folder in self._everywhere() for task in _subfolders(folder))
+        return sorted(task for folder in self._everywhere() for task in _subfolders(folder) if task.name != SERVICE_CGROUP)
 
     def clear_leftovers(self, wait_s: float = 5.0) -> dict[str, list[int]]:
         """End what a killed worker's tasks left running in their cgroups, and remove those: {cgroup: pids killed}.

@@ -227,11 +227,17 @@ def test_the_http_service_in_a_container_through_tracekit_run(tmp_path, local_si
         assert results["requests"]["success_ratio"] == 1.0 and results["requests"]["requests"] == 40
         served = [i for i in read_jsonl(run_dir / "cctf" / "invocations.jsonl") if i["module"] == "http"]
         assert len(served) == 40  # the middleware in the container wrote into the mounted run folder
+        samples = cctf.read_table(run_dir / "cctf", "proc_metrics").to_pylist()
+        ids = set()
         for node in ("cloud1", "cloud2"):
             described = json.loads((run_dir / "nodes" / node / "http_service.json").read_text())
             assert described["container_name"] == f"tk-boxed-http-{node}-service" and len(described["container_id"]) == 64
-        samples = cctf.read_table(run_dir / "cctf", "proc_metrics").to_pylist()
-        ids = {json.loads((run_dir / "nodes" / n / "http_service.json").read_text())["container_id"] for n in ("cloud1", "cloud2")}
+            ids.add(described["container_id"])
+            # Its container's cgroup, below the service's own: exact totals at stop, at least what its processes'
+            # samples hold (they are its processes; the cgroup has the engine's monitor and every short child too).
+            sampled_ms = sum(s["cpu_user_ms"] + s["cpu_system_ms"] for s in samples if s["container_id"] == described["container_id"])
+            assert 0 < sampled_ms <= described["container_cgroup_totals"]["cgroup_cpu_ms"] + 20, described
+            assert described["container_cgroup_totals"]["cgroup_memory_peak_bytes"] > 0
         assert {s["container_id"] for s in samples if s["container_id"]} == ids
         page = (run_dir / "report" / "index.html").read_text()
         assert all(f"<td>{i[:12]}</td>" in page for i in ids)

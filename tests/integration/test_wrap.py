@@ -194,8 +194,8 @@ def test_a_signal_during_the_spawn_reaches_the_child(logs_dir, monkeypatch):
 
     real_spawn = wrap._spawn
 
-    def spawn_then_signal(invocation, node, cgroup=None):
-        pid = real_spawn(invocation, node, cgroup)
+    def spawn_then_signal(invocation, node, *rest):
+        pid = real_spawn(invocation, node, *rest)
         os.kill(os.getpid(), signal.SIGHUP)  # lands before registration and the wait
         return pid
 

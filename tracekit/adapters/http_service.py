@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracekit import detach, runfolder
-from tracekit.container import ENGINES, NAME_PREFIX, ContainerSpec, container_name, read_cidfile, run_argv
+from tracekit.container import ENGINES, NAME_PREFIX, SETTLE_S, ContainerSpec, container_name, read_cidfile, run_argv
 from tracekit.container import remove as remove_container
 from tracekit.cpuset import check_usable
 from tracekit.errors import TracekitError, UsageError
+from tracekit.taskcgroup import SERVICE_CGROUP, TaskCgroups
 from tracekit.invocation import venv_environment
 from tracekit.taskspec import render
 
@@ -234,10 +235,21 @@ def _in_container(container: ContainerSpec | None, argv: list[str], run_id: str,
     cidfile = folder / runfolder.CONTAINERS_DIR / f"{name}.cid"
     cidfile.parent.mkdir(exist_ok=True)
     cidfile.unlink(missing_ok=True)
-    boxed = run_argv(container, argv, name=name, cidfile=cidfile, cgroup_parent=None, env_names=sorted(environment),
+    # Its cgroup below one of the service's own, beside the node's task cgroups: its exact totals at stop.
+    cgroups = TaskCgroups.detect(run_id, node_id, folder)
+    cgroup, parent = cgroups.task(SERVICE_CGROUP), None
+    if cgroup is not None:
+        try:
+            cgroup.make()
+            parent = cgroup.engine_parent()
+        except OSError:
+            cgroup = None
+    boxed = run_argv(container, argv, name=name, cidfile=cidfile, cgroup_parent=parent, env_names=sorted(environment),
                      cwd=cwd, mounts=[str(folder), *mounts])  # fmt: skip
-    return boxed, {"container_engine": container.engine, "container_name": name, "image": container.what,
-                   "container_cidfile": str(cidfile)}  # fmt: skip
+    described = {"node": node_id, "container_engine": container.engine, "container_name": name, "image": container.what}
+    if parent is not None:  # where the stop finds it again (another process, maybe in another cgroup of its own)
+        described["container_cgroup"] = {"version": cgroups.version, "folders": {c: str(f) for c, f in cgroups.dirs.items()}}
+    return boxed, described
 
 
 def stop_service(run_id: str, logs_dir: Path) -> bool:
@@ -246,13 +258,14 @@ def stop_service(run_id: str, logs_dir: Path) -> bool:
     container: the engine's client passes the signal on; a container it left (killed) is removed."""
     folder = runfolder.run_dir(runfolder.validate_run_id(run_id), logs_dir)
     stopped = detach.stop_detached(folder / PIDFILE, f"HTTP service of run {run_id}", STOP_TIMEOUT_S) is not None
-    _remove_container(folder, run_id)
+    _end_container(folder, run_id)
     _adapt_access_log(folder)
     return stopped
 
 
-def _remove_container(folder: Path, run_id: str) -> None:
-    """The service's container, if it ran in one: its id kept in http_service.json, the container removed."""
+def _end_container(folder: Path, run_id: str) -> None:
+    """The service's container, if it ran in one: its id kept in http_service.json, the container removed, its
+    cgroup's totals kept there too (``container_cgroup_totals``: exact CPU, memory peak) and the cgroup removed."""
     try:
         description = json.loads((folder / DESCRIPTION).read_text())
     except (OSError, ValueError):
@@ -263,11 +276,21 @@ def _remove_container(folder: Path, run_id: str) -> None:
     # The file is in the run folder, which tasks can write: only a known engine, only this run's container.
     if engine not in ENGINES or not name.startswith(f"{NAME_PREFIX}-{run_id}-") or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         return
-    cidfile = Path(str(description.get("container_cidfile") or ""))
-    if cidfile.name and "container_id" not in description:
-        description["container_id"] = read_cidfile(cidfile)
-        (folder / DESCRIPTION).write_text(json.dumps(description) + "\n")
+    if "container_id" not in description:
+        description["container_id"] = read_cidfile(folder / runfolder.CONTAINERS_DIR / f"{name}.cid")
     remove_container(engine, name)
+    recorded = description.get("container_cgroup")
+    if isinstance(recorded, dict):
+        cgroups = TaskCgroups.of_record(recorded.get("folders"), recorded.get("version"), run_id, description.get("node"), folder)
+        cgroup = cgroups.task(SERVICE_CGROUP) if cgroups is not None else None
+        if cgroup is not None:
+            cgroup.wait_empty(SETTLE_S)
+            try:
+                description["container_cgroup_totals"] = cgroup.totals()
+            except (OSError, ValueError, KeyError) as exc:
+                description["container_cgroup_totals"] = {"error": f"its cgroup could not be read: {exc}"}
+            cgroup.remove(everywhere=True)
+    (folder / DESCRIPTION).write_text(json.dumps(description) + "\n")
 
 
 def _adapt_access_log(folder: Path) -> None:

@@ -73,6 +73,8 @@ class RunView:
     results: dict[str, Any] | None = None  # the headline figures tracekit-run wrote at the end (results.json)
     # Per container its processes' samples: {container id: {"node", "cpu_ms", "peak_rss_kb", "processes"}}.
     container_samples: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The services that ran in a container (nodes/<node>/http_service.json), by container id.
+    service_containers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def note(self, section: str, text: str) -> None:
         self.notes.setdefault(section, []).append(text)
@@ -103,7 +105,18 @@ def load_run(run_dir: Path) -> RunView:
     view.host = _host_series(view, cctf_dir)
     view.longest = _longest_tasks(view, cctf_dir)
     view.container_samples = _container_samples(view, cctf_dir)
+    view.service_containers = _service_containers(view)
     return view
+
+
+def _service_containers(view: RunView) -> dict[str, dict[str, Any]]:
+    """What each node's http_service.json says of the container its service ran in (id, image, cgroup totals)."""
+    found = {}
+    for path in sorted(view.run_dir.glob("nodes/*/http_service.json")):
+        described = _json(view, path, "summary")
+        if isinstance(described, dict) and isinstance(described.get("container_id"), str):
+            found[described["container_id"]] = described
+    return found
 
 
 def _container_samples(view: RunView, cctf_dir: Path) -> dict[str, dict[str, Any]]:

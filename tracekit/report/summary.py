@@ -172,10 +172,15 @@ def container_rows(view: RunView) -> list[list[str]]:
                      _ms(cgroup_cpu) if cgroup_cpu is not None else "-",
                      f"{peak / 2**20:.1f} MiB" if peak is not None else "-",
                      _ms(sampled["cpu_ms"]) if sampled else "-"])  # fmt: skip
-    for container, sampled in sorted(view.container_samples.items()):
-        if container in seen:
-            continue
-        peak = sampled.get("peak_rss_kb")
-        rows.append([container[:12], sampled.get("node") or "-", f"{sampled.get('processes', 0)} processes", "-", "-",
-                     f"{peak / 1024:.1f} MiB (RSS)" if peak is not None else "-", _ms(sampled["cpu_ms"])])  # fmt: skip
+    for container in sorted({*view.container_samples, *view.service_containers} - seen):
+        sampled = view.container_samples.get(container, {})
+        service = view.service_containers.get(container, {})
+        totals = service.get("container_cgroup_totals") or {}
+        peak_rss, peak = sampled.get("peak_rss_kb"), totals.get("cgroup_memory_peak_bytes")
+        what = f"service ({sampled.get('processes', 0)} processes)" if service else f"{sampled.get('processes', 0)} processes"
+        rows.append([container[:12], sampled.get("node") or service.get("node") or "-", what, service.get("image") or "-",
+                     _ms(totals["cgroup_cpu_ms"]) if "cgroup_cpu_ms" in totals else "-",
+                     f"{peak / 2**20:.1f} MiB" if peak is not None
+                     else f"{peak_rss / 1024:.1f} MiB (RSS)" if peak_rss is not None else "-",
+                     _ms(sampled["cpu_ms"]) if sampled else "-"])  # fmt: skip
     return rows
