@@ -65,6 +65,9 @@ TARGET_IDLE_GROWTH = 0.10  # with 1,000 unrelated idle processes
 TARGET_CGROUPS_PCT = 0.05  # per 10 task cgroups at 1 Hz
 NODE_ID, RUN_ID = "bench", "bench"
 PIDSTAT = ("pidstat -C", "pidstat -p ALL")
+# -H: epoch seconds, -h: one line per process; -p ALL: every process, active or not (without it,
+# -C prints only the processes that used CPU in the interval: none of the sleeping children).
+PIDSTAT_OPTIONS = ("-H", "-h", "-u", "-r", "-d", "-w", "-p", "ALL")
 PIDSTAT_INSTALL = "pidstat (sysstat) is not installed: `apt-get install -y sysstat`; its rows are left out"
 TK_CGROUPS = f"tracekit + {TASK_CGROUP_COUNT} task cgroups"
 # What each sampler reads per process per tick (printed under the table).
@@ -336,7 +339,7 @@ def measure(impl: str, interval_ms: int, duration_s: float, out: Path) -> dict:
     else:  # pidstat: whole seconds only
         ticks = max(1, round(duration_s * 1000 / interval_ms))
         which = ["-C", MATCH] if impl == "pidstat -C" else []
-        argv = ["pidstat", "-H", "-h", "-u", "-r", "-d", "-w", "-p", "ALL", *which, str(interval_ms // 1000), str(ticks)]
+        argv = ["pidstat", *PIDSTAT_OPTIONS, *which, str(interval_ms // 1000), str(ticks)]
         report = out / "pidstat.txt"
         result = run_measured(argv, None, log, stdout=report, env={**os.environ, "LC_ALL": "C"})
         result.update(pidstat_report(report.read_text()))
@@ -378,8 +381,8 @@ def scenario_label(row: dict) -> str:
 def idle_table(rows: list[dict]) -> tuple[str, dict]:
     """Each sampler's CPU at 1 Hz with 50 children, without and with the idle processes: the growth."""
     by = {(r["impl"], r["idle"]): r for r in rows if r["procs"] == 50 and r["interval_ms"] == 1000}
-    lines = [f"| sampler | CPU % core, 50 processes | + {IDLE_COUNT:,} idle processes | growth | tracekit/this, with idle |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [f"| sampler | CPU % core, 50 processes | + {IDLE_COUNT:,} idle processes | growth "
+             "| tracekit/this, with idle |", "|---|---|---|---|---|"]
     growth = {}
     for impl in ("tracekit", "naive", *PIDSTAT):
         without, with_idle = by.get((impl, 0)), by.get((impl, IDLE_COUNT))
@@ -527,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     print(idle)
     cg = [r for r in rows if r["impl"] == TK_CGROUPS]
     if cg:
-        base = next(r for r in rows if r["impl"] == "tracekit" and (r["procs"], r["idle"], r["interval_ms"]) == (50, 0, 1000))
+        base = next(r for r in rows if r["impl"] == "tracekit" and r["procs"] == 50 and not r["idle"]
+                    and r["interval_ms"] == 1000)
         print(f"\n## Task cgroups (1 Hz, 50 processes, {TASK_CGROUP_COUNT} of them in task cgroups)\n")
         print(f"- tracekit: {base['cpu_pct']:.3f}% of a core without the worker's task_cgroups.json, "
               f"{cg[0]['cpu_pct']:.3f}% with it ({cg[0]['cgroups']} task cgroups sampled): "
