@@ -13,8 +13,8 @@ and peak RSS of the samplers following 50 and 200 live child processes
   and ``pidstat -H -h -u -r -d -w -p ALL 1 N`` (every process).
 
 Two more scenarios at 1 Hz: the same 50 children with 1,000 unrelated idle
-processes (``tkbench-idle``, not to be followed) beside them, each sampler
-with and without; and the collector with 10 of the 50 children in task
+processes (``tkbench-idle``, not to be followed, measured once 12 s old)
+beside them, each sampler with and without; and the collector with 10 of the 50 children in task
 cgroups of their own (made by tracekit.taskcgroup as a worker makes them,
 the run folder's task_cgroups.json written as the worker writes it) against
 the collector without that file.
@@ -55,10 +55,14 @@ MATCH = f"^{CHILD_NAME}$"
 COUNTS = (50, 200)
 QUICK_COUNTS = (50,)
 IDLE_COUNT = 1000
+# Unrelated idle processes on a node are old ones. The collector looks again at a process it
+# did not follow for its first 10 s (RECHECK_NAME_WINDOW_MS in tracekit.collect.process: it may
+# still exec something that matches), so they are measured once older than that.
+IDLE_AGE_S = 12.0
 TASK_CGROUP_COUNT = 10  # of the 50 children, born in task cgroups of their own
 INTERVALS_MS = (1000, 100)
 DEFAULT_DURATION_S = {1000: 25.0, 100: 15.0}
-QUICK_DURATION_S = {1000: 3.0, 100: 2.0}
+QUICK_DURATION_S = {1000: 2.0, 100: 2.0}
 TARGET_CPU_PCT = {1000: 0.1, 100: 1.0}  # host + 50 processes
 TARGET_P99_PCT = 2.0
 TARGET_IDLE_GROWTH = 0.10  # with 1,000 unrelated idle processes
@@ -179,6 +183,14 @@ def wait_for_exec(procs: list[subprocess.Popen], name: str, timeout_s: float = 3
         pending = [p for p in pending if _comm(p.pid) != name]
         if pending:
             time.sleep(0.02)
+
+
+def wait_until_older(procs: list[subprocess.Popen], age_s: float) -> None:
+    """Sleep until the youngest of ``procs`` is ``age_s`` old."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    started = max(int(Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) for p in procs) / ticks
+    time.sleep(max(0.0, started + age_s - uptime))
 
 
 def _comm(pid: int) -> str:
@@ -470,7 +482,8 @@ def run_all(runner: Runner, counts: tuple[int, ...]) -> str | None:
         with sleepers(50, CHILD_NAME, runner.workdir, tasks):
             first = ("tracekit", TK_CGROUPS, *every[1:]) if tasks is not None else every
             runner.scenario(50, 0, {1000: first, 100: at_10hz}, cgroup_logs)
-            with sleepers(IDLE_COUNT, IDLE_NAME, runner.workdir):
+            with sleepers(IDLE_COUNT, IDLE_NAME, runner.workdir) as idle:
+                wait_until_older(idle, IDLE_AGE_S)
                 runner.scenario(50, IDLE_COUNT, {1000: every})
     for count in counts:
         if count != 50:
@@ -539,9 +552,12 @@ def main(argv: list[str] | None = None) -> int:
     busy = busiest > args.max_load
 
     def verdict(ok: bool) -> str:
-        return f"not judged (busy: load {busiest:.2f} > {args.max_load:g})" if busy else ("PASS" if ok else "FAIL")
+        return "not judged" if busy else ("PASS" if ok else "FAIL")
 
     print("\n## Targets (tracekit, steady-state CPU)\n")
+    if busy:
+        print(f"The machine was busy (load average up to {busiest:.2f}, above --max-load {args.max_load:g}): "
+              "no PASS/FAIL; the figures as measured:\n")
     print("\n".join(targets(rows, growth, verdict)))
     return 0
 
