@@ -2,18 +2,18 @@
 
 Measures, side by side in one run, CPU (% of one core), interval deviation
 and peak RSS of the samplers following 50 and 200 live child processes
-(``tkbench-child``, a symlink to /bin/sleep) at 1 Hz and 10 Hz:
+(``tkbench-<PID>``, a symlink to /bin/sleep) at 1 Hz and 10 Hz:
 
 * tracekit: the real ``python -m tracekit collect run --match
-  '^tkbench-child$' --duration S``;
+  '^tkbench-<PID>$' --duration S``;
 * naive: this script with ``--naive-baseline``: ``psutil.process_iter()``
   with fresh Process objects every tick, json.dumps, ``time.sleep(interval)``;
 * pidstat (sysstat) at 1 Hz only (its interval is whole seconds):
-  ``pidstat -H -h -u -r -d -w -p ALL -C '^tkbench-child$' 1 N`` (the children)
+  ``pidstat -H -h -u -r -d -w -p ALL -C '^tkbench-<PID>$' 1 N`` (the children)
   and ``pidstat -H -h -u -r -d -w -p ALL 1 N`` (every process).
 
 Two more scenarios at 1 Hz: the same 50 children with 1,000 unrelated idle
-processes (``tkbench-idle``, not to be followed, measured once 12 s old)
+processes (``tkbidle-<PID>``, not to be followed, measured once 12 s old)
 beside them, each sampler with and without; and the collector with 10 of the 50 children in task
 cgroups of their own (made by tracekit.taskcgroup as a worker makes them,
 the run folder's task_cgroups.json written as the worker writes it) against
@@ -49,8 +49,10 @@ import tempfile
 import time
 from pathlib import Path
 
-CHILD_NAME = "tkbench-child"
-IDLE_NAME = "tkbench-idle"  # unrelated processes: no sampler should follow them
+# Named after this run (at most 15 characters, the kernel's comm): another run of this bench on
+# the machine (another checkout's) must not add its children to this one's, nor this one to it.
+CHILD_NAME = f"tkbench-{os.getpid()}"
+IDLE_NAME = f"tkbidle-{os.getpid()}"  # unrelated processes: no sampler should follow them
 MATCH = f"^{CHILD_NAME}$"
 COUNTS = (50, 200)
 QUICK_COUNTS = (50,)
@@ -343,7 +345,7 @@ def measure(impl: str, interval_ms: int, duration_s: float, out: Path) -> dict:
         result.update(self_report(read_jsonl(folder / "collector.jsonl")))
         result["cgroups"] = cgroups_sampled(folder / "cgroup.csv")
     elif impl == "naive":
-        argv = [sys.executable, str(Path(__file__).resolve()), "--naive-baseline", str(out),
+        argv = [sys.executable, str(Path(__file__).resolve()), "--naive-baseline", str(out), "--match", MATCH,
                 "--interval-ms", str(interval_ms), "--duration", str(duration_s)]  # fmt: skip
         result = run_measured(argv, out / "events.jsonl", log)
         result.update(interval_stats([r["ts_ms"] for r in read_jsonl(out / "host.jsonl")], interval_ms))
@@ -506,9 +508,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: 0.75 per core)")  # fmt: skip
     parser.add_argument("--naive-baseline", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--interval-ms", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--match", default=MATCH, help=argparse.SUPPRESS)  # the naive sampler's: its parent's
     args = parser.parse_args(argv)
     if args.naive_baseline is not None:
-        naive_baseline(args.naive_baseline, args.interval_ms, MATCH, args.duration or 10.0)
+        naive_baseline(args.naive_baseline, args.interval_ms, args.match, args.duration or 10.0)
         return 0
     if args.keep and args.keep.exists() and any(args.keep.iterdir()):
         parser.error(f"--keep {args.keep}: use a new or empty folder")
@@ -533,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
           "its timestamps are whole seconds, so no interval deviation")
     if why_no_cgroups:
         print(f"- no task-cgroup row: {why_no_cgroups}")
+    for r in rows:
+        if r["tracked"] != r["procs"]:
+            print(f"- WARNING: {r['impl']} followed {r['tracked']} processes, not the {r['procs']} children")
     add_ratios(rows)
     print()
     print(table(rows))

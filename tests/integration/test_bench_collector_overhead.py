@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,13 @@ def test_the_quick_bench_runs_every_sampler_on_the_same_processes(tmp_path):
     # Output to files: a pipe would keep the test waiting on any process the bench left behind.
     with open(tmp_path / "out.md", "w") as out, open(tmp_path / "err.txt", "w") as err:
         argv = [sys.executable, str(BENCH), "--quick", "--duration", "1", "--keep", str(tmp_path / "raw")]
-        code = subprocess.run(argv, stdout=out, stderr=err, timeout=300).returncode
+        bench = subprocess.Popen(argv, stdout=out, stderr=err)
+        try:
+            code = bench.wait(timeout=300)
+        finally:
+            if bench.poll() is None:  # Ctrl-C: it kills and reaps its children, removes its task cgroups
+                bench.send_signal(signal.SIGINT)
+                bench.wait(timeout=60)
     text = (tmp_path / "out.md").read_text()
     assert code == 0, text + (tmp_path / "err.txt").read_text()
     rows = table_rows(text)
@@ -60,7 +67,8 @@ def test_the_quick_bench_runs_every_sampler_on_the_same_processes(tmp_path):
     for target in ("host + 50 processes at 1 Hz", "unrelated idle processes, 50 followed", "10 task cgroups at 1 Hz"):
         assert target in text
     # Every process and task cgroup the bench made is gone.
-    assert leftovers("tkbench-child") == [] and leftovers("tkbench-idle") == []
+    assert "WARNING" not in text
+    assert leftovers(f"tkbench-{bench.pid}") == [] and leftovers(f"tkbidle-{bench.pid}") == []
     task_cgroups = TaskCgroups.detect("bench", "bench", tmp_path / "raw" / "50" / "tracekit-cgroups-1000" / "bench")
     assert task_cgroups.dirs and task_cgroups.leftovers() == []
     task_cgroups.close()
