@@ -115,7 +115,10 @@ def test_the_longest_tasks_show_their_fragments_next_to_the_host_samples(run):
         assert demand.fragment_start_ms[0] == task["ts_start"] and demand.fragment_start_ms[-1] == task["ts_end"]
         assert len(demand.host_ts_ms) > 0 and (demand.host_busy_cores >= 0).all()
     burn = next(d for d in view.longest if d.invocation["task_id"] == "t-burn")
-    assert burn.fragment_cores.max() > 0.5  # the burner kept a core busy
+    # The burner kept a core busy, unless its node's CPUs were shared with other work (other tests on this
+    # machine): its demand is then the CPU it got, and the trace says so.
+    cloud2 = json.loads((run / "cctf" / "audit.json").read_text())["contention"]["nodes"]["cloud2"]
+    assert burn.fragment_cores.max() > 0.5 or cloud2["contended_task_share"] > 0, cloud2
 
 
 @pytest.mark.parametrize("missing", ["host samples", "a node's folder", "the OpenDC export", "a successful task"])
