@@ -9,7 +9,7 @@ import pytest
 
 from tracekit.schemas import validation_errors
 from tracekit.trace.audit import Audit
-from tracekit.trace.contention import RUN_DELAY, node_contention
+from tracekit.trace.contention import RUN_DELAY, node_contention, run_cpu, sharing_cpus
 from tracekit.trace.records import CONTENTION, HOST_METRICS, PROC_METRICS, TASK_METRICS
 
 SECOND = 1_000
@@ -178,3 +178,16 @@ def test_the_audit_s_contention_section_and_note(tmp_path):
     assert "| cloud2 | process_samples | 0 | - | - | - | - |" in markdown
     for row in noted, quiet:
         assert validation_errors("cctf/audit", {**summary, "contention": {**section, "nodes": {"x": row}}}) == []
+
+
+def test_the_run_s_other_nodes_on_the_same_cpus_are_the_run_not_other_work():
+    nodes = [{"node": "cloud1", "boot_id": "b", "cpus": [0, 1]}, {"node": "cloud2", "boot_id": "b", "cpus": [0, 1]},
+             {"node": "cloud3", "boot_id": "b", "cpus": [2]}, {"node": "cloud4", "boot_id": None, "cpus": [0, 1]},
+             {"node": "cloud5", "boot_id": "other", "cpus": [0, 1]}]  # fmt: skip
+    assert sharing_cpus(nodes) == {"cloud1": ["cloud2"], "cloud2": ["cloud1"], "cloud3": [], "cloud4": [], "cloud5": []}
+    # cloud1's task used 0.4 cores, cloud2's (the same CPUs) 1.6: the CPUs were the run's alone.
+    beside = run_cpu(tasks_table(task_metrics("t2", [1.6] * 5)), None)
+    result = node_contention("cloud1", host([100.0] * 5), [invocation("t1", 0, 5 * SECOND)],
+                             tasks_table(task_metrics("t1", [0.4] * 5)), None, neighbours_cpu=beside)  # fmt: skip
+    assert {r["run_cores"] for r in result.table.to_pylist()} == {2.0}
+    assert result.figures["contended_task_share"] == 0.0 and result.figures["note"] is None

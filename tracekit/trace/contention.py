@@ -20,6 +20,9 @@ of its own. Where the collector wrote the processes' run-queue wait (proc_metric
 from /proc/<pid>/schedstat; older traces lack it) the tasks' wait share says how much longer:
 wait / (wait + CPU) of their processes.
 
+Nodes of one machine without CPU sets of their own (the same boot_id, CPU sets that overlap) share
+its CPUs: each one's host samples hold the others' tasks too, which are the run's, not other work.
+
 It is made after the node parts are put together (it needs both parts of a node: the host samples
 and the task cgroups come from two parallel jobs, or from a part made on the node that stays as it
 was), in its own table rather than as columns of host_metrics.
@@ -87,6 +90,17 @@ def _cpu_ms(table: pa.Table) -> pa.Array:
     return pc.cast(pc.add(table.column("cpu_user_ms"), table.column("cpu_system_ms")), pa.float64())
 
 
+def run_cpu(task_metrics: pa.Table | None, proc_metrics: pa.Table | None) -> list[tuple[int, int, float]]:
+    """A node's run CPU as (interval start, end, CPU ms): its task cgroups' samples, else (None) its
+    followed processes' samples."""
+    run = task_metrics if task_metrics is not None else proc_metrics
+    if run is None or run.num_rows == 0:
+        return []
+    cpu = pc.cast(run.column("cpu_ms"), pa.float64()) if task_metrics is not None else _cpu_ms(run)
+    [(_, rows)] = _per_interval(run, {"cpu_ms": cpu})
+    return rows
+
+
 def node_contention(
     node: str,
     host: pa.Table,
@@ -94,11 +108,14 @@ def node_contention(
     task_metrics: pa.Table | None,
     proc_metrics: pa.Table | None,
     cores_usable: int | None = None,
+    neighbours_cpu: list[tuple[int, int, float]] = (),
 ) -> NodeContention:
     """One node's contention. ``task_metrics``: its tasks' cgroup samples, or None when its tasks had
     no cgroups of their own (then ``proc_metrics``, its followed processes' samples, stands for the
     run). ``proc_metrics`` may hold RUN_DELAY (the tasks' wait share), and may be None when neither is
-    needed. ``cores_usable``: the node's CPUs where a host sample lists none (no host_cpus.csv)."""
+    needed. ``cores_usable``: the node's CPUs where a host sample lists none (no host_cpus.csv).
+    ``neighbours_cpu``: the run CPU (``run_cpu``) of the run's other nodes on the same CPUs (nodes of one
+    machine without CPU sets of their own): the run's too, not other work."""
     source = SOURCES[0] if task_metrics is not None else SOURCES[1]
     ends = host.column("ts_ms").to_pylist()
     starts = [end - dt for end, dt in zip(ends, host.column("dt_ms").to_pylist())]
@@ -106,12 +123,7 @@ def node_contention(
     busy_pct = host.column("cpu_util_pct").to_pylist()
     busy = [pct * n / 100.0 for pct, n in zip(busy_pct, cpus)]
 
-    run = task_metrics if task_metrics is not None else proc_metrics
-    run_ms = [0.0] * len(ends)
-    if run is not None and run.num_rows:
-        cpu = pc.cast(run.column("cpu_ms"), pa.float64()) if task_metrics is not None else _cpu_ms(run)
-        [(_, rows)] = _per_interval(run, {"cpu_ms": cpu})
-        run_ms = _spread(starts, ends, rows)
+    run_ms = _spread(starts, ends, [*run_cpu(task_metrics, proc_metrics), *neighbours_cpu])
     dated = [r for r in invocations if r.get("ts_start") is not None and r.get("ts_end") is not None]
     task_ms = _spread(starts, ends, ((r["ts_start"], r["ts_end"], r["ts_end"] - r["ts_start"]) for r in dated))
     wait_ms, waited_cpu_ms = _run_delay(proc_metrics, starts, ends)
@@ -192,22 +204,45 @@ def note(node: str, figures: dict[str, Any]) -> str | None:
     return text + "): their durations are longer than on a node of their own"
 
 
+def sharing_cpus(node_records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """node -> the other nodes on its CPUs: the same machine (boot_id) and CPU sets that overlap (as the
+    OpenDC export makes them one host)."""
+    shared: dict[str, list[str]] = {}
+    for record in node_records:
+        cpus, boot = set(record.get("cpus") or ()), record.get("boot_id")
+        shared[record["node"]] = [other["node"] for other in node_records if other is not record and boot
+                                  and other.get("boot_id") == boot and cpus & set(other.get("cpus") or ())]  # fmt: skip
+    return shared
+
+
+def _node_tables(cctf_dir: Path, record: dict[str, Any], wait_too: bool) -> tuple[pa.Table | None, pa.Table | None]:
+    """The node's task_metrics (None: its tasks had no cgroups) and, when needed, proc_metrics (the bulk
+    table: only the columns used)."""
+    node = record["node"]
+    in_cgroups = bool((record.get("task_cgroups") or {}).get("available"))
+    tasks = cctf.read_table(cctf_dir, "task_metrics", ["ts_ms", "dt_ms", "cpu_ms"], nodes=[node]) if in_cgroups else None
+    delay_known = wait_too and RUN_DELAY in PROC_METRICS.names
+    if in_cgroups and not delay_known:
+        return tasks, None
+    columns = ["ts_ms", "dt_ms", "task_id", "cpu_user_ms", "cpu_system_ms", *([RUN_DELAY] if delay_known else [])]
+    return tasks, cctf.read_table(cctf_dir, "proc_metrics", columns, nodes=[node])
+
+
 def write_contention(cctf_dir: Path, invocations: list[dict[str, Any]], node_records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """cctf_dir/contention/<node>.parquet of every node (its host_metrics, task_metrics, proc_metrics
     already there); node -> its figures for the audit."""
+    shared = sharing_cpus(node_records)
+    by_node = {record["node"]: record for record in node_records}
+    neighbours = {node: run_cpu(*_node_tables(cctf_dir, by_node[node], wait_too=False))
+                  for node in sorted({n for others in shared.values() for n in others})}  # fmt: skip
     figures = {}
-    delay_known = RUN_DELAY in PROC_METRICS.names
     for record in node_records:
         node = record["node"]
-        in_cgroups = bool((record.get("task_cgroups") or {}).get("available"))
         host = cctf.read_table(cctf_dir, "host_metrics", nodes=[node])
-        tasks = cctf.read_table(cctf_dir, "task_metrics", ["ts_ms", "dt_ms", "cpu_ms"], nodes=[node]) if in_cgroups else None
-        proc = None
-        if not in_cgroups or delay_known:  # the bulk table, only the columns needed, only when needed
-            columns = ["ts_ms", "dt_ms", "task_id", "cpu_user_ms", "cpu_system_ms", *([RUN_DELAY] if delay_known else [])]
-            proc = cctf.read_table(cctf_dir, "proc_metrics", columns, nodes=[node])
+        tasks, proc = _node_tables(cctf_dir, record, wait_too=True)
         mine = [r for r in invocations if r["node"] == node]
-        result = node_contention(node, host, mine, tasks, proc, record.get("cores_usable"))
+        beside = [row for other in shared[node] for row in neighbours[other]]
+        result = node_contention(node, host, mine, tasks, proc, record.get("cores_usable"), beside)
         cctf.write_table(cctf.node_file(cctf_dir, "contention", node), "contention", result.table)
         figures[node] = result.figures
     return figures
