@@ -151,7 +151,8 @@ def _run_delay(proc: pa.Table | None, starts: list[int], ends: list[int]) -> tup
     if known.num_rows == 0:
         return nothing, nothing
     wait = pc.divide(pc.cast(known.column(RUN_DELAY), pa.float64()), 1e6)
-    spread = {name: _spread(starts, ends, rows) for name, rows in _per_interval(known, {"wait": wait, "cpu": _cpu_ms(known)})}
+    per_interval = _per_interval(known, {"wait": wait, "cpu": _cpu_ms(known)})
+    spread = {name: _spread(starts, ends, rows) for name, rows in per_interval}
     # An interval none of whose samples had a wait says nothing (rather than "no wait").
     [(_, seen)] = _per_interval(known, {"one": pa.array([1.0] * known.num_rows)})
     present = _spread(starts, ends, seen)
@@ -183,7 +184,8 @@ def _figures(node: str, source: str, busy_pct: list[float], cpus: list[int], oth
         "task_time_s": round(task_total / 1000, DIGITS),
         "saturated_task_share": share(saturated),
         "contended_task_share": share(contended),
-        "other_cores_mean": round(sum(t * o for t, o in zip(task_ms, other)) / task_total, DIGITS) if task_total else None,
+        "other_cores_mean": round(sum(t * o for t, o in zip(task_ms, other)) / task_total, DIGITS)
+        if task_total else None,
         "task_run_delay_share": round(waited / runnable, DIGITS) if runnable > 0 else None,
     }
     figures["note"] = note(node, figures)
@@ -228,7 +230,9 @@ def _node_tables(cctf_dir: Path, record: dict[str, Any], wait_too: bool) -> tupl
     return tasks, cctf.read_table(cctf_dir, "proc_metrics", columns, nodes=[node])
 
 
-def write_contention(cctf_dir: Path, invocations: list[dict[str, Any]], node_records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def write_contention(
+    cctf_dir: Path, invocations: list[dict[str, Any]], node_records: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """cctf_dir/contention/<node>.parquet of every node (its host_metrics, task_metrics, proc_metrics
     already there); node -> its figures for the audit."""
     shared = sharing_cpus(node_records)
