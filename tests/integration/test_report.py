@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from markupsafe import escape
 from matplotlib import image
 
 from tests.helpers import tracekit_cmd
@@ -68,7 +70,8 @@ class _Page(HTMLParser):
 
 
 def notes(page: str) -> list[str]:
-    return [line for line in page.splitlines() if 'class="note"' in line]
+    """Each note's text (a section's notes are on one line of the page)."""
+    return re.findall(r'<p class="note">(.*?)</p>', page)
 
 
 def test_a_captured_run_gives_every_section_with_its_figure(run, capsys):
@@ -88,8 +91,15 @@ def test_a_captured_run_gives_every_section_with_its_figure(run, capsys):
     assert "<td>cloud1</td>" in text and "<td>cloud2</td>" in text
     audit = json.loads((run / "cctf" / "audit.json").read_text())
     assert f"of {audit['invocations']} ({audit['invocations_with_samples_pct']} %)" in text
-    # The only note: a run by hand has no dispatcher, hence no placements.
-    assert len(notes(text)) == 1 and "no placement events" in notes(text)[0]
+    # Contention, a row per node; this machine is shared with other tests, so its note may or may not be there.
+    assert "<th>… beside other work (contended)</th>" in text
+    section = audit["contention"]["nodes"]
+    assert set(section) == {"cloud1", "cloud2"}
+    assert [n for n in notes(text) if "shared saturated CPUs" in n] == [
+        escape(n["note"]) for _, n in sorted(section.items()) if n["note"]]
+    # The only other note: a run by hand has no dispatcher, hence no placements.
+    others = [n for n in notes(text) if "shared saturated CPUs" not in n]
+    assert len(others) == 1 and "no placement events" in others[0]
 
 
 def test_the_longest_tasks_show_their_fragments_next_to_the_host_samples(run):
@@ -105,7 +115,10 @@ def test_the_longest_tasks_show_their_fragments_next_to_the_host_samples(run):
         assert demand.fragment_start_ms[0] == task["ts_start"] and demand.fragment_start_ms[-1] == task["ts_end"]
         assert len(demand.host_ts_ms) > 0 and (demand.host_busy_cores >= 0).all()
     burn = next(d for d in view.longest if d.invocation["task_id"] == "t-burn")
-    assert burn.fragment_cores.max() > 0.5  # the burner kept a core busy
+    # The burner kept a core busy, unless its node's CPUs were shared with other work (other tests on this
+    # machine): its demand is then the CPU it got, and the trace says so.
+    cloud2 = json.loads((run / "cctf" / "audit.json").read_text())["contention"]["nodes"]["cloud2"]
+    assert burn.fragment_cores.max() > 0.5 or cloud2["contended_task_share"] > 0, cloud2
 
 
 @pytest.mark.parametrize("missing", ["host samples", "a node's folder", "the OpenDC export", "a successful task"])

@@ -44,3 +44,30 @@ def test_each_loss_or_refusal_is_a_warning_that_names_it(tmp_path):
 
 def test_an_unreadable_audit_is_a_warning(tmp_path):
     assert outcome_warnings(run_folder(tmp_path, None)) == ["no readable cctf/audit.json: the trace cannot be checked"]
+
+
+def test_contention_is_said_in_the_summary_but_is_no_warning(tmp_path):
+    from tracekit.experiment.results import write_results
+    from tracekit.experiment.runner import summarize
+
+    note = ("cloud1: tasks shared saturated CPUs with other work for 62% of their time (other work: 1.4 cores on "
+            "average while they ran): their durations are longer than on a node of their own")  # fmt: skip
+    quiet = {"source": "task_cgroups", "note": None}
+    audit = {**WHOLE, "contention": {"nodes": {"cloud2": quiet, "cloud1": {"source": "task_cgroups", "note": note}}},
+             "notes": [note]}  # fmt: skip
+    run_dir = run_folder(tmp_path, audit)
+    assert outcome_warnings(run_dir) == []  # a shared machine does not change the run's state (nor exit status 3)
+    status = {"run_id": "r1", "state": "succeeded", "phases": {}}
+    (run_dir / "status.json").write_text(json.dumps(status))
+    assert write_results(run_dir)["contention"] == [note]
+    lines = summarize(run_dir, status, {})
+    assert f"  contention: {note}" in lines and lines[0] == "run r1: succeeded"
+    assert not [line for line in lines if line.startswith("  warning:")]
+
+
+def test_a_trace_parsed_before_contention_was_measured_has_no_contention_line(tmp_path):
+    from tracekit.experiment.results import headline, summary_lines
+
+    run_dir = run_folder(tmp_path, WHOLE)  # no contention section
+    assert headline(run_dir)["contention"] == [] and not [line for line in summary_lines(headline(run_dir))
+                                                           if "contention" in line]  # fmt: skip

@@ -30,6 +30,7 @@ def _json_types(prop: dict) -> set[str]:
         (records.HOST_METRICS, "cctf/host_metrics", True),  # the JSON Lines copy writes them in this order
         (records.LINK_METRICS, "cctf/link_metrics", True),
         (records.TASK_METRICS, "cctf/task_metrics", True),
+        (records.CONTENTION, "cctf/contention", True),
     ],
 )
 def test_arrow_and_json_schema_agree(arrow, schema_name, ordered):

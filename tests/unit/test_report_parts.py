@@ -40,3 +40,21 @@ def test_running_count_steps_up_and_down():
     tasks = [{"a": 1000, "b": 3000}, {"a": 2000, "b": 4000}, {"a": None, "b": 5000}]
     x, count = plots._running_count(tasks, "a", "b", t0=1000)
     assert x.tolist() == [0.0, 1.0, 2.0, 3.0] and count.tolist() == [1, 2, 1, 0]
+
+
+def test_contention_is_a_row_per_node_and_the_audit_s_notes():
+    from pathlib import Path
+
+    from tracekit.report.data import RunView
+    from tracekit.report.summary import contention_notes, contention_rows
+
+    note = "cloud1: tasks shared saturated CPUs with other work for 62% of their time (...)"
+    nodes = {"cloud2": {"source": "process_samples", "saturated_task_share": None, "contended_task_share": None,
+                        "other_cores_mean": None, "task_run_delay_share": None, "note": None},
+             "cloud1": {"source": "task_cgroups", "saturated_task_share": 0.8, "contended_task_share": 0.62,
+                        "other_cores_mean": 1.4, "task_run_delay_share": 0.35, "note": note}}  # fmt: skip
+    view = RunView(Path("."), "r1", audit={"contention": {"nodes": nodes}})
+    assert contention_rows(view) == [["cloud1", "task cgroups", "80 %", "62 %", "1.40", "35 %"],
+                                     ["cloud2", "process samples", "–", "–", "–", "–"]]  # fmt: skip
+    assert contention_notes(view) == [note]
+    assert contention_rows(RunView(Path("."), "r1", audit={"contention": None})) == []  # parsed before it was measured

@@ -7,7 +7,10 @@ output: ``results.json``: the run's final state; for tasks the makespan,
         tasks done / failed / timed out / unfinished and, per node, busy
         time and task CPU; for requests the count, achieved rate, success
         ratio and latency percentiles (from the intended send time, the
-        open-loop latency); and the summary's lines made from it
+        open-loop latency); the parse audit's contention notes (nodes whose
+        tasks shared saturated CPUs with other work: a note, not a warning,
+        the run's state is not changed by it); and the summary's lines made
+        from it
 
 tracekit-run writes it when a run ends (also a failed one: what was
 measured is said); the summary and the report read it. A figure whose file
@@ -22,6 +25,7 @@ from typing import Any
 
 from tracekit import runfolder
 from tracekit.jsonl import read_jsonl
+from tracekit.trace import cctf
 
 RESULTS = "results.json"
 PERCENTILES = ("p50", "p99", "p99.9")
@@ -88,6 +92,13 @@ def _requests(run_dir: Path) -> dict[str, Any] | None:
     }
 
 
+def _contention(run_dir: Path) -> list[str]:
+    """The audit's note on each node whose tasks shared saturated CPUs with other work (tracekit.trace.contention)."""
+    audit = read_json_object(run_dir / cctf.CCTF / cctf.AUDIT) or {}
+    nodes = (audit.get("contention") or {}).get("nodes") or {}
+    return [str(n["note"]) for _, n in sorted(nodes.items()) if isinstance(n, dict) and n.get("note")]
+
+
 def headline(run_dir: Path) -> dict[str, Any]:
     """The run's headline figures, from its files as they are now."""
     status = read_json_object(run_dir / "status.json") or {}
@@ -97,6 +108,7 @@ def headline(run_dir: Path) -> dict[str, Any]:
         "warnings": status.get("warnings") or [],
         "tasks": _tasks(run_dir),
         "requests": _requests(run_dir),
+        "contention": _contention(run_dir),
     }
 
 
@@ -129,4 +141,6 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
         lines.append(f"  requests: {requests['requests']}, {requests['rate_per_s'] or 0:.1f}/s sent, success "
                      f"{100 * (requests['success_ratio'] or 0):.1f}%, latency from intended send {shown}; "
                      f"{requests['dropped']} dropped, {requests['errors']} errors")  # fmt: skip
+    # Not a warning: a run on a shared machine is what it measured; its reader must know the durations stretched.
+    lines += [f"  contention: {note}" for note in figures.get("contention") or []]
     return lines

@@ -6,7 +6,8 @@ output: RUN_DIR/report/ (or ``out_dir``): index.html, self-contained (its
         beside it (timelines, gantt, queue, longest, http)
 
 Sections: summary (the run, per-node tasks, busy time and CPU, the parse
-audit's coverage and clock offsets), per-node CPU and memory timelines
+audit's coverage and clock offsets, per node its tasks' time on CPUs
+saturated beside other work, with the audit's contention notes), per-node CPU and memory timelines
 with the tasks over them, a Gantt chart per worker, queue backlog and
 placements, the longest tasks' CPU demand per fragment next to the host
 samples, and HTTP requests when the run has them. A missing piece gives
@@ -131,6 +132,12 @@ def _summary(view: RunView) -> Section:
     audit = summary.audit_rows(view)
     if audit:
         section.tables.append({"header": None, "rows": audit})
+    contention = summary.contention_rows(view)
+    if contention:
+        header = ("node", "the run's CPU from", "tasks' time on saturated CPUs", "… beside other work (contended)",
+                  "other work while tasks ran (cores)", "tasks' run-queue wait")  # fmt: skip
+        section.tables.append({"header": header, "rows": contention})
+        section.notes += summary.contention_notes(view)
     if view.bad_lines:
         section.notes.append(f"{len(view.bad_lines)} unreadable line(s) skipped, the first: "
                              f"{view.bad_lines[0].path}:{view.bad_lines[0].line_no} ({view.bad_lines[0].reason})")  # fmt: skip

@@ -155,6 +155,28 @@ def audit_rows(view: RunView) -> list[tuple[str, str]]:
     return rows
 
 
+def contention_rows(view: RunView) -> list[list[str]]:
+    """Per node: whether its tasks shared saturated CPUs with other work (the audit's contention section,
+    tracekit.trace.contention); none for a trace parsed before it was measured."""
+    section = (view.audit or {}).get("contention") or {}
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:.0f} %"
+
+    rows = []
+    for node, n in sorted((section.get("nodes") or {}).items()):
+        other = n.get("other_cores_mean")
+        rows.append([node, "task cgroups" if n.get("source") == "task_cgroups" else "process samples",
+                     pct(n.get("saturated_task_share")), pct(n.get("contended_task_share")),
+                     "–" if other is None else f"{other:.2f}", pct(n.get("task_run_delay_share"))])  # fmt: skip
+    return rows
+
+
+def contention_notes(view: RunView) -> list[str]:
+    section = (view.audit or {}).get("contention") or {}
+    return [n["note"] for _, n in sorted((section.get("nodes") or {}).items()) if n.get("note")]
+
+
 def container_rows(view: RunView) -> list[list[str]]:
     """One row per container of the run: a task's (its cgroup's exact CPU and memory peak, which hold the
     engine's client and monitor too) or a service's (its processes' samples)."""

@@ -9,7 +9,9 @@ source (interval samples vs. the exact rusage totals), failed tasks,
 skipped lines (with file and line), what parse refused to use as it was
 (node folders of another run, damaged parts, clock offsets past belief,
 conflicting or foreign invocation events, empty files) and the identical
-invocation events it took once, clock offsets (and which nodes have none).
+invocation events it took once, clock offsets (and which nodes have none),
+and per node whether its tasks shared saturated CPUs with other work
+(tracekit.trace.contention: a note, the trace's durations are stretched there).
 Every text in audit.md has its control characters escaped: file names and
 reasons may hold any bytes a node wrote.
 """
@@ -25,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracekit.jsonl import BadLine, printable
+from tracekit.trace import contention
 
 MAX_LISTED_BAD_LINES = 200  # audit.json names this many; the count covers all
 MAX_LISTED_TASKS = 100
@@ -202,6 +205,7 @@ class Audit:
             "collectors_died": sorted(self.collectors_died),
             "foreign_processes": dict(sorted(self.foreign_processes.items())),
             "queue_entries_rejected": dict(sorted(self.queue_entries_rejected.items())),
+            "contention": None,  # add_contention
             "per_node": self.per_node,
             "notes": notes,
         }
@@ -217,6 +221,17 @@ class Audit:
                 f"process samples of another node's tasks: {holders}; these nodes share a machine and their "
                 "collectors followed every matching process: run them with --scope node (tracekit-run does)"
             )
+
+    def add_contention(self, per_node: dict[str, dict[str, Any]]) -> None:
+        """Per node: whether its tasks shared saturated CPUs with other work (tracekit.trace.contention).
+        Its notes say so; they do not change a run's state (a shared machine is a fact of the trace)."""
+        self.summary["contention"] = {
+            "saturated_busy_pct": contention.SATURATED_BUSY_PCT,
+            "other_share_pct": round(100 * contention.OTHER_SHARE, 3),
+            "noted_task_share_pct": round(100 * contention.NOTED_TASK_SHARE, 3),
+            "nodes": dict(sorted(per_node.items())),
+        }
+        self.summary["notes"] += [figures["note"] for _, figures in sorted(per_node.items()) if figures["note"]]
 
     def as_dict(self) -> dict[str, Any]:
         return self.summary
@@ -273,9 +288,29 @@ class Audit:
                 f"| {n['processes_followed']} | {n['process_scope']} | {n['cores_usable']} | {n['clock_offset_ms']} "
                 f"| {n['cpu_mhz']} ({n['cpu_mhz_source']}) |"
             )
+        lines += _contention_lines(s.get("contention"))
         if s["notes"]:
             lines += ["", "Notes:", *[f"- {printable(note)}" for note in s["notes"]]]
         return "\n".join(lines) + "\n"
+
+
+def _contention_lines(section: dict[str, Any] | None) -> list[str]:
+    """audit.md's table of the nodes' contention (none when not computed)."""
+    if not section or not section["nodes"]:
+        return []
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    lines = ["", f"Contention (tasks' time on CPUs busy >= {section['saturated_busy_pct']:g}% with other work holding "
+             f">= {section['other_share_pct']:g}% of them):", "",
+             "| node | run's CPU from | tasks' time s | saturated | contended | other work, cores | run-queue wait |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for node, n in section["nodes"].items():
+        other = "-" if n["other_cores_mean"] is None else f"{n['other_cores_mean']:.2f}"
+        lines.append(f"| {printable(node)} | {n['source']} | {n['task_time_s']:g} | {pct(n['saturated_task_share'])} "
+                     f"| {pct(n['contended_task_share'])} | {other} | {pct(n['task_run_delay_share'])} |")  # fmt: skip
+    return lines
 
 
 def _fragments(invocation: dict[str, Any], samples: TaskSamples) -> int:

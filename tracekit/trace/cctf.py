@@ -6,8 +6,10 @@
       host_metrics/<node>.parquet   per node and interval
       link_metrics/<node>.parquet   per node, interval and network interface
       task_metrics/<node>.parquet   per task in a cgroup of its own and interval
+      contention/<node>.parquet     per node and interval: its CPU used outside the run's tasks
       (with --jsonl also proc_metrics.jsonl, proc_cpu.jsonl, proc_rss.jsonl,
-      host_metrics.jsonl, link_metrics.jsonl, task_metrics.jsonl: tracekit.trace.jsonl_copy)
+      host_metrics.jsonl, link_metrics.jsonl, task_metrics.jsonl, contention.jsonl:
+      tracekit.trace.jsonl_copy)
 
 One Parquet file per node and table (schemas: tracekit.trace.records): a
 node's part made on the node itself is its file as it is, so putting a

@@ -2,7 +2,7 @@
 
 input:  a cctf/ folder with its Parquet tables, the nodes in trace order
 output: cctf/proc_metrics.jsonl, proc_cpu.jsonl, proc_rss.jsonl,
-        host_metrics.jsonl, link_metrics.jsonl, task_metrics.jsonl
+        host_metrics.jsonl, link_metrics.jsonl, task_metrics.jsonl, contention.jsonl
         (``tracekit parse --jsonl``, experiment key ``export.jsonl``)
 
 The seed's files, for readers that want text: node by node (in trace
@@ -33,7 +33,7 @@ from tracekit.trace.records import (
 PROC_FILES = ("proc_metrics.jsonl", "proc_cpu.jsonl", "proc_rss.jsonl")
 # Tables copied row by row, in their files' order.
 ROW_FILES = {"host_metrics": "host_metrics.jsonl", "link_metrics": "link_metrics.jsonl",
-             "task_metrics": "task_metrics.jsonl"}  # fmt: skip
+             "task_metrics": "task_metrics.jsonl", "contention": "contention.jsonl"}  # fmt: skip
 JSONL_FILES = (*PROC_FILES, *ROW_FILES.values())
 SLICE_ROWS = 1 << 19  # rows formatted at a time: bounded memory, and writing overlaps formatting
 

@@ -6,7 +6,7 @@ input:  RUN_DIR with one node's raw files, or nodes/<node>/ folders
         placement_events.jsonl, terminal_records.jsonl, load/**/results.jsonl
         and cctf-part/)
 output: RUN_DIR/cctf/ (layout: tracekit.trace.cctf) proc_metrics/,
-        task_metrics/, host_metrics/, link_metrics/ (a Parquet file per node),
+        task_metrics/, host_metrics/, link_metrics/, contention/ (a Parquet file per node),
         invocations.jsonl, nodes.json, links.json, placement_events.jsonl,
         requests.jsonl (HTTP load runs: the load generator's requests joined
         to the services' invocations, tracekit.trace.requests), audit.json,
@@ -24,7 +24,8 @@ matches the raw files (and is sound, and of this run), else made here: two
 jobs per node (its processes, its host samples) run by WORKERS processes,
 each job holding one node's bulk at a time, so memory depends on the
 number of workers, not of nodes.
-The parts are put together in node order. Every timestamp is moved to the
+The parts are put together in node order; then each node's contention
+(tracekit.trace.contention: it needs both jobs' tables). Every timestamp is moved to the
 controller's clock with the node's measured offset. The output is written
 to a temporary folder and renamed, so a failed parse never leaves a half
 trace; the same input always gives byte-identical files.
@@ -50,6 +51,7 @@ from tracekit.errors import RunFolderError
 from tracekit.jsonl import dumps, printable
 from tracekit.trace import audit as audit_mod
 from tracekit.trace import cctf, ownership
+from tracekit.trace.contention import write_contention
 from tracekit.trace.jsonl_copy import write_jsonl_copy
 from tracekit.trace.nodeparse import (
     HOST_TABLES,
@@ -230,6 +232,7 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
             out.writelines(dumps(r) + "\n" for r in invocations)
         node_records = [node_record(n) for n in nodes]
         audit.add_ownership(ownership.samples_of_other_nodes(staging, invocations, node_records))
+        audit.add_contention(write_contention(staging, invocations, node_records))
         if placements:
             placements.sort(key=lambda r: (r["ts_ms"], str(r.get("task_id")), r.get("attempt", 1)))
             with open(staging / "placement_events.jsonl", "w") as out:

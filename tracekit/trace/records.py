@@ -171,15 +171,33 @@ TASK_METRICS = pa.schema(
         _field("io_write_bytes", pa.int64(), nullable=True),
     ]
 )
+# contention: one row per node and host interval: the node's busy CPU, the run's share of it (its task cgroups
+# or, where its tasks had none, its followed processes' samples: source) and the rest, other work
+# (tracekit.trace.contention), in cores; the node's tasks' time in the interval; their run-queue wait share.
+CONTENTION = pa.schema(
+    [
+        _field("ts_ms", pa.int64()),
+        _field("node", pa.string()),
+        _field("dt_ms", pa.int64()),
+        _field("cpus", pa.int64()),
+        _field("busy_cores", pa.float64()),
+        _field("run_cores", pa.float64()),
+        _field("other_cores", pa.float64()),
+        _field("source", pa.string()),
+        _field("task_ms", pa.float64()),
+        _field("task_run_delay_share", pa.float64(), nullable=True),
+    ]
+)
 # The tables of cctf/ kept as Parquet, one file per node: <name>/<node>.parquet.
 CCTF_TABLES = {"proc_metrics": PROC_METRICS, "host_metrics": HOST_METRICS, "link_metrics": LINK_METRICS,
-               "task_metrics": TASK_METRICS}  # fmt: skip
+               "task_metrics": TASK_METRICS, "contention": CONTENTION}  # fmt: skip
 # Their sort order within a node's file (the node is the file).
 CCTF_SORT_KEYS = {
     "proc_metrics": ("ts_ms", "pid", "create_time_ms"),
     "host_metrics": ("ts_ms",),
     "link_metrics": ("ts_ms", "iface"),
     "task_metrics": ("ts_ms", "task_id", "attempt"),
+    "contention": ("ts_ms",),
 }
 
 # -- cctf/audit.json: its fields, in order (schemas/cctf/audit.schema.json says what each holds) --
@@ -190,7 +208,7 @@ AUDIT_FIELDS = (
     "processes_followed", "proc_samples", "proc_samples_outside_tasks", "proc_samples_wrong_node",
     "cpu_ms_by_source", "cgroup_accounting", "bad_lines", "bad_lines_listed", "rejected", "rejected_listed", "clock_offsets_ms",
     "requests", "nodes_without_clock_offset", "collectors_died", "foreign_processes", "queue_entries_rejected",
-    "per_node", "notes",
+    "contention", "per_node", "notes",
 )  # fmt: skip
 # What parse may refuse to use as it is (audit.json's rejected_listed[].kind), and what it does instead.
 REJECTED_KINDS = {
