@@ -12,6 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers import read_jsonl, tracekit_cmd
@@ -19,6 +21,8 @@ from tracekit import runfolder
 from tracekit.collect import daemon
 from tracekit.collect.daemon import CollectorConfig
 from tracekit.collect.procevents import EventsUnavailable, ProcEventSocket
+from tracekit.invocation import Invocation, run_invocation
+from tracekit.taskcgroup import TaskCgroups
 from tracekit.trace.parse import parse_run
 
 FFMPEG_SHORT = ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
@@ -96,3 +100,27 @@ def _collect_as_nobody(logs_dir: Path) -> None:
     found = discovery(logs_dir / "ev3")
     assert found["mode"] == "polling" and "cannot listen to the kernel's process events" in found["why_polling"]
     assert [e["event"] for e in read_jsonl(logs_dir / "ev3" / runfolder.COLLECTOR_EVENTS)][-1] == "stop"
+
+
+def test_a_task_of_500_short_processes_has_its_whole_cpu_in_the_process_layer(logs_dir):
+    """The process layer's CPU (proc_metrics, what the OpenDC export sums) within 2% of the task cgroup's:
+    exact per-process CPU (schedstat), the reaped children's CPU their rows missed (the parent's children
+    counters), and the task's tail after its last sample (its wrapper's rusage)."""
+    assert events_available()
+    cfg = CollectorConfig(run_id="ev4", node_id="n1", interval_ms=200, logs_dir=logs_dir, host=False)
+    cgroups = TaskCgroups.detect("ev4", "n1", cfg.run_folder, version=1)
+    assert cgroups.unavailable is None
+    daemon.start_collector(cfg)
+    try:
+        event = run_invocation(Invocation(argv=["sh", "-c", "for i in $(seq 500); do /bin/true; done"], run_id="ev4",
+                                          logs_dir=logs_dir, module="cmd", node_id="n1", task_id="t-many"),
+                               cgroups=cgroups)  # fmt: skip
+    finally:
+        daemon.stop_collector("ev4", logs_dir)
+        cgroups.close()
+    parse_run(cfg.run_folder)
+    table = pq.read_table(cfg.run_folder / "cctf" / "proc_metrics" / "n1.parquet")
+    mine = table.filter(pc.equal(table.column("task_id"), "t-many"))
+    process_ms = pc.sum(mine.column("cpu_user_ms")).as_py() + pc.sum(mine.column("cpu_system_ms")).as_py()
+    assert process_ms == pytest.approx(event["cgroup_cpu_ms"], rel=0.02)
+    assert len(set(mine.column("pid").to_pylist())) > 100  # the short processes are in it, not only the loop's shell

@@ -76,6 +76,7 @@ _COMM_MAX = 15
 PROC_CSV_COLUMNS = (
     "ts_ms", "pid", "create_time_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb",
     "num_threads", "read_bytes", "write_bytes", "ctx_voluntary", "ctx_involuntary",
+    "cpu_ns", "run_delay_ns", "children_unseen_cpu_ns",
 )  # fmt: skip
 
 
@@ -89,6 +90,15 @@ class TrackedProcess:
     cmdline: list[str]
     recorded: bool = True  # False: followed from its fork, its processes.jsonl line not written yet
     exec_seen: bool = False  # an exec event since it was followed: name and command line to read again
+    # CPU accounting of ended children (ns; see ProcessTracker._account):
+    own_ns: int = 0  # its own CPU at its last sample
+    children_ns: int = 0  # the kernel's CPU of its reaped children at its last sample
+    ended_children_ns: int = 0  # what the rows of its followed children that ended showed, in all
+    unseen_ns: int = 0  # its reaped children's CPU that no row of theirs showed (the children_unseen_cpu_ns column)
+
+    def shown_ns(self) -> int:
+        """The CPU that the rows of this process and of its followed descendants show."""
+        return self.own_ns + self.unseen_ns + self.ended_children_ns
 
     def record(self, ts_ms: int) -> dict:
         """The ``processes.jsonl`` line: identity and everything constant."""
@@ -591,7 +601,13 @@ class ProcessTracker:
 
     def _drop(self, pid: int) -> None:
         """Stop following ``pid`` (exited, or its PID reused) and close its files."""
-        self.tracked.pop(pid, None)
+        process = self.tracked.pop(pid, None)
+        if process is not None:
+            parent = self.tracked.get(process.ppid)
+            if parent is not None and parent.key.create_time_ms <= process.key.create_time_ms:
+                # Its parent's children counters take its whole CPU once it is reaped: what its rows
+                # showed of it is no longer unseen there.
+                parent.ended_children_ns += process.shown_ns()
         files = self._files.pop(pid, None)
         if files is not None:
             files.close()
@@ -605,32 +621,61 @@ class ProcessTracker:
         order, so that proc.csv is in the trace's (ts, pid) order and parse
         need not move its rows.
         """
-        rows = []
-        for pid, process in sorted(self.tracked.items()):
-            row = self._sample_row(pid, process, ts_ms)
-            if row is None:
+        # Parents read before their children (by start time), and each one's unseen children's CPU worked
+        # out once every read is done: a child reaped before its parent's read is then known to have
+        # ended (its own read failed), one reaped after it is in neither: never counted twice.
+        read = []
+        for process in sorted(self.tracked.values(), key=lambda p: p.key.create_time_ms):
+            pid = process.key.pid
+            sample = self._read_sample(pid, process)
+            if sample is None:
                 self._drop(pid)  # exited (or its PID was reused) since refresh
             else:
-                rows.append(row)
-        return rows
+                read.append((pid, process, sample))
+        read.sort(key=lambda found: found[0])
+        return [self._format_row(ts_ms, pid, process, sample) for pid, process, sample in read]
 
     def _sample_row(self, pid: int, process: TrackedProcess, ts_ms: int) -> str | None:
         """The proc.csv row of one followed process now; None when it is gone (or its PID reused)."""
+        sample = self._read_sample(pid, process)
+        return None if sample is None else self._format_row(ts_ms, pid, process, sample)
+
+    def _read_sample(self, pid: int, process: TrackedProcess) -> _procfs.ProcSample | None:
         files = self._files.get(pid)
         try:
             s = _procfs.read_sample(pid) if files is None else files.sample()
         except OSError:
             return None
-        if s.create_time_ms != process.key.create_time_ms:
-            return None
+        return s if s.create_time_ms == process.key.create_time_ms else None
+
+    def _format_row(self, ts_ms: int, pid: int, process: TrackedProcess, s: _procfs.ProcSample) -> str:
+        self._account(process, s)
         # An empty field is None: that counter could not be read.
         return (
             f"{ts_ms},{pid},{s.create_time_ms},{s.cpu_user_ms:.0f},{s.cpu_system_ms:.0f},"
             f"{s.rss_kb},{s.num_threads},{'' if s.read_bytes is None else s.read_bytes},"
             f"{'' if s.write_bytes is None else s.write_bytes},"
             f"{'' if s.ctx_voluntary is None else s.ctx_voluntary},"
-            f"{'' if s.ctx_involuntary is None else s.ctx_involuntary}"
+            f"{'' if s.ctx_involuntary is None else s.ctx_involuntary},"
+            f"{process.own_ns},{'' if s.run_delay_ns is None else s.run_delay_ns},{process.unseen_ns}"
         )
+
+    @staticmethod
+    def _account(process: TrackedProcess, s: _procfs.ProcSample) -> None:
+        """Its own CPU, and the CPU of its reaped children that their rows did not show.
+
+        A short child often ends and is reaped before any sample (or before its
+        last one) could read it, and its CPU would be lost; but a parent's
+        children counters (cutime + cstime) take each reaped child's whole CPU,
+        its own reaped children's included, exact in the kernel. What they hold
+        beyond what the ended children's rows showed is the unseen part, shown
+        on the parent's row. Kept from going down: a child reaped but not yet
+        known to have ended shows in both for a moment (the counters are cut
+        to clock ticks, too). Orphans (reaped by another process) are not counted.
+        """
+        process.own_ns = max(process.own_ns, s.cpu_ns)
+        process.children_ns = s.children_cpu_ns
+        process.unseen_ns = max(process.unseen_ns, s.children_cpu_ns - process.ended_children_ns)
 
 
 def _kept_files_budget() -> int:

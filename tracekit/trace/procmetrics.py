@@ -7,6 +7,22 @@ output: a PROC_METRICS table, rows ordered by (ts_ms, pid, create_time_ms)
 The first sample of a process covers [create_time, first sample]: its
 counters are everything the process used since it started, so no work is
 lost before the first tick (the original tool wrote a zero placeholder).
+
+CPU: where the collector wrote ``cpu_ns`` (exact where the kernel gives it)
+and ``children_unseen_cpu_ns`` (the CPU of reaped children that their own
+rows did not show), an interval's CPU is the growth of their sum, in whole
+ms kept exact over the process's life (each interval the difference of the
+rounded running totals); it is split into user and system by the clock-tick
+counters' shares in the interval (all user where they did not move). Rows of
+older collectors (no cpu_ns) take the clock-tick counters as they are.
+
+A task's own process (an invocation's) is reaped by its wrapper, often
+before the collector could read it at its exit: the CPU it and its children
+used since its last sample would be lost. Its wrapper's rusage (wait4:
+every process of the task it waited for, exact) closes it: with exact
+samples, ``close_with_rusage`` adds a last row at the invocation's end with
+what the rusage holds beyond the task's rows (none where they already show
+it all).
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ _COUNTERS = ("cpu_user_ms", "cpu_system_ms", "read_bytes", "write_bytes", "ctx_v
 class NodeProcMetrics:
     table: pa.Table  # PROC_METRICS, in CCTF_SORT_KEYS["proc_metrics"] order
     negative_deltas: int  # counters that went backwards (clamped to 0)
+    closing_rows: int = 0  # rows added by close_with_rusage: no sample of the collector's
 
 
 def first_of_each_process(pid: pa.Array, create_time_ms: pa.Array) -> pa.Array:
@@ -78,6 +95,8 @@ def build_proc_metrics(
     # boot time): the first interval starts at the corrected start time.
     dt_ms = per_interval(ts, pc.add(ctime, start_correction_ms))
     deltas = {name: per_interval(column[name], 0) for name in _COUNTERS}
+    if column["cpu_ns"].null_count < len(column["cpu_ns"]):
+        deltas["cpu_user_ms"], deltas["cpu_system_ms"] = _exact_cpu(column, deltas, per_interval)
 
     # One row per process, by (pid, create time); each sample row's process among them.
     group_by_process = pc.subtract(pc.cumulative_sum(pc.cast(first_by_process, pa.int64())), 1)
@@ -104,6 +123,59 @@ def build_proc_metrics(
         **deltas,
     )
     return NodeProcMetrics(pa.table({name: rows[name] for name in PROC_METRICS.names}, schema=PROC_METRICS), negative)
+
+
+def _exact_cpu(column: dict[str, pa.Array], deltas: dict[str, pa.Array], per_interval) -> tuple[pa.Array, pa.Array]:
+    """Per interval user and system ms from the exact totals, where a row has them (else the tick counters')."""
+    total_ns = pc.add(column["cpu_ns"], pc.fill_null(column["children_unseen_cpu_ns"], 0))
+    # Whole ms of the running total: the intervals of a process add up to its total, rounded once.
+    total_ms = pc.cast(pc.round(pc.divide(pc.cast(total_ns, pa.float64()), 1e6)), pa.int64())
+    step = per_interval(pc.fill_null(total_ms, 0), 0)
+    user_ticks, system_ticks = deltas["cpu_user_ms"], deltas["cpu_system_ms"]
+    ticks = pc.add(user_ticks, system_ticks)
+    share = pc.if_else(pc.greater(ticks, 0), pc.divide(pc.cast(system_ticks, pa.float64()), pc.cast(ticks, pa.float64())), 0.0)
+    system = pc.cast(pc.round(pc.multiply(pc.cast(step, pa.float64()), share)), pa.int64())
+    user = pc.subtract(step, system)
+    exact = pc.is_valid(column["cpu_ns"])
+    return pc.if_else(exact, user, user_ticks), pc.if_else(exact, system, system_ticks)
+
+
+def close_with_rusage(table: pa.Table, invocations: list[dict[str, Any]]) -> tuple[pa.Table, int]:
+    """``table`` (PROC_METRICS, controller clock) with a closing row for each invocation whose own
+    process's rows end before it did and show less CPU than its rusage; how many were added."""
+    if table.num_rows == 0:
+        return table, 0
+    per_task: dict[str, list[dict[str, Any]]] = {}
+    for invocation in invocations:
+        per_task.setdefault(invocation["task_id"], []).append(invocation)
+    closing = []
+    for task_id, attempts in per_task.items():
+        [invocation] = attempts if len(attempts) == 1 else [None]  # a task run again: its rows are not told apart
+        if invocation is None or invocation.get("cpu_user_ms") is None or invocation.get("pid") is None:
+            continue
+        rows = table.filter(pc.equal(table.column("task_id"), task_id))
+        own = rows.filter(pc.and_(pc.equal(rows.column("pid"), invocation["pid"]),
+                                  pc.equal(rows.column("create_time_ms"), invocation["create_time_ms"])))  # fmt: skip
+        if own.num_rows == 0:
+            continue
+        last = own.slice(own.num_rows - 1).to_pylist()[0]
+        shown = (pc.sum(rows.column("cpu_user_ms")).as_py() or 0) + (pc.sum(rows.column("cpu_system_ms")).as_py() or 0)
+        user, system = invocation["cpu_user_ms"], invocation.get("cpu_system_ms") or 0
+        tail = round(user + system - shown)
+        if tail <= 0:
+            continue
+        tail_system = round(tail * system / (user + system))
+        ts_end = max(invocation["ts_end"], last["ts_ms"])  # a last sample at its exit may be a ms after the wrapper's end
+        closing.append({
+            **{name: last[name] for name in PROC_METRICS_PER_PROCESS},
+            "ts_ms": ts_end, "dt_ms": ts_end - last["ts_ms"],
+            "cpu_user_ms": tail - tail_system, "cpu_system_ms": tail_system, "rss_kb": 0, "num_threads": 0,
+            "read_bytes": None, "write_bytes": None, "ctx_voluntary": None, "ctx_involuntary": None,
+        })  # fmt: skip
+    if not closing:
+        return table, 0
+    table = pa.concat_tables([table, pa.Table.from_pylist(closing, schema=PROC_METRICS)])
+    return table.sort_by([(name, "ascending") for name in CCTF_SORT_KEYS["proc_metrics"]]), len(closing)
 
 
 def attribute_tasks(
