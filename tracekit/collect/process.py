@@ -289,7 +289,6 @@ class ProcessTracker:
         """Take the process events waiting now: the processes followed from now on, and proc.csv
         rows (a first sample of each new process, a last one of each followed process that ended)."""
         assert self.events is not None
-        candidates: set[int] = set()  # forked by a process not followed: judged at once
         execs: set[int] = set()  # exec'd, not followed: judged again, whatever their age
         new: list[TrackedProcess] = []  # followed as children at their fork
         rows: list[str] = []
@@ -300,7 +299,8 @@ class ProcessTracker:
             if event.kind == "fork":
                 parent = self.tracked.get(event.ppid)
                 if parent is None:
-                    candidates.add(pid)
+                    # A fork has its parent's name, command line and environment: judged as its parent
+                    # was, until it execs (its exec event). Nothing to read for the machine's other forks.
                     continue
                 try:
                     stat = _procfs.read_stat(pid)
@@ -320,7 +320,6 @@ class ProcessTracker:
                 else:
                     execs.add(pid)
             else:  # exit
-                candidates.discard(pid)
                 execs.discard(pid)
                 self._forget_unmatched(pid)
                 self._trampolines.pop(pid, None)
@@ -329,7 +328,6 @@ class ProcessTracker:
                     row = self._last_sample(pid, process, now_ms)
                     if row is not None:
                         rows.append(row)
-        new = self._consider(candidates - execs, now_ms, new)
         new = self._consider(execs - self.tracked.keys(), now_ms, new, exec_seen=True)
         return self._first_samples(new, now_ms, rows)
 

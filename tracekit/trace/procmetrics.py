@@ -12,8 +12,9 @@ CPU: where the collector wrote ``cpu_ns`` (exact where the kernel gives it)
 and ``children_unseen_cpu_ns`` (the CPU of reaped children that their own
 rows did not show), an interval's CPU is the growth of their sum, in whole
 ms kept exact over the process's life (each interval the difference of the
-rounded running totals); it is split into user and system by the clock-tick
-counters' shares in the interval (all user where they did not move). Rows of
+rounded running totals, carried over the task's rows: _whole_ms_carried); it
+is split into user and system by the clock-tick counters' shares in the
+interval (all user where they did not move). Rows of
 older collectors (no cpu_ns) take the clock-tick counters as they are.
 
 A task's own process (an invocation's) is reaped by its wrapper, often
@@ -95,8 +96,10 @@ def build_proc_metrics(
     # boot time): the first interval starts at the corrected start time.
     dt_ms = per_interval(ts, pc.add(ctime, start_correction_ms))
     deltas = {name: per_interval(column[name], 0) for name in _COUNTERS}
-    if column["cpu_ns"].null_count < len(column["cpu_ns"]):
-        deltas["cpu_user_ms"], deltas["cpu_system_ms"] = _exact_cpu(column, deltas, per_interval)
+    exact = column["cpu_ns"].null_count < len(column["cpu_ns"])
+    if exact:
+        total_ns = pc.add(column["cpu_ns"], pc.fill_null(column["children_unseen_cpu_ns"], 0))
+        exact_step_ms = pc.divide(pc.cast(per_interval(pc.fill_null(total_ns, 0), 0), pa.float64()), 1e6)
 
     # One row per process, by (pid, create time); each sample row's process among them.
     group_by_process = pc.subtract(pc.cumulative_sum(pc.cast(first_by_process, pa.int64())), 1)
@@ -115,6 +118,9 @@ def build_proc_metrics(
         }
     )
     rows = {name: pc.take(per_process.column(name), group_index) for name in PROC_METRICS_PER_PROCESS}
+    if exact:
+        step_ms = _whole_ms_carried(exact_step_ms, rows["task_id"], ts, pid)
+        deltas["cpu_user_ms"], deltas["cpu_system_ms"] = _split(step_ms, column["cpu_ns"], deltas)
     rows.update(
         ts_ms=pc.add(ts, clock_offset_ms),
         dt_ms=dt_ms,
@@ -125,18 +131,38 @@ def build_proc_metrics(
     return NodeProcMetrics(pa.table({name: rows[name] for name in PROC_METRICS.names}, schema=PROC_METRICS), negative)
 
 
-def _exact_cpu(column: dict[str, pa.Array], deltas: dict[str, pa.Array], per_interval) -> tuple[pa.Array, pa.Array]:
-    """Per interval user and system ms from the exact totals, where a row has them (else the tick counters')."""
-    total_ns = pc.add(column["cpu_ns"], pc.fill_null(column["children_unseen_cpu_ns"], 0))
-    # Whole ms of the running total: the intervals of a process add up to its total, rounded once.
-    total_ms = pc.cast(pc.round(pc.divide(pc.cast(total_ns, pa.float64()), 1e6)), pa.int64())
-    step = per_interval(pc.fill_null(total_ms, 0), 0)
+def _whole_ms_carried(step_ms: pa.Array, task_id: pa.Array, ts: pa.Array, pid: pa.Array) -> pa.Array:
+    """Exact per-interval CPU (float ms) as whole ms whose sums over each task stay exact.
+
+    A task of hundreds of processes of a fraction of a ms each would gain or
+    lose up to half a ms per process if each were rounded alone; the
+    rounding is carried over the task's rows in time order instead (each row
+    the difference of the task's rounded running totals), so a row is off by
+    less than a ms and the task's total by less than half of one.
+    """
+    if isinstance(task_id, pa.ChunkedArray):
+        task_id = task_id.combine_chunks()
+    group = pc.fill_null(task_id, "")
+    order = pc.sort_indices(pa.table({"g": group, "ts": ts, "pid": pid}),
+                            sort_keys=[("g", "ascending"), ("ts", "ascending"), ("pid", "ascending")])  # fmt: skip
+    steps, groups = pc.take(step_ms, order), pc.take(group, order)
+    running = pc.cumulative_sum(steps)
+    first = pc.fill_null(pc.not_equal(groups, shifted_down(groups)), True)
+    base = pc.fill_null_forward(pc.if_else(first, pc.subtract(running, steps), None))
+    rounded = pc.cast(pc.round(pc.subtract(running, base)), pa.int64())
+    whole = pc.subtract(rounded, pc.if_else(first, 0, shifted_down(rounded)))
+    return pc.take(whole, pc.sort_indices(order))  # back to the rows' order
+
+
+def _split(step_ms: pa.Array, cpu_ns: pa.Array, deltas: dict[str, pa.Array]) -> tuple[pa.Array, pa.Array]:
+    """User and system ms of each row: its CPU split by the tick counters' shares in the interval (all user
+    where they did not move); rows without cpu_ns keep the tick counters' values."""
     user_ticks, system_ticks = deltas["cpu_user_ms"], deltas["cpu_system_ms"]
     ticks = pc.add(user_ticks, system_ticks)
     share = pc.if_else(pc.greater(ticks, 0), pc.divide(pc.cast(system_ticks, pa.float64()), pc.cast(ticks, pa.float64())), 0.0)
-    system = pc.cast(pc.round(pc.multiply(pc.cast(step, pa.float64()), share)), pa.int64())
-    user = pc.subtract(step, system)
-    exact = pc.is_valid(column["cpu_ns"])
+    system = pc.cast(pc.round(pc.multiply(pc.cast(step_ms, pa.float64()), share)), pa.int64())
+    user = pc.subtract(step_ms, system)
+    exact = pc.is_valid(cpu_ns)
     return pc.if_else(exact, user, user_ticks), pc.if_else(exact, system, system_ticks)
 
 
