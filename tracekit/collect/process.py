@@ -382,6 +382,9 @@ class ProcessTracker:
         if self.events is None or self.pid_dir is None:
             return
         try:
+            # Made here if no wrapper made it yet: else the first registration, written before the folder
+            # can be watched, would be read only at the next tick, a short task gone by then.
+            self.pid_dir.mkdir(parents=True, exist_ok=True)
             ino = os.stat(self.pid_dir).st_ino
         except OSError:
             ino = None
