@@ -109,6 +109,11 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
             "--pid-dir", type=Path, help="folder where 'tracekit wrap' registers PIDs (default: <run folder>/pids)"
         )
         action.add_argument("--no-host", action="store_true", help="do not record host samples")
+        action.add_argument(
+            "--no-process-events", action="store_true",
+            help="find processes by polling /proc at each tick, not by the kernel's process events (the "
+            "fallback where those cannot be had: no CAP_NET_ADMIN, no kernel support); recorded in node.json",
+        )  # fmt: skip
         action.add_argument("--cpu-mhz", type=float, help="nominal core speed to record, overriding detection")
         action.add_argument(
             "--scope", choices=("machine", "node"), default="machine",
@@ -513,6 +518,7 @@ def _collector_config(args: argparse.Namespace):
         role=args.role,
         scope=args.scope,
         cpus=args.cpus,
+        process_events=not args.no_process_events,
     )
 
 

@@ -65,6 +65,30 @@ class ProcSample(NamedTuple):
     write_bytes: int | None
     ctx_voluntary: int | None
     ctx_involuntary: int | None
+    # Exact where the kernel gives it: see exact_cpu_ns().
+    cpu_ns: int = 0
+    run_delay_ns: int | None = None  # the main thread's wait on a run queue (schedstat), None without schedstat
+    children_cpu_ns: int = 0  # cutime + cstime: every reaped child's whole CPU (exact in the kernel, shown in ticks)
+
+
+_NS_PER_TICK = 1_000_000_000 // CLK_TCK
+
+
+def exact_cpu_ns(utime_ticks: int, stime_ticks: int, schedstat: bytes | None) -> tuple[int, int | None]:
+    """A process's cumulative CPU in ns, and its main thread's run-queue wait (None: no schedstat).
+
+    /proc/<pid>/stat's utime + stime is the whole thread group's CPU (the dead
+    threads' too), exact in the kernel but shown in clock ticks, each cut down
+    to a whole tick (10 ms); schedstat's first field is the main thread's
+    CPU in ns, exact, but of that thread alone. Their larger value is never
+    above the process's CPU and is exact for a single-threaded process; both
+    only grow, so it does too.
+    """
+    ticks_ns = (utime_ticks + stime_ticks) * _NS_PER_TICK
+    if not schedstat:
+        return ticks_ns, None
+    fields = schedstat.split()
+    return max(ticks_ns, int(fields[0])), int(fields[1])
 
 
 class ProcCounters(NamedTuple):
@@ -165,11 +189,19 @@ def read_counters(pid: int) -> ProcCounters:
 
 def read_sample(pid: int) -> ProcSample:
     """``ProcessFiles(pid).sample()`` without keeping files open."""
-    stat = read_stat(pid)
+    try:
+        schedstat = _read(f"/proc/{pid}/schedstat")
+    except FileNotFoundError:  # gone, or a kernel without CONFIG_SCHED_INFO: the stat read says which
+        schedstat = None
+    data = _read(f"/proc/{pid}/stat")
+    stat = parse_stat(pid, data)
+    fields = data[data.rindex(b")") + 2 :].split()
     counters = read_counters(pid)
+    cpu_ns, run_delay_ns = exact_cpu_ns(int(fields[11]), int(fields[12]), schedstat)
     return ProcSample(
-        stat.create_time_ms, stat.cpu_user_ms, stat.cpu_system_ms, stat.rss_kb, stat.num_threads, *counters
-    )
+        stat.create_time_ms, stat.cpu_user_ms, stat.cpu_system_ms, stat.rss_kb, stat.num_threads, *counters,
+        cpu_ns, run_delay_ns, (int(fields[13]) + int(fields[14])) * _NS_PER_TICK,
+    )  # fmt: skip
 
 
 class ProcessFiles:
@@ -257,16 +289,21 @@ class ProcessFiles:
             running = fields[0] == b"R" or schedstat == b"0 0 0\n"  # 0 0 0: schedstat is off
             self._ctx_valid_while = None if running else schedstat
         ctx_voluntary, ctx_involuntary = self._ctx
+        utime, stime = int(fields[11]), int(fields[12])
+        cpu_ns, run_delay_ns = exact_cpu_ns(utime, stime, schedstat)
         return ProcSample(
             boot_time_ms() + round(int(fields[19]) * _MS_PER_TICK),
-            int(fields[11]) * _MS_PER_TICK,
-            int(fields[12]) * _MS_PER_TICK,
+            utime * _MS_PER_TICK,
+            stime * _MS_PER_TICK,
             int(fields[21]) * _KB_PER_PAGE,
             int(fields[17]),
             read_bytes,
             write_bytes,
             ctx_voluntary,
             ctx_involuntary,
+            cpu_ns,
+            run_delay_ns,
+            (int(fields[13]) + int(fields[14])) * _NS_PER_TICK,
         )
 
     def close(self) -> None:

@@ -335,6 +335,9 @@ def test_samples_are_the_processes_own_numbers(logs_dir, tmp_path, children):
         "write_bytes": expected.write_bytes,
         "ctx_voluntary": expected.ctx_voluntary,
         "ctx_involuntary": expected.ctx_involuntary,
+        "cpu_ns": expected.cpu_ns,
+        "run_delay_ns": expected.run_delay_ns,
+        "children_unseen_cpu_ns": 0,
     }
 
 

@@ -25,6 +25,7 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from tracekit import __version__, detach, runfolder
 from tracekit.cpuset import check_usable, format_cpu_list, keep_on, usable_cpus
 from tracekit.collect.host import HOST_CPUS_CSV_COLUMNS, HOST_CSV_COLUMNS, HOST_NET_CSV_COLUMNS, HostSampler, self_usage
 from tracekit.collect.process import PROC_CSV_COLUMNS, ProcessTracker
+from tracekit.collect.procevents import EventsUnavailable, ProcEventSocket
 from tracekit.collect.taskcgroups import CGROUP_CSV_COLUMNS, TaskCgroupSampler
 from tracekit.collect.topology import node_facts, validate_cpu_mhz
 from tracekit.errors import CollectorError, UsageError
@@ -77,6 +79,7 @@ class CollectorConfig:
     role: str | None = None
     scope: str = "machine"
     cpus: tuple[int, ...] | None = None  # the node's own CPUs (tracekit.cpuset); None: whatever it may use
+    process_events: bool = True  # False: discover processes by polling /proc even where events can be had
 
     def __post_init__(self) -> None:
         runfolder.validate_run_id(self.run_id)
@@ -138,6 +141,8 @@ class CollectorConfig:
             argv += ["--scope", self.scope]
         if self.cpus is not None:
             argv += ["--cpus", format_cpu_list(self.cpus)]
+        if not self.process_events:
+            argv.append("--no-process-events")
         return argv
 
 
@@ -270,6 +275,29 @@ class _Stop:
         if seconds > 0 and self.requested is None:
             select.select([self.read_fd], [], [], seconds)
 
+    def sleep_serving(self, until: float, handlers: dict[int, Callable[[], None]]) -> None:
+        """Sleep until ``until`` (time.monotonic()), calling ``handlers[fd]()`` whenever that fd turns
+        readable (the process events, the PID folder's watch); return early when a stop signal arrives.
+
+        The events are taken in the collector's own thread, between ticks: no lock around the
+        tracker, and a tick is never held up (events wait in the socket's buffer meanwhile).
+        """
+        poller = select.poll()  # poll, not select: the fds may be above FD_SETSIZE
+        poller.register(self.read_fd, select.POLLIN)
+        for fd in handlers:
+            poller.register(fd, select.POLLIN)
+        while self.requested is None:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            # Each event taken as it comes, not in timed batches: a child of a few ms is followed (and
+            # recorded) only if its fork is read while it lives; batching every 20 ms left most of the
+            # 500 children of a shell loop unrecorded (their CPU stayed in their parent's counters).
+            for fd, _mask in poller.poll(max(1, math.ceil(left * 1000))):
+                handler = handlers.get(fd)
+                if handler is not None:
+                    handler()
+
 
 def next_due(due: float, now: float, interval_s: float) -> tuple[float, int]:
     """The next grid point after ``due``, and how many grid points are skipped.
@@ -314,6 +342,14 @@ class _Sampler:
 
     def __init__(self, config: CollectorConfig, folder: Path, log) -> None:
         self.config, self.log = config, log
+        events, self.why_polling = None, None
+        if not config.process_events:
+            self.why_polling = "process events turned off (--no-process-events)"
+        else:
+            try:
+                events = ProcEventSocket.open()
+            except EventsUnavailable as exc:
+                self.why_polling = str(exc)
         self.tracker = ProcessTracker(
             match_name=compile_regex(config.match_name, "--match"),
             match_cmdline=compile_regex(config.match_cmdline, "--match-cmdline"),
@@ -321,9 +357,11 @@ class _Sampler:
             exclude_pids=frozenset({os.getpid()}),
             node_scope=config.node_scope,
             run_scope=config.run_id if config.node_scope is not None else None,
+            events=events,
         )
         facts = node_facts(config.node_id, config.stage, config.role, config.cpu_mhz, config.cpus is not None)
         facts.update(config.scope_record())
+        facts["process_discovery"] = self.discovery_record()
         (folder / runfolder.NODE_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
         self.host_sampler = HostSampler(usable_cpus()) if config.host else None
         self.host_outs = [
@@ -340,6 +378,26 @@ class _Sampler:
         self.writers = (*self.host_outs, self.proc_out, self.cgroup_out, self.processes_out, self.events_out)
         self.counts = {"ticks": 0, "skipped_ticks": 0}
 
+    def discovery_record(self) -> dict:
+        """How processes are found (node.json): the kernel's process events, or polling /proc and why."""
+        return {"mode": self.tracker.discovery, "why_polling": self.why_polling}
+
+    def handlers(self) -> dict[int, Callable[[], None]]:
+        """What to do, between ticks, when the process events or the PID folder's watch turn readable."""
+        tracker = self.tracker
+        found = {}
+        if tracker.events is not None:
+            found[tracker.events.fileno()] = lambda: self._write_found(*tracker.on_events(int(time.time() * 1000)))
+        if tracker.watch is not None:
+            found[tracker.watch.fileno()] = lambda: self._write_found(*tracker.on_registrations(int(time.time() * 1000)))
+        return found
+
+    def _write_found(self, new: list, rows: list[str]) -> None:
+        for process in new:
+            self.processes_out.write(process.record(int(time.time() * 1000)))
+        if rows:
+            self.proc_out.write_line("\n".join(rows))
+
     def record(self, event: str, ts_ms: int) -> dict:
         return {
             "ts_ms": ts_ms,
@@ -350,6 +408,8 @@ class _Sampler:
             "processes_tracked": self.tracker.tracked_total,
             "processes_of_other_nodes": self.tracker.other_nodes_total,
             "processes_of_other_runs": self.tracker.other_runs_total,
+            "exit_samples": self.tracker.exit_samples,
+            "exits_unread": self.tracker.exits_unread,
             **self_usage(),
         }
 
@@ -371,6 +431,11 @@ class _Sampler:
             config.run_id, config.node_id, config.interval_ms, config.match_name, config.match_cmdline,
             config.scope_record()["process_marker"] or "machine", config.effective_pid_dir, config.host, folder,
         )  # fmt: skip
+        if self.why_polling is None:
+            self.log.info("processes found by the kernel's process events (netlink proc connector)")
+        else:
+            self.log.info("processes found by polling /proc each tick (a process shorter than an interval may be "
+                          "missed): %s", self.why_polling)  # fmt: skip
 
     def tick(self) -> None:
         ts_ms = int(time.time() * 1000)
@@ -446,7 +511,7 @@ def run_collector(config: CollectorConfig, stop_after_s: float | None = None, lo
                 now = time.monotonic()
                 due, missed = next_due(due, now, interval_s)
                 sampler.counts["skipped_ticks"] += missed
-                stop.sleep(due - now)
+                stop.sleep_serving(due, sampler.handlers())
             sampler.tick()  # the final sample: counters as of the stop
         finally:
             final = sampler.finish(stop.requested or "duration")

@@ -11,6 +11,17 @@ process. Processes are followed when their name or command line matches,
 when a wrapper registered them in the PID folder, or when their parent is
 followed (descendants).
 
+Discovery by the kernel's process events (tracekit.collect.procevents),
+where they can be had: a child of a followed process is followed from its
+fork, a process that execs into a match from its exec, a registered one as
+soon as its registration appears (an inotify watch of the PID folder), each
+with a first sample then; and an exit event gives a followed process a last
+sample, read from its zombie while its parent has not reaped it yet. /proc
+is then listed only at start, after the kernel dropped events, and every
+RELIST_WITH_EVENTS_S as a safety net. Without events (no privilege, no
+kernel support, ``--no-process-events``) discovery polls /proc at each tick,
+and a process shorter than an interval may be missed.
+
 Node scope: where several nodes share one machine (the local inventory,
 loopback SSH nodes), a collector of one node must not follow another node's
 processes. Everything Tracekit starts for a node carries the node id in its
@@ -35,6 +46,8 @@ from pathlib import Path
 from tracekit import procfs as _procfs
 from tracekit import runfolder
 from tracekit.collect.cgroup import read_cgroup
+from tracekit.collect.dirwatch import DirWatch
+from tracekit.collect.procevents import ProcEventSocket
 from tracekit.registration import ProcessKey, read_registration
 from tracekit.taskcgroup import SHELL, TRAMPOLINE
 
@@ -45,6 +58,8 @@ RECHECK_NAME_WINDOW_MS = 10_000
 # /proc and the PID folder are listed only when they may have changed, and at
 # least this often anyway, in case a change went unseen.
 RELIST_AT_LEAST_EVERY_S = 5.0
+# With process events, /proc is listed only as a safety net (and after dropped events).
+RELIST_WITH_EVENTS_S = 60.0
 # A PID folder mtime this much older than its listing cannot hide a later change.
 _MTIME_SETTLED_NS = 2_000_000_000
 
@@ -64,6 +79,7 @@ _COMM_MAX = 15
 PROC_CSV_COLUMNS = (
     "ts_ms", "pid", "create_time_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb",
     "num_threads", "read_bytes", "write_bytes", "ctx_voluntary", "ctx_involuntary",
+    "cpu_ns", "run_delay_ns", "children_unseen_cpu_ns",
 )  # fmt: skip
 
 
@@ -75,6 +91,17 @@ class TrackedProcess:
     reason: str  # "name", "cmdline", "registered", "descendant" or "cgroup" (in a task's container)
     task_id: str | None  # from the wrapper's registration, inherited by descendants
     cmdline: list[str]
+    recorded: bool = True  # False: followed from its fork, its processes.jsonl line not written yet
+    exec_seen: bool = False  # an exec event since it was followed: name and command line to read again
+    # CPU accounting of ended children (ns; see ProcessTracker._account):
+    own_ns: int = 0  # its own CPU at its last sample
+    children_ns: int = 0  # the kernel's CPU of its reaped children at its last sample
+    ended_children_ns: int = 0  # what the rows of its followed children that ended showed, in all
+    unseen_ns: int = 0  # its reaped children's CPU that no row of theirs showed (the children_unseen_cpu_ns column)
+
+    def shown_ns(self) -> int:
+        """The CPU that the rows of this process and of its followed descendants show."""
+        return self.own_ns + self.unseen_ns + self.ended_children_ns
 
     def record(self, ts_ms: int) -> dict:
         """The ``processes.jsonl`` line: identity and everything constant."""
@@ -126,6 +153,7 @@ class ProcessTracker:
         exclude_pids: frozenset[int] = frozenset(),
         node_scope: str | None = None,
         run_scope: str | None = None,
+        events: ProcEventSocket | None = None,
     ):
         self.match_name = match_name
         self.match_cmdline = match_cmdline
@@ -154,6 +182,18 @@ class ProcessTracker:
         # The last PID folder listing: the folder's stat stamp, when.
         self._pid_dir_stamp: tuple[int, int, int] | None = None
         self._pid_dir_listed_at = -math.inf
+        # Process events (None: polling), and the PID folder's inotify watch that goes with them.
+        self.events = events
+        self.watch: DirWatch | None = None
+        self._watched_ino: int | None = None
+        self._overruns_seen = 0
+        self._trampolines: dict[int, str] = {}  # pid -> its registration, waiting for the task's exec
+        self.exit_samples = 0  # last samples read from a zombie at its exit event
+        self.exits_unread = 0  # followed processes reaped before their exit event was read
+
+    @property
+    def discovery(self) -> str:
+        return "events" if self.events is not None else "polling"
 
     def close(self) -> None:
         """Close every kept /proc file; call once done with the tracker."""
@@ -161,13 +201,19 @@ class ProcessTracker:
             files.close()
         self._files.clear()
         self._proc_stat.close()
+        if self.events is not None:
+            self.events.close()
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
 
     # -- discovery -----------------------------------------------------------
 
     def refresh(self, now_ms: int) -> list[TrackedProcess]:
         """Update the set of followed processes; return those new this tick."""
-        candidates = set(self._young_unmatched)
-        live = self._list_pids_if_changed()
+        # With events, exec events say when a name changes: no young process is looked at again each tick.
+        candidates = set(self._young_unmatched) if self.events is None else set()
+        live = self._list_pids_if_changed() if self.events is None else self._list_pids_if_due()
         if live is not None:
             for pid in self.tracked.keys() - live:
                 self._drop(pid)
@@ -177,13 +223,21 @@ class ProcessTracker:
             candidates &= live
             candidates |= live - self.tracked.keys() - self._unmatched.keys() - self.exclude_pids
 
-        new: list[TrackedProcess] = []
-        new.extend(self._read_registrations())
+        new = self._consider(candidates, now_ms, self._read_registrations())
+        self._keep_watch()
+        return new
+
+    def _consider(
+        self, candidates: set[int], now_ms: int, new: list[TrackedProcess], exec_seen: bool = False
+    ) -> list[TrackedProcess]:
+        """Classify these PIDs; ``new`` (followed just now) with those followed from now on, and
+        their descendants. ``exec_seen``: an exec event named them, so they are judged again
+        however old they are."""
         for pid in sorted(candidates):  # parents (usually lower PIDs) first: stable reasons
             if pid in self.tracked:  # registered just now
                 continue
             known = self._unmatched.get(pid)
-            if known is not None and now_ms - known.create_time_ms > RECHECK_NAME_WINDOW_MS:
+            if not exec_seen and known is not None and now_ms - known.create_time_ms > RECHECK_NAME_WINDOW_MS:
                 self._young_unmatched.discard(pid)
                 continue
             try:
@@ -218,6 +272,133 @@ class ProcessTracker:
             # Only a newly followed process can make an unmatched one a descendant.
             self._adopt_descendants(new)
         return new
+
+    def _list_pids_if_due(self) -> set[int] | None:
+        """With events: the live PIDs at start, after the kernel dropped events, and every RELIST_WITH_EVENTS_S."""
+        assert self.events is not None
+        now = time.monotonic()
+        if self.events.overruns == self._overruns_seen and now - self._listed_at < RELIST_WITH_EVENTS_S:
+            return None
+        if self.events.overruns != self._overruns_seen:
+            self.notices.append("the kernel dropped process events (receive buffer full): /proc listed to catch up")
+            self._overruns_seen = self.events.overruns
+        live = set(_procfs.list_pids())
+        self._listed_pids, self._listed_at = live, now
+        return live
+
+    # -- process events --------------------------------------------------------
+
+    def on_events(self, now_ms: int) -> tuple[list[TrackedProcess], list[str]]:
+        """Take the process events waiting now: the processes followed from now on, and proc.csv
+        rows (a first sample of each new process, a last one of each followed process that ended)."""
+        assert self.events is not None
+        execs: set[int] = set()  # exec'd, not followed: judged again, whatever their age
+        new: list[TrackedProcess] = []  # followed as children at their fork
+        rows: list[str] = []
+        for event in self.events.read():
+            pid = event.pid
+            if pid in self.exclude_pids:
+                continue
+            if event.kind == "fork":
+                parent = self.tracked.get(event.ppid)
+                if parent is None:
+                    # A fork has its parent's name, command line and environment: judged as its parent
+                    # was, until it execs (its exec event). Nothing to read for the machine's other forks.
+                    continue
+                try:
+                    stat = _procfs.read_stat(pid)
+                except OSError:
+                    continue  # ended already: its parent's children counters have its CPU
+                self._forget_unmatched(pid)
+                child = self._track(stat, "descendant", parent.task_id)
+                child.recorded = False
+                new.append(child)
+            elif event.kind == "exec":
+                process = self.tracked.get(pid)
+                if process is not None:
+                    process.exec_seen = True
+                elif pid in self._trampolines:
+                    self._seen_registrations.discard(self._trampolines.pop(pid))
+                    new.extend(self._read_registrations(force=True))
+                else:
+                    execs.add(pid)
+            else:  # exit
+                execs.discard(pid)
+                self._forget_unmatched(pid)
+                self._trampolines.pop(pid, None)
+                process = self.tracked.get(pid)
+                if process is not None:
+                    row = self._last_sample(pid, process, now_ms)
+                    if row is not None:
+                        rows.append(row)
+        new = self._consider(execs - self.tracked.keys(), now_ms, new, exec_seen=True)
+        return self._first_samples(new, now_ms, rows)
+
+    def on_registrations(self, now_ms: int) -> tuple[list[TrackedProcess], list[str]]:
+        """The PID folder changed (its watch fired): follow what was registered, with a first sample."""
+        if self.watch is not None:
+            self.watch.drain()
+        return self._first_samples(self._read_registrations(force=True), now_ms, [])
+
+    def _first_samples(self, new: list[TrackedProcess], now_ms: int, rows: list[str]) -> tuple[list[TrackedProcess], list[str]]:
+        """Each new process (to record, once), and a first row of those still alive after ``rows``."""
+        first = []
+        for process in new:
+            pid = process.key.pid
+            alive = self.tracked.get(pid) is process  # else: ended within these events, sampled then
+            if alive and (process.exec_seen or not process.recorded):
+                self._reread_identity(process)
+            process.recorded = True
+            if alive:
+                row = self._sample_row(pid, process, now_ms)
+                if row is not None:
+                    first.append(row)
+        rows += first
+        rows.sort(key=lambda row: int(row.split(",", 2)[1]))  # one time stamp: in PID order, as a tick's
+        return new, rows
+
+    def _last_sample(self, pid: int, process: TrackedProcess, now_ms: int) -> str | None:
+        """The row of a followed process at its exit event (its zombie's counters), if still readable."""
+        if process.exec_seen or not process.recorded:
+            self._reread_identity(process)
+        row = self._sample_row(pid, process, now_ms)
+        if row is None:
+            self.exits_unread += 1
+        else:
+            self.exit_samples += 1
+        self._drop(pid)
+        return row
+
+    def _reread_identity(self, process: TrackedProcess) -> None:
+        """Name and command line again: followed at its fork, it may have exec'd since."""
+        process.exec_seen = False
+        try:
+            stat = _procfs.read_stat(process.key.pid)
+            if stat.create_time_ms == process.key.create_time_ms:
+                process.comm = stat.comm
+                process.cmdline = _procfs.read_cmdline(process.key.pid) or process.cmdline
+        except OSError:
+            pass  # gone: what was read at its fork stays
+
+    def _keep_watch(self) -> None:
+        """With events, an inotify watch of the PID folder, (re)made once the folder exists."""
+        if self.events is None or self.pid_dir is None:
+            return
+        try:
+            # Made here if no wrapper made it yet: else the first registration, written before the folder
+            # can be watched, would be read only at the next tick, a short task gone by then.
+            self.pid_dir.mkdir(parents=True, exist_ok=True)
+            ino = os.stat(self.pid_dir).st_ino
+        except OSError:
+            ino = None
+        if self.watch is not None and ino == self._watched_ino:
+            return
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
+        if ino is not None:
+            self.watch = DirWatch.open(self.pid_dir)
+            self._watched_ino = ino if self.watch is not None else None
 
     def _list_pids_if_changed(self) -> set[int] | None:
         """The live PIDs, or None when none can have appeared since the last listing.
@@ -320,7 +501,7 @@ class ProcessTracker:
             return bool(argv) and bool(self.match_name.search(os.path.basename(argv[0])))
         return False
 
-    def _pid_dir_names(self) -> list[str] | None:
+    def _pid_dir_names(self, force: bool = False) -> list[str] | None:
         """The PID folder's entries, or None when it has not changed since the last listing.
 
         A stat of the folder is cheaper than listing it. A change within the
@@ -334,7 +515,7 @@ class ProcessTracker:
         try:
             st = os.stat(self.pid_dir)
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if stamp == self._pid_dir_stamp and now - self._pid_dir_listed_at < RELIST_AT_LEAST_EVERY_S:
+            if not force and stamp == self._pid_dir_stamp and now - self._pid_dir_listed_at < RELIST_AT_LEAST_EVERY_S:
                 return None
             names = os.listdir(self.pid_dir)
         except FileNotFoundError:
@@ -345,10 +526,10 @@ class ProcessTracker:
         self._pid_dir_listed_at = now
         return names
 
-    def _read_registrations(self) -> list[TrackedProcess]:
+    def _read_registrations(self, force: bool = False) -> list[TrackedProcess]:
         if self.pid_dir is None:
             return []
-        names = self._pid_dir_names()
+        names = self._pid_dir_names(force)
         if names is None:
             return []
         self._seen_registrations.intersection_update(names)  # forget removed entries
@@ -384,8 +565,9 @@ class ProcessTracker:
                 cmdline = []
             if cmdline[:3] == [SHELL, "-c", TRAMPOLINE]:
                 # Still the task cgroup's trampoline, a moment before it execs the task: its name and
-                # command line would be the shell's. Looked at again on the next tick.
+                # command line would be the shell's. Looked at again on the next tick (or at its exec event).
                 self._seen_registrations.discard(name)
+                self._trampolines[entry.pid] = name
                 continue
             self._forget_unmatched(entry.pid)
             found.append(self._track(stat, "registered", entry.task_id, cmdline))
@@ -450,7 +632,13 @@ class ProcessTracker:
 
     def _drop(self, pid: int) -> None:
         """Stop following ``pid`` (exited, or its PID reused) and close its files."""
-        self.tracked.pop(pid, None)
+        process = self.tracked.pop(pid, None)
+        if process is not None:
+            parent = self.tracked.get(process.ppid)
+            if parent is not None and parent.key.create_time_ms <= process.key.create_time_ms:
+                # Its parent's children counters take its whole CPU once it is reaped: what its rows
+                # showed of it is no longer unseen there.
+                parent.ended_children_ns += process.shown_ns()
         files = self._files.pop(pid, None)
         if files is not None:
             files.close()
@@ -464,25 +652,61 @@ class ProcessTracker:
         order, so that proc.csv is in the trace's (ts, pid) order and parse
         need not move its rows.
         """
-        rows = []
-        for pid, process in sorted(self.tracked.items()):
-            files = self._files.get(pid)
-            try:
-                s = _procfs.read_sample(pid) if files is None else files.sample()
-            except OSError:
-                s = None
-            if s is None or s.create_time_ms != process.key.create_time_ms:
+        # Parents read before their children (by start time), and each one's unseen children's CPU worked
+        # out once every read is done: a child reaped before its parent's read is then known to have
+        # ended (its own read failed), one reaped after it is in neither: never counted twice.
+        read = []
+        for process in sorted(self.tracked.values(), key=lambda p: p.key.create_time_ms):
+            pid = process.key.pid
+            sample = self._read_sample(pid, process)
+            if sample is None:
                 self._drop(pid)  # exited (or its PID was reused) since refresh
-                continue
-            # An empty field is None: that counter could not be read.
-            rows.append(
-                f"{ts_ms},{pid},{s.create_time_ms},{s.cpu_user_ms:.0f},{s.cpu_system_ms:.0f},"
-                f"{s.rss_kb},{s.num_threads},{'' if s.read_bytes is None else s.read_bytes},"
-                f"{'' if s.write_bytes is None else s.write_bytes},"
-                f"{'' if s.ctx_voluntary is None else s.ctx_voluntary},"
-                f"{'' if s.ctx_involuntary is None else s.ctx_involuntary}"
-            )
-        return rows
+            else:
+                read.append((pid, process, sample))
+        read.sort(key=lambda found: found[0])
+        return [self._format_row(ts_ms, pid, process, sample) for pid, process, sample in read]
+
+    def _sample_row(self, pid: int, process: TrackedProcess, ts_ms: int) -> str | None:
+        """The proc.csv row of one followed process now; None when it is gone (or its PID reused)."""
+        sample = self._read_sample(pid, process)
+        return None if sample is None else self._format_row(ts_ms, pid, process, sample)
+
+    def _read_sample(self, pid: int, process: TrackedProcess) -> _procfs.ProcSample | None:
+        files = self._files.get(pid)
+        try:
+            s = _procfs.read_sample(pid) if files is None else files.sample()
+        except OSError:
+            return None
+        return s if s.create_time_ms == process.key.create_time_ms else None
+
+    def _format_row(self, ts_ms: int, pid: int, process: TrackedProcess, s: _procfs.ProcSample) -> str:
+        self._account(process, s)
+        # An empty field is None: that counter could not be read.
+        return (
+            f"{ts_ms},{pid},{s.create_time_ms},{s.cpu_user_ms:.0f},{s.cpu_system_ms:.0f},"
+            f"{s.rss_kb},{s.num_threads},{'' if s.read_bytes is None else s.read_bytes},"
+            f"{'' if s.write_bytes is None else s.write_bytes},"
+            f"{'' if s.ctx_voluntary is None else s.ctx_voluntary},"
+            f"{'' if s.ctx_involuntary is None else s.ctx_involuntary},"
+            f"{process.own_ns},{'' if s.run_delay_ns is None else s.run_delay_ns},{process.unseen_ns}"
+        )
+
+    @staticmethod
+    def _account(process: TrackedProcess, s: _procfs.ProcSample) -> None:
+        """Its own CPU, and the CPU of its reaped children that their rows did not show.
+
+        A short child often ends and is reaped before any sample (or before its
+        last one) could read it, and its CPU would be lost; but a parent's
+        children counters (cutime + cstime) take each reaped child's whole CPU,
+        its own reaped children's included, exact in the kernel. What they hold
+        beyond what the ended children's rows showed is the unseen part, shown
+        on the parent's row. Kept from going down: a child reaped but not yet
+        known to have ended shows in both for a moment (the counters are cut
+        to clock ticks, too). Orphans (reaped by another process) are not counted.
+        """
+        process.own_ns = max(process.own_ns, s.cpu_ns)
+        process.children_ns = s.children_cpu_ns
+        process.unseen_ns = max(process.unseen_ns, s.children_cpu_ns - process.ended_children_ns)
 
 
 def _kept_files_budget() -> int:

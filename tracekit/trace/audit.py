@@ -79,7 +79,7 @@ class Audit:
             self.task_samples[(node.node, task_id)] = TaskSamples(*figures)
         cpu_total = pc.sum(cpu_ms).as_py() or 0
         self.per_node[node.node] = {
-            "proc_samples": table.num_rows,
+            "proc_samples": table.num_rows - metrics.closing_rows,  # a task's closing row (its rusage) is no sample
             "proc_samples_outside_tasks": table.num_rows - attributed.num_rows,
             "processes_followed": processes,
             "process_scope": node.facts.get("process_scope"),

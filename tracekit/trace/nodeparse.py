@@ -43,7 +43,7 @@ from tracekit.trace import audit as audit_mod
 from tracekit.trace.audit import cgroup_counted
 from tracekit.trace import cctf
 from tracekit.trace.hostmetrics import build_host_metrics
-from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics
+from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics, close_with_rusage
 from tracekit.trace.records import RAW_CGROUP
 from tracekit.trace.taskmetrics import build_task_metrics
 from tracekit.trace.rawrun import (
@@ -186,6 +186,8 @@ def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> Processe
     samples = read_proc_samples(node.path / runfolder.PROC_SAMPLES, bad)
     correction = node.facts.get("start_time_correction_ms") or 0
     metrics = build_proc_metrics(node.node, samples, by_key, task_of, offset, correction)
+    if samples.num_rows and samples.column("cpu_ns").null_count < samples.num_rows:  # exact samples only
+        metrics.table, metrics.closing_rows = close_with_rusage(metrics.table, invocations)
     del samples
     cctf.write_table(part / f"proc_metrics{cctf.SUFFIX}", "proc_metrics", metrics.table)
     # A worker's tasks in cgroups of their own: their samples, per task and interval.

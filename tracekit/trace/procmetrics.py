@@ -7,6 +7,23 @@ output: a PROC_METRICS table, rows ordered by (ts_ms, pid, create_time_ms)
 The first sample of a process covers [create_time, first sample]: its
 counters are everything the process used since it started, so no work is
 lost before the first tick (the original tool wrote a zero placeholder).
+
+CPU: where the collector wrote ``cpu_ns`` (exact where the kernel gives it)
+and ``children_unseen_cpu_ns`` (the CPU of reaped children that their own
+rows did not show), an interval's CPU is the growth of their sum, in whole
+ms kept exact over the process's life (each interval the difference of the
+rounded running totals, carried over the task's rows: _whole_ms_carried); it
+is split into user and system by the clock-tick counters' shares in the
+interval (all user where they did not move). Rows of
+older collectors (no cpu_ns) take the clock-tick counters as they are.
+
+A task's own process (an invocation's) is reaped by its wrapper, often
+before the collector could read it at its exit: the CPU it and its children
+used since its last sample would be lost. Its wrapper's rusage (wait4:
+every process of the task it waited for, exact) closes it: with exact
+samples, ``close_with_rusage`` adds a last row at the invocation's end with
+what the rusage holds beyond the task's rows (none where they already show
+it all).
 """
 
 from __future__ import annotations
@@ -27,6 +44,7 @@ _COUNTERS = ("cpu_user_ms", "cpu_system_ms", "read_bytes", "write_bytes", "ctx_v
 class NodeProcMetrics:
     table: pa.Table  # PROC_METRICS, in CCTF_SORT_KEYS["proc_metrics"] order
     negative_deltas: int  # counters that went backwards (clamped to 0)
+    closing_rows: int = 0  # rows added by close_with_rusage: no sample of the collector's
 
 
 def first_of_each_process(pid: pa.Array, create_time_ms: pa.Array) -> pa.Array:
@@ -78,6 +96,10 @@ def build_proc_metrics(
     # boot time): the first interval starts at the corrected start time.
     dt_ms = per_interval(ts, pc.add(ctime, start_correction_ms))
     deltas = {name: per_interval(column[name], 0) for name in _COUNTERS}
+    exact = column["cpu_ns"].null_count < len(column["cpu_ns"])
+    if exact:
+        total_ns = pc.add(column["cpu_ns"], pc.fill_null(column["children_unseen_cpu_ns"], 0))
+        exact_step_ms = pc.divide(pc.cast(per_interval(pc.fill_null(total_ns, 0), 0), pa.float64()), 1e6)
 
     # One row per process, by (pid, create time); each sample row's process among them.
     group_by_process = pc.subtract(pc.cumulative_sum(pc.cast(first_by_process, pa.int64())), 1)
@@ -96,6 +118,9 @@ def build_proc_metrics(
         }
     )
     rows = {name: pc.take(per_process.column(name), group_index) for name in PROC_METRICS_PER_PROCESS}
+    if exact:
+        step_ms = _whole_ms_carried(exact_step_ms, rows["task_id"], ts, pid)
+        deltas["cpu_user_ms"], deltas["cpu_system_ms"] = _split(step_ms, column["cpu_ns"], deltas)
     rows.update(
         ts_ms=pc.add(ts, clock_offset_ms),
         dt_ms=dt_ms,
@@ -104,6 +129,79 @@ def build_proc_metrics(
         **deltas,
     )
     return NodeProcMetrics(pa.table({name: rows[name] for name in PROC_METRICS.names}, schema=PROC_METRICS), negative)
+
+
+def _whole_ms_carried(step_ms: pa.Array, task_id: pa.Array, ts: pa.Array, pid: pa.Array) -> pa.Array:
+    """Exact per-interval CPU (float ms) as whole ms whose sums over each task stay exact.
+
+    A task of hundreds of processes of a fraction of a ms each would gain or
+    lose up to half a ms per process if each were rounded alone; the
+    rounding is carried over the task's rows in time order instead (each row
+    the difference of the task's rounded running totals), so a row is off by
+    less than a ms and the task's total by less than half of one.
+    """
+    if isinstance(task_id, pa.ChunkedArray):
+        task_id = task_id.combine_chunks()
+    group = pc.fill_null(task_id, "")
+    order = pc.sort_indices(pa.table({"g": group, "ts": ts, "pid": pid}),
+                            sort_keys=[("g", "ascending"), ("ts", "ascending"), ("pid", "ascending")])  # fmt: skip
+    steps, groups = pc.take(step_ms, order), pc.take(group, order)
+    running = pc.cumulative_sum(steps)
+    first = pc.fill_null(pc.not_equal(groups, shifted_down(groups)), True)
+    base = pc.fill_null_forward(pc.if_else(first, pc.subtract(running, steps), None))
+    rounded = pc.cast(pc.round(pc.subtract(running, base)), pa.int64())
+    whole = pc.subtract(rounded, pc.if_else(first, 0, shifted_down(rounded)))
+    return pc.take(whole, pc.sort_indices(order))  # back to the rows' order
+
+
+def _split(step_ms: pa.Array, cpu_ns: pa.Array, deltas: dict[str, pa.Array]) -> tuple[pa.Array, pa.Array]:
+    """User and system ms of each row: its CPU split by the tick counters' shares in the interval (all user
+    where they did not move); rows without cpu_ns keep the tick counters' values."""
+    user_ticks, system_ticks = deltas["cpu_user_ms"], deltas["cpu_system_ms"]
+    ticks = pc.add(user_ticks, system_ticks)
+    share = pc.if_else(pc.greater(ticks, 0), pc.divide(pc.cast(system_ticks, pa.float64()), pc.cast(ticks, pa.float64())), 0.0)
+    system = pc.cast(pc.round(pc.multiply(pc.cast(step_ms, pa.float64()), share)), pa.int64())
+    user = pc.subtract(step_ms, system)
+    exact = pc.is_valid(cpu_ns)
+    return pc.if_else(exact, user, user_ticks), pc.if_else(exact, system, system_ticks)
+
+
+def close_with_rusage(table: pa.Table, invocations: list[dict[str, Any]]) -> tuple[pa.Table, int]:
+    """``table`` (PROC_METRICS, controller clock) with a closing row for each invocation whose own
+    process's rows end before it did and show less CPU than its rusage; how many were added."""
+    if table.num_rows == 0:
+        return table, 0
+    per_task: dict[str, list[dict[str, Any]]] = {}
+    for invocation in invocations:
+        per_task.setdefault(invocation["task_id"], []).append(invocation)
+    closing = []
+    for task_id, attempts in per_task.items():
+        [invocation] = attempts if len(attempts) == 1 else [None]  # a task run again: its rows are not told apart
+        if invocation is None or invocation.get("cpu_user_ms") is None or invocation.get("pid") is None:
+            continue
+        rows = table.filter(pc.equal(table.column("task_id"), task_id))
+        own = rows.filter(pc.and_(pc.equal(rows.column("pid"), invocation["pid"]),
+                                  pc.equal(rows.column("create_time_ms"), invocation["create_time_ms"])))  # fmt: skip
+        if own.num_rows == 0:
+            continue
+        last = own.slice(own.num_rows - 1).to_pylist()[0]
+        shown = (pc.sum(rows.column("cpu_user_ms")).as_py() or 0) + (pc.sum(rows.column("cpu_system_ms")).as_py() or 0)
+        user, system = invocation["cpu_user_ms"], invocation.get("cpu_system_ms") or 0
+        tail = round(user + system - shown)
+        if tail <= 0:
+            continue
+        tail_system = round(tail * system / (user + system))
+        ts_end = max(invocation["ts_end"], last["ts_ms"])  # a last sample at its exit may be a ms after the wrapper's end
+        closing.append({
+            **{name: last[name] for name in PROC_METRICS_PER_PROCESS},
+            "ts_ms": ts_end, "dt_ms": ts_end - last["ts_ms"],
+            "cpu_user_ms": tail - tail_system, "cpu_system_ms": tail_system, "rss_kb": 0, "num_threads": 0,
+            "read_bytes": None, "write_bytes": None, "ctx_voluntary": None, "ctx_involuntary": None,
+        })  # fmt: skip
+    if not closing:
+        return table, 0
+    table = pa.concat_tables([table, pa.Table.from_pylist(closing, schema=PROC_METRICS)])
+    return table.sort_by([(name, "ascending") for name in CCTF_SORT_KEYS["proc_metrics"]]), len(closing)
 
 
 def attribute_tasks(

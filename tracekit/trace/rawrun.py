@@ -330,8 +330,17 @@ def read_csv_table(path: Path, schema: pa.Schema, bad: BadLines) -> pa.Table:
         bad.reject(path, "empty_file", "empty: read as missing")
         return schema.empty_table()
     header, _, body = data.partition(b"\n")
-    if header.decode(errors="replace").split(",") != list(schema.names):
-        raise TracekitError(f"{path}: unexpected header {header[:200]!r}; was it written by a Tracekit collector?")
+    names = header.decode(errors="replace").split(",")
+    if names != list(schema.names):
+        # An older collector's file: the columns added since (nullable, at the end) are null.
+        added = schema.names[len(names) :]
+        if schema.names[: len(names)] != names or not added or not all(schema.field(n).nullable for n in added):
+            raise TracekitError(f"{path}: unexpected header {header[:200]!r}; was it written by a Tracekit collector?")
+        older = pa.schema([schema.field(n) for n in names])
+        table = read_csv_table(path, older, bad)
+        for name in added:
+            table = table.append_column(schema.field(name), pa.nulls(table.num_rows, schema.field(name).type))
+        return table
     truncated = None
     if body and not body.endswith(b"\n"):
         truncated = BadLine(path, 2 + body.count(b"\n"), "truncated last line")

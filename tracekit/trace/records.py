@@ -27,12 +27,16 @@ _PROC_COUNTERS = [
 ]
 
 # -- raw: proc.csv written by the collector (cumulative counters) ---------------
+# The last three came later: empty (null) in files of older collectors, whose header lacks them.
 RAW_PROC = pa.schema(
     [
         _field("ts_ms", pa.int64()),
         _field("pid", pa.int64()),
         _field("create_time_ms", pa.int64()),
         *_PROC_COUNTERS,
+        _field("cpu_ns", pa.int64(), nullable=True),
+        _field("run_delay_ns", pa.int64(), nullable=True),
+        _field("children_unseen_cpu_ns", pa.int64(), nullable=True),
     ]
 )
 

@@ -1,0 +1,126 @@
+"""Process discovery by the kernel's process events (netlink proc connector): real processes, a real collector.
+
+Short tasks are followed from their fork, exec or registration and sampled at their exit; without events
+(turned off here, or no privilege) the collector polls /proc as before and says so in node.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from tests.helpers import read_jsonl, tracekit_cmd
+from tracekit import runfolder
+from tracekit.collect import daemon
+from tracekit.collect.daemon import CollectorConfig
+from tracekit.collect.procevents import EventsUnavailable, ProcEventSocket
+from tracekit.invocation import Invocation, run_invocation
+from tracekit.taskcgroup import TaskCgroups
+from tracekit.trace.parse import parse_run
+
+FFMPEG_SHORT = ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                "testsrc=duration=1:size=160x120:rate=10", "-f", "null", "-"]  # fmt: skip
+
+
+def events_available() -> bool:
+    try:
+        ProcEventSocket.open().close()
+    except EventsUnavailable:
+        return False
+    return True
+
+
+def short_wrapped_tasks(logs_dir, run_id: str, count: int) -> None:
+    for number in range(count):
+        wrap = subprocess.run(tracekit_cmd("wrap", "--run-id", run_id, "--task-id", f"t-{number}", "--", *FFMPEG_SHORT),
+                              capture_output=True, text=True)  # fmt: skip
+        assert wrap.returncode == 0, wrap.stderr
+
+
+def discovery(folder) -> dict:
+    return json.loads((folder / runfolder.NODE_FACTS).read_text())["process_discovery"]
+
+
+def test_three_short_wrapped_tasks_all_have_samples(logs_dir):
+    """The issue's case: three ffmpeg tasks shorter than the interval; polling sampled 2 of 3."""
+    assert events_available(), "this test runs as root on a kernel with the proc connector"
+    cfg = CollectorConfig(run_id="ev1", node_id="cloud1", interval_ms=200, logs_dir=logs_dir)
+    daemon.start_collector(cfg)
+    short_wrapped_tasks(logs_dir, "ev1", 3)
+    daemon.stop_collector("ev1", logs_dir)
+    assert discovery(cfg.run_folder) == {"mode": "events", "why_polling": None}
+    audit = parse_run(cfg.run_folder).audit
+    assert audit["invocations"] == 3 and audit["invocations_with_samples"] == 3
+    log = (cfg.run_folder / runfolder.COLLECTOR_LOG).read_text()
+    assert log.count("processes found by the kernel's process events") == 1
+
+
+def test_without_events_the_collector_polls_and_says_why(logs_dir):
+    cfg = CollectorConfig(run_id="ev2", node_id="cloud1", interval_ms=200, logs_dir=logs_dir, process_events=False)
+    assert "--no-process-events" in cfg.to_argv()
+    daemon.start_collector(cfg)
+    short_wrapped_tasks(logs_dir, "ev2", 1)
+    subprocess.run(["sleep", "0.5"])  # a tick or two
+    result = daemon.stop_collector("ev2", logs_dir)
+    assert discovery(cfg.run_folder) == {"mode": "polling",
+                                         "why_polling": "process events turned off (--no-process-events)"}
+    assert result.summary["ticks"] >= 2 and result.summary["exit_samples"] == 0
+    log = (cfg.run_folder / runfolder.COLLECTOR_LOG).read_text()
+    assert log.count("processes found by polling /proc each tick") == 1
+    assert parse_run(cfg.run_folder).audit["invocations"] == 1
+
+
+def test_an_unprivileged_collector_polls_and_says_why():
+    """The real fallback: a collector without CAP_NET_ADMIN (the nobody user) cannot listen."""
+    probe = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
+                            "--bounding-set=-all", "true"], capture_output=True)  # fmt: skip
+    if probe.returncode != 0:
+        pytest.fail(f"setpriv cannot drop to nobody here: {probe.stderr.decode().strip()}")
+    logs_dir = Path(tempfile.mkdtemp(prefix="tk-nobody-"))  # pytest's tmp_path is root's alone
+    try:
+        logs_dir.chmod(0o777)
+        _collect_as_nobody(logs_dir)
+    finally:
+        shutil.rmtree(logs_dir)
+
+
+def _collect_as_nobody(logs_dir: Path) -> None:
+    run = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
+                          "--bounding-set=-all", *tracekit_cmd("collect", "run", "--run-id", "ev3", "--logs-dir",
+                          str(logs_dir), "--interval-ms", "100", "--duration", "0.3")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    found = discovery(logs_dir / "ev3")
+    assert found["mode"] == "polling" and "cannot listen to the kernel's process events" in found["why_polling"]
+    assert [e["event"] for e in read_jsonl(logs_dir / "ev3" / runfolder.COLLECTOR_EVENTS)][-1] == "stop"
+
+
+def test_a_task_of_500_short_processes_has_its_whole_cpu_in_the_process_layer(logs_dir):
+    """The process layer's CPU (proc_metrics, what the OpenDC export sums) within 2% of the task cgroup's:
+    exact per-process CPU (schedstat), the reaped children's CPU their rows missed (the parent's children
+    counters), and the task's tail after its last sample (its wrapper's rusage)."""
+    assert events_available()
+    cfg = CollectorConfig(run_id="ev4", node_id="n1", interval_ms=200, logs_dir=logs_dir, host=False)
+    cgroups = TaskCgroups.detect("ev4", "n1", cfg.run_folder, version=1)
+    assert cgroups.unavailable is None
+    daemon.start_collector(cfg)
+    try:
+        event = run_invocation(Invocation(argv=["sh", "-c", "for i in $(seq 500); do /bin/true; done"], run_id="ev4",
+                                          logs_dir=logs_dir, module="cmd", node_id="n1", task_id="t-many"),
+                               cgroups=cgroups)  # fmt: skip
+    finally:
+        daemon.stop_collector("ev4", logs_dir)
+        cgroups.close()
+    parse_run(cfg.run_folder)
+    table = pq.read_table(cfg.run_folder / "cctf" / "proc_metrics" / "n1.parquet")
+    mine = table.filter(pc.equal(table.column("task_id"), "t-many"))
+    process_ms = pc.sum(mine.column("cpu_user_ms")).as_py() + pc.sum(mine.column("cpu_system_ms")).as_py()
+    assert process_ms == pytest.approx(event["cgroup_cpu_ms"], rel=0.02)
+    assert len(set(mine.column("pid").to_pylist())) > 100  # the short processes are in it, not only the loop's shell

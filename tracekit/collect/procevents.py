@@ -1,0 +1,181 @@
+"""The kernel's process events: ``netlink proc connector -> ProcEvent records``.
+
+input:  the proc connector (NETLINK_CONNECTOR, CN_IDX_PROC): one multicast
+        message per fork, exec and exit of every task of the machine
+output: ``ProcEvent`` records (fork, exec, exit of processes; threads left out)
+
+Listening needs CAP_NET_ADMIN (root) and a kernel with CONFIG_PROC_EVENTS;
+``ProcEventSocket.open()`` raises ``EventsUnavailable`` with the reason
+otherwise, and the collector polls /proc instead. The socket is non-blocking:
+the collector drains it in its sleep between ticks (select with the next
+tick's deadline as the timeout), so the events never hold up a tick. A
+socket whose receive buffer overflowed (ENOBUFS: events were dropped) says
+so through ``ProcEventSocket.overruns``: the collector then lists /proc once
+to catch up.
+
+The message layout (include/uapi/linux/netlink.h, connector.h, cn_proc.h):
+nlmsghdr (16 bytes) | cn_msg (20 bytes) | proc_event: what u32, cpu u32,
+timestamp_ns u64, then the event's data. Parsing is pure (``parse_messages``)
+and tested with captured bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from typing import NamedTuple
+
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = 1
+CN_VAL_PROC = 1
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
+PROC_CN_MCAST_LISTEN, PROC_CN_MCAST_IGNORE = 1, 2
+
+PROC_EVENT_NONE = 0x00000000  # the kernel's answer to a listen request
+PROC_EVENT_FORK = 0x00000001
+PROC_EVENT_EXEC = 0x00000002
+PROC_EVENT_EXIT = 0x80000000
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
+_EVENT_HEAD = struct.Struct("=IIQ")  # what, cpu, timestamp_ns
+_FORK = struct.Struct("=IIII")  # parent_pid, parent_tgid, child_pid, child_tgid
+_EXEC = struct.Struct("=II")  # process_pid, process_tgid
+_EXIT = struct.Struct("=IIII")  # process_pid, process_tgid, exit_code, exit_signal (then parent's, since 4.18)
+_HEAD_SIZE = _NLMSGHDR.size + _CN_MSG.size
+
+# Receive buffer asked for: a burst of forks (a build) must not overflow it between two drains.
+RECEIVE_BUFFER_BYTES = 4 << 20
+
+
+class EventsUnavailable(Exception):
+    """Process events cannot be had here (no privilege, no kernel support): poll /proc instead."""
+
+
+class ProcEvent(NamedTuple):
+    """One process event. For a fork, ``pid`` is the child and ``ppid`` the parent; for exec and
+    exit, ``ppid`` is 0 (exit's parent fields are not in every kernel's message)."""
+
+    kind: str  # "fork", "exec" or "exit"
+    pid: int
+    ppid: int
+    timestamp_ns: int  # CLOCK_MONOTONIC of the event (ktime_get_ns)
+
+
+def listen_request(listen: bool = True) -> bytes:
+    """The message that starts (or stops) the kernel's multicast of process events to this socket."""
+    op = struct.pack("=I", PROC_CN_MCAST_LISTEN if listen else PROC_CN_MCAST_IGNORE)
+    cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(op), 0) + op
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(cn), NLMSG_DONE, 0, 0, 0) + cn
+
+
+def parse_messages(data: bytes) -> tuple[list[ProcEvent], bool]:
+    """The process events in one datagram, and whether the kernel said it had dropped some.
+
+    Thread events (a fork whose child is not a group leader, exec and exit of
+    a thread that is not its group's leader) are left out: a thread is no
+    process. Events of other kinds (uid, comm, ...) are left out too.
+    """
+    events: list[ProcEvent] = []
+    overrun = False
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            break  # truncated or garbled: the rest cannot be framed
+        if kind == NLMSG_OVERRUN:
+            overrun = True
+        elif kind == NLMSG_DONE and length >= _HEAD_SIZE + _EVENT_HEAD.size:
+            idx, val, *_ = _CN_MSG.unpack_from(data, offset + _NLMSGHDR.size)
+            if (idx, val) == (CN_IDX_PROC, CN_VAL_PROC):
+                event = _parse_event(data, offset + _HEAD_SIZE, offset + length)
+                if event is not None:
+                    events.append(event)
+        offset += (length + 3) & ~3  # NLMSG_ALIGN
+    return events, overrun
+
+
+def _parse_event(data: bytes, start: int, end: int) -> ProcEvent | None:
+    what, _cpu, timestamp_ns = _EVENT_HEAD.unpack_from(data, start)
+    body = start + _EVENT_HEAD.size
+    if what == PROC_EVENT_FORK and end - body >= _FORK.size:
+        parent_pid, parent_tgid, child_pid, child_tgid = _FORK.unpack_from(data, body)
+        if child_pid != child_tgid:
+            return None  # a new thread
+        return ProcEvent("fork", child_tgid, parent_tgid, timestamp_ns)
+    if what == PROC_EVENT_EXEC and end - body >= _EXEC.size:
+        pid, tgid = _EXEC.unpack_from(data, body)
+        # A thread that execs becomes its group's leader: the process (tgid) is what changed.
+        return ProcEvent("exec", tgid, 0, timestamp_ns)
+    if what == PROC_EVENT_EXIT and end - body >= _EXIT.size:
+        pid, tgid, _code, _signal = _EXIT.unpack_from(data, body)
+        if pid != tgid:
+            return None  # a thread ended, its process lives on
+        return ProcEvent("exit", tgid, 0, timestamp_ns)
+    return None
+
+
+class ProcEventSocket:
+    """A non-blocking proc connector socket; ``fileno()`` for select, ``read()`` to drain it."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self.overruns = 0  # times the kernel dropped events (the receive buffer was full)
+
+    @classmethod
+    def open(cls) -> ProcEventSocket:
+        """Subscribe to the machine's process events; raises EventsUnavailable with the reason."""
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+        except (OSError, AttributeError) as exc:  # EPROTONOSUPPORT: no connector in this kernel
+            raise EventsUnavailable(f"no netlink connector socket ({_reason(exc)})") from None
+        try:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+                # SO_RCVBUFFORCE (33) passes net.core.rmem_max with CAP_NET_ADMIN; without, keep the above.
+                sock.setsockopt(socket.SOL_SOCKET, 33, RECEIVE_BUFFER_BYTES)
+            except OSError:
+                pass
+            sock.bind((0, CN_IDX_PROC))  # EPERM without CAP_NET_ADMIN
+            sock.send(listen_request())
+        except OSError as exc:
+            sock.close()
+            raise EventsUnavailable(f"cannot listen to the kernel's process events ({_reason(exc)})") from None
+        sock.setblocking(False)
+        return cls(sock)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read(self) -> list[ProcEvent]:
+        """Every event waiting now (never blocks); an overflow counts in ``overruns``."""
+        events: list[ProcEvent] = []
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return events
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # events were dropped: the caller catches up from /proc
+                    self.overruns += 1
+                    continue
+                raise
+            found, overrun = parse_messages(data)
+            events.extend(found)
+            self.overruns += overrun
+
+    def close(self) -> None:
+        if self._sock.fileno() >= 0:
+            try:
+                self._sock.send(listen_request(False))
+            except OSError:
+                pass
+            self._sock.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{errno.errorcode.get(exc.errno, exc.errno)}: {os.strerror(exc.errno)}"
+    return str(exc)
