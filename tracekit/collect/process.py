@@ -317,6 +317,8 @@ class ProcessTracker:
                 process = self.tracked.get(pid)
                 if process is not None:
                     process.exec_seen = True
+                    if process.recorded:  # its line says what it was before the exec (runc's init, a shell's
+                        new.append(process)  # fork): written again, as it is now (parse keeps a process's last line)
                 elif pid in self._trampolines:
                     self._seen_registrations.discard(self._trampolines.pop(pid))
                     new.extend(self._read_registrations(force=True))

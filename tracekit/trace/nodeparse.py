@@ -195,7 +195,7 @@ def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> Processe
     task_metrics = build_task_metrics(node.node, cgroup_samples, invocations, offset)
     cctf.write_table(part / f"task_metrics{cctf.SUFFIX}", "task_metrics", task_metrics.table)
     audit = audit_mod.Audit(run_dir=node.path)
-    audit.add_node(node, metrics, len(processes))
+    audit.add_node(node, metrics, len(by_key))  # a process exec'd after its first line has a second
     audit.add_task_metrics(node.node, task_metrics)
     return ProcessesPart(invocations, bad.lines, audit.per_node, audit.task_samples, duplicates, bad.rejected,
                          audit.task_cgroup_samples)  # fmt: skip
