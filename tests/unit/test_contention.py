@@ -56,8 +56,8 @@ def proc_metrics(task_id: str | None, cores: list[float], run_delay_cores: list[
                     "num_threads": 1})  # fmt: skip
         rows.append(row)
     table = pa.Table.from_pylist(rows, schema=PROC_METRICS)
-    if run_delay_cores is not None:
-        table = table.append_column(RUN_DELAY, pa.array([round(c * 1e9) for c in run_delay_cores], pa.int64()))
+    waits = pa.array([round(c * 1e9) for c in run_delay_cores] if run_delay_cores is not None else [None] * table.num_rows, pa.int64())
+    table = table.set_column(table.schema.get_field_index(RUN_DELAY), RUN_DELAY, waits)
     return table
 
 
@@ -143,8 +143,8 @@ def test_the_tasks_run_queue_wait_share_where_the_collector_recorded_it():
 
 
 def test_an_older_trace_without_the_wait_column_or_with_it_empty_has_no_wait_share():
-    for processes in (proc_metrics("t1", [0.5] * 2), proc_metrics("t1", [0.5] * 2, run_delay_cores=[0.0, 0.0]).set_column(
-            len(PROC_METRICS), RUN_DELAY, pa.nulls(2, pa.int64()))):  # fmt: skip
+    older = proc_metrics("t1", [0.5] * 2)
+    for processes in (older.drop_columns([RUN_DELAY]), older):  # without the column; with it empty (all null)
         result = node_contention("cloud1", host([100.0] * 2), [invocation("t1", 0, 2 * SECOND)],
                                  tasks_table(task_metrics("t1", [0.5] * 2)), processes)  # fmt: skip
         assert [r["task_run_delay_share"] for r in result.table.to_pylist()] == [None, None]

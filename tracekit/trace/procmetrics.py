@@ -122,6 +122,7 @@ def build_proc_metrics(
         step_ms = _whole_ms_carried(exact_step_ms, rows["task_id"], ts, pid)
         deltas["cpu_user_ms"], deltas["cpu_system_ms"] = _split(step_ms, column["cpu_ns"], deltas)
     rows.update(
+        run_delay_ns=per_interval(column["run_delay_ns"], 0),
         ts_ms=pc.add(ts, clock_offset_ms),
         dt_ms=dt_ms,
         rss_kb=column["rss_kb"],
@@ -197,6 +198,7 @@ def close_with_rusage(table: pa.Table, invocations: list[dict[str, Any]]) -> tup
             "ts_ms": ts_end, "dt_ms": ts_end - last["ts_ms"],
             "cpu_user_ms": tail - tail_system, "cpu_system_ms": tail_system, "rss_kb": 0, "num_threads": 0,
             "read_bytes": None, "write_bytes": None, "ctx_voluntary": None, "ctx_involuntary": None,
+            "run_delay_ns": None,
         })  # fmt: skip
     if not closing:
         return table, 0

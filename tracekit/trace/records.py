@@ -112,6 +112,8 @@ PROC_METRICS = pa.schema(
         _field("ts_ms", pa.int64()),
         _field("dt_ms", pa.int64()),
         *_PROC_COUNTERS,
+        # The interval's run-queue wait (/proc/<pid>/schedstat, the main thread's); null in older traces.
+        _field("run_delay_ns", pa.int64(), nullable=True),
     ]
 )
 # The narrow seed-compatible files: the per-process lead, then these.
