@@ -64,6 +64,7 @@ T0_MS = 1_795_600_000_000  # 2026-11-25, epoch ms
 PROC_COLUMNS = (
     "ts_ms", "pid", "create_time_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb",
     "num_threads", "read_bytes", "write_bytes", "ctx_voluntary", "ctx_involuntary",
+    "cpu_ns", "run_delay_ns", "children_unseen_cpu_ns",
 )  # fmt: skip (= tracekit.collect.process.PROC_CSV_COLUMNS, checked in generate_run)
 COUNTERS = ("cpu_user_ms", "cpu_system_ms", "read_bytes", "write_bytes", "ctx_voluntary", "ctx_involuntary")
 CHILD_SHARE = 0.3  # invocations with a sampled child process
@@ -339,6 +340,10 @@ def sample_table(plan: NodePlan, seed: int) -> pa.Table:
             "cpu_user_ms": columns["cpu_user_ms"], "cpu_system_ms": columns["cpu_system_ms"], "rss_kb": rss,
             "num_threads": per([p.threads for p in procs], pa.int64()),
             **{name: columns[name] for name in COUNTERS[2:]},
+            # Today's collector: the exact CPU (here the ticks' total, in ns), the run-queue wait, no unseen children.
+            "cpu_ns": pc.multiply(pc.add(columns["cpu_user_ms"], columns["cpu_system_ms"]), 1_000_000),
+            "run_delay_ns": pc.multiply(columns["ctx_involuntary"], 50_000),
+            "children_unseen_cpu_ns": pc.multiply(columns["ctx_involuntary"], 0),
         }
     )  # fmt: skip
     # The collector writes every tick's live processes in the order it started following them.
