@@ -580,7 +580,11 @@ class ProcessTracker:
         starts them, not the task's registered process), as ``task_id``'s; those new here are returned."""
         found = []
         for pid in pids:
-            if pid in self.tracked or pid in self.exclude_pids:
+            known = self.tracked.get(pid)
+            if known is not None and known.task_id is None and task_id is not None:
+                known.task_id = task_id  # followed by its name (at its exec): the task's all the same; its line
+                found.append(known)  # is written again with the task (parse keeps a process's last line)
+            if known is not None or pid in self.exclude_pids:
                 continue
             try:
                 stat = _procfs.read_stat(pid)
