@@ -46,7 +46,7 @@ def _stop_collectors(path: Path) -> None:
     """Kill any collector still holding a pidfile below ``path``."""
     for pidfile in path.glob("*/collector.pid"):
         try:
-            pid = int(pidfile.read_text().strip() or 0)
+            pid = int((pidfile.read_text().split() or ["0"])[0])  # "PID CREATE_TIME" (tracekit.detach)
         except (OSError, ValueError):
             continue
         if pid > 0:
