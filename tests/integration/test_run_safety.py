@@ -60,6 +60,8 @@ def run_redis(logs: Path, run_id: str, port: int) -> redis.Redis | None:
         password = (logs / ".secrets" / f"{run_id}.redis").read_text().strip()
     except OSError:
         return None
+    if not password:  # made, not written yet: a client with no password would be refused for good
+        return None
     return redis.Redis(port=port, password=password, decode_responses=True, socket_connect_timeout=1)
 
 

@@ -35,3 +35,18 @@ def test_a_collector_a_failed_test_left_is_killed_by_its_pidfile(tmp_path):
     finally:
         left.kill()
         left.wait()
+
+
+def test_the_run_s_redis_client_waits_for_its_password_to_be_written(tmp_path):
+    # Read between the secret file's creation and its write, the password was "": the attacker thread of
+    # test_run_safety polled a client that Redis refused for 300 s and missed the run (seen under load).
+    from tests.integration.test_run_safety import run_redis
+
+    secrets = tmp_path / ".secrets"
+    assert run_redis(tmp_path, "r1", 6379) is None
+    secrets.mkdir()
+    (secrets / "r1.redis").write_text("")
+    assert run_redis(tmp_path, "r1", 6379) is None
+    (secrets / "r1.redis").write_text("s3cret\n")
+    client = run_redis(tmp_path, "r1", 6379)
+    assert client is not None and client.connection_pool.connection_kwargs["password"] == "s3cret"
