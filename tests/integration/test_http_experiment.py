@@ -4,6 +4,7 @@ on the controller, on the local inventory and over SSH (loopback sshd nodes)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 
 from tests.helpers import make_wheel, read_jsonl
 from tests.integration.test_runner import kill_processes_under, processes_under, run_files
-from tests.inventories import local_inventory, ssh_inventory
+from tests.inventories import ssh_inventory
 from tests.sshd import free_port
 from tracekit.errors import TracekitError
 from tracekit.experiment.runner import run_experiment
@@ -103,17 +104,16 @@ def service_with_a_requirement(tmp_path: Path) -> tuple[Path, Path]:
     return service, requirements
 
 
-def http_site(tmp_path: Path) -> tuple[Path, Path, int]:
-    """A local inventory of its own with service ports: (its node folders, the inventory, its Redis port)."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    port = free_port()
-    return folder, with_service_ports(local_inventory(folder, port)), port
+def http_site(tmp_path: Path, local_site) -> tuple[Path, Path, int]:
+    """The session's local site (its node venvs made once) with service ports of this test's own: (its node
+    folders, the inventory, its Redis port)."""
+    folder, shared, port = local_site
+    return folder, with_service_ports(Path(shutil.copy(shared, tmp_path / "inventory.yml"))), port
 
 
-def test_http_experiment_on_the_local_inventory(tmp_path):
+def test_http_experiment_on_the_local_inventory(tmp_path, local_site):
     """The committed experiment, its service importing a package that only the run's wheels hold."""
-    folder, inventory, port = http_site(tmp_path)
+    folder, inventory, port = http_site(tmp_path, local_site)
     logs = tmp_path / "logs"
     service, requirements = service_with_a_requirement(tmp_path)
     try:
@@ -124,8 +124,9 @@ def test_http_experiment_on_the_local_inventory(tmp_path):
         # the service nodes, beside Tracekit, which runs the service from there.
         assert "tk_extra_dep==1.0" in (logs / "http-local" / "workload-wheels" / "requirements.txt").read_text()
         for node in ("cloud1", "cloud2"):
-            [venv] = [p for p in (folder / "nodes" / node / "venvs").iterdir() if not p.name.endswith(".wheels")]
-            assert list(venv.glob("lib/python3*/site-packages/tk_extra_dep/__init__.py"))
+            # One venv of the node's (the site is the session's: other tests' workloads have theirs) holds it.
+            [venv] = [p for p in (folder / "nodes" / node / "venvs").iterdir() if not p.name.endswith(".wheels")
+                      and list(p.glob("lib/python3*/site-packages/tk_extra_dep/__init__.py"))]  # fmt: skip
             assert (venv / "bin" / "tracekit").is_file()
         assert processes_under(folder, port) == []
         # A requirement no wheel folder or index can give: one line naming it, before any node is touched.
@@ -141,9 +142,9 @@ def test_http_experiment_on_the_local_inventory(tmp_path):
         kill_processes_under(folder, port)
 
 
-def test_a_command_service_on_the_local_inventory(tmp_path):
+def test_a_command_service_on_the_local_inventory(tmp_path, local_site):
     """experiments/http-command.yaml: a WSGI service run as a command, its access log its server-side spans."""
-    folder, inventory, port = http_site(tmp_path)
+    folder, inventory, port = http_site(tmp_path, local_site)
     logs = tmp_path / "logs"
     try:
         result = run_experiment(REPO / "experiments" / "http-command.yaml", inventory=inventory, run_id="http-cmd",
