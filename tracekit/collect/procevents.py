@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
+import time
 from typing import NamedTuple
 
 NETLINK_CONNECTOR = 11
@@ -46,6 +48,8 @@ _EXEC = struct.Struct("=II")  # process_pid, process_tgid
 _EXIT = struct.Struct("=IIII")  # process_pid, process_tgid, exit_code, exit_signal (then parent's, since 4.18)
 _HEAD_SIZE = _NLMSGHDR.size + _CN_MSG.size
 
+# How long the check at subscription waits for a child's own events.
+PROBE_TIMEOUT_S = 2.0
 # Receive buffer asked for: a burst of forks (a build) must not overflow it between two drains.
 RECEIVE_BUFFER_BYTES = 4 << 20
 
@@ -144,7 +148,31 @@ class ProcEventSocket:
             sock.close()
             raise EventsUnavailable(f"cannot listen to the kernel's process events ({_reason(exc)})") from None
         sock.setblocking(False)
-        return cls(sock)
+        found = cls(sock)
+        try:
+            found._probe()
+        except EventsUnavailable:
+            found.close()
+            raise
+        return found
+
+    def _probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        """Start a child and wait for its events, with its PID as this process sees it. The kernel takes a
+        listen request from a PID or user namespace other than the machine's without a word and sends
+        nothing (or PIDs of the machine's namespace): a collector in a container, or a fresh-machine
+        chroot, would wait for events that never come and miss every process."""
+        child = os.posix_spawn("/bin/true", ["/bin/true"], {})
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                select.select([self._sock], [], [], max(0.0, deadline - time.monotonic()))
+                if any(event.pid == child for event in self.read()):
+                    return
+        finally:
+            os.waitpid(child, 0)
+        raise EventsUnavailable("the kernel sends this collector no process events with its PIDs (it runs in a "
+                                "PID or user namespace of its own, e.g. a container: the connector serves only "
+                                "the machine's)")  # fmt: skip
 
     def fileno(self) -> int:
         return self._sock.fileno()
