@@ -29,6 +29,11 @@ if shutil.which("podman") is None or shutil.which("runc") is None:
     pytest.fail("podman and runc are needed (make test installs them: apt-get install podman runc)", pytrace=False)
 
 
+def discovery_mode(run_dir: Path, node: str) -> str:
+    """How the node's collector found processes: "events" (the kernel's) or "polling"."""
+    return json.loads((run_dir / "nodes" / node / "node.json").read_text())["process_discovery"]["mode"]
+
+
 def containers_named(prefix: str) -> list[str]:
     listing = subprocess.run(["podman", "ps", "--all", "--format", "{{.Names}}"], capture_output=True, text=True, timeout=60)
     return [name for name in listing.stdout.split() if name.startswith(prefix)]
@@ -197,7 +202,11 @@ def test_ffmpeg_tasks_in_containers_through_tracekit_run(tmp_path, local_site):
         # The trace names the containers its ffmpeg processes ran in, as their tasks'.
         samples = cctf.read_table(run_dir / "cctf", "proc_metrics").to_pylist()
         boxed = {(s["container_id"], s["task_id"]) for s in samples if s["comm"] == "ffmpeg"}
-        assert boxed == {(i["container_id"], i["task_id"]) for i in invocations}  # short ones too: by their exec
+        expected = {(i["container_id"], i["task_id"]) for i in invocations}
+        if all(discovery_mode(run_dir, i["node"]) == "events" for i in invocations):
+            assert boxed == expected  # short ones too: found at their exec
+        else:  # polling (a PID namespace of its own): a transcode of 0.1 s may fall between two samples
+            assert boxed and boxed <= expected
         for invocation in invocations:  # the transcode landed in the node's outputs folder, mounted
             assert (folder / "nodes" / invocation["node"] / "outputs" / "boxed-ffmpeg" / f"{invocation['task_id']}.mp4").stat().st_size > 0
         page = (run_dir / "report" / "index.html").read_text()

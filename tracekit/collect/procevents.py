@@ -131,6 +131,11 @@ class ProcEventSocket:
     @classmethod
     def open(cls) -> ProcEventSocket:
         """Subscribe to the machine's process events; raises EventsUnavailable with the reason."""
+        namespace = own_namespace()
+        if namespace is not None:
+            raise EventsUnavailable(f"the kernel sends process events only to the machine's own PID and user "
+                                    f"namespaces, and this collector runs in a {namespace} namespace of its own "
+                                    "(e.g. a container)")  # fmt: skip
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
         except (OSError, AttributeError) as exc:  # EPROTONOSUPPORT: no connector in this kernel
@@ -201,6 +206,22 @@ class ProcEventSocket:
             except OSError:
                 pass
             self._sock.close()
+
+
+# The machine's initial namespaces have fixed inode numbers (include/linux/proc_ns.h).
+_INIT_NAMESPACE_INODES = {"pid": 0xEFFFFFFC, "user": 0xEFFFFFFD}
+
+
+def own_namespace() -> str | None:
+    """"pid" or "user" when this process runs in such a namespace other than the machine's initial one
+    (where the kernel sends no process events), else None (or when it cannot be told: the probe decides)."""
+    for kind, inode in _INIT_NAMESPACE_INODES.items():
+        try:
+            if os.stat(f"/proc/self/ns/{kind}").st_ino != inode:
+                return kind
+        except OSError:
+            continue
+    return None
 
 
 def _reason(exc: BaseException) -> str:
