@@ -218,7 +218,9 @@ def test_pid_reuse_makes_a_new_process(logs_dir, tmp_path, children):
             break
         candidate.kill()
     assert second is not None, "could not get the same PID twice"
-    wait_until(lambda: len(tracked(cfg.run_folder, first.pid)) == 2, what="second process tracked")
+    # Two processes (a process's line may be written again after its exec: parse keeps its last).
+    wait_until(lambda: len({(r["pid"], r["create_time_ms"]) for r in tracked(cfg.run_folder, first.pid)}) == 2,
+               what="second process tracked")  # fmt: skip
     wait_until(
         lambda: len({s["create_time_ms"] for s in samples_of(cfg.run_folder, first.pid)}) == 2,
         what="samples of both processes",
