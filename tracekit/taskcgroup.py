@@ -164,6 +164,7 @@ class TaskCgroups:
         self.unavailable = unavailable
         self.version = version  # 1 or 2; 0 when unavailable
         self.mounts = mounts or {}  # controller -> where its hierarchy is mounted (a worker's: detect)
+        self._mount_points: list[str] | None = None  # every cgroup mount (_everywhere), read when first needed
 
     @classmethod
     def detect(cls, run_id: str, node_id: str, run_folder: Path, version: int | None = None) -> TaskCgroups:
@@ -290,11 +291,12 @@ class TaskCgroups:
             return list(self.dirs.values())
         controller, mount = reference
         relative = self.dirs[controller].relative_to(mount)
-        try:
-            points = cgroup_mount_points(Path("/proc/self/mountinfo").read_text())
-        except OSError:
-            points = []
-        others = [Path(point) / relative for point in points]
+        if self._mount_points is None:  # read once: each container task's removal asks again
+            try:
+                self._mount_points = cgroup_mount_points(Path("/proc/self/mountinfo").read_text())
+            except OSError:
+                self._mount_points = []
+        others = [Path(point) / relative for point in self._mount_points]
         return list(dict.fromkeys([*self.dirs.values(), *(f for f in others if f.is_dir())]))
 
     def reference(self) -> tuple[str, Path] | None:
@@ -307,7 +309,7 @@ class TaskCgroups:
 
     def leftovers(self) -> list[Path]:
         """Task cgroups of this run and node still there (of a worker that was killed)."""
-        return sorted(task for folder in self._everywhere() for task in _subfolders(folder) if task.name != SERVICE_CGROUP)
+        return sorted(task for folder in self._everywhere() for task in subfolders(folder) if task.name != SERVICE_CGROUP)
 
     def clear_leftovers(self, wait_s: float = 5.0) -> dict[str, list[int]]:
         """End what a killed worker's tasks left running in their cgroups, and remove those: {cgroup: pids killed}.
@@ -316,14 +318,14 @@ class TaskCgroups:
         """
         killed: dict[str, list[int]] = {}
         for folder in self.leftovers():
-            pids = _pids_below(folder)  # a container's are in cgroups of its own below the task's
+            pids = pids_below(folder)  # a container's are in cgroups of its own below the task's
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             deadline = time.monotonic() + wait_s
-            while _pids_below(folder) and time.monotonic() < deadline:
+            while pids_below(folder) and time.monotonic() < deadline:
                 time.sleep(0.05)
             _remove_tree(folder)
             if pids:
@@ -384,7 +386,7 @@ class TaskCgroup:
         client): True when empty."""
         folder = next(iter(self.dirs.values()))
         deadline = time.monotonic() + timeout_s
-        while _pids_below(folder):
+        while pids_below(folder):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.02)
@@ -436,10 +438,10 @@ def remove_stale(older_than_s: float = STALE_AFTER_S) -> list[str]:
     roots = [own / "tracekit" for own in dict.fromkeys(owns)]
     removed, now = [], time.time()
     for root in roots:
-        for run in _subfolders(root):
-            for node in _subfolders(run):
-                for task in _subfolders(node):
-                    if _idle_for(task, now) >= older_than_s and not _pids_below(task) and not _remove_tree(task):
+        for run in subfolders(root):
+            for node in subfolders(run):
+                for task in subfolders(node):
+                    if _idle_for(task, now) >= older_than_s and not pids_below(task) and not _remove_tree(task):
                         removed.append(str(task))
                 if _idle_for(node, now) >= older_than_s:
                     _try_rmdir(node)
@@ -456,7 +458,7 @@ def _idle_for(folder: Path, now: float) -> float:
         return 0.0
 
 
-def _subfolders(folder: Path) -> list[Path]:
+def subfolders(folder: Path) -> list[Path]:
     try:
         return [Path(entry.path) for entry in os.scandir(folder) if entry.is_dir(follow_symlinks=False)]
     except OSError:
@@ -529,7 +531,7 @@ def _number(path: Path) -> int | None:
 def _remove_tree(folder: Path) -> list[str]:
     """rmdir ``folder`` and its subfolders, deepest first; the folders left (they hold a process)."""
     kept = []
-    for sub in _subfolders(folder):
+    for sub in subfolders(folder):
         kept += _remove_tree(sub)
     try:
         folder.rmdir()
@@ -540,12 +542,12 @@ def _remove_tree(folder: Path) -> list[str]:
     return kept
 
 
-def _pids_below(folder: Path) -> list[int]:
+def pids_below(folder: Path) -> list[int]:
     """The processes in ``folder`` and its subfolders."""
-    return [*_pids_in(folder), *(pid for sub in _subfolders(folder) for pid in _pids_below(sub))]
+    return [*pids_in(folder), *(pid for sub in subfolders(folder) for pid in pids_below(sub))]
 
 
-def _pids_in(folder: Path) -> list[int]:
+def pids_in(folder: Path) -> list[int]:
     try:
         return [int(line) for line in _read(folder / "cgroup.procs").split()]
     except (OSError, ValueError):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import kill_processes_under, processes_under, tracekit_cmd, wait_until
-from tests.integration.test_http_experiment import with_service_ports
+from tests.integration.test_http_experiment import http_site
 from tracekit.container import ContainerSpec
 from tracekit.experiment.runner import run_experiment
 from tracekit.invocation import Invocation, run_invocation
@@ -222,8 +222,7 @@ def test_ffmpeg_tasks_in_containers_through_tracekit_run(tmp_path, local_site):
 def test_the_http_service_in_a_container_through_tracekit_run(tmp_path, local_site):
     """experiments/http.yaml with its service in a podman container on each node (the host's tree, so the
     node's Tracekit venv runs it): the requests are traced server-side, the processes carry the container."""
-    folder, shared, port = local_site  # its nodes' venvs made once per session
-    inventory = with_service_ports(Path(shutil.copy(shared, tmp_path / "inventory.yml")))
+    folder, inventory, port = http_site(tmp_path, local_site)
     logs = tmp_path / "logs"
     overrides = ["workload.http.load.rate=20", "workload.http.load.duration=2s", "workload.http.load.warmup=null",
                  "workload.http.container={engine: podman, rootfs: /, runtime: runc}", "collectors.interval_ms=200"]  # fmt: skip

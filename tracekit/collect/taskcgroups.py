@@ -16,23 +16,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tracekit.taskcgroup import COUNTERS, TaskCgroups, read_counters
+from tracekit.taskcgroup import COUNTERS, TaskCgroups, pids_below, pids_in, read_counters, subfolders
 
 # cgroup: the task cgroup's folder name (tracekit.taskcgroup.cgroup_name of its task id and attempt)
 CGROUP_CSV_COLUMNS = ("ts_ms", "cgroup", *COUNTERS)
-
-
-def _pids(procs: Path) -> list[int]:
-    with open(procs) as file:
-        return [int(line) for line in file.read().split()]
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    return [Path(entry.path) for entry in os.scandir(folder) if entry.is_dir(follow_symlinks=False)]
-
-
-def _pids_below(folder: Path) -> list[int]:
-    return [*_pids(folder / "cgroup.procs"), *(pid for sub in _subfolders(folder) for pid in _pids_below(sub))]
 
 
 class TaskCgroupSampler:
@@ -85,9 +72,8 @@ class TaskCgroupSampler:
         try:
             if os.stat(task).st_nlink <= 2:
                 return
-            own = _pids(task / "cgroup.procs")
-            below = [pid for sub in _subfolders(task) for pid in _pids_below(sub)]
         except OSError:
-            return
+            return  # gone since the listing
+        below = [pid for sub in subfolders(task) for pid in pids_below(sub)]
         if below:
-            self.containers.append((own, below))
+            self.containers.append((pids_in(task), below))
