@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.helpers import named_binary, read_csv, read_jsonl, read_proc_csv, tracekit_cmd, wait_until
+from tests.helpers import ended, named_binary, read_csv, read_jsonl, read_proc_csv, tracekit_cmd, wait_until
 from tracekit import cli, runfolder
 from tracekit import procfs as _procfs
 from tracekit.collect import daemon
@@ -21,6 +21,7 @@ from tracekit.collect import process as process_module
 from tracekit.procfs import has_exited
 from tracekit.collect.daemon import CollectorConfig
 from tracekit.collect.process import ProcessTracker
+from tracekit.collect.procevents import ProcEvent
 from tracekit.registration import process_identity, registration_name, write_registration
 from tracekit.taskcgroup import SHELL, TRAMPOLINE
 from tracekit.errors import RunFolderError, UsageError
@@ -610,3 +611,50 @@ def _procfs_cmdline(pid: int) -> list[str]:
         return open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")[:-1]
     except OSError:
         return []
+
+
+class _EventsRead:
+    """What the kernel's process-event socket hands the tracker, given here in the order to test (the
+    real socket is tested in test_process_events.py; this order is a race there)."""
+
+    def __init__(self):
+        self.waiting: list = []
+        self.overruns = 0
+
+    def read(self):
+        events, self.waiting = self.waiting, []
+        return events
+
+    def close(self):
+        pass
+
+
+def test_a_process_found_after_its_exec_is_recorded_once_and_again_only_if_its_exec_changed_it(tmp_path, children):
+    # A scan may find a process after its exec, before the exec event is read: that event changes
+    # nothing and must not write its line again (seen in CI: two lines of one ffmpeg).
+    events = _EventsRead()
+    binary = named_binary(tmp_path, "tk-once")
+    child = children([binary, "60"])
+    wait_until(lambda: _procfs_cmdline(child.pid)[:1] == [binary], what="the child's exec")
+    tracker = ProcessTracker(match_name=re.compile("^tk-once$|^sleep$"), events=events)
+    try:
+        [found] = tracker.refresh(int(time.time() * 1000))
+        assert found.key.pid == child.pid
+        events.waiting = [ProcEvent("exec", child.pid, 0, time.monotonic_ns())]
+        new, _rows = tracker.on_events(int(time.time() * 1000))
+        assert new == []
+        # A process whose exec did change it (runc's init into the command, a shell into its child) is
+        # recorded again as it is now.
+        found.comm, found.cmdline = "runc:[2:INIT]", ["runc", "init"]
+        events.waiting = [ProcEvent("exec", child.pid, 0, time.monotonic_ns())]
+        [again], _rows = tracker.on_events(int(time.time() * 1000))
+        assert again is found and (found.comm, found.cmdline) == ("tk-once", [binary, "60"])
+        # ... also when it ended within the same events (its zombie still says what it was).
+        found.comm, found.cmdline = "runc:[2:INIT]", ["runc", "init"]
+        child.kill()
+        wait_until(lambda: ended(child.pid), what="the child's end")
+        events.waiting = [ProcEvent("exec", child.pid, 0, 0), ProcEvent("exit", child.pid, 0, 0)]
+        [last], rows = tracker.on_events(int(time.time() * 1000))
+        assert last is found and found.comm == "tk-once" and child.pid not in tracker.tracked
+    finally:
+        tracker.close()

@@ -293,6 +293,7 @@ class ProcessTracker:
         rows (a first sample of each new process, a last one of each followed process that ended)."""
         assert self.events is not None
         execs: set[int] = set()  # exec'd, not followed: judged again, whatever their age
+        execed: list[TrackedProcess] = []  # exec'd, followed and recorded already
         new: list[TrackedProcess] = []  # followed as children at their fork
         rows: list[str] = []
         for event in self.events.read():
@@ -317,8 +318,8 @@ class ProcessTracker:
                 process = self.tracked.get(pid)
                 if process is not None:
                     process.exec_seen = True
-                    if process.recorded:  # its line says what it was before the exec (runc's init, a shell's
-                        new.append(process)  # fork): written again, as it is now (parse keeps a process's last line)
+                    if process.recorded:
+                        execed.append(process)
                 elif pid in self._trampolines:
                     self._seen_registrations.discard(self._trampolines.pop(pid))
                     new.extend(self._read_registrations(force=True))
@@ -330,9 +331,18 @@ class ProcessTracker:
                 self._trampolines.pop(pid, None)
                 process = self.tracked.get(pid)
                 if process is not None:
+                    identity = (process.comm, process.cmdline)
                     row = self._last_sample(pid, process, now_ms)
                     if row is not None:
                         rows.append(row)
+                    if process.recorded and (process.comm, process.cmdline) != identity:
+                        new.append(process)  # exec'd and ended within these events: its line written again
+        for process in execed:
+            # Its line may say what it was before the exec (runc's init, a shell's fork): written again
+            # as it is now (parse keeps a process's last line), but only if that changed: a scan may
+            # have found it after its exec, before this event was read.
+            if self.tracked.get(process.key.pid) is process and self._reread_identity(process):
+                new.append(process)
         new = self._consider(execs - self.tracked.keys(), now_ms, new, exec_seen=True)
         return self._first_samples(new, now_ms, rows)
 
@@ -371,9 +381,10 @@ class ProcessTracker:
         self._drop(pid)
         return row
 
-    def _reread_identity(self, process: TrackedProcess) -> None:
-        """Name and command line again: followed at its fork, it may have exec'd since."""
+    def _reread_identity(self, process: TrackedProcess) -> bool:
+        """Name and command line again: followed at its fork, it may have exec'd since. Whether they changed."""
         process.exec_seen = False
+        before = (process.comm, process.cmdline)
         try:
             stat = _procfs.read_stat(process.key.pid)
             if stat.create_time_ms == process.key.create_time_ms:
@@ -381,6 +392,7 @@ class ProcessTracker:
                 process.cmdline = _procfs.read_cmdline(process.key.pid) or process.cmdline
         except OSError:
             pass  # gone: what was read at its fork stays
+        return (process.comm, process.cmdline) != before
 
     def _keep_watch(self) -> None:
         """With events, an inotify watch of the PID folder, (re)made once the folder exists."""
