@@ -214,7 +214,8 @@ class ProcessFiles:
 
     FDS = 4  # fds one instance holds (at most)
 
-    __slots__ = ("pid", "_stat_fd", "_status_fd", "_io_fd", "_schedstat_fd", "_ctx", "_ctx_valid_while")
+    __slots__ = ("pid", "_stat_fd", "_status_fd", "_io_fd", "_schedstat_fd", "_ctx", "_ctx_valid_while",
+                 "_io", "_io_valid_while", "_last_stat", "_last")
 
     def __init__(self, pid: int):
         self.pid = pid
@@ -224,6 +225,13 @@ class ProcessFiles:
         # line under which they still hold (None: read status again).
         self._ctx: tuple[int | None, int | None] = (None, None)
         self._ctx_valid_while: bytes | None = None
+        # Likewise the I/O byte counts (io), which are the whole thread group's: kept only while
+        # the process has one thread. And the last stat content and sample, returned again as is
+        # while nothing in them can have changed.
+        self._io: tuple[int | None, int | None] = (None, None)
+        self._io_valid_while: bytes | None = None
+        self._last_stat: bytes | None = None
+        self._last: ProcSample | None = None
         try:
             self._status_fd = os.open(f"/proc/{pid}/status", os.O_RDONLY)
             self._open_io()
@@ -244,39 +252,40 @@ class ProcessFiles:
     def sample(self) -> ProcSample:
         """Same values and errors as ``read_sample(pid)``.
 
-        Runs for every followed process on every tick, so it parses with as
-        few Python steps as it can: the known layouts of io and of the end of
-        status are split once, the general key search is the fallback.
+        Runs for every followed process on every tick, so it reads and
+        parses as little as it can: the known layouts of io and of the end
+        of status are split once, the general key search is the fallback.
 
         status, the costliest file by far, is only read for its context
         switch counts, which are the main thread's alone (as is schedstat);
         they are re-read unless provably unchanged: schedstat's "times
         switched in" grows on every switch-in, and a switch-out needs the
-        thread to be on a CPU. So if the thread was not running ('R') when
-        the counts were read, and schedstat (run time, wait time, times
-        switched in) has not changed since just before, it has not been
-        switched in or out since: the counts a read would give are the same.
-        Sleeping processes, the common case, cost a quarter of the time.
+        thread to be on a CPU (which also grows its run time). So if the
+        thread was not running ('R') when the counts were read, and schedstat
+        (run time, wait time, times switched in) has not changed since just
+        before, it has not been switched in or out since: the counts a read
+        would give are the same.
+
+        io is skipped on the same proof when the process had a single thread
+        then: its I/O counters move only while one of its threads runs (the
+        kernel counts read_bytes when the running task submits the read,
+        write_bytes when it dirties a page), and a new thread needs the
+        only one to run to be created. With several threads, schedstat (the
+        main thread's) proves nothing about the others: io is read.
+
+        When stat's content is the same as at the last sample too (a
+        sleeping process: the common case), every value is: the last sample
+        is returned again, nothing parsed.
         """
         schedstat = os.pread(self._schedstat_fd, 256, 0) if self._schedstat_fd >= 0 else None
         stat = _pread(self._stat_fd)
-        fields = stat[stat.rindex(b")") + 2 :].split()  # as in parse_stat()
-        if self._io_fd < 0:
-            self._open_io()
-        read_bytes = write_bytes = None
-        if self._io_fd >= 0:
-            try:
-                io = _pread(self._io_fd)
-            except PermissionError:  # checked on each read too (e.g. after a setuid exec)
-                pass
-            else:
-                # rchar: N wchar: N syscr: N syscw: N read_bytes: N write_bytes: N ...
-                words = io.split()
-                if words[8:9] == [b"read_bytes:"] and words[10:11] == [b"write_bytes:"]:
-                    read_bytes, write_bytes = int(words[9]), int(words[11])
-                else:
-                    read_bytes, write_bytes = _io_bytes(io)
-        if schedstat is None or schedstat != self._ctx_valid_while:
+        unchanged = schedstat is not None and schedstat == self._ctx_valid_while
+        if unchanged and schedstat == self._io_valid_while and stat == self._last_stat:
+            return self._last  # type: ignore[return-value]  # set with _last_stat
+        fields = stat[stat.rindex(b")") + 2 :].split(None, 22)  # as in parse_stat(); up to rss ([21])
+        if schedstat is None or schedstat != self._io_valid_while:
+            self._io = self._read_io()
+        if not unchanged:
             status = _pread(self._status_fd)
             # ... voluntary_ctxt_switches: N nonvoluntary_ctxt_switches: N (the last lines)
             words = status[status.rfind(b"\nvoluntary_ctxt_switches:") :].split()
@@ -284,19 +293,23 @@ class ProcessFiles:
                 self._ctx = (int(words[1]), int(words[3]))
             else:
                 self._ctx = _ctx_switches(status)
-            # fields[0] is the state, read between schedstat and status: not
-            # running then, so any later switch shows in schedstat.
-            running = fields[0] == b"R" or schedstat == b"0 0 0\n"  # 0 0 0: schedstat is off
-            self._ctx_valid_while = None if running else schedstat
+        # fields[0] is the state, read between schedstat and the other files: not
+        # running then, so any later switch shows in schedstat.
+        running = fields[0] == b"R" or schedstat == b"0 0 0\n"  # 0 0 0: schedstat is off
+        num_threads = int(fields[17])
+        self._ctx_valid_while = None if running else schedstat
+        self._io_valid_while = None if running or num_threads != 1 or self._io_fd < 0 else schedstat
         ctx_voluntary, ctx_involuntary = self._ctx
+        read_bytes, write_bytes = self._io
         utime, stime = int(fields[11]), int(fields[12])
         cpu_ns, run_delay_ns = exact_cpu_ns(utime, stime, schedstat)
-        return ProcSample(
+        self._last_stat = stat
+        self._last = ProcSample(
             boot_time_ms() + round(int(fields[19]) * _MS_PER_TICK),
             utime * _MS_PER_TICK,
             stime * _MS_PER_TICK,
             int(fields[21]) * _KB_PER_PAGE,
-            int(fields[17]),
+            num_threads,
             read_bytes,
             write_bytes,
             ctx_voluntary,
@@ -305,6 +318,23 @@ class ProcessFiles:
             run_delay_ns,
             (int(fields[13]) + int(fields[14])) * _NS_PER_TICK,
         )
+        return self._last
+
+    def _read_io(self) -> tuple[int | None, int | None]:
+        """read_bytes and write_bytes from io (None, None: not readable)."""
+        if self._io_fd < 0:
+            self._open_io()
+            if self._io_fd < 0:
+                return None, None
+        try:
+            io = _pread(self._io_fd)
+        except PermissionError:  # checked on each read too (e.g. after a setuid exec)
+            return None, None
+        # rchar: N wchar: N syscr: N syscw: N read_bytes: N write_bytes: N ...
+        words = io.split(None, 12)
+        if words[8:9] == [b"read_bytes:"] and words[10:11] == [b"write_bytes:"]:
+            return int(words[9]), int(words[11])
+        return _io_bytes(io)
 
     def close(self) -> None:
         for fd in (self._stat_fd, self._status_fd, self._io_fd, self._schedstat_fd):

@@ -436,3 +436,53 @@ def test_cpu_ticks_of_some_cpus_only():
     last, _ = every[-1]
     assert _procfs.cpu_ticks_per_core(data, frozenset({last})) == [every[-1]]
     assert _procfs.cpu_ticks_per_core(data, frozenset()) == []
+
+
+# -- io is re-read unless its byte counts cannot have changed; a sample with nothing new is the last one --
+
+WRITERS = {
+    # one thread that writes now and then: io must be read whenever it ran
+    "writer": "import os, time\nf = open({path!r}, 'wb')\n"
+    "while True:\n    f.write(b'x' * 4096); f.flush(); os.fsync(f.fileno()); time.sleep(0.003)",
+    # the main thread sleeps (schedstat, status: the main thread's), another one writes: io is the group's
+    "thread writer": "import os, threading, time\nf = open({path!r}, 'wb')\n"
+    "def write():\n    while True:\n        f.write(b'x' * 4096); f.flush(); os.fsync(f.fileno()); time.sleep(0.003)\n"
+    "threading.Thread(target=write, daemon=True).start(); time.sleep(60)",
+}
+
+
+@pytest.mark.parametrize("behaviour", WRITERS)
+def test_sampled_io_bytes_are_what_io_says(behaviour, tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", WRITERS[behaviour].format(path=str(tmp_path / "out"))])
+    files = None
+    try:
+        time.sleep(0.3)  # started up
+        files = _procfs.ProcessFiles(child.pid)
+        for i in range(200):
+            before = _procfs.read_counters(child.pid)
+            sample = files.sample()
+            after = _procfs.read_counters(child.pid)
+            assert before.write_bytes <= sample.write_bytes <= after.write_bytes, i
+            time.sleep(random.random() / 200)
+        assert sample.write_bytes > 0
+        child.send_signal(signal.SIGSTOP)  # stopped: nothing may change any more
+        time.sleep(0.05)
+        files.sample()
+        expected = _procfs.read_counters(child.pid)
+        assert files.sample()[5:9] == tuple(expected)
+    finally:
+        if files is not None:
+            files.close()
+        child.kill()
+        child.wait()
+
+
+def test_a_sleeping_process_s_sample_is_the_last_one_again(sleeper):
+    files = _procfs.ProcessFiles(sleeper.pid)
+    try:
+        first = files.sample()
+        for _ in range(3):
+            assert files.sample() is first  # nothing read but schedstat and stat, nothing parsed
+        assert first == _procfs.read_sample(sleeper.pid)
+    finally:
+        files.close()

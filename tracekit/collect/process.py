@@ -98,6 +98,10 @@ class TrackedProcess:
     children_ns: int = 0  # the kernel's CPU of its reaped children at its last sample
     ended_children_ns: int = 0  # what the rows of its followed children that ended showed, in all
     unseen_ns: int = 0  # its reaped children's CPU that no row of theirs showed (the children_unseen_cpu_ns column)
+    # Its last sample and its proc.csv row after ts_ms and pid: a sleeping process's sample is the same
+    # object tick after tick (ProcessFiles.sample), and so is its row's tail.
+    last_sample: _procfs.ProcSample | None = None
+    last_row_tail: str = ""
 
     def shown_ns(self) -> int:
         """The CPU that the rows of this process and of its followed descendants show."""
@@ -698,16 +702,22 @@ class ProcessTracker:
         return s if s.create_time_ms == process.key.create_time_ms else None
 
     def _format_row(self, ts_ms: int, pid: int, process: TrackedProcess, s: _procfs.ProcSample) -> str:
+        if s is process.last_sample:
+            # The same counters: _account would change nothing (its values only grow, and the ended
+            # children's CPU it subtracts only grows too), so neither would the row after ts_ms and pid.
+            return f"{ts_ms},{pid},{process.last_row_tail}"
         self._account(process, s)
+        process.last_sample = s
         # An empty field is None: that counter could not be read.
-        return (
-            f"{ts_ms},{pid},{s.create_time_ms},{s.cpu_user_ms:.0f},{s.cpu_system_ms:.0f},"
+        process.last_row_tail = tail = (
+            f"{s.create_time_ms},{s.cpu_user_ms:.0f},{s.cpu_system_ms:.0f},"
             f"{s.rss_kb},{s.num_threads},{'' if s.read_bytes is None else s.read_bytes},"
             f"{'' if s.write_bytes is None else s.write_bytes},"
             f"{'' if s.ctx_voluntary is None else s.ctx_voluntary},"
             f"{'' if s.ctx_involuntary is None else s.ctx_involuntary},"
             f"{process.own_ns},{'' if s.run_delay_ns is None else s.run_delay_ns},{process.unseen_ns}"
         )
+        return f"{ts_ms},{pid},{tail}"
 
     @staticmethod
     def _account(process: TrackedProcess, s: _procfs.ProcSample) -> None:
