@@ -79,8 +79,9 @@ TK_CGROUPS = f"tracekit + {TASK_CGROUP_COUNT} task cgroups"
 # What each sampler reads per process per tick (printed under the table).
 GATHERS = {
     "tracekit": "CPU user/system, RSS, threads, read/write bytes, voluntary/involuntary context switches "
-                "(/proc/PID/stat, io, status) to proc.csv; per tick also a host sample (CPU total and per CPU, "
-                "memory, network per NIC); /proc listed only when something forked",
+                "(/proc/PID/schedstat and stat; io and status only when schedstat shows the process ran since) to "
+                "proc.csv; per tick also a host sample (CPU total and per CPU, memory, network per NIC); processes "
+                "found by the kernel's process events (fork, exec, exit), /proc listed every 60 s",
     "naive": "the same per-process fields through psutil (stat, statm, status, io) as JSON, and a psutil host "
              "sample (per-CPU times, memory, network per NIC, disk); every /proc entry's name read each tick",
     "pidstat": "-u -r -d -w: %usr/%system/%guest/%wait/%CPU, CPU, minflt/majflt, VSZ, RSS, %MEM, kB read/written/"

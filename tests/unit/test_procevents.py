@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 from tracekit.collect.procevents import (
+    EVENT_FILTER,
     NLMSG_OVERRUN,
     ProcEvent,
     listen_request,
@@ -67,3 +68,39 @@ def test_the_listen_request_is_what_the_kernel_expects():
     assert struct.unpack_from("=IIIIHH", request, 16) == (1, 1, 0, 0, 4, 0)  # CN_IDX_PROC, CN_VAL_PROC, 4 bytes
     assert struct.unpack_from("=I", request, 36) == (1,)  # PROC_CN_MCAST_LISTEN
     assert struct.unpack_from("=I", listen_request(False), 36) == (2,)  # PROC_CN_MCAST_IGNORE
+
+
+def run_classic_bpf(program, packet: bytes) -> int:
+    """The kernel's classic BPF, for the instructions EVENT_FILTER uses: the bytes it keeps (0: dropped).
+
+    Absolute loads are big-endian and drop the packet when out of bounds, as in the kernel."""
+    a = x = pc = 0
+    while True:
+        code, jt, jf, k = program[pc]
+        pc += 1
+        if code == 0x20:  # ld [k]
+            if k + 4 > len(packet):
+                return 0
+            a = int.from_bytes(packet[k : k + 4], "big")
+        elif code == 0x07:  # tax
+            x = a
+        elif code in (0x15, 0x1D):  # jeq #k / jeq x
+            pc += jt if a == (k if code == 0x15 else x) else jf
+        elif code == 0x06:  # ret #k
+            return k
+        else:
+            raise AssertionError(f"instruction {code:#x} not interpreted")
+
+
+def test_the_kernel_side_filter_keeps_exactly_what_is_parsed():
+    kept = [run_classic_bpf(EVENT_FILTER, datagram) != 0 for datagram in datagrams()]
+    # the listen answer, fork, exec, fork, exec, exit, exit, the thread's fork and exit
+    assert kept == [False, True, True, True, True, True, True, False, False]
+    assert kept == [parse_messages(datagram)[0] != [] for datagram in datagrams()]
+
+
+def test_the_kernel_side_filter_drops_other_kinds_of_event():
+    fork = bytearray(datagrams()[1])
+    for what in (0x4, 0x40, 0x80, 0x100, 0x200, 0x40000000):  # uid, gid, sid, ptrace, comm, coredump
+        struct.pack_into("=I", fork, 36, what)
+        assert run_classic_bpf(EVENT_FILTER, bytes(fork)) == 0

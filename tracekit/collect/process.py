@@ -347,7 +347,10 @@ class ProcessTracker:
             # have found it after its exec, before this event was read.
             if self.tracked.get(process.key.pid) is process and self._reread_identity(process):
                 new.append(process)
-        new = self._consider(execs - self.tracked.keys(), now_ms, new, exec_seen=True)
+        if execs:
+            new = self._consider(execs - self.tracked.keys(), now_ms, new, exec_seen=True)
+        if not new and not rows:
+            return new, rows  # the common case: another process of the machine forked, exec'd or ended
         return self._first_samples(new, now_ms, rows)
 
     def on_registrations(self, now_ms: int) -> tuple[list[TrackedProcess], list[str]]:
