@@ -638,7 +638,9 @@ def test_a_process_found_after_its_exec_is_recorded_once_and_again_only_if_its_e
     wait_until(lambda: _procfs_cmdline(child.pid)[:1] == [binary], what="the child's exec")
     tracker = ProcessTracker(match_name=re.compile("^tk-once$|^sleep$"), events=events)
     try:
-        [found] = tracker.refresh(int(time.time() * 1000))
+        found_now = tracker.refresh(int(time.time() * 1000))
+        assert len(found_now) == 1, [(p.key, p.comm, p.cmdline) for p in found_now]
+        [found] = found_now
         assert found.key.pid == child.pid
         events.waiting = [ProcEvent("exec", child.pid, 0, time.monotonic_ns())]
         new, _rows = tracker.on_events(int(time.time() * 1000))

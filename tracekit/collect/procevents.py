@@ -260,7 +260,6 @@ class ProcEventSocket:
             self._sock.close()
 
 
-<<<<<<< HEAD
 # The machine's initial namespaces have fixed inode numbers (include/linux/proc_ns.h).
 _INIT_NAMESPACE_INODES = {"pid": 0xEFFFFFFC, "user": 0xEFFFFFFD}
 
@@ -275,7 +274,8 @@ def own_namespace() -> str | None:
         except OSError:
             continue
     return None
-=======
+
+
 def attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int], ...]) -> bool:
     """Attach a classic BPF program (SO_ATTACH_FILTER); False where the kernel refuses it (then
     everything is read, and parse_messages leaves out the same events)."""
@@ -286,7 +286,6 @@ def attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int],
     except OSError:
         return False
     return True
->>>>>>> e45cc4c (Process events: a classic BPF socket filter lets the kernel drop the events the collector ignores (threads' forks and exits, uid/gid/sid/ptrace/comm/coredump, listen answers) before they wake it; works on any kernel, unlike the connector's own type filter (6.6+), which cannot tell threads from processes. Here 4-19% of the machine's events (load from a test suite: ~600 events/s). A wakeup for another process's fork or exit no longer classifies or sorts anything, and the usual one-message datagram is parsed in one unpack: ~11 -> ~7 us CPU per such wakeup (socketpair replay, noisy). Test: a cBPF interpreter runs the filter over the captured datagrams and keeps exactly what parse_messages keeps (failed with a wrong jump that dropped every exec). README and the bench's description of what tracekit reads.)
 
 
 def _reason(exc: BaseException) -> str:
