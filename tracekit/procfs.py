@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import NamedTuple
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -214,8 +215,12 @@ class ProcessFiles:
 
     FDS = 4  # fds one instance holds (at most)
 
+    # A sleeping process's stat is read again at least this often: its RSS can shrink while it sleeps
+    # (the kernel reclaims its pages), the one value in it that can change without the process running.
+    STAT_REFRESH_S = 5.0
+
     __slots__ = ("pid", "_stat_fd", "_status_fd", "_io_fd", "_schedstat_fd", "_ctx", "_ctx_valid_while",
-                 "_io", "_io_valid_while", "_last_stat", "_last")
+                 "_io", "_io_valid_while", "_last_stat", "_last", "_stat_read_at")
 
     def __init__(self, pid: int):
         self.pid = pid
@@ -232,6 +237,7 @@ class ProcessFiles:
         self._io_valid_while: bytes | None = None
         self._last_stat: bytes | None = None
         self._last: ProcSample | None = None
+        self._stat_read_at = 0.0  # time.monotonic() of the last stat read
         try:
             self._status_fd = os.open(f"/proc/{pid}/status", os.O_RDONLY)
             self._open_io()
@@ -275,10 +281,16 @@ class ProcessFiles:
 
         When stat's content is the same as at the last sample too (a
         sleeping process: the common case), every value is: the last sample
-        is returned again, nothing parsed.
+        is returned again, nothing parsed. On the same proof stat is not
+        even read (one pread per sleeping process and tick), except every
+        STAT_REFRESH_S for the RSS, which reclaim can lower meanwhile.
         """
         schedstat = os.pread(self._schedstat_fd, 256, 0) if self._schedstat_fd >= 0 else None
+        now = time.monotonic()
+        if schedstat is not None and schedstat == self._io_valid_while and now - self._stat_read_at < self.STAT_REFRESH_S:
+            return self._last  # type: ignore[return-value]  # _io_valid_while is set with _last
         stat = _pread(self._stat_fd)
+        self._stat_read_at = now
         unchanged = schedstat is not None and schedstat == self._ctx_valid_while
         if unchanged and schedstat == self._io_valid_while and stat == self._last_stat:
             return self._last  # type: ignore[return-value]  # set with _last_stat

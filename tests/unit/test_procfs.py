@@ -486,3 +486,27 @@ def test_a_sleeping_process_s_sample_is_the_last_one_again(sleeper):
         assert first == _procfs.read_sample(sleeper.pid)
     finally:
         files.close()
+
+
+def test_a_sleeping_process_costs_one_read_and_its_stat_is_read_again_for_the_rss(sleeper, monkeypatch):
+    files = _procfs.ProcessFiles(sleeper.pid)
+    reads = []
+    real_pread = os.pread
+
+    def counted(fd, size, offset):
+        reads.append(fd)
+        return real_pread(fd, size, offset)
+
+    try:
+        first = files.sample()
+        monkeypatch.setattr(_procfs.os, "pread", counted)
+        for _ in range(3):
+            assert files.sample() is first
+        assert reads == [files._schedstat_fd] * 3  # schedstat alone: it proves nothing else moved
+        # RSS can shrink while a process sleeps (reclaim): stat is read again every STAT_REFRESH_S.
+        monkeypatch.setattr(_procfs.ProcessFiles, "STAT_REFRESH_S", 0.0)
+        reads.clear()
+        assert files.sample() == first
+        assert reads == [files._schedstat_fd, files._stat_fd]
+    finally:
+        files.close()
