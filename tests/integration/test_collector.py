@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -658,5 +660,46 @@ def test_a_process_found_after_its_exec_is_recorded_once_and_again_only_if_its_e
         events.waiting = [ProcEvent("exec", child.pid, 0, 0), ProcEvent("exit", child.pid, 0, 0)]
         [last], rows = tracker.on_events(int(time.time() * 1000))
         assert last is found and found.comm == "tk-once" and child.pid not in tracker.tracked
+    finally:
+        tracker.close()
+
+
+def test_a_watched_pid_folder_is_read_when_it_changes_not_on_ticks_and_watched_again_once_replaced(tmp_path, children, monkeypatch):
+    """With process events the PID folder is watched (inotify): a tick neither lists nor stats it, a
+    registration is followed as the watch fires, and a folder removed and made again is watched again."""
+    pid_dir = tmp_path / "pids"
+    listed = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(process_module.os, "listdir", lambda path=".": listed.append(path) or real_listdir(path))
+    tracker = ProcessTracker(pid_dir=pid_dir, events=_EventsRead())
+
+    def fired() -> bool:
+        return bool(select.select([tracker.watch.fileno()], [], [], 0)[0])
+
+    def register(task_id: str) -> subprocess.Popen:
+        child = children(["sleep", "60"])
+        wait_until(lambda: _procfs_cmdline(child.pid)[:1] == ["sleep"], what="the exec")
+        write_registration(pid_dir, child.pid, process_identity(child.pid).create_time_ms, task_id)
+        return child
+
+    try:
+        assert tracker.refresh(int(time.time() * 1000)) == [] and tracker.watch is not None
+        listed.clear()
+        for _ in range(3):
+            tracker.refresh(int(time.time() * 1000))
+        assert pid_dir not in listed and str(pid_dir) not in listed
+        first = register("t-1")
+        wait_until(fired, what="the watch")
+        [followed], _rows = tracker.on_registrations(int(time.time() * 1000))
+        assert (followed.key.pid, followed.task_id) == (first.pid, "t-1")
+        shutil.rmtree(pid_dir)
+        wait_until(fired, what="the watch of a removed folder")
+        assert tracker.on_registrations(int(time.time() * 1000)) == ([], []) and tracker.watch is None
+        tracker.refresh(int(time.time() * 1000))  # made and watched again
+        assert tracker.watch is not None and pid_dir.is_dir()
+        second = register("t-2")
+        wait_until(fired, what="the new folder's watch")
+        [followed], _rows = tracker.on_registrations(int(time.time() * 1000))
+        assert (followed.key.pid, followed.task_id) == (second.pid, "t-2")
     finally:
         tracker.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import struct
 from pathlib import Path
 
 _IN_NONBLOCK = 0o4000
@@ -26,6 +27,8 @@ _IN_MOVED_TO = 0x00000080
 _IN_CREATE = 0x00000100
 _IN_DELETE_SELF = 0x00000400
 _IN_MOVE_SELF = 0x00000800
+_IN_IGNORED = 0x00008000  # the watch was removed (its folder deleted, or unmounted)
+_EVENT = struct.Struct("=iIII")  # wd, mask, cookie, len
 
 
 def _libc():
@@ -41,6 +44,7 @@ class DirWatch:
     def __init__(self, fd: int, path: Path):
         self._fd = fd
         self.path = path
+        self.gone = False
 
     @classmethod
     def open(cls, path: Path) -> DirWatch | None:
@@ -60,16 +64,22 @@ class DirWatch:
         return self._fd
 
     def drain(self) -> bool:
-        """Whether anything happened in the folder since the last drain (never blocks)."""
+        """Whether anything happened in the folder since the last drain (never blocks). ``gone`` turns
+        True once the folder itself was removed or moved away: the watch then sees nothing more."""
         changed = False
         while True:
             try:
                 data = os.read(self._fd, 65536)
             except BlockingIOError:
                 return changed
-            changed = changed or bool(data)
             if not data:
                 return changed
+            changed = True
+            offset = 0
+            while offset + _EVENT.size <= len(data):  # struct inotify_event, then its name (len bytes)
+                _wd, mask, _cookie, name_len = _EVENT.unpack_from(data, offset)
+                self.gone = self.gone or bool(mask & (_IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED))
+                offset += _EVENT.size + name_len
 
     def close(self) -> None:
         if self._fd >= 0:

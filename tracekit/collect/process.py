@@ -189,7 +189,7 @@ class ProcessTracker:
         # Process events (None: polling), and the PID folder's inotify watch that goes with them.
         self.events = events
         self.watch: DirWatch | None = None
-        self._watched_ino: int | None = None
+        self._watch_unavailable = False  # inotify refused a watch of the existing folder: read it each tick
         self._overruns_seen = 0
         self._trampolines: dict[int, str] = {}  # pid -> its registration, waiting for the task's exec
         self.exit_samples = 0  # last samples read from a zombie at its exit event
@@ -227,9 +227,13 @@ class ProcessTracker:
             candidates &= live
             candidates |= live - self.tracked.keys() - self._unmatched.keys() - self.exclude_pids
 
-        new = self._consider(candidates, now_ms, self._read_registrations())
-        self._keep_watch()
-        return new
+        if self.watch is None:
+            # The watch first: a registration written while the folder is read then fires it.
+            self._keep_watch()
+            registrations = self._read_registrations()
+        else:
+            registrations = []  # each one fires the watch: on_registrations follows it at once
+        return self._consider(candidates, now_ms, registrations)
 
     def _consider(
         self, candidates: set[int], now_ms: int, new: list[TrackedProcess], exec_seen: bool = False
@@ -357,6 +361,9 @@ class ProcessTracker:
         """The PID folder changed (its watch fired): follow what was registered, with a first sample."""
         if self.watch is not None:
             self.watch.drain()
+            if self.watch.gone:  # the folder was removed or replaced: watched again from the next tick
+                self.watch.close()
+                self.watch = None
         return self._first_samples(self._read_registrations(force=True), now_ms, [])
 
     def _first_samples(self, new: list[TrackedProcess], now_ms: int, rows: list[str]) -> tuple[list[TrackedProcess], list[str]]:
@@ -402,24 +409,19 @@ class ProcessTracker:
         return (process.comm, process.cmdline) != before
 
     def _keep_watch(self) -> None:
-        """With events, an inotify watch of the PID folder, (re)made once the folder exists."""
-        if self.events is None or self.pid_dir is None:
+        """With events, an inotify watch of the PID folder, made once the folder exists (and again after
+        it was removed or replaced: on_registrations drops a watch whose folder went)."""
+        if self.events is None or self.pid_dir is None or self._watch_unavailable:
             return
         try:
             # Made here if no wrapper made it yet: else the first registration, written before the folder
             # can be watched, would be read only at the next tick, a short task gone by then.
             self.pid_dir.mkdir(parents=True, exist_ok=True)
-            ino = os.stat(self.pid_dir).st_ino
         except OSError:
-            ino = None
-        if self.watch is not None and ino == self._watched_ino:
-            return
-        if self.watch is not None:
-            self.watch.close()
-            self.watch = None
-        if ino is not None:
-            self.watch = DirWatch.open(self.pid_dir)
-            self._watched_ino = ino if self.watch is not None else None
+            return  # not (yet) makeable: read each tick meanwhile
+        self.watch = DirWatch.open(self.pid_dir)
+        # No inotify here (or the folder went again at once): read each tick, as when polling.
+        self._watch_unavailable = self.watch is None and self.pid_dir.is_dir()
 
     def _list_pids_if_changed(self) -> set[int] | None:
         """The live PIDs, or None when none can have appeared since the last listing.
