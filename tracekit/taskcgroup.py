@@ -479,30 +479,107 @@ COUNTERS = ("cpu_us", "cpu_user_us", "cpu_system_us", "memory_bytes", "memory_pe
             "io_read_bytes", "io_write_bytes")  # fmt: skip
 
 
+# The files read_counters reads, by version: (hierarchy, file); the first one holds the CPU counter.
+COUNTER_FILES = {
+    1: (("cpuacct", "cpuacct.usage"), ("cpuacct", "cpuacct.stat"), ("memory", "memory.usage_in_bytes"),
+        ("memory", "memory.max_usage_in_bytes"), ("pids", "pids.current")),
+    2: ((UNIFIED, "cpu.stat"), (UNIFIED, "io.stat"), (UNIFIED, "memory.current"), (UNIFIED, "memory.peak"),
+        (UNIFIED, "pids.current")),
+}  # fmt: skip
+
+
 def read_counters(version: int, dirs: dict[str, Path]) -> dict[str, int | None]:
     """A task cgroup's counters now: ``dirs`` is {hierarchy: its folder} (TaskCgroup.dirs). Raises OSError
     when its CPU counter cannot be read (the cgroup is gone)."""
+    (cpu_hierarchy, cpu_file), *others = COUNTER_FILES[version]
+    texts = {cpu_file: _read(dirs[cpu_hierarchy] / cpu_file)}
+    for hierarchy, name in others:
+        texts[name] = _read_or_empty(dirs[hierarchy] / name) if hierarchy in dirs else ""
+    return counters_of(version, texts)
+
+
+def counters_of(version: int, texts: dict[str, str]) -> dict[str, int | None]:
+    """The counters from the contents of a task cgroup's COUNTER_FILES ("" where one is not readable)."""
     if version == 2:
-        folder = dirs[UNIFIED]
-        stat = _fields(_read(folder / "cpu.stat"))
-        io = _io_bytes(_read_or_empty(folder / "io.stat"))
+        stat = _fields(texts["cpu.stat"])
+        io = _io_bytes(texts["io.stat"])
         user = min(stat["user_usec"], stat["usage_usec"])  # the kernel's split can be a microsecond off its sum
         return {"cpu_us": stat["usage_usec"], "cpu_user_us": user, "cpu_system_us": stat["usage_usec"] - user,
-                "memory_bytes": _number(folder / "memory.current"), "memory_peak_bytes": _number(folder / "memory.peak"),
-                "pids": _number(folder / "pids.current"), "io_read_bytes": io[0], "io_write_bytes": io[1]}  # fmt: skip
-    cpuacct = dirs["cpuacct"]
-    usage_ns = int(_read(cpuacct / "cpuacct.usage"))  # exact: the scheduler's runtime
+                "memory_bytes": _int_or_none(texts["memory.current"]), "memory_peak_bytes": _int_or_none(texts["memory.peak"]),
+                "pids": _int_or_none(texts["pids.current"]), "io_read_bytes": io[0], "io_write_bytes": io[1]}  # fmt: skip
+    usage_ns = int(texts["cpuacct.usage"])  # exact: the scheduler's runtime
     # The split is sampled at ticks (cpuacct.stat; usage_user/usage_sys are the same ticks in ns and need
     # not add up to usage): it divides the exact total, as rusage's split does.
-    ticks = _fields(_read(cpuacct / "cpuacct.stat"))
+    ticks = _fields(texts["cpuacct.stat"])
     user, system = ticks.get("user", 0), ticks.get("system", 0)
     user_ns = round(usage_ns * user / (user + system)) if user + system else usage_ns
-    memory, pids = dirs.get("memory"), dirs.get("pids")
     return {"cpu_us": usage_ns // 1000, "cpu_user_us": user_ns // 1000, "cpu_system_us": (usage_ns - user_ns) // 1000,
-            "memory_bytes": _number(memory / "memory.usage_in_bytes") if memory else None,
-            "memory_peak_bytes": _number(memory / "memory.max_usage_in_bytes") if memory else None,
-            "pids": _number(pids / "pids.current") if pids else None,
-            "io_read_bytes": None, "io_write_bytes": None}  # fmt: skip
+            "memory_bytes": _int_or_none(texts["memory.usage_in_bytes"]),
+            "memory_peak_bytes": _int_or_none(texts["memory.max_usage_in_bytes"]),
+            "pids": _int_or_none(texts["pids.current"]), "io_read_bytes": None, "io_write_bytes": None}  # fmt: skip
+
+
+class CounterFiles:
+    """A task cgroup's COUNTER_FILES, opened once and re-read with pread: the collector reads every live
+    task cgroup on every tick. ``close()`` when done.
+
+    An idle cgroup costs two reads: while its CPU counter and memory use have not moved since the last
+    read, nothing else can have (a peak needs the use to rise, a new process or I/O needs one of its
+    processes to run), and the last counters are returned again (the same object). v2's io.stat is read
+    on every tick all the same: write-back charges it while the cgroup's processes sleep. Everything is
+    read again at least every REFRESH_S.
+    """
+
+    REFRESH_S = 5.0
+
+    def __init__(self, version: int, dirs: dict[str, Path]):
+        self.version = version
+        self._fds: dict[str, int] = {}
+        try:
+            for index, (hierarchy, name) in enumerate(COUNTER_FILES[version]):
+                try:
+                    self._fds[name] = os.open(dirs[hierarchy] / name, os.O_RDONLY | os.O_CLOEXEC)
+                except (OSError, KeyError):
+                    if index == 0:
+                        raise OSError(f"no {name} in {dirs.get(hierarchy)}") from None
+        except BaseException:
+            self.close()
+            raise
+        self._cpu_file = COUNTER_FILES[version][0][1]
+        self._memory_file = COUNTER_FILES[version][2][1]
+        self._still: tuple[bytes, ...] | None = None  # what proved the last counters unchanged
+        self._last: dict[str, int | None] | None = None
+        self._read_at = 0.0
+
+    def read(self) -> dict[str, int | None]:
+        """The counters now (as read_counters gives them); OSError once the cgroup is gone."""
+        cpu = os.pread(self._fds[self._cpu_file], 4096, 0)
+        if not cpu:
+            raise OSError(f"{self._cpu_file} reads empty: the cgroup is gone")
+        memory = self._pread(self._memory_file)
+        still = (cpu, memory, self._pread("io.stat")) if self.version == 2 else (cpu, memory)
+        now = time.monotonic()
+        if still == self._still and now - self._read_at < self.REFRESH_S:
+            return self._last  # type: ignore[return-value]  # set with _still
+        texts = dict(zip((self._cpu_file, self._memory_file, "io.stat"), still))
+        texts.update({name: self._pread(name) for _hierarchy, name in COUNTER_FILES[self.version] if name not in texts})
+        self._last = counters_of(self.version, {name: text.decode() for name, text in texts.items()})
+        self._still, self._read_at = still, now
+        return self._last
+
+    def _pread(self, name: str) -> bytes:
+        fd = self._fds.get(name)
+        if fd is None:
+            return b""
+        try:
+            return os.pread(fd, 4096, 0)
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
 
 
 def _fields(text: str) -> dict[str, int]:
@@ -523,8 +600,8 @@ def _io_bytes(text: str) -> tuple[int | None, int | None]:
     return read, write
 
 
-def _number(path: Path) -> int | None:
-    text = _read_or_empty(path).strip()
+def _int_or_none(text: str) -> int | None:
+    text = text.strip()
     return int(text) if text.isdigit() else None
 
 

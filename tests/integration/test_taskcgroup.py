@@ -212,3 +212,48 @@ def test_a_stop_ends_what_a_killed_worker_s_task_left_in_its_cgroup(tmp_path, cg
     finally:
         orphan.kill()
         orphan.wait()
+
+
+def test_an_idle_task_cgroup_costs_its_cpu_and_memory_reads_and_reads_what_read_counters_reads(tmp_path, cgroups, monkeypatch):
+    task = cgroups.task(cgroup_name("idle", 1))
+    task.make()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    for folder in task.dirs.values():
+        (folder / "cgroup.procs").write_text(str(sleeper.pid))
+    files = taskcgroup.CounterFiles(cgroups.version, task.dirs)
+    reads = []
+    real_pread = os.pread
+    try:
+        def settled() -> bool:  # started up and asleep: two reads a moment apart are the same
+            before = files.read()
+            time.sleep(0.05)
+            return files.read() is before
+
+        wait_until(settled, what="the sleeper settled")
+        first = files.read()
+        assert first == taskcgroup.read_counters(cgroups.version, task.dirs)
+        assert first["pids"] == (1 if "pids" in cgroups.readings() else None)
+        monkeypatch.setattr(taskcgroup.os, "pread", lambda fd, size, offset: reads.append(fd) or real_pread(fd, size, offset))
+        assert files.read() is first
+        # CPU and memory (and v2's io.stat: write-back charges it while the processes sleep), where there
+        read_each_tick = {1: ("cpuacct.usage", "memory.usage_in_bytes"), 2: ("cpu.stat", "memory.current", "io.stat")}
+        assert len(reads) == sum(1 for name in read_each_tick[cgroups.version]
+                                 if any((folder / name).exists() for folder in task.dirs.values()))  # fmt: skip
+        reads.clear()
+        monkeypatch.setattr(taskcgroup.CounterFiles, "REFRESH_S", 0.0)  # every file again, at least this often
+        assert files.read() == first
+        assert len(reads) == sum(1 for _h, name in taskcgroup.COUNTER_FILES[cgroups.version]
+                                 if any((folder / name).exists() for folder in task.dirs.values()))  # fmt: skip
+        sleeper.kill()
+        sleeper.wait()
+        # Its process ended: the CPU moved (the exit ran there), everything is read again.
+        after = files.read()
+        assert after is not first and after["cpu_us"] > first["cpu_us"]
+        assert after == taskcgroup.read_counters(cgroups.version, task.dirs)
+        assert after["pids"] == (0 if "pids" in cgroups.readings() else None)
+    finally:
+        files.close()
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+    task.remove()

@@ -474,6 +474,7 @@ class _Sampler:
         for writer in self.writers:
             writer.close()
         self.tracker.close()
+        self.cgroups.close()
         if self.host_sampler is not None:
             self.host_sampler.close()
         config, tracked = self.config, self.tracker.tracked_total

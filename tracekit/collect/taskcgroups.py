@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tracekit.taskcgroup import COUNTERS, TaskCgroups, pids_below, pids_in, read_counters, subfolders
+from tracekit.taskcgroup import COUNTERS, CounterFiles, TaskCgroups, pids_below, pids_in, subfolders
 
 # cgroup: the task cgroup's folder name (tracekit.taskcgroup.cgroup_name of its task id and attempt)
 CGROUP_CSV_COLUMNS = ("ts_ms", "cgroup", *COUNTERS)
@@ -33,6 +33,12 @@ class TaskCgroupSampler:
         # Of the last tick: per task cgroup with cgroups below it (a container's), (its own processes: the
         # engine's client, registered as the task; the processes below: the container's and its monitor's).
         self.containers: list[tuple[list[int], list[int]]] = []
+        # Per live task cgroup (by folder name): its kept counter files, its last counters, what is below
+        # it (as in containers) and its row after ts_ms and name, all as of its last change.
+        self._open: dict[str, CounterFiles] = {}
+        self._last: dict[str, dict] = {}
+        self._below: dict[str, tuple[list[int], list[int]] | None] = {}
+        self._line_tail: dict[str, str] = {}
 
     def _load(self) -> None:
         """Take the worker's task_cgroups.json when it appears (the worker may start after the collector)."""
@@ -49,31 +55,51 @@ class TaskCgroupSampler:
                 return []
         primary = self.folders.get("cpuacct") or self.folders.get("unified")
         try:
-            names = [entry.name for entry in os.scandir(primary) if entry.is_dir()]
+            names = sorted(entry.name for entry in os.scandir(primary) if entry.is_dir())
         except OSError:
-            return []  # the worker has not made it yet, or removed it at its end
+            names = []  # the worker has not made it yet, or removed it at its end
+        for name in self._open.keys() - set(names):
+            self._forget(name)
         rows = []
         self.containers = []
-        for name in sorted(names):
+        for name in names:
             try:
-                counters = read_counters(self.version, {h: folder / name for h, folder in self.folders.items()})
+                files = self._open.get(name) or self._open.setdefault(
+                    name, CounterFiles(self.version, {h: folder / name for h, folder in self.folders.items()}))
+                counters = files.read()
             except (OSError, KeyError, ValueError):
+                self._forget(name)
                 continue  # gone since the listing
-            values = ("" if counters[c] is None else str(counters[c]) for c in COUNTERS)
-            rows.append(",".join((str(ts_ms), name, *values)))  # a cgroup_name: no comma, no quote
-            self._look_below(primary / name)
+            if counters is not self._last.get(name):  # else nothing ran there: no new container either
+                self._last[name] = counters
+                self._below[name] = self._look_below(primary / name)
+                self._line_tail[name] = ",".join("" if counters[c] is None else str(counters[c]) for c in COUNTERS)
+            rows.append(f"{ts_ms},{name},{self._line_tail[name]}")  # a cgroup_name: no comma, no quote
+            if self._below[name] is not None:
+                self.containers.append(self._below[name])
         return rows
 
-    def _look_below(self, task: Path) -> None:
+    def _forget(self, name: str) -> None:
+        files = self._open.pop(name, None)
+        if files is not None:
+            files.close()
+        for kept in (self._last, self._below, self._line_tail):
+            kept.pop(name, None)
+
+    def close(self) -> None:
+        for name in list(self._open):
+            self._forget(name)
+
+    @staticmethod
+    def _look_below(task: Path) -> tuple[list[int], list[int]] | None:
         """A task cgroup with cgroups below it (a container engine's): its own processes and theirs.
 
         A cgroup folder's link count is 2 plus its subfolders: one stat tells, no listing for a task on the
         host."""
         try:
             if os.stat(task).st_nlink <= 2:
-                return
+                return None
         except OSError:
-            return  # gone since the listing
+            return None  # gone since the listing
         below = [pid for sub in subfolders(task) for pid in pids_below(sub)]
-        if below:
-            self.containers.append((pids_in(task), below))
+        return (pids_in(task), below) if below else None
