@@ -19,10 +19,14 @@ cgroups of their own (made by tracekit.taskcgroup as a worker makes them,
 the run folder's task_cgroups.json written as the worker writes it) against
 the collector without that file.
 
-CPU is steady state: the child's ``os.wait4`` rusage minus its CPU time when
-it wrote its start record (/proc/PID/schedstat), over the wall time between;
-cross-checked with the sampler's own start/stop records. pidstat, a C
-program without an interpreter's start-up, is measured exec to exit.
+CPU is steady state, what a sampler costs while it runs: its CPU time
+(/proc/PID/schedstat, ns) from a warm-up of 2 s after its start record to
+its last reading before it exits (every 0.25 s), over the wall time
+between; cross-checked with the sampler's own start/stop records. What it
+spent outside (start-up: imports, the first look at every process; stop:
+the final sample, closing) is shown apart, in ms, and in "incl. start-up",
+its whole rusage over its whole life. pidstat, a C program, is measured
+the same way from its launch.
 Interval deviation is |gap - interval| between consecutive host-sample
 ``ts_ms`` (integer ms, so +-1 ms). Peak RSS is the polled VmHWM.
 bench/README.md explains the columns.
@@ -79,8 +83,8 @@ TK_CGROUPS = f"tracekit + {TASK_CGROUP_COUNT} task cgroups"
 # What each sampler reads per process per tick (printed under the table).
 GATHERS = {
     "tracekit": "CPU user/system, RSS, threads, read/write bytes, voluntary/involuntary context switches "
-                "(/proc/PID/schedstat and stat; io and status only when schedstat shows the process ran since) to "
-                "proc.csv; per tick also a host sample (CPU total and per CPU, memory, network per NIC); processes "
+                "(/proc/PID/schedstat; stat, io and status only when schedstat shows the process ran since, stat at least "
+                "every 5 s) to proc.csv; per tick also a host sample (CPU total and per CPU, memory, network per NIC); processes "
                 "found by the kernel's process events (fork, exec, exit), /proc listed every 60 s",
     "naive": "the same per-process fields through psutil (stat, statm, status, io) as JSON, and a psutil host "
              "sample (per-CPU times, memory, network per NIC, disk); every /proc entry's name read each tick",
@@ -246,27 +250,36 @@ def vm_hwm_kb(pid: int) -> int:
 
 
 def run_measured(argv: list[str], start_marker: Path | None, log: Path, stdout: Path | None = None,
-                 env: dict | None = None) -> dict:  # fmt: skip
-    """Run a sampler to completion: CPU from rusage, steady state after its start record.
+                 env: dict | None = None, warm_up_s: float = 2.0) -> dict:  # fmt: skip
+    """Run a sampler to completion: its steady-state CPU, and all of it.
 
-    start_marker None: steady state from the launch (a C program: nothing to leave out).
+    Steady state: its CPU time (/proc/PID/schedstat, ns) read every 0.25 s, from the first reading
+    ``warm_up_s`` after its start record (start_marker; None: after its launch, for a C program) to the
+    last one before it exits, over the wall time between: what it costs while it runs, without its
+    start-up (imports, the first look at every process) and its stop (the final sample, closing).
+    Those are the rest of its rusage at exit ("incl. start-up").
     Peak RSS is the polled VmHWM, not ru_maxrss: Linux carries the forking
     parent's peak RSS over exec into the child's ru_maxrss.
     """
     launched = time.monotonic()
     with open(log, "wb") as err, (open(stdout, "wb") if stdout else contextlib.nullcontext(err)) as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-    cpu0, wall0, hwm = 0.0, None if start_marker else launched, 0
+    started, at_start, hwm = (None, 0.0, 0) if start_marker else (launched, 0.0, 0)
+    readings: list[tuple[float, float]] = []  # (time.monotonic(), CPU seconds) in steady state
     try:
         while True:
             pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 break
-            if wall0 is None and start_marker.exists() and start_marker.stat().st_size > 0:
-                cpu0, wall0 = cpu_seconds_now(proc.pid), time.monotonic()
+            now = time.monotonic()
+            if started is None and start_marker.exists() and start_marker.stat().st_size > 0:
+                started, at_start = now, cpu_seconds_now(proc.pid)
+            if started is not None and now - started >= warm_up_s:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    readings.append((now, cpu_seconds_now(proc.pid)))
             hwm = max(hwm, vm_hwm_kb(proc.pid))
-            time.sleep(0.005 if wall0 is None else 0.25)
+            time.sleep(0.005 if started is None else 0.25)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -276,9 +289,13 @@ def run_measured(argv: list[str], start_marker: Path | None, log: Path, stdout: 
         tail = log.read_text()[-2000:]
         raise RuntimeError(f"{' '.join(argv[:5])} exited with {proc.returncode}; {log}:\n{tail}")
     cpu = ru.ru_utime + ru.ru_stime
+    if len(readings) < 2:  # too short a run for a warm-up (--quick): from its start record to its exit
+        readings = [(started or launched, at_start), (ended, cpu)]
+    (t0, cpu0), (t1, cpu1) = readings[0], readings[-1]
     return {
-        "cpu_pct": 100 * (cpu - cpu0) / (ended - (wall0 or launched)),
+        "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
         "cpu_pct_startup": 100 * cpu / (ended - launched),
+        "outside_steady_ms": 1000 * (cpu - (cpu1 - cpu0)),
         "peak_rss_kb": hwm,
     }
 
@@ -339,7 +356,7 @@ def measure(impl: str, interval_ms: int, duration_s: float, out: Path) -> dict:
                 "--logs-dir", str(out), "--interval-ms", str(interval_ms), "--match", MATCH,
                 "--duration", str(duration_s)]  # fmt: skip
         folder = out / RUN_ID
-        result = run_measured(argv, folder / "collector.jsonl", log)
+        result = run_measured(argv, folder / "collector.jsonl", log, warm_up_s=min(2.0, duration_s / 3))
         # host.csv: ts_ms is the first column
         stamps = [int(line.split(",", 1)[0]) for line in (folder / "host.csv").read_text().splitlines()[1:]]
         result.update(interval_stats(stamps, interval_ms))
@@ -348,7 +365,7 @@ def measure(impl: str, interval_ms: int, duration_s: float, out: Path) -> dict:
     elif impl == "naive":
         argv = [sys.executable, str(Path(__file__).resolve()), "--naive-baseline", str(out), "--match", MATCH,
                 "--interval-ms", str(interval_ms), "--duration", str(duration_s)]  # fmt: skip
-        result = run_measured(argv, out / "events.jsonl", log)
+        result = run_measured(argv, out / "events.jsonl", log, warm_up_s=min(2.0, duration_s / 3))
         result.update(interval_stats([r["ts_ms"] for r in read_jsonl(out / "host.jsonl")], interval_ms))
         result.update(self_report(read_jsonl(out / "events.jsonl")))
     else:  # pidstat: whole seconds only
@@ -356,7 +373,8 @@ def measure(impl: str, interval_ms: int, duration_s: float, out: Path) -> dict:
         which = ["-C", MATCH] if impl == "pidstat -C" else []
         argv = ["pidstat", *PIDSTAT_OPTIONS, *which, str(interval_ms // 1000), str(ticks)]
         report = out / "pidstat.txt"
-        result = run_measured(argv, None, log, stdout=report, env={**os.environ, "LC_ALL": "C"})
+        result = run_measured(argv, None, log, stdout=report, env={**os.environ, "LC_ALL": "C"},
+                              warm_up_s=min(2.0, duration_s / 3))
         result.update(pidstat_report(report.read_text()))
     return result
 
@@ -374,8 +392,8 @@ def _ms(value: float, interval_ms: int) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| sampler | processes | rate | samples | tracked | CPU % core | self-report % | incl. start-up % "
-            "| p50 dev ms (% int) | p99 dev ms (% int) | drift ms | peak RSS kB | tracekit/this CPU |")
+    head = ("| sampler | processes | rate | samples | tracked | CPU % core | self-report % | start-up + stop ms "
+            "| incl. start-up % | p50 dev ms (% int) | p99 dev ms (% int) | drift ms | peak RSS kB | tracekit/this CPU |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         iv = r["interval_ms"]
@@ -383,7 +401,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['impl']} | {scenario_label(r)} | {1000 / iv:g} Hz | {r['samples']} | {r['tracked']} "
             f"| {r['cpu_pct']:.2f} | {'-' if math.isnan(r['self_pct']) else format(r['self_pct'], '.2f')} "
-            f"| {r['cpu_pct_startup']:.2f} | {_ms(r['p50_ms'], iv)} | {_ms(r['p99_ms'], iv)} "
+            f"| {r['outside_steady_ms']:.0f} | {r['cpu_pct_startup']:.2f} | {_ms(r['p50_ms'], iv)} | {_ms(r['p99_ms'], iv)} "
             f"| {'-' if r['drift_ms'] is None else r['drift_ms']} | {r['peak_rss_kb']} | {ratio} |"
         )
     return "\n".join(lines)

@@ -19,7 +19,7 @@ def table_rows(out: str) -> dict[tuple[str, str, str], list[str]]:
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if line.startswith("| ") and len(cells) == 13 and cells[0] != "sampler":
+        if line.startswith("| ") and len(cells) == 14 and cells[0] != "sampler":
             rows[(cells[0], cells[1], cells[2])] = cells
     return rows
 
