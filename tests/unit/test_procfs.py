@@ -510,3 +510,24 @@ def test_a_sleeping_process_costs_one_read_and_its_stat_is_read_again_for_the_rs
         assert reads == [files._schedstat_fd, files._stat_fd]
     finally:
         files.close()
+
+
+def test_host_network_figures_follow_traffic_between_samples():
+    # net/dev's figures are parsed again only when its content changed: traffic must show all the same.
+    import socket
+
+    from tracekit.collect.host import HostSampler
+
+    sampler = HostSampler()
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind(("127.0.0.1", 0))
+        before = sampler.sample(1).net["lo"]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(50):
+                sender.sendto(b"x" * 2000, receiver.getsockname())
+        after = sampler.sample(2).net["lo"]
+        assert after[0] - before[0] >= 50 * 2000 and after[2] - before[2] >= 50  # rx bytes, rx packets
+    finally:
+        receiver.close()
+        sampler.close()

@@ -142,6 +142,8 @@ class HostSampler:
         self._is_whole_disk = _procfs.WholeDisks()
         self._net_nowrap = _NoWrap()
         self._disk_nowrap = _NoWrap()
+        self._net_read: tuple[bytes | None, dict[str, tuple[int, ...]]] = (None, {})  # (content, figures)
+        self._disk_read: tuple[bytes | None, tuple[int, ...] | None] = (None, None)
 
     def close(self) -> None:
         for kept in (self._stat, self._meminfo, self._net_dev, self._diskstats):
@@ -178,20 +180,29 @@ class HostSampler:
             "swap_used_kb": swap_used,
         }
 
+    # net/dev and diskstats stay the same byte for byte while there is no traffic: the last figures then.
+
     def _net(self) -> dict[str, tuple[int, ...]]:
         if self._net_dev is None:
             return {}
-        nics = self._net_nowrap(_procfs.net_dev(self._net_dev.read()))
-        return {nic: tuple(counters[: len(NET_COUNTERS)]) for nic, counters in sorted(nics.items())}
+        content = self._net_dev.read()
+        if content != self._net_read[0]:
+            nics = self._net_nowrap(_procfs.net_dev(content))
+            self._net_read = (content, {nic: tuple(counters[: len(NET_COUNTERS)]) for nic, counters in sorted(nics.items())})
+        return self._net_read[1]
 
     def _disk(self) -> tuple[int, ...] | None:
         if self._diskstats is None:
             return None
-        disks = self._disk_nowrap(_procfs.disk_stats(self._diskstats.read(), self._is_whole_disk))
-        if not disks:
-            return None
-        read_count, write_count, read_bytes, write_bytes, busy_ms = map(sum, zip(*disks.values()))
-        return (read_bytes, write_bytes, read_count, write_count, busy_ms)
+        content = self._diskstats.read()
+        if content != self._disk_read[0]:
+            disks = self._disk_nowrap(_procfs.disk_stats(content, self._is_whole_disk))
+            sums = None
+            if disks:
+                read_count, write_count, read_bytes, write_bytes, busy_ms = map(sum, zip(*disks.values()))
+                sums = (read_bytes, write_bytes, read_count, write_count, busy_ms)
+            self._disk_read = (content, sums)
+        return self._disk_read[1]
 
 
 def self_usage() -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tracekit import runfolder
 from tracekit.taskcgroup import COUNTERS, CounterFiles, TaskCgroups, pids_below, pids_in, subfolders
 
 # cgroup: the task cgroup's folder name (tracekit.taskcgroup.cgroup_name of its task id and attempt)
@@ -27,6 +28,7 @@ class TaskCgroupSampler:
 
     def __init__(self, run_folder: Path, run_id: str, node_id: str):
         self.run_folder, self.run_id, self.node_id = Path(run_folder), run_id, node_id
+        self._record = os.fspath(self.run_folder / runfolder.TASK_CGROUPS)
         self.version = 0
         self.folders: dict[str, Path] = {}
         self.why_not: str | None = None  # the worker's file is there but says no, or is not usable
@@ -42,6 +44,12 @@ class TaskCgroupSampler:
 
     def _load(self) -> None:
         """Take the worker's task_cgroups.json when it appears (the worker may start after the collector)."""
+        try:
+            os.stat(self._record)  # asked on every tick until it appears: one stat, nothing more
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass  # recorded() says what is wrong with it
         found, self.why_not = TaskCgroups.recorded(self.run_folder, self.run_id, self.node_id)
         if found is not None:
             self.version, self.folders = found.version, found.dirs
