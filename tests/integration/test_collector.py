@@ -635,14 +635,13 @@ def test_a_process_found_after_its_exec_is_recorded_once_and_again_only_if_its_e
     # A scan may find a process after its exec, before the exec event is read: that event changes
     # nothing and must not write its line again (seen in CI: two lines of one ffmpeg).
     events = _EventsRead()
-    binary = named_binary(tmp_path, "tk-once")
+    name = f"tk-once{os.getpid()}"[:15]  # this session's: another session may run this test at the same time
+    binary = named_binary(tmp_path, name)
     child = children([binary, "60"])
     wait_until(lambda: _procfs_cmdline(child.pid)[:1] == [binary], what="the child's exec")
-    tracker = ProcessTracker(match_name=re.compile("^tk-once$|^sleep$"), events=events)
+    tracker = ProcessTracker(match_name=re.compile(f"^{name}$"), events=events)
     try:
-        found_now = tracker.refresh(int(time.time() * 1000))
-        assert len(found_now) == 1, [(p.key, p.comm, p.cmdline) for p in found_now]
-        [found] = found_now
+        [found] = tracker.refresh(int(time.time() * 1000))
         assert found.key.pid == child.pid
         events.waiting = [ProcEvent("exec", child.pid, 0, time.monotonic_ns())]
         new, _rows = tracker.on_events(int(time.time() * 1000))
@@ -652,14 +651,14 @@ def test_a_process_found_after_its_exec_is_recorded_once_and_again_only_if_its_e
         found.comm, found.cmdline = "runc:[2:INIT]", ["runc", "init"]
         events.waiting = [ProcEvent("exec", child.pid, 0, time.monotonic_ns())]
         [again], _rows = tracker.on_events(int(time.time() * 1000))
-        assert again is found and (found.comm, found.cmdline) == ("tk-once", [binary, "60"])
+        assert again is found and (found.comm, found.cmdline) == (name, [binary, "60"])
         # ... also when it ended within the same events (its zombie still says what it was).
         found.comm, found.cmdline = "runc:[2:INIT]", ["runc", "init"]
         child.kill()
         wait_until(lambda: ended(child.pid), what="the child's end")
         events.waiting = [ProcEvent("exec", child.pid, 0, 0), ProcEvent("exit", child.pid, 0, 0)]
         [last], rows = tracker.on_events(int(time.time() * 1000))
-        assert last is found and found.comm == "tk-once" and child.pid not in tracker.tracked
+        assert last is found and found.comm == name and child.pid not in tracker.tracked
     finally:
         tracker.close()
 
