@@ -170,6 +170,10 @@ class ProcessTracker:
         self.other_nodes_total = 0  # matching processes left alone: another node's (or unmarked)
         self.other_runs_total = 0  # ... this node's mark, another run's
         self.tracked: dict[int, TrackedProcess] = {}
+        # sample_rows' order, kept while the followed set stays the same: (pid, process, its kept files) by
+        # start time (parents before children), and the indexes of that list by PID (proc.csv's order).
+        self._order: list[tuple[int, TrackedProcess, _procfs.ProcessFiles | None]] | None = None
+        self._pid_order: list[int] = []
         self._unmatched: dict[int, _Unmatched] = {}
         self._young_unmatched: set[int] = set()  # looked at again each tick (may still exec)
         self._seen_registrations: set[str] = set()
@@ -647,6 +651,7 @@ class ProcessTracker:
         )
         self._drop(stat.pid)  # an earlier process with this PID, if still listed
         self.tracked[stat.pid] = process
+        self._order = None
         self.tracked_total += 1
         if len(self._files) < self._max_kept:
             try:
@@ -660,6 +665,7 @@ class ProcessTracker:
     def _drop(self, pid: int) -> None:
         """Stop following ``pid`` (exited, or its PID reused) and close its files."""
         process = self.tracked.pop(pid, None)
+        self._order = None
         if process is not None:
             parent = self.tracked.get(process.ppid)
             if parent is not None and parent.key.create_time_ms <= process.key.create_time_ms:
@@ -682,16 +688,23 @@ class ProcessTracker:
         # Parents read before their children (by start time), and each one's unseen children's CPU worked
         # out once every read is done: a child reaped before its parent's read is then known to have
         # ended (its own read failed), one reaped after it is in neither: never counted twice.
-        read = []
-        for process in sorted(self.tracked.values(), key=lambda p: p.key.create_time_ms):
-            pid = process.key.pid
-            sample = self._read_sample(pid, process)
-            if sample is None:
+        if self._order is None:  # the followed set changed since the last tick
+            by_start = sorted(self.tracked.values(), key=lambda p: p.key.create_time_ms)
+            self._order = [(p.key.pid, p, self._files.get(p.key.pid)) for p in by_start]
+            self._pid_order = sorted(range(len(by_start)), key=lambda i: by_start[i].key.pid)
+        order, by_pid = self._order, self._pid_order
+        samples = []
+        for pid, process, files in order:
+            try:
+                sample = _procfs.read_sample(pid) if files is None else files.sample()
+            except OSError:
+                sample = None
+            if sample is None or sample.create_time_ms != process.key.create_time_ms:
                 self._drop(pid)  # exited (or its PID was reused) since refresh
-            else:
-                read.append((pid, process, sample))
-        read.sort(key=lambda found: found[0])
-        return [self._format_row(ts_ms, pid, process, sample) for pid, process, sample in read]
+                sample = None
+            samples.append(sample)
+        format_row = self._format_row
+        return [format_row(ts_ms, order[i][0], order[i][1], samples[i]) for i in by_pid if samples[i] is not None]
 
     def _sample_row(self, pid: int, process: TrackedProcess, ts_ms: int) -> str | None:
         """The proc.csv row of one followed process now; None when it is gone (or its PID reused)."""
