@@ -121,3 +121,39 @@ def tasks_of(durations_ms: dict[str, list[int]], start_ms: int = 1_796_572_410_0
             tasks.append((node, "done", at, at + duration))
             at += duration
     return tasks
+
+
+def make_sweep_folder(
+    path: Path,
+    axes: dict[str, list[Any]],
+    repeat: int,
+    run_files: Any,
+    states: dict[tuple[int, int], str] | None = None,
+    sweep_id: str | None = None,
+) -> Path:
+    """A sweep folder as the sweep writes it: experiment.yaml, sweep.json (the matrix of ``axes`` in the
+    order given, ``repeat`` runs per point) and points/<i>-<label>-r<j>/ run folders.
+    ``run_files(values, repetition)``: make_run_folder's keywords for that run; ``states``: (point,
+    repetition) -> the run's state (default succeeded; a pending run has no folder)."""
+    import itertools
+
+    sweep_id = sweep_id or path.name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "experiment.yaml").write_text("name: policies\nsweep:\n  repeat: %d\n" % repeat)
+    points, runs = [], []
+    for index, combination in enumerate(itertools.product(*axes.values())):
+        values = dict(zip(axes, combination))
+        label = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values.items())
+        points.append({"point": index, "values": values, "label": label})
+        for repetition in range(1, repeat + 1):
+            folder = f"points/{index}-{label}-r{repetition}"
+            state = (states or {}).get((index, repetition), "succeeded")
+            run_id = f"{sweep_id}.p{index}-r{repetition}"
+            runs.append({"point": index, "repetition": repetition, "run_id": run_id, "folder": folder, "state": state})
+            if state not in ("pending", "running"):
+                make_run_folder(path / folder, run_id=run_id, state=state, values=values,
+                                **run_files(values, repetition))  # fmt: skip
+    sweep = {"sweep_id": sweep_id, "axes": axes, "repeat": repeat, "order": "given", "seed": 0,
+             "points": points, "runs": runs}  # fmt: skip
+    (path / "sweep.json").write_text(json.dumps(sweep, indent=2))
+    return path

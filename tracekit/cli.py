@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # One function per command, in the order `tracekit --help` lists them.
     for add in (_add_collect, _add_wrap, _add_ffmpeg, _add_inputs, _add_parse, _add_adapt, _add_export,
-                _add_verify, _add_report, _add_worker, _add_setup, _add_dispatch, _add_clock, _add_load, _add_serve):  # fmt: skip
+                _add_verify, _add_report, _add_compare, _add_worker, _add_setup, _add_dispatch, _add_clock, _add_load, _add_serve):  # fmt: skip
         add(commands)
     return parser
 
@@ -675,6 +675,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="one table and page comparing runs: mean, SD and 95%% CI of each figure per point",
+        description="Group the runs into points by the experiment values that differ between them (a sweep "
+        "folder: its sweep.json's points), and write summary.parquet, summary.csv, summary.md (per point and "
+        "figure: n, mean, sample SD, Student's t 95% confidence interval, min, max; failed runs counted apart) "
+        "and report/index.html (a plot per figure against the first swept key, CI bars, links to every run's "
+        "report). Figures: makespan, done tasks' duration p50/p99, busy-time balance, tasks failed, HTTP rate, "
+        "success ratio and latency p50/p99/p99.9, collector CPU, contended task share; each from the run's "
+        "results.json, or from its files for runs of earlier versions. Prints summary.md.",
+        epilog="examples: tracekit compare logs/policies-20261207-101500   (a sweep: written into its folder); "
+        "tracekit compare logs/rr-1 logs/rr-2 logs/lpt-1 logs/lpt-2 -o cmp/policies",
+    )  # fmt: skip
+    compare.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_SWEEP",
+                         help="run folders (logs/<RUN_ID>) and/or sweep folders (logs/<SWEEP_ID>)")  # fmt: skip
+    compare.add_argument("-o", "--output", type=Path, metavar="DIR",
+                         help="where to write (default: the sweep's folder for one sweep folder, else a new "
+                         "./compare-<YYYYmmdd-HHMMSS>/)")  # fmt: skip
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from tracekit.sweep.compare import compare
+
+    result = compare(args.paths, args.output)
+    print("\n".join(result.lines))
+    print(f"\n{result.markdown}, {result.csv.name}, {result.parquet.name}; page {result.page}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from tracekit.trace.export_opendc import export_opendc
 
@@ -977,6 +1007,7 @@ _HANDLERS = {
     "adapt": _cmd_adapt,
     "export": _cmd_export,
     "report": _cmd_report,
+    "compare": _cmd_compare,
     "verify": _cmd_verify,
     "worker": _cmd_worker,
     "setup": _cmd_setup,

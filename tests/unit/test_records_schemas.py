@@ -31,6 +31,7 @@ def _json_types(prop: dict) -> set[str]:
         (records.LINK_METRICS, "cctf/link_metrics", True),
         (records.TASK_METRICS, "cctf/task_metrics", True),
         (records.CONTENTION, "cctf/contention", True),
+        (records.SWEEP_SUMMARY, "sweep/summary_row", True),  # the swept keys' columns besides
     ],
 )
 def test_arrow_and_json_schema_agree(arrow, schema_name, ordered):

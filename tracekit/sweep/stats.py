@@ -48,9 +48,9 @@ def spread(values: Iterable[float | None]) -> Spread:
     n = len(measured)
     if n == 0:
         return Spread(0, None, None, None, None, None, None)
-    mean = math.fsum(measured) / n
+    mean = statistics.mean(measured)  # exact (rational) sums: equal values have an SD of 0, not 3e-17
     if n == 1:
         return Spread(1, mean, None, None, None, mean, mean)
-    sd = statistics.stdev(measured, xbar=mean)
+    sd = statistics.stdev(measured)
     half = t_quantile(n) * sd / math.sqrt(n)
     return Spread(n, mean, sd, mean - half, mean + half, min(measured), max(measured))

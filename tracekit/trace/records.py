@@ -244,6 +244,30 @@ def parquet_write_options(schema: pa.Schema) -> dict:
     }
 
 
+# -- a sweep's summary (tracekit.sweep.summary): summary.parquet / summary.csv, one row per point and figure --
+# The point's swept keys are columns too, one per key (named by the dotted key, typed by its values), placed
+# after `label` (tracekit.sweep.summary.summary_schema); schemas/sweep/summary_row.schema.json says what each
+# of these holds.
+SWEEP_SUMMARY = pa.schema(
+    [
+        _field("point", pa.int64()),
+        _field("label", pa.string()),
+        _field("figure", pa.string()),
+        _field("unit", pa.string()),
+        _field("n", pa.int64()),
+        _field("n_warning", pa.int64()),
+        _field("n_failed", pa.int64()),
+        _field("mean", pa.float64(), nullable=True),
+        _field("sd", pa.float64(), nullable=True),
+        _field("ci95_low", pa.float64(), nullable=True),
+        _field("ci95_high", pa.float64(), nullable=True),
+        _field("min", pa.float64(), nullable=True),
+        _field("max", pa.float64(), nullable=True),
+    ]
+)
+SWEEP_SUMMARY_AXES_AFTER = "label"  # the swept keys' columns come after this one
+
+
 # -- OpenDC workload format (current `workload` reader, see TRACE-FORMAT.md) ----
 # Required columns must be non-nullable with exactly these physical types.
 OPENDC_TASKS = pa.schema(
