@@ -7,7 +7,7 @@ from tracekit import cli
 COMMANDS = [
     [], ["collect"], ["collect", "start"], ["collect", "run"], ["collect", "stop"], ["collect", "status"],
     ["wrap"], ["ffmpeg"], ["inputs"], ["inputs", "generate"], ["parse"], ["adapt"], ["adapt", "nginx"],
-    ["export"], ["export", "opendc"], ["report"], ["verify"], ["verify", "opendc"], ["worker"], ["dispatch"],
+    ["export"], ["export", "opendc"], ["report"], ["compare"], ["verify"], ["verify", "opendc"], ["worker"], ["dispatch"],
 ]  # fmt: skip
 
 
