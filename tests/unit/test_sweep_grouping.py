@@ -80,6 +80,7 @@ def _empty_folder(path):
 @pytest.mark.parametrize("make, expected", [
     (lambda root: root / "missing", "missing: no such folder; give run folders"),
     (_empty_folder, "other: not a run folder (no resolved.json) nor a sweep folder (no sweep.json)"),
+    (lambda path: (path.write_text("{}"), path)[1], "other: not a folder; give run folders"),
 ])  # fmt: skip
 def test_a_path_that_is_no_run_or_sweep_folder_is_one_line(tmp_path, make, expected):
     with pytest.raises(UsageError) as error:

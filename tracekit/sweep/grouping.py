@@ -82,7 +82,8 @@ def is_run_folder(path: Path) -> bool:
 def check_folder(path: Path) -> None:
     """A run folder or a sweep folder; else one line naming the path."""
     if not path.is_dir():
-        raise UsageError(f"{path}: no such folder; give run folders (logs/<RUN_ID>) or sweep folders (logs/<SWEEP_ID>)")
+        what = "not a folder" if path.exists() else "no such folder"
+        raise UsageError(f"{path}: {what}; give run folders (logs/<RUN_ID>) or sweep folders (logs/<SWEEP_ID>)")
     if not is_sweep_folder(path) and not is_run_folder(path):
         raise UsageError(f"{path}: not a run folder (no {RESOLVED_FILE}) nor a sweep folder (no {SWEEP_FILE}); "
                          "give folders tracekit-run made")  # fmt: skip

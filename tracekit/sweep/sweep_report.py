@@ -71,31 +71,35 @@ def plot_figure(summary: Summary, figure: Figure, path: Path) -> Path | None:
     x_values = [point.values.get(x_axis) for point in comparison.points] if x_axis else [None]
     numeric = _numeric(x_values)
     categories = list(dict.fromkeys(value_text(v) for v in x_values))
+
+    def x_of(point: Point) -> float:
+        """The point's place on the x axis: its value of the first key, or the position of that value."""
+        value = point.values.get(x_axis)
+        return value if numeric else categories.index(value_text(value))
+
     groups: dict[tuple[str, ...], list[Any]] = {}
     for row in rows:
         groups.setdefault(tuple(value_text(row.point.values.get(a)) for a in grouping), []).append(row)
     plot = PlotFigure(figsize=(8, 4.2))
     ax = plot.subplots()
     for g, (key, members) in enumerate(groups.items()):
-        members.sort(key=lambda r: r.point.values.get(x_axis) if numeric else categories.index(value_text(r.point.values.get(x_axis))))
+        members.sort(key=lambda r: x_of(r.point))
+        # Categories: each line a little aside, so that bars of equal x do not hide each other.
         dodge = 0.0 if numeric or len(groups) == 1 else (g - (len(groups) - 1) / 2) * 0.06
-        xs = [r.point.values.get(x_axis) if numeric else categories.index(value_text(r.point.values.get(x_axis))) + dodge
-              for r in members]  # fmt: skip
-        means = [r.spread.mean for r in members]
+        xs = [x_of(r.point) + dodge for r in members]
         colour = PALETTE[g % len(PALETTE)]
         label = ", ".join(f"{axis}={_short(v)}" for axis, v in zip(grouping, key)) or None
-        ax.plot(xs, means, marker="o", color=colour, label=label)
-        bars = [(x, r) for x, r in zip(xs, members) if r.spread.ci95_low is not None]
+        ax.plot(xs, [r.spread.mean for r in members], marker="o", color=colour, label=label)
+        bars = [(x, r.spread) for x, r in zip(xs, members) if r.spread.ci95_low is not None]  # none for n = 1
         if bars:
-            ax.errorbar([x for x, _ in bars], [r.spread.mean for _, r in bars],
-                        yerr=[[r.spread.mean - r.spread.ci95_low for _, r in bars],
-                              [r.spread.ci95_high - r.spread.mean for _, r in bars]],
+            ax.errorbar([x for x, _ in bars], [s.mean for _, s in bars],
+                        yerr=[[s.mean - s.ci95_low for _, s in bars], [s.ci95_high - s.mean for _, s in bars]],
                         fmt="none", ecolor=colour, capsize=4)  # fmt: skip
     if not numeric:
         ax.set_xticks(range(len(categories)), [_short(c) if x_axis else "all runs" for c in categories])
         ax.set_xlim(-0.5, len(categories) - 0.5)
     ax.set_xlabel(x_axis or "")
-    ax.set_ylabel(f"{figure.title} ({figure.unit})")
+    ax.set_ylabel(figure.unit)  # the title names the figure
     ax.set_title(f"{figure.title}: mean and 95% CI per point")
     ax.grid(True, alpha=0.3)
     if grouping:
@@ -136,6 +140,8 @@ def write_page(summary: Summary, out_dir: Path, source: str) -> tuple[Path, list
             pngs.append(path)
             section["image"] = base64.b64encode(path.read_bytes()).decode()
         sections.append(section)
+    for figure in summary.unmeasured:  # an earlier summary's plot of a figure no run measures now
+        (out / f"{figure.name}.png").unlink(missing_ok=True)
     header, rows = runs_table(summary.comparison)
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True)
     page = environment.get_template("sweep_report.html.j2").render(
