@@ -18,7 +18,7 @@ def test_a_resolved_experiment_flattens_to_the_keys_e_takes():
     assert flat["workload.http.params.ms"] == [40, 80]  # a list is one value
     assert flat["dispatch.policy"] == "round-robin" and flat["collectors.interval_ms"] == 1000
     assert flat["tags"] == {}  # an empty mapping is a value too
-    assert "source" not in flat  # where the file was read from is no value of the experiment
+    assert "source" not in flat and "description" not in flat  # where the file was read from, its prose
 
 
 def test_runs_are_grouped_by_the_values_that_differ(tmp_path):

@@ -27,8 +27,8 @@ RESOLVED_FILE = "resolved.json"  # tracekit.experiment.run_dir.RESOLVED_FILE (no
 STATUS_FILE = "status.json"
 COUNTED = ("succeeded", "warning")  # runs whose figures count (n)
 FAILED = ("failed", "interrupted")  # runs that ended without figures to count (n_failed)
-# Keys of a resolved experiment that are no value of it: where its file was read from.
-NOT_VALUES = frozenset({"source"})
+# Keys of a resolved experiment that change nothing a run measures: where its file was read from, its prose.
+NOT_VALUES = frozenset({"source", "description"})
 ALL_RUNS = "all runs"  # the label of the one point of runs that do not differ
 
 

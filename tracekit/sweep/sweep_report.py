@@ -32,7 +32,8 @@ from tracekit.sweep.summary import Summary, figure_table, runs_table
 REPORT = "report"
 DPI = 100
 PALETTE = ("#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
-LABEL_CHARS = 24  # a category on the x axis or in the legend, shortened past this
+LABEL_CHARS = 24  # a value on the x axis or in the legend, shortened past this
+LEGEND_CHARS = 70  # a line's legend entry (the other keys' values), shortened past this
 
 
 def _numeric(values: list[Any]) -> bool:
@@ -88,7 +89,8 @@ def plot_figure(summary: Summary, figure: Figure, path: Path) -> Path | None:
         dodge = 0.0 if numeric or len(groups) == 1 else (g - (len(groups) - 1) / 2) * 0.06
         xs = [x_of(r.point) + dodge for r in members]
         colour = PALETTE[g % len(PALETTE)]
-        label = ", ".join(f"{axis}={_short(v)}" for axis, v in zip(grouping, key)) or None
+        label = ", ".join(f"{axis}={_short(v)}" for axis, v in zip(grouping, key))
+        label = (label if len(label) <= LEGEND_CHARS else label[: LEGEND_CHARS - 1] + "…") or None
         ax.plot(xs, [r.spread.mean for r in members], marker="o", color=colour, label=label)
         bars = [(x, r.spread) for x, r in zip(xs, members) if r.spread.ci95_low is not None]  # none for n = 1
         if bars:
