@@ -619,13 +619,19 @@ class _EventsRead:
     """What the kernel's process-event socket hands the tracker, given here in the order to test (the
     real socket is tested in test_process_events.py; this order is a race there)."""
 
-    def __init__(self):
+    def __init__(self, narrowed: bool = False):
         self.waiting: list = []
         self.overruns = 0
+        self.narrowed = narrowed  # as if the kernel's filter were narrowed to the followed processes
+        self.followed: set[int] = set()
 
     def read(self):
         events, self.waiting = self.waiting, []
         return events
+
+    def follow(self, followed, any_exec):
+        self.followed = set(followed)
+        return self.narrowed
 
     def close(self):
         pass
@@ -702,3 +708,28 @@ def test_a_watched_pid_folder_is_read_when_it_changes_not_on_ticks_and_watched_a
         assert (followed.key.pid, followed.task_id) == (second.pid, "t-2")
     finally:
         tracker.close()
+
+
+def test_children_forked_before_the_narrowed_filter_knew_their_parent_are_followed(tmp_path, children):
+    """With the kernel's filter narrowed to the followed processes, the forks of a process made before the
+    filter knew it never come: its children are read from /proc when it is followed."""
+    events = _EventsRead(narrowed=True)
+    name = f"tkpar{os.getpid()}"[:15]
+    shell = children([named_binary(tmp_path, name, target="sh"), "-c", "sleep 60 & sleep 60 & wait"])
+    wait_until(lambda: len(_children_of(shell.pid)) == 2, what="the shell's two children")
+    tracker = ProcessTracker(match_name=re.compile(f"^{name}$"), events=events)
+    try:
+        events.waiting = [ProcEvent("exec", shell.pid, 0, 0)]  # found at its exec; its forks were not seen
+        new, _rows = tracker.on_events(int(time.time() * 1000))
+        assert {p.key.pid for p in new} == {shell.pid, *_children_of(shell.pid)}
+        assert {p.reason for p in new if p.key.pid != shell.pid} == {"descendant"}
+        assert events.followed == {shell.pid, *_children_of(shell.pid)}  # the filter knows them all
+    finally:
+        tracker.close()
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []

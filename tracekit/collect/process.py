@@ -237,7 +237,7 @@ class ProcessTracker:
             registrations = self._read_registrations()
         else:
             registrations = []  # each one fires the watch: on_registrations follows it at once
-        return self._consider(candidates, now_ms, registrations)
+        return self._narrow(self._consider(candidates, now_ms, registrations))
 
     def _consider(
         self, candidates: set[int], now_ms: int, new: list[TrackedProcess], exec_seen: bool = False
@@ -359,7 +359,7 @@ class ProcessTracker:
             new = self._consider(execs - self.tracked.keys(), now_ms, new, exec_seen=True)
         if not new and not rows:
             return new, rows  # the common case: another process of the machine forked, exec'd or ended
-        return self._first_samples(new, now_ms, rows)
+        return self._first_samples(self._narrow(new), now_ms, rows)
 
     def on_registrations(self, now_ms: int) -> tuple[list[TrackedProcess], list[str]]:
         """The PID folder changed (its watch fired): follow what was registered, with a first sample."""
@@ -368,7 +368,45 @@ class ProcessTracker:
             if self.watch.gone:  # the folder was removed or replaced: watched again from the next tick
                 self.watch.close()
                 self.watch = None
-        return self._first_samples(self._read_registrations(force=True), now_ms, [])
+        return self._first_samples(self._narrow(self._read_registrations(force=True)), now_ms, [])
+
+    def _narrow(self, new: list[TrackedProcess]) -> list[TrackedProcess]:
+        """With events: the kernel's filter narrowed to the followed processes (and the registered ones
+        still to exec), so that the machine's other forks and exits do not wake the collector. A process's
+        forks before the filter knew it were dropped: its children are read from /proc and followed now.
+        Returns ``new`` with them."""
+        if self.events is None:
+            return new
+        any_exec = self.match_name is not None or self.match_cmdline is not None  # a name may match at an exec
+        checked = 0
+        while self.events.follow(self.tracked.keys() | self._trampolines.keys(), any_exec) and checked < len(new):
+            batch, checked = new[checked:], len(new)
+            for process in batch:
+                if self.tracked.get(process.key.pid) is process:
+                    new.extend(self._missed_children(process))
+        return new
+
+    def _missed_children(self, parent: TrackedProcess) -> list[TrackedProcess]:
+        """Its children not followed yet (its main thread's: /proc/PID/task/PID/children)."""
+        pid = parent.key.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children", "rb") as listing:
+                children = [int(child) for child in listing.read().split()]
+        except (OSError, ValueError):
+            return []
+        found = []
+        for child in children:
+            if child in self.tracked or child in self.exclude_pids:
+                continue
+            try:
+                stat = _procfs.read_stat(child)
+            except OSError:
+                continue
+            if stat.ppid != pid or stat.comm.startswith(_RUNTIME_INIT):
+                continue  # reparented since, or a container's command a moment before its exec (its cgroup says)
+            self._forget_unmatched(child)
+            found.append(self._track(stat, "descendant", parent.task_id))
+        return found
 
     def _first_samples(self, new: list[TrackedProcess], now_ms: int, rows: list[str]) -> tuple[list[TrackedProcess], list[str]]:
         """Each new process (to record, once), and a first row of those still alive after ``rows``."""
@@ -619,7 +657,7 @@ class ProcessTracker:
                 continue  # the OCI runtime's init, about to exec the container's command: looked at next tick
             self._forget_unmatched(pid)
             found.append(self._track(stat, "cgroup", task_id))
-        return found
+        return self._narrow(found)
 
     def task_of(self, pids: list[int]) -> str | None:
         """The task id of the first followed process among ``pids`` that has one."""
