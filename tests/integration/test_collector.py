@@ -733,3 +733,26 @@ def _children_of(pid: int) -> list[int]:
         return [int(child) for child in open(f"/proc/{pid}/task/{pid}/children").read().split()]
     except OSError:
         return []
+
+
+def test_a_registered_task_whose_exec_event_never_came_is_followed_at_the_next_tick(tmp_path, children):
+    """Its registration read while it was still the trampoline; its exec event dropped (it came before the
+    narrowed filter knew it): the tick looks at the registration again."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    pid_dir = tmp_path / "pids"
+    events = _EventsRead(narrowed=True)
+    tracker = ProcessTracker(pid_dir=pid_dir, events=events)
+    try:
+        tracker.refresh(int(time.time() * 1000))  # the folder made and watched
+        task = children([SHELL, "-c", TRAMPOLINE, "tracekit-task", str(gate), "--", "", "sleep", "300"])
+        wait_until(lambda: _procfs_cmdline(task.pid)[:3] == [SHELL, "-c", TRAMPOLINE], what="the trampoline")
+        write_registration(pid_dir, task.pid, process_identity(task.pid).create_time_ms, "t-1")
+        assert tracker.on_registrations(int(time.time() * 1000)) == ([], [])  # the shell, not the task yet
+        assert task.pid in events.followed  # the filter lets its exec through from now on
+        with open(gate) as _reader:
+            wait_until(lambda: _procfs_cmdline(task.pid)[:1] == ["sleep"], what="the exec")
+        [followed] = tracker.refresh(int(time.time() * 1000))  # no exec event read
+        assert (followed.key.pid, followed.task_id, followed.cmdline) == (task.pid, "t-1", ["sleep", "300"])
+    finally:
+        tracker.close()

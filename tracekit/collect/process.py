@@ -235,6 +235,10 @@ class ProcessTracker:
             # The watch first: a registration written while the folder is read then fires it.
             self._keep_watch()
             registrations = self._read_registrations()
+        elif self._trampolines:
+            # A registered task still in its trampoline when its registration was read: its exec event may
+            # have come before the kernel's filter knew it (and been dropped). Looked at on each tick, too.
+            registrations = self._read_registrations(force=True)
         else:
             registrations = []  # each one fires the watch: on_registrations follows it at once
         return self._narrow(self._consider(candidates, now_ms, registrations))
