@@ -398,11 +398,7 @@ def test_sampled_switch_counts_are_what_status_says(behaviour):
             assert files._ctx_valid_while is not None  # status not re-read while it sleeps
         if behaviour == "spinner":
             assert files._ctx_valid_while is None  # running: status read every time
-        child.send_signal(signal.SIGSTOP)  # stopped: nothing may change any more
-        time.sleep(0.05)
-        files.sample()
-        expected = _procfs.read_counters(child.pid)
-        assert files.sample()[5:9] == tuple(expected)
+        assert_stopped_sample_is_a_fresh_read(files, child)
     finally:
         if files is not None:
             files.close()
@@ -465,16 +461,21 @@ def test_sampled_io_bytes_are_what_io_says(behaviour, tmp_path):
             assert before.write_bytes <= sample.write_bytes <= after.write_bytes, i
             time.sleep(random.random() / 200)
         assert sample.write_bytes > 0
-        child.send_signal(signal.SIGSTOP)  # stopped: nothing may change any more
-        time.sleep(0.05)
-        files.sample()
-        expected = _procfs.read_counters(child.pid)
-        assert files.sample()[5:9] == tuple(expected)
+        assert_stopped_sample_is_a_fresh_read(files, child)
     finally:
         if files is not None:
             files.close()
         child.kill()
         child.wait()
+
+
+def assert_stopped_sample_is_a_fresh_read(files, child) -> None:
+    """Once stopped, nothing may change any more: the kept files' sample is what fresh reads give."""
+    child.send_signal(signal.SIGSTOP)
+    time.sleep(0.05)
+    files.sample()
+    expected = _procfs.read_counters(child.pid)
+    assert files.sample()[5:9] == tuple(expected)
 
 
 def test_a_sleeping_process_s_sample_is_the_last_one_again(sleeper):
