@@ -170,6 +170,41 @@ def test_match_cmdline_and_descendants(logs_dir, tmp_path, children):
     assert all(r["pid"] != os.getpid() for r in records.values())
 
 
+def test_between_ticks_the_narrowed_filter_grows_once_per_batch_and_shrinks_at_the_tick(tmp_path, children, monkeypatch):
+    """A loop of short processes under a followed shell: each child's fork grows the filter (one attach), its
+    exit does not shrink it (that waits for the tick), and its children are read at the tick, not at its
+    fork. (Two attaches and a /proc read per child made the collector fall behind such a loop on a busy
+    machine: their zombies were reaped before their exit events were read.)"""
+    events = _EventsRead(narrowed=True)
+    name = f"tkgrow{os.getpid()}"[:15]
+    binary = named_binary(tmp_path, name)
+    shell = children([binary, "60"])
+    wait_until(lambda: _procfs_cmdline(shell.pid)[:1] == [binary], what="the exec")
+    tracker = ProcessTracker(match_name=re.compile(f"^{name}$"), events=events)
+    children_read = []
+    real_missed_children = tracker._missed_children
+    monkeypatch.setattr(tracker, "_missed_children", lambda p: children_read.append(p.key.pid) or real_missed_children(p))
+    try:
+        events.waiting = [ProcEvent("exec", shell.pid, 0, 0)]
+        tracker.on_events(int(time.time() * 1000))
+        assert (events.followed, events.attached, children_read) == ({shell.pid}, 1, [shell.pid])
+        short, kept = children(["sleep", "60"]), children(["sleep", "60"])  # as if the shell forked them
+        events.waiting = [ProcEvent("fork", short.pid, shell.pid, 0), ProcEvent("fork", kept.pid, shell.pid, 0)]
+        new, _rows = tracker.on_events(int(time.time() * 1000))
+        assert {p.key.pid for p in new} == {short.pid, kept.pid}
+        assert (events.followed, events.attached, children_read) == ({shell.pid, short.pid, kept.pid}, 2, [shell.pid])
+        short.kill()
+        wait_until(lambda: ended(short.pid), what="the short child's end")
+        events.waiting = [ProcEvent("exit", short.pid, shell.pid, 0)]
+        tracker.on_events(int(time.time() * 1000))
+        assert short.pid not in tracker.tracked and events.attached == 2  # not shrunk between ticks
+        tracker.refresh(int(time.time() * 1000))
+        assert (events.followed, events.attached) == ({shell.pid, kept.pid}, 3)
+        assert children_read == [shell.pid, kept.pid]  # the one still alive, at the tick
+    finally:
+        tracker.close()
+
+
 def _children_of(pid: int) -> list[int]:
     found = []
     for name in os.listdir("/proc"):
@@ -624,12 +659,15 @@ class _EventsRead:
         self.overruns = 0
         self.narrowed = narrowed  # as if the kernel's filter were narrowed to the followed processes
         self.followed: set[int] = set()
+        self.attached = 0  # filters given to the kernel (a changed set of processes)
 
     def read(self):
         events, self.waiting = self.waiting, []
         return events
 
     def follow(self, followed, any_exec):
+        if set(followed) != self.followed:
+            self.attached += 1
         self.followed = set(followed)
         return self.narrowed
 

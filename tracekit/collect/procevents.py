@@ -238,6 +238,11 @@ class ProcEventSocket:
         self.narrowed = False  # True: ... and those of processes not followed (followed_filter)
         self._following: tuple[frozenset[int], bool] | None = None
 
+    @property
+    def followed(self) -> frozenset[int]:
+        """The processes the narrowed filter lets through (empty when not narrowed)."""
+        return self._following[0] if self.narrowed and self._following else frozenset()
+
     def follow(self, followed: Collection[int], any_exec: bool) -> bool:
         """Narrow the kernel's filter to these processes (followed_filter), when they changed; whether it
         is narrowed now (False: too many, or the kernel refused; EVENT_FILTER's events then)."""
