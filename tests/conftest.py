@@ -14,6 +14,17 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The tests on the session's SSH site (ssh_site) run one after the other, where the first of them
+    was: pytest-xdist hands neighbouring tests to the same worker, and the site is made once per worker."""
+    on_ssh_site = [item for item in items if "ssh_site" in getattr(item, "fixturenames", ())]
+    if on_ssh_site:
+        first = items.index(on_ssh_site[0])
+        grouped = set(on_ssh_site)
+        others = [item for item in items if item not in grouped]
+        items[:] = others[:first] + on_ssh_site + others[first:]
+
+
 def pytest_sessionfinish(session) -> None:
     """Once every test is done (pytest's controller, not each of its workers): the task cgroups that the
     tests' killed workers left, removed (a real worker removes them when they are 10 minutes old)."""
@@ -170,6 +181,26 @@ def sshd_nodes(tmp_path):
     nodes = start_sshd_nodes(tmp_path)
     yield nodes
     nodes.close()
+
+
+@pytest.fixture(scope="session")
+def ssh_site(tmp_path_factory):
+    """Real sshd nodes on loopback (as sshd_nodes) and a free port for the controller's Redis: (nodes, port).
+
+    One per test session, as local_site: the nodes' venvs are installed over SSH by the first run, later
+    runs show the idempotent path. Each test writes its own inventory (tests.inventories.ssh_inventory).
+    Whatever a test leaves running below the nodes is killed at the end, then every sshd is stopped.
+    """
+    from tests.helpers import kill_processes_under
+    from tests.sshd import free_port, start_sshd_nodes
+
+    nodes = start_sshd_nodes(tmp_path_factory.mktemp("ssh-site"))
+    port = free_port()
+    yield nodes, port
+    try:
+        kill_processes_under(nodes.folder / "nodes", port)
+    finally:
+        nodes.close()
 
 
 @pytest.fixture(scope="session")

@@ -36,9 +36,10 @@ def local_inventory(folder: Path, redis_port: int, unreachable: str | None = Non
     return path
 
 
-def ssh_inventory(sshd_nodes, redis_port: int, **all_vars) -> Path:
-    """The sshd_nodes fixture's inventory with the controller's Redis on ``redis_port`` (and ``all_vars``)."""
-    inventory = sshd_nodes.inventory()
+def ssh_inventory(sshd_nodes, redis_port: int, path: Path | None = None, **all_vars) -> Path:
+    """The sshd nodes' inventory with the controller's Redis on ``redis_port`` (and ``all_vars``), written to
+    ``path`` (a test's own, when the nodes are the session's) or beside the nodes."""
+    inventory = sshd_nodes.inventory(path)
     document = yaml.safe_load(inventory.read_text())
     document["all"]["children"]["controller"]["hosts"]["cloud0"].update(tracekit_redis_port=redis_port,
                                                                          tracekit_redis_bind="127.0.0.1")  # fmt: skip

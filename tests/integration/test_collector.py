@@ -170,6 +170,41 @@ def test_match_cmdline_and_descendants(logs_dir, tmp_path, children):
     assert all(r["pid"] != os.getpid() for r in records.values())
 
 
+def test_between_ticks_the_narrowed_filter_grows_once_per_batch_and_shrinks_at_the_tick(tmp_path, children, monkeypatch):
+    """A loop of short processes under a followed shell: each child's fork grows the filter (one attach), its
+    exit does not shrink it (that waits for the tick), and its children are read at the tick, not at its
+    fork. (Two attaches and a /proc read per child made the collector fall behind such a loop on a busy
+    machine: their zombies were reaped before their exit events were read.)"""
+    events = _EventsRead(narrowed=True)
+    name = f"tkgrow{os.getpid()}"[:15]
+    binary = named_binary(tmp_path, name)
+    shell = children([binary, "60"])
+    wait_until(lambda: _procfs_cmdline(shell.pid)[:1] == [binary], what="the exec")
+    tracker = ProcessTracker(match_name=re.compile(f"^{name}$"), events=events)
+    children_read = []
+    real_missed_children = tracker._missed_children
+    monkeypatch.setattr(tracker, "_missed_children", lambda p: children_read.append(p.key.pid) or real_missed_children(p))
+    try:
+        events.waiting = [ProcEvent("exec", shell.pid, 0, 0)]
+        tracker.on_events(int(time.time() * 1000))
+        assert (events.followed, events.attached, children_read) == ({shell.pid}, 1, [shell.pid])
+        short, kept = children(["sleep", "60"]), children(["sleep", "60"])  # as if the shell forked them
+        events.waiting = [ProcEvent("fork", short.pid, shell.pid, 0), ProcEvent("fork", kept.pid, shell.pid, 0)]
+        new, _rows = tracker.on_events(int(time.time() * 1000))
+        assert {p.key.pid for p in new} == {short.pid, kept.pid}
+        assert (events.followed, events.attached, children_read) == ({shell.pid, short.pid, kept.pid}, 2, [shell.pid])
+        short.kill()
+        wait_until(lambda: ended(short.pid), what="the short child's end")
+        events.waiting = [ProcEvent("exit", short.pid, shell.pid, 0)]
+        tracker.on_events(int(time.time() * 1000))
+        assert short.pid not in tracker.tracked and events.attached == 2  # not shrunk between ticks
+        tracker.refresh(int(time.time() * 1000))
+        assert (events.followed, events.attached) == ({shell.pid, kept.pid}, 3)
+        assert children_read == [shell.pid, kept.pid]  # the one still alive, at the tick
+    finally:
+        tracker.close()
+
+
 def _children_of(pid: int) -> list[int]:
     found = []
     for name in os.listdir("/proc"):
@@ -619,13 +654,22 @@ class _EventsRead:
     """What the kernel's process-event socket hands the tracker, given here in the order to test (the
     real socket is tested in test_process_events.py; this order is a race there)."""
 
-    def __init__(self):
+    def __init__(self, narrowed: bool = False):
         self.waiting: list = []
         self.overruns = 0
+        self.narrowed = narrowed  # as if the kernel's filter were narrowed to the followed processes
+        self.followed: set[int] = set()
+        self.attached = 0  # filters given to the kernel (a changed set of processes)
 
     def read(self):
         events, self.waiting = self.waiting, []
         return events
+
+    def follow(self, followed, any_exec):
+        if set(followed) != self.followed:
+            self.attached += 1
+        self.followed = set(followed)
+        return self.narrowed
 
     def close(self):
         pass
@@ -700,5 +744,53 @@ def test_a_watched_pid_folder_is_read_when_it_changes_not_on_ticks_and_watched_a
         wait_until(fired, what="the new folder's watch")
         [followed], _rows = tracker.on_registrations(int(time.time() * 1000))
         assert (followed.key.pid, followed.task_id) == (second.pid, "t-2")
+    finally:
+        tracker.close()
+
+
+def test_children_forked_before_the_narrowed_filter_knew_their_parent_are_followed(tmp_path, children):
+    """With the kernel's filter narrowed to the followed processes, the forks of a process made before the
+    filter knew it never come: its children are read from /proc when it is followed."""
+    events = _EventsRead(narrowed=True)
+    name = f"tkpar{os.getpid()}"[:15]
+    shell = children([named_binary(tmp_path, name, target="sh"), "-c", "sleep 60 & sleep 60 & wait"])
+    wait_until(lambda: len(_children_of(shell.pid)) == 2, what="the shell's two children")
+    tracker = ProcessTracker(match_name=re.compile(f"^{name}$"), events=events)
+    try:
+        events.waiting = [ProcEvent("exec", shell.pid, 0, 0)]  # found at its exec; its forks were not seen
+        new, _rows = tracker.on_events(int(time.time() * 1000))
+        assert {p.key.pid for p in new} == {shell.pid, *_children_of(shell.pid)}
+        assert {p.reason for p in new if p.key.pid != shell.pid} == {"descendant"}
+        assert events.followed == {shell.pid, *_children_of(shell.pid)}  # the filter knows them all
+    finally:
+        tracker.close()
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def test_a_registered_task_whose_exec_event_never_came_is_followed_at_the_next_tick(tmp_path, children):
+    """Its registration read while it was still the trampoline; its exec event dropped (it came before the
+    narrowed filter knew it): the tick looks at the registration again."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    pid_dir = tmp_path / "pids"
+    events = _EventsRead(narrowed=True)
+    tracker = ProcessTracker(pid_dir=pid_dir, events=events)
+    try:
+        tracker.refresh(int(time.time() * 1000))  # the folder made and watched
+        task = children([SHELL, "-c", TRAMPOLINE, "tracekit-task", str(gate), "--", "", "sleep", "300"])
+        wait_until(lambda: _procfs_cmdline(task.pid)[:3] == [SHELL, "-c", TRAMPOLINE], what="the trampoline")
+        write_registration(pid_dir, task.pid, process_identity(task.pid).create_time_ms, "t-1")
+        assert tracker.on_registrations(int(time.time() * 1000)) == ([], [])  # the shell, not the task yet
+        assert task.pid in events.followed  # the filter lets its exec through from now on
+        with open(gate) as _reader:
+            wait_until(lambda: _procfs_cmdline(task.pid)[:1] == ["sleep"], what="the exec")
+        [followed] = tracker.refresh(int(time.time() * 1000))  # no exec event read
+        assert (followed.key.pid, followed.task_id, followed.cmdline) == (task.pid, "t-1", ["sleep", "300"])
     finally:
         tracker.close()

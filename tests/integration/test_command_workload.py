@@ -15,7 +15,6 @@ import pytest
 
 from tests.helpers import ProcessTableWatch, ended, file_secret, kill_processes_under, processes_under, read_jsonl, tracekit_cmd
 from tests.inventories import ssh_inventory
-from tests.sshd import free_port
 from tracekit.collect import daemon
 from tracekit.collect.daemon import CollectorConfig
 from tracekit.experiment.runner import run_experiment
@@ -242,9 +241,9 @@ def test_the_command_experiment_on_the_local_inventory(tmp_path, local_site):
     assert processes_under(folder, port) == []
 
 
-def test_the_command_experiment_over_ssh(tmp_path, sshd_nodes):
-    port = free_port()
-    inventory = ssh_inventory(sshd_nodes, port)
+def test_the_command_experiment_over_ssh(tmp_path, ssh_site):
+    sshd_nodes, port = ssh_site
+    inventory = ssh_inventory(sshd_nodes, port, tmp_path / "inventory.yml")
     logs = tmp_path / "logs"
     try:
         secret = file_secret(logs / ".secrets" / "command-ssh.redis")
@@ -253,6 +252,6 @@ def test_the_command_experiment_over_ssh(tmp_path, sshd_nodes):
                                     overrides=[*QUICK, "dispatch.policy=duration-online"])  # fmt: skip
         assert watch.rounds > 0 and not watch.seen, watch.seen
         assert_command_run(logs / "command-ssh", result, 8)
-        assert processes_under(tmp_path / "nodes", port) == []
+        assert processes_under(sshd_nodes.folder / "nodes", port) == []
     finally:
-        kill_processes_under(tmp_path / "nodes", port)
+        kill_processes_under(sshd_nodes.folder / "nodes", port)

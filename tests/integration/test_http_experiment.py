@@ -168,9 +168,9 @@ def test_a_command_service_on_the_local_inventory(tmp_path, local_site):
         kill_processes_under(folder, port)
 
 
-def test_http_chain_over_ssh(tmp_path, sshd_nodes):
-    port = free_port()
-    inventory = with_service_ports(ssh_inventory(sshd_nodes, port))
+def test_http_chain_over_ssh(tmp_path, ssh_site):
+    sshd_nodes, port = ssh_site
+    inventory = with_service_ports(ssh_inventory(sshd_nodes, port, tmp_path / "inventory.yml"))
     logs = tmp_path / "logs"
     chain = [*SHORT, "workload.http.on=[cloud1, cloud2]", "workload.http.chain=true"]
     try:
@@ -178,6 +178,6 @@ def test_http_chain_over_ssh(tmp_path, sshd_nodes):
         assert_http_run(logs / "http-ssh", result, chain=True)
         for name in ("cloud1", "cloud2"):
             assert (sshd_nodes.nodes[name].root / "logs" / "http-ssh" / "events.http.jsonl").is_file()
-        assert processes_under(tmp_path / "nodes", port) == []
+        assert processes_under(sshd_nodes.folder / "nodes", port) == []
     finally:
-        kill_processes_under(tmp_path / "nodes", port)
+        kill_processes_under(sshd_nodes.folder / "nodes", port)

@@ -7,7 +7,10 @@ Short tasks are followed from their fork, exec or registration and sampled at th
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
+import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -130,3 +133,22 @@ def test_a_task_of_500_short_processes_has_its_whole_cpu_in_the_process_layer(lo
     process_ms = pc.sum(mine.column("cpu_user_ms")).as_py() + pc.sum(mine.column("cpu_system_ms")).as_py()
     assert process_ms == pytest.approx(event["cgroup_cpu_ms"], rel=0.02)
     assert len(set(mine.column("pid").to_pylist())) > 100  # the short processes are in it, not only the loop's shell
+
+
+def test_the_kernel_sends_a_narrowed_socket_only_the_followed_processes_events():
+    """The filter narrowed to this process: its child's fork and exit come, the grandchild's do not, nor
+    any exec of a process it does not follow."""
+    require_events()
+    events = ProcEventSocket.open()
+    try:
+        assert events.follow({os.getpid()}, any_exec=False) is True
+        child = subprocess.Popen(["sh", "-c", "/bin/true; exit 3"])
+        child.wait()
+        seen, deadline = [], time.monotonic() + 2.0
+        while time.monotonic() < deadline and not any(e.kind == "exit" and e.pid == child.pid for e in seen):
+            select.select([events], [], [], 0.2)
+            seen += events.read()
+        mine = [(e.kind, e.pid) for e in seen if e.pid == child.pid or e.ppid == child.pid]
+        assert mine == [("fork", child.pid), ("exit", child.pid)], seen  # no exec, nothing of /bin/true
+    finally:
+        events.close()

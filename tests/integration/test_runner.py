@@ -1,8 +1,9 @@
 """tracekit-run end to end: real Ansible (ansible-runner), real Redis, real ffmpeg, local and SSH nodes.
 
-The local runs share one set of node roots (module scope), so the node venvs
-are installed once and later runs show the idempotent path. Every test checks
-that nothing it started outlives it.
+The local runs share one set of node roots (the session's local_site), the SSH
+runs one set of sshd nodes (ssh_site), so the node venvs are installed once per
+pytest worker and later runs show the idempotent path. Every test checks that
+nothing it started outlives it.
 """
 
 from __future__ import annotations
@@ -305,9 +306,10 @@ def test_unreachable_node_is_named_and_nothing_runs(tmp_path):
         kill_processes_under(tmp_path, port)
 
 
-def test_ssh_nodes_end_to_end(tmp_path, sshd_nodes):
-    port = free_port()
-    inventory = ssh_inventory(sshd_nodes, port, tracekit_inputs_root=str(tmp_path / "inputs"), tracekit_inputs_shared=True)
+def test_ssh_nodes_end_to_end(tmp_path, ssh_site):
+    sshd_nodes, port = ssh_site
+    inventory = ssh_inventory(sshd_nodes, port, tmp_path / "inventory.yml", tracekit_inputs_root=str(tmp_path / "inputs"),
+                              tracekit_inputs_shared=True)  # fmt: skip
     logs = tmp_path / "logs"
     try:
         secret = file_secret(logs / ".secrets" / "smoke-ssh.redis")
@@ -318,6 +320,6 @@ def test_ssh_nodes_end_to_end(tmp_path, sshd_nodes):
         # Each node's run folder was written below its own root, over SSH.
         for name in NODES:
             assert (sshd_nodes.nodes[name].root / "logs" / "smoke-ssh" / "node.json").is_file()
-        assert processes_under(tmp_path / "nodes", port) == []
+        assert processes_under(sshd_nodes.folder / "nodes", port) == []
     finally:
-        kill_processes_under(tmp_path / "nodes", port)
+        kill_processes_under(sshd_nodes.folder / "nodes", port)

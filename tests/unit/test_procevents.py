@@ -12,6 +12,9 @@ from pathlib import Path
 
 from tracekit.collect.procevents import (
     EVENT_FILTER,
+    MAX_FILTERED_PROCESSES,
+    attach_filter,
+    followed_filter,
     NLMSG_OVERRUN,
     ProcEvent,
     listen_request,
@@ -71,9 +74,11 @@ def test_the_listen_request_is_what_the_kernel_expects():
 
 
 def run_classic_bpf(program, packet: bytes) -> int:
-    """The kernel's classic BPF, for the instructions EVENT_FILTER uses: the bytes it keeps (0: dropped).
+    """The kernel's classic BPF, for the instructions the filters use: the bytes it keeps (0: dropped).
 
     Absolute loads are big-endian and drop the packet when out of bounds, as in the kernel."""
+    if isinstance(program, bytes):
+        program = [struct.unpack_from("=HBBI", program, at) for at in range(0, len(program), 8)]
     a = x = pc = 0
     while True:
         code, jt, jf, k = program[pc]
@@ -86,6 +91,8 @@ def run_classic_bpf(program, packet: bytes) -> int:
             x = a
         elif code in (0x15, 0x1D):  # jeq #k / jeq x
             pc += jt if a == (k if code == 0x15 else x) else jf
+        elif code == 0x05:  # ja +k
+            pc += k
         elif code == 0x06:  # ret #k
             return k
         else:
@@ -104,3 +111,30 @@ def test_the_kernel_side_filter_drops_other_kinds_of_event():
     for what in (0x4, 0x40, 0x80, 0x100, 0x200, 0x40000000):  # uid, gid, sid, ptrace, comm, coredump
         struct.pack_into("=I", fork, 36, what)
         assert run_classic_bpf(EVENT_FILTER, bytes(fork)) == 0
+
+
+def test_the_filter_narrowed_to_followed_processes_keeps_their_events_and_their_children_s():
+    # the listen answer, fork 31574 (of 31573), exec 31574, fork 31575 (of 31574), exec 31575, exit 31575,
+    # exit 31574, the thread's fork and exit
+    def kept(followed, any_exec):
+        program = followed_filter(followed, any_exec)
+        return [run_classic_bpf(program, datagram) != 0 for datagram in datagrams()]
+
+    # Following the Python process: its child's fork and exit (the exit by its parent's fields), nothing of
+    # the grandchild, whose parent the filter does not know.
+    assert kept({31573}, False) == [False, True, False, False, False, False, True, False, False]
+    # ... and any exec when a name may match.
+    assert kept({31573}, True) == [False, True, True, False, True, False, True, False, False]
+    # Following the child too: its exec, its child's fork and exit.
+    assert kept({31573, 31574}, False) == [False, True, True, True, False, True, True, False, False]
+    assert kept(set(), False) == [False] * 9
+    assert followed_filter(range(MAX_FILTERED_PROCESSES + 1), False) is None  # too many to list: EVENT_FILTER
+
+
+def test_the_kernel_takes_the_narrowed_filter_at_its_largest():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # any socket checks a classic BPF program
+        assert attach_filter(sock, followed_filter(range(1, MAX_FILTERED_PROCESSES + 1), False))
+        assert attach_filter(sock, followed_filter(range(1, MAX_FILTERED_PROCESSES + 1), True))
+        assert attach_filter(sock, EVENT_FILTER)

@@ -50,3 +50,25 @@ def test_the_run_s_redis_client_waits_for_its_password_to_be_written(tmp_path):
     (secrets / "r1.redis").write_text("s3cret\n")
     client = run_redis(tmp_path, "r1", 6379)
     assert client is not None and client.connection_pool.connection_kwargs["password"] == "s3cret"
+
+
+def test_the_process_table_watch_sees_a_secret_in_a_process_s_arguments_and_in_one_s_environment():
+    # Every "no process showed the password" of the end-to-end tests rests on it; the environment is longer
+    # than one read of the watch's (the secret after 100 kB).
+    import secrets
+    import subprocess
+
+    from tests.helpers import ProcessTableWatch, wait_until
+
+    in_argv, in_environ = secrets.token_hex(16), secrets.token_hex(16)
+    holders = [subprocess.Popen(["sh", "-c", "sleep 60", "sh", in_argv]),
+               subprocess.Popen(["sleep", "60"], env={"PADDING": "x" * 100_000, "TK_VALUE": in_environ})]  # fmt: skip
+    try:
+        with ProcessTableWatch(lambda: {"argv": in_argv, "environ": in_environ}) as watch:
+            wait_until(lambda: {name for name, _ in watch.seen} == {"argv", "environ"}, what="both sightings")
+        where = {name: held.split(":")[0] for name, held in watch.seen}
+        assert where == {"argv": f"/proc/{holders[0].pid}/cmdline", "environ": f"/proc/{holders[1].pid}/environ"}
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()

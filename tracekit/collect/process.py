@@ -196,6 +196,11 @@ class ProcessTracker:
         self._watch_unavailable = False  # inotify refused a watch of the existing folder: read it each tick
         self._overruns_seen = 0
         self._trampolines: dict[int, str] = {}  # pid -> its registration, waiting for the task's exec
+        # The process ids the kernel's filter lets through (_narrow; empty: not narrowed), and the followed
+        # processes whose children were not read yet (followed from their fork event: read at a tick).
+        self._filtered: set[int] = set()
+        self._children_unread: set[int] = set()
+        self._any_exec = self.match_name is not None or self.match_cmdline is not None  # a name may match at an exec
         self.exit_samples = 0  # last samples read from a zombie at its exit event
         self.exits_unread = 0  # followed processes reaped before their exit event was read
 
@@ -235,9 +240,13 @@ class ProcessTracker:
             # The watch first: a registration written while the folder is read then fires it.
             self._keep_watch()
             registrations = self._read_registrations()
+        elif self._trampolines:
+            # A registered task still in its trampoline when its registration was read: its exec event may
+            # have come before the kernel's filter knew it (and been dropped). Looked at on each tick, too.
+            registrations = self._read_registrations(force=True)
         else:
             registrations = []  # each one fires the watch: on_registrations follows it at once
-        return self._consider(candidates, now_ms, registrations)
+        return self._narrow(self._consider(candidates, now_ms, registrations), at_tick=True)
 
     def _consider(
         self, candidates: set[int], now_ms: int, new: list[TrackedProcess], exec_seen: bool = False
@@ -326,6 +335,7 @@ class ProcessTracker:
                 child = self._track(stat, "descendant", parent.task_id)
                 child.recorded = False
                 new.append(child)
+                self._children_unread.add(pid)  # read at the next tick (_narrow)
             elif event.kind == "exec":
                 process = self.tracked.get(pid)
                 if process is not None:
@@ -359,7 +369,7 @@ class ProcessTracker:
             new = self._consider(execs - self.tracked.keys(), now_ms, new, exec_seen=True)
         if not new and not rows:
             return new, rows  # the common case: another process of the machine forked, exec'd or ended
-        return self._first_samples(new, now_ms, rows)
+        return self._first_samples(self._narrow(new), now_ms, rows)
 
     def on_registrations(self, now_ms: int) -> tuple[list[TrackedProcess], list[str]]:
         """The PID folder changed (its watch fired): follow what was registered, with a first sample."""
@@ -368,7 +378,69 @@ class ProcessTracker:
             if self.watch.gone:  # the folder was removed or replaced: watched again from the next tick
                 self.watch.close()
                 self.watch = None
-        return self._first_samples(self._read_registrations(force=True), now_ms, [])
+        return self._first_samples(self._narrow(self._read_registrations(force=True)), now_ms, [])
+
+    def _narrow(self, new: list[TrackedProcess], at_tick: bool = False) -> list[TrackedProcess]:
+        """With events: the kernel's filter narrowed to the followed processes (and the registered ones
+        still to exec), so that the machine's other forks and exits do not wake the collector. Returns
+        ``new`` with the children of its processes that forked before the filter knew their parent.
+
+        Between ticks the filter only grows (one attach for a batch of events); it shrinks at a tick
+        (``at_tick``): a departed process's ids let a few events through meanwhile, and a loop of short
+        processes costs one attach each, not two. The children of a process followed from its fork event
+        are read at the next tick (most such processes are gone by then, and a child's exit comes anyway:
+        its parent is in the filter); those of a process found otherwise, at once."""
+        if self.events is None:
+            return new
+        wanted = self.tracked.keys() | self._trampolines.keys()
+        if not at_tick and wanted <= self._filtered:
+            pass  # the filter lets these processes' events through already
+        elif self.events.follow(wanted if at_tick else wanted | self._filtered, self._any_exec):
+            self._filtered = set(self.events.followed)
+        else:
+            self._filtered = set()
+            return new
+        if at_tick and self._children_unread:
+            unread, self._children_unread = self._children_unread, set()
+            for pid in unread:
+                process = self.tracked.get(pid)
+                if process is not None:
+                    new.extend(self._missed_children(process))
+        checked = 0
+        while checked < len(new):
+            batch, checked = new[checked:], len(new)
+            for process in batch:
+                if self.tracked.get(process.key.pid) is not process:
+                    continue
+                if at_tick or process.key.pid not in self._children_unread:
+                    new.extend(self._missed_children(process))
+            if checked < len(new) and not self.events.follow(self.tracked.keys() | self._filtered, self._any_exec):
+                self._filtered = set()
+                break
+            self._filtered = set(self.events.followed)
+        return new
+
+    def _missed_children(self, parent: TrackedProcess) -> list[TrackedProcess]:
+        """Its children not followed yet (its main thread's: /proc/PID/task/PID/children)."""
+        pid = parent.key.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children", "rb") as listing:
+                children = [int(child) for child in listing.read().split()]
+        except (OSError, ValueError):
+            return []
+        found = []
+        for child in children:
+            if child in self.tracked or child in self.exclude_pids:
+                continue
+            try:
+                stat = _procfs.read_stat(child)
+            except OSError:
+                continue
+            if stat.ppid != pid or stat.comm.startswith(_RUNTIME_INIT):
+                continue  # reparented since, or a container's command a moment before its exec (its cgroup says)
+            self._forget_unmatched(child)
+            found.append(self._track(stat, "descendant", parent.task_id))
+        return found
 
     def _first_samples(self, new: list[TrackedProcess], now_ms: int, rows: list[str]) -> tuple[list[TrackedProcess], list[str]]:
         """Each new process (to record, once), and a first row of those still alive after ``rows``."""
@@ -619,7 +691,7 @@ class ProcessTracker:
                 continue  # the OCI runtime's init, about to exec the container's command: looked at next tick
             self._forget_unmatched(pid)
             found.append(self._track(stat, "cgroup", task_id))
-        return found
+        return self._narrow(found)
 
     def task_of(self, pids: list[int]) -> str | None:
         """The task id of the first followed process among ``pids`` that has one."""
