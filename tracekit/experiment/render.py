@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,17 @@ class Inventory:
         """The host's own CPUs (tracekit_node_cpus), or None."""
         text = self.hostvars[host].get("tracekit_node_cpus")
         return parse_cpu_list(text, "tracekit_node_cpus") if text not in (None, "") else None
+
+    def first_workers(self, count: int | None, source: str) -> Inventory:
+        """This inventory with only its first ``count`` workers (workers.count; None: all of them)."""
+        if count is None or count == len(self.workers):
+            return self
+        if count > len(self.workers):
+            raise InventoryError(
+                f"{source}: workers.count is {count} but {self.path} has {len(self.workers)} worker(s) "
+                f"({', '.join(self.workers)}); give at most {len(self.workers)} or add workers to the inventory"
+            )
+        return dataclasses.replace(self, workers=self.workers[:count])
 
     def redis_address(self) -> tuple[str, int] | None:
         """The controller's Redis host and port when the inventory states them plainly."""
@@ -346,6 +358,11 @@ def extravars(
                                            "section": kind.dispatch_section(section, experiment.workload, inventory)}
         if kind.has_tasks else None,
         "tracekit_run_id": run_id,
+        # The nodes are held (tracekit_lock) and prepared under these ids: the run's own, or its sweep's.
+        "tracekit_run_lock_id": run_id,
+        "tracekit_run_prepared_id": run_id,
+        # The workers the dispatcher places on (the inventory's, or its first workers.count).
+        "tracekit_run_workers": list(inventory.workers),
         "tracekit_run_dir": str(run_dir),
         "tracekit_run_wheelhouse": str(wheelhouse),
         "tracekit_run_secret_file": str(secret_file),

@@ -65,11 +65,15 @@ class Experiment:
     export_jsonl: bool = False
     tags: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    workers_count: int | None = None  # the inventory's first N workers only (None: all)
+    sweep: dict[str, Any] | None = None  # its sweep section, defaults applied (tracekit.sweep); None: one run
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved experiment: every value the run used; the workload as its section (defaults applied)."""
         resolved = asdict(self)
         del resolved["section"]
+        if resolved["sweep"] is None:
+            del resolved["sweep"]  # a run (a sweep's point too) is one run
         resolved["workload"] = copy.deepcopy(self.section)
         return resolved
 
@@ -164,7 +168,10 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         raise ExperimentError(f"{path}: workload: give exactly one kind, not {len(workload)}: {kinds}")
     problem = validate.schema_problem(document, written)
     if problem is None:
-        document = with_defaults(workloads.experiment_schema(), document)
+        schema = workloads.experiment_schema()
+        sweep = document.pop("sweep", None)
+        document = with_defaults(schema, document)
+        document["sweep"] = None if sweep is None else with_defaults(schema["properties"]["sweep"], sweep)
         problem = validate.value_problem(document)
     if problem is not None:
         raise ExperimentError(f"{path}: {problem}")
@@ -190,6 +197,8 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         export_jsonl=export["jsonl"],
         tags=dict(document["tags"]),
         source=source,
+        workers_count=document["workers"].get("count"),
+        sweep=document.get("sweep"),
     )
 
 

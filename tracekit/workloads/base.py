@@ -119,6 +119,11 @@ class WorkloadKind:
         """The hosts its work runs on, which get its NodeNeeds (default: every worker)."""
         return list(inventory.workers)
 
+    def prepared_from(self, section: dict[str, Any]) -> Any:
+        """What of its validated section its own prepare task file reads: two runs (a sweep's points) with
+        equal NodeNeeds and equal this need the nodes prepared once. Default: all of it, when it has one."""
+        return section if "prepare" in self.task_files else None
+
     def variables(self, spec: Any, inventory: Any, checkout: Path, source: str) -> dict[str, Any]:
         """What its playbook task files read (``tracekit_run_kind``), beside the resolved section."""
         return {}

@@ -161,6 +161,10 @@ class Ffmpeg(WorkloadKind):
     task_files = ("prepare",)
     containers = True
 
+    def prepared_from(self, section: dict[str, Any]) -> Any:
+        """Its prepare makes the clips (``generate``, or the ``inputs`` folder as given)."""
+        return {"inputs": section.get("inputs"), "generate": section.get("generate")}
+
     def problem(self, section: dict[str, Any]) -> str | None:
         schema = self.schema()["properties"]
         generate = section.get("generate")

@@ -91,6 +91,10 @@ class Http(WorkloadKind):
     task_files = ("prepare", "start", "run", "stop")
     containers = True
 
+    def prepared_from(self, section: dict[str, Any]) -> Any:
+        """Its prepare copies the service's folder to the nodes it runs on; the load is not prepared."""
+        return {key: section.get(key) for key in ("service", "app", "on")}
+
     def problem(self, section: dict[str, Any]) -> str | None:
         try:
             problem = _load_problem(section["load"])
