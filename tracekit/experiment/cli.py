@@ -9,6 +9,8 @@ from tracekit import __version__
 from tracekit import runfolder
 from tracekit.errors import TracekitError, UsageError
 from tracekit.experiment.runner import run_experiment, stop_run
+from tracekit.experiment.spec import load_experiment
+from tracekit.sweep.run import is_sweep, run_sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  tracekit-run experiments/ffmpeg.yaml -i inventory/cluster.yml -e dispatch.policy=lpt\n"
         "  tracekit-run --resume ffmpeg-20261125-101500            # continue from the first unfinished phase\n"
         "  tracekit-run --stop ffmpeg-20261125-101500              # its tracekit-run died: stop what it left\n"
+        "  tracekit-run experiments/policies.yaml                   # a sweep: every point of its sweep section\n"
+        "  tracekit-run experiments/ffmpeg.yaml --repeat 3 --matrix 'dispatch.policy=[lpt, round-robin]'\n"
+        "  tracekit-run --resume policies-20261207-101500           # a sweep: its runs not yet succeeded\n"
         "exit status: 0 every phase succeeded and the trace is whole (--stop: all stopped and fetched); 1 a phase\n"
         "failed; 2 bad input; 3 every phase succeeded but the trace is not whole (tasks or a node's samples\n"
         "missing, a collector that died, queue entries nobody of the run signed: the summary says which);\n"
@@ -53,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="override an experiment value by its dotted path, e.g. -e dispatch.policy=lpt (repeatable)",
     )
     parser.add_argument("--limit", metavar="HOSTS", help="Ansible host pattern to restrict the phases to")
+    sweep = parser.add_argument_group(
+        "sweeps", "run the experiment at several points, each a complete run under <logs dir>/<SWEEP_ID>/points/, "
+        "then a table of each figure's mean and 95%% confidence interval per point (the experiment's sweep "
+        "section does the same from the file; these flags add to it)")  # fmt: skip
+    sweep.add_argument(
+        "--matrix", action="append", default=[], metavar="KEY=[V1, V2, ...]",
+        help="sweep a dotted key over these values; several --matrix: every combination (repeatable)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--zip", dest="zipped", action="append", default=[], metavar="KEY=[V1, V2, ...]",
+        help="sweep keys together: the i-th values of every --zip form one point (lists of one length)",
+    )  # fmt: skip
+    sweep.add_argument("--repeat", type=int, metavar="N", help="runs per point (default: the sweep section's, else 1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the full Ansible output (plain lines)")
     return parser
 
@@ -99,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
             result = stop_run(args.stop, inventory=args.inventory, logs_dir=args.logs_dir, verbose=args.verbose)
             print("\n".join(result.summary))
             return result.exit_code
+        if _is_a_sweep(args):
+            swept = run_sweep(
+                args.experiment, inventory=args.inventory, sweep_id=args.run_id, dry_run=args.dry_run,
+                resume=args.resume, overrides=args.overrides, matrix=args.matrix, zipped=args.zipped,
+                repeat=args.repeat, verbose=args.verbose, logs_dir=args.logs_dir, lock_wait=args.wait,
+            )  # fmt: skip
+            if not args.dry_run:
+                _print_summary(swept.lines)
+            return swept.exit_code
         result = run_experiment(
             args.experiment,
             inventory=args.inventory,
@@ -116,11 +143,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tracekit-run: error: {exc}", file=sys.stderr)
         return exc.exit_code
     if not args.dry_run:
-        try:
-            print("\n".join(result.summary))
-        except OSError:  # the terminal or pipe is gone: the run folder's status.json says it all
-            pass
+        _print_summary(result.summary)
     return result.exit_code
+
+
+def _is_a_sweep(args: argparse.Namespace) -> bool:
+    """A sweep's flags, an experiment with a sweep section, or --resume of a sweep's id."""
+    if args.resume is not None:
+        return is_sweep(args.logs_dir, args.resume)
+    if args.matrix or args.zipped or args.repeat is not None:
+        return True
+    return load_experiment(args.experiment, args.overrides).sweep is not None
+
+
+def _print_summary(lines: list[str]) -> None:
+    try:
+        print("\n".join(lines))
+    except OSError:  # the terminal or pipe is gone: the run folder's status.json says it all
+        pass
 
 
 if __name__ == "__main__":

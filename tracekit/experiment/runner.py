@@ -80,6 +80,18 @@ AFTER_HANGUP = "after-hangup.log"  # in the run folder: what tracekit-run said o
 EXIT_CODES = {"succeeded": 0, "planned": 0, "stopped": 0, "warning": 3, "interrupted": 130}
 
 
+@dataclass(frozen=True)
+class SharedNodes:
+    """A run among others that share their nodes (a sweep's points: tracekit.sweep): the nodes are held under
+    one lock id and token from the first point to the sweep's end (each stop keeps them; the sweep frees
+    them), and prepared once: ``prepared_by``, the run folder whose prepare this run relies on (its files
+    and workload wheels; None: this run prepares the nodes itself)."""
+
+    lock_id: str
+    lock_token: str
+    prepared_by: Path | None = None
+
+
 @dataclass
 class RunResult:
     run_id: str
@@ -194,10 +206,12 @@ def run_experiment(
     progress: Progress | None = None,
     out: Callable[[str], None] = print,
     lock_wait: int = 0,
+    shared: SharedNodes | None = None,
 ) -> RunResult:
     """Run (or plan, or resume) one experiment; never raises for a failed phase (see RunResult.state).
 
     ``lock_wait``: seconds to wait for nodes another run holds (tracekit_lock) before refusing.
+    ``shared``: the run is a sweep's point (SharedNodes).
     """
     logs = Path(runfolder.logs_dir(logs_dir)).resolve()
     if resume:
@@ -206,8 +220,13 @@ def run_experiment(
     elif experiment_path is None:
         raise UsageError("give an experiment file (e.g. experiments/ffmpeg.yaml) or --resume RUN_ID")
     experiment = load_experiment(experiment_path, overrides)
+    if experiment.sweep is not None and shared is None:
+        raise UsageError(f"{experiment.source}: it has a sweep section: run it with tracekit-run (tracekit.sweep), "
+                         "or give -e sweep=null for one run of it")  # fmt: skip
     inventory_path = _inventory_path(inventory, experiment)
-    parsed_inventory = read_inventory(inventory_path)
+    full_inventory = read_inventory(inventory_path)
+    parsed_inventory = full_inventory.first_workers(experiment.workers_count, f"{experiment.source}")
+    limit = _limit_to(parsed_inventory, full_inventory, limit)
     check_here(experiment, parsed_inventory)
     folder = RunDir(logs, runfolder.validate_run_id(run_id if run_id is not None else default_run_id(experiment)), write=_write_json)
     if dry_run:
@@ -222,6 +241,8 @@ def run_experiment(
     with folder.hold():  # one tracekit-run per run: its status is read, and changed, by this one only
         status = folder.load_status() if resume else {}
         phases = phases_to_run(status) if resume else list(PHASES)
+        if shared is not None and shared.prepared_by is not None and "prepare" in phases:
+            phases.remove("prepare")  # another point of its sweep prepared the nodes
         if resume and not phases:
             summary = [f"run {folder.run_id}: every phase already finished; nothing to resume"]
             return RunResult(folder.run_id, folder.path, status.get("state", "succeeded"), status, summary)
@@ -234,18 +255,20 @@ def run_experiment(
         # node's stop failed): what it left may still run, and holds the nodes.
         leftovers = left_running(status)
         attempt = folder.begin_attempt(phases, keep_aside)
+        if shared is not None and shared.prepared_by is not None and "prepare" not in phases:
+            folder.phase_skipped("prepare", f"the nodes were prepared by {shared.prepared_by.name}, a run of the same sweep")
         with progress, _Interrupt(progress, folder.path / AFTER_HANGUP) as interrupt:
             progress.say(f"run {folder.run_id} -> {folder.path}")
             wheelhouse = _wheelhouse(folder)
             runner = _phase_runner(folder, experiment, parsed_inventory, wheelhouse, attempt, progress, interrupt,
-                                   verbose, limit, lock_wait, build_wheels="prepare" in phases)  # fmt: skip
+                                   verbose, limit, lock_wait, build_wheels="prepare" in phases, shared=shared)  # fmt: skip
             if leftovers:
                 _stop_what_an_earlier_attempt_left(folder, runner, progress, interrupt)
             # An attempt that starts the nodes anew gets new secrets: a new Redis (empty: no record of an earlier
             # attempt's tasks), and queue entries of the old key that no new worker runs.
             folder.make_secret(renew="start" in phases)
             counter = _dispatch_counter(parsed_inventory, folder.run_id, folder.secret_file)
-            state = _Attempt(folder, runner, progress, interrupt, counter, task_count(experiment)).run(phases)
+            state = _Attempt(folder, runner, progress, interrupt, counter, task_count(experiment), shared is not None).run(phases)
         state, manifest = folder.finish(state, outcome_warnings(folder.path) if state == "succeeded" else [])
         _after_the_end(folder, progress.say)
     return RunResult(folder.run_id, folder.path, state, folder.status, summarize(folder.path, folder.status, manifest))
@@ -294,6 +317,31 @@ def stop_run(
     return RunResult(folder.run_id, folder.path, state, folder.status, summarize(folder.path, folder.status, manifest))
 
 
+def free_shared_nodes(
+    run_id: str,
+    logs_dir: str | Path,
+    shared: SharedNodes,
+    *,
+    inventory: str | Path | None = None,
+    verbose: bool = False,
+) -> bool:
+    """Free the nodes a sweep's runs held between them (SharedNodes), through the folder of its last run
+    (its inventory and variables; the call's artifacts go to its ansible/). Whether every node is free."""
+    logs = Path(logs_dir).resolve()
+    experiment_path, overrides, inventory = _resumed_inputs(logs, run_id, None, None, inventory)
+    experiment = load_experiment(experiment_path, overrides)
+    parsed_inventory = read_inventory(_inventory_path(inventory, experiment))
+    folder = RunDir(logs, runfolder.validate_run_id(run_id), write=_write_json)
+    progress = make_progress((RELEASE,), verbose)
+    with folder.hold(), progress, _Interrupt(progress) as interrupt:
+        folder.status = folder.load_status()
+        interrupt.cleaning = True  # never cancelled, as stop
+        runner = _phase_runner(folder, experiment, parsed_inventory, _wheelhouse(folder), len(folder.status.get("attempts", [])),
+                               progress, interrupt, verbose, None, 0, shared=shared)  # fmt: skip
+        outcome = runner.run([RELEASE], lambda _p: None, lambda _p, _o: None).get(RELEASE)
+    return outcome is not None and outcome.state == "succeeded"
+
+
 def _began(folder: RunDir, progress: Progress, phase: str) -> None:
     folder.phase_started(phase)
     progress.phase_started(phase)
@@ -317,17 +365,23 @@ def _phase_runner(
     limit: str | None,
     lock_wait: int,
     build_wheels: bool = False,
+    shared: SharedNodes | None = None,
 ) -> PhaseRunner:
     """``build_wheels``: resolve the workload's requirements (an attempt that prepares the nodes); else
-    those an earlier attempt built are used."""
+    those an earlier attempt (or the sweep's point that prepared the nodes) built are used."""
+    prepared_by = shared.prepared_by if shared is not None and shared.prepared_by is not None else folder.path
     variables = extravars(experiment, folder.run_id, folder.path, wheelhouse, folder.secret_file, sys.executable, inventory,
-                          workload_wheels=_workload_wheels(folder, experiment, build_wheels, progress.say))
+                          workload_wheels=_workload_wheels(prepared_by, experiment, build_wheels, progress.say,
+                                                           folder.failed_before_start))  # fmt: skip
     variables["tracekit_run_attempt"] = attempt
     variables["tracekit_run_task_key_file"] = str(folder.task_key_file)
     # Who holds the nodes, for the message another run gets (tracekit_lock), and how long to wait for them.
     variables["tracekit_run_holder"] = f"tracekit-run pid {os.getpid()} on host {socket.gethostname()}, run folder {folder.path}"
     variables["tracekit_run_lock_wait"] = lock_wait
     variables["tracekit_run_lock_token"] = folder.lock_token()
+    if shared is not None:
+        variables.update(tracekit_run_lock_id=shared.lock_id, tracekit_run_lock_token=shared.lock_token,
+                         tracekit_run_prepared_id=prepared_by.name, tracekit_run_keep_nodes=True)  # fmt: skip
     return PhaseRunner(folder.ansible_dir, inventory, variables, progress.host_event, interrupt.cancelling, verbose, limit,
                        progress.say)  # fmt: skip
 
@@ -377,6 +431,15 @@ def _resumed_inputs(
     return folder.path / "experiment.yaml", resolved.get("overrides", []), inventory or resolved.get("inventory_path")
 
 
+def _limit_to(limited: Inventory, full: Inventory, limit: str | None) -> str | None:
+    """--limit, or the hosts of workers.count (the controller and the first workers): not both."""
+    if limited.workers == full.workers:
+        return limit
+    if limit is not None:
+        raise UsageError(f"--limit {limit} and workers.count {len(limited.workers)} both choose hosts; give one of them")
+    return ",".join(limited.hosts)
+
+
 def _inventory_path(inventory: str | Path | None, experiment: Experiment) -> Path:
     """-i, else the experiment's inventory (relative to the repository), else inventory/local.yml."""
     checkout = find_checkout()
@@ -412,13 +475,14 @@ def _create_run_folder(
 WORKLOAD_WHEELS = "workload-wheels"  # in the run folder: the packages of the workload's requirements
 
 
-def _workload_wheels(folder: RunDir, experiment: Experiment, build: bool, say: Callable[[str], None]) -> Path | None:
-    """The wheels of the workload's requirements (built by the attempt that prepares the nodes, before any
-    node is touched; a failure fails the run there, naming what pip could not resolve)."""
+def _workload_wheels(run_dir: Path, experiment: Experiment, build: bool, say: Callable[[str], None],
+                     failed: Callable[[str], None]) -> Path | None:  # fmt: skip
+    """The wheels of the workload's requirements in ``run_dir`` (built by the attempt that prepares the nodes,
+    before any node is touched; a failure fails the run there, naming what pip could not resolve)."""
     needs = workloads.kind(experiment.kind).node_needs(experiment.workload, experiment.source)
     if needs.requirements is None:
         return None
-    into = folder.path / WORKLOAD_WHEELS
+    into = run_dir / WORKLOAD_WHEELS
     if not build:
         return into if (into / WORKLOAD_ID).is_file() else None
     say(f"resolving the workload's requirements ({needs.requirements}) into wheels")
@@ -426,7 +490,7 @@ def _workload_wheels(folder: RunDir, experiment: Experiment, build: bool, say: C
         return build_workload_wheels(needs.requirements, into, needs.with_tracekit,
                                      f"{experiment.source}: workload.{experiment.kind}.requirements")  # fmt: skip
     except TracekitError as exc:
-        folder.failed_before_start(str(exc))
+        failed(str(exc))
         raise
 
 
@@ -451,6 +515,7 @@ class _Attempt:
         interrupt: _Interrupt,
         counter: Callable[[], tuple[int, int] | None],
         total_tasks: int | None,
+        nodes_shared: bool = False,
     ):
         self.folder = folder
         self.runner = runner
@@ -458,6 +523,7 @@ class _Attempt:
         self.interrupt = interrupt
         self.counter = counter
         self.total_tasks = total_tasks
+        self.nodes_shared = nodes_shared  # a sweep's point: its sweep frees the nodes at its end
         self.outcomes: dict[str, PhaseOutcome] = {}
         self.entered: set[str] = set()
 
@@ -488,7 +554,7 @@ class _Attempt:
 
     def _free_nodes_left_taken(self) -> None:
         """Prepare took the nodes and no stop freed them (prepare failed): free them, or the next run is refused."""
-        if not nodes_left_taken(self.entered, {p: o.state for p, o in self.outcomes.items()}):
+        if self.nodes_shared or not nodes_left_taken(self.entered, {p: o.state for p, o in self.outcomes.items()}):
             return
         self.interrupt.cleaning = True  # never cancelled, as stop
         outcome = self.runner.run([RELEASE], lambda _p: None, lambda _p, _o: None).get(RELEASE)

@@ -1,0 +1,90 @@
+"""A sweep on the local inventory, end to end: 2 points x 2 repetitions, the nodes prepared once, a
+Ctrl-C during a run (stopped and fetched like a run), --resume, and the summary of the four runs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.helpers import VENV_BIN, kill_processes_under, processes_under, wait_until
+from tracekit.sweep.run import run_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "experiments" / "smoke.yaml"
+PREPARE_PLAY = "Install Tracekit on every node"  # playbooks/prepare.yml: one per prepare phase
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+
+def _status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _prepare_plays(run_dir: Path) -> int:
+    """Prepare plays that ran a task of their own in a run's Ansible calls (ansible-runner's job events; a
+    play the phase tags leave out starts all the same and checks its roles' arguments, nothing more)."""
+    ran = set()
+    for event in (run_dir / "ansible" / "artifacts").glob("*/job_events/*.json"):
+        data = json.loads(event.read_text())
+        found = data.get("event_data", {})
+        if (data.get("event") == "runner_on_start" and found.get("play") == PREPARE_PLAY
+                and not str(found.get("task")).startswith("Validating arguments")):  # fmt: skip
+            ran.add(found.get("play_uuid"))
+    return len(ran)
+
+
+def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_path, local_site):
+    folder, inventory, port = local_site
+    logs = tmp_path / "logs"
+    sweep_dir = logs / "sweep-t"
+    argv = [str(VENV_BIN / "tracekit-run"), str(SMOKE), "-i", str(inventory), "--logs-dir", str(logs), "--run-id", "sweep-t",
+            "--matrix", "dispatch.policy=[lpt, round-robin]", "--repeat", "2"]  # fmt: skip
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: (sweep_dir / "sweep.json").is_file(), timeout_s=120, what="the sweep's record")
+        runs = json.loads((sweep_dir / "sweep.json").read_text())["runs"]
+        second = sweep_dir / runs[1]["folder"]
+        # Ctrl-C while the second run starts its nodes: it is stopped and fetched like a run, the sweep ends there.
+        wait_until(lambda: _status(second).get("phases", {}).get("start", {}).get("state") == "running",
+                   timeout_s=600, what="the second run's start")  # fmt: skip
+        child.send_signal(signal.SIGINT)
+        output, _ = child.communicate(timeout=600)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, output
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [r["state"] for r in record["runs"]] == ["succeeded", "interrupted", "pending", "pending"], output
+    interrupted = _status(second)
+    assert interrupted["phases"]["stop"]["state"] == "succeeded" and interrupted["phases"]["fetch"]["state"] == "succeeded"
+    assert interrupted["phases"]["prepare"]["state"] == "skipped"  # the first run prepared the nodes
+    assert record["nodes_freed"] is True and f"tracekit-run --resume sweep-t" in output
+    assert processes_under(folder, port) == []
+
+    result = run_sweep(resume="sweep-t", logs_dir=logs, out=lambda _line: None)
+    assert result.state == "succeeded" and result.exit_code == 0, result.lines
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [r["state"] for r in record["runs"]] == ["succeeded"] * 4
+    folders = [sweep_dir / r["folder"] for r in record["runs"]]
+    # The nodes were prepared once per tracekit-run: by the first run, and again by the resumed one.
+    assert [_prepare_plays(f) for f in folders] == [1, 1, 0, 0]
+    assert [_status(f)["phases"]["prepare"]["state"] for f in folders[2:]] == ["skipped", "skipped"]
+    policies = [json.loads((f / "resolved.json").read_text())["experiment"]["dispatch"]["policy"] for f in folders]
+    assert sorted(policies) == ["lpt", "lpt", "round-robin", "round-robin"]
+    # The table: each point's two runs, its makespan's mean and interval.
+    table = pq.read_table(sweep_dir / "summary.parquet").to_pylist()
+    makespans = [row for row in table if row["figure"] == "makespan_s"]
+    assert sorted(row["dispatch.policy"] for row in makespans) == ["lpt", "round-robin"]
+    assert all(row["n"] == 2 and row["ci95_low"] <= row["mean"] <= row["ci95_high"] for row in makespans)
+    assert (sweep_dir / "summary.md").is_file() and (sweep_dir / "report" / "index.html").is_file()
+    assert processes_under(folder, port) == []
+    kill_processes_under(folder, port)

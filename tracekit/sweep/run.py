@@ -1,0 +1,279 @@
+"""``run_sweep``: an experiment with a sweep -> one complete run folder per point and repetition.
+
+input:  experiments/X.yaml with a ``sweep`` section (or --matrix / --zip / --repeat), -e overrides, an
+        inventory; or --resume SWEEP_ID
+output: <logs dir>/<SWEEP_ID>/ experiment.yaml (as given), sweep.json (the plan: axes, points, the
+        runs in order and each one's state), points/<run id>/ (a complete run folder each, made by
+        tracekit.experiment.runner, resumable alone with --logs-dir <SWEEP_ID>/points), and the table
+        and page of tracekit.sweep.summary
+
+The runs go one after the other. Each is a whole run: its own Redis (empty, a new password), collectors
+and workers, started and stopped, fetched and parsed, so that no run's queue, samples or processes
+enter another's trace. What they share: the nodes are held from the first run to the end under the
+sweep's id (no other experiment slips in between two points), and prepared once (Tracekit's venv,
+Redis, the workload's packages, files, venv and inputs); again only before a run whose preparation
+differs (another workload's files, packages or inputs). A run that fails is recorded and the sweep
+goes on; Ctrl-C ends the current run as a run ends (stop and fetch run) and the sweep there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracekit import runfolder, workloads
+from tracekit.errors import RunError, TracekitError, UsageError
+from tracekit.experiment.run_dir import RunDir, now
+from tracekit.experiment.runner import RunResult, SharedNodes, free_shared_nodes, run_experiment
+from tracekit.experiment.spec import Experiment, load_experiment
+from tracekit.jsonl import write_json
+from tracekit.sweep.points import SweepPlan, plan_sweep, with_command_line
+
+SWEEP_FILE = "sweep.json"
+POINTS = "points"
+DONE = ("succeeded", "warning")  # a run that counts in the summary
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    sweep_dir: Path
+    state: str  # succeeded, warning, failed, interrupted, planned (dry run)
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"succeeded": 0, "planned": 0, "warning": 3, "interrupted": 130}.get(self.state, 1)
+
+
+def is_sweep(logs_dir: str | Path | None, run_id: str) -> bool:
+    """Is <logs dir>/<run_id> a sweep's folder (for --resume)?"""
+    return (Path(runfolder.logs_dir(logs_dir)) / run_id / SWEEP_FILE).is_file()
+
+
+def preparation(experiment: Experiment) -> str:
+    """What the prepare phase makes of an experiment: two runs with the same need the nodes prepared once."""
+    kind = workloads.kind(experiment.kind)
+    made = {"kind": experiment.kind, "needs": repr(kind.node_needs(experiment.workload, experiment.source)),
+            "own": kind.prepared_from(experiment.section)}  # fmt: skip
+    return json.dumps(made, sort_keys=True, default=str)
+
+
+def run_sweep(
+    experiment_path: str | Path | None = None,
+    *,
+    inventory: str | Path | None = None,
+    sweep_id: str | None = None,
+    dry_run: bool = False,
+    resume: str | None = None,
+    overrides: list[str] | None = None,
+    matrix: list[str] | None = None,
+    zipped: list[str] | None = None,
+    repeat: int | None = None,
+    verbose: bool = False,
+    logs_dir: str | Path | None = None,
+    out: Callable[[str], None] = print,
+    lock_wait: int = 0,
+) -> SweepResult:
+    """Run (or plan, or resume) a sweep; a failed run does not raise (see SweepResult.state)."""
+    logs = Path(runfolder.logs_dir(logs_dir)).resolve()
+    if resume is not None:
+        if experiment_path is not None or overrides or matrix or zipped or repeat is not None:
+            raise UsageError(f"--resume {resume} continues the sweep as it was planned; give no experiment file, "
+                             "-e, --matrix, --zip or --repeat with it")  # fmt: skip
+        record = _read_record(logs / resume)
+        experiment_path, overrides, sweep = logs / resume / "experiment.yaml", record["overrides"], record["sweep"]
+        inventory = inventory or record.get("inventory_path")
+        sweep_id = resume
+    elif experiment_path is None:
+        raise UsageError("give an experiment file (e.g. experiments/policies.yaml) or --resume SWEEP_ID")
+    else:
+        base = load_experiment(experiment_path, overrides)
+        sweep = with_command_line(base.sweep, matrix or [], zipped or [], repeat)
+        if sweep is None:
+            raise UsageError(f"{experiment_path}: no sweep section, --matrix, --zip or --repeat: nothing to sweep")
+        sweep_id = runfolder.validate_run_id(sweep_id or f"{base.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    overrides = list(overrides or [])
+    plan, experiments = plan_sweep(experiment_path, overrides, sweep)
+    if dry_run:
+        lines = [f"sweep {sweep_id}: {experiment_path}", *plan.lines()]
+        for line in lines:
+            out(line)
+        return SweepResult(sweep_id, logs / sweep_id, "planned", lines)
+
+    sweep_dir = logs / sweep_id
+    holder = RunDir(logs, sweep_id)  # the sweep's own lock (one tracekit-run a sweep) and node-lock token
+    with holder.hold():
+        if resume is None:
+            _create(sweep_dir, Path(experiment_path), overrides, sweep, plan, inventory)
+        record = _read_record(sweep_dir)
+        if [r["run_id"] for r in record["runs"]] != [r.run_id for r in plan.runs]:
+            raise RunError(f"{sweep_dir / SWEEP_FILE}: its runs are not those its experiment plans now; start a new sweep")
+        shared_token = holder.lock_token()
+        state = _Sweep(sweep_dir, record, plan, experiments, inventory, verbose, lock_wait, shared_token, out).run()
+        table = _summarize(sweep_dir, out)
+    return SweepResult(sweep_id, sweep_dir, state, table + _summary_lines(sweep_dir, state))
+
+
+def _summarize(sweep_dir: Path, out: Callable[[str], None]) -> list[str]:
+    """The sweep's table and page (tracekit.sweep.compare) of the runs that succeeded so far; their lines."""
+    from tracekit.sweep.compare import summarize_sweep
+
+    out(f"sweep {sweep_dir.name}: summarizing its runs")
+    try:
+        summary = summarize_sweep(sweep_dir)
+    except (OSError, TracekitError) as exc:
+        return [f"sweep {sweep_dir.name}: no summary ({exc}); make it later with 'tracekit compare {sweep_dir}'"]
+    return [*summary.lines, f"  table:  {summary.markdown} (and .csv, .parquet)", f"  report: {summary.page}"]
+
+
+def _read_record(sweep_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((sweep_dir / SWEEP_FILE).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{sweep_dir}: no sweep of that id here ({SWEEP_FILE} is missing); check the id and --logs-dir") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{sweep_dir / SWEEP_FILE}: cannot be read ({exc}); the runs' own folders are under {sweep_dir / POINTS}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("runs"), list):
+        raise RunError(f"{sweep_dir / SWEEP_FILE}: not a sweep record; the runs' own folders are under {sweep_dir / POINTS}")
+    return record
+
+
+def _create(sweep_dir: Path, experiment_path: Path, overrides: list[str], sweep: dict[str, Any], plan: SweepPlan,
+            inventory: str | Path | None) -> None:  # fmt: skip
+    if (sweep_dir / SWEEP_FILE).exists():
+        raise RunError(f"{sweep_dir} already exists; resume it with 'tracekit-run --resume {sweep_dir.name}' or pick another --run-id")
+    (sweep_dir / POINTS).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(experiment_path, sweep_dir / "experiment.yaml")
+    write_json(sweep_dir / SWEEP_FILE, {
+        "sweep_id": sweep_dir.name,
+        "created": now(),
+        "experiment": str(experiment_path),
+        "overrides": overrides,
+        "inventory_path": str(Path(inventory).resolve()) if inventory else None,
+        "sweep": sweep,
+        "axes": plan.axes,
+        "repeat": plan.repeat,
+        "order": plan.order,
+        "seed": plan.seed,
+        "points": [{"point": p.index, "values": p.values, "label": p.label} for p in plan.points],
+        "runs": [{"point": r.point, "repetition": r.repetition, "run_id": r.run_id, "folder": f"{POINTS}/{r.run_id}",
+                  "state": "pending"} for r in plan.runs],  # fmt: skip
+    })
+
+
+class _Sweep:
+    def __init__(self, sweep_dir: Path, record: dict[str, Any], plan: SweepPlan, experiments: list[Experiment],
+                 inventory: str | Path | None, verbose: bool, lock_wait: int, token: str,
+                 out: Callable[[str], None]):  # fmt: skip
+        self.sweep_dir = sweep_dir
+        self.points_dir = sweep_dir / POINTS
+        self.record = record
+        self.plan = plan
+        self.experiments = experiments
+        self.inventory = inventory
+        self.verbose = verbose
+        self.lock_wait = lock_wait
+        self.token = token
+        self.out = out
+        self.prepared: tuple[Path, str] | None = None  # the run folder that prepared the nodes, and for what
+        self.last_run: str | None = None  # the last run that took the nodes: it frees them at the end
+
+    def run(self) -> str:
+        interrupted = False
+        try:
+            for number, entry in enumerate(self.record["runs"], 1):
+                if entry["state"] in DONE:
+                    continue
+                result = self._one(number, entry)
+                if result.state == "interrupted":
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:  # between two runs: nothing of a run is left going
+            interrupted = True
+        finally:
+            self._free_nodes()
+        states = [entry["state"] for entry in self.record["runs"]]
+        if interrupted:
+            return "interrupted"
+        if any(state not in DONE for state in states):
+            return "failed"
+        return "warning" if "warning" in states else "succeeded"
+
+    def _one(self, number: int, entry: dict[str, Any]) -> RunResult:
+        point = self.plan.points[entry["point"]]
+        experiment = self.experiments[entry["point"]]
+        need = preparation(experiment)
+        prepared_by = self.prepared[0] if self.prepared is not None and self.prepared[1] == need else None
+        self.out(f"sweep {self.sweep_dir.name}: run {number}/{len(self.record['runs'])}: {entry['run_id']} "
+                 f"({point.label or 'the experiment as it is'})")  # fmt: skip
+        self._set(entry, "running", started=now())
+        folder = self.points_dir / entry["run_id"]
+        shared = SharedNodes(self.sweep_dir.name, self.token, prepared_by)
+        self.last_run = entry["run_id"]
+        common = dict(logs_dir=self.points_dir, verbose=self.verbose, lock_wait=self.lock_wait, shared=shared)
+        try:
+            if (folder / "status.json").exists():  # an earlier try of this run: continued where it stopped
+                result = run_experiment(resume=entry["run_id"], inventory=self.inventory, **common)
+            else:
+                result = run_experiment(self.sweep_dir / "experiment.yaml", run_id=entry["run_id"], inventory=self.inventory,
+                                        overrides=[*self.record["overrides"], *point.overrides], **common)  # fmt: skip
+        except KeyboardInterrupt:
+            self._set(entry, "interrupted", ended=now())
+            raise
+        except Exception as exc:  # noqa: BLE001 - a run that could not start is this point's failure, not the sweep's
+            self._set(entry, "failed", ended=now(), error=str(exc))
+            self.out(f"  {entry['run_id']}: failed: {exc}")
+            return RunResult(entry["run_id"], folder, "failed")
+        if result.status.get("phases", {}).get("prepare", {}).get("state") == "succeeded":
+            self.prepared = (folder, need)
+        self._set(entry, result.state, ended=now(), error=result.status.get("error"))
+        for line in result.summary:
+            self.out(line)
+        return result
+
+    def _set(self, entry: dict[str, Any], state: str, **values: Any) -> None:
+        entry.update(state=state, **{k: v for k, v in values.items() if v is not None})
+        if state in DONE:
+            entry.pop("error", None)
+        write_json(self.sweep_dir / SWEEP_FILE, self.record)
+
+    def _free_nodes(self) -> None:
+        """The nodes the runs kept between them, freed once (through the last run's folder)."""
+        if self.last_run is None:
+            return
+        try:
+            freed = free_shared_nodes(self.last_run, self.points_dir, SharedNodes(self.sweep_dir.name, self.token),
+                                      inventory=self.inventory, verbose=self.verbose)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - said, and the sweep's own state stands
+            freed, reason = False, str(exc)
+        else:
+            reason = "see its ansible/ folder"
+        self.record["nodes_freed"] = freed
+        write_json(self.sweep_dir / SWEEP_FILE, self.record)
+        if not freed:
+            self.out(f"sweep {self.sweep_dir.name}: could not free its nodes ({reason}); free them with "
+                     f"'tracekit-run --stop {self.last_run} --logs-dir {self.points_dir}'")  # fmt: skip
+
+
+def _summary_lines(sweep_dir: Path, state: str) -> list[str]:
+    record = _read_record(sweep_dir)
+    runs = record["runs"]
+    counts: dict[str, int] = {}
+    for entry in runs:
+        counts[entry["state"]] = counts.get(entry["state"], 0) + 1
+    said = ", ".join(f"{n} {state_}" for state_, n in sorted(counts.items()))
+    lines = [f"sweep {sweep_dir.name}: {state} ({len(runs)} runs: {said})"]
+    for entry in runs:
+        if entry["state"] not in DONE:
+            lines.append(f"  {entry['run_id']}: {entry['state']}" + (f" ({entry['error']})" if entry.get("error") else ""))
+    lines.append(f"  sweep folder: {sweep_dir}")
+    if state not in ("succeeded", "warning"):
+        lines.append(f"  resume with: tracekit-run --resume {sweep_dir.name}" +
+                     (f" --logs-dir {sweep_dir.parent}" if sweep_dir.parent != Path(runfolder.logs_dir()).resolve() else ""))
+    return lines
