@@ -1,5 +1,6 @@
-"""A sweep on the local inventory, end to end: 2 points x 2 repetitions, the nodes prepared once, a
-Ctrl-C during a run (stopped and fetched like a run), --resume, and the summary of the four runs."""
+"""A sweep on the local inventory, end to end: the worker count swept (1 and 2) x 2 repetitions, the nodes
+prepared once, a Ctrl-C during a run (stopped and fetched like a run), --resume, and the summary of the
+four runs."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_
     logs = tmp_path / "logs"
     sweep_dir = logs / "sweep-t"
     argv = [str(VENV_BIN / "tracekit-run"), str(SMOKE), "-i", str(inventory), "--logs-dir", str(logs), "--run-id", "sweep-t",
-            "--matrix", "dispatch.policy=[lpt, round-robin]", "--repeat", "2"]  # fmt: skip
+            "--matrix", "workers.count=[1, 2]", "--repeat", "2"]  # fmt: skip
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(lambda: (sweep_dir / "sweep.json").is_file(), timeout_s=120, what="the sweep's record")
@@ -78,12 +79,16 @@ def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_
     # The nodes were prepared once per tracekit-run: by the first run, and again by the resumed one.
     assert [_prepare_plays(f) for f in folders] == [1, 1, 0, 0]
     assert [_status(f)["phases"]["prepare"]["state"] for f in folders[2:]] == ["skipped", "skipped"]
-    policies = [json.loads((f / "resolved.json").read_text())["experiment"]["dispatch"]["policy"] for f in folders]
-    assert sorted(policies) == ["lpt", "lpt", "round-robin", "round-robin"]
+    # One worker: every task on cloud1, cloud2 no node of the run; two: both placed on.
+    for run_folder in folders:
+        count = json.loads((run_folder / "resolved.json").read_text())["experiment"]["workers_count"]
+        per_node = json.loads((run_folder / "results.json").read_text())["tasks"]["per_node"]
+        assert sorted(per_node) == ["cloud1", "cloud2"][:count] and sum(n["done"] for n in per_node.values()) == 2
+        assert sorted(p.name for p in (run_folder / "nodes").iterdir()) == ["cloud0", "cloud1", "cloud2"][: count + 1]
     # The table: each point's two runs, its makespan's mean and interval.
     table = pq.read_table(sweep_dir / "summary.parquet").to_pylist()
     makespans = [row for row in table if row["figure"] == "makespan_s"]
-    assert sorted(row["dispatch.policy"] for row in makespans) == ["lpt", "round-robin"]
+    assert sorted(row["workers.count"] for row in makespans) == [1, 2]
     assert all(row["n"] == 2 and row["ci95_low"] <= row["mean"] <= row["ci95_high"] for row in makespans)
     assert (sweep_dir / "summary.md").is_file() and (sweep_dir / "report" / "index.html").is_file()
     assert processes_under(folder, port) == []

@@ -416,3 +416,23 @@ def test_ansible_runner_asks_whether_to_cancel_twice_a_second(tmp_path):
     (tmp_path / "project" / "p.yml").write_text("- hosts: localhost\n  tasks: []\n")
     runner = init_runner(private_data_dir=str(tmp_path), playbook="p.yml", quiet=True)
     assert runner.config.pexpect_timeout == CANCEL_POLL_S <= 1
+
+
+def test_workers_count_keeps_the_first_workers_and_their_hosts_become_the_limit(tmp_path):
+    from tracekit.errors import InventoryError
+    from tracekit.experiment.render import extravars
+    from tracekit.experiment.runner import _limit_to
+
+    full = read_inventory(write(tmp_path, hosts(w1={}, w2={}, w3={})))
+    two = full.first_workers(2, "x.yaml")
+    assert two.workers == ("w1", "w2") and two.controller == "c0" and full.first_workers(None, "x.yaml") is full
+    assert _limit_to(two, full, None) == "c0,w1,w2" and _limit_to(full, full, "w1") == "w1"
+    with pytest.raises(UsageError, match="--limit w1 and workers.count 2 both choose hosts"):
+        _limit_to(two, full, "w1")
+    with pytest.raises(InventoryError, match=r"x.yaml: workers.count is 4 but .* has 3 worker\(s\) \(w1, w2, w3\)"):
+        full.first_workers(4, "x.yaml")
+    experiment = load_experiment("experiments/smoke.yaml", ["workers.count=2"])
+    assert experiment.workers_count == 2
+    variables = extravars(experiment, "r1", tmp_path, tmp_path, tmp_path / "s", "python3", two, checkout=Path.cwd())
+    assert variables["tracekit_run_workers"] == ["w1", "w2"]  # the dispatcher places on these only
+    assert variables["tracekit_run_needs"]["hosts"] == ["w1", "w2"]
