@@ -42,6 +42,17 @@ def test_each_loss_or_refusal_is_a_warning_that_names_it(tmp_path):
         assert start in warning, (warning, start)
 
 
+def test_the_nodes_expected_are_the_runs_hosts_when_workers_count_left_some_out(tmp_path):
+    # workers.count 1: the run had cloud0 and cloud1 only (resolved.json); cloud2 collected nothing and is no loss.
+    audit = {**WHOLE, "per_node": {"cloud0": {}, "cloud1": {}}}
+    run_dir = run_folder(tmp_path, audit)
+    assert outcome_warnings(run_dir)[0].startswith("no samples from node(s) cloud2")  # the inventory's, without the record
+    (run_dir / "resolved.json").write_text(json.dumps({"hosts": ["cloud0", "cloud1"]}))
+    assert outcome_warnings(run_dir) == []
+    (run_dir / "resolved.json").write_text(json.dumps({"hosts": ["cloud0", "cloud1", "cloud2"]}))
+    assert outcome_warnings(run_dir)[0].startswith("no samples from node(s) cloud2")
+
+
 def test_an_unreadable_audit_is_a_warning(tmp_path):
     assert outcome_warnings(run_folder(tmp_path, None)) == ["no readable cctf/audit.json: the trace cannot be checked"]
 

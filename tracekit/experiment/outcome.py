@@ -1,7 +1,7 @@
 """What a finished run's folder says of its trace: the warnings that keep it from a plain success.
 
 input:  <run folder>/cctf/audit.json (tracekit.trace.audit), nodes/*/dispatch.json,
-        inventory.yml (the nodes the run had)
+        resolved.json's hosts, else inventory.yml (the nodes the run had)
 output: one line per thing the trace lost or the run refused; none for a
         trace that holds every planned task and every node's samples to the end
 
@@ -80,7 +80,14 @@ def _dispatch_summaries(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _inventory_hosts(run_dir: Path) -> list[str]:
-    """The controller and workers of the run's inventory copy (inventory.yml), each of which collects."""
+    """The run's hosts, each of which collects: those resolved.json names (the controller and the first
+    workers.count workers), else the controller and workers of its inventory copy (inventory.yml)."""
+    try:
+        hosts = json.loads((run_dir / "resolved.json").read_text()).get("hosts")
+    except (OSError, ValueError, AttributeError):
+        hosts = None
+    if isinstance(hosts, list) and all(isinstance(h, str) for h in hosts):
+        return hosts
     try:
         document = yaml.safe_load((run_dir / "inventory.yml").read_text()) or {}
     except (OSError, yaml.YAMLError):

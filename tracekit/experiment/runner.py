@@ -467,6 +467,7 @@ def _create_run_folder(
         "experiment": experiment.as_dict(),
         "overrides": list(overrides or []),
         "inventory_path": str(inventory.path),
+        "hosts": list(inventory.hosts),  # the run's: workers.count may leave the inventory's last workers out
         "tasks": task_count(experiment),
     }
     folder.create(experiment_path, inventory_without_secrets(inventory_path), resolved, experiment.tags)
