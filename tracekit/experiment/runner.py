@@ -431,6 +431,11 @@ def _resumed_inputs(
     return folder.path / "experiment.yaml", resolved.get("overrides", []), inventory or resolved.get("inventory_path")
 
 
+def run_hosts(experiment: Experiment, inventory: str | Path | None) -> tuple[str, ...]:
+    """The hosts a run of ``experiment`` has: the controller and the inventory's (first workers.count) workers."""
+    return read_inventory(_inventory_path(inventory, experiment)).first_workers(experiment.workers_count, experiment.source).hosts
+
+
 def _limit_to(limited: Inventory, full: Inventory, limit: str | None) -> str | None:
     """--limit, or the hosts of workers.count (the controller and the first workers): not both."""
     if limited.workers == full.workers:

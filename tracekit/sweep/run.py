@@ -29,7 +29,7 @@ from typing import Any
 from tracekit import runfolder, workloads
 from tracekit.errors import RunError, TracekitError, UsageError
 from tracekit.experiment.run_dir import RunDir, now
-from tracekit.experiment.runner import RunResult, SharedNodes, free_shared_nodes, run_experiment
+from tracekit.experiment.runner import RunResult, SharedNodes, free_shared_nodes, run_experiment, run_hosts
 from tracekit.experiment.spec import Experiment, load_experiment
 from tracekit.jsonl import write_json
 from tracekit.sweep.points import SweepPlan, plan_sweep, with_command_line
@@ -181,7 +181,12 @@ class _Sweep:
         self.lock_wait = lock_wait
         self.token = token
         self.out = out
-        self.prepared: tuple[Path, str] | None = None  # the run folder that prepared the nodes, and for what
+        # The run folder that prepared the nodes, for what (preparation), and which nodes: on --resume, the
+        # last run of the sweep that prepared them (as a resumed run does not prepare again what it prepared).
+        self.prepared: tuple[Path, str, frozenset[str]] | None = None
+        for entry in record["runs"]:
+            if entry["state"] != "pending" and self._prepared_itself(self.points_dir / entry["run_id"]):
+                self.prepared = (self.points_dir / entry["run_id"], *self._needs(entry))
         self.last_run: str | None = None  # the last run that took the nodes: it frees them at the end
 
     def run(self) -> str:
@@ -205,14 +210,28 @@ class _Sweep:
             return "failed"
         return "warning" if "warning" in states else "succeeded"
 
+    @staticmethod
+    def _prepared_itself(run_dir: Path) -> bool:
+        try:
+            status = json.loads((run_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return (status.get("phases", {}).get("prepare") or {}).get("state") == "succeeded"
+
+    def _needs(self, entry: dict[str, Any]) -> tuple[str, frozenset[str]]:
+        """What a run's preparation is (preparation()), and on which nodes."""
+        experiment = self.experiments[entry["point"]]
+        return preparation(experiment), frozenset(run_hosts(experiment, self.inventory))
+
     def _one(self, number: int, entry: dict[str, Any]) -> RunResult:
         point = self.plan.points[entry["point"]]
-        experiment = self.experiments[entry["point"]]
-        need = preparation(experiment)
-        prepared_by = self.prepared[0] if self.prepared is not None and self.prepared[1] == need else None
+        need, hosts = self._needs(entry)
+        prepared_by = None
+        if self.prepared is not None and self.prepared[1] == need and hosts <= self.prepared[2]:
+            prepared_by = self.prepared[0]  # (workers.count 2 after 1: the second worker is not prepared yet)
         self.out(f"sweep {self.sweep_dir.name}: run {number}/{len(self.record['runs'])}: {entry['run_id']} "
                  f"({point.label or 'the experiment as it is'})")  # fmt: skip
-        self._set(entry, "running", started=now())
+        self._set(entry, "running", started=now(), prepared_by=prepared_by.name if prepared_by else entry["run_id"])
         folder = self.points_dir / entry["run_id"]
         shared = SharedNodes(self.sweep_dir.name, self.token, prepared_by)
         self.last_run = entry["run_id"]
@@ -231,7 +250,7 @@ class _Sweep:
             self.out(f"  {entry['run_id']}: failed: {exc}")
             return RunResult(entry["run_id"], folder, "failed")
         if result.status.get("phases", {}).get("prepare", {}).get("state") == "succeeded":
-            self.prepared = (folder, need)
+            self.prepared = (folder, need, hosts)
         self._set(entry, result.state, ended=now(), error=result.status.get("error"))
         for line in result.summary:
             self.out(line)
