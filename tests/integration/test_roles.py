@@ -244,6 +244,19 @@ def test_fetch_role_brings_a_run_folder_without_files(tmp_path):
     assert (tmp_path / "run" / "nodes" / "localhost").is_dir()
 
 
+def test_fetch_role_says_a_node_without_the_run_folder_has_nothing_to_fetch(tmp_path):
+    """A run stopped before it made its folder on this node (Ctrl-C during start): no failure, a message."""
+    (tmp_path / "node" / "logs").mkdir(parents=True)
+    variables = {"tracekit_fetch_run_id": "role-n", "tracekit_fetch_logs_dir": str(tmp_path / "node" / "logs"),
+                 "tracekit_fetch_dest": str(tmp_path / "run" / "nodes"),
+                 "tracekit_fetch_tracekit": str(Path(sys.executable).parent / "tracekit")}  # fmt: skip
+    runner = run_role(tmp_path, "tracekit_fetch", variables, "fetch-none")
+    output = runner.stdout.read()
+    assert runner.rc == 0, output
+    assert "nothing to fetch from localhost: the run made no folder there" in output
+    assert not (tmp_path / "run" / "nodes" / "localhost").exists()
+
+
 def test_fetch_role_fetches_even_when_the_node_cannot_parse(tmp_path):
     source = tmp_path / "node" / "logs" / "role-g"
     shutil.copytree(GOLDEN_NODE, source)
