@@ -42,6 +42,15 @@ def _prepare_plays(run_dir: Path) -> int:
     return len(ran)
 
 
+def _locks_taken(run_dir: Path) -> int:
+    """Hosts on which a run's calls took the node lock (tracekit_lock's task ran, not skipped)."""
+    taken = 0
+    for event in (run_dir / "ansible" / "artifacts").glob("*/job_events/*.json"):
+        data = json.loads(event.read_text())
+        taken += data.get("event") == "runner_on_ok" and str(data.get("event_data", {}).get("task")).startswith("Take the node")
+    return taken
+
+
 def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_path, local_site):
     folder, inventory, port = local_site
     logs = tmp_path / "logs"
@@ -80,6 +89,8 @@ def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_
     assert [_prepare_plays(f) for f in folders] == [1, 0, 0, 0]
     assert [_status(f)["phases"]["prepare"]["state"] for f in folders] == ["succeeded", "skipped", "skipped", "skipped"]
     assert {r["prepared_by"] for r in record["runs"]} == {record["runs"][0]["run_id"]}
+    # The first run took the nodes (prepare and start); the last found them held by the sweep (its one worker's).
+    assert _locks_taken(folders[0]) == 6 and _locks_taken(folders[3]) == 0
     # One worker: every task on cloud1, cloud2 no node of the run; two: both placed on.
     for run_folder in folders:
         count = json.loads((run_folder / "resolved.json").read_text())["experiment"]["workers_count"]

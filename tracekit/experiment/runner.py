@@ -90,6 +90,7 @@ class SharedNodes:
     lock_id: str
     lock_token: str
     prepared_by: Path | None = None
+    held: bool = False  # an earlier run of the sweep took the nodes and they are held still: start need not
 
 
 @dataclass
@@ -381,7 +382,8 @@ def _phase_runner(
     variables["tracekit_run_lock_token"] = folder.lock_token()
     if shared is not None:
         variables.update(tracekit_run_lock_id=shared.lock_id, tracekit_run_lock_token=shared.lock_token,
-                         tracekit_run_prepared_id=prepared_by.name, tracekit_run_keep_nodes=True)  # fmt: skip
+                         tracekit_run_prepared_id=prepared_by.name, tracekit_run_keep_nodes=True,
+                         tracekit_run_nodes_held=shared.held)  # fmt: skip
     return PhaseRunner(folder.ansible_dir, inventory, variables, progress.host_event, interrupt.cancelling, verbose, limit,
                        progress.say)  # fmt: skip
 

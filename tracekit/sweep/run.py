@@ -188,6 +188,7 @@ class _Sweep:
             if entry["state"] != "pending" and self._prepared_itself(self.points_dir / entry["run_id"]):
                 self.prepared = (self.points_dir / entry["run_id"], *self._needs(entry))
         self.last_run: str | None = None  # the last run that took the nodes: it frees them at the end
+        self.held: frozenset[str] = frozenset()  # nodes a run of this tracekit-run took (they stay held)
 
     def run(self) -> str:
         interrupted = False
@@ -233,7 +234,7 @@ class _Sweep:
                  f"({point.label or 'the experiment as it is'})")  # fmt: skip
         self._set(entry, "running", started=now(), prepared_by=prepared_by.name if prepared_by else entry["run_id"])
         folder = self.points_dir / entry["run_id"]
-        shared = SharedNodes(self.sweep_dir.name, self.token, prepared_by)
+        shared = SharedNodes(self.sweep_dir.name, self.token, prepared_by, held=hosts <= self.held)
         self.last_run = entry["run_id"]
         common = dict(logs_dir=self.points_dir, verbose=self.verbose, lock_wait=self.lock_wait, shared=shared)
         try:
@@ -249,8 +250,12 @@ class _Sweep:
             self._set(entry, "failed", ended=now(), error=str(exc))
             self.out(f"  {entry['run_id']}: failed: {exc}")
             return RunResult(entry["run_id"], folder, "failed")
-        if result.status.get("phases", {}).get("prepare", {}).get("state") == "succeeded":
+        phases = result.status.get("phases", {})
+        if (phases.get("prepare") or {}).get("state") == "succeeded":
             self.prepared = (folder, need, hosts)
+        # Taken by its prepare or start, kept by its stop (keep_nodes): the next runs need not take them again.
+        if any((phases.get(p) or {}).get("state") == "succeeded" for p in ("prepare", "start")):
+            self.held |= hosts
         self._set(entry, result.state, ended=now(), error=result.status.get("error"))
         for line in result.summary:
             self.out(line)
