@@ -106,3 +106,34 @@ def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_
     assert (sweep_dir / "summary.md").is_file() and (sweep_dir / "report" / "index.html").is_file()
     assert processes_under(folder, port) == []
     kill_processes_under(folder, port)
+
+
+FAILING = """name: sweep-fail
+collectors: {interval_ms: 200, match: null}
+workload:
+  command:
+    argv: ["true"]
+dispatch: {policy: round-robin, timeout: 120}
+sweep:
+  matrix:
+    workload.command.argv: [["true"], ["false"]]
+  order: given
+"""
+
+
+def test_a_failed_point_is_recorded_the_sweep_goes_on_and_exits_1(tmp_path, local_site):
+    folder, inventory, port = local_site
+    experiment = tmp_path / "failing.yaml"
+    experiment.write_text(FAILING)
+    logs = tmp_path / "logs"
+    cli = subprocess.run([str(VENV_BIN / "tracekit-run"), str(experiment), "-i", str(inventory), "--logs-dir", str(logs),
+                          "--run-id", "sweep-f"], capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    record = json.loads((logs / "sweep-f" / "sweep.json").read_text())
+    assert [r["state"] for r in record["runs"]] == ["succeeded", "failed"]
+    assert "sweep sweep-f: failed (2 runs: 1 failed, 1 succeeded)" in cli.stdout
+    assert "1-argv-false-r1: failed" in cli.stdout and "tracekit-run --resume sweep-f" in cli.stdout
+    rows = {r["label"]: r for r in pq.read_table(logs / "sweep-f" / "summary.parquet").to_pylist() if r["figure"] == "tasks_failed"}
+    assert (rows['workload.command.argv=["true"]']["n"], rows['workload.command.argv=["true"]']["mean"]) == (1, 0)
+    assert (rows['workload.command.argv=["false"]']["n"], rows['workload.command.argv=["false"]']["n_failed"]) == (0, 1)
+    assert record["nodes_freed"] is True and processes_under(folder, port) == []

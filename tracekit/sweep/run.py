@@ -100,6 +100,12 @@ def run_sweep(
         sweep_id = runfolder.validate_run_id(sweep_id or f"{base.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     overrides = list(overrides or [])
     plan, experiments = plan_sweep(experiment_path, overrides, sweep)
+    for point, experiment in zip(plan.points, experiments):  # the inventory too, before anything runs
+        try:
+            run_hosts(experiment, inventory)
+        except TracekitError as exc:
+            problem = str(exc).removeprefix(f"{experiment.source}: ")
+            raise type(exc)(f"{experiment.source}: sweep point {point.index} ({point.label}): {problem}") from None
     if dry_run:
         lines = [f"sweep {sweep_id}: {experiment_path}", *plan.lines()]
         for line in lines:
