@@ -22,7 +22,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,9 +90,14 @@ def _write_pidfile(pidfile: Path, pid: int) -> None:
 
 
 @contextlib.contextmanager
-def hold_pidfile(pidfile: Path, what: str, error: type[TracekitError] = TracekitError) -> Iterator[None]:
+def hold_pidfile(pidfile: Path, what: str, error: type[TracekitError] = TracekitError,
+                 announce_now: bool = True) -> Iterator[Callable[[], None]]:  # fmt: skip
     """Hold ``pidfile`` for this process while the block runs: locked (a second holder is refused with
-    ``error``), naming this process; removed at the end. The lock goes with the process, however it ends."""
+    ``error``), naming this process; removed at the end. The lock goes with the process, however it ends.
+
+    Yields ``announce``: the pidfile names this process from then on, which is when its starter's wait
+    (``registers_itself``) ends. ``announce_now=False``: only when the block calls it, once it is ready
+    (a collector: its start record written, its process events subscribed)."""
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(pidfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -101,10 +106,17 @@ def hold_pidfile(pidfile: Path, what: str, error: type[TracekitError] = Tracekit
         owner = pidfile_pid(pidfile)
         os.close(fd)
         raise error(f"{what} already runs (pid {owner or '?'})") from None
-    try:
+
+    def announce() -> None:
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {_process_create_time(os.getpid())}\n".encode())
-        yield
+        os.pwrite(fd, f"{os.getpid()} {_process_create_time(os.getpid())}\n".encode(), 0)
+
+    try:
+        if announce_now:
+            announce()
+        else:
+            os.ftruncate(fd, 0)  # a dead holder's pid is not this one's
+        yield announce
     finally:
         pidfile.unlink(missing_ok=True)
         os.close(fd)

@@ -230,7 +230,9 @@ def test_wrapped_tasks_are_tracked_without_a_regex(logs_dir):
     event = read_jsonl(cfg.run_folder / "events.sleep.jsonl")[0]
     wait_until(lambda: tracked(cfg.run_folder, event["pid"]), what="registered sleep")
     daemon.stop_collector("r1", logs_dir)
-    [record] = tracked(cfg.run_folder, event["pid"])
+    records = tracked(cfg.run_folder, event["pid"])
+    assert len(records) == 1, json.dumps(records)
+    [record] = records
     assert record["reason"] == "registered" and record["task_id"] == "t-42"
     assert record["create_time_ms"] == event["create_time_ms"]
     assert samples_of(cfg.run_folder, event["pid"])
@@ -707,6 +709,36 @@ def test_a_process_found_after_its_exec_is_recorded_once_and_again_only_if_its_e
         tracker.close()
 
 
+def test_a_process_read_in_the_middle_of_its_exec_is_recorded_once_whole(tmp_path, children, monkeypatch):
+    """A registration read while its task execs: the new name, no command line yet. Its line waits for the
+    exec event (or its exit, or the next tick) and is written once, whole, not once empty and again (seen
+    as two lines of a wrapped sleep under load). A process with no command line at all waits one tick only."""
+    pid_dir = tmp_path / "pids"
+    events = _EventsRead()
+    tracker = ProcessTracker(pid_dir=pid_dir, events=events)
+    mid_exec: set[int] = set()
+    real_read_cmdline = process_module._procfs.read_cmdline
+    monkeypatch.setattr(process_module._procfs, "read_cmdline", lambda pid: [] if pid in mid_exec else real_read_cmdline(pid))
+    try:
+        tracker.refresh(int(time.time() * 1000))  # the folder made and watched
+        task, bare = children(["sleep", "60"]), children(["sleep", "61"])
+        for child in (task, bare):
+            wait_until(lambda child=child: _procfs_cmdline(child.pid)[:1] == ["sleep"], what="the exec")
+            mid_exec.add(child.pid)
+            write_registration(pid_dir, child.pid, process_identity(child.pid).create_time_ms, f"t-{child.pid}")
+        new, rows = tracker.on_registrations(int(time.time() * 1000))
+        assert new == [] and {int(row.split(",")[1]) for row in rows} == {task.pid, bare.pid}  # sampled, lines wait
+        mid_exec.discard(task.pid)
+        events.waiting = [ProcEvent("exec", task.pid, 0, 0)]
+        [whole], _rows = tracker.on_events(int(time.time() * 1000))
+        assert (whole.key.pid, whole.cmdline) == (task.pid, ["sleep", "60"])
+        [settled] = tracker.refresh(int(time.time() * 1000))  # no exec event of it: the tick writes it as it is
+        assert (settled.key.pid, settled.cmdline) == (bare.pid, [])
+        assert tracker.refresh(int(time.time() * 1000)) == []
+    finally:
+        tracker.close()
+
+
 def test_a_watched_pid_folder_is_read_when_it_changes_not_on_ticks_and_watched_again_once_replaced(tmp_path, children, monkeypatch):
     """With process events the PID folder is watched (inotify): a tick neither lists nor stats it, a
     registration is followed as the watch fires, and a folder removed and made again is watched again."""
@@ -794,3 +826,29 @@ def test_a_registered_task_whose_exec_event_never_came_is_followed_at_the_next_t
         assert (followed.key.pid, followed.task_id, followed.cmdline) == (task.pid, "t-1", ["sleep", "300"])
     finally:
         tracker.close()
+
+
+def test_the_pidfile_names_the_collector_only_once_its_start_record_is_written(logs_dir):
+    """'tracekit collect start' returns when the pidfile names the collector: by then its start record is
+    there to read and its process events are subscribed (the fresh-machine suite read collector.jsonl right
+    after 'make start-collect' and found none). Watched as tightly as a loop can: the pidfile is read
+    without pause from the collector's launch."""
+    folder = logs_dir / "pidready"
+    pidfile = folder / runfolder.COLLECTOR_PIDFILE
+    child = subprocess.Popen([*tracekit_cmd(), "collect", "run", "--run-id", "pidready", "--logs-dir", str(logs_dir),
+                              "--node-id", "n1", "--interval-ms", "1000", "--no-host"])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                named = pidfile.read_text().split()[:1] == [str(child.pid)]
+            except OSError:
+                named = False
+            if named:
+                break
+        assert named, "the collector never named itself in its pidfile"
+        records = read_jsonl(folder / runfolder.COLLECTOR_EVENTS)  # read at once: no wait
+        assert records and records[0]["event"] == "start"
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=60)

@@ -486,18 +486,21 @@ class _Sampler:
 
 def run_collector(config: CollectorConfig, stop_after_s: float | None = None, log_to_stderr: bool = False) -> dict:
     """Sample until SIGTERM/SIGINT (or ``stop_after_s``); return the final record."""
-    # Handlers first: 'start' returns once the pidfile is held, and a stop
-    # requested right then must still end in a final sample and a flush.
+    # Handlers first: 'start' returns once the pidfile names this process, and a
+    # stop requested right then must still end in a final sample and a flush.
     stop = _Stop()
     folder = runfolder.ensure_writable_dir(config.run_folder, "run folder")
     pidfile = folder / runfolder.COLLECTOR_PIDFILE
-    with detach.hold_pidfile(pidfile, f"a collector of run {config.run_id}", CollectorError):
+    with detach.hold_pidfile(pidfile, f"a collector of run {config.run_id}", CollectorError, announce_now=False) as announce:
         log = file_logger(folder / runfolder.COLLECTOR_LOG, log_to_stderr)
         if config.cpus is not None:
             keep_on(config.cpus)  # the node's CPUs: node.json and the host samples are theirs
         _allow_more_open_files()
         sampler = _Sampler(config, folder, log)
         sampler.begin(folder)
+        # Ready: its start record written and its process events subscribed. 'start' returns from now on,
+        # so that what is started after it is seen (and collector.jsonl is there to read).
+        announce()
         # Everything allocated so far lives as long as the process: keep it out of
         # the garbage collector's full passes, and out of the ~20 ms it otherwise
         # spends on it at interpreter exit.

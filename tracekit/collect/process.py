@@ -93,6 +93,7 @@ class TrackedProcess:
     cmdline: list[str]
     recorded: bool = True  # False: followed from its fork, its processes.jsonl line not written yet
     exec_seen: bool = False  # an exec event since it was followed: name and command line to read again
+    deferred: bool = False  # its line once held back: its command line read empty, in the middle of its exec
     # CPU accounting of ended children (ns; see ProcessTracker._account):
     own_ns: int = 0  # its own CPU at its last sample
     children_ns: int = 0  # the kernel's CPU of its reaped children at its last sample
@@ -200,6 +201,9 @@ class ProcessTracker:
         # processes whose children were not read yet (followed from their fork event: read at a tick).
         self._filtered: set[int] = set()
         self._children_unread: set[int] = set()
+        # Followed processes whose line waits: read in the middle of their exec (a command line not there yet),
+        # written at their exec event, their exit or the next tick, whichever comes first (_first_samples).
+        self._unsettled: dict[int, TrackedProcess] = {}
         self._any_exec = self.match_name is not None or self.match_cmdline is not None  # a name may match at an exec
         self.exit_samples = 0  # last samples read from a zombie at its exit event
         self.exits_unread = 0  # followed processes reaped before their exit event was read
@@ -246,7 +250,22 @@ class ProcessTracker:
             registrations = self._read_registrations(force=True)
         else:
             registrations = []  # each one fires the watch: on_registrations follows it at once
-        return self._narrow(self._consider(candidates, now_ms, registrations), at_tick=True)
+        return self._settled() + self._narrow(self._consider(candidates, now_ms, registrations), at_tick=True)
+
+    def _settled(self) -> list[TrackedProcess]:
+        """The processes whose line waited since the last tick (_first_samples): recorded now, as they are."""
+        if not self._unsettled:
+            return []
+        waiting, self._unsettled = self._unsettled, {}
+        settled = []
+        for pid, process in sorted(waiting.items()):
+            if process.recorded:
+                continue
+            if self.tracked.get(pid) is process:
+                self._reread_identity(process)
+            process.recorded = True  # (one gone since, unseen by an exit event: as it was last read)
+            settled.append(process)
+        return settled
 
     def _consider(
         self, candidates: set[int], now_ms: int, new: list[TrackedProcess], exec_seen: bool = False
@@ -342,6 +361,8 @@ class ProcessTracker:
                     process.exec_seen = True
                     if process.recorded:
                         execed.append(process)
+                    elif self._unsettled.pop(pid, None) is not None:  # its exec done: its line written now
+                        new.append(process)
                 elif pid in self._trampolines:
                     self._seen_registrations.discard(self._trampolines.pop(pid))
                     new.extend(self._read_registrations(force=True))
@@ -354,10 +375,13 @@ class ProcessTracker:
                 process = self.tracked.get(pid)
                 if process is not None:
                     identity = (process.comm, process.cmdline)
+                    waited = self._unsettled.pop(pid, None) is not None
                     row = self._last_sample(pid, process, now_ms)
                     if row is not None:
                         rows.append(row)
-                    if process.recorded and (process.comm, process.cmdline) != identity:
+                    if waited:  # its line waited: written now, as its zombie says
+                        new.append(process)
+                    elif process.recorded and (process.comm, process.cmdline) != identity:
                         new.append(process)  # exec'd and ended within these events: its line written again
         for process in execed:
             # Its line may say what it was before the exec (runc's init, a shell's fork): written again
@@ -444,20 +468,28 @@ class ProcessTracker:
 
     def _first_samples(self, new: list[TrackedProcess], now_ms: int, rows: list[str]) -> tuple[list[TrackedProcess], list[str]]:
         """Each new process (to record, once), and a first row of those still alive after ``rows``."""
-        first = []
+        first, recorded = [], []
         for process in new:
             pid = process.key.pid
             alive = self.tracked.get(pid) is process  # else: ended within these events, sampled then
             if alive and (process.exec_seen or not process.recorded):
                 self._reread_identity(process)
-            process.recorded = True
+            if alive and not process.cmdline and not process.deferred:
+                # Read in the middle of its exec (its new name, no command line yet): its line waits for its
+                # exec event, its exit or the next tick, so that it is written once, whole. Once only: a
+                # process may have no command line at all.
+                process.deferred, process.recorded = True, False
+                self._unsettled[pid] = process
+            else:
+                process.recorded = True
+                recorded.append(process)
             if alive:
                 row = self._sample_row(pid, process, now_ms)
                 if row is not None:
                     first.append(row)
         rows += first
         rows.sort(key=lambda row: int(row.split(",", 2)[1]))  # one time stamp: in PID order, as a tick's
-        return new, rows
+        return recorded, rows
 
     def _last_sample(self, pid: int, process: TrackedProcess, now_ms: int) -> str | None:
         """The row of a followed process at its exit event (its zombie's counters), if still readable."""
