@@ -324,10 +324,12 @@ def free_shared_nodes(
     shared: SharedNodes,
     *,
     inventory: str | Path | None = None,
+    hosts: tuple[str, ...] | None = None,
     verbose: bool = False,
 ) -> bool:
     """Free the nodes a sweep's runs held between them (SharedNodes), through the folder of its last run
-    (its inventory and variables; the call's artifacts go to its ansible/). Whether every node is free."""
+    (its inventory and variables; the call's artifacts go to its ansible/): ``hosts`` (default: all of the
+    inventory's). Whether every one is free."""
     logs = Path(logs_dir).resolve()
     experiment_path, overrides, inventory = _resumed_inputs(logs, run_id, None, None, inventory)
     experiment = load_experiment(experiment_path, overrides)
@@ -338,7 +340,7 @@ def free_shared_nodes(
         folder.status = folder.load_status()
         interrupt.cleaning = True  # never cancelled, as stop
         runner = _phase_runner(folder, experiment, parsed_inventory, _wheelhouse(folder), len(folder.status.get("attempts", [])),
-                               progress, interrupt, verbose, None, 0, shared=shared)  # fmt: skip
+                               progress, interrupt, verbose, ",".join(hosts) if hosts else None, 0, shared=shared)  # fmt: skip
         outcome = runner.run([RELEASE], lambda _p: None, lambda _p, _o: None).get(RELEASE)
     return outcome is not None and outcome.state == "succeeded"
 

@@ -187,6 +187,7 @@ class _Sweep:
         self.lock_wait = lock_wait
         self.token = token
         self.out = out
+        self._needed: dict[int, tuple[str, frozenset[str]]] = {}  # point -> its preparation and hosts
         # The run folder that prepared the nodes, for what (preparation), and which nodes: on --resume, the
         # last run of the sweep that prepared them (as a resumed run does not prepare again what it prepared).
         self.prepared: tuple[Path, str, frozenset[str]] | None = None
@@ -195,6 +196,7 @@ class _Sweep:
                 self.prepared = (self.points_dir / entry["run_id"], *self._needs(entry))
         self.last_run: str | None = None  # the last run that took the nodes: it frees them at the end
         self.held: frozenset[str] = frozenset()  # nodes a run of this tracekit-run took (they stay held)
+        self.touched: frozenset[str] = frozenset()  # nodes its runs had: freed at the end
 
     def run(self) -> str:
         interrupted = False
@@ -209,6 +211,10 @@ class _Sweep:
         except KeyboardInterrupt:  # between two runs: nothing of a run is left going
             interrupted = True
         finally:
+            if self.last_run is None and self.record.get("nodes_freed") is False:
+                # Every run was done, but an earlier tracekit-run of the sweep could not free the nodes.
+                self.last_run = self.record["runs"][-1]["run_id"]
+                self.touched = frozenset().union(*(self._needs(entry)[1] for entry in self.record["runs"]))
             self._free_nodes()
         states = [entry["state"] for entry in self.record["runs"]]
         if interrupted:
@@ -227,8 +233,11 @@ class _Sweep:
 
     def _needs(self, entry: dict[str, Any]) -> tuple[str, frozenset[str]]:
         """What a run's preparation is (preparation()), and on which nodes."""
-        experiment = self.experiments[entry["point"]]
-        return preparation(experiment), frozenset(run_hosts(experiment, self.inventory))
+        point = entry["point"]
+        if point not in self._needed:
+            experiment = self.experiments[point]
+            self._needed[point] = preparation(experiment), frozenset(run_hosts(experiment, self.inventory))
+        return self._needed[point]
 
     def _one(self, number: int, entry: dict[str, Any]) -> RunResult:
         point = self.plan.points[entry["point"]]
@@ -241,6 +250,7 @@ class _Sweep:
         self._set(entry, "running", started=now(), prepared_by=prepared_by.name if prepared_by else entry["run_id"])
         folder = self.points_dir / entry["run_id"]
         shared = SharedNodes(self.sweep_dir.name, self.token, prepared_by, held=hosts <= self.held)
+        self.touched |= hosts
         self.last_run = entry["run_id"]
         common = dict(logs_dir=self.points_dir, verbose=self.verbose, lock_wait=self.lock_wait, shared=shared)
         try:
@@ -279,7 +289,7 @@ class _Sweep:
             return
         try:
             freed = free_shared_nodes(self.last_run, self.points_dir, SharedNodes(self.sweep_dir.name, self.token),
-                                      inventory=self.inventory, verbose=self.verbose)  # fmt: skip
+                                      inventory=self.inventory, hosts=tuple(sorted(self.touched)), verbose=self.verbose)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - said, and the sweep's own state stands
             freed, reason = False, str(exc)
         else:
@@ -288,7 +298,7 @@ class _Sweep:
         write_json(self.sweep_dir / SWEEP_FILE, self.record)
         if not freed:
             self.out(f"sweep {self.sweep_dir.name}: could not free its nodes ({reason}); free them with "
-                     f"'tracekit-run --stop {self.last_run} --logs-dir {self.points_dir}'")  # fmt: skip
+                     f"'tracekit-run --resume {self.sweep_dir.name}' once they are reachable")  # fmt: skip
 
 
 def _summary_lines(sweep_dir: Path, state: str) -> list[str]:
