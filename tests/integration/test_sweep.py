@@ -104,6 +104,13 @@ def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_
     assert sorted(row["workers.count"] for row in makespans) == [1, 2]
     assert all(row["n"] == 2 and row["ci95_low"] <= row["mean"] <= row["ci95_high"] for row in makespans)
     assert (sweep_dir / "summary.md").is_file() and (sweep_dir / "report" / "index.html").is_file()
+    # tracekit compare on run folders alone (as if made one tracekit-run at a time): the same points, from the
+    # values that differ between the runs' resolved experiments.
+    compared = subprocess.run([str(VENV_BIN / "tracekit"), "compare", *map(str, folders), "-o", str(tmp_path / "cmp")],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert compared.returncode == 0, compared.stderr
+    again = pq.read_table(tmp_path / "cmp" / "summary.parquet").to_pylist()
+    assert sorted((r["workers_count"], r["n"]) for r in again if r["figure"] == "makespan_s") == [(1, 2), (2, 2)]
     assert processes_under(folder, port) == []
     kill_processes_under(folder, port)
 
