@@ -513,6 +513,14 @@ def run_all(runner: Runner, counts: tuple[int, ...]) -> str | None:
     return why_not
 
 
+def wait_for_quiet(load: float, most_s: float) -> float:
+    """Wait (up to ``most_s``) until the 1-minute load average is at most ``load``; the seconds waited."""
+    started = time.monotonic()
+    while os.getloadavg()[0] > load and time.monotonic() - started < most_s:
+        time.sleep(5)
+    return time.monotonic() - started
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="Measures; exits 0 whatever the numbers.")
@@ -525,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-load", type=float, default=0.75 * (os.cpu_count() or 1), metavar="L",
                         help="no PASS/FAIL when the 1-minute load average went above L "
                              "(default: 0.75 per core)")  # fmt: skip
+    parser.add_argument("--wait-quiet", type=float, default=180.0, metavar="S",
+                        help="first wait up to S seconds for the 1-minute load average to fall to half of --max-load "
+                             "(what a test suite just ended leaves decays in a few minutes; default: 180)")  # fmt: skip
     parser.add_argument("--naive-baseline", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--interval-ms", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--match", default=MATCH, help=argparse.SUPPRESS)  # the naive sampler's: its parent's
@@ -538,7 +549,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration:
         durations = dict.fromkeys(INTERVALS_MS, args.duration)
     with_pidstat = shutil.which("pidstat") is not None
+    waited = wait_for_quiet(args.max_load / 2, args.wait_quiet)
     print("# Collector overhead: tracekit vs naive psutil sampler and pidstat\n")
+    if waited:
+        print(f"- waited {waited:.0f} s for the load average to fall to {args.max_load / 2:g} (it was {os.getloadavg()[0]:.2f} then)")
     print(machine())
     if not with_pidstat:
         print(f"- {PIDSTAT_INSTALL}")

@@ -38,7 +38,7 @@ def leftovers(name: str) -> list[int]:
 def test_the_quick_bench_runs_every_sampler_on_the_same_processes(tmp_path):
     # Output to files: a pipe would keep the test waiting on any process the bench left behind.
     with open(tmp_path / "out.md", "w") as out, open(tmp_path / "err.txt", "w") as err:
-        argv = [sys.executable, str(BENCH), "--quick", "--duration", "1", "--keep", str(tmp_path / "raw")]
+        argv = [sys.executable, str(BENCH), "--quick", "--duration", "1", "--wait-quiet", "0", "--keep", str(tmp_path / "raw")]
         bench = subprocess.Popen(argv, stdout=out, stderr=err)
         try:
             code = bench.wait(timeout=300)
