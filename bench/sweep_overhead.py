@@ -84,6 +84,7 @@ def main() -> int:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tk-sweep-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    (folder / "site").mkdir(exist_ok=True)
     inventory = local_inventory(folder / "site", port)
     print("# A sweep's cost per run beyond its dispatch\n")
     print(f"- {machine()}; at start: {load()}")
