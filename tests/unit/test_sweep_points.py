@@ -4,6 +4,7 @@ that is refused before anything runs."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,18 @@ def test_points_that_differ_only_in_what_prepare_does_not_read_share_one_prepara
     command = "experiments/command.yaml"
     assert prepared(command, "workload.command.params.ms=[40]") == prepared(command)
     assert prepared(command, "workload.command.files=examples") != prepared(command)  # other files to copy
+
+
+def test_sweep_json_keeps_the_axes_in_the_order_given(tmp_path):
+    """The first swept key is the plots' x axis: workload.http.load.rate before .duration, as written, not
+    the alphabet's order (the http-rates example's page was drawn against the durations)."""
+    import json
+
+    from tracekit.sweep.run import SWEEP_FILE, _create
+
+    sweep = with_command_line(None, [], ["workload.http.load.rate=[50, 100]", 'workload.http.load.duration=["20s", "10s"]'], None)
+    plan, _ = plan_sweep("experiments/http-rates.yaml", [], sweep)
+    _create(tmp_path / "s1", Path("experiments/http-rates.yaml"), [], sweep, plan, None)
+    record = json.loads((tmp_path / "s1" / SWEEP_FILE).read_text())
+    assert list(record["axes"]) == ["workload.http.load.rate", "workload.http.load.duration"]
+    assert list(record["points"][0]["values"]) == ["workload.http.load.rate", "workload.http.load.duration"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ from tracekit.errors import RunError, TracekitError, UsageError
 from tracekit.experiment.run_dir import RunDir, now
 from tracekit.experiment.runner import RunResult, SharedNodes, free_shared_nodes, run_experiment, run_hosts
 from tracekit.experiment.spec import Experiment, load_experiment
-from tracekit.jsonl import write_json
 from tracekit.sweep.points import SweepPlan, plan_sweep, with_command_line
 
 SWEEP_FILE = "sweep.json"
@@ -138,6 +138,14 @@ def _summarize(sweep_dir: Path, out: Callable[[str], None]) -> list[str]:
     return [*summary.lines, f"  table:  {summary.markdown} (and .csv, .parquet)", f"  report: {summary.page}"]
 
 
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """sweep.json, atomically (a reader sees all or nothing), its keys in their order: the axes' order is the
+    plots' (the first swept key is their x axis), not the alphabet's."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    os.replace(partial, path)
+
+
 def _read_record(sweep_dir: Path) -> dict[str, Any]:
     try:
         record = json.loads((sweep_dir / SWEEP_FILE).read_text())
@@ -156,7 +164,7 @@ def _create(sweep_dir: Path, experiment_path: Path, overrides: list[str], sweep:
         raise RunError(f"{sweep_dir} already exists; resume it with 'tracekit-run --resume {sweep_dir.name}' or pick another --run-id")
     (sweep_dir / POINTS).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(experiment_path, sweep_dir / "experiment.yaml")
-    write_json(sweep_dir / SWEEP_FILE, {
+    write_record(sweep_dir / SWEEP_FILE, {
         "sweep_id": sweep_dir.name,
         "created": now(),
         "experiment": str(experiment_path),
@@ -281,7 +289,7 @@ class _Sweep:
         entry.update(state=state, **{k: v for k, v in values.items() if v is not None})
         if state in DONE:
             entry.pop("error", None)
-        write_json(self.sweep_dir / SWEEP_FILE, self.record)
+        write_record(self.sweep_dir / SWEEP_FILE, self.record)
 
     def _free_nodes(self) -> None:
         """The nodes the runs kept between them, freed once (through the last run's folder)."""
@@ -295,7 +303,7 @@ class _Sweep:
         else:
             reason = "see its ansible/ folder"
         self.record["nodes_freed"] = freed
-        write_json(self.sweep_dir / SWEEP_FILE, self.record)
+        write_record(self.sweep_dir / SWEEP_FILE, self.record)
         if not freed:
             self.out(f"sweep {self.sweep_dir.name}: could not free its nodes ({reason}); free them with "
                      f"'tracekit-run --resume {self.sweep_dir.name}' once they are reachable")  # fmt: skip
