@@ -189,6 +189,8 @@ def test_between_ticks_the_narrowed_filter_grows_once_per_batch_and_shrinks_at_t
         tracker.on_events(int(time.time() * 1000))
         assert (events.followed, events.attached, children_read) == ({shell.pid}, 1, [shell.pid])
         short, kept = children(["sleep", "60"]), children(["sleep", "60"])  # as if the shell forked them
+        for child in (short, kept):  # exec'd: a process read mid-exec has its line wait (another test's case)
+            wait_until(lambda child=child: _procfs_cmdline(child.pid) == ["sleep", "60"], what="the exec")
         events.waiting = [ProcEvent("fork", short.pid, shell.pid, 0), ProcEvent("fork", kept.pid, shell.pid, 0)]
         new, _rows = tracker.on_events(int(time.time() * 1000))
         assert {p.key.pid for p in new} == {short.pid, kept.pid}
@@ -660,17 +662,22 @@ class _EventsRead:
         self.waiting: list = []
         self.overruns = 0
         self.narrowed = narrowed  # as if the kernel's filter were narrowed to the followed processes
-        self.followed: set[int] = set()
+        self.following: set[int] = set()
         self.attached = 0  # filters given to the kernel (a changed set of processes)
 
     def read(self):
         events, self.waiting = self.waiting, []
         return events
 
+    @property
+    def followed(self) -> set[int]:
+        """As ProcEventSocket.followed: what a narrowed filter lets through, empty when not narrowed."""
+        return self.following if self.narrowed else set()
+
     def follow(self, followed, any_exec):
-        if set(followed) != self.followed:
+        if set(followed) != self.following:
             self.attached += 1
-        self.followed = set(followed)
+        self.following = set(followed)
         return self.narrowed
 
     def close(self):

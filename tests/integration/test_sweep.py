@@ -29,12 +29,17 @@ def _status(run_dir: Path) -> dict:
         return {}
 
 
-def _prepare_plays(run_dir: Path) -> int:
-    """Prepare plays that ran a task of their own in a run's Ansible calls (ansible-runner's job events; a
-    play the phase tags leave out starts all the same and checks its roles' arguments, nothing more)."""
-    ran = set()
+def _job_events(run_dir: Path):
+    """The events of a run's Ansible calls (ansible-runner's job_events)."""
     for event in (run_dir / "ansible" / "artifacts").glob("*/job_events/*.json"):
-        data = json.loads(event.read_text())
+        yield json.loads(event.read_text())
+
+
+def _prepare_plays(run_dir: Path) -> int:
+    """Prepare plays that ran a task of their own in a run's Ansible calls (a play the phase tags leave out
+    starts all the same and checks its roles' arguments, nothing more)."""
+    ran = set()
+    for data in _job_events(run_dir):
         found = data.get("event_data", {})
         if (data.get("event") == "runner_on_start" and found.get("play") == PREPARE_PLAY
                 and not str(found.get("task")).startswith("Validating arguments")):  # fmt: skip
@@ -44,11 +49,8 @@ def _prepare_plays(run_dir: Path) -> int:
 
 def _locks_taken(run_dir: Path) -> int:
     """Hosts on which a run's calls took the node lock (tracekit_lock's task ran, not skipped)."""
-    taken = 0
-    for event in (run_dir / "ansible" / "artifacts").glob("*/job_events/*.json"):
-        data = json.loads(event.read_text())
-        taken += data.get("event") == "runner_on_ok" and str(data.get("event_data", {}).get("task")).startswith("Take the node")
-    return taken
+    return sum(data.get("event") == "runner_on_ok" and str(data.get("event_data", {}).get("task")).startswith("Take the node")
+               for data in _job_events(run_dir))  # fmt: skip
 
 
 def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_path, local_site):

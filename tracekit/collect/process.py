@@ -197,9 +197,8 @@ class ProcessTracker:
         self._watch_unavailable = False  # inotify refused a watch of the existing folder: read it each tick
         self._overruns_seen = 0
         self._trampolines: dict[int, str] = {}  # pid -> its registration, waiting for the task's exec
-        # The process ids the kernel's filter lets through (_narrow; empty: not narrowed), and the followed
-        # processes whose children were not read yet (followed from their fork event: read at a tick).
-        self._filtered: set[int] = set()
+        # The followed processes whose children were not read yet (followed from their fork event while the
+        # kernel's filter is narrowed: read at a tick, _narrow).
         self._children_unread: set[int] = set()
         # Followed processes whose line waits: read in the middle of their exec (a command line not there yet),
         # written at their exec event, their exit or the next tick, whichever comes first (_first_samples).
@@ -354,7 +353,8 @@ class ProcessTracker:
                 child = self._track(stat, "descendant", parent.task_id)
                 child.recorded = False
                 new.append(child)
-                self._children_unread.add(pid)  # read at the next tick (_narrow)
+                if self.events.narrowed:
+                    self._children_unread.add(pid)  # read at the next tick (_narrow)
             elif event.kind == "exec":
                 process = self.tracked.get(pid)
                 if process is not None:
@@ -417,12 +417,10 @@ class ProcessTracker:
         if self.events is None:
             return new
         wanted = self.tracked.keys() | self._trampolines.keys()
-        if not at_tick and wanted <= self._filtered:
-            pass  # the filter lets these processes' events through already
-        elif self.events.follow(wanted if at_tick else wanted | self._filtered, self._any_exec):
-            self._filtered = set(self.events.followed)
-        else:
-            self._filtered = set()
+        filtered = self.events.followed  # what the filter lets through now (empty: not narrowed)
+        already = not at_tick and wanted <= filtered  # it lets these processes' events through: no attach
+        if not already and not self.events.follow(wanted if at_tick else wanted | filtered, self._any_exec):
+            self._children_unread.clear()  # not narrowed: every fork comes
             return new
         if at_tick and self._children_unread:
             unread, self._children_unread = self._children_unread, set()
@@ -438,10 +436,8 @@ class ProcessTracker:
                     continue
                 if at_tick or process.key.pid not in self._children_unread:
                     new.extend(self._missed_children(process))
-            if checked < len(new) and not self.events.follow(self.tracked.keys() | self._filtered, self._any_exec):
-                self._filtered = set()
+            if checked < len(new) and not self.events.follow(self.tracked.keys() | self.events.followed, self._any_exec):
                 break
-            self._filtered = set(self.events.followed)
         return new
 
     def _missed_children(self, parent: TrackedProcess) -> list[TrackedProcess]:

@@ -24,6 +24,8 @@ from typing import Any
 
 from tracekit.errors import ExperimentError
 from tracekit.experiment.spec import Experiment, load_experiment, parse_override
+from tracekit.schemas import with_defaults
+from tracekit.workloads import experiment_schema
 
 NO_SWEEP = "sweep=null"  # the override that makes a point's experiment one run, not a sweep again
 _SLUG_MAX = 72  # a run id has at most 128 characters
@@ -88,7 +90,7 @@ def with_command_line(sweep: dict[str, Any] | None, matrix: list[str], zipped: l
     """The experiment's sweep section with --matrix KEY=[...], --zip KEY=[...] and --repeat N added."""
     if not matrix and not zipped and repeat is None:
         return sweep
-    section = {"matrix": {}, "zip": {}, "repeat": 1, "order": "shuffled", "seed": 0, **(sweep or {})}
+    section = with_defaults(experiment_schema()["properties"]["sweep"], sweep or {})  # the schema's defaults
     section["matrix"], section["zip"] = dict(section.get("matrix") or {}), dict(section.get("zip") or {})
     for flag, given, into in (("--matrix", matrix, section["matrix"]), ("--zip", zipped, section["zip"])):
         for text in given:

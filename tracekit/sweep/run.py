@@ -100,9 +100,10 @@ def run_sweep(
         sweep_id = runfolder.validate_run_id(sweep_id or f"{base.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     overrides = list(overrides or [])
     plan, experiments = plan_sweep(experiment_path, overrides, sweep)
-    for point, experiment in zip(plan.points, experiments):  # the inventory too, before anything runs
+    hosts = []  # each point's: checked against the inventory too, before anything runs
+    for point, experiment in zip(plan.points, experiments):
         try:
-            run_hosts(experiment, inventory)
+            hosts.append(frozenset(run_hosts(experiment, inventory)))
         except TracekitError as exc:
             problem = str(exc).removeprefix(f"{experiment.source}: ")
             raise type(exc)(f"{experiment.source}: sweep point {point.index} ({point.label}): {problem}") from None
@@ -121,7 +122,8 @@ def run_sweep(
         if [r["run_id"] for r in record["runs"]] != [r.run_id for r in plan.runs]:
             raise RunError(f"{sweep_dir / SWEEP_FILE}: its runs are not those its experiment plans now; start a new sweep")
         shared_token = holder.lock_token()
-        state = _Sweep(sweep_dir, record, plan, experiments, inventory, verbose, lock_wait, shared_token, out).run()
+        needs = [(preparation(experiment), hosts[point]) for point, experiment in enumerate(experiments)]
+        state = _Sweep(sweep_dir, record, plan, needs, inventory, verbose, lock_wait, shared_token, out).run()
         table = _summarize(sweep_dir, out)
     return SweepResult(sweep_id, sweep_dir, state, table + _summary_lines(sweep_dir, state))
 
@@ -182,20 +184,19 @@ def _create(sweep_dir: Path, experiment_path: Path, overrides: list[str], sweep:
 
 
 class _Sweep:
-    def __init__(self, sweep_dir: Path, record: dict[str, Any], plan: SweepPlan, experiments: list[Experiment],
+    def __init__(self, sweep_dir: Path, record: dict[str, Any], plan: SweepPlan, needs: list[tuple[str, frozenset[str]]],
                  inventory: str | Path | None, verbose: bool, lock_wait: int, token: str,
                  out: Callable[[str], None]):  # fmt: skip
         self.sweep_dir = sweep_dir
         self.points_dir = sweep_dir / POINTS
         self.record = record
         self.plan = plan
-        self.experiments = experiments
+        self.needs = needs  # per point: its preparation (preparation()) and its hosts
         self.inventory = inventory
         self.verbose = verbose
         self.lock_wait = lock_wait
         self.token = token
         self.out = out
-        self._needed: dict[int, tuple[str, frozenset[str]]] = {}  # point -> its preparation and hosts
         # The run folder that prepared the nodes, for what (preparation), and which nodes: on --resume, the
         # last run of the sweep that prepared them (as a resumed run does not prepare again what it prepared).
         self.prepared: tuple[Path, str, frozenset[str]] | None = None
@@ -241,11 +242,7 @@ class _Sweep:
 
     def _needs(self, entry: dict[str, Any]) -> tuple[str, frozenset[str]]:
         """What a run's preparation is (preparation()), and on which nodes."""
-        point = entry["point"]
-        if point not in self._needed:
-            experiment = self.experiments[point]
-            self._needed[point] = preparation(experiment), frozenset(run_hosts(experiment, self.inventory))
-        return self._needed[point]
+        return self.needs[entry["point"]]
 
     def _one(self, number: int, entry: dict[str, Any]) -> RunResult:
         point = self.plan.points[entry["point"]]
