@@ -207,6 +207,27 @@ def test_between_ticks_the_narrowed_filter_grows_once_per_batch_and_shrinks_at_t
         tracker.close()
 
 
+def test_without_a_narrowed_filter_no_children_wait_to_be_read(tmp_path, children):
+    """Every fork comes when the kernel's filter is not narrowed (more than 500 processes, or a kernel that
+    refused it): nothing is kept to read at a tick (the set of such processes grew for the whole run)."""
+    events = _EventsRead(narrowed=False)
+    name = f"tkwide{os.getpid()}"[:15]
+    binary = named_binary(tmp_path, name)
+    shell = children([binary, "60"])
+    wait_until(lambda: _procfs_cmdline(shell.pid)[:1] == [binary], what="the exec")
+    tracker = ProcessTracker(match_name=re.compile(f"^{name}$"), events=events)
+    try:
+        events.waiting = [ProcEvent("exec", shell.pid, 0, 0)]
+        tracker.on_events(int(time.time() * 1000))
+        kid = children(["sleep", "60"])  # as if the shell forked it
+        wait_until(lambda: _procfs_cmdline(kid.pid) == ["sleep", "60"], what="the exec")
+        events.waiting = [ProcEvent("fork", kid.pid, shell.pid, 0)]
+        [followed], _rows = tracker.on_events(int(time.time() * 1000))
+        assert followed.key.pid == kid.pid and tracker._children_unread == set()
+    finally:
+        tracker.close()
+
+
 def _children_of(pid: int) -> list[int]:
     found = []
     for name in os.listdir("/proc"):
