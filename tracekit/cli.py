@@ -217,7 +217,8 @@ def _add_parse(commands: argparse._SubParsersAction) -> None:
         "skipped and listed in the audit (with --strict they are fatal). The same input gives\n"
         "byte-identical output.",
         epilog="examples: tracekit parse logs/test001\n"
-        "          tracekit parse --node-part logs/test001   (on a node: its part, in logs/test001/cctf-part/)",
+        "          tracekit parse --node-part logs/test001   (on a node: its part, in logs/test001/cctf-part/)\n"
+        "          tracekit parse logs/test001 --export opendc --report   (what tracekit-run's parse phase does)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parse.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder, e.g. logs/<RUN_ID>")
@@ -227,6 +228,12 @@ def _add_parse(commands: argparse._SubParsersAction) -> None:
                        "task_metrics.jsonl)")
     parse.add_argument("--node-part", action="store_true", help="RUN_DIR is one node's folder: write only its part "
                        "of the trace, RUN_DIR/cctf-part/ (Parquet tables and part.json), for a later parse of the run")
+    # tracekit-run's parse phase: one process for the four steps (each a Python start and an Ansible task less).
+    parse.add_argument("--export", action="append", default=[], choices=["opendc"], metavar="FORMAT",
+                       help="then export the run into RUN_DIR/<FORMAT>/ (replaced) and verify it against the run, "
+                       "as 'tracekit export' and 'tracekit verify' do (repeatable; formats: opendc)")
+    parse.add_argument("--include-failed", action="store_true", help="with --export: export failed invocations too")
+    parse.add_argument("--report", action="store_true", help="then write RUN_DIR/report/, as 'tracekit report' does")
     _add_json(parse)
 
 
@@ -618,8 +625,8 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     if args.node_part:
         from tracekit.trace.nodeparse import check_part_folder, write_part
 
-        if args.jsonl:
-            raise UsageError("--jsonl is for the whole run's parse; a node's part is Parquet only")
+        if args.jsonl or args.export or args.report:
+            raise UsageError("--jsonl, --export and --report are for the whole run's parse; a node's part is Parquet only")
         part, written = write_part(check_part_folder(args.run_dir), strict=args.strict)
         _answer(args, f"{part}: {'written' if written else 'up to date (it matches the raw files)'}", written, part=part)
         return 0
@@ -634,6 +641,13 @@ def _cmd_parse(args: argparse.Namespace) -> int:
 
     for note in audit["notes"]:  # what was skipped or refused among them: node data may hold any bytes
         print(f"note: {printable(note)}")
+    for format_name in args.export:
+        out_dir = args.run_dir / format_name
+        _exported(_export(format_name, args.run_dir, out_dir, args.include_failed, None, True))
+        if _verified(out_dir, out_dir / "experiment.json", args.run_dir, prog="tracekit parse") != 0:
+            return 1
+    if args.report:
+        _reported(args.run_dir, None)
     return 0
 
 
@@ -666,13 +680,17 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    _reported(args.run_dir, args.output)
+    return 0
+
+
+def _reported(run_dir: Path, output: Path | None) -> None:
     from tracekit.report import make_report
 
-    result = make_report(args.run_dir, args.output)
+    result = make_report(run_dir, output)
     missing = f"; {result.notes} note(s) on missing pieces" if result.notes else ""
     print(f"{result.index}: {len(result.sections)} sections, {len(result.figures)} figures "
           f"in {result.seconds:.1f} s{missing}")  # fmt: skip
-    return 0
 
 
 def _add_compare(commands: argparse._SubParsersAction) -> None:
@@ -706,29 +724,43 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    _exported(_export(args.format, args.run_dir, args.output, args.include_failed, args.merge_tolerance, args.force))
+    return 0
+
+
+def _export(format_name: str, run_dir: Path, out_dir: Path, include_failed: bool, merge_tolerance: float | None,
+            force: bool):  # fmt: skip
     from tracekit.trace.export_opendc import export_opendc
 
-    result = export_opendc(args.run_dir, args.output, args.include_failed, args.merge_tolerance, args.force)
+    assert format_name == "opendc", format_name  # argparse's choices: the only format yet
+    return export_opendc(run_dir, out_dir, include_failed, merge_tolerance, force)
+
+
+def _exported(result) -> None:  # noqa: ANN001 - export_opendc's result, imported when used
     summary = result.summary
     print(
         f"{result.out_dir}: {summary['tasks']} tasks, {summary['fragments']} fragments, "
         f"{summary['cpu_ms_total'] / 1000:.3f} CPU-seconds; {summary['excluded_failed']} failed invocations excluded"
     )
-    return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    return _verified(args.out_dir, args.topology, args.against)
+
+
+def _verified(out_dir: Path, topology: Path | None, against: Path | None, prog: str = "tracekit verify") -> int:
+    """Verify an OpenDC export; 0, or 1 after one line per violation and the error line."""
     from tracekit.trace.verify import verify_opendc
 
-    result = verify_opendc(args.out_dir, args.topology, args.against)
+    result = verify_opendc(out_dir, topology, against)
     for violation in result.violations:
         print(violation)
     if not result.ok:
-        print(f"tracekit verify: error: {len(result.violations)} violations in {args.out_dir} "
+        print(f"{prog}: error: {len(result.violations)} violations in {out_dir} "
               f"(first: {result.violations[0]})", file=sys.stderr)
         return 1
-    checked = f", conservation checked for {result.checked_conservation} tasks" if args.against else ""
-    print(f"{args.out_dir}: OK: {result.tasks} tasks, {result.fragments} fragments{checked}")
+    checked = f", conservation checked for {result.checked_conservation} tasks" if against else ""
+    print(f"{out_dir}: OK: {result.tasks} tasks, {result.fragments} fragments{checked}")
     return 0
 
 

@@ -434,6 +434,30 @@ def test_single_node_run_folder_and_cli(tmp_path, captured, capsys):
     assert "OK: 3 tasks" in capsys.readouterr().out
 
 
+def test_parse_with_export_and_report_is_the_parse_phase_in_one_process(run, capsys):
+    """tracekit-run's parse phase: parse, export and verify each format, write the report; the same files as the
+    four commands one after the other."""
+    assert cli.main(["parse", str(run), "--export", "opendc", "--report"]) == 0
+    out = capsys.readouterr().out
+    assert f"{run / 'opendc'}: OK: " in out and "conservation checked" in out
+    assert (run / "opendc" / "tasks.parquet").is_file() and (run / "report" / "index.html").is_file()
+    together = {name: (run / "opendc" / name).read_bytes() for name in ("tasks.parquet", "fragments.parquet")}
+    assert cli.main(["export", "opendc", str(run), "-o", str(run / "opendc"), "--force"]) == 0
+    assert together == {name: (run / "opendc" / name).read_bytes() for name in together}
+    assert cli.main(["parse", "--node-part", str(run / "nodes" / "cloud1"), "--report"]) == 2
+
+
+def test_parse_with_export_ends_at_a_failed_verification(tmp_path, capsys):
+    """Two nodes on one machine, each collector following the other's ffmpeg: the export does not verify, and
+    the command ends there (exit 1, one error line, no report over a trace that did not verify)."""
+    run = _capture_together(tmp_path, "machine")
+    assert cli.main(["parse", str(run), "--export", "opendc", "--report"]) == 1
+    captured = capsys.readouterr()
+    assert "holds" in captured.out and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"tracekit parse: error: 1 violations in {run / 'opendc'} (first: ")
+    assert not (run / "report").exists()
+
+
 def test_every_file_round_trips(run, tmp_path):
     """Read back every cctf file and both OpenDC files; writing the records
     again gives the same bytes (JSON) or the same records and schema (Parquet)."""

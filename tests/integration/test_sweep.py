@@ -53,6 +53,16 @@ def _locks_taken(run_dir: Path) -> int:
                for data in _job_events(run_dir))  # fmt: skip
 
 
+def _ran(run_dir: Path, task: str) -> int:
+    """Hosts on which a run's calls ran a task (not skipped)."""
+    return sum(data.get("event") == "runner_on_ok" and data.get("event_data", {}).get("task") == task
+               for data in _job_events(run_dir))  # fmt: skip
+
+
+REDIS_START = "Start redis-server (no systemd needed)"  # roles/tracekit_redis: a server that did not run
+REDIS_STOP = "Stop redis-server (no data kept) and remove its config (it holds the password)"
+
+
 def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_path, local_site):
     folder, inventory, port = local_site
     logs = tmp_path / "logs"
@@ -93,6 +103,12 @@ def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_
     assert {r["prepared_by"] for r in record["runs"]} == {record["runs"][0]["run_id"]}
     # The first run took the nodes (prepare and start); the last found them held by the sweep (its one worker's).
     assert _locks_taken(folders[0]) == 6 and _locks_taken(folders[3]) == 0
+    # One Redis per tracekit-run of the sweep, up from its first start to its end (the first tracekit-run ended
+    # in the second run, the resumed one in the fourth), under the sweep's id, none of a run's own.
+    assert [_ran(f, REDIS_START) for f in folders] == [1, 1, 0, 0]
+    assert [_ran(f, REDIS_STOP) for f in folders] == [0, 1, 0, 1]
+    redis_dirs = {p.name for p in (folder / "nodes" / "cloud0" / "redis").iterdir()}
+    assert "sweep-t" in redis_dirs and not redis_dirs & {r["run_id"] for r in record["runs"]}
     # One worker: every task on cloud1, cloud2 no node of the run; two: both placed on.
     for run_folder in folders:
         count = json.loads((run_folder / "resolved.json").read_text())["experiment"]["workers_count"]

@@ -185,12 +185,13 @@ class RunDir:
         self.status = {"run_id": self.run_id, "state": "running", "phases": {p: {"state": "pending"} for p in PHASES}}
         self._write(self.manifest_file, {"run_id": self.run_id, "start": now(), "tags": tags, "versions": versions()})
 
-    def make_secret(self, renew: bool = False) -> Path:
+    def make_secret(self, renew: bool = False, password_of: Path | None = None) -> Path:
         """This run's Redis password and task key, root-only; returns the password's file.
 
         Kept by a resumed attempt that does not start the nodes again (its stop
         still speaks to the running Redis); ``renew`` makes new ones (an attempt
-        that starts them again gets a new, empty Redis).
+        that starts them again gets a new, empty Redis), the password copied from
+        ``password_of`` when given (a sweep's runs share its Redis: SharedNodes).
         """
         folder = self.secret_file.parent
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -201,7 +202,7 @@ class RunDir:
         if not self.secret_file.exists():
             fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32))
+                f.write(password_of.read_text() if password_of is not None else secrets.token_urlsafe(32))
         write_new_key(self.task_key_file)
         return self.secret_file
 

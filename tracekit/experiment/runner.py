@@ -91,6 +91,11 @@ class SharedNodes:
     lock_token: str
     prepared_by: Path | None = None
     held: bool = False  # an earlier run of the sweep took the nodes and they are held still: start need not
+    # The sweep's Redis (tracekit_redis_run_dir of the lock id), kept up from the first start to the sweep's
+    # end: its password (None: each run starts and stops a Redis of its own) and whether a run of this
+    # tracekit-run started it and no run failed since (then start need not look at it).
+    redis_password_file: Path | None = None
+    redis_up: bool = False
 
 
 @dataclass
@@ -267,7 +272,7 @@ def run_experiment(
                 _stop_what_an_earlier_attempt_left(folder, runner, progress, interrupt)
             # An attempt that starts the nodes anew gets new secrets: a new Redis (empty: no record of an earlier
             # attempt's tasks), and queue entries of the old key that no new worker runs.
-            folder.make_secret(renew="start" in phases)
+            folder.make_secret(renew="start" in phases, password_of=shared.redis_password_file if shared else None)
             counter = _dispatch_counter(parsed_inventory, folder.run_id, folder.secret_file)
             state = _Attempt(folder, runner, progress, interrupt, counter, task_count(experiment), shared is not None).run(phases)
         state, manifest = folder.finish(state, outcome_warnings(folder.path) if state == "succeeded" else [])
@@ -386,6 +391,8 @@ def _phase_runner(
         variables.update(tracekit_run_lock_id=shared.lock_id, tracekit_run_lock_token=shared.lock_token,
                          tracekit_run_prepared_id=prepared_by.name, tracekit_run_keep_nodes=True,
                          tracekit_run_nodes_held=shared.held)  # fmt: skip
+        if shared.redis_password_file is not None:
+            variables.update(tracekit_run_redis_kept=True, tracekit_run_redis_up=shared.redis_up)
     return PhaseRunner(folder.ansible_dir, inventory, variables, progress.host_event, interrupt.cancelling, verbose, limit,
                        progress.say)  # fmt: skip
 

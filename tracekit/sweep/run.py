@@ -7,12 +7,14 @@ output: <logs dir>/<SWEEP_ID>/ experiment.yaml (as given), sweep.json (the plan:
         tracekit.experiment.runner, resumable alone with --logs-dir <SWEEP_ID>/points), and the table
         and page of tracekit.sweep.summary
 
-The runs go one after the other. Each is a whole run: its own Redis (empty, a new password), collectors
-and workers, started and stopped, fetched and parsed, so that no run's queue, samples or processes
-enter another's trace. What they share: the nodes are held from the first run to the end under the
-sweep's id (no other experiment slips in between two points), and prepared once (Tracekit's venv,
-Redis, the workload's packages, files, venv and inputs); again only before a run whose preparation
-differs (another workload's files, packages or inputs). A run that fails is recorded and the sweep
+The runs go one after the other. Each is a whole run: its own collectors and workers (so that no run's
+samples or processes enter another's trace), its own task key and Redis keys (tk:<RUN_ID>:, so that no
+run's queue enters another's), started and stopped, fetched and parsed. What they share: the nodes
+are held from the first run to the end under the sweep's id (no other experiment slips in between two
+points), and prepared once (Tracekit's venv, Redis, the workload's packages, files, venv and inputs);
+again only before a run whose preparation differs (another workload's files, packages or inputs).
+Redis stays up from the first run's start to the sweep's end (an idle server between two runs; each
+tracekit-run of the sweep gives it a new password, so a resumed sweep's Redis starts empty). A run that fails is recorded and the sweep
 goes on; Ctrl-C ends the current run as a run ends (stop and fetch run) and the sweep there.
 """
 
@@ -122,8 +124,10 @@ def run_sweep(
         if [r["run_id"] for r in record["runs"]] != [r.run_id for r in plan.runs]:
             raise RunError(f"{sweep_dir / SWEEP_FILE}: its runs are not those its experiment plans now; start a new sweep")
         shared_token = holder.lock_token()
+        redis_password = holder.make_secret(renew=True)  # this tracekit-run's: its runs' Redis restarts empty
         needs = [(preparation(experiment), hosts[point]) for point, experiment in enumerate(experiments)]
-        state = _Sweep(sweep_dir, record, plan, needs, inventory, verbose, lock_wait, shared_token, out).run()
+        state = _Sweep(sweep_dir, record, plan, needs, inventory, verbose, lock_wait, shared_token, redis_password,
+                       out).run()  # fmt: skip
         table = _summarize(sweep_dir, out)
     return SweepResult(sweep_id, sweep_dir, state, table + _summary_lines(sweep_dir, state))
 
@@ -185,7 +189,7 @@ def _create(sweep_dir: Path, experiment_path: Path, overrides: list[str], sweep:
 
 class _Sweep:
     def __init__(self, sweep_dir: Path, record: dict[str, Any], plan: SweepPlan, needs: list[tuple[str, frozenset[str]]],
-                 inventory: str | Path | None, verbose: bool, lock_wait: int, token: str,
+                 inventory: str | Path | None, verbose: bool, lock_wait: int, token: str, redis_password: Path,
                  out: Callable[[str], None]):  # fmt: skip
         self.sweep_dir = sweep_dir
         self.points_dir = sweep_dir / POINTS
@@ -196,6 +200,8 @@ class _Sweep:
         self.verbose = verbose
         self.lock_wait = lock_wait
         self.token = token
+        self.redis_password = redis_password
+        self.redis_up = False  # a run of this tracekit-run started the sweep's Redis, and none failed since
         self.out = out
         # The run folder that prepared the nodes, for what (preparation), and which nodes: on --resume, the
         # last run of the sweep that prepared them (as a resumed run does not prepare again what it prepared).
@@ -254,7 +260,8 @@ class _Sweep:
                  f"({point.label or 'the experiment as it is'})")  # fmt: skip
         self._set(entry, "running", started=now(), prepared_by=prepared_by.name if prepared_by else entry["run_id"])
         folder = self.points_dir / entry["run_id"]
-        shared = SharedNodes(self.sweep_dir.name, self.token, prepared_by, held=hosts <= self.held)
+        shared = SharedNodes(self.sweep_dir.name, self.token, prepared_by, held=hosts <= self.held,
+                             redis_password_file=self.redis_password, redis_up=self.redis_up)  # fmt: skip
         self.touched |= hosts
         self.last_run = entry["run_id"]
         common = dict(logs_dir=self.points_dir, verbose=self.verbose, lock_wait=self.lock_wait, shared=shared)
@@ -277,6 +284,8 @@ class _Sweep:
         # Taken by its prepare or start, kept by its stop (keep_nodes): the next runs need not take them again.
         if any((phases.get(p) or {}).get("state") == "succeeded" for p in ("prepare", "start")):
             self.held |= hosts
+        # After a run that did not succeed, the next start looks at Redis again (and starts it if it is gone).
+        self.redis_up = result.state in DONE
         self._set(entry, result.state, ended=now(), error=result.status.get("error"))
         for line in result.summary:
             self.out(line)
@@ -289,11 +298,13 @@ class _Sweep:
         write_record(self.sweep_dir / SWEEP_FILE, self.record)
 
     def _free_nodes(self) -> None:
-        """The nodes the runs kept between them, freed once (through the last run's folder)."""
+        """The nodes the runs kept between them, freed once, and the sweep's Redis stopped (through the last
+        run's folder)."""
         if self.last_run is None:
             return
         try:
-            freed = free_shared_nodes(self.last_run, self.points_dir, SharedNodes(self.sweep_dir.name, self.token),
+            freed = free_shared_nodes(self.last_run, self.points_dir,
+                                      SharedNodes(self.sweep_dir.name, self.token, redis_password_file=self.redis_password),
                                       inventory=self.inventory, hosts=tuple(sorted(self.touched)), verbose=self.verbose)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - said, and the sweep's own state stands
             freed, reason = False, str(exc)
