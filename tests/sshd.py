@@ -144,12 +144,13 @@ def _wait_gone(processes: list[psutil.Process], timeout_s: float) -> list[psutil
 class SshNodes:
     """A set of sshd nodes sharing one client key; use ``start_sshd_nodes``."""
 
-    def __init__(self, folder: Path, names: tuple[str, ...]):
+    def __init__(self, folder: Path, names: tuple[str, ...], extra_config: str = ""):
         if not names:
             raise ValueError("at least one node name is needed")
         if len(set(names)) != len(names):
             raise ValueError(f"node names must be unique: {names}")
         self.folder = folder
+        self.extra_config = extra_config  # more sshd_config lines (e.g. SetEnv PATH=...: a node's login PATH)
         ssh_dir = folder / "ssh"
         ssh_dir.mkdir(parents=True)
         self.client_key = _keygen(ssh_dir / "client_ed25519", "tracekit-test-client")
@@ -216,6 +217,7 @@ class SshNodes:
             "Subsystem sftp internal-sftp\n"
             "PrintMotd no\n"
             "LogLevel VERBOSE\n"  # also logs sessions and subsystem requests (sftp)
+            + self.extra_config
         )
 
     def _wait_ready(self, node: SshNode) -> None:
@@ -298,9 +300,10 @@ class SshNodes:
         return path
 
 
-def start_sshd_nodes(tmp_path: Path, names: tuple[str, ...] = ("cloud0", "cloud1", "cloud2")) -> SshNodes:
+def start_sshd_nodes(tmp_path: Path, names: tuple[str, ...] = ("cloud0", "cloud1", "cloud2"),
+                     extra_config: str = "") -> SshNodes:  # fmt: skip
     """Start one sshd per name below ``tmp_path``; on any failure none is left running."""
-    nodes = SshNodes(tmp_path, tuple(names))
+    nodes = SshNodes(tmp_path, tuple(names), extra_config)
     try:
         for name in nodes.names:
             nodes.start(name)

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import (
     VENV_BIN,
@@ -304,6 +305,69 @@ def test_unreachable_node_is_named_and_nothing_runs(tmp_path):
         assert processes_under(tmp_path, port) == []
     finally:
         kill_processes_under(tmp_path, port)
+
+
+PYENV_SHIM = """#!/bin/sh
+echo "pyenv: python3.13: command not found" >&2
+echo >&2
+echo "The python3.13 command exists in these Python versions:" >&2
+echo "  3.13.0" >&2
+exit 127
+"""
+
+
+def test_a_node_whose_login_path_has_a_broken_python_is_named_with_the_variable_that_fixes_it(tmp_path):
+    """A cluster's nodes with pyenv's shims first on the login PATH (a python3.13 shim of a Python pyenv does
+    not have) and no ansible_python_interpreter: Ansible's discovery picks the shim. The run fails in prepare
+    with one line naming the hosts and ansible_python_interpreter, not a follow-on error; nothing runs."""
+    from tests.sshd import start_sshd_nodes
+
+    shims = tmp_path / "pyenv" / "shims"
+    shims.mkdir(parents=True)
+    (shims / "python3.13").write_text(PYENV_SHIM)
+    (shims / "python3.13").chmod(0o755)
+    login_path = f"SetEnv PATH={shims}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    with start_sshd_nodes(tmp_path / "site", ("cloud0", "cloud1"), extra_config=login_path) as nodes:
+        port = free_port()
+        inventory = ssh_inventory(nodes, port, tmp_path / "inventory.yml")
+        document = yaml.safe_load(inventory.read_text())
+        for group in document["all"]["children"].values():
+            for values in group["hosts"].values():
+                del values["ansible_python_interpreter"]  # as the cluster example had it: discovery decides
+        inventory.write_text(yaml.safe_dump(document))
+        try:
+            result = run_experiment(SMOKE, inventory=inventory, run_id="shim", logs_dir=tmp_path / "logs")
+            status = json.loads((tmp_path / "logs" / "shim" / "status.json").read_text())
+            assert result.exit_code == 1 and status["phases"]["prepare"]["state"] == "failed"
+            error = status["phases"]["prepare"]["error"]
+            assert error.startswith("cloud0, cloud1: "), error
+            assert "pyenv: python3.13: command not found" in error and "set ansible_python_interpreter" in error
+            assert "\n" not in error and "stdout_lines" not in error
+            assert [status["phases"][p]["state"] for p in ("start", "run")] == ["skipped"] * 2
+        finally:
+            kill_processes_under(tmp_path, port)
+
+
+def test_a_node_that_fails_its_check_is_refused_before_anything_is_installed(tmp_path, local_site):
+    """tracekit_node checks each node first: a node root on a disk without the room asked for, and a
+    tracekit_node_python that does not run, are one line naming the node, what is wrong and the variable."""
+    folder, inventory, port = local_site
+    document = yaml.safe_load(inventory.read_text())
+    workers = document["all"]["children"]["workers"]["hosts"]
+    workers["cloud2"].update(tracekit_node_min_free_mb=10**9, tracekit_node_python=str(tmp_path / "no-python"))
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(document))
+    try:
+        result = run_experiment(SMOKE, inventory=path, run_id="checked", logs_dir=tmp_path / "logs")
+        status = json.loads((tmp_path / "logs" / "checked" / "status.json").read_text())
+        assert result.exit_code == 1 and status["phases"]["prepare"]["hosts"]["cloud2"]["state"] == "failed"
+        error = status["phases"]["prepare"]["error"]
+        assert error.startswith("cloud2: Refuse a node that would fail later: "), error
+        assert f"{tmp_path / 'no-python'} does not run" in error and "set tracekit_node_python" in error
+        assert "MB free on the disk of" in error and "tracekit_node_min_free_mb" in error
+        assert "\n" not in error and status["phases"]["prepare"]["hosts"]["cloud1"]["state"] == "ok"
+    finally:
+        kill_processes_under(folder, port)
 
 
 def test_ssh_nodes_end_to_end(tmp_path, ssh_site):

@@ -436,3 +436,19 @@ def test_workers_count_keeps_the_first_workers_and_their_hosts_become_the_limit(
     variables = extravars(experiment, "r1", tmp_path, tmp_path, tmp_path / "s", "python3", two, checkout=Path.cwd())
     assert variables["tracekit_run_workers"] == ["w1", "w2"]  # the dispatcher places on these only
     assert variables["tracekit_run_needs"]["hosts"] == ["w1", "w2"]
+
+
+def test_a_module_that_did_not_run_is_described_by_its_own_stderr_and_what_to_do():
+    # What ansible-core 2.19 reports when the node's interpreter is a pyenv shim of a Python it does not have
+    # (seen on a real cluster: the follow-on error of the next task hid it).
+    shim = {"event": "runner_on_failed", "event_data": {"res": {
+        "msg": "Module result deserialization failed: No start of json char found", "module_stdout": "",
+        "module_stderr": "pyenv: python3.13: command not found\n\nThe python3.13 command exists in these Python "
+                         "versions:\n  3.13.0\n", "rc": 127, "changed": False}}}  # fmt: skip
+    assert describe_failure(shim) == (
+        "the node's Python for Ansible does not run (pyenv: python3.13: command not found; exit status 127): set "
+        "ansible_python_interpreter for this host in the inventory to a Python 3 it has (e.g. /usr/bin/python3)")
+    crashed = {"event": "runner_on_failed", "event_data": {"res": {
+        "msg": "MODULE FAILURE\nSee stdout/stderr for the exact error", "rc": 1, "module_stdout": "",
+        "module_stderr": 'Traceback (most recent call last):\n  File "x", line 1\nSyntaxError: invalid syntax\n'}}}
+    assert describe_failure(crashed) == "MODULE FAILURE See stdout/stderr for the exact error: SyntaxError: invalid syntax"

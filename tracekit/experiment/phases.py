@@ -42,9 +42,32 @@ class PhaseOutcome:
     error: str | None
 
 
+# A module's interpreter that could not be run (shell: not found, not executable).
+INTERPRETER_MISSING_RC = (126, 127)
+
+
+def describe_module_failure(res: dict[str, Any]) -> str | None:
+    """A module that did not run on the node (no result came back: its interpreter is missing or broken,
+    it crashed): its own words from module_stderr / module_stdout, and what to do; None for a module that
+    ran and said why it failed."""
+    output = (res.get("module_stderr") or "").strip() or (res.get("module_stdout") or "").strip()
+    if not output:
+        return None
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if res.get("rc") in INTERPRETER_MISSING_RC:
+        # e.g. a pyenv shim first on the login PATH: 'pyenv: python3.13: command not found'
+        return (f"the node's Python for Ansible does not run ({lines[0]}; exit status {res['rc']}): set "
+                "ansible_python_interpreter for this host in the inventory to a Python 3 it has (e.g. /usr/bin/python3)")
+    # A traceback's last line is the error (a Python too old for Ansible's modules: a SyntaxError).
+    return f"{res.get('msg') or 'the module failed'}: {lines[-1]}"
+
+
 def describe_failure(event: dict[str, Any]) -> str:
     """One line from a failed or unreachable host's result: its message, its stderr, its stdout and rc."""
     res = event.get("event_data", {}).get("res") or {}
+    module_failure = describe_module_failure(res)
+    if module_failure is not None:
+        return one_line(module_failure)
     message = res.get("msg") or ""
     stderr = (res.get("stderr") or "").strip()
     if stderr:
