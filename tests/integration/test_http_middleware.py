@@ -324,7 +324,14 @@ def test_tracekit_serve_starts_once_answers_and_stops(tmp_path, capsys):
         assert event["node"] == "cloud2" and event["status"] == 502
         # Another run on the same port: a clear error, not a second server.
         assert cli.main([*start[:2], "s2", *start[3:]]) == 1
-        assert f"127.0.0.1:{port} is already in use" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        # Who holds the port (s1's service, by its pid) and the keys that give another.
+        from tracekit.adapters.http_service import PIDFILE
+        from tracekit.detach import read_pidfile
+
+        holder = read_pidfile(logs / "s1" / PIDFILE).pid
+        assert f"127.0.0.1:{port} is already in use by " in err and f"(pid {holder})" in err, err
+        assert "workload.http.port" in err and "tracekit_http_port" in err and err.count("\n") == 1
     finally:
         assert cli.main(["serve", "--run-id", "s1", "--logs-dir", str(logs), "--stop"]) == 0
     assert "stopped" in capsys.readouterr().out and not _answers(f"http://127.0.0.1:{port}/health")

@@ -370,6 +370,32 @@ def test_a_node_that_fails_its_check_is_refused_before_anything_is_installed(tmp
         kill_processes_under(folder, port)
 
 
+def test_a_redis_port_another_process_holds_is_named_before_redis_starts(tmp_path, local_site):
+    """The controller's Redis port held by another process (here: this test's own listening socket): start
+    fails with one line naming the port, who holds it and the variable; stop and fetch still run."""
+    import socket
+
+    folder, inventory, _port = local_site
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        document = yaml.safe_load(inventory.read_text())  # the site's nodes (their venvs), the taken port
+        document["all"]["children"]["controller"]["hosts"]["cloud0"]["tracekit_redis_port"] = taken
+        path = tmp_path / "inventory.yml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        try:
+            result = run_experiment(SMOKE, inventory=path, run_id="port-taken", logs_dir=tmp_path / "logs")
+            status = json.loads((tmp_path / "logs" / "port-taken" / "status.json").read_text())
+        finally:
+            kill_processes_under(folder, taken)
+    assert result.exit_code == 1 and status["phases"]["start"]["state"] == "failed"
+    error = status["phases"]["start"]["error"]
+    assert error.startswith(f"cloud0: Refuse a port another process listens on: port {taken} is taken by "), error
+    assert f"(pid {os.getpid()})" in error and "set tracekit_redis_port of cloud0 in the inventory" in error
+    assert [status["phases"][p]["state"] for p in ("stop", "fetch")] == ["succeeded", "succeeded"]
+
+
 def test_ssh_nodes_end_to_end(tmp_path, ssh_site):
     sshd_nodes, port = ssh_site
     inventory = ssh_inventory(sshd_nodes, port, tmp_path / "inventory.yml", tracekit_inputs_root=str(tmp_path / "inputs"),

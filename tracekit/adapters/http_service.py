@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from tracekit import detach, runfolder
 from tracekit.container import ENGINES, NAME_PREFIX, SETTLE_S, ContainerSpec, container_name, read_cidfile, run_argv
 from tracekit.container import remove as remove_container
@@ -104,13 +106,36 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
+def listener_of(port: int) -> str:
+    """Who listens on a TCP port of this machine: 'NAME (pid N)', or what can be said when it is not visible."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return "another process (not visible to this user)"
+    for connection in connections:
+        if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == port:
+            if connection.pid is None:
+                return "another process (not visible to this user)"
+            try:
+                return f"{psutil.Process(connection.pid).name()} (pid {connection.pid})"
+            except psutil.Error:
+                return f"pid {connection.pid}"
+    return "another process"
+
+
+def port_taken(host: str, port: int) -> TracekitError:
+    return TracekitError(f"{host}:{port} is already in use by {listener_of(port)}; give the service another port "
+                         "(an experiment's workload.http.port, or the host's tracekit_http_port in the inventory; "
+                         "--port of tracekit serve)")  # fmt: skip
+
+
 def start_service(spec: ServiceSpec) -> tuple[detach.Running, bool]:
     """Start the service unless this run's already runs; (process, started now). Ready when it returns."""
     _check(spec)
     folder = runfolder.ensure_writable_dir(spec.run_folder, "run folder")
     pidfile, console = folder / PIDFILE, folder / CONSOLE
     if detach.read_pidfile(pidfile) is None and _accepts(spec.host, spec.port):
-        raise TracekitError(f"{spec.host}:{spec.port} is already in use by another process; give the service another port")
+        raise port_taken(spec.host, spec.port)
     environment = spec.environment()
     argv, boxed = _in_container(spec.container, spec.argv(), spec.run_id, spec.node_id, folder, environment,
                                 [str(spec.app_dir), str(spec.logs_dir), str(Path(sys.executable).parent.parent)])  # fmt: skip
@@ -198,7 +223,7 @@ def start_command_service(service: CommandService) -> tuple[detach.Running, bool
     pidfile, console = folder / PIDFILE, folder / CONSOLE
     argv, access_log = service.argv(), service.access_log_path()
     if detach.read_pidfile(pidfile) is None and _accepts(service.host, service.port):
-        raise TracekitError(f"{service.host}:{service.port} is already in use by another process; give the service another port")
+        raise port_taken(service.host, service.port)
     environment = service.environment()
     mounts = [str(service.logs_dir), *([str(service.files)] if service.files else []),
               *([str(service.venv)] if service.venv else []), *([str(access_log.parent)] if access_log else [])]  # fmt: skip
