@@ -407,3 +407,17 @@ def test_lock_role_holds_a_node_for_one_run(tmp_path):
     (root / "tracekit.lock").write_text(re.sub(r"boot=.*", "boot=another-boot", text))
     after_reboot = lock("r3", "t3", ident="after-reboot")
     assert after_reboot.rc == 0 and changed(after_reboot) == 1 and "run=r3" in (root / "tracekit.lock").read_text()
+
+
+def test_a_module_that_did_not_run_is_not_taken_for_a_missing_package(tmp_path):
+    """dpkg-query's exit status 1 says 'not installed'; a module whose Python crashed exits 1 too, with no
+    stdout: that is the failure, said where it happened, not the next task's (apt, with the same Python)."""
+    crashing = tmp_path / "python"
+    crashing.write_text("#!/bin/sh\necho 'Traceback (most recent call last):' >&2\necho 'ImportError: a broken Python' >&2\nexit 1\n")
+    crashing.chmod(0o755)
+    runner = run_role(tmp_path, "tracekit_redis", {"tracekit_redis_state": "present", "ansible_python_interpreter": str(crashing)},
+                      "crashing")  # fmt: skip
+    assert runner.rc != 0
+    failed = [event["event_data"] for event in runner.events if event["event"] == "runner_on_failed"]
+    assert [data["task"] for data in failed] == ["Look for redis-server"]
+    assert "ImportError: a broken Python" in failed[0]["res"]["module_stderr"]
