@@ -6,7 +6,7 @@
 # Both install what they need first (system packages, then .venv).
 #
 # Seed habits, as thin aliases of the tracekit CLI:
-#   make collect RUN_ID=r1 NODE_ID=cloud1 STAGE=cloud   (alias: start-collect)
+#   make collect RUN_ID=r1 NODE_ID=cloud1 STAGE=cloud   (alias: start-collect; APPEND=1: a second session of r1)
 #   make stop-collect RUN_ID=r1
 #   make parse RUN_ID=r1 [NODE_ID=.. STAGE=..]           (tracekit parse <logs dir>/r1)
 #   make report RUN_ID=r1                                (tracekit report <logs dir>/r1)
@@ -78,7 +78,8 @@ collect: venv
 	  $(if $(LOGS_DIR),--logs-dir "$(LOGS_DIR)") \
 	  $(if $(PROC_PID_DIR),--pid-dir "$(PROC_PID_DIR)") \
 	  $${TRACEKIT_PROC_MATCH:+--match "$$TRACEKIT_PROC_MATCH"} \
-	  $${TRACEKIT_PROC_MATCH_CMDLINE:+--match-cmdline "$$TRACEKIT_PROC_MATCH_CMDLINE"}
+	  $${TRACEKIT_PROC_MATCH_CMDLINE:+--match-cmdline "$$TRACEKIT_PROC_MATCH_CMDLINE"} \
+	  $(if $(APPEND),--append)
 
 start-collect: collect
 

@@ -126,6 +126,9 @@ def _add_collect(commands: argparse._SubParsersAction) -> None:
             help="the node's own CPUs (e.g. 1 or 0-3,6) where nodes share a machine: recorded in node.json, "
             "host CPU samples from them only (default: the CPUs this process may use)",
         )  # fmt: skip
+        action.add_argument("--append", action="store_true", help="add this session to a run folder whose "
+                            "collector was stopped (default: refused, as a run id reused by mistake; one that died "
+                            "may be started again)")
         if name == "start":
             _add_clock_args(action, "then measure this node's clock offset to the controller (as 'tracekit clock --moment start')")
             _add_json(action)
@@ -534,15 +537,16 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     if args.action == "start":
         config = _collector_config(args)
-        status, started = daemon.start_collector(config)
+        status, started = daemon.start_collector(config, append=args.append)
         clock = _measure_clock(config.run_id, args.clock_redis_url, args, "start") if args.clock_redis_url else None
         _answer(args, ("started: " if started else "already running: ") + status.describe() + (f"\n{clock}" if clock else ""),
                 started, pid=status.pid)  # fmt: skip
         return 0
     if args.action == "run":
-        final = daemon.run_collector(
-            _collector_config(args), stop_after_s=args.duration, log_to_stderr=not args.detached
-        )
+        config = _collector_config(args)
+        if not (args.append or args.detached):  # detached: its 'start' decided
+            daemon.refuse_an_earlier_session(config)
+        final = daemon.run_collector(config, stop_after_s=args.duration, log_to_stderr=not args.detached)
         return 0 if final else 1
     run_id = runfolder.run_id_or_env(args.run_id)
     if args.action == "stop":

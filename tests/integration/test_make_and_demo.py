@@ -55,6 +55,22 @@ def test_proc_pid_dir_is_honoured(logs_dir, tmp_path):
     assert read_jsonl(logs_dir / "mk2" / "collector.jsonl")[0]["pid_dir"] == str(pid_dir)
 
 
+def test_make_collect_on_a_run_already_collected_is_refused_unless_appended(logs_dir):
+    """A run id reused by mistake: its stopped collection is not given a second session unasked."""
+    args = ["RUN_ID=mk3", f"LOGS_DIR={logs_dir}"]
+    assert make("collect", *args).returncode == 0
+    assert make("stop-collect", *args).returncode == 0
+    again = make("collect", *args)
+    assert again.returncode != 0 and again.stderr.count("\n") <= 2, again.stderr  # its line, make's own
+    assert f"{logs_dir / 'mk3'} already holds a collection of run mk3" in again.stderr
+    assert "give another --run-id, or --append" in again.stderr
+    assert [r["event"] for r in read_jsonl(logs_dir / "mk3" / "collector.jsonl")] == ["start", "stop"]
+    appended = make("collect", *args, "APPEND=1")
+    assert appended.returncode == 0, appended.stderr
+    make("stop-collect", *args)
+    assert [r["event"] for r in read_jsonl(logs_dir / "mk3" / "collector.jsonl")] == ["start", "stop", "start", "stop"]
+
+
 def test_make_parse_is_tracekit_parse_of_the_run_folder(logs_dir):
     shutil.copytree(REPO / "tests" / "data" / "golden-run" / "nodes", logs_dir / "mk3" / "nodes")
     parsed = make("parse", "RUN_ID=mk3", "NODE_ID=cloud1", "STAGE=cloud", f"LOGS_DIR={logs_dir}")

@@ -196,12 +196,26 @@ def collector_status(run_id: str, logs_dir: Path | str | None = None) -> Collect
     return CollectorStatus(folder, running=True, pid=running.pid, last_record=_last_line(folder / runfolder.COLLECTOR_EVENTS))
 
 
-def start_collector(config: CollectorConfig) -> tuple[CollectorStatus, bool]:
+def refuse_an_earlier_session(config: CollectorConfig) -> None:
+    """A run folder whose collector was stopped (its stop record written) holds that run's collection: a new
+    collector there would add a second session to it unasked (a run id reused by mistake). Refused, saying
+    what to do. One that died (no stop record) may be started again: its run goes on after the crash."""
+    folder = config.run_folder
+    last = _last_line(folder / runfolder.COLLECTOR_EVENTS)
+    if last is not None and last.get("event") == "stop" and detach.read_pidfile(folder / runfolder.COLLECTOR_PIDFILE) is None:
+        raise CollectorError(f"{folder} already holds a collection of run {config.run_id} (its collector was "
+                             "stopped): give another --run-id, or --append to add this session to it")  # fmt: skip
+
+
+def start_collector(config: CollectorConfig, append: bool = False) -> tuple[CollectorStatus, bool]:
     """Start a detached collector; return (status, started_now).
 
     Idempotent: if a collector already runs for the run, it is reported and
-    no second one is started.
+    no second one is started. A run folder whose collector ran and ended is
+    refused unless ``append`` (refuse_an_earlier_session).
     """
+    if not append:
+        refuse_an_earlier_session(config)
     folder = runfolder.ensure_writable_dir(config.run_folder, "run folder")
     _, started = detach.start_detached(
         [sys.executable, "-m", "tracekit", "collect", "run", "--detached", *config.to_argv()],
