@@ -29,6 +29,12 @@ def quick_start_block() -> str:
     return readme_blocks()[0]
 
 
+def block_of(run_id: str) -> str:
+    """The marked block whose first line sets RUN_ID=<run_id>."""
+    [block] = [b for b in readme_blocks() if b.startswith(f"RUN_ID={run_id}")]
+    return block
+
+
 def run_block(block: str, cwd: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(extra_env or {})}
     for name in ("TRACEKIT_LOGS_DIR", "TRACEKIT_RUN_ID", "REDIS_PASSWORD"):
@@ -73,7 +79,7 @@ def test_two_workers_step_by_step(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = run_block(readme_blocks()[1], tmp_path, {"REDIS_PORT": str(port)})
+    result = run_block(block_of("two001"), tmp_path, {"REDIS_PORT": str(port)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4/4 tasks done, 0 failed, 0 timed out" in result.stdout
     assert "OK: 4 tasks" in result.stdout and "conservation checked for 4 tasks" in result.stdout
@@ -87,6 +93,42 @@ def test_two_workers_step_by_step(tmp_path):
         assert invocation["ts_enqueue"] == placed["ts_ms"] <= invocation["ts_start"] < invocation["ts_end"]
         assert invocation["node"] == placed["node"]
     assert not (tmp_path / "redis.pid").exists()  # Redis was shut down
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_http_services_block_runs_as_written(tmp_path):
+    """The example service traced by hand: started and stopped by tracekit serve, no pkill."""
+    (tmp_path / "examples").symlink_to(README.parent / "examples")  # the block runs from the checkout's root
+    port = free_port()
+    result = run_block(block_of("http001"), tmp_path, {"PORT": str(port)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"on http://127.0.0.1:{port}" in result.stdout and "HTTP service of run http001: stopped" in result.stdout
+    events = read_jsonl(tmp_path / "logs" / "http001" / "events.http.jsonl")
+    assert len(events) >= 450 and {e["status"] for e in events} == {200} and {e["node"] for e in events} == {"cloud1"}
+    assert (tmp_path / "logs" / "http001" / "cctf" / "invocations.jsonl").exists()
+    with socket.socket() as probe:  # nothing serves on the port any more
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_make_start_and_stop_serve_the_example_in_the_background(tmp_path):
+    port = free_port()
+    args = ["make", "-s", "-C", str(README.parent / "examples" / "fastapi_svc"), f"VENV={Path(sys.executable).parent.parent}",
+            "RUN_ID=mkhttp", f"PORT={port}", f"LOGS_DIR={tmp_path / 'logs'}"]  # fmt: skip
+    started = subprocess.run([*args, "start"], capture_output=True, text=True, timeout=120)
+    try:
+        assert started.returncode == 0, started.stderr
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        stopped = subprocess.run([*args, "stop"], capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_every_command_line_of_the_manual_is_inside_a_code_block():
