@@ -458,6 +458,43 @@ def test_parse_with_export_ends_at_a_failed_verification(tmp_path, capsys):
     assert not (run / "report").exists()
 
 
+def test_open_run_gives_the_trace_its_export_and_figures_as_tables(run, tmp_path):
+    """A run made by hand (no tracekit-run): what open_run reads, and the one line where a piece is missing."""
+    import tracekit
+
+    with pytest.raises(RunFolderError, match=f"has no parsed trace .*make it with 'tracekit parse {run}'"):
+        tracekit.open_run(run)
+    with pytest.raises(RunFolderError, match="is not a folder"):
+        tracekit.open_run(tmp_path / "missing")
+    audit = parse_run(run).audit
+    opened = tracekit.open_run(run)
+    assert opened.run_id == "run" and opened.state is None and opened.experiment is None
+    assert opened.invocations.num_rows == audit["invocations"] > 0
+    assert set(opened.invocations.column_names) >= {"task_id", "node", "ts_start", "ts_end", "ok"}
+    assert opened.proc_metrics.num_rows > 0 and set(opened.proc_metrics.column("node").to_pylist()) <= {"cloud1", "cloud2"}
+    assert set(opened.host_metrics.column("node").to_pylist()) == {"cloud1", "cloud2"}
+    assert opened.table("proc_metrics", nodes=["cloud2"], columns=["node"]).column("node").unique().to_pylist() in ([], ["cloud2"])
+    assert opened.placements.num_rows == 0 and opened.requests.num_rows == 0  # no dispatcher, no load
+    assert sorted(node["node"] for node in opened.nodes) == ["cloud1", "cloud2"]
+    with pytest.raises(RunFolderError, match=f"make it with 'tracekit export opendc {run} -o {run / 'opendc'}'"):
+        opened.opendc
+    export_opendc(run, run / "opendc")
+    opened = tracekit.open_run(run)
+    ok = opened.invocations.filter(opened.invocations.column("ok")).num_rows
+    assert opened.opendc.tasks.num_rows == ok > 0 and opened.opendc.experiment["topologies"]
+    from tracekit.sweep.figures import FIGURES
+
+    # Every figure named; none made up where the run measured nothing (no dispatcher: no makespan; no load).
+    assert list(opened.figures) == [figure.name for figure in FIGURES]
+    assert opened.figures["makespan_s"] is None and opened.figures["http_rate_per_s"] is None
+    # As a researcher goes on: pandas (the analysis extra), one task's CPU over its samples.
+    frame = opened.proc_metrics.to_pandas()
+    frame["cpu_ms"] = frame["cpu_user_ms"] + frame["cpu_system_ms"]
+    per_task = frame.groupby("task_id")["cpu_ms"].sum()
+    assert set(per_task.index) <= set(opened.invocations.column("task_id").to_pylist()) and per_task["t-burn"] > 0
+    assert len(opened.invocations.to_pandas()) == audit["invocations"]
+
+
 def test_every_file_round_trips(run, tmp_path):
     """Read back every cctf file and both OpenDC files; writing the records
     again gives the same bytes (JSON) or the same records and schema (Parquet)."""

@@ -134,7 +134,7 @@ def test_make_start_and_stop_serve_the_example_in_the_background(tmp_path):
 def test_every_command_line_of_the_manual_is_inside_a_code_block():
     """A lost opening fence turns the rest of a page inside out (prose in code, commands in prose): seen once,
     when a section was inserted above the tracekit-run usage block."""
-    for page in (README, README.parent / "docs" / "ARCHITECTURE.md"):
+    for page in (README, *sorted((README.parent / "docs").glob("*.md"))):
         inside, fences = False, 0
         for number, line in enumerate(page.read_text().splitlines(), 1):
             if line.startswith("```"):

@@ -90,6 +90,16 @@ def assert_complete_run(run_dir: Path, result, password: str) -> None:
     leaks = [name for name, text in run_files(run_dir).items() if password in text]
     assert not leaks, leaks
     assert_parts_made_on_the_nodes_give_the_whole_parse(run_dir)
+    # The run opened as a researcher opens it (tracekit.open_run): the same trace, export and figures.
+    import tracekit
+
+    opened = tracekit.open_run(run_dir)
+    assert opened.state == "succeeded" and opened.experiment["name"] == "smoke"
+    assert opened.invocations.num_rows == len(invocations) and opened.placements.num_rows == len(placements)
+    assert opened.requests.num_rows == 0 and set(opened.host_metrics.column("node").to_pylist()) == set(NODES)
+    assert opened.opendc.tasks.num_rows == 2 and opened.opendc.experiment == json.loads((run_dir / "opendc" / "experiment.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    assert opened.figures["makespan_s"] == results["tasks"]["makespan_s"] is not None
 
 
 def assert_parts_made_on_the_nodes_give_the_whole_parse(run_dir: Path) -> None:
