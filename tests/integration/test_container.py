@@ -189,7 +189,7 @@ def test_ffmpeg_tasks_in_containers_through_tracekit_run(tmp_path, local_site):
     logs = tmp_path / "logs"
     try:
         result = run_experiment(REPO / "experiments" / "container.yaml", inventory=inventory, run_id="boxed-ffmpeg",
-                                logs_dir=logs)  # fmt: skip
+                                logs_dir=logs, overrides=["workers.keep_outputs=true"])  # fmt: skip
         run_dir = logs / "boxed-ffmpeg"
         assert result.state == "succeeded", result.summary
         invocations = [i for i in read_jsonl(run_dir / "cctf" / "invocations.jsonl") if i["module"] == "ffmpeg"]

@@ -24,6 +24,7 @@ from tests.helpers import (
     kill_processes_under,
     named_binary,
     processes_under,
+    read_jsonl,
     wait_until,
 )
 from tests.inventories import local_inventory, ssh_inventory
@@ -188,6 +189,11 @@ def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_si
     password = secret()["smoke-local.redis"]  # the file itself is gone after a good run
     assert_complete_run(run_dir, result, password)
     assert not (folder / "nodes" / "cloud0" / "redis" / "smoke-local" / "redis.conf").exists()  # it held the password
+    # The transcoded files were removed from the workers once their run folders were fetched (a run's
+    # outputs piled up there: workers.keep_outputs keeps them).
+    invocations = read_jsonl(run_dir / "cctf" / "invocations.jsonl")
+    assert {i["node"] for i in invocations} == {"cloud1", "cloud2"}
+    assert not any((folder / "nodes" / node / "outputs" / "smoke-local").exists() for node in NODES)
     assert not (logs / ".secrets" / "smoke-local.redis").exists()
     assert not (logs / ".secrets" / "smoke-local.taskkey").exists()
     assert key()["smoke-local.taskkey"] not in "".join(run_files(logs / "smoke-local").values())

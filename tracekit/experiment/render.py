@@ -370,6 +370,7 @@ def extravars(
         "tracekit_run_collectors": resolved["collectors"],
         "tracekit_run_dispatch": resolved["dispatch"],
         "tracekit_run_parallel": experiment.parallel,
+        "tracekit_run_keep_outputs": experiment.keep_outputs,
         "tracekit_run_export": {
             "opendc": experiment.export_opendc,
             "include_failed": experiment.include_failed,

@@ -66,6 +66,7 @@ class Experiment:
     tags: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     workers_count: int | None = None  # the inventory's first N workers only (None: all)
+    keep_outputs: bool = False  # the tasks' output files stay on the workers after the fetch
     sweep: dict[str, Any] | None = None  # its sweep section, defaults applied (tracekit.sweep); None: one run
 
     def as_dict(self) -> dict[str, Any]:
@@ -198,6 +199,7 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         tags=dict(document["tags"]),
         source=source,
         workers_count=document["workers"].get("count"),
+        keep_outputs=document["workers"].get("keep_outputs", False),
         sweep=document.get("sweep"),
     )
 
