@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -1054,13 +1055,30 @@ _HANDLERS = {
 }
 
 
+# What a shell reports for a command that SIGPIPE ended (128 + 13): its reader went away.
+EXIT_READER_GONE = 141
+
+
+def reader_gone() -> int:
+    """stdout's reader went away (``| head``): the rest has nowhere to go, and no traceback says so."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush writes there
+    except (AttributeError, OSError, ValueError):
+        pass  # not a file (a test's capture)
+    return EXIT_READER_GONE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # --detach re-runs it without the flag
     prog = f"tracekit {args.command}"
     try:
-        return _HANDLERS[args.command](args)
+        code = _HANDLERS[args.command](args)
+        sys.stdout.flush()  # here, where a reader that went away is caught, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return reader_gone()
     except TracekitError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -40,3 +40,17 @@ def test_bad_durations_list(capsys):
         cli.main(["inputs", "generate", "-o", "x", "--durations", "5,ten"])
     assert exit_info.value.code == 2
     assert "comma-separated list" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(tmp_path):
+    """tracekit ... | head: the pipe closes before the command writes; exit 141 (as SIGPIPE), no traceback."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "tracekit", "collect", "status", "--run-id", "r1", "--logs-dir", str(tmp_path)]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # long before the child's Python has started and written its line
+    stderr = child.stderr.read().decode()
+    child.stderr.close()
+    assert child.wait(timeout=60) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
