@@ -109,6 +109,8 @@ def test_a_sweep_prepares_once_survives_ctrl_c_resumes_and_sums_up_its_runs(tmp_
     assert [_ran(f, REDIS_STOP) for f in folders] == [0, 1, 0, 1]
     redis_dirs = {p.name for p in (folder / "nodes" / "cloud0" / "redis").iterdir()}
     assert "sweep-t" in redis_dirs and not redis_dirs & {r["run_id"] for r in record["runs"]}
+    # The sweep's Redis password is gone with its server (its .owner token stays: the nodes' lock holder).
+    assert [p.name for p in (logs / ".secrets").glob("sweep-t.*")] == ["sweep-t.owner"] and not (folder / "nodes" / "cloud0" / "redis" / "sweep-t" / "redis.conf").exists()
     # One worker: every task on cloud1, cloud2 no node of the run; two: both placed on.
     for run_folder in folders:
         count = json.loads((run_folder / "resolved.json").read_text())["experiment"]["workers_count"]

@@ -14,8 +14,9 @@ are held from the first run to the end under the sweep's id (no other experiment
 points), and prepared once (Tracekit's venv, Redis, the workload's packages, files, venv and inputs);
 again only before a run whose preparation differs (another workload's files, packages or inputs).
 Redis stays up from the first run's start to the sweep's end (an idle server between two runs; each
-tracekit-run of the sweep gives it a new password, so a resumed sweep's Redis starts empty). A run that fails is recorded and the sweep
-goes on; Ctrl-C ends the current run as a run ends (stop and fetch run) and the sweep there.
+tracekit-run of the sweep gives it a new password, so a resumed sweep's Redis starts empty). A run
+that fails is recorded and the sweep goes on; Ctrl-C ends the current run as a run ends (stop and
+fetch run) and the sweep there.
 """
 
 from __future__ import annotations
@@ -126,8 +127,12 @@ def run_sweep(
         shared_token = holder.lock_token()
         redis_password = holder.make_secret(renew=True)  # this tracekit-run's: its runs' Redis restarts empty
         needs = [(preparation(experiment), hosts[point]) for point, experiment in enumerate(experiments)]
-        state = _Sweep(sweep_dir, record, plan, needs, inventory, verbose, lock_wait, shared_token, redis_password,
-                       out).run()  # fmt: skip
+        try:
+            state = _Sweep(sweep_dir, record, plan, needs, inventory, verbose, lock_wait, shared_token, redis_password,
+                           out).run()  # fmt: skip
+        finally:  # its Redis is stopped (or, if not, the next tracekit-run of the sweep gives it a new password)
+            holder.secret_file.unlink(missing_ok=True)
+            holder.task_key_file.unlink(missing_ok=True)
         table = _summarize(sweep_dir, out)
     return SweepResult(sweep_id, sweep_dir, state, table + _summary_lines(sweep_dir, state))
 
