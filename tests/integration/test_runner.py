@@ -350,6 +350,9 @@ def test_a_node_whose_login_path_has_a_broken_python_is_named_with_the_variable_
         for group in document["all"]["children"].values():
             for values in group["hosts"].values():
                 del values["ansible_python_interpreter"]  # as the cluster example had it: discovery decides
+                # No ControlPersist master: its connection (and the sshd session serving it) would outlive
+                # the test by 120 s once the node's sshd is gone.
+                values["ansible_ssh_args"] = "-o ControlMaster=no"
         inventory.write_text(yaml.safe_dump(document))
         try:
             result = run_experiment(SMOKE, inventory=inventory, run_id="shim", logs_dir=tmp_path / "logs")

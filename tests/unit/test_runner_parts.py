@@ -448,6 +448,10 @@ def test_a_module_that_did_not_run_is_described_by_its_own_stderr_and_what_to_do
     assert describe_failure(shim) == (
         "the node's Python for Ansible does not run (pyenv: python3.13: command not found; exit status 127): set "
         "ansible_python_interpreter for this host in the inventory to a Python 3 it has (e.g. /usr/bin/python3)")
+    # Over SSH to a host seen for the first time, the ssh client's own warning comes first: not the cause.
+    shim["event_data"]["res"]["module_stderr"] = ("Warning: Permanently added '[127.0.0.1]:2222' (ED25519) to the list of "
+                                                  "known hosts.\r\n" + shim["event_data"]["res"]["module_stderr"])
+    assert "(pyenv: python3.13: command not found; exit status 127)" in describe_failure(shim)
     crashed = {"event": "runner_on_failed", "event_data": {"res": {
         "msg": "MODULE FAILURE\nSee stdout/stderr for the exact error", "rc": 1, "module_stdout": "",
         "module_stderr": 'Traceback (most recent call last):\n  File "x", line 1\nSyntaxError: invalid syntax\n'}}}

@@ -44,6 +44,8 @@ class PhaseOutcome:
 
 # A module's interpreter that could not be run (shell: not found, not executable).
 INTERPRETER_MISSING_RC = (126, 127)
+# What the ssh client adds to a module's stderr on its own account (a new host key, a closed connection).
+SSH_CLIENT_NOISE = re.compile(r"^(Warning: Permanently added .* to the list of known hosts\.|Shared connection to \S+ closed\.)$")
 
 
 def describe_module_failure(res: dict[str, Any]) -> str | None:
@@ -53,7 +55,9 @@ def describe_module_failure(res: dict[str, Any]) -> str | None:
     output = (res.get("module_stderr") or "").strip() or (res.get("module_stdout") or "").strip()
     if not output:
         return None
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    lines = [line.strip() for line in output.splitlines() if line.strip() and not SSH_CLIENT_NOISE.match(line.strip())]
+    if not lines:
+        return None
     if res.get("rc") in INTERPRETER_MISSING_RC:
         # e.g. a pyenv shim first on the login PATH: 'pyenv: python3.13: command not found'
         return (f"the node's Python for Ansible does not run ({lines[0]}; exit status {res['rc']}): set "
