@@ -170,16 +170,22 @@ def test_match_cmdline_and_descendants(logs_dir, tmp_path, children):
     assert all(r["pid"] != os.getpid() for r in records.values())
 
 
+def _named_shell(tmp_path, children, prefix: str):
+    """A long-lived process of a name of its own (PREFIX<pid>), once it has exec'd: (its name, the process)."""
+    name = f"{prefix}{os.getpid()}"[:15]
+    binary = named_binary(tmp_path, name)
+    shell = children([binary, "60"])
+    wait_until(lambda: _procfs_cmdline(shell.pid)[:1] == [binary], what="the exec")
+    return name, shell
+
+
 def test_between_ticks_the_narrowed_filter_grows_once_per_batch_and_shrinks_at_the_tick(tmp_path, children, monkeypatch):
     """A loop of short processes under a followed shell: each child's fork grows the filter (one attach), its
     exit does not shrink it (that waits for the tick), and its children are read at the tick, not at its
     fork. (Two attaches and a /proc read per child made the collector fall behind such a loop on a busy
     machine: their zombies were reaped before their exit events were read.)"""
     events = _EventsRead(narrowed=True)
-    name = f"tkgrow{os.getpid()}"[:15]
-    binary = named_binary(tmp_path, name)
-    shell = children([binary, "60"])
-    wait_until(lambda: _procfs_cmdline(shell.pid)[:1] == [binary], what="the exec")
+    name, shell = _named_shell(tmp_path, children, "tkgrow")
     tracker = ProcessTracker(match_name=re.compile(f"^{name}$"), events=events)
     children_read = []
     real_missed_children = tracker._missed_children
@@ -211,10 +217,7 @@ def test_without_a_narrowed_filter_no_children_wait_to_be_read(tmp_path, childre
     """Every fork comes when the kernel's filter is not narrowed (more than 500 processes, or a kernel that
     refused it): nothing is kept to read at a tick (the set of such processes grew for the whole run)."""
     events = _EventsRead(narrowed=False)
-    name = f"tkwide{os.getpid()}"[:15]
-    binary = named_binary(tmp_path, name)
-    shell = children([binary, "60"])
-    wait_until(lambda: _procfs_cmdline(shell.pid)[:1] == [binary], what="the exec")
+    name, shell = _named_shell(tmp_path, children, "tkwide")
     tracker = ProcessTracker(match_name=re.compile(f"^{name}$"), events=events)
     try:
         events.waiting = [ProcEvent("exec", shell.pid, 0, 0)]
