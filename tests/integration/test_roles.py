@@ -409,6 +409,32 @@ def test_lock_role_holds_a_node_for_one_run(tmp_path):
     assert after_reboot.rc == 0 and changed(after_reboot) == 1 and "run=r3" in (root / "tracekit.lock").read_text()
 
 
+def test_clean_role_removes_only_the_runs_named_and_none_in_use(tmp_path):
+    root = tmp_path / "node"
+    made = ["logs/r1/cloud1/proc.csv", "logs/r1.attempt1/proc.csv", "logs/.r1.tgz", "logs/.r1.sha256",
+            "outputs/r1/out.mp4", "redis/r1/redis.conf", "files/r1/in.txt", "secrets/r1.redis", "secrets/r1.taskkey",
+            "logs/r10/proc.csv", "outputs/r1x/out.mp4", "secrets/r10.redis", "venv/bin/python", "logs/r2/proc.csv"]  # fmt: skip
+    for name in made:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("x" * 5000)
+    (root / "tracekit.lock").write_text("run=r2\ntoken=t\n")
+
+    def clean(ids: list[str], ident: str) -> ansible_runner.Runner:
+        return run_role(tmp_path, "tracekit_clean", {"tracekit_clean_run_ids": ids, "tracekit_clean_root": str(root)}, ident)
+
+    def left() -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "tracekit.lock")
+
+    refused = clean(["r1", "../r2"], "unsafe")
+    assert refused.rc != 0 and "not a run id: '../r2'" in refused.stdout.read()
+    assert len(left()) == len(made)  # nothing removed
+    busy = clean(["r1", "r2"], "busy")  # r2 holds the node: kept, r1 removed all the same
+    assert busy.rc != 0 and "r2 is in use: the node is held by it" in busy.stdout.read()
+    assert left() == ["logs/r10/proc.csv", "logs/r2/proc.csv", "outputs/r1x/out.mp4", "secrets/r10.redis", "venv/bin/python"]
+    again = clean(["r1"], "again")
+    assert again.rc == 0 and changed(again) == 0
+
+
 def test_a_module_that_did_not_run_is_not_taken_for_a_missing_package(tmp_path):
     """dpkg-query's exit status 1 says 'not installed'; a module whose Python crashed exits 1 too, with no
     stdout: that is the failure, said where it happened, not the next task's (apt, with the same Python)."""

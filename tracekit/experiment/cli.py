@@ -8,6 +8,7 @@ import sys
 from tracekit import __version__
 from tracekit import runfolder
 from tracekit.errors import TracekitError, UsageError
+from tracekit.experiment.clean import clean_runs
 from tracekit.experiment.runner import run_experiment, stop_run
 from tracekit.experiment.spec import load_experiment
 from tracekit.sweep.run import is_sweep, run_sweep
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  tracekit-run experiments/policies.yaml                   # a sweep: every point of its sweep section\n"
         "  tracekit-run experiments/ffmpeg.yaml --repeat 3 --matrix 'dispatch.policy=[lpt, round-robin]'\n"
         "  tracekit-run --resume policies-20261207-101500           # a sweep: its runs not yet succeeded\n"
+        "  tracekit-run --clean ffmpeg-20261125-101500              # remove a run from its nodes and logs/\n"
+        "  tracekit-run --clean --older-than 7d --dry-run           # what a clean of week-old runs would remove\n"
         "exit status: 0 every phase succeeded and the trace is whole (--stop: all stopped and fetched); 1 a phase\n"
         "failed; 2 bad input; 3 every phase succeeded but the trace is not whole (tasks or a node's samples\n"
         "missing, a collector that died, queue entries nobody of the run signed: the summary says which);\n"
@@ -48,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="RUN_ID's tracekit-run died (killed, closed terminal): stop what it left running on its nodes, fetch "
         "what it collected and free its nodes; --resume it afterwards to finish it",
     )  # fmt: skip
+    clean = parser.add_argument_group(
+        "cleaning up", "remove finished runs (and sweeps) from their nodes (logs/, outputs/, redis/, files/ and "
+        "secrets below each node's tracekit_node_root), then their run folders; never a run in use (its "
+        "tracekit-run runs, it did not end, or a node still runs something of it): that one is kept and named")  # fmt: skip
+    clean.add_argument("--clean", nargs="*", metavar="RUN_ID", help="remove these runs or sweeps (with --dry-run: list them)")
+    clean.add_argument("--older-than", metavar="AGE",
+                       help="with --clean: also every run and sweep last written more than AGE ago (e.g. 7d, 12h, 30m)")  # fmt: skip
     parser.add_argument(
         "--wait", type=int, default=0, metavar="SECONDS",
         help="a node runs one experiment at a time: wait up to SECONDS for nodes another run holds (default: 0, "
@@ -60,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", metavar="HOSTS", help="Ansible host pattern to restrict the phases to")
     sweep = parser.add_argument_group(
         "sweeps", "run the experiment at several points, each a complete run under <logs dir>/<SWEEP_ID>/points/, "
-        "then a table of each figure's mean and 95%% confidence interval per point (the experiment's sweep "
+        "then a table of each figure's mean and 95% confidence interval per point (the experiment's sweep "
         "section does the same from the file; these flags add to it)")  # fmt: skip
     sweep.add_argument(
         "--matrix", action="append", default=[], metavar="KEY=[V1, V2, ...]",
@@ -99,7 +109,15 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--wait {args.wait}: give the seconds to wait for busy nodes, 0 or more")
     if args.stop is not None and (args.experiment or args.resume or args.overrides):
         raise UsageError("--stop RUN_ID stops a run as it was; give no experiment file, --resume or -e with it")
-    for flag, run_id in (("--run-id", args.run_id), ("--resume", args.resume), ("--stop", args.stop)):
+    if args.clean is not None:
+        if args.experiment or args.resume or args.stop or args.overrides:
+            raise UsageError("--clean removes finished runs; give no experiment file, --resume, --stop or -e with it")
+        if not args.clean and args.older_than is None:
+            raise UsageError("--clean: name the runs (--clean RUN_ID ...) or give an age (--clean --older-than 7d)")
+    elif args.older_than is not None:
+        raise UsageError("--older-than AGE goes with --clean: tracekit-run --clean --older-than 7d")
+    named = [("--run-id", args.run_id), ("--resume", args.resume), ("--stop", args.stop)]
+    for flag, run_id in named + [("--clean", r) for r in args.clean or []]:
         if run_id is not None:
             try:
                 runfolder.validate_run_id(run_id)
@@ -109,10 +127,17 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.experiment is None and args.resume is None and args.stop is None:
-        build_parser().error("give an experiment file (e.g. experiments/ffmpeg.yaml), --resume RUN_ID or --stop RUN_ID")
+    if args.experiment is None and args.resume is None and args.stop is None and args.clean is None \
+            and args.older_than is None:
+        build_parser().error("give an experiment file (e.g. experiments/ffmpeg.yaml), --resume RUN_ID, --stop RUN_ID "
+                             "or --clean RUN_ID")
     try:
         check_arguments(args)
+        if args.clean is not None:
+            cleaned = clean_runs(args.clean, older_than=args.older_than, logs_dir=args.logs_dir,
+                                 inventory=args.inventory, dry_run=args.dry_run, verbose=args.verbose)  # fmt: skip
+            _print_summary(cleaned.lines)
+            return cleaned.exit_code
         if args.stop is not None:
             result = stop_run(args.stop, inventory=args.inventory, logs_dir=args.logs_dir, verbose=args.verbose)
             print("\n".join(result.summary))

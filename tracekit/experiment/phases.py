@@ -140,6 +140,7 @@ class PhaseFollower:
     on_begin(phase) when a phase's first play starts (the first phase: when
     the call starts, ansible-playbook's start-up counting for it);
     on_end(phase, outcome) when the next phase begins or the call ends.
+    ``keep_results_of``: a task whose module result each host's outcome keeps (as "result").
     """
 
     def __init__(
@@ -149,8 +150,10 @@ class PhaseFollower:
         host_event: HostEvent,
         on_begin: Callable[[str], None],
         on_end: Callable[[str, PhaseOutcome], None],
+        keep_results_of: str | None = None,
     ):
         self.phases = list(phases)
+        self.keep_results_of = keep_results_of
         self.phase_of_play = phase_of_play
         self.host_event = host_event
         self.on_begin = on_begin
@@ -202,6 +205,8 @@ class PhaseFollower:
     def _host_event(self, kind: str, host: str, task: str, event: dict[str, Any]) -> None:
         data = event.get("event_data", {})
         entry = self.hosts.setdefault(host, {"state": "ok", "error": None})
+        if task == self.keep_results_of and kind in ("runner_on_ok", "runner_on_failed"):
+            entry["result"] = data.get("res") or {}
         if kind == "runner_on_start":
             self.host_event(host, task, "running")
         elif kind == "runner_on_unreachable":
@@ -252,8 +257,10 @@ class PhaseRunner:
         verbose: bool,
         limit: str | None,
         say: Callable[[str], None] = lambda _text: None,
+        keep_results_of: str | None = None,
     ):
         self.checkout = find_checkout()
+        self.keep_results_of = keep_results_of
         self.say = say
         self.phase_of_play = play_phases(self.checkout / "playbooks")
         self.private_data_dir = private_data_dir
@@ -281,7 +288,7 @@ class PhaseRunner:
         for this call only.
         """
         variables = {**self.variables, **(also or {})}
-        follower = PhaseFollower(phases, self.phase_of_play, self.host_event, on_begin, on_end)
+        follower = PhaseFollower(phases, self.phase_of_play, self.host_event, on_begin, on_end, self.keep_results_of)
         last_tick = [0.0]
 
         ended = [False]

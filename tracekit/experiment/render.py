@@ -31,6 +31,7 @@ from tracekit.experiment.wheelhouse import WORKLOAD_ID, find_checkout
 
 PHASES = ("prepare", "start", "run", "stop", "fetch", "parse")
 RELEASE = "release"  # not a phase: playbooks/release.yml frees the nodes after an attempt that ended before stop
+CLEAN = "clean"  # not a phase: playbooks/clean.yml removes finished runs' folders from the nodes (tracekit-run --clean)
 PHASE_HOSTS = {
     "prepare": "controller:workers",
     "start": "controller:workers",
@@ -48,7 +49,7 @@ def play_phases(playbooks: Path) -> dict[str, str]:
     them by the plays that start, so play names are unique across phases.
     """
     phase_of: dict[str, str] = {}
-    for phase in (*PHASES, RELEASE):
+    for phase in (*PHASES, RELEASE, CLEAN):
         for play in yaml.safe_load((playbooks / f"{phase}.yml").read_text()):
             name = play["name"]
             if name in phase_of:
