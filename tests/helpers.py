@@ -219,3 +219,14 @@ def make_wheel(folder: Path, name: str, version: str, module_text: str) -> Path:
         for path, text in files.items():
             archive.writestr(path, text)
     return wheel
+
+
+def docs_samples():
+    """docs/make_samples.py as a module: the manual's sample outputs and how they are checked."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "make_samples.py"
+    spec = importlib.util.spec_from_file_location("make_samples", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

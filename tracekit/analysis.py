@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from tracekit.errors import RunFolderError
 from tracekit.trace import cctf
 
-# The JSON Lines tables of cctf/ (one record per line; their fields: the README's trace section, schemas/cctf/).
+# The JSON Lines tables of cctf/ (one record per line; their fields: docs/trace-format.md, schemas/cctf/).
 INVOCATIONS = "invocations.jsonl"
 PLACEMENTS = "placement_events.jsonl"
 REQUESTS = "requests.jsonl"

@@ -1,4 +1,4 @@
-"""The README's quick start, run as written."""
+"""The blocks of README.md and docs/*.md, run as written; their sample outputs checked against a real run."""
 
 from __future__ import annotations
 
@@ -11,34 +11,24 @@ from pathlib import Path
 
 import psutil
 
-from tests.helpers import read_csv, read_jsonl
+from tests.helpers import docs_samples, read_csv, read_jsonl
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+PAGES = [README, *sorted((README.parent / "docs").glob("*.md"))]
 
 
-MARKER = "<!-- The block below is run by tests/integration/test_readme.py. -->"
+samples = docs_samples()
+block_of = samples.block_of
 
 
-def readme_blocks() -> list[str]:
-    """The bash blocks that follow a MARKER, in README order."""
-    text = README.read_text()
-    return [re.search(r"```bash\n(.*?)```", part, re.S).group(1) for part in text.split(MARKER)[1:]]
-
-
-def quick_start_block() -> str:
-    return readme_blocks()[0]
-
-
-def block_of(run_id: str) -> str:
-    """The marked block whose first line sets RUN_ID=<run_id>."""
-    [block] = [b for b in readme_blocks() if b.startswith(f"RUN_ID={run_id}")]
-    return block
+def test_every_marked_block_is_run_by_a_test_here():
+    """A block marked as run must be one of those the tests below run (found by its RUN_ID)."""
+    assert sorted(re.match(r"RUN_ID=(\w+)", b)[1] for _page, b in samples.marked_blocks()) == \
+        ["http001", "test001", "two001"]  # fmt: skip
 
 
 def run_block(block: str, cwd: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(extra_env or {})}
-    for name in ("TRACEKIT_LOGS_DIR", "TRACEKIT_RUN_ID", "REDIS_PASSWORD"):
-        env.pop(name, None)
+    env = samples.block_env(extra_env)
     # Output goes to files, not pipes: a background process the block left
     # behind would hold a pipe open and hang the wait.
     out, err = cwd / ".block.stdout", cwd / ".block.stderr"
@@ -61,18 +51,26 @@ def _kill_leftovers(cwd: Path) -> None:
                 pass
 
 
-def test_quick_start_runs_as_written(tmp_path):
-    result = run_block(quick_start_block(), tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_quick_start_runs_as_written_and_prints_its_samples(tmp_path):
+    try:
+        code, printed = samples.transcript(block_of("test001"), tmp_path, samples.block_env())
+    finally:
+        _kill_leftovers(tmp_path)
+    output = "".join(printed.values())
+    assert code == 0, output
     folder = tmp_path / "logs" / "test001"
-    assert "is running" in result.stdout and "stopped" in result.stdout
+    assert "is running" in output and "stopped" in output
     events = read_jsonl(folder / "events.ffmpeg.jsonl")
     assert [e["status"] for e in events] == [0, 0] and events[1]["task_id"] == "t-2"
     assert read_csv(folder / "host.csv")
-    assert "OK: 2 tasks" in result.stdout  # parse, export and verify ran on the capture
+    assert "OK: 2 tasks" in output  # parse, export and verify ran on the capture
     assert (folder / "cctf" / "invocations.jsonl").exists()
     assert (tmp_path / "outputs" / "a.mp4").stat().st_size > 0
     assert "could not be drawn" not in (folder / "report" / "index.html").read_text()
+    # Every sample of the quick start in the manual is what these commands print.
+    checked = [(page.name, stale) for page in PAGES for source, sample in samples.samples(page.read_text())
+               if source == "the quick start" for stale in [samples.stale(sample, printed)]]  # fmt: skip
+    assert len(checked) >= 3 and not [c for c in checked if c[1]], "\n".join(f"{p}:\n{d}" for p, d in checked if d)
 
 
 def test_two_workers_step_by_step(tmp_path):
@@ -134,7 +132,7 @@ def test_make_start_and_stop_serve_the_example_in_the_background(tmp_path):
 def test_every_command_line_of_the_manual_is_inside_a_code_block():
     """A lost opening fence turns the rest of a page inside out (prose in code, commands in prose): seen once,
     when a section was inserted above the tracekit-run usage block."""
-    for page in (README, *sorted((README.parent / "docs").glob("*.md"))):
+    for page in PAGES:
         inside, fences = False, 0
         for number, line in enumerate(page.read_text().splitlines(), 1):
             if line.startswith("```"):
@@ -144,3 +142,33 @@ def test_every_command_line_of_the_manual_is_inside_a_code_block():
                 assert not re.match(r"\s*(tracekit-run|tracekit|make|\.venv/bin/\S+) [-a-z]", line) or "`" in line, \
                     f"{page.name}:{number}: a command outside a code block: {line!r}"
         assert not inside, f"{page.name}: {fences} fences: one is not closed"
+
+
+def test_the_readme_is_a_front_door_that_links_every_page_of_the_manual():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 120, "README.md is the front door: the manual goes into docs/"
+    linked = set(re.findall(r"\]\(docs/([\w.-]+\.md)\)", text))
+    assert linked == {p.name for p in PAGES[1:]}, sorted({p.name for p in PAGES[1:]} ^ linked)
+    for page in PAGES:  # and every relative link of the manual leads to a file
+        for target in re.findall(r"\]\((?!https?:|#)([^)#]+)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name}: a link to {target}, which does not exist"
+
+
+def test_the_readmes_own_workload_plans_as_it_says(tmp_path):
+    """The README's ten-line workload, saved beside the examples as the README says, plans its six tasks."""
+    from tests.inventories import local_inventory
+    from tests.sshd import free_port
+    from tracekit.experiment.runner import run_experiment
+
+    [yaml_block] = re.findall(r"## Your own workload in ten lines\n\n```yaml\n(.*?)```", README.read_text(), re.S)
+    assert len(yaml_block.splitlines()) <= 10
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "burn.yaml").write_text(yaml_block)
+    # As in a checkout: files are relative to the git repository holding the experiment.
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "examples").symlink_to(README.parent / "examples")
+    lines: list[str] = []
+    planned = run_experiment(tmp_path / "experiments" / "burn.yaml", inventory=local_inventory(tmp_path, free_port()),
+                             dry_run=True, logs_dir=tmp_path / "logs", out=lines.append)  # fmt: skip
+    assert planned.state == "planned", lines
+    assert "6 tasks" in "\n".join(lines) and "lpt" in "\n".join(lines), lines

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from tests.helpers import (
     VENV_BIN,
     ProcessTableWatch,
+    docs_samples,
     file_secret,
     kill_processes_under,
     named_binary,
@@ -188,6 +190,12 @@ def test_local_run_end_to_end_then_resume_and_overwrite_rules(tmp_path, local_si
     assert not leaks, leaks
     password = secret()["smoke-local.redis"]  # the file itself is gone after a good run
     assert_complete_run(run_dir, result, password)
+    # The README's sample of tracekit-run is what a run prints (with its run id and logs folder).
+    samples = docs_samples()
+    [sample] = [text for source, text in samples.samples((REPO / "README.md").read_text()) if source == "tracekit-run"]
+    printed = samples.as_logs("\n".join(result.summary) + "\n", logs)
+    printed = printed.replace("smoke-local", re.search(r"^run (\S+):", sample, re.M)[1])
+    assert samples.stale(sample, {"tracekit-run experiments/smoke.yaml": printed}) is None, printed
     assert not (folder / "nodes" / "cloud0" / "redis" / "smoke-local" / "redis.conf").exists()  # it held the password
     # The transcoded files were removed from the workers once their run folders were fetched (a run's
     # outputs piled up there: workers.keep_outputs keeps them).
