@@ -191,3 +191,16 @@ def test_the_run_s_other_nodes_on_the_same_cpus_are_the_run_not_other_work():
                              tasks_table(task_metrics("t1", [0.4] * 5)), None, neighbours_cpu=beside)  # fmt: skip
     assert {r["run_cores"] for r in result.table.to_pylist()} == {2.0}
     assert result.figures["contended_task_share"] == 0.0 and result.figures["note"] is None
+
+
+def test_the_same_samples_in_any_order_give_the_same_floats():
+    """Float addition is not associative: (0.1 + 0.2) + 0.3 != (0.3 + 0.2) + 0.1. A trace read back in
+    another row order (a threaded read, an older collector's file) gave contention figures that differed
+    in their last digits, and parses of one run that differed."""
+    from tracekit.trace.contention import _run_delay
+
+    cgroups = tasks_table(*(task_metrics(f"t{i}", [cores]) for i, cores in enumerate([0.0001, 0.0002, 0.0003])))
+    assert run_cpu(cgroups, None) == run_cpu(cgroups.take([2, 1, 0]), None) == [(0, SECOND, 0.1 + 0.2 + 0.3)]
+    waits = pa.concat_tables([proc_metrics("t1", [0.5], run_delay_cores=[c]) for c in (0.0001, 0.0002, 0.0003)])
+    assert run_cpu(None, waits) == run_cpu(None, waits.take([2, 1, 0]))
+    assert _run_delay(waits, [0], [SECOND]) == _run_delay(waits.take([2, 1, 0]), [0], [SECOND])

@@ -77,17 +77,24 @@ def _spread(starts: list[int], ends: list[int], rows: Iterable[tuple[float, floa
 
 
 def _per_interval(table: pa.Table, values: dict[str, pa.Array]) -> Iterable[tuple[str, list[tuple[int, int, float]]]]:
-    """For each named value: (interval start, end, the value summed over the rows of that interval)."""
+    """For each named value: (interval start, end, the value summed over the rows of that interval), in
+    time order. The same rows in any order give the same floats: integer values are summed exactly, float
+    ones in the order of their values."""
     grouped = pa.table({"ts_ms": table.column("ts_ms"), "dt_ms": table.column("dt_ms"), **values})
+    floats = [name for name, column in values.items() if pa.types.is_floating(column.type)]
+    if floats:  # float addition is not associative: a canonical order first
+        grouped = grouped.sort_by([("ts_ms", "ascending"), ("dt_ms", "ascending"), *((n, "ascending") for n in floats)])
     grouped = grouped.group_by(["ts_ms", "dt_ms"], use_threads=False).aggregate([(name, "sum") for name in values])
+    grouped = grouped.sort_by([("ts_ms", "ascending"), ("dt_ms", "ascending")])
     ts, dt = grouped.column("ts_ms").to_pylist(), grouped.column("dt_ms").to_pylist()
     for name in values:
         sums = grouped.column(f"{name}_sum").to_pylist()
-        yield name, [(t - d, t, s or 0.0) for t, d, s in zip(ts, dt, sums)]
+        yield name, [(t - d, t, float(s or 0)) for t, d, s in zip(ts, dt, sums)]
 
 
 def _cpu_ms(table: pa.Table) -> pa.Array:
-    return pc.cast(pc.add(table.column("cpu_user_ms"), table.column("cpu_system_ms")), pa.float64())
+    """user + system ms: integers, summed exactly."""
+    return pc.add(table.column("cpu_user_ms"), table.column("cpu_system_ms"))
 
 
 def run_cpu(task_metrics: pa.Table | None, proc_metrics: pa.Table | None) -> list[tuple[int, int, float]]:
@@ -150,11 +157,12 @@ def _run_delay(proc: pa.Table | None, starts: list[int], ends: list[int]) -> tup
     known = proc.filter(pc.and_(pc.is_valid(proc.column("task_id")), pc.is_valid(proc.column(RUN_DELAY))))
     if known.num_rows == 0:
         return nothing, nothing
-    wait = pc.divide(pc.cast(known.column(RUN_DELAY), pa.float64()), 1e6)
-    per_interval = _per_interval(known, {"wait": wait, "cpu": _cpu_ms(known)})
-    spread = {name: _spread(starts, ends, rows) for name, rows in per_interval}
+    # Summed in ns (integers: exact, whatever the rows' order), then ms.
+    per_interval = _per_interval(known, {"wait": known.column(RUN_DELAY), "cpu": _cpu_ms(known)})
+    spread = {name: _spread(starts, ends, [(a, b, v / 1e6 if name == "wait" else v) for a, b, v in rows])
+              for name, rows in per_interval}  # fmt: skip
     # An interval none of whose samples had a wait says nothing (rather than "no wait").
-    [(_, seen)] = _per_interval(known, {"one": pa.array([1.0] * known.num_rows)})
+    [(_, seen)] = _per_interval(known, {"one": pa.array([1] * known.num_rows, pa.int64())})
     present = _spread(starts, ends, seen)
     return ([w if p else None for w, p in zip(spread["wait"], present)],
             [c if p else None for c, p in zip(spread["cpu"], present)])  # fmt: skip
