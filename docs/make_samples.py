@@ -89,8 +89,9 @@ def fill(sample: str, printed: dict[str, str]) -> str:
 
 
 def masked(text: str) -> str:
-    """``text`` with what a run measures masked (numbers not counting tasks, nodes, ...), for comparison."""
-    return _NUMBER.sub("#", text)
+    """``text`` with what a run measures masked (numbers not counting tasks, nodes, ...) and runs of spaces
+    made one (columns aligned to a measured value's width), for comparison."""
+    return re.sub(r" +", " ", _NUMBER.sub("#", text))
 
 
 # Lines a real run prints or not depending on the machine's load: contention beside the tasks (a line of
