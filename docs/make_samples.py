@@ -94,9 +94,10 @@ def masked(text: str) -> str:
     return re.sub(r" +", " ", _NUMBER.sub("#", text))
 
 
-# Lines a real run prints or not depending on the machine's load: contention beside the tasks (a line of
-# tracekit-run's summary, a note of tracekit parse) and the warnings it leads to.
-_OPTIONAL = re.compile(r"^  warning: |saturated CPUs")
+# Lines a real run prints or not depending on timing and the machine's load: the notes of tracekit parse
+# (a task shorter than a sampling interval, contention beside the tasks), tracekit-run's contention line
+# and the warnings they lead to.
+_OPTIONAL = re.compile(r"^note: |^  warning: |saturated CPUs")
 
 
 def stale(sample: str, printed: dict[str, str]) -> str | None:
