@@ -717,7 +717,7 @@ def measure(job: str, run: Path, out: Path, profile: Path | None) -> None:
         def work() -> None:
             io_floor(run, out)
     elif job == "tracekit-export":
-        from tracekit.trace.export_opendc import export_opendc
+        from tracekit.trace.export.opendc import export_opendc
 
         def work() -> None:
             export_opendc(run, out, force=True)

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tkbench-report-") as tmp:
         run = Path(tmp) / "run"
         totals = pipeline.generate_run(run, 3, size["samples"], size["invocations"], 8, 1, jsonl_copy=False)
-        from tracekit.trace.export_opendc import export_opendc
+        from tracekit.trace.export.opendc import export_opendc
         from tracekit.trace.parse import parse_run
 
         parse_run(run)

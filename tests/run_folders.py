@@ -18,7 +18,7 @@ EXPERIMENT = {
     "collectors": {"interval_ms": 1000, "match": "^ffmpeg$", "match_cmdline": None, "host": True},
     "kind": "command", "workload": {"argv": ["true"], "count": 1, "params": {"ms": [40, 80]}},
     "dispatch": {"policy": "round-robin", "batch_size": 0, "dribble_interval": 0, "backlog_limit": 0, "timeout": 600},
-    "parallel": 1, "export_opendc": True, "include_failed": False, "export_jsonl": False, "tags": {},
+    "parallel": 1, "export_formats": ["opendc"], "include_failed": False, "export_jsonl": False, "tags": {},
 }  # fmt: skip
 
 

@@ -24,16 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from tracekit.errors import RunFolderError
 from tracekit.trace import cctf
 
-# The JSON Lines tables of cctf/ (one record per line; their fields: docs/trace-format.md, schemas/cctf/).
-INVOCATIONS = "invocations.jsonl"
-PLACEMENTS = "placement_events.jsonl"
-REQUESTS = "requests.jsonl"
 OPENDC = "opendc"
 
 
@@ -80,28 +75,27 @@ class Run:
     @functools.cached_property
     def audit(self) -> dict[str, Any]:
         """How far to trust the trace (cctf/audit.json): counts, coverage, what was skipped and why."""
-        return cctf.read_audit(self.cctf_dir) or {}
+        return cctf.read_json(self.cctf_dir, cctf.AUDIT) or {}
 
     @functools.cached_property
     def nodes(self) -> list[dict[str, Any]]:
         """Each node's facts (cctf/nodes.json): CPUs, memory, clock offset, role."""
-        nodes = _json(self.cctf_dir / "nodes.json")
-        return nodes if isinstance(nodes, list) else list((nodes or {}).values())
+        return list(cctf.read_nodes(self.cctf_dir).values())
 
     @functools.cached_property
     def invocations(self) -> pa.Table:
         """One row per task invocation or request (cctf/invocations.jsonl)."""
-        return _jsonl_table(self.cctf_dir / INVOCATIONS)
+        return cctf.records_table(self.cctf_dir, cctf.INVOCATIONS)
 
     @functools.cached_property
     def placements(self) -> pa.Table:
         """The dispatcher's placement decisions (cctf/placement_events.jsonl); empty without a dispatcher."""
-        return _jsonl_table(self.cctf_dir / PLACEMENTS)
+        return cctf.records_table(self.cctf_dir, cctf.PLACEMENTS)
 
     @functools.cached_property
     def requests(self) -> pa.Table:
         """The load generator's requests (cctf/requests.jsonl); empty without tracekit load."""
-        return _jsonl_table(self.cctf_dir / REQUESTS)
+        return cctf.records_table(self.cctf_dir, cctf.REQUESTS)
 
     def table(self, name: str, nodes: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
         """A per-node table of cctf/ (proc_metrics, host_metrics, link_metrics, task_metrics, contention),
@@ -159,8 +153,8 @@ def open_run(path: str | Path) -> Run:
     folder = Path(path)
     if not folder.is_dir():
         raise RunFolderError(f"{folder} is not a folder (a run folder is logs/<RUN_ID>)")
-    if not (folder / cctf.CCTF / INVOCATIONS).is_file():
-        raise RunFolderError(f"{folder} has no parsed trace ({folder / cctf.CCTF}/{INVOCATIONS}); make it with "
+    if not cctf.has_trace(folder):
+        raise RunFolderError(f"{folder} has no parsed trace ({folder / cctf.CCTF}/{cctf.INVOCATIONS}); make it with "
                              f"'tracekit parse {folder}'")  # fmt: skip
     return Run(folder)
 
@@ -177,14 +171,3 @@ def _json(path: Path) -> Any:
 def _json_object(path: Path) -> dict[str, Any] | None:
     value = _json(path)
     return value if isinstance(value, dict) else None
-
-
-def _jsonl_table(path: Path) -> pa.Table:
-    """A JSON Lines file as one table (types inferred over every line); an empty table when it is missing or empty."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return pa.table({})
-    try:
-        # The whole file is one block: the types are inferred from every line, not from the first ones.
-        return pa_json.read_json(path, read_options=pa_json.ReadOptions(block_size=max(path.stat().st_size, 1 << 20)))
-    except pa.ArrowInvalid as exc:
-        raise RunFolderError(f"{path}: not readable as JSON Lines ({exc})") from None

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from tracekit import __version__, runfolder
 from tracekit.errors import TracekitError, UsageError
@@ -211,6 +212,8 @@ def _add_inputs(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_parse(commands: argparse._SubParsersAction) -> None:
+    from tracekit.trace import export as formats
+
     parse = commands.add_parser(
         "parse",
         help="raw node files of a run -> the normalized trace cctf/",
@@ -233,9 +236,9 @@ def _add_parse(commands: argparse._SubParsersAction) -> None:
     parse.add_argument("--node-part", action="store_true", help="RUN_DIR is one node's folder: write only its part "
                        "of the trace, RUN_DIR/cctf-part/ (Parquet tables and part.json), for a later parse of the run")
     # tracekit-run's parse phase: one process for the four steps (each a Python start and an Ansible task less).
-    parse.add_argument("--export", action="append", default=[], choices=["opendc"], metavar="FORMAT",
+    parse.add_argument("--export", action="append", default=[], choices=formats.names(), metavar="FORMAT",
                        help="then export the run into RUN_DIR/<FORMAT>/ (replaced) and verify it against the run, "
-                       "as 'tracekit export' and 'tracekit verify' do (repeatable; formats: opendc)")
+                       f"as 'tracekit export' and 'tracekit verify' do (repeatable; formats: {', '.join(formats.names())})")
     parse.add_argument("--include-failed", action="store_true", help="with --export: export failed invocations too")
     parse.add_argument("--report", action="store_true", help="then write RUN_DIR/report/, as 'tracekit report' does")
     _add_json(parse)
@@ -262,38 +265,56 @@ def _add_adapt(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
-    export = commands.add_parser("export", help="export a parsed run to a simulator's input format")
-    exporters = export.add_subparsers(dest="format", metavar="FORMAT", required=True)
-    opendc = exporters.add_parser(
-        "opendc",
-        help="cctf/ -> OpenDC workload (tasks.parquet, fragments.parquet, experiment.json)",
-        description="Write the OpenDC workload of a parsed run: one task per successful invocation, fragments "
-        "covering each task exactly (CPU-seconds equal the measured CPU time), experiment.json with the "
-        "measured nodes as hosts, task_ids.jsonl mapping OpenDC ids to task ids.",
+    from tracekit.trace import export as formats
+
+    export = commands.add_parser(
+        "export", help="export a parsed run to a simulator's or an archive's format",
+        description=f"Write a parsed run (RUN_DIR/cctf/) in FORMAT: {', '.join(formats.names())}. "
+        "'tracekit export FORMAT --help' says what it writes and its own flags.",
         epilog="example: tracekit export opendc logs/test001 -o logs/test001/opendc",
-    )
-    opendc.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder with cctf/ (run 'tracekit parse')")
-    opendc.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR")
-    opendc.add_argument("--include-failed", action="store_true", help="export failed invocations too")
-    opendc.add_argument(
-        "--merge-tolerance", type=float, metavar="PCT", help="merge adjacent slices whose usage differs by less"
-    )
-    opendc.add_argument("--force", action="store_true", help="replace OUT_DIR if it is not empty")
+    )  # fmt: skip
+    export.add_argument("format", choices=formats.names(), metavar="FORMAT")
+    export.add_argument("format_args", nargs=argparse.REMAINDER, metavar="RUN_DIR -o OUT_DIR ...")
+
+
+def _export_parser(module: Any) -> tuple[argparse.ArgumentParser, list[str]]:
+    """``tracekit export NAME``'s own parser (built once the format is known: only its module is loaded)."""
+    parser = argparse.ArgumentParser(prog=f"tracekit export {module.NAME}", description=module.DESCRIPTION,
+                                     epilog=f"example: tracekit export {module.NAME} logs/test001 -o logs/test001/{module.NAME}")  # fmt: skip
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder with cctf/ (run 'tracekit parse')")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR")
+    parser.add_argument("--include-failed", action="store_true", help="export failed invocations too")
+    parser.add_argument("--force", action="store_true",
+                        help="replace OUT_DIR when it holds anything but an earlier export of this run in this format")  # fmt: skip
+    return parser, _own_flags(parser, module.add_arguments)
+
+
+def _own_flags(parser: argparse.ArgumentParser, add: Any) -> list[str]:
+    """The dests of the flags ``add`` gives ``parser``: the format's own keywords."""
+    before = {action.dest for action in parser._actions}
+    add(parser)
+    return [action.dest for action in parser._actions if action.dest not in before]
 
 
 def _add_verify(commands: argparse._SubParsersAction) -> None:
-    verify = commands.add_parser("verify", help="check an exported workload")
-    verifiers = verify.add_subparsers(dest="format", metavar="FORMAT", required=True)
-    verify_opendc = verifiers.add_parser(
-        "opendc",
-        help="check tasks.parquet / fragments.parquet as OpenDC's reader would, and more",
-        description="Check column presence and exact Parquet types, non-nullable required columns, value rules, "
-        "orphans, fit against the topology, and with --against conservation of CPU time and duration per task. "
-        "Prints one line per violation and exits 1, or one summary line and exits 0.",
-    )
-    verify_opendc.add_argument("out_dir", type=Path, metavar="OUT_DIR")
-    verify_opendc.add_argument("--topology", type=Path, help="experiment.json (default: OUT_DIR/experiment.json)")
-    verify_opendc.add_argument("--against", type=Path, metavar="RUN_DIR", help="check conservation against this run")
+    from tracekit.trace import export as formats
+
+    verify = commands.add_parser(
+        "verify", help="check an exported workload",
+        description=f"Check an export in FORMAT ({', '.join(formats.names())}) as its readers would, and with "
+        "--against RUN_DIR against the run it came from. Prints one line per violation and exits 1, or one summary "
+        "line. 'tracekit verify FORMAT --help' gives its own flags.",
+        epilog="example: tracekit verify opendc logs/test001/opendc --against logs/test001",
+    )  # fmt: skip
+    verify.add_argument("format", choices=formats.names(), metavar="FORMAT")
+    verify.add_argument("format_args", nargs=argparse.REMAINDER, metavar="OUT_DIR [--against RUN_DIR] ...")
+
+
+def _verify_parser(module: Any) -> tuple[argparse.ArgumentParser, list[str]]:
+    parser = argparse.ArgumentParser(prog=f"tracekit verify {module.NAME}", description=module.verify.__doc__)
+    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    parser.add_argument("--against", type=Path, metavar="RUN_DIR", help="check conservation against this run")
+    return parser, _own_flags(parser, module.add_verify_arguments)
 
 
 TASK_KEY_HELP = (
@@ -646,10 +667,12 @@ def _cmd_parse(args: argparse.Namespace) -> int:
 
     for note in audit["notes"]:  # what was skipped or refused among them: node data may hold any bytes
         print(f"note: {printable(note)}")
+    from tracekit.trace import export as formats
+
     for format_name in args.export:
         out_dir = args.run_dir / format_name
-        _exported(_export(format_name, args.run_dir, out_dir, args.include_failed, None, True))
-        if _verified(out_dir, out_dir / "experiment.json", args.run_dir, prog="tracekit parse") != 0:
+        print(formats.get(format_name).export(args.run_dir, out_dir, include_failed=args.include_failed, force=True).line)
+        if _verified(format_name, out_dir, args.run_dir, prog="tracekit parse") != 0:
             return 1
     if args.report:
         _reported(args.run_dir, None)
@@ -729,46 +752,38 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    _exported(_export(args.format, args.run_dir, args.output, args.include_failed, args.merge_tolerance, args.force))
+    from tracekit.trace import export as formats
+
+    module = formats.get(args.format)
+    parser, own = _export_parser(module)
+    given = parser.parse_args(args.format_args)
+    result = module.export(given.run_dir, given.output, include_failed=given.include_failed, force=given.force,
+                           **{name: getattr(given, name) for name in own})  # fmt: skip
+    print(result.line)
     return 0
 
 
-def _export(format_name: str, run_dir: Path, out_dir: Path, include_failed: bool, merge_tolerance: float | None,
-            force: bool):  # fmt: skip
-    from tracekit.trace.export_opendc import export_opendc
-
-    assert format_name == "opendc", format_name  # argparse's choices: the only format yet
-    return export_opendc(run_dir, out_dir, include_failed, merge_tolerance, force)
-
-
-def _exported(result) -> None:  # noqa: ANN001 - export_opendc's result, imported when used
-    summary = result.summary
-    print(
-        f"{result.out_dir}: {summary['tasks']} tasks, {summary['fragments']} fragments, "
-        f"{summary['cpu_ms_total'] / 1000:.3f} CPU-seconds; {summary['excluded_failed']} failed invocations excluded"
-    )
-
-
 def _cmd_verify(args: argparse.Namespace) -> int:
-    return _verified(args.out_dir, args.topology, args.against)
+    from tracekit.trace import export as formats
+
+    parser, own = _verify_parser(formats.get(args.format))
+    given = parser.parse_args(args.format_args)
+    return _verified(args.format, given.out_dir, given.against, **{name: getattr(given, name) for name in own})
 
 
-def _verified(out_dir: Path, topology: Path | None, against: Path | None, prog: str = "tracekit verify") -> int:
-    """Verify an OpenDC export; 0, or 1 after one line per violation and the error line."""
-    from tracekit.trace.verify import verify_opendc
+def _verified(format_name: str, out_dir: Path, against: Path | None, prog: str = "tracekit verify", **options: Any) -> int:
+    """Verify an export; 0, or 1 after one line per violation and the error line."""
+    from tracekit.trace import export as formats
 
-    result = verify_opendc(out_dir, topology, against)
+    result = formats.get(format_name).verify(out_dir, against, **options)
     for violation in result.violations:
         print(violation)
     if not result.ok:
         print(f"{prog}: error: {len(result.violations)} violations in {out_dir} "
               f"(first: {result.violations[0]})", file=sys.stderr)
         return 1
-    checked = f", conservation checked for {result.checked_conservation} tasks" if against else ""
-    print(f"{out_dir}: OK: {result.tasks} tasks, {result.fragments} fragments{checked}")
+    print(result.line)
     return 0
-
-
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:

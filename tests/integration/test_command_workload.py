@@ -22,7 +22,7 @@ from tracekit.sched.dispatcher import DispatchConfig, dispatch
 from tracekit.sched.protocol import RunKeys
 from tracekit.trace import cctf as cctf_layout
 from tracekit.trace.audit import CGROUP_FLOOR_MS
-from tracekit.trace.export_opendc import export_opendc
+from tracekit.trace.export.opendc import export_opendc
 from tracekit.trace.parse import parse_run
 from tracekit.trace.verify import verify_opendc
 from tracekit.workloads import PlanContext, tasks_of

@@ -229,7 +229,7 @@ def test_a_load_run_parses_joins_and_exports(tmp_path):
     from tracekit.collect import daemon
     from tracekit.collect.daemon import CollectorConfig
     from tracekit.trace import cctf
-    from tracekit.trace.export_opendc import export_opendc
+    from tracekit.trace.export.opendc import export_opendc
     from tracekit.trace.parse import parse_run
     from tracekit.trace.verify import verify_opendc
 

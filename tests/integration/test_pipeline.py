@@ -25,7 +25,7 @@ from tracekit.errors import RunFolderError, TracekitError, UsageError
 from tracekit.jsonl import dumps
 from tracekit.trace import cctf as cctf_layout
 from tracekit.trace import nodeparse
-from tracekit.trace.export_opendc import export_opendc
+from tracekit.trace.export.opendc import export_opendc
 from tracekit.trace.parse import parse_run
 from tracekit.trace.records import CCTF_SORT_KEYS, CCTF_TABLES, OPENDC_FRAGMENTS, OPENDC_TASKS
 from tracekit.trace.verify import verify_opendc
@@ -346,11 +346,13 @@ def test_export_include_failed_and_merge(run, tmp_path):
     assert verify_opendc(tmp_path / "merged", against=run).ok
 
 
-def test_export_refuses_an_existing_folder_and_unwritable_paths(run, tmp_path, capsys):
+def test_export_replaces_its_own_earlier_export_and_refuses_other_folders_and_unwritable_paths(run, tmp_path, capsys):
     parse_run(run)
     out = tmp_path / "o"
     export_opendc(run, out)
-    with pytest.raises(UsageError, match="--force"):
+    export_opendc(run, out)  # its own earlier export: replaced
+    (out / "export.json").unlink()  # now a folder of something else
+    with pytest.raises(UsageError, match="is not an earlier opendc export of .*; pass --force"):
         export_opendc(run, out)
     export_opendc(run, out, force=True)
     blocker = tmp_path / "file"

@@ -20,7 +20,7 @@ from tests.integration.test_pipeline import BURNER, _capture_node
 from tracekit.adapters.ffmpeg import generate_clips
 from tracekit.errors import RunFolderError
 from tracekit.report import make_report, plots
-from tracekit.trace.export_opendc import export_opendc
+from tracekit.trace.export.opendc import export_opendc
 from tracekit.trace.parse import parse_run
 
 SECTIONS = ["summary", "timelines", "gantt", "queue", "longest"]

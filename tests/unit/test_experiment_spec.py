@@ -1,5 +1,6 @@
 """Experiment files: validation errors a person can act on, defaults, overrides."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_defaults_fill_everything(tmp_path):
     assert experiment.collectors.interval_ms == 1000 and experiment.collectors.match == "^ffmpeg$|^ffprobe$"
     assert experiment.workload.generate.durations == (2, 4, 8) and experiment.workload.generate.count == 2
     assert experiment.workload.transcode.preset == "veryfast" and experiment.parallel == 1
-    assert experiment.export_opendc is True and experiment.include_failed is False
+    assert experiment.export_formats == ("opendc",) and experiment.include_failed is False
     assert experiment.as_dict()["workload"]["transcode"]["crf"] == 28
 
 
@@ -337,3 +338,33 @@ def test_every_number_text_and_list_of_the_schema_is_bounded():
             walk(sub, f"$defs.{key}")
 
     walk(experiment_schema(), "(top)")  # with every kind's part
+
+
+@pytest.mark.parametrize(
+    ("export", "formats"),
+    [
+        ("", ("opendc",)),
+        ("export: {opendc: false}", ()),
+        ("export: {opendc: true}", ("opendc",)),
+        ("export: {formats: []}", ()),
+        ("export: {formats: [opendc]}", ("opendc",)),
+        ("export: {formats: [], opendc: true}", ("opendc",)),
+    ],
+)
+def test_export_formats_with_the_older_opendc_key_still_read(tmp_path, export, formats):
+    path = write(tmp_path, f"{MINIMAL}{export}\n")
+    assert load_experiment(path).export_formats == formats
+
+
+@pytest.mark.parametrize(
+    ("export", "error"),
+    [
+        ("export: {formats: [nope]}", "export.formats: unknown format 'nope'; known: opendc"),
+        ("export: {formats: [opendc], opendc: false}", "export.opendc is false but export.formats lists opendc"),
+        ("export: {formats: [opendc, opendc]}", "export.formats"),
+    ],
+)
+def test_an_export_format_not_known_or_contradicted_is_one_line(tmp_path, export, error):
+    path = write(tmp_path, f"{MINIMAL}{export}\n")
+    with pytest.raises(ExperimentError, match=re.escape(error)):
+        load_experiment(path)

@@ -16,7 +16,7 @@ import pytest
 
 from tracekit import cli
 from tracekit.errors import RunFolderError
-from tracekit.trace.export_opendc import experiment_json
+from tracekit.trace.export.opendc import experiment_json
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS
 from tracekit.trace.verify import verify_opendc
 

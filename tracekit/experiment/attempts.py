@@ -14,11 +14,13 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from tracekit.experiment.render import PHASES
+from tracekit.trace.export import names as export_formats
 
 ALWAYS_AFTER_START = ("stop", "fetch")  # run even after a failure or an interruption
 UNDONE_BY_STOP = ("start", "run")  # resuming either re-runs both
 TAKE_NODES = ("prepare", "start")  # each takes every node for the run (tracekit_lock); stop frees them
-KEPT_ASIDE = ("nodes", "cctf", "opendc")  # an attempt's data, moved to attempts/<n>/ when start runs again
+# An attempt's data (its exports too), moved to attempts/<n>/ when start runs again.
+KEPT_ASIDE = ("nodes", "cctf", *export_formats())
 
 
 def phases_to_run(status: Mapping[str, Any]) -> list[str]:

@@ -373,7 +373,7 @@ def extravars(
         "tracekit_run_parallel": experiment.parallel,
         "tracekit_run_keep_outputs": experiment.keep_outputs,
         "tracekit_run_export": {
-            "opendc": experiment.export_opendc,
+            "formats": list(experiment.export_formats),
             "include_failed": experiment.include_failed,
             "jsonl": experiment.export_jsonl,
         },

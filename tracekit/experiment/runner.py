@@ -635,6 +635,18 @@ def _after_the_end(folder: RunDir, say: Callable[[str], None]) -> None:
             say(f"the report keeps the state it had when parse made it ({exc})")
 
 
+def exported_lines(run_dir: Path) -> list[str]:
+    """One line per format the run was exported in (RUN_DIR/<format>/, tracekit.trace.export)."""
+    from tracekit.trace import export
+
+    lines = []
+    for name in export.names():
+        if (run_dir / name / export.SUMMARY).is_file():
+            module = export.get(name)
+            lines.append(f"  {module.TITLE + ':':<11} {run_dir / name} ({', '.join(module.MAIN_FILES)})")
+    return lines
+
+
 def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     """The end-of-run table: phase durations, tasks per node, makespan, where the results are."""
     state = status.get("state")
@@ -648,8 +660,7 @@ def summarize(run_dir: Path, status: dict[str, Any], manifest: dict[str, Any]) -
         lines.append(f"  {phase:<8} {record.get('state', 'pending'):<12} {duration:>8}{error}")
     lines += summary_lines(read_json_object(run_dir / RESULTS) or headline(run_dir))
     lines.append(f"  run folder: {run_dir}")
-    if (run_dir / "opendc" / "tasks.parquet").exists():
-        lines.append(f"  OpenDC:     {run_dir / 'opendc'} (tasks.parquet, fragments.parquet, experiment.json)")
+    lines += exported_lines(run_dir)
     if (run_dir / "report" / "index.html").exists():
         lines.append(f"  report:     {run_dir / 'report' / 'index.html'}")
     if status.get("state") not in ("succeeded", "warning"):

@@ -60,7 +60,7 @@ class Experiment:
     section: dict[str, Any]  # its section as validated, defaults applied (what the resolved experiment states)
     dispatch: Dispatch
     parallel: int
-    export_opendc: bool
+    export_formats: tuple[str, ...]  # tracekit.trace.export's, in the order given
     include_failed: bool
     export_jsonl: bool = False
     tags: dict[str, Any] = field(default_factory=dict)
@@ -193,7 +193,7 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         section=section,
         dispatch=Dispatch(**dispatch),
         parallel=document["workers"]["parallel"],
-        export_opendc=export["opendc"],
+        export_formats=export_formats(export, source),
         include_failed=export["include_failed"],
         export_jsonl=export["jsonl"],
         tags=dict(document["tags"]),
@@ -202,6 +202,25 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         keep_outputs=document["workers"].get("keep_outputs", False),
         sweep=document.get("sweep"),
     )
+
+
+def export_formats(export: dict[str, Any], source: str) -> tuple[str, ...]:
+    """export.formats (default [opendc]), with export.opendc, the older key, still read: true adds opendc,
+    false leaves it out; each format known to tracekit.trace.export."""
+    from tracekit.trace.export import names
+
+    opendc = export.get("opendc")
+    if "formats" not in export:
+        return () if opendc is False else ("opendc",)
+    formats = list(export["formats"])
+    unknown = [name for name in formats if name not in names()]
+    if unknown:
+        raise ExperimentError(f"{source}: export.formats: unknown format {unknown[0]!r}; known: {', '.join(names())}")
+    if opendc is False and "opendc" in formats:
+        raise ExperimentError(f"{source}: export.opendc is false but export.formats lists opendc; keep one of them")
+    if opendc is True and "opendc" not in formats:
+        formats.append("opendc")
+    return tuple(formats)
 
 
 def check_here(experiment: Experiment, inventory: Inventory) -> None:

@@ -92,16 +92,16 @@ def load_run(run_dir: Path) -> RunView:
         raise RunFolderError(f"{run_dir} has no cctf/ folder; run 'tracekit parse {run_dir}' first")
     view = RunView(run_dir=run_dir, run_id=run_dir.name)
     _experiment(view)
-    view.invocations = _jsonl(view, cctf_dir / "invocations.jsonl", "summary")
+    view.invocations = _records(view, cctf.INVOCATIONS, "summary")
     view.invocations.sort(key=lambda i: (i.get("ts_start") or 0, i.get("node") or "", i.get("task_id") or ""))
-    view.nodes = {n["node"]: n for n in _json(view, cctf_dir / "nodes.json", "summary") or []}
-    view.audit = _json(view, cctf_dir / "audit.json", "summary")
-    if (cctf_dir / "placement_events.jsonl").exists():
-        view.placements = _jsonl(view, cctf_dir / "placement_events.jsonl", "queue")
+    view.nodes = _cctf_json(view, cctf.NODES, "summary", lambda: cctf.read_nodes(cctf_dir)) or {}
+    view.audit = _cctf_json(view, cctf.AUDIT, "summary", lambda: cctf.read_json(cctf_dir, cctf.AUDIT))
+    if cctf.has(cctf_dir, cctf.PLACEMENTS):
+        view.placements = _records(view, cctf.PLACEMENTS, "queue")
     else:
-        view.note("queue", "no placement events (cctf/placement_events.jsonl): the run had no dispatcher")
-    if (cctf_dir / "requests.jsonl").exists():
-        view.requests = _jsonl(view, cctf_dir / "requests.jsonl", "http")
+        view.note("queue", f"no placement events (cctf/{cctf.PLACEMENTS}): the run had no dispatcher")
+    if cctf.has(cctf_dir, cctf.REQUESTS):
+        view.requests = _records(view, cctf.REQUESTS, "http")
     view.host = _host_series(view, cctf_dir)
     view.longest = _longest_tasks(view, cctf_dir)
     view.container_samples = _container_samples(view, cctf_dir)
@@ -122,13 +122,13 @@ def _service_containers(view: RunView) -> dict[str, dict[str, Any]]:
 def _container_samples(view: RunView, cctf_dir: Path) -> dict[str, dict[str, Any]]:
     """Per container id, what its processes' samples hold: CPU (the sum of their intervals), the peak of their
     summed RSS at one tick, how many processes (a task's container, or a service's)."""
-    folder = cctf_dir / "proc_metrics"
-    if not folder.is_dir():
+    if not cctf.has_table(cctf_dir, "proc_metrics"):
         return {}
     try:
-        table = ds.dataset(folder, format="parquet").to_table(
-            columns=["container_id", "node", "pid", "create_time_ms", "ts_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb"],
-            filter=pc.field("container_id").is_valid(),
+        table = cctf.read_table(
+            cctf_dir, "proc_metrics",
+            ["container_id", "node", "pid", "create_time_ms", "ts_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb"],
+            where=pc.field("container_id").is_valid(),
         )  # fmt: skip
     except (OSError, pa.ArrowInvalid) as exc:
         view.note("summary", f"the containers' process samples could not be read: {exc}")
@@ -173,15 +173,29 @@ def _json(view: RunView, path: Path, section: str | None) -> Any:
     return None
 
 
-def _jsonl(view: RunView, path: Path, section: str) -> list[dict[str, Any]]:
-    if not path.exists():
-        view.note(section, f"{path.relative_to(view.run_dir)} is missing")
+def _records(view: RunView, name: str, section: str) -> list[dict[str, Any]]:
+    """A JSON Lines table of cctf/ (tracekit.trace.cctf), its bad lines noted; a missing one noted."""
+    cctf_dir = view.run_dir / cctf.CCTF
+    if not cctf.has(cctf_dir, name):
+        view.note(section, f"{cctf.CCTF}/{name} is missing")
         return []
-    return list(read_jsonl(path, view.bad_lines))
+    return cctf.read_records(cctf_dir, name, view.bad_lines)
+
+
+def _cctf_json(view: RunView, name: str, section: str, read: Any) -> Any:
+    """A JSON document of cctf/ through ``read``; a missing or unreadable one noted (None)."""
+    if not cctf.has(view.run_dir / cctf.CCTF, name):
+        view.note(section, f"{cctf.CCTF}/{name} is missing")
+        return None
+    try:
+        return read()
+    except RunFolderError as exc:
+        view.note(section, f"{cctf.CCTF}/{name} cannot be read: {str(exc).split(': ', 1)[-1]}")
+        return None
 
 
 def _host_series(view: RunView, cctf_dir: Path) -> dict[str, HostSeries]:
-    if not (cctf_dir / "host_metrics").is_dir():
+    if not cctf.has_table(cctf_dir, "host_metrics"):
         view.note("timelines", "cctf/host_metrics/ is missing (no host samples)")
         return {}
     series = {}
@@ -258,7 +272,7 @@ def _longest_tasks(view: RunView, cctf_dir: Path) -> list[TaskDemand]:
 
 def _host_window(cctf_dir: Path, node: str, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
     """The node's host samples from ``start_ms`` to a little after ``end_ms``: (times, CPUs busy)."""
-    if not (cctf_dir / "host_metrics").is_dir():
+    if not cctf.has_table(cctf_dir, "host_metrics"):
         return np.array([]), np.array([])
     window = (pc.field("ts_ms") >= start_ms) & (pc.field("ts_ms") <= end_ms + 2000)
     host = cctf.read_table(cctf_dir, "host_metrics", ["ts_ms", "per_core_util_pct"], [node], where=window)

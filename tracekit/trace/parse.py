@@ -48,7 +48,7 @@ import pyarrow as pa
 
 from tracekit import runfolder
 from tracekit.errors import RunFolderError
-from tracekit.jsonl import dumps, printable
+from tracekit.jsonl import printable
 from tracekit.trace import audit as audit_mod
 from tracekit.trace import cctf, ownership
 from tracekit.trace.contention import write_contention
@@ -225,24 +225,21 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
         requests = read_requests(load_folders, run_dir, bad)
         if requests:
             audit.requests = join_requests(requests, invocations)
-            with open(staging / "requests.jsonl", "w") as out:
-                out.writelines(dumps(r) + "\n" for r in requests)
+            cctf.write_records(staging, cctf.REQUESTS, requests)
         audit.finish(nodes, invocations, bad.lines, terminal_records, rejected)  # also counts each invocation's samples
-        with open(staging / "invocations.jsonl", "w") as out:
-            out.writelines(dumps(r) + "\n" for r in invocations)
+        cctf.write_records(staging, cctf.INVOCATIONS, invocations)
         node_records = [node_record(n) for n in nodes]
         audit.add_ownership(ownership.samples_of_other_nodes(staging, invocations, node_records))
         audit.add_contention(write_contention(staging, invocations, node_records))
         if placements:
             placements.sort(key=lambda r: (r["ts_ms"], str(r.get("task_id")), r.get("attempt", 1)))
-            with open(staging / "placement_events.jsonl", "w") as out:
-                out.writelines(dumps(r) + "\n" for r in placements)
+            cctf.write_records(staging, cctf.PLACEMENTS, placements)
         if jsonl:
             write_jsonl_copy(staging, [node.node for node in nodes])
-        _write_json(staging / "nodes.json", node_records)
-        _write_json(staging / "links.json", [link for n in nodes for link in link_records(n)])
-        _write_json(staging / "audit.json", audit.as_dict())
-        (staging / "audit.md").write_text(audit.as_markdown(), errors="backslashreplace")
+        cctf.write_json(staging, cctf.NODES, node_records)
+        cctf.write_json(staging, cctf.LINKS, [link for n in nodes for link in link_records(n)])
+        cctf.write_json(staging, cctf.AUDIT, audit.as_dict())
+        (staging / cctf.AUDIT_TEXT).write_text(audit.as_markdown(), errors="backslashreplace")
         validate_outputs(staging)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
@@ -259,10 +256,6 @@ def _service_without_spans(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(description, dict) and description.get("kind") == "command" and not description.get("access_log")
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
 def _run_id(run_dir: Path, nodes: list[NodeFolder]) -> tuple[str | None, bool]:

@@ -25,7 +25,6 @@ from tracekit.trace import cctf
 
 FIRST_LINES = 100
 SPREAD_LINES = 100
-JSON_FILES = ("nodes.json", "links.json", "audit.json")
 
 
 def _fail(path: Path, where: str, problems: list[str]) -> None:
@@ -61,7 +60,7 @@ def validate_outputs(cctf_dir: Path) -> None:
             if problems:
                 where = f":{line_no}" if line_no else f" (line {line.decode(errors='replace')[:200]!r})"
                 _fail(path, where, problems)
-    for name in JSON_FILES:
+    for name in cctf.JSON_FILES:
         path = cctf_dir / name
         problems = validation_errors(f"cctf/{path.stem}", json.loads(path.read_text()))
         if problems:

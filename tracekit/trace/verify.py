@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import printable, read_jsonl
-from tracekit.trace import ownership
+from tracekit.trace import cctf, ownership
 from tracekit.trace.nodeparse import cgroup_counted, exact_cpu_ms
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_FRAGMENTS_REQUIRED, OPENDC_TASKS, OPENDC_TASKS_REQUIRED
 
@@ -156,15 +156,13 @@ class _RunTrace:
 
 def _read_trace(out_dir: Path, run_dir: Path) -> _RunTrace:
     mapping_path = out_dir / "task_ids.jsonl"
-    cctf = run_dir / "cctf"
-    if not mapping_path.exists() or not (cctf / "invocations.jsonl").exists():
-        raise RunFolderError(f"--against needs {mapping_path} and {cctf}/invocations.jsonl (parse, then export)")
-    again = f"parse the run again (tracekit parse {run_dir})"
-    with _Unreadable(cctf / "nodes.json", "JSON file", again):
-        nodes = json.loads((cctf / "nodes.json").read_bytes())
+    trace = run_dir / cctf.CCTF
+    if not mapping_path.exists() or not cctf.has_trace(run_dir):
+        raise RunFolderError(f"--against needs {mapping_path} and {trace}/{cctf.INVOCATIONS} (parse, then export)")
+    nodes = list(cctf.read_nodes(trace).values())
     with _Unreadable(mapping_path, "task id mapping"):
         mapping = {m["id"]: m for m in read_jsonl(mapping_path)}
-    return _RunTrace(cctf=cctf, invocations=list(read_jsonl(cctf / "invocations.jsonl")), nodes=nodes, mapping=mapping)
+    return _RunTrace(cctf=trace, invocations=cctf.read_records(trace, cctf.INVOCATIONS), nodes=nodes, mapping=mapping)
 
 
 def _read(path: Path) -> dict[str, list]:
@@ -264,7 +262,7 @@ def _check_fit(tasks: dict, topology_path: Path, result: Verification) -> None:
 
 
 def _check_conservation(tasks: dict, fragments: dict, trace: _RunTrace, result: Verification) -> None:
-    cctf, mapping = trace.cctf, trace.mapping
+    mapping = trace.mapping
     mhz = {n["node"]: n["cpu_mhz"] for n in trace.nodes}
     invocations = {(r["node"], r["task_id"], r["attempt"]): r for r in trace.invocations}
     cpu_ms = defaultdict(float)
@@ -281,7 +279,7 @@ def _check_conservation(tasks: dict, fragments: dict, trace: _RunTrace, result: 
             continue
         invocation = invocations.get((entry["node"], entry["task_id"], entry["attempt"]))
         if invocation is None:
-            result.add(f"task {task_id}: {entry['task_id']} (attempt {entry['attempt']}) is not in {cctf}")
+            result.add(f"task {task_id}: {entry['task_id']} (attempt {entry['attempt']}) is not in {trace.cctf}")
             continue
         result.checked_conservation += 1
         expected_duration = max(1, invocation["ts_end"] - invocation["ts_start"])
@@ -303,7 +301,7 @@ def _check_conservation(tasks: dict, fragments: dict, trace: _RunTrace, result: 
 def _check_ownership(trace: _RunTrace, result: Verification) -> None:
     """No node's process samples may belong to another node's task (tracekit.trace.ownership)."""
     again = f"parse the run again (tracekit parse {trace.cctf.parent})"
-    with _Unreadable(trace.cctf / "proc_metrics", "process samples table", again):
+    with _Unreadable(cctf.node_file(trace.cctf, "proc_metrics", "*").parent, "process samples table", again):
         wrong = ownership.samples_of_other_nodes(trace.cctf, trace.invocations, trace.nodes)
     for node, count in sorted(wrong.items()):
         if count:

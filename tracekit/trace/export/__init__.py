@@ -1,0 +1,97 @@
+"""Export formats: a parsed run (cctf/) -> a workload format, one module per format in this package.
+
+input:  a format's name (``tracekit export FORMAT``, ``tracekit parse --export FORMAT``, the experiment's
+        ``export.formats``)
+output: its module, found here by name: a new format is one module in this package and nothing else
+
+A format's module (named as the format) declares:
+
+    NAME: str                    the name on the command line and in export.formats
+    TITLE, MAIN_FILES            how tracekit-run's summary names it and its main files
+    HELP: str                    one line for ``tracekit export --help``
+    DESCRIPTION: str             what it writes, for ``tracekit export NAME --help``
+    add_arguments(parser)        its own flags of ``tracekit export NAME`` (their dests: export's keywords)
+    export(run_dir, out_dir, *, include_failed=False, force=False, **its flags) -> ExportResult
+    add_verify_arguments(parser) its own flags of ``tracekit verify NAME``
+    verify(out_dir, against=None, **its flags) -> Checked
+
+Each reads the trace through tracekit.trace.cctf and, for a task's CPU and memory over time, through
+tracekit.trace.slices (the format-neutral part every export shares). ``tracekit parse --export NAME``
+(tracekit-run's parse phase) writes RUN_DIR/<NAME>/ and verifies it against the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import shutil
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from tracekit.errors import RunFolderError, UsageError
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out_dir: Path
+    summary: dict[str, Any]  # what the format wrote (export.json in its folder)
+    line: str  # one line for a person: what was written
+
+
+@dataclass
+class Checked:
+    """A format's verification of an export: every violation, and the line an export without any gets."""
+
+    violations: list[str] = field(default_factory=list)
+    line: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+@cache
+def names() -> list[str]:
+    """Every format of this package: its modules' names (found without importing them: a command line
+    that names no format does not pay for loading every exporter)."""
+    return sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+
+
+def get(name: str) -> ModuleType:
+    """The format ``name``; an error listing the known ones."""
+    if name not in names():
+        raise UsageError(f"unknown export format {name!r}; known: {', '.join(names())}")
+    module = importlib.import_module(f"{__name__}.{name}")
+    assert module.NAME == name, (module.__name__, module.NAME)
+    return module
+
+
+SUMMARY = "export.json"  # in every export's folder: the format, the run and what was written
+
+
+def prepare_out_dir(out_dir: Path, force: bool, run_dir: Path, format_name: str) -> None:
+    """An empty ``out_dir``. One that holds files is replaced when it is an earlier export of the same run
+    in the same format (its export.json says so), else only with ``force``."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not force and not _earlier_export(out_dir, run_dir, format_name):
+            raise UsageError(f"output folder {out_dir} exists and is not an earlier {format_name} export of "
+                             f"{run_dir}; pass --force to replace it")  # fmt: skip
+        shutil.rmtree(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot write output folder {out_dir}: {exc.strerror}") from None
+
+
+def _earlier_export(out_dir: Path, run_dir: Path, format_name: str) -> bool:
+    import json
+
+    try:
+        summary = json.loads((out_dir / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(summary, dict) and summary.get("format", format_name) == format_name
+            and Path(str(summary.get("run_dir"))).resolve() == run_dir.resolve())  # fmt: skip

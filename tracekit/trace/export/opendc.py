@@ -1,0 +1,240 @@
+"""``tracekit export opendc``: cctf/ -> an OpenDC workload (the format ``opendc`` of tracekit.trace.export).
+
+input:  RUN_DIR/cctf/ invocations.jsonl, proc_metrics/, task_metrics/, nodes.json
+output: OUT_DIR/ tasks.parquet, fragments.parquet (current OpenDC `workload`
+        format, schemas in tracekit.trace.records), experiment.json (topology
+        from the measured nodes), task_ids.jsonl (OpenDC id -> task_id,
+        trace_id, node, pid), export.json (what was excluded and why)
+
+One task per successful invocation (failed ones are excluded and counted
+unless asked for). Its fragments are its slices (tracekit.trace.slices:
+they cover [ts_start, ts_end] exactly and hold its measured CPU time):
+cpu_usage = CPU-ms in the slice / slice ms x the node's measured core MHz.
+The topology claims the cores the nodes had: a node given CPUs of its own
+(nodes sharing a machine) is a host of that many cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tracekit.errors import RunFolderError, TracekitError, UsageError
+from tracekit.jsonl import dumps
+from tracekit.trace import cctf, slices
+from tracekit.trace.export import SUMMARY, Checked, ExportResult, prepare_out_dir
+from tracekit.trace.slices import node_cores
+from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS
+
+
+def _load_cctf(run_dir: Path) -> tuple[list[dict], dict[str, dict], Path]:
+    cctf_dir = run_dir / cctf.CCTF
+    if not cctf.has_trace(run_dir):
+        raise RunFolderError(f"{run_dir} has no cctf/ trace; run 'tracekit parse {run_dir}' first")
+    return cctf.read_records(cctf_dir, cctf.INVOCATIONS), cctf.read_nodes(cctf_dir), cctf_dir
+
+
+# -- the format, as tracekit.trace.export finds it ------------------------------------------------------
+
+NAME = "opendc"
+TITLE = "OpenDC"  # in tracekit-run's summary
+MAIN_FILES = ("tasks.parquet", "fragments.parquet", "experiment.json")
+HELP = "cctf/ -> OpenDC workload (tasks.parquet, fragments.parquet, experiment.json)"
+DESCRIPTION = ("Write the OpenDC workload of a parsed run: one task per successful invocation, fragments "
+               "covering each task exactly (CPU-seconds equal the measured CPU time), experiment.json with the "
+               "measured nodes as hosts, task_ids.jsonl mapping OpenDC ids to task ids.")  # fmt: skip
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--merge-tolerance", type=float, metavar="PCT", dest="merge_tolerance_pct",
+                        help="merge adjacent slices whose usage differs by less")  # fmt: skip
+
+
+def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force: bool = False,
+           merge_tolerance_pct: float | None = None) -> ExportResult:  # fmt: skip
+    return export_opendc(run_dir, out_dir, include_failed, merge_tolerance_pct, force)
+
+
+def add_verify_arguments(parser: Any) -> None:
+    parser.add_argument("--topology", type=Path, help="experiment.json (default: OUT_DIR/experiment.json)")
+
+
+def verify(out_dir: Path, against: Path | None = None, topology: Path | None = None) -> Checked:
+    from tracekit.trace.verify import verify_opendc
+
+    result = verify_opendc(out_dir, topology, against)
+    checked = f", conservation checked for {result.checked_conservation} tasks" if against else ""
+    return Checked(result.violations, f"{out_dir}: OK: {result.tasks} tasks, {result.fragments} fragments{checked}")
+
+
+# -- the export --------------------------------------------------------------------------------------------
+
+
+def export_opendc(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    include_failed: bool = False,
+    merge_tolerance_pct: float | None = None,
+    force: bool = False,
+) -> ExportResult:
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if merge_tolerance_pct is not None and not (0 <= merge_tolerance_pct < 100):
+        raise UsageError(f"--merge-tolerance {merge_tolerance_pct} must be a percentage from 0 to 100")
+    invocations, nodes, cctf_dir = _load_cctf(run_dir)
+    chosen = [r for r in invocations if include_failed or r["ok"]]
+    excluded_failed = len(invocations) - len(chosen)
+    if not chosen:
+        raise TracekitError(
+            f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to export "
+            f"({len(invocations)} in the trace); an empty workload crashes OpenDC"
+        )
+    for node in {r["node"] for r in chosen}:
+        facts = nodes.get(node)
+        if facts is None or not facts.get("cpu_mhz"):
+            raise TracekitError(
+                f"node {node} has no measured CPU speed in cctf/nodes.json; restart its collector with "
+                "--cpu-mhz MHZ (the nominal core speed) and parse again"
+            )
+    prepare_out_dir(out_dir, force, run_dir, NAME)
+
+    # OpenDC ids 0..N-1, deterministic: by submission time, node, pid, task.
+    chosen.sort(key=lambda r: (r["ts_enqueue"], r["node"], r["pid"] or -1, r["task_id"], r["attempt"]))
+    fragments, per_task = build_fragments(chosen, nodes, cctf_dir)
+    if merge_tolerance_pct is not None:
+        fragments = merge_similar_slices(fragments, merge_tolerance_pct)
+
+    tasks = _tasks_table(chosen, nodes, per_task)
+    pq.write_table(tasks, out_dir / "tasks.parquet")
+    pq.write_table(fragments, out_dir / "fragments.parquet")
+    with open(out_dir / "task_ids.jsonl", "w") as out:
+        for opendc_id, r in enumerate(chosen):
+            mapping = {"id": opendc_id, "task_id": r["task_id"], "trace_id": r["trace_id"], "node": r["node"]}
+            mapping.update(pid=r["pid"], attempt=r["attempt"], ok=r["ok"])
+            out.write(dumps(mapping) + "\n")
+    topology_nodes = [nodes[n] for n in sorted({r["node"] for r in chosen})]
+    experiment = experiment_json(run_dir.name, topology_nodes)
+    (out_dir / "experiment.json").write_text(json.dumps(experiment, indent=2) + "\n")
+    summary = {
+        "format": NAME,
+        "run_dir": str(run_dir),
+        "tasks": len(chosen),
+        "fragments": fragments.num_rows,
+        "excluded_failed": excluded_failed,
+        "include_failed": include_failed,
+        "merge_tolerance_pct": merge_tolerance_pct,
+        "cpu_ms_total": round(sum(t["cpu_ms"] for t in per_task), 3),
+        "tasks_without_samples": sum(1 for t in per_task if t["samples"] == 0),
+        "zero_duration_tasks_stretched_to_1_ms": sum(1 for t in per_task if t["stretched"]),
+        # Nodes that shared CPUs of one machine, exported as one host each group.
+        "nodes_merged_into_one_host": [h["nodes"] for h in measured_hosts(topology_nodes) if len(h["nodes"]) > 1],
+    }
+    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    line = (f"{out_dir}: {summary['tasks']} tasks, {summary['fragments']} fragments, "
+            f"{summary['cpu_ms_total'] / 1000:.3f} CPU-seconds; {summary['excluded_failed']} failed invocations excluded")  # fmt: skip
+    return ExportResult(out_dir, summary, line)
+
+
+def build_fragments(
+    tasks: list[dict[str, Any]], nodes: dict[str, dict], cctf_dir: Path
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Fragments of every task (OPENDC_FRAGMENTS: its slices, tracekit.trace.slices, each one's CPU as MHz of
+    the node's cores) and per-task facts."""
+    cut = slices.cut(tasks, cctf_dir)
+    mhz = pa.array([float(nodes[t["node"]]["cpu_mhz"]) for t in tasks], pa.float64())
+    rows = cut.slices
+    cores_used = pc.divide(rows.column("cpu_ms"), pc.cast(rows.column("duration"), pa.float64()))
+    fragments = pa.table(
+        {"id": rows.column("id"), "duration": rows.column("duration"),
+         "cpu_usage": pc.multiply(cores_used, pc.take(mhz, rows.column("id")))},
+        schema=OPENDC_FRAGMENTS,
+    )  # fmt: skip
+    return fragments, cut.facts
+
+
+def _tasks_table(tasks: list[dict], nodes: dict[str, dict], per_task: list[dict]) -> pa.Table:
+    rows: dict[str, list] = {name: [] for name in OPENDC_TASKS.names}
+    for opendc_id, (task, facts) in enumerate(zip(tasks, per_task)):
+        node = nodes[task["node"]]
+        cores = node_cores(node)
+        requested = task.get("cores_requested")
+        cpu_count = int(requested) if requested else math.ceil(round(facts["peak_cores"], 6))
+        cpu_count = min(max(1, cpu_count), cores)
+        rows["id"].append(opendc_id)
+        rows["submission_time"].append(task["ts_enqueue"])
+        rows["duration"].append(max(1, task["ts_end"] - task["ts_start"]))
+        rows["cpu_count"].append(cpu_count)
+        rows["cpu_capacity"].append(cpu_count * float(node["cpu_mhz"]))
+        rows["mem_capacity"].append(int(task.get("max_rss_kb") or facts["peak_rss_kb"] or 0))
+        rows["name"].append(f"{task['node']}/{task['task_id']}#{task['attempt']}")
+    return pa.table(rows, schema=OPENDC_TASKS)
+
+
+def merge_similar_slices(fragments: pa.Table, tolerance_pct: float) -> pa.Table:
+    """Merge adjacent slices of a task whose usage differs by less than the tolerance.
+
+    The merged slice keeps the CPU-seconds of its parts (usage is the
+    duration-weighted mean), so conservation holds.
+    """
+    merged: dict[str, list] = {"id": [], "duration": [], "cpu_usage": []}
+    for task_id, duration, usage in zip(*(fragments.column(n).to_pylist() for n in ("id", "duration", "cpu_usage"))):
+        if merged["id"] and merged["id"][-1] == task_id:
+            last = merged["cpu_usage"][-1]
+            reference = max(abs(last), abs(usage), 1e-9)
+            if abs(usage - last) / reference * 100 < tolerance_pct:
+                total_duration = merged["duration"][-1] + duration
+                merged["cpu_usage"][-1] = (last * merged["duration"][-1] + usage * duration) / total_duration
+                merged["duration"][-1] = total_duration
+                continue
+        merged["id"].append(task_id)
+        merged["duration"].append(duration)
+        merged["cpu_usage"].append(usage)
+    return pa.table(merged, schema=OPENDC_FRAGMENTS)
+
+
+def measured_hosts(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The hosts the measurement had: one per node, but nodes on one machine whose CPUs overlap are one.
+
+    Nodes sharing a machine (the same boot_id) were given CPUs of their own
+    or not; where their CPU sets overlap, they competed for the same cores,
+    so the honest host is one with their union, not one each.
+    """
+    hosts: list[dict[str, Any]] = []
+    for node in nodes:
+        host = {"nodes": [node["node"]], "boot_id": node.get("boot_id"), "cpus": set(node.get("cpus") or ()),
+                "cores": node_cores(node), "cpu_mhz": float(node["cpu_mhz"]), "mem_kb": int(node["mem_kb"])}  # fmt: skip
+        for other in [h for h in hosts if h["boot_id"] and h["boot_id"] == host["boot_id"] and h["cpus"] & host["cpus"]]:
+            hosts.remove(other)
+            host["nodes"] = other["nodes"] + host["nodes"]
+            host["cpus"] |= other["cpus"]
+            host["cores"] = len(host["cpus"])
+        hosts.append(host)
+    return hosts
+
+
+def experiment_json(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """An `opendc run` experiment: the measured hosts (``measured_hosts``), grouped when identical."""
+    groups: dict[tuple, list[str]] = {}
+    for host in measured_hosts(nodes):
+        key = (host["cores"], host["cpu_mhz"], host["mem_kb"] // 1024)
+        groups.setdefault(key, []).append("&".join(host["nodes"]))
+    hosts = [
+        {
+            "name": "+".join(members),
+            "count": len(members),
+            "cpu": {"coreCount": cores, "coreSpeed": mhz},
+            "memory": {"size": mem_mib},
+        }
+        for (cores, mhz, mem_mib), members in sorted(groups.items(), key=lambda item: item[1])
+    ]
+    return {
+        "name": name,
+        "topologies": [{"clusters": [{"name": "C01", "hosts": hosts}]}],
+        "workloads": [{"type": "trace", "source": {"type": "named", "name": "."}}],
+        "allocationPolicies": [{"type": "prefab", "prefabName": "Mem"}],
+    }
