@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -172,10 +173,22 @@ def test_http_chain_over_ssh(tmp_path, ssh_site):
     sshd_nodes, port = ssh_site
     inventory = with_service_ports(ssh_inventory(sshd_nodes, port, tmp_path / "inventory.yml"))
     logs = tmp_path / "logs"
-    chain = [*SHORT, "workload.http.on=[cloud1, cloud2]", "workload.http.chain=true"]
+    chain = [*SHORT, "workload.http.on=[cloud1, cloud2]", "workload.http.chain=true", "export.formats=[opendc, wta]"]
     try:
         result = run_experiment(HTTP, inventory=inventory, run_id="http-ssh", logs_dir=logs, overrides=chain)
         assert_http_run(logs / "http-ssh", result, chain=True)
+        # The WTA export (made and verified by the parse phase): each request a workflow of its two hops,
+        # cloud2's the child of cloud1's.
+        assert any(line.startswith("  WTA:") for line in result.summary), result.summary
+        tasks = pq.read_table(logs / "http-ssh" / "wta" / "tasks/schema-1.0/part.0.parquet").to_pylist()
+        by_id = {t["id"]: t for t in tasks}
+        workflows = {t["workflow_id"] for t in tasks}
+        assert len(tasks) == 240 and len(workflows) == 120
+        for task in tasks:
+            node = json.loads(task["params"])["node"]
+            linked = task["children"] if node == "cloud1" else task["parents"]
+            assert len(linked) == 1 and by_id[linked[0]]["workflow_id"] == task["workflow_id"], task
+            assert json.loads(by_id[linked[0]]["params"])["node"] == ("cloud2" if node == "cloud1" else "cloud1")
         for name in ("cloud1", "cloud2"):
             assert (sshd_nodes.nodes[name].root / "logs" / "http-ssh" / "events.http.jsonl").is_file()
         assert processes_under(sshd_nodes.folder / "nodes", port) == []

@@ -346,6 +346,19 @@ def test_export_include_failed_and_merge(run, tmp_path):
     assert verify_opendc(tmp_path / "merged", against=run).ok
 
 
+def test_the_wta_export_of_a_captured_run_reads_back_as_its_trace(run, tmp_path, capsys):
+    """A real capture (no HTTP chain): one workflow of its tasks, one task per successful invocation with its
+    runtime; made and verified by tracekit parse --export wta as the parse phase does."""
+    assert cli.main(["parse", str(run), "--export", "wta"]) == 0
+    said = capsys.readouterr().out
+    assert f"{run / 'wta'}: OK:" in said and "runtimes and dependencies checked against the run" in said
+    invocations = [r for r in read_jsonl(run / "cctf" / "invocations.jsonl") if r["ok"]]
+    tasks = pq.read_table(run / "wta" / "tasks" / "schema-1.0" / "part.0.parquet").to_pylist()
+    assert len(tasks) == len(invocations) and {t["workflow_id"] for t in tasks} == {0}
+    assert sum(t["runtime"] for t in tasks) == sum(r["ts_end"] - r["ts_start"] for r in invocations)
+    assert all(t["parents"] == [] == t["children"] for t in tasks)
+
+
 def test_export_replaces_its_own_earlier_export_and_refuses_other_folders_and_unwritable_paths(run, tmp_path, capsys):
     parse_run(run)
     out = tmp_path / "o"

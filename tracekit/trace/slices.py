@@ -15,6 +15,7 @@ durations). Every exporter (tracekit.trace.export) builds its rows from these.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,3 +207,16 @@ def node_cores(node: dict[str, Any]) -> int:
     return int(node.get("cores_usable") or node.get("cores_logical") or 1)
 
 
+
+
+def cores_needed(task: dict[str, Any], facts: dict[str, Any], node: dict[str, Any]) -> int:
+    """The cores a task needed: those it asked for, else the most one of its slices used (rounded up), at
+    least 1 and at most its node's."""
+    requested = task.get("cores_requested")
+    count = int(requested) if requested else math.ceil(round(facts["peak_cores"], 6))
+    return min(max(1, count), node_cores(node))
+
+
+def peak_memory_kb(task: dict[str, Any], facts: dict[str, Any]) -> int:
+    """The task's peak memory: its rusage's max RSS, else the largest its samples saw (0: unknown)."""
+    return int(task.get("max_rss_kb") or facts["peak_rss_kb"] or 0)

@@ -17,7 +17,6 @@ The topology claims the cores the nodes had: a node given CPUs of its own
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -161,16 +160,13 @@ def _tasks_table(tasks: list[dict], nodes: dict[str, dict], per_task: list[dict]
     rows: dict[str, list] = {name: [] for name in OPENDC_TASKS.names}
     for opendc_id, (task, facts) in enumerate(zip(tasks, per_task)):
         node = nodes[task["node"]]
-        cores = node_cores(node)
-        requested = task.get("cores_requested")
-        cpu_count = int(requested) if requested else math.ceil(round(facts["peak_cores"], 6))
-        cpu_count = min(max(1, cpu_count), cores)
+        cpu_count = slices.cores_needed(task, facts, node)
         rows["id"].append(opendc_id)
         rows["submission_time"].append(task["ts_enqueue"])
         rows["duration"].append(max(1, task["ts_end"] - task["ts_start"]))
         rows["cpu_count"].append(cpu_count)
         rows["cpu_capacity"].append(cpu_count * float(node["cpu_mhz"]))
-        rows["mem_capacity"].append(int(task.get("max_rss_kb") or facts["peak_rss_kb"] or 0))
+        rows["mem_capacity"].append(slices.peak_memory_kb(task, facts))
         rows["name"].append(f"{task['node']}/{task['task_id']}#{task['attempt']}")
     return pa.table(rows, schema=OPENDC_TASKS)
 

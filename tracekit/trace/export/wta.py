@@ -1,0 +1,374 @@
+"""``tracekit export wta``: cctf/ -> the Workflow Trace Archive's format (Parquet, schema 1.0).
+
+input:  RUN_DIR/cctf/ invocations.jsonl, nodes.json, and the task samples (tracekit.trace.slices: the cores and
+        memory each task needed)
+output: OUT_DIR/ tasks/schema-1.0/part.0.parquet, workflows/schema-1.0/part.0.parquet,
+        workload/schema-1.0/generic_information.json (the layout and columns the archive's own tools,
+        atlarge-research/wta-tools, write: its Task, Workflow and Workload objects; columns in alphabetical
+        order as their pandas writer leaves them), export.json
+
+One task per successful invocation (failed ones too with --include-failed), ids 0..N-1 by submission time as
+in the OpenDC export. Workflows: the requests of one HTTP chain (invocations that share a trace id and link by
+their spans) are one workflow whose tasks carry parents and children (a request's parent is the request
+whose span called it); every other request is a workflow of its own (what one client submitted); the run's
+other tasks (a batch workload: submitted together by one dispatcher, with no dependencies between them) are
+one workflow. Times are the controller's clock in ms since the epoch (not shifted to 0); unknown values
+are -1, as the archive writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tracekit.errors import RunFolderError, TracekitError
+from tracekit.trace import cctf, slices
+from tracekit.trace.export import SUMMARY, Checked, ExportResult, prepare_out_dir
+
+NAME = "wta"
+TITLE = "WTA"  # in tracekit-run's summary
+SCHEMA_DIR = "schema-1.0"
+TASKS_FILE = f"tasks/{SCHEMA_DIR}/part.0.parquet"
+WORKFLOWS_FILE = f"workflows/{SCHEMA_DIR}/part.0.parquet"
+WORKLOAD_FILE = f"workload/{SCHEMA_DIR}/generic_information.json"
+MAIN_FILES = ("tasks/", "workflows/", "workload/")
+HELP = "cctf/ -> Workflow Trace Archive (tasks, workflows, workload; Parquet, schema 1.0)"
+DESCRIPTION = ("Write a parsed run in the Workflow Trace Archive's format (schema 1.0): tasks with parents and "
+               "children, workflows with their critical path, the workload's generic information. An HTTP chain "
+               "is a workflow of its requests, every other request one of its own, the run's other tasks one.")  # fmt: skip
+UNKNOWN = -1
+LOAD = "tracekit load"  # the scheduler of a request's workflow: the open-loop load generator
+
+
+def _field(name: str, kind: pa.DataType, unit: str, description: str) -> pa.Field:
+    return pa.field(name, kind, nullable=False, metadata={"unit": unit, "description": description})
+
+
+# The archive's columns (wta-tools' objects/task.py and workflow.py), with what Tracekit writes in each.
+TASKS = pa.schema([
+    _field("children", pa.list_(pa.int64()), "task id", "the tasks that depend on this one (requests it called)"),
+    _field("disk_io_time", pa.int64(), "ms", "unknown: -1"),
+    _field("disk_space_requested", pa.float64(), "MB", "unknown: -1"),
+    _field("energy_consumption", pa.int64(), "J", "unknown: -1"),
+    _field("group_id", pa.int32(), "", "unknown: -1"),
+    _field("id", pa.int64(), "", "0..N-1 by submission time"),
+    _field("memory_requested", pa.float64(), "MB", "the task's peak memory (its max RSS)"),
+    _field("network_io_time", pa.int64(), "ms", "unknown: -1"),
+    _field("nfrs", pa.string(), "JSON", "non-functional requirements: {}"),
+    _field("params", pa.string(), "JSON", "the task in the trace: task_id, attempt, node, module"),
+    _field("parents", pa.list_(pa.int64()), "task id", "the tasks this one depends on (the request that called it)"),
+    _field("resource_amount_requested", pa.float64(), "cores", "the cores it needed: asked for, else its peak use"),
+    _field("resource_type", pa.string(), "", "core"),
+    _field("resource_used", pa.int64(), "", "unknown: -1"),
+    _field("runtime", pa.int64(), "ms", "from its start to its end"),
+    _field("submission_site", pa.int32(), "", "unknown: -1"),
+    _field("ts_submit", pa.int64(), "ms since the epoch", "when it was queued (controller clock)"),
+    _field("type", pa.string(), "", "atomic"),
+    _field("user_id", pa.int32(), "", "unknown: -1"),
+    _field("wait_time", pa.int64(), "ms", "from its submission to its start"),
+    _field("workflow_id", pa.int64(), "", "the workflow it belongs to"),
+])  # fmt: skip
+WORKFLOWS = pa.schema([
+    _field("approx_max_concurrent_tasks", pa.int32(), "tasks", "the widest wave of tasks with no path between them"),
+    _field("critical_path_length", pa.int64(), "ms", "the latest finish along its dependencies minus its first submission"),
+    _field("critical_path_task_count", pa.int32(), "tasks", "the tasks on that path"),
+    _field("id", pa.int64(), "", "0..W-1 by first submission"),
+    _field("nfrs", pa.string(), "JSON", "{}"),
+    _field("scheduler", pa.string(), "", "the dispatch policy, or the load generator for requests"),
+    _field("task_count", pa.int32(), "tasks", "its tasks"),
+    _field("total_disk_space_usage", pa.float64(), "MB", "unknown: -1"),
+    _field("total_energy_consumption", pa.int64(), "J", "unknown: -1"),
+    _field("total_memory_usage", pa.float64(), "MB", "the sum of its tasks' memory_requested"),
+    _field("total_network_usage", pa.float64(), "ms", "unknown: -1"),
+    _field("total_resources", pa.float64(), "cores", "the sum of its tasks' resource_amount_requested"),
+    _field("ts_submit", pa.int64(), "ms since the epoch", "its first task's submission"),
+])  # fmt: skip
+
+
+# -- the format, as tracekit.trace.export finds it ------------------------------------------------------
+
+
+def add_arguments(parser: Any) -> None:
+    """No flags of its own."""
+
+
+def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force: bool = False) -> ExportResult:
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not cctf.has_trace(run_dir):
+        raise RunFolderError(f"{run_dir} has no cctf/ trace; run 'tracekit parse {run_dir}' first")
+    trace = run_dir / cctf.CCTF
+    invocations, nodes = cctf.read_records(trace, cctf.INVOCATIONS), cctf.read_nodes(trace)
+    chosen = exported_invocations(invocations, include_failed)
+    if not chosen:
+        raise TracekitError(f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to export "
+                            f"({len(invocations)} in the trace)")  # fmt: skip
+    missing = sorted({r["node"] for r in chosen} - set(nodes))
+    if missing:
+        raise TracekitError(f"{trace}/{cctf.NODES} has no facts of node {missing[0]}; parse the run again "
+                            f"(tracekit parse {run_dir})")  # fmt: skip
+    prepare_out_dir(out_dir, force, run_dir, NAME)
+    cut = slices.cut(chosen, trace)
+    parents, children = links(chosen)
+    workflow_of, workflows = _workflows(chosen)
+    tasks = _tasks_table(chosen, cut.facts, nodes, parents, children, workflow_of)
+    schedulers = [LOAD if chosen[members[0]].get("span_id") else _policy(run_dir) for members in workflows]
+    workflow_rows = _workflows_table(workflows, tasks, parents, schedulers)
+    for path, table in ((TASKS_FILE, tasks), (WORKFLOWS_FILE, workflow_rows)):
+        (out_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out_dir / path)
+    (out_dir / WORKLOAD_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (out_dir / WORKLOAD_FILE).write_text(json.dumps(_workload(run_dir.name, tasks, len(workflows)), indent=2) + "\n")
+    summary = {"format": NAME, "run_dir": str(run_dir), "tasks": tasks.num_rows, "workflows": len(workflows),
+               "dependencies": sum(len(p) for p in parents), "excluded_failed": len(invocations) - len(chosen),
+               "include_failed": include_failed}  # fmt: skip
+    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    line = (f"{out_dir}: {summary['tasks']} tasks in {summary['workflows']} workflows, {summary['dependencies']} "
+            f"dependencies; {summary['excluded_failed']} failed invocations excluded")  # fmt: skip
+    return ExportResult(out_dir, summary, line)
+
+
+def add_verify_arguments(parser: Any) -> None:
+    """No flags of its own."""
+
+
+def verify(out_dir: Path, against: Path | None = None) -> Checked:
+    """Check a WTA export: the archive's columns and types, unique ids, parents and children that mirror each
+    other within one workflow, each workflow's task count; with --against RUN_DIR, one task per exported
+    invocation with its runtime, submission and dependencies as the trace has them."""
+    checked = Checked()
+    tables = {}
+    for path, schema in ((TASKS_FILE, TASKS), (WORKFLOWS_FILE, WORKFLOWS)):
+        try:
+            tables[path] = pq.read_table(out_dir / path)
+        except (OSError, pa.ArrowException) as exc:
+            checked.violations.append(f"{out_dir / path}: not readable as Parquet ({str(exc).splitlines()[0][:200]}); "
+                                      "export again (tracekit export wta --force)")  # fmt: skip
+            return checked
+        found = tables[path].schema.remove_metadata()
+        if [(f.name, f.type) for f in found] != [(f.name, f.type) for f in schema]:
+            checked.violations.append(f"{out_dir / path}: columns differ from the archive's schema 1.0: {found}")
+    if not checked.ok:
+        return checked
+    tasks = tables[TASKS_FILE].to_pydict()
+    ids = tasks["id"]
+    if len(set(ids)) != len(ids):
+        checked.violations.append(f"{TASKS_FILE}: task ids repeat")
+    row = {task_id: i for i, task_id in enumerate(ids)}
+    workflow = dict(zip(ids, tasks["workflow_id"]))
+    for task_id, its_parents, its_children in zip(ids, tasks["parents"], tasks["children"]):
+        for parent in its_parents:
+            if parent not in row or task_id not in tasks["children"][row[parent]]:
+                checked.violations.append(f"task {task_id}: parent {parent} does not list it as a child")
+            elif workflow[parent] != workflow[task_id]:
+                checked.violations.append(f"task {task_id}: parent {parent} is in another workflow")
+        for child in its_children:
+            if child not in row or task_id not in tasks["parents"][row[child]]:
+                checked.violations.append(f"task {task_id}: child {child} does not list it as a parent")
+    counted = {w: list(tasks["workflow_id"]).count(w) for w in set(tasks["workflow_id"])}
+    for w, count in zip(*(tables[WORKFLOWS_FILE].column(n).to_pylist() for n in ("id", "task_count"))):
+        if counted.get(w, 0) != count:
+            checked.violations.append(f"workflow {w}: task_count {count}, {counted.get(w, 0)} tasks")
+    if against is not None and checked.ok:
+        _check_against(tasks, against, out_dir, checked)
+    checked.line = (f"{out_dir}: OK: {len(ids)} tasks in {tables[WORKFLOWS_FILE].num_rows} workflows"
+                    + (", runtimes and dependencies checked against the run" if against is not None else ""))  # fmt: skip
+    return checked
+
+
+# -- the export --------------------------------------------------------------------------------------------
+
+
+def exported_invocations(invocations: list[dict[str, Any]], include_failed: bool) -> list[dict[str, Any]]:
+    """The invocations exported, in the order of their ids (submission time, as the OpenDC export)."""
+    chosen = [r for r in invocations if include_failed or r["ok"]]
+    chosen.sort(key=lambda r: (r["ts_enqueue"], r["node"], r["pid"] or -1, r["task_id"], r["attempt"]))
+    return chosen
+
+
+def links(tasks: list[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]]]:
+    """Each task's parents and children (indices): a request's parent is the request whose span called it
+    (the same trace id, its parent_span_id that one's span_id)."""
+    by_span = {(r["trace_id"], r["span_id"]): i for i, r in enumerate(tasks) if r.get("span_id")}
+    parents: list[list[int]] = []
+    children: list[list[int]] = [[] for _ in tasks]
+    for i, r in enumerate(tasks):
+        parent = by_span.get((r["trace_id"], r.get("parent_span_id"))) if r.get("parent_span_id") else None
+        parents.append([parent] if parent is not None and parent != i else [])
+        if parents[-1]:
+            children[parent].append(i)
+    return parents, children
+
+
+def _workflows(tasks: list[dict[str, Any]]) -> tuple[list[int], list[list[int]]]:
+    """Each task's workflow, and each workflow's tasks: a request's by its trace id, every other task the run's."""
+    key_of = [("request", r["trace_id"]) if r.get("span_id") else ("run", None) for r in tasks]
+    numbers: dict[tuple[str, Any], int] = {}
+    workflow_of = [numbers.setdefault(key, len(numbers)) for key in key_of]  # by first submission
+    members: list[list[int]] = [[] for _ in numbers]
+    for i, w in enumerate(workflow_of):
+        members[w].append(i)
+    return workflow_of, members
+
+
+def _tasks_table(tasks: list[dict], facts: list[dict], nodes: dict[str, dict], parents: list[list[int]],
+                 children: list[list[int]], workflow_of: list[int]) -> pa.Table:  # fmt: skip
+    rows: dict[str, list] = {name: [] for name in TASKS.names}
+    for i, (task, fact) in enumerate(zip(tasks, facts)):
+        runtime = max(0, task["ts_end"] - task["ts_start"])
+        memory_kb = slices.peak_memory_kb(task, fact)
+        params = {"task_id": task["task_id"], "attempt": task["attempt"], "node": task["node"], "module": task["module"]}
+        rows["children"].append(children[i])
+        rows["disk_io_time"].append(UNKNOWN)
+        rows["disk_space_requested"].append(float(UNKNOWN))
+        rows["energy_consumption"].append(UNKNOWN)
+        rows["group_id"].append(UNKNOWN)
+        rows["id"].append(i)
+        rows["memory_requested"].append(round(memory_kb / 1024, 3) if memory_kb else float(UNKNOWN))
+        rows["network_io_time"].append(UNKNOWN)
+        rows["nfrs"].append("{}")
+        rows["params"].append(json.dumps(params, sort_keys=True))
+        rows["parents"].append(parents[i])
+        rows["resource_amount_requested"].append(float(slices.cores_needed(task, fact, nodes[task["node"]])))
+        rows["resource_type"].append("core")
+        rows["resource_used"].append(UNKNOWN)
+        rows["runtime"].append(runtime)
+        rows["submission_site"].append(UNKNOWN)
+        rows["ts_submit"].append(task["ts_enqueue"])
+        rows["type"].append("atomic")
+        rows["user_id"].append(UNKNOWN)
+        rows["wait_time"].append(max(0, task["ts_start"] - task["ts_enqueue"]))
+        rows["workflow_id"].append(workflow_of[i])
+    return pa.table(rows, schema=TASKS)
+
+
+def critical_path(members: list[int], submit: list[int], runtime: list[int], parents: list[list[int]]) -> tuple[int, int, int]:
+    """(critical path length ms, its task count, approximate max concurrent tasks) of one workflow, as the
+    archive's tools define them: a task finishes at max(its parents' finish, its submission) + its runtime;
+    the path ends at the latest finish and is measured from the first submission; the width is the widest
+    wave of tasks none of which has yet a child, walking the tasks in dependency order."""
+    inside = set(members)
+    waiting = {i: sum(1 for p in parents[i] if p in inside) for i in members}
+    ready = deque(sorted((i for i in members if waiting[i] == 0), key=lambda i: submit[i]))
+    children: dict[int, list[int]] = {i: [] for i in members}
+    for i in members:
+        for p in parents[i]:
+            if p in inside:
+                children[p].append(i)
+    finish: dict[int, int] = {}
+    length: dict[int, int] = {}
+    wave: list[int] = []
+    reached: set[int] = set()
+    widest = 0
+    while ready:
+        i = ready.popleft()
+        before = [p for p in parents[i] if p in finish]
+        start = max([submit[i], *(finish[p] for p in before)])
+        finish[i] = start + runtime[i]
+        length[i] = 1 + max((length[p] for p in before), default=0)
+        reached.update(before)
+        wave = [t for t in wave if t not in reached] + [i]
+        widest = max(widest, len(wave))
+        for child in children[i]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    last = max(finish, key=lambda i: (finish[i], length[i]))
+    return finish[last] - min(submit[i] for i in members), length[last], widest
+
+
+def _workflows_table(workflows: list[list[int]], tasks: pa.Table, parents: list[list[int]], schedulers: list[str]) -> pa.Table:
+    submit, runtime = tasks.column("ts_submit").to_pylist(), tasks.column("runtime").to_pylist()
+    cores = tasks.column("resource_amount_requested").to_pylist()
+    memory = tasks.column("memory_requested").to_pylist()
+    rows: dict[str, list] = {name: [] for name in WORKFLOWS.names}
+    for w, members in enumerate(workflows):
+        length, count, width = critical_path(members, submit, runtime, parents)
+        rows["approx_max_concurrent_tasks"].append(width)
+        rows["critical_path_length"].append(length)
+        rows["critical_path_task_count"].append(count)
+        rows["id"].append(w)
+        rows["nfrs"].append("{}")
+        rows["scheduler"].append(schedulers[w])
+        rows["task_count"].append(len(members))
+        rows["total_disk_space_usage"].append(float(UNKNOWN))
+        rows["total_energy_consumption"].append(UNKNOWN)
+        rows["total_memory_usage"].append(round(sum(max(memory[i], 0.0) for i in members), 3))
+        rows["total_network_usage"].append(float(UNKNOWN))
+        rows["total_resources"].append(sum(cores[i] for i in members))
+        rows["ts_submit"].append(min(submit[i] for i in members))
+    return pa.table(rows, schema=WORKFLOWS)
+
+
+def _policy(run_dir: Path) -> str:
+    """The run's placement policy (resolved.json), '' for a run without a dispatcher or made by hand."""
+    try:
+        resolved = json.loads((run_dir / "resolved.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(((resolved.get("experiment") or {}).get("dispatch") or {}).get("policy") or "")
+
+
+def _workload(run_id: str, tasks: pa.Table, workflows: int) -> dict[str, Any]:
+    """generic_information.json: the workload's totals and the spread of its tasks' cores and memory."""
+    cores = tasks.column("resource_amount_requested").to_pylist()
+    memory = [m for m in tasks.column("memory_requested").to_pylist() if m != UNKNOWN]
+    runtime = tasks.column("runtime").to_pylist()
+    submit = tasks.column("ts_submit").to_pylist()
+
+    def spread(values: list[float], name: str) -> dict[str, float]:
+        if not values:
+            return {f"{k}_{name}": UNKNOWN for k in ("min", "max", "std", "mean", "median", "first_quartile",
+                                                      "third_quartile", "cov")}  # fmt: skip
+        mean = statistics.fmean(values)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        quartiles = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+        return {f"min_{name}": min(values), f"max_{name}": max(values), f"std_{name}": std, f"mean_{name}": mean,
+                f"median_{name}": statistics.median(values), f"first_quartile_{name}": quartiles[0],
+                f"third_quartile_{name}": quartiles[2], f"cov_{name}": std / mean if mean else UNKNOWN}  # fmt: skip
+
+    return {
+        "total_workflows": workflows,
+        "total_tasks": tasks.num_rows,
+        "domain": "",
+        "date_start": min(submit),
+        "date_end": max(s + r for s, r in zip(submit, runtime)),
+        "num_sites": UNKNOWN,
+        "num_resources": sum(cores),
+        "num_users": UNKNOWN,
+        "num_groups": UNKNOWN,
+        "total_resource_seconds": sum(c * r for c, r in zip(cores, runtime)) / 1000,
+        "authors": [],
+        **spread(cores, "resource_task"),
+        **spread(memory, "memory"),
+        "workload_description": f"Tracekit run {run_id}: times in ms since the epoch (controller clock), "
+                                "memory in MB (peak RSS), resources in cores",
+        "version": "1.0",
+    }
+
+
+def _check_against(tasks: dict[str, list], run_dir: Path, out_dir: Path, checked: Checked) -> None:
+    trace = run_dir / cctf.CCTF
+    if not cctf.has_trace(run_dir):
+        checked.violations.append(f"--against needs {trace}/{cctf.INVOCATIONS} (parse, then export)")
+        return
+    summary = json.loads((out_dir / SUMMARY).read_text()) if (out_dir / SUMMARY).is_file() else {}
+    chosen = exported_invocations(cctf.read_records(trace, cctf.INVOCATIONS), bool(summary.get("include_failed")))
+    if len(chosen) != len(tasks["id"]):
+        checked.violations.append(f"{len(tasks['id'])} tasks, the run has {len(chosen)} invocations to export")
+        return
+    parents, _children = links(chosen)
+    for i, (invocation, params) in enumerate(zip(chosen, tasks["params"])):
+        said = json.loads(params)
+        if (said["task_id"], said["attempt"]) != (invocation["task_id"], invocation["attempt"]):
+            checked.violations.append(f"task {i}: {said['task_id']} in the export, {invocation['task_id']} in the run")
+        elif tasks["runtime"][i] != max(0, invocation["ts_end"] - invocation["ts_start"]):
+            checked.violations.append(f"task {i} ({invocation['task_id']}): runtime {tasks['runtime'][i]} ms, "
+                                      f"the invocation {invocation['ts_end'] - invocation['ts_start']} ms")  # fmt: skip
+        elif tasks["ts_submit"][i] != invocation["ts_enqueue"] or sorted(tasks["parents"][i]) != sorted(parents[i]):
+            checked.violations.append(f"task {i} ({invocation['task_id']}): submission or parents differ from the run")
