@@ -189,6 +189,11 @@ def test_http_chain_over_ssh(tmp_path, ssh_site):
             linked = task["children"] if node == "cloud1" else task["parents"]
             assert len(linked) == 1 and by_id[linked[0]]["workflow_id"] == task["workflow_id"], task
             assert json.loads(by_id[linked[0]]["params"])["node"] == ("cloud2" if node == "cloud1" else "cloud1")
+        # The OpenDC export carries the same dependencies (its workload format's parents and children).
+        opendc = pq.read_table(logs / "http-ssh" / "opendc" / "tasks.parquet").to_pylist()
+        assert len(opendc) == 240 and sum(len(t["children"]) for t in opendc) == 120
+        named = {t["id"]: t["name"].split("/")[0] for t in opendc}
+        assert all(named[c] == "cloud2" for t in opendc if named[t["id"]] == "cloud1" for c in t["children"])
         for name in ("cloud1", "cloud2"):
             assert (sshd_nodes.nodes[name].root / "logs" / "http-ssh" / "events.http.jsonl").is_file()
         assert processes_under(sshd_nodes.folder / "nodes", port) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -97,3 +98,22 @@ def test_verify_finds_a_broken_export_and_one_that_is_not_the_run(run, tmp_path)
     (out / "export.json").unlink()
     with pytest.raises(UsageError, match="not an earlier wta export"):
         wta.export(run, out)
+
+
+def test_a_slice_of_no_length_gives_its_cpu_to_a_neighbour_and_is_left_out(run):
+    """A cgroup sample taken at a task's start is an interval of 0 ms: OpenDC's loaders drop such rows, and
+    the CPU in them. It goes to the task's next slice (the last one's to the one before)."""
+    from tracekit.trace import slices
+    from tracekit.trace.records import TASK_METRICS
+
+    trace = run / cctf.CCTF
+    task = {**invocation("cg", 0, 3000), "cgroup_cpu_ms": 900.0, "cpu_user_ms": 900.0}
+    rows = [(T0, 0, 50.0), (T0 + 1000, 1000, 300.0), (T0 + 2000, 1000, 250.0), (T0 + 3000, 1000, 280.0),
+            (T0 + 3000, 0, 20.0)]  # fmt: skip
+    cgroup = [{f.name: None for f in TASK_METRICS} | {"ts_ms": ts, "node": "cloud1", "task_id": "cg", "attempt": 1,
+              "dt_ms": dt, "cpu_ms": ms, "cpu_user_ms": ms, "cpu_system_ms": 0.0, "pids": 1} for ts, dt, ms in rows]  # fmt: skip
+    cctf.write_table(cctf.node_file(trace, "task_metrics", "cloud1"), "task_metrics",
+                     pa.Table.from_pylist(cgroup, schema=TASK_METRICS))  # fmt: skip
+    cut = slices.cut([task], trace)
+    assert cut.slices.column("duration").to_pylist() == [1000, 1000, 1000]
+    assert cut.slices.column("cpu_ms").to_pylist() == [350.0, 250.0, 300.0]  # 900 ms, every one kept

@@ -148,6 +148,8 @@ BROKEN = {
     "fragments not contiguous": (
         dict(fragments=FRAGMENTS[1:3] + FRAGMENTS[3:] + FRAGMENTS[:1]), "fragments of task 0 are not contiguous"),
     "empty workload": (dict(tasks=[], fragments=[]), "no tasks (an empty workload crashes OpenDC)"),
+    "tasks not in submission order": (
+        dict(tasks=replace_task(2, submission_time=-1)), "task 2 was submitted before task 1 above it: tasks are not in"),
     "parents LIST<INT64>": (
         dict(tasks=dag_tasks(), task_columns=dict(parents=LIST64, children=LIST32)),
         "column 'parents' must be a standard 3-level LIST<INT32>"),

@@ -279,6 +279,10 @@ OPENDC_TASKS = pa.schema(
         _field("cpu_capacity", pa.float64()),
         _field("mem_capacity", pa.int64()),
         _field("name", pa.string(), nullable=True),
+        # OpenDC's workflows (its workload format's optional columns): the tasks a task waits for and the ones
+        # that wait for it, by id. An HTTP chain's requests; empty for independent tasks.
+        _field("parents", pa.list_(pa.int32()), nullable=True),
+        _field("children", pa.list_(pa.int32()), nullable=True),
     ]
 )
 OPENDC_FRAGMENTS = pa.schema(

@@ -75,11 +75,11 @@ def cut(tasks: list[dict[str, Any]], cctf_dir: Path) -> TaskSlices:
             extra[row] = value
         cpu = pc.add(cpu, pa.array(extra, pa.float64()))
 
-    slices = pa.concat_tables([
+    slices = _no_empty_slices(pa.concat_tables([
         pa.table({"id": ticks.column("id"), "end_ms": ticks.column("ts_ms"), "duration": ticks.column("duration"),
                   "cpu_ms": cpu, "rss_kb": ticks.column("rss_kb")}, schema=SLICES),
         tails,
-    ]).sort_by([("id", "ascending"), ("end_ms", "ascending")])  # fmt: skip
+    ]).sort_by([("id", "ascending"), ("end_ms", "ascending")]))  # fmt: skip
     cores_used = pc.divide(slices.column("cpu_ms"), pc.cast(slices.column("duration"), pa.float64()))
     peaks = pa.table({"id": slices.column("id"), "cores": cores_used}).group_by("id", use_threads=False).aggregate(
         [("cores", "max")]
@@ -170,6 +170,36 @@ def _process_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], c
                      "rss_kb": ticks.column("rss_kb_sum")})  # fmt: skip
 
 
+def _no_empty_slices(slices: pa.Table) -> pa.Table:
+    """``slices`` (sorted) without a slice of no length (a cgroup sample taken at the task's start): its CPU
+    goes to the task's next slice, else its previous one. Simulators drop such rows (OpenDC's loaders do),
+    and the CPU in them with them."""
+    empty = pc.equal(slices.column("duration"), 0)
+    if not pc.any(empty).as_py():
+        return slices
+    ids, cpu = slices.column("id").to_pylist(), slices.column("cpu_ms").to_pylist()
+    durations = slices.column("duration").to_pylist()
+    keep = [True] * len(ids)
+    carried = 0.0
+    for row in range(len(ids)):
+        if durations[row] == 0:
+            keep[row] = False
+            if row + 1 < len(ids) and ids[row + 1] == ids[row]:
+                carried += cpu[row]  # to the next slice of the task
+                continue
+            back = row - 1
+            while back >= 0 and ids[back] == ids[row] and not keep[back]:
+                back -= 1
+            if back >= 0 and ids[back] == ids[row]:
+                cpu[back] += carried + cpu[row]
+            carried = 0.0
+            continue
+        cpu[row] += carried
+        carried = 0.0
+    fixed = slices.set_column(slices.schema.get_field_index("cpu_ms"), "cpu_ms", pa.array(cpu, pa.float64()))
+    return fixed.filter(pa.array(keep))
+
+
 def _close_the_books(tasks: list[dict], per_task: list[dict]) -> tuple[list[float], dict[int, float], pa.Table]:
     """Every task's exact CPU total (rusage), against what its ticks hold: a scale for ticks that
     overshoot it, the remainder on the last tick or in a tail slice up to the task's end."""
@@ -207,6 +237,27 @@ def node_cores(node: dict[str, Any]) -> int:
     return int(node.get("cores_usable") or node.get("cores_logical") or 1)
 
 
+
+
+def exported(invocations: list[dict[str, Any]], include_failed: bool) -> list[dict[str, Any]]:
+    """The invocations exported, in the order of their ids (submission time, as the OpenDC export)."""
+    chosen = [r for r in invocations if include_failed or r["ok"]]
+    chosen.sort(key=lambda r: (r["ts_enqueue"], r["node"], r["pid"] or -1, r["task_id"], r["attempt"]))
+    return chosen
+
+
+def dependencies(tasks: list[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]]]:
+    """Each task's parents and children (indices): a request's parent is the request whose span called it
+    (the same trace id, its parent_span_id that one's span_id)."""
+    by_span = {(r["trace_id"], r["span_id"]): i for i, r in enumerate(tasks) if r.get("span_id")}
+    parents: list[list[int]] = []
+    children: list[list[int]] = [[] for _ in tasks]
+    for i, r in enumerate(tasks):
+        parent = by_span.get((r["trace_id"], r.get("parent_span_id"))) if r.get("parent_span_id") else None
+        parents.append([parent] if parent is not None and parent != i else [])
+        if parents[-1]:
+            children[parent].append(i)
+    return parents, children
 
 
 def cores_needed(task: dict[str, Any], facts: dict[str, Any], node: dict[str, Any]) -> int:

@@ -196,6 +196,12 @@ def _check_values(tasks: dict, fragments: dict, result: Verification) -> None:
         memory = tasks.get("mem_capacity", [0] * len(ids))[row]
         if memory is None or memory < 0:
             result.add(f"tasks.parquet: task {task_id}: mem_capacity {memory} is negative")
+    submitted = tasks.get("submission_time") or [] if len(known) == len(ids) else []
+    for row in range(1, len(submitted)):
+        if submitted[row] is not None and submitted[row - 1] is not None and submitted[row] < submitted[row - 1]:
+            result.add(f"tasks.parquet: task {ids[row]} was submitted before task {ids[row - 1]} above it: "
+                       "tasks are not in submission order (OpenDC's newer loaders require it)")  # fmt: skip
+            break
     with_fragments: set[int] = set()
     previous = None
     closed: set[int] = set()

@@ -86,7 +86,7 @@ def export_opendc(
     if merge_tolerance_pct is not None and not (0 <= merge_tolerance_pct < 100):
         raise UsageError(f"--merge-tolerance {merge_tolerance_pct} must be a percentage from 0 to 100")
     invocations, nodes, cctf_dir = _load_cctf(run_dir)
-    chosen = [r for r in invocations if include_failed or r["ok"]]
+    chosen = slices.exported(invocations, include_failed)  # ids 0..N-1 by submission time
     excluded_failed = len(invocations) - len(chosen)
     if not chosen:
         raise TracekitError(
@@ -102,13 +102,11 @@ def export_opendc(
             )
     prepare_out_dir(out_dir, force, run_dir, NAME)
 
-    # OpenDC ids 0..N-1, deterministic: by submission time, node, pid, task.
-    chosen.sort(key=lambda r: (r["ts_enqueue"], r["node"], r["pid"] or -1, r["task_id"], r["attempt"]))
     fragments, per_task = build_fragments(chosen, nodes, cctf_dir)
     if merge_tolerance_pct is not None:
         fragments = merge_similar_slices(fragments, merge_tolerance_pct)
 
-    tasks = _tasks_table(chosen, nodes, per_task)
+    tasks = _tasks_table(chosen, nodes, per_task, *slices.dependencies(chosen))
     pq.write_table(tasks, out_dir / "tasks.parquet")
     pq.write_table(fragments, out_dir / "fragments.parquet")
     with open(out_dir / "task_ids.jsonl", "w") as out:
@@ -156,7 +154,8 @@ def build_fragments(
     return fragments, cut.facts
 
 
-def _tasks_table(tasks: list[dict], nodes: dict[str, dict], per_task: list[dict]) -> pa.Table:
+def _tasks_table(tasks: list[dict], nodes: dict[str, dict], per_task: list[dict], parents: list[list[int]],
+                 children: list[list[int]]) -> pa.Table:  # fmt: skip
     rows: dict[str, list] = {name: [] for name in OPENDC_TASKS.names}
     for opendc_id, (task, facts) in enumerate(zip(tasks, per_task)):
         node = nodes[task["node"]]
@@ -168,6 +167,8 @@ def _tasks_table(tasks: list[dict], nodes: dict[str, dict], per_task: list[dict]
         rows["cpu_capacity"].append(cpu_count * float(node["cpu_mhz"]))
         rows["mem_capacity"].append(slices.peak_memory_kb(task, facts))
         rows["name"].append(f"{task['node']}/{task['task_id']}#{task['attempt']}")
+        rows["parents"].append(parents[opendc_id])
+        rows["children"].append(children[opendc_id])
     return pa.table(rows, schema=OPENDC_TASKS)
 
 

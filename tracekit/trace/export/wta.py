@@ -104,7 +104,7 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
         raise RunFolderError(f"{run_dir} has no cctf/ trace; run 'tracekit parse {run_dir}' first")
     trace = run_dir / cctf.CCTF
     invocations, nodes = cctf.read_records(trace, cctf.INVOCATIONS), cctf.read_nodes(trace)
-    chosen = exported_invocations(invocations, include_failed)
+    chosen = slices.exported(invocations, include_failed)
     if not chosen:
         raise TracekitError(f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to export "
                             f"({len(invocations)} in the trace)")  # fmt: skip
@@ -114,7 +114,7 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
                             f"(tracekit parse {run_dir})")  # fmt: skip
     prepare_out_dir(out_dir, force, run_dir, NAME)
     cut = slices.cut(chosen, trace)
-    parents, children = links(chosen)
+    parents, children = slices.dependencies(chosen)
     workflow_of, workflows = _workflows(chosen)
     tasks = _tasks_table(chosen, cut.facts, nodes, parents, children, workflow_of)
     schedulers = [LOAD if chosen[members[0]].get("span_id") else _policy(run_dir) for members in workflows]
@@ -182,27 +182,6 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
 
 
 # -- the export --------------------------------------------------------------------------------------------
-
-
-def exported_invocations(invocations: list[dict[str, Any]], include_failed: bool) -> list[dict[str, Any]]:
-    """The invocations exported, in the order of their ids (submission time, as the OpenDC export)."""
-    chosen = [r for r in invocations if include_failed or r["ok"]]
-    chosen.sort(key=lambda r: (r["ts_enqueue"], r["node"], r["pid"] or -1, r["task_id"], r["attempt"]))
-    return chosen
-
-
-def links(tasks: list[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]]]:
-    """Each task's parents and children (indices): a request's parent is the request whose span called it
-    (the same trace id, its parent_span_id that one's span_id)."""
-    by_span = {(r["trace_id"], r["span_id"]): i for i, r in enumerate(tasks) if r.get("span_id")}
-    parents: list[list[int]] = []
-    children: list[list[int]] = [[] for _ in tasks]
-    for i, r in enumerate(tasks):
-        parent = by_span.get((r["trace_id"], r.get("parent_span_id"))) if r.get("parent_span_id") else None
-        parents.append([parent] if parent is not None and parent != i else [])
-        if parents[-1]:
-            children[parent].append(i)
-    return parents, children
 
 
 def _workflows(tasks: list[dict[str, Any]]) -> tuple[list[int], list[list[int]]]:
@@ -358,11 +337,11 @@ def _check_against(tasks: dict[str, list], run_dir: Path, out_dir: Path, checked
         checked.violations.append(f"--against needs {trace}/{cctf.INVOCATIONS} (parse, then export)")
         return
     summary = json.loads((out_dir / SUMMARY).read_text()) if (out_dir / SUMMARY).is_file() else {}
-    chosen = exported_invocations(cctf.read_records(trace, cctf.INVOCATIONS), bool(summary.get("include_failed")))
+    chosen = slices.exported(cctf.read_records(trace, cctf.INVOCATIONS), bool(summary.get("include_failed")))
     if len(chosen) != len(tasks["id"]):
         checked.violations.append(f"{len(tasks['id'])} tasks, the run has {len(chosen)} invocations to export")
         return
-    parents, _children = links(chosen)
+    parents, _children = slices.dependencies(chosen)
     for i, (invocation, params) in enumerate(zip(chosen, tasks["params"])):
         said = json.loads(params)
         if (said["task_id"], said["attempt"]) != (invocation["task_id"], invocation["attempt"]):
