@@ -73,9 +73,12 @@ def assert_http_run(run_dir: Path, result, chain: bool) -> None:
         assert not own & servers[other]
     assert not [s for s in samples if s["node"] == "cloud0"]
     assert audit["proc_samples_wrong_node"] == 0 and all(s["task_id"] is None for s in samples)
-    # Each request is an OpenDC task that passes verification.
+    # The warm-up's requests (40 of the 120: 1 s at 40/s), every hop, are flagged and left out of the exports;
+    # each measured request is an OpenDC task that passes verification.
+    assert sum(1 for r in invocations if r.get("warmup")) == 40 * hops
     checked = verify_opendc(run_dir / "opendc", topology=run_dir / "opendc" / "experiment.json", against=run_dir)
-    assert checked.tasks == 120 * hops
+    assert checked.tasks == 80 * hops
+    assert json.loads((run_dir / "opendc" / "export.json").read_text())["excluded_warmup"] == 40 * hops
     # The report has its HTTP section, drawn from the joined requests.
     page = (run_dir / "report" / "index.html").read_text()
     assert '<section id="http">' in page and "could not be drawn" not in page
@@ -183,7 +186,7 @@ def test_http_chain_over_ssh(tmp_path, ssh_site):
         tasks = pq.read_table(logs / "http-ssh" / "wta" / "tasks/schema-1.0/part.0.parquet").to_pylist()
         by_id = {t["id"]: t for t in tasks}
         workflows = {t["workflow_id"] for t in tasks}
-        assert len(tasks) == 240 and len(workflows) == 120
+        assert len(tasks) == 160 and len(workflows) == 80  # the warm-up's left out
         for task in tasks:
             node = json.loads(task["params"])["node"]
             linked = task["children"] if node == "cloud1" else task["parents"]
@@ -191,7 +194,7 @@ def test_http_chain_over_ssh(tmp_path, ssh_site):
             assert json.loads(by_id[linked[0]]["params"])["node"] == ("cloud2" if node == "cloud1" else "cloud1")
         # The OpenDC export carries the same dependencies (its workload format's parents and children).
         opendc = pq.read_table(logs / "http-ssh" / "opendc" / "tasks.parquet").to_pylist()
-        assert len(opendc) == 240 and sum(len(t["children"]) for t in opendc) == 120
+        assert len(opendc) == 160 and sum(len(t["children"]) for t in opendc) == 80
         named = {t["id"]: t["name"].split("/")[0] for t in opendc}
         assert all(named[c] == "cloud2" for t in opendc if named[t["id"]] == "cloud1" for c in t["children"])
         for name in ("cloud1", "cloud2"):

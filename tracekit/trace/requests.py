@@ -95,6 +95,11 @@ def join(requests: list[dict[str, Any]], invocations: list[dict[str, Any]]) -> d
             request["outside_server_ms"] = round(request["latency_ms"] - server_ms, 3)
         invocation["client_latency_ms"] = request["latency_ms"]
         invocation["client_send_lag_ms"] = request["send_lag_ms"]
+    # A warm-up request's invocations, every hop of its chain (its trace id), are flagged: no export takes them.
+    warm = {r["trace_id"] for r in requests if r["warmup"]}
+    for invocation in invocations:
+        if invocation.get("module") == "http" and invocation.get("trace_id") in warm:
+            invocation["warmup"] = True
     sent = sum(1 for r in requests if not r["dropped"])
     return {
         "requests": len(requests),

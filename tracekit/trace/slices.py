@@ -240,10 +240,25 @@ def node_cores(node: dict[str, Any]) -> int:
 
 
 def exported(invocations: list[dict[str, Any]], include_failed: bool) -> list[dict[str, Any]]:
-    """The invocations exported, in the order of their ids (submission time, as the OpenDC export)."""
-    chosen = [r for r in invocations if include_failed or r["ok"]]
+    """The invocations every format exports, in the order of their ids (submission time): the successful
+    ones (all with ``include_failed``), never a warm-up request (cctf flags them: the load before the
+    measured one)."""
+    chosen = [r for r in invocations if (include_failed or r["ok"]) and not r.get("warmup")]
     chosen.sort(key=lambda r: (r["ts_enqueue"], r["node"], r["pid"] or -1, r["task_id"], r["attempt"]))
     return chosen
+
+
+def left_out(invocations: list[dict[str, Any]], include_failed: bool) -> dict[str, int]:
+    """What ``exported`` leaves out, counted for an export's summary: failed invocations, warm-up requests."""
+    warm = sum(1 for r in invocations if r.get("warmup"))
+    failed = 0 if include_failed else sum(1 for r in invocations if not r["ok"] and not r.get("warmup"))
+    return {"excluded_failed": failed, "excluded_warmup": warm}
+
+
+def said_left_out(summary: dict[str, Any]) -> str:
+    """The end of an export's line: what it left out."""
+    warm = f"; {summary['excluded_warmup']} warm-up requests left out" if summary.get("excluded_warmup") else ""
+    return f"{summary['excluded_failed']} failed invocations excluded{warm}"
 
 
 def dependencies(tasks: list[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]]]:

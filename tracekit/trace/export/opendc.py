@@ -87,10 +87,9 @@ def export_opendc(
         raise UsageError(f"--merge-tolerance {merge_tolerance_pct} must be a percentage from 0 to 100")
     invocations, nodes, cctf_dir = _load_cctf(run_dir)
     chosen = slices.exported(invocations, include_failed)  # ids 0..N-1 by submission time
-    excluded_failed = len(invocations) - len(chosen)
     if not chosen:
         raise TracekitError(
-            f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to export "
+            f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to export (warm-up left out) "
             f"({len(invocations)} in the trace); an empty workload crashes OpenDC"
         )
     for node in {r["node"] for r in chosen}:
@@ -122,7 +121,7 @@ def export_opendc(
         "run_dir": str(run_dir),
         "tasks": len(chosen),
         "fragments": fragments.num_rows,
-        "excluded_failed": excluded_failed,
+        **slices.left_out(invocations, include_failed),
         "include_failed": include_failed,
         "merge_tolerance_pct": merge_tolerance_pct,
         "cpu_ms_total": round(sum(t["cpu_ms"] for t in per_task), 3),
@@ -133,7 +132,7 @@ def export_opendc(
     }
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     line = (f"{out_dir}: {summary['tasks']} tasks, {summary['fragments']} fragments, "
-            f"{summary['cpu_ms_total'] / 1000:.3f} CPU-seconds; {summary['excluded_failed']} failed invocations excluded")  # fmt: skip
+            f"{summary['cpu_ms_total'] / 1000:.3f} CPU-seconds; {slices.said_left_out(summary)}")  # fmt: skip
     return ExportResult(out_dir, summary, line)
 
 

@@ -125,11 +125,11 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
     (out_dir / WORKLOAD_FILE).parent.mkdir(parents=True, exist_ok=True)
     (out_dir / WORKLOAD_FILE).write_text(json.dumps(_workload(run_dir.name, tasks, len(workflows)), indent=2) + "\n")
     summary = {"format": NAME, "run_dir": str(run_dir), "tasks": tasks.num_rows, "workflows": len(workflows),
-               "dependencies": sum(len(p) for p in parents), "excluded_failed": len(invocations) - len(chosen),
+               "dependencies": sum(len(p) for p in parents), **slices.left_out(invocations, include_failed),
                "include_failed": include_failed}  # fmt: skip
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     line = (f"{out_dir}: {summary['tasks']} tasks in {summary['workflows']} workflows, {summary['dependencies']} "
-            f"dependencies; {summary['excluded_failed']} failed invocations excluded")  # fmt: skip
+            f"dependencies; {slices.said_left_out(summary)}")  # fmt: skip
     return ExportResult(out_dir, summary, line)
 
 
