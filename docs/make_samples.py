@@ -120,11 +120,13 @@ def samples(page_text: str) -> list[tuple[str, str]]:
 
 
 def rewrite(sources: dict[str, dict[str, str]]) -> list[Path]:
-    """Every sample block filled from ``sources`` (source -> command -> output); the pages changed."""
+    """Every sample block that is stale filled from ``sources`` (source -> command -> output); the pages changed."""
     changed = []
     for page in PAGES:
         text = page.read_text()
-        new = SAMPLE.sub(lambda m: m[1] + fill(m[3], sources[m[2]]) + m[4], text)
+        # A block still true (measured values aside) stays as it is: no churn from run to run.
+        new = SAMPLE.sub(lambda m: m[0] if stale(m[3], sources[m[2]]) is None else m[1] + fill(m[3], sources[m[2]]) + m[4],
+                         text)  # fmt: skip
         if new != text:
             page.write_text(new)
             changed.append(page)
