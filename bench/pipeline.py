@@ -59,6 +59,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from tracekit.trace.export import names as export_formats
+
 TICK_MS = 1000
 T0_MS = 1_795_600_000_000  # 2026-11-25, epoch ms
 PROC_COLUMNS = (
@@ -77,8 +79,10 @@ TARGET_SAMPLES_PER_S = 1_000_000
 TARGET_SPEEDUP = 10.0
 RSS_GROWTH_TOLERANCE = 1.10  # 2x the nodes may cost at most 10 % more peak RSS
 TARGET_JSONL_SAMPLES_PER_S = 200_000  # with the JSON Lines copy (parse --jsonl)
+TARGET_FORMAT_VS_OPENDC = 2.0  # every export format within 2x of the OpenDC export's time (issue 28)
+FORMATS = tuple(export_formats())
 JOBS = ("tracekit-parse", "tracekit-parse-jsonl", "tracekit-merge", "tracekit-export", "baseline-parse", "baseline-export",
-        "io-floor")
+        "io-floor", *(f"export:{name}" for name in FORMATS))
 VERDICT = {True: "PASS", False: "FAIL"}
 
 
@@ -676,6 +680,8 @@ def baseline_export(cctf: Path, out: Path) -> None:
             tasks["cpu_capacity"].append(cpu_count * mhz)
             tasks["mem_capacity"].append(int(task.get("max_rss_kb") or peak_rss or 0))
             tasks["name"].append(f"{task['node']}/{task['task_id']}#{task['attempt']}")
+            tasks["parents"].append([])  # the generated workload has no HTTP chains
+            tasks["children"].append([])
             mapping = {"id": opendc_id, "task_id": task["task_id"], "trace_id": task["trace_id"], "node": task["node"],
                        "pid": task["pid"], "attempt": task["attempt"], "ok": task["ok"]}  # fmt: skip
             ids_out.write(json.dumps(mapping, separators=(",", ":")) + "\n")
@@ -721,6 +727,13 @@ def measure(job: str, run: Path, out: Path, profile: Path | None) -> None:
 
         def work() -> None:
             export_opendc(run, out, force=True)
+    elif job.startswith("export:"):
+        from tracekit.trace import export as formats
+
+        module = formats.get(job.split(":", 1)[1])
+
+        def work() -> None:
+            module.export(run, out, force=True)
     elif job == "baseline-parse":
 
         def work() -> None:
@@ -997,7 +1010,24 @@ def main(argv: list[str] | None = None) -> int:
               f"{fmt_int(round(data['samples'] / floor['seconds']))} samples/s before any computation or export"
               if "error" not in floor else f"crashed: {floor['error']}"))  # fmt: skip
         failed = failed or "error" in floor
+        exports = {name: run_job(f"export:{name}", main_run, work / f"export-{name}") for name in FORMATS}
+        print("\nEach export format on the same parsed run (tracekit export FORMAT; its own process):\n\n"
+              "| format | export s | peak RSS MB | vs opendc |\n|---|---:|---:|---:|")  # fmt: skip
+        for name, result in exports.items():
+            if "error" in result:
+                failed = True
+                print(f"| {name} | crashed: {result['error']} | | |")
+                continue
+            versus = (f"{result['seconds'] / exports['opendc']['seconds']:.2f}x"
+                      if "error" not in exports.get("opendc", {"error": 1}) else "")  # fmt: skip
+            print(f"| {name} | {result['seconds']:.2f} | {result['peak_rss_kb'] / 1024:.0f} | {versus} |")
         print("\nTargets:\n")
+        if "error" not in exports.get("opendc", {"error": 1}):
+            for name, result in exports.items():
+                if name != "opendc" and "error" not in result:
+                    ratio = result["seconds"] / exports["opendc"]["seconds"]
+                    print(f"- {VERDICT[ratio <= TARGET_FORMAT_VS_OPENDC]} export {name}: {ratio:.2f}x the OpenDC "
+                          f"export's time (target <= {TARGET_FORMAT_VS_OPENDC:.0f}x)")  # fmt: skip
         tk_jsonl = results.get(("tracekit --jsonl", nodes))
         if tk and ok(tk):
             rate = tk["samples"] / total_s(tk)
