@@ -266,11 +266,16 @@ def test_a_load_run_parses_joins_and_exports(tmp_path):
     assert audit["requests"] == {"requests": 50, "requests_sent": 50, "requests_joined": 50,
                                  "requests_without_server_event": 0, "http_invocations_from_other_callers": 0}
     assert not any("no process samples" in note for note in audit["notes"])
-    # One OpenDC task per request, carrying the request's own CPU.
+    # One OpenDC task per measured request, carrying the request's own CPU; the warm-up's 10 are flagged in
+    # the trace and left out.
+    warm = {request["server_task_id"] for request in requests if request["warmup"]}
+    assert {r["task_id"] for r in invocations if r.get("warmup")} == warm and len(warm) == 10
     out = tmp_path / "opendc"
     summary = export_opendc(cfg.run_folder, out).summary
-    assert summary["tasks"] == 50 and abs(summary["cpu_ms_total"] - sum(r["cpu_ms"] for r in invocations)) < 0.01
-    verify_opendc(out, against=cfg.run_folder)
+    measured = [r for r in invocations if r["task_id"] not in warm]
+    assert summary["tasks"] == 40 and summary["excluded_warmup"] == 10
+    assert abs(summary["cpu_ms_total"] - sum(r["cpu_ms"] for r in measured)) < 0.01
+    assert verify_opendc(out, against=cfg.run_folder).ok
 
 
 def test_make_run_serves_with_several_workers_into_one_events_file(tmp_path):

@@ -359,6 +359,21 @@ def test_the_wta_export_of_a_captured_run_reads_back_as_its_trace(run, tmp_path,
     assert all(t["parents"] == [] == t["children"] for t in tasks)
 
 
+def test_the_google_export_of_a_captured_run_holds_every_task_s_cpu_time(run, capsys):
+    """A real capture in Google's cluster-data v3 shape, with 1-second windows (the run lasts seconds): every
+    task's events, and its usage rows holding its measured CPU time; made and verified by tracekit parse."""
+    assert cli.main(["parse", str(run), "--export", "google"]) == 0
+    said = capsys.readouterr().out
+    assert f"{run / 'google'}: OK:" in said and "CPU time checked against the run" in said
+    assert cli.main(["export", "google", str(run), "-o", str(run / "google"), "--window-s", "1"]) == 0
+    assert cli.main(["verify", "google", str(run / "google"), "--against", str(run)]) == 0
+    invocations = [r for r in read_jsonl(run / "cctf" / "invocations.jsonl") if r["ok"]]
+    events = pq.read_table(run / "google" / "instance_events.parquet").to_pylist()
+    assert len(events) == 3 * len(invocations)
+    usage = pq.read_table(run / "google" / "instance_usage.parquet")
+    assert usage.num_rows > len(invocations)  # tasks longer than a second have several windows
+
+
 def test_export_replaces_its_own_earlier_export_and_refuses_other_folders_and_unwritable_paths(run, tmp_path, capsys):
     parse_run(run)
     out = tmp_path / "o"

@@ -39,7 +39,8 @@ def run(tmp_path):
         invocation("broken", 2000, 2100, ok=False),
     ]
     cctf.write_records(trace, cctf.INVOCATIONS, invocations)
-    cctf.write_json(trace, cctf.NODES, [{"node": n, "cpu_mhz": 2000, "cores_logical": 2} for n in ("cloud1", "cloud2")])
+    cctf.write_json(trace, cctf.NODES, [{"node": n, "cpu_mhz": 2000, "cores_logical": 2, "mem_kb": 8 << 20}
+                                        for n in ("cloud1", "cloud2")])  # fmt: skip
     for node in ("cloud1", "cloud2"):
         cctf.write_table(cctf.node_file(trace, "proc_metrics", node), "proc_metrics", PROC_METRICS.empty_table())
     return run
