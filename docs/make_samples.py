@@ -94,10 +94,10 @@ def masked(text: str) -> str:
     return re.sub(r" +", " ", _NUMBER.sub("#", text))
 
 
-# Lines a real run prints or not depending on timing and the machine's load: the notes of tracekit parse
-# (a task shorter than a sampling interval, contention beside the tasks), tracekit-run's contention line
-# and the warnings they lead to.
-_OPTIONAL = re.compile(r"^note: |^  warning: |saturated CPUs")
+# Lines a real run prints or not depending on timing and the machine's load: notes and warnings (a task
+# shorter than a sampling interval, no process seen by a collector that polls, contention beside the tasks)
+# and tracekit-run's contention line.
+_OPTIONAL = re.compile(r"^ *(note|warning): |saturated CPUs")
 
 
 def stale(sample: str, printed: dict[str, str]) -> str | None:
