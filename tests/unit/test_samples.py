@@ -1,0 +1,32 @@
+"""docs/make_samples.py's comparison: a sample goes stale when a count or a line changes, not when a measured
+value does or when a note or warning that depends on timing comes or goes."""
+
+from __future__ import annotations
+
+from tests.helpers import docs_samples
+
+SAMPLE = ("$ tracekit collect stop --run-id test001\n"
+          "collector pid 41 stopped: 2 samples, 2 processes tracked -> logs/test001\n"
+          "$ tracekit parse logs/test001\n"
+          "logs/test001/cctf: 2 invocations (0 failed), 2 process samples on 1 node(s), 100.0% of invocations sampled\n")  # fmt: skip
+
+
+def printed(stop: str, parse: str) -> dict[str, str]:
+    return {"tracekit collect stop --run-id test001": stop, "tracekit parse logs/test001": parse}
+
+
+def test_measured_values_timing_notes_and_warnings_do_not_make_a_sample_stale():
+    samples = docs_samples()
+    assert samples.stale(SAMPLE, printed(
+        "collector pid 977 stopped: 1 samples, 0 processes tracked -> logs/test001\n"
+        "warning: no process was tracked in this run: check --match/--match-cmdline\n",
+        "logs/test001/cctf: 2 invocations (0 failed), 1 process samples on 1 node(s),  50.0% of invocations sampled\n"
+        "note: 1 invocations have no process samples (shorter than an interval, or not followed)\n")) is None  # fmt: skip
+
+
+def test_a_changed_count_or_a_new_line_makes_a_sample_stale():
+    samples = docs_samples()
+    stop = "collector pid 41 stopped: 2 samples, 2 processes tracked -> logs/test001\n"
+    three = "logs/test001/cctf: 3 invocations (0 failed), 2 process samples on 1 node(s), 100.0% of invocations sampled\n"
+    assert "+logs/test#/cctf: 3 invocations" in samples.stale(SAMPLE, printed(stop, three))
+    assert samples.stale(SAMPLE, printed(stop + "error: the run folder is gone\n", three.replace("3", "2", 1)))
