@@ -18,6 +18,7 @@ def test_every_format_is_a_module_that_declares_what_the_seam_needs():
         assert module.NAME == name and module.TITLE and module.MAIN_FILES and module.HELP and module.DESCRIPTION
         for function in ("add_arguments", "export", "add_verify_arguments", "verify"):
             assert callable(getattr(module, function)), (name, function)
+        assert module.verify.__doc__, name  # tracekit verify NAME --help says what it checks
 
 
 def test_an_unknown_format_is_refused_with_the_known_ones(capsys):

@@ -65,6 +65,9 @@ def add_verify_arguments(parser: Any) -> None:
 
 
 def verify(out_dir: Path, against: Path | None = None, topology: Path | None = None) -> Checked:
+    """Check tasks.parquet and fragments.parquet as OpenDC's reader would, and more: column presence and exact
+    Parquet types, non-nullable required columns, value rules, submission order, workflow links, orphans, fit
+    against the topology, and with --against conservation of CPU time and duration per task."""
     from tracekit.trace.verify import verify_opendc
 
     result = verify_opendc(out_dir, topology, against)
