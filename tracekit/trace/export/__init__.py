@@ -23,6 +23,7 @@ tracekit.trace.slices (the format-neutral part every export shares). ``tracekit 
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import shutil
 from dataclasses import dataclass, field
@@ -87,11 +88,63 @@ def prepare_out_dir(out_dir: Path, force: bool, run_dir: Path, format_name: str)
 
 
 def _earlier_export(out_dir: Path, run_dir: Path, format_name: str) -> bool:
-    import json
-
     try:
         summary = json.loads((out_dir / SUMMARY).read_text())
     except (OSError, ValueError):
         return False
     return (isinstance(summary, dict) and summary.get("format", format_name) == format_name
             and Path(str(summary.get("run_dir"))).resolve() == run_dir.resolve())  # fmt: skip
+
+
+# -- what the format modules share (pyarrow imported where used: the command line lists formats without it) --
+
+
+def column(name: str, kind: Any, unit: str, description: str, nullable: bool = False) -> Any:
+    """A declared column of a format's table: its unit and what it holds in the Parquet field metadata."""
+    import pyarrow as pa
+
+    return pa.field(name, kind, nullable=nullable, metadata={"unit": unit, "description": description})
+
+
+def read_trace(run_dir: Path) -> tuple[Path, list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A parsed run's cctf/ folder, its invocations and its nodes' facts; an error naming the command when
+    the run is not parsed."""
+    from tracekit.trace import cctf
+
+    if not cctf.has_trace(run_dir):
+        raise RunFolderError(f"{run_dir} has no cctf/ trace; run 'tracekit parse {run_dir}' first")
+    trace = run_dir / cctf.CCTF
+    return trace, cctf.read_records(trace, cctf.INVOCATIONS), cctf.read_nodes(trace)
+
+
+def read_tables(out_dir: Path, declared: dict[str, Any], format_name: str, what: str, checked: Checked) -> dict[str, Any]:
+    """An export's Parquet tables (file -> its declared schema), each compared with its declared columns and
+    types (``what`` names them in a violation); {} after a file it cannot read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = {}
+    for name, schema in declared.items():
+        try:
+            tables[name] = pq.read_table(out_dir / name)
+        except (OSError, pa.ArrowException) as exc:
+            checked.violations.append(f"{out_dir / name}: not readable as Parquet ({str(exc).splitlines()[0][:200]}); "
+                                      f"export again (tracekit export {format_name} --force)")  # fmt: skip
+            return {}
+        found = tables[name].schema.remove_metadata()
+        if [(f.name, f.type) for f in found] != [(f.name, f.type) for f in schema]:
+            checked.violations.append(f"{out_dir / name}: columns differ from {what}: {found}")
+    return tables
+
+
+def exported_by(run_dir: Path, out_dir: Path, checked: Checked) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """For --against: the run's invocations the export in ``out_dir`` should hold (its export.json says
+    whether failed ones were asked for), and that export.json; None, noted, when the run is not parsed."""
+    from tracekit.trace import cctf, slices
+
+    if not cctf.has_trace(run_dir):
+        checked.violations.append(f"--against needs {run_dir / cctf.CCTF}/{cctf.INVOCATIONS} (parse, then export)")
+        return None
+    summary = json.loads((out_dir / SUMMARY).read_text()) if (out_dir / SUMMARY).is_file() else {}
+    invocations = cctf.read_records(run_dir / cctf.CCTF, cctf.INVOCATIONS)
+    return slices.exported(invocations, bool(summary.get("include_failed"))), summary

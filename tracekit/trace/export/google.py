@@ -28,9 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tracekit.errors import RunFolderError, TracekitError, UsageError
+from tracekit.errors import TracekitError, UsageError
 from tracekit.trace import cctf, slices
-from tracekit.trace.export import SUMMARY, Checked, ExportResult, prepare_out_dir
+from tracekit.trace.export import (SUMMARY, Checked, ExportResult, column, exported_by, prepare_out_dir, read_tables,
+                                   read_trace)
 
 NAME = "google"
 TITLE = "Google"  # in tracekit-run's summary
@@ -48,41 +49,37 @@ PERCENTILES = [i / 10 for i in range(11)]
 TAIL_PERCENTILES = [i / 100 for i in range(91, 100)]
 
 
-def _field(name: str, kind: pa.DataType, unit: str, description: str, nullable: bool = False) -> pa.Field:
-    return pa.field(name, kind, nullable=nullable, metadata={"unit": unit, "description": description})
-
-
 RESOURCES = pa.struct([("cpus", pa.float64()), ("memory", pa.float64())])
 INSTANCE_EVENTS = pa.schema([
-    _field("time", pa.int64(), "us", "from 600 s before the trace's start"),
-    _field("type", pa.int32(), "", "0 SUBMIT, 3 SCHEDULE, 5 FAIL, 6 FINISH"),
-    _field("collection_id", pa.int64(), "", "the job: an HTTP chain's requests, or the run's batch tasks"),
-    _field("instance_index", pa.int32(), "", "the task within its collection"),
-    _field("machine_id", pa.int64(), "", "the node it ran on (null before it was scheduled)", nullable=True),
-    _field("collection_type", pa.int32(), "", "0: a job"),
-    _field("priority", pa.int32(), "", "unknown: -1"),
-    _field("scheduling_class", pa.int32(), "", "unknown: -1"),
-    _field("resource_request", RESOURCES, "NCU, NMU", "the cores it needed (asked for, else its peak) and its peak memory, normalized"),
+    column("time", pa.int64(), "us", "from 600 s before the trace's start"),
+    column("type", pa.int32(), "", "0 SUBMIT, 3 SCHEDULE, 5 FAIL, 6 FINISH"),
+    column("collection_id", pa.int64(), "", "the job: an HTTP chain's requests, or the run's batch tasks"),
+    column("instance_index", pa.int32(), "", "the task within its collection"),
+    column("machine_id", pa.int64(), "", "the node it ran on (null before it was scheduled)", nullable=True),
+    column("collection_type", pa.int32(), "", "0: a job"),
+    column("priority", pa.int32(), "", "unknown: -1"),
+    column("scheduling_class", pa.int32(), "", "unknown: -1"),
+    column("resource_request", RESOURCES, "NCU, NMU", "the cores it needed (asked for, else its peak) and its peak memory, normalized"),
 ])  # fmt: skip
 INSTANCE_USAGE = pa.schema([
-    _field("start_time", pa.int64(), "us", "the window's start, or the task's if later"),
-    _field("end_time", pa.int64(), "us", "the window's end, or the task's if earlier"),
-    _field("collection_id", pa.int64(), "", "as instance_events"),
-    _field("instance_index", pa.int32(), "", "as instance_events"),
-    _field("machine_id", pa.int64(), "", "the node it ran on"),
-    _field("collection_type", pa.int32(), "", "0: a job"),
-    _field("average_usage", RESOURCES, "NCU, NMU", "CPU: its CPU time in the row / the row's length; memory: the mean RSS sampled"),
-    _field("maximum_usage", RESOURCES, "NCU, NMU", "the most of one sampling interval in the row"),
-    _field("cpu_usage_distribution", pa.list_(pa.float64()), "NCU", "percentiles 0, 10, ..., 100 of its intervals' CPU"),
-    _field("tail_cpu_usage_distribution", pa.list_(pa.float64()), "NCU", "percentiles 91, 92, ..., 99"),
-    _field("sample_rate", pa.float64(), "samples/s", "sampling intervals in the row per second"),
+    column("start_time", pa.int64(), "us", "the window's start, or the task's if later"),
+    column("end_time", pa.int64(), "us", "the window's end, or the task's if earlier"),
+    column("collection_id", pa.int64(), "", "as instance_events"),
+    column("instance_index", pa.int32(), "", "as instance_events"),
+    column("machine_id", pa.int64(), "", "the node it ran on"),
+    column("collection_type", pa.int32(), "", "0: a job"),
+    column("average_usage", RESOURCES, "NCU, NMU", "CPU: its CPU time in the row / the row's length; memory: the mean RSS sampled"),
+    column("maximum_usage", RESOURCES, "NCU, NMU", "the most of one sampling interval in the row"),
+    column("cpu_usage_distribution", pa.list_(pa.float64()), "NCU", "percentiles 0, 10, ..., 100 of its intervals' CPU"),
+    column("tail_cpu_usage_distribution", pa.list_(pa.float64()), "NCU", "percentiles 91, 92, ..., 99"),
+    column("sample_rate", pa.float64(), "samples/s", "sampling intervals in the row per second"),
 ])  # fmt: skip
 MACHINE_EVENTS = pa.schema([
-    _field("time", pa.int64(), "us", "as instance_events"),
-    _field("machine_id", pa.int64(), "", "1..M, the nodes by name"),
-    _field("type", pa.int32(), "", "1 ADD"),
-    _field("capacity", RESOURCES, "NCU, NMU", "its cores and memory, normalized to the largest machine's"),
-    _field("platform_id", pa.string(), "", "the node's name"),
+    column("time", pa.int64(), "us", "as instance_events"),
+    column("machine_id", pa.int64(), "", "1..M, the nodes by name"),
+    column("type", pa.int32(), "", "1 ADD"),
+    column("capacity", RESOURCES, "NCU, NMU", "its cores and memory, normalized to the largest machine's"),
+    column("platform_id", pa.string(), "", "the node's name"),
 ])  # fmt: skip
 
 
@@ -99,10 +96,7 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not window_s > 0:
         raise UsageError(f"--window-s {window_s}: give a window of more than 0 s, e.g. 300")
-    if not cctf.has_trace(run_dir):
-        raise RunFolderError(f"{run_dir} has no cctf/ trace; run 'tracekit parse {run_dir}' first")
-    trace = run_dir / cctf.CCTF
-    invocations, nodes = cctf.read_records(trace, cctf.INVOCATIONS), cctf.read_nodes(trace)
+    trace, invocations, nodes = read_trace(run_dir)
     chosen = slices.exported(invocations, include_failed)
     if not chosen:
         raise TracekitError(f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to export")
@@ -144,17 +138,8 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
     every instance, usage rows inside their instance's run; with --against RUN_DIR, one instance per exported
     invocation, and each one's usage rows holding its measured CPU time (within 0.1%)."""
     checked = Checked()
-    tables = {}
-    for name, schema in ((EVENTS_FILE, INSTANCE_EVENTS), (USAGE_FILE, INSTANCE_USAGE), (MACHINES_FILE, MACHINE_EVENTS)):
-        try:
-            tables[name] = pq.read_table(out_dir / name)
-        except (OSError, pa.ArrowException) as exc:
-            checked.violations.append(f"{out_dir / name}: not readable as Parquet ({str(exc).splitlines()[0][:200]}); "
-                                      "export again (tracekit export google --force)")  # fmt: skip
-            return checked
-        found = tables[name].schema.remove_metadata()
-        if [(f.name, f.type) for f in found] != [(f.name, f.type) for f in schema]:
-            checked.violations.append(f"{out_dir / name}: columns differ from the declared ones: {found}")
+    declared = {EVENTS_FILE: INSTANCE_EVENTS, USAGE_FILE: INSTANCE_USAGE, MACHINES_FILE: MACHINE_EVENTS}
+    tables = read_tables(out_dir, declared, NAME, "the declared ones", checked)
     if not checked.ok:
         return checked
     events = tables[EVENTS_FILE].to_pydict()
@@ -294,13 +279,14 @@ def _instance_usage(tasks: list[dict], rows: pa.Table, scale: _Scale, collection
 
 
 def _check_against(kinds: dict, usage: pa.Table, run_dir: Path, out_dir: Path, checked: Checked) -> None:
-    trace = run_dir / cctf.CCTF
-    summary = json.loads((out_dir / SUMMARY).read_text()) if (out_dir / SUMMARY).is_file() else {}
-    chosen = slices.exported(cctf.read_records(trace, cctf.INVOCATIONS), bool(summary.get("include_failed")))
+    found = exported_by(run_dir, out_dir, checked)
+    if found is None:
+        return
+    chosen, summary = found
     if len(chosen) != len(kinds):
         checked.violations.append(f"{len(kinds)} instances, the run has {len(chosen)} invocations to export")
         return
-    cut = slices.cut(chosen, trace)
+    cut = slices.cut(chosen, run_dir / cctf.CCTF)
     collection, index = _collections(chosen)
     cores = float(summary.get("ncu_cores") or 1)
     span_ms = pc.divide(pc.cast(pc.subtract(usage.column("end_time"), usage.column("start_time")), pa.float64()), 1000)

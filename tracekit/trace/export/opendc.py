@@ -24,19 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tracekit.errors import RunFolderError, TracekitError, UsageError
+from tracekit.errors import TracekitError, UsageError
 from tracekit.jsonl import dumps
-from tracekit.trace import cctf, slices
-from tracekit.trace.export import SUMMARY, Checked, ExportResult, prepare_out_dir
+from tracekit.trace import slices
+from tracekit.trace.export import SUMMARY, Checked, ExportResult, prepare_out_dir, read_trace
 from tracekit.trace.slices import node_cores
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS
-
-
-def _load_cctf(run_dir: Path) -> tuple[list[dict], dict[str, dict], Path]:
-    cctf_dir = run_dir / cctf.CCTF
-    if not cctf.has_trace(run_dir):
-        raise RunFolderError(f"{run_dir} has no cctf/ trace; run 'tracekit parse {run_dir}' first")
-    return cctf.read_records(cctf_dir, cctf.INVOCATIONS), cctf.read_nodes(cctf_dir), cctf_dir
 
 
 # -- the format, as tracekit.trace.export finds it ------------------------------------------------------
@@ -88,7 +81,7 @@ def export_opendc(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if merge_tolerance_pct is not None and not (0 <= merge_tolerance_pct < 100):
         raise UsageError(f"--merge-tolerance {merge_tolerance_pct} must be a percentage from 0 to 100")
-    invocations, nodes, cctf_dir = _load_cctf(run_dir)
+    cctf_dir, invocations, nodes = read_trace(run_dir)
     chosen = slices.exported(invocations, include_failed)  # ids 0..N-1 by submission time
     if not chosen:
         raise TracekitError(

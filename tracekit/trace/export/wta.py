@@ -27,9 +27,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tracekit.errors import RunFolderError, TracekitError
+from tracekit.errors import TracekitError
 from tracekit.trace import cctf, slices
-from tracekit.trace.export import SUMMARY, Checked, ExportResult, prepare_out_dir
+from tracekit.trace.export import (SUMMARY, Checked, ExportResult, column, exported_by, prepare_out_dir, read_tables,
+                                   read_trace)
 
 NAME = "wta"
 TITLE = "WTA"  # in tracekit-run's summary
@@ -46,48 +47,44 @@ UNKNOWN = -1
 LOAD = "tracekit load"  # the scheduler of a request's workflow: the open-loop load generator
 
 
-def _field(name: str, kind: pa.DataType, unit: str, description: str) -> pa.Field:
-    return pa.field(name, kind, nullable=False, metadata={"unit": unit, "description": description})
-
-
 # The archive's columns (wta-tools' objects/task.py and workflow.py), with what Tracekit writes in each.
 TASKS = pa.schema([
-    _field("children", pa.list_(pa.int64()), "task id", "the tasks that depend on this one (requests it called)"),
-    _field("disk_io_time", pa.int64(), "ms", "unknown: -1"),
-    _field("disk_space_requested", pa.float64(), "MB", "unknown: -1"),
-    _field("energy_consumption", pa.int64(), "J", "unknown: -1"),
-    _field("group_id", pa.int32(), "", "unknown: -1"),
-    _field("id", pa.int64(), "", "0..N-1 by submission time"),
-    _field("memory_requested", pa.float64(), "MB", "the task's peak memory (its max RSS)"),
-    _field("network_io_time", pa.int64(), "ms", "unknown: -1"),
-    _field("nfrs", pa.string(), "JSON", "non-functional requirements: {}"),
-    _field("params", pa.string(), "JSON", "the task in the trace: task_id, attempt, node, module"),
-    _field("parents", pa.list_(pa.int64()), "task id", "the tasks this one depends on (the request that called it)"),
-    _field("resource_amount_requested", pa.float64(), "cores", "the cores it needed: asked for, else its peak use"),
-    _field("resource_type", pa.string(), "", "core"),
-    _field("resource_used", pa.int64(), "", "unknown: -1"),
-    _field("runtime", pa.int64(), "ms", "from its start to its end"),
-    _field("submission_site", pa.int32(), "", "unknown: -1"),
-    _field("ts_submit", pa.int64(), "ms since the epoch", "when it was queued (controller clock)"),
-    _field("type", pa.string(), "", "atomic"),
-    _field("user_id", pa.int32(), "", "unknown: -1"),
-    _field("wait_time", pa.int64(), "ms", "from its submission to its start"),
-    _field("workflow_id", pa.int64(), "", "the workflow it belongs to"),
+    column("children", pa.list_(pa.int64()), "task id", "the tasks that depend on this one (requests it called)"),
+    column("disk_io_time", pa.int64(), "ms", "unknown: -1"),
+    column("disk_space_requested", pa.float64(), "MB", "unknown: -1"),
+    column("energy_consumption", pa.int64(), "J", "unknown: -1"),
+    column("group_id", pa.int32(), "", "unknown: -1"),
+    column("id", pa.int64(), "", "0..N-1 by submission time"),
+    column("memory_requested", pa.float64(), "MB", "the task's peak memory (its max RSS)"),
+    column("network_io_time", pa.int64(), "ms", "unknown: -1"),
+    column("nfrs", pa.string(), "JSON", "non-functional requirements: {}"),
+    column("params", pa.string(), "JSON", "the task in the trace: task_id, attempt, node, module"),
+    column("parents", pa.list_(pa.int64()), "task id", "the tasks this one depends on (the request that called it)"),
+    column("resource_amount_requested", pa.float64(), "cores", "the cores it needed: asked for, else its peak use"),
+    column("resource_type", pa.string(), "", "core"),
+    column("resource_used", pa.int64(), "", "unknown: -1"),
+    column("runtime", pa.int64(), "ms", "from its start to its end"),
+    column("submission_site", pa.int32(), "", "unknown: -1"),
+    column("ts_submit", pa.int64(), "ms since the epoch", "when it was queued (controller clock)"),
+    column("type", pa.string(), "", "atomic"),
+    column("user_id", pa.int32(), "", "unknown: -1"),
+    column("wait_time", pa.int64(), "ms", "from its submission to its start"),
+    column("workflow_id", pa.int64(), "", "the workflow it belongs to"),
 ])  # fmt: skip
 WORKFLOWS = pa.schema([
-    _field("approx_max_concurrent_tasks", pa.int32(), "tasks", "the widest wave of tasks with no path between them"),
-    _field("critical_path_length", pa.int64(), "ms", "the latest finish along its dependencies minus its first submission"),
-    _field("critical_path_task_count", pa.int32(), "tasks", "the tasks on that path"),
-    _field("id", pa.int64(), "", "0..W-1 by first submission"),
-    _field("nfrs", pa.string(), "JSON", "{}"),
-    _field("scheduler", pa.string(), "", "the dispatch policy, or the load generator for requests"),
-    _field("task_count", pa.int32(), "tasks", "its tasks"),
-    _field("total_disk_space_usage", pa.float64(), "MB", "unknown: -1"),
-    _field("total_energy_consumption", pa.int64(), "J", "unknown: -1"),
-    _field("total_memory_usage", pa.float64(), "MB", "the sum of its tasks' memory_requested"),
-    _field("total_network_usage", pa.float64(), "ms", "unknown: -1"),
-    _field("total_resources", pa.float64(), "cores", "the sum of its tasks' resource_amount_requested"),
-    _field("ts_submit", pa.int64(), "ms since the epoch", "its first task's submission"),
+    column("approx_max_concurrent_tasks", pa.int32(), "tasks", "the widest wave of tasks with no path between them"),
+    column("critical_path_length", pa.int64(), "ms", "the latest finish along its dependencies minus its first submission"),
+    column("critical_path_task_count", pa.int32(), "tasks", "the tasks on that path"),
+    column("id", pa.int64(), "", "0..W-1 by first submission"),
+    column("nfrs", pa.string(), "JSON", "{}"),
+    column("scheduler", pa.string(), "", "the dispatch policy, or the load generator for requests"),
+    column("task_count", pa.int32(), "tasks", "its tasks"),
+    column("total_disk_space_usage", pa.float64(), "MB", "unknown: -1"),
+    column("total_energy_consumption", pa.int64(), "J", "unknown: -1"),
+    column("total_memory_usage", pa.float64(), "MB", "the sum of its tasks' memory_requested"),
+    column("total_network_usage", pa.float64(), "ms", "unknown: -1"),
+    column("total_resources", pa.float64(), "cores", "the sum of its tasks' resource_amount_requested"),
+    column("ts_submit", pa.int64(), "ms since the epoch", "its first task's submission"),
 ])  # fmt: skip
 
 
@@ -100,10 +97,7 @@ def add_arguments(parser: Any) -> None:
 
 def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force: bool = False) -> ExportResult:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if not cctf.has_trace(run_dir):
-        raise RunFolderError(f"{run_dir} has no cctf/ trace; run 'tracekit parse {run_dir}' first")
-    trace = run_dir / cctf.CCTF
-    invocations, nodes = cctf.read_records(trace, cctf.INVOCATIONS), cctf.read_nodes(trace)
+    trace, invocations, nodes = read_trace(run_dir)
     chosen = slices.exported(invocations, include_failed)
     if not chosen:
         raise TracekitError(f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to export "
@@ -142,17 +136,7 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
     other within one workflow, each workflow's task count; with --against RUN_DIR, one task per exported
     invocation with its runtime, submission and dependencies as the trace has them."""
     checked = Checked()
-    tables = {}
-    for path, schema in ((TASKS_FILE, TASKS), (WORKFLOWS_FILE, WORKFLOWS)):
-        try:
-            tables[path] = pq.read_table(out_dir / path)
-        except (OSError, pa.ArrowException) as exc:
-            checked.violations.append(f"{out_dir / path}: not readable as Parquet ({str(exc).splitlines()[0][:200]}); "
-                                      "export again (tracekit export wta --force)")  # fmt: skip
-            return checked
-        found = tables[path].schema.remove_metadata()
-        if [(f.name, f.type) for f in found] != [(f.name, f.type) for f in schema]:
-            checked.violations.append(f"{out_dir / path}: columns differ from the archive's schema 1.0: {found}")
+    tables = read_tables(out_dir, {TASKS_FILE: TASKS, WORKFLOWS_FILE: WORKFLOWS}, NAME, "the archive's schema 1.0", checked)
     if not checked.ok:
         return checked
     tasks = tables[TASKS_FILE].to_pydict()
@@ -332,12 +316,10 @@ def _workload(run_id: str, tasks: pa.Table, workflows: int) -> dict[str, Any]:
 
 
 def _check_against(tasks: dict[str, list], run_dir: Path, out_dir: Path, checked: Checked) -> None:
-    trace = run_dir / cctf.CCTF
-    if not cctf.has_trace(run_dir):
-        checked.violations.append(f"--against needs {trace}/{cctf.INVOCATIONS} (parse, then export)")
+    found = exported_by(run_dir, out_dir, checked)
+    if found is None:
         return
-    summary = json.loads((out_dir / SUMMARY).read_text()) if (out_dir / SUMMARY).is_file() else {}
-    chosen = slices.exported(cctf.read_records(trace, cctf.INVOCATIONS), bool(summary.get("include_failed")))
+    chosen, summary = found
     if len(chosen) != len(tasks["id"]):
         checked.violations.append(f"{len(tasks['id'])} tasks, the run has {len(chosen)} invocations to export")
         return
