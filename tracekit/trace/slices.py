@@ -275,6 +275,19 @@ def dependencies(tasks: list[dict[str, Any]]) -> tuple[list[list[int]], list[lis
     return parents, children
 
 
+def jobs(tasks: list[dict[str, Any]]) -> tuple[list[int], list[list[int]]]:
+    """Each task's job (0..J-1 by first submission) and each job's tasks: the requests of one HTTP chain (one
+    trace id), and the run's other tasks together (a batch: submitted by one dispatcher, none waiting for
+    another). Every format that groups tasks (WTA's workflows, Google's collections, Alibaba's jobs) uses these."""
+    key_of = [("request", r["trace_id"]) if r.get("span_id") else ("run", None) for r in tasks]
+    numbers: dict[tuple[str, Any], int] = {}
+    job_of = [numbers.setdefault(key, len(numbers)) for key in key_of]
+    members: list[list[int]] = [[] for _ in numbers]
+    for i, job in enumerate(job_of):
+        members[job].append(i)
+    return job_of, members
+
+
 def cores_needed(task: dict[str, Any], facts: dict[str, Any], node: dict[str, Any]) -> int:
     """The cores a task needed: those it asked for, else the most one of its slices used (rounded up), at
     least 1 and at most its node's."""

@@ -117,6 +117,20 @@ def read_trace(run_dir: Path) -> tuple[Path, list[dict[str, Any]], dict[str, dic
     return trace, cctf.read_records(trace, cctf.INVOCATIONS), cctf.read_nodes(trace)
 
 
+def read_exported(run_dir: Path, include_failed: bool, why: str = "") -> tuple[Path, list[dict], list[dict], dict[str, dict]]:
+    """A parsed run's cctf/ folder, its invocations, those every format exports (tracekit.trace.slices.exported)
+    and its nodes' facts; an error when there is none to export (``why`` says what an empty export would do)."""
+    from tracekit.errors import TracekitError
+    from tracekit.trace import slices
+
+    trace, invocations, nodes = read_trace(run_dir)
+    chosen = slices.exported(invocations, include_failed)
+    if not chosen:
+        raise TracekitError(f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to "
+                            f"export, warm-up left out ({len(invocations)} in the trace){why}")  # fmt: skip
+    return trace, invocations, chosen, nodes
+
+
 def read_tables(out_dir: Path, declared: dict[str, Any], format_name: str, what: str, checked: Checked) -> dict[str, Any]:
     """An export's Parquet tables (file -> its declared schema), each compared with its declared columns and
     types (``what`` names them in a violation); {} after a file it cannot read."""

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from tracekit.errors import TracekitError, UsageError
 from tracekit.trace import cctf, slices
 from tracekit.trace.export import (SUMMARY, Checked, ExportResult, column, exported_by, prepare_out_dir, read_tables,
-                                   read_trace)
+                                   read_exported)
 
 NAME = "google"
 TITLE = "Google"  # in tracekit-run's summary
@@ -96,10 +96,7 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not window_s > 0:
         raise UsageError(f"--window-s {window_s}: give a window of more than 0 s, e.g. 300")
-    trace, invocations, nodes = read_trace(run_dir)
-    chosen = slices.exported(invocations, include_failed)
-    if not chosen:
-        raise TracekitError(f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to export")
+    trace, invocations, chosen, nodes = read_exported(run_dir, include_failed)  # ids 0..N-1 by submission time
     used = sorted({r["node"] for r in chosen})
     unknown = [n for n in used if not (nodes.get(n) or {}).get("mem_kb")]
     if unknown:
@@ -179,17 +176,13 @@ class _Scale:
 
 
 def _collections(tasks: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
-    """Each task's collection (1..C by first submission: a request's by its trace id, the run's batch one)
-    and its index within it."""
-    numbers: dict[tuple[str, Any], int] = {}
-    counts: dict[int, int] = {}
-    collection, index = [], []
-    for r in tasks:
-        number = numbers.setdefault(("request", r["trace_id"]) if r.get("span_id") else ("run", None), len(numbers) + 1)
-        collection.append(number)
-        index.append(counts.get(number, 0))
-        counts[number] = index[-1] + 1
-    return collection, index
+    """Each task's collection (1..C: its job, tracekit.trace.slices.jobs) and its index within it."""
+    job_of, members = slices.jobs(tasks)
+    index = [0] * len(tasks)
+    for job in members:
+        for position, i in enumerate(job):
+            index[i] = position
+    return [job + 1 for job in job_of], index
 
 
 def _instance_events(tasks: list[dict], facts: list[dict], nodes: dict[str, dict], scale: _Scale,

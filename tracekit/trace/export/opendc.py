@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from tracekit.errors import TracekitError, UsageError
 from tracekit.jsonl import dumps
 from tracekit.trace import slices
-from tracekit.trace.export import SUMMARY, Checked, ExportResult, prepare_out_dir, read_trace
+from tracekit.trace.export import SUMMARY, Checked, ExportResult, prepare_out_dir, read_exported
 from tracekit.trace.slices import node_cores
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS
 
@@ -81,13 +81,8 @@ def export_opendc(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if merge_tolerance_pct is not None and not (0 <= merge_tolerance_pct < 100):
         raise UsageError(f"--merge-tolerance {merge_tolerance_pct} must be a percentage from 0 to 100")
-    cctf_dir, invocations, nodes = read_trace(run_dir)
-    chosen = slices.exported(invocations, include_failed)  # ids 0..N-1 by submission time
-    if not chosen:
-        raise TracekitError(
-            f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to export (warm-up left out) "
-            f"({len(invocations)} in the trace); an empty workload crashes OpenDC"
-        )
+    # ids 0..N-1 by submission time
+    cctf_dir, invocations, chosen, nodes = read_exported(run_dir, include_failed, "; an empty workload crashes OpenDC")
     for node in {r["node"] for r in chosen}:
         facts = nodes.get(node)
         if facts is None or not facts.get("cpu_mhz"):

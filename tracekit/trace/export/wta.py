@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from tracekit.errors import TracekitError
 from tracekit.trace import cctf, slices
 from tracekit.trace.export import (SUMMARY, Checked, ExportResult, column, exported_by, prepare_out_dir, read_tables,
-                                   read_trace)
+                                   read_exported)
 
 NAME = "wta"
 TITLE = "WTA"  # in tracekit-run's summary
@@ -97,11 +97,7 @@ def add_arguments(parser: Any) -> None:
 
 def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force: bool = False) -> ExportResult:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    trace, invocations, nodes = read_trace(run_dir)
-    chosen = slices.exported(invocations, include_failed)
-    if not chosen:
-        raise TracekitError(f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to export "
-                            f"({len(invocations)} in the trace)")  # fmt: skip
+    trace, invocations, chosen, nodes = read_exported(run_dir, include_failed)  # ids 0..N-1 by submission time
     missing = sorted({r["node"] for r in chosen} - set(nodes))
     if missing:
         raise TracekitError(f"{trace}/{cctf.NODES} has no facts of node {missing[0]}; parse the run again "
@@ -109,7 +105,7 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
     prepare_out_dir(out_dir, force, run_dir, NAME)
     cut = slices.cut(chosen, trace)
     parents, children = slices.dependencies(chosen)
-    workflow_of, workflows = _workflows(chosen)
+    workflow_of, workflows = slices.jobs(chosen)
     tasks = _tasks_table(chosen, cut.facts, nodes, parents, children, workflow_of)
     schedulers = [LOAD if chosen[members[0]].get("span_id") else _policy(run_dir) for members in workflows]
     workflow_rows = _workflows_table(workflows, tasks, parents, schedulers)
@@ -166,17 +162,6 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
 
 
 # -- the export --------------------------------------------------------------------------------------------
-
-
-def _workflows(tasks: list[dict[str, Any]]) -> tuple[list[int], list[list[int]]]:
-    """Each task's workflow, and each workflow's tasks: a request's by its trace id, every other task the run's."""
-    key_of = [("request", r["trace_id"]) if r.get("span_id") else ("run", None) for r in tasks]
-    numbers: dict[tuple[str, Any], int] = {}
-    workflow_of = [numbers.setdefault(key, len(numbers)) for key in key_of]  # by first submission
-    members: list[list[int]] = [[] for _ in numbers]
-    for i, w in enumerate(workflow_of):
-        members[w].append(i)
-    return workflow_of, members
 
 
 def _tasks_table(tasks: list[dict], facts: list[dict], nodes: dict[str, dict], parents: list[list[int]],
