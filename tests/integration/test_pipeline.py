@@ -374,6 +374,34 @@ def test_the_google_export_of_a_captured_run_holds_every_task_s_cpu_time(run, ca
     assert usage.num_rows > len(invocations)  # tasks longer than a second have several windows
 
 
+def test_the_alibaba_export_of_a_captured_run_reads_back_as_its_trace(run, capsys):
+    """A real capture in Alibaba's v2018 shape: one job of its tasks, an instance per successful invocation with
+    its runtime and CPU time, every host interval of its machines; made and verified by tracekit parse."""
+    assert cli.main(["parse", str(run), "--export", "alibaba"]) == 0
+    said = capsys.readouterr().out
+    assert f"{run / 'alibaba'}: OK:" in said and "machine usage checked against the run" in said
+    invocations = [r for r in read_jsonl(run / "cctf" / "invocations.jsonl") if r["ok"]]
+    instances = (run / "alibaba" / "batch_instance.csv").read_text().splitlines()
+    assert len(instances) == len(invocations) and {line.split(",")[2] for line in instances} == {"j_1"}
+    runtimes = [float(line.split(",")[6]) - float(line.split(",")[5]) for line in instances]
+    assert round(sum(runtimes) * 1000) == sum(r["ts_end"] - r["ts_start"] for r in invocations)
+    usage = (run / "alibaba" / "machine_usage.csv").read_text().splitlines()
+    assert len(usage) == len(rows(run / "cctf", "host_metrics"))
+
+
+def test_a_format_that_lacks_a_table_is_one_line_and_the_others_are_written(run, capsys):
+    """A run whose nodes kept no host samples: the Alibaba export names the missing table, the others are
+    written and verified, and the command says it failed (no report)."""
+    for node in ("cloud1", "cloud2"):
+        (run / "nodes" / node / "host.csv").unlink()
+    assert cli.main(["parse", str(run), "--export", "alibaba", "--export", "wta", "--report"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith(f"tracekit parse: error: no alibaba export: {run / 'cctf'}/host_metrics/ has no host samples "
+                                    "of node cloud1")
+    assert f"{run / 'wta'}: OK:" in captured.out and not (run / "alibaba").exists() and not (run / "report").exists()
+
+
 def test_export_replaces_its_own_earlier_export_and_refuses_other_folders_and_unwritable_paths(run, tmp_path, capsys):
     parse_run(run)
     out = tmp_path / "o"

@@ -359,7 +359,7 @@ def test_export_formats_with_the_older_opendc_key_still_read(tmp_path, export, f
 @pytest.mark.parametrize(
     ("export", "error"),
     [
-        ("export: {formats: [nope]}", "export.formats: unknown format 'nope'; known: google, opendc, wta"),
+        ("export: {formats: [nope]}", "export.formats: unknown format 'nope'; known: alibaba, google, opendc, wta"),
         ("export: {formats: [opendc], opendc: false}", "export.opendc is false but export.formats lists opendc"),
         ("export: {formats: [opendc, opendc]}", "export.formats"),
     ],

@@ -22,12 +22,12 @@ def test_every_format_is_a_module_that_declares_what_the_seam_needs():
 
 
 def test_an_unknown_format_is_refused_with_the_known_ones(capsys):
-    with pytest.raises(UsageError, match=r"unknown export format 'wtf'; known: google, opendc, wta"):
+    with pytest.raises(UsageError, match=r"unknown export format 'wtf'; known: alibaba, google, opendc, wta"):
         export.get("wtf")
     with pytest.raises(SystemExit) as exited:
         cli.main(["export", "wtf", "logs/r1", "-o", "out"])
     assert exited.value.code == 2
-    assert "invalid choice: 'wtf' (choose from 'google', 'opendc', 'wta')" in capsys.readouterr().err
+    assert "invalid choice: 'wtf' (choose from 'alibaba', 'google', 'opendc', 'wta')" in capsys.readouterr().err
 
 
 def test_an_earlier_export_of_the_same_run_is_replaced_anything_else_only_with_force(tmp_path):

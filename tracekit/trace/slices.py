@@ -297,5 +297,6 @@ def cores_needed(task: dict[str, Any], facts: dict[str, Any], node: dict[str, An
 
 
 def peak_memory_kb(task: dict[str, Any], facts: dict[str, Any]) -> int:
-    """The task's peak memory: its rusage's max RSS, else the largest its samples saw (0: unknown)."""
-    return int(task.get("max_rss_kb") or facts["peak_rss_kb"] or 0)
+    """The task's peak memory: the larger of its rusage's max RSS (its largest process's peak) and the most its
+    samples saw at once (a process tree's sum can exceed any one of its processes); 0: unknown."""
+    return max(int(task.get("max_rss_kb") or 0), int(facts["peak_rss_kb"] or 0))
