@@ -30,7 +30,7 @@ def with_host_samples(run, node: str, busy_pct: list[float], rx_bytes: int) -> N
             "load1": 0.5, "load5": 0.5, "load15": 0.5})  # fmt: skip
         for iface in ("eth0", "eth1"):
             links.append({"ts_ms": ts, "node": node, "iface": iface, "dt_ms": 1000, "rx_bytes": rx_bytes,
-                          "tx_bytes": rx_bytes // 2, "rx_bps": rx_bytes * 8.0, "tx_bps": rx_bytes * 4.0})  # fmt: skip
+                          "tx_bytes": rx_bytes // 2, "rx_bits_per_s": rx_bytes * 8.0, "tx_bits_per_s": rx_bytes * 4.0})  # fmt: skip
     trace = run / cctf.CCTF
     cctf.write_table(cctf.node_file(trace, "host_metrics", node), "host_metrics", pa.Table.from_pylist(rows, schema=HOST_METRICS))
     cctf.write_table(cctf.node_file(trace, "link_metrics", node), "link_metrics", pa.Table.from_pylist(links, schema=LINK_METRICS))

@@ -65,8 +65,8 @@ def reference(node, records, offset):
             "mem_used_kb": now["mem_used_kb"], "swap_used_kb": now["swap_used_kb"], "load1": now["load1"],
             "load5": now["load5"], "load15": now["load15"], "disk_read_bytes": disk_read,
             "disk_write_bytes": disk_write,
-            "disk_read_bps": None if disk_read is None else _rate(disk_read, dt_ms),
-            "disk_write_bps": None if disk_write is None else _rate(disk_write, dt_ms),
+            "disk_read_bytes_per_s": None if disk_read is None else _rate(disk_read, dt_ms),
+            "disk_write_bytes_per_s": None if disk_write is None else _rate(disk_write, dt_ms),
         }  # fmt: skip
         host_lines.append(dumps(host) + "\n")
         for iface, counters in sorted(now["net"].items()):
@@ -76,7 +76,7 @@ def reference(node, records, offset):
             rx = max(0, counters["rx_bytes"] - previous["rx_bytes"])
             tx = max(0, counters["tx_bytes"] - previous["tx_bytes"])
             link = {"ts_ms": ts_ms, "node": node, "iface": iface, "dt_ms": dt_ms, "rx_bytes": rx, "tx_bytes": tx,
-                    "rx_bps": _rate(rx * 8, dt_ms), "tx_bps": _rate(tx * 8, dt_ms)}  # fmt: skip
+                    "rx_bits_per_s": _rate(rx * 8, dt_ms), "tx_bits_per_s": _rate(tx * 8, dt_ms)}  # fmt: skip
             link_lines.append(dumps(link) + "\n")
         before = now
     return "".join(host_lines), "".join(link_lines)

@@ -225,8 +225,8 @@ def build_host_metrics(node: str, samples: HostSamples, clock_offset_ms: int) ->
         **{name: now(name) for name in ("load1", "load5", "load15")},
         "disk_read_bytes": disk["read_bytes"],
         "disk_write_bytes": disk["write_bytes"],
-        "disk_read_bps": _rate(disk["read_bytes"], dt_ms),
-        "disk_write_bps": _rate(disk["write_bytes"], dt_ms),
+        "disk_read_bytes_per_s": _rate(disk["read_bytes"], dt_ms),
+        "disk_write_bytes_per_s": _rate(disk["write_bytes"], dt_ms),
     }
     host_table = pa.table([_typed(columns[f.name], f.type) for f in HOST_METRICS], schema=HOST_METRICS)
     return host_table, _link_metrics(node, samples.net, intervals, host_ts, clock_offset_ms)
@@ -254,7 +254,7 @@ def _link_metrics(node: str, net: pa.Table, intervals: pa.Table, host_ts: pa.Arr
         "dt_ms": dt_ms,
         "rx_bytes": rx,
         "tx_bytes": tx,
-        "rx_bps": _rate(pc.multiply(rx, 8), dt_ms),
-        "tx_bps": _rate(pc.multiply(tx, 8), dt_ms),
+        "rx_bits_per_s": _rate(pc.multiply(rx, 8), dt_ms),
+        "tx_bits_per_s": _rate(pc.multiply(tx, 8), dt_ms),
     }
     return pa.table([_typed(columns[f.name], f.type) for f in LINK_METRICS], schema=LINK_METRICS)

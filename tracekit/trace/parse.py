@@ -131,7 +131,7 @@ def link_records(node: NodeFolder) -> list[dict[str, Any]]:
             "u": node.node,
             "v": clock.get("reference"),
             "iface": iface["name"],
-            "bw_bps": int(iface.get("speed_mbps") or 0) * 1_000_000,
+            "bw_bits_per_s": int(iface.get("speed_mbps") or 0) * 1_000_000,
             "rtt_ms": clock.get("rtt_ms"),
         }
         for iface in node.facts.get("interfaces", [])

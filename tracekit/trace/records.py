@@ -141,8 +141,8 @@ HOST_METRICS = pa.schema(
         _field("load15", pa.float64()),
         _field("disk_read_bytes", pa.int64(), nullable=True),
         _field("disk_write_bytes", pa.int64(), nullable=True),
-        _field("disk_read_bps", pa.float64(), nullable=True),
-        _field("disk_write_bps", pa.float64(), nullable=True),
+        _field("disk_read_bytes_per_s", pa.float64(), nullable=True),
+        _field("disk_write_bytes_per_s", pa.float64(), nullable=True),
     ]
 )
 # link_metrics: one row per node, interval and network interface (not lo).
@@ -154,8 +154,8 @@ LINK_METRICS = pa.schema(
         _field("dt_ms", pa.int64()),
         _field("rx_bytes", pa.int64()),
         _field("tx_bytes", pa.int64()),
-        _field("rx_bps", pa.float64()),
-        _field("tx_bps", pa.float64()),
+        _field("rx_bits_per_s", pa.float64()),
+        _field("tx_bits_per_s", pa.float64()),
     ]
 )
 # task_metrics: one row per task (attempt) and interval between its cgroup's samples, the first from the
