@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # One function per command, in the order `tracekit --help` lists them.
     for add in (_add_collect, _add_wrap, _add_ffmpeg, _add_inputs, _add_parse, _add_adapt, _add_export,
-                _add_verify, _add_report, _add_compare, _add_worker, _add_setup, _add_dispatch, _add_clock, _add_load, _add_serve):  # fmt: skip
+                _add_verify, _add_show, _add_report, _add_compare, _add_worker, _add_setup, _add_dispatch, _add_clock, _add_load, _add_serve):  # fmt: skip
         add(commands)
     return parser
 
@@ -701,6 +701,25 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_show(commands: argparse._SubParsersAction) -> None:
+    show = commands.add_parser(
+        "show", help="the first rows of a trace's or an export's table, with each column's unit and meaning",
+        description="Print a table's row count and its first rows, one line per column: its value, its unit and "
+        "what it holds (from the columns' declarations: every table of cctf/ and of an export carries them). "
+        "FILE: a Parquet file of cctf/ or of an export, or a CSV file of an export.",
+        epilog="example: tracekit show logs/test001/opendc/tasks.parquet",
+    )  # fmt: skip
+    show.add_argument("file", type=Path, metavar="FILE")
+    show.add_argument("--rows", type=int, default=1, metavar="N", help="rows to show (default 1)")
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from tracekit.trace.show import show_lines
+
+    print("\n".join(show_lines(args.file, args.rows)))
+    return 0
+
+
 def _add_report(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report",
@@ -1069,6 +1088,7 @@ _HANDLERS = {
     "adapt": _cmd_adapt,
     "export": _cmd_export,
     "report": _cmd_report,
+    "show": _cmd_show,
     "compare": _cmd_compare,
     "verify": _cmd_verify,
     "worker": _cmd_worker,

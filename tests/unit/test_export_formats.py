@@ -19,6 +19,7 @@ def test_every_format_is_a_module_that_declares_what_the_seam_needs():
         for function in ("add_arguments", "export", "add_verify_arguments", "verify"):
             assert callable(getattr(module, function)), (name, function)
         assert module.verify.__doc__, name  # tracekit verify NAME --help says what it checks
+        assert module.TABLES and all(isinstance(name, str) for name in module.TABLES), name
 
 
 def test_an_unknown_format_is_refused_with_the_known_ones(capsys):

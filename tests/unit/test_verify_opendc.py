@@ -173,7 +173,28 @@ BROKEN = {
     "topology not JSON": (dict(experiment="{not json"), "experiment.json: not a usable topology (JSONDecodeError"),
     "topology without hosts": (
         dict(experiment=json.dumps({"topologies": [{"clusters": [{"name": "C01"}]}]})), "usable topology (KeyError"),
+    "memory in a unit OpenDC does not read": (
+        dict(experiment=json.dumps({"topologies": [{"clusters": [{"name": "C01", "hosts": [
+            {"name": "h", "count": 1, "cpu": {"coreCount": 4, "coreSpeed": "2 GHz"}, "memory": {"size": "8 furlongs"}}]}]}]})),
+        "usable topology (ValueError: memory size '8 furlongs' is not a number of KiB, MiB, GiB or TiB)"),
 }
+
+
+def test_the_experiment_is_opendc_s_sdk_shape_with_its_units_written_out():
+    """As OpenDC's own example (opendc-cli's tiny-experiment.json): hosts inline, "3.0 GHz", "16 GiB"; the
+    workload the experiment's folder (a trace source named ".", resolved against the file's folder)."""
+    experiment = experiment_json("t", [NODE])
+    [host] = experiment["topologies"][0]["clusters"][0]["hosts"]
+    assert host["cpu"] == {"coreCount": 4, "coreSpeed": "2000 MHz"} and host["memory"] == {"size": "8192 MiB"}
+    assert experiment["workloads"] == [{"type": "trace", "source": {"type": "named", "name": "."}}]
+    assert experiment["allocationPolicies"] == [{"type": "prefab", "prefabName": "Mem"}]
+
+
+@pytest.mark.parametrize(("size", "mib"), [(8192, 8192.0), ("8192 MiB", 8192.0), ("16 GiB", 16384.0), (" 512 kib ", 0.5)])
+def test_memory_sizes_as_opendc_reads_them(size, mib):
+    from tracekit.trace.verify import memory_mib
+
+    assert memory_mib(size) == mib
 
 
 @pytest.mark.parametrize(("overrides", "expected"), BROKEN.values(), ids=BROKEN.keys())

@@ -62,6 +62,7 @@ def write_table(path: Path, table: str, rows: pa.Table) -> None:
     if not rows.schema.equals(schema):
         raise TracekitError(f"{path}: rows do not have the {table} schema: {rows.schema}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows = pa.Table.from_arrays(rows.columns, schema=schema)  # the declared schema, its fields' units with it
     pq.write_table(rows, path, **parquet_write_options(schema))
 
 

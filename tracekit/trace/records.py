@@ -10,8 +10,11 @@ from __future__ import annotations
 import pyarrow as pa
 
 
-def _field(name: str, kind: pa.DataType, nullable: bool = False) -> pa.Field:
-    return pa.field(name, kind, nullable=nullable)
+def _field(name: str, kind: pa.DataType, nullable: bool = False, unit: str | None = None,
+           description: str | None = None) -> pa.Field:  # fmt: skip
+    """A column; one of an export with its unit and what it holds (cctf's take theirs from their JSON Schema)."""
+    described = {"unit": unit or "", "description": description} if description else None
+    return pa.field(name, kind, nullable=nullable, metadata=described)
 
 
 # The process counters, cumulative in proc.csv and per interval in proc_metrics.
@@ -194,7 +197,25 @@ CONTENTION = pa.schema(
         _field("task_run_delay_share", pa.float64(), nullable=True),
     ]
 )
-# The tables of cctf/ kept as Parquet, one file per node: <name>/<node>.parquet.
+
+
+def described(schema: pa.Schema, json_schema: str) -> pa.Schema:
+    """``schema`` with each field's unit and description, as its JSON Schema (``schemas/<json_schema>``)
+    declares them, in the field's metadata: every Parquet file written with it says what its columns hold."""
+    from tracekit.schemas import load_schema
+
+    properties = load_schema(json_schema)["properties"]
+    return pa.schema([field.with_metadata({"unit": properties[field.name].get("unit", ""),
+                                           "description": properties[field.name].get("description", "")})
+                      for field in schema])  # fmt: skip
+
+
+# The tables of cctf/ kept as Parquet, one file per node: <name>/<node>.parquet; each column's unit and
+# description come from schemas/cctf/<name>.schema.json, where every cctf field is described once.
+PROC_METRICS, HOST_METRICS, LINK_METRICS, TASK_METRICS, CONTENTION = (
+    described(schema, f"cctf/{name}") for schema, name in ((PROC_METRICS, "proc_metrics"), (HOST_METRICS, "host_metrics"),
+                                                           (LINK_METRICS, "link_metrics"), (TASK_METRICS, "task_metrics"),
+                                                           (CONTENTION, "contention")))  # fmt: skip
 CCTF_TABLES = {"proc_metrics": PROC_METRICS, "host_metrics": HOST_METRICS, "link_metrics": LINK_METRICS,
                "task_metrics": TASK_METRICS, "contention": CONTENTION}  # fmt: skip
 # Their sort order within a node's file (the node is the file).
@@ -272,24 +293,24 @@ SWEEP_SUMMARY_AXES_AFTER = "label"  # the swept keys' columns come after this on
 # Required columns must be non-nullable with exactly these physical types.
 OPENDC_TASKS = pa.schema(
     [
-        _field("id", pa.int32()),
-        _field("submission_time", pa.int64()),
-        _field("duration", pa.int64()),
-        _field("cpu_count", pa.int32()),
-        _field("cpu_capacity", pa.float64()),
-        _field("mem_capacity", pa.int64()),
-        _field("name", pa.string(), nullable=True),
+        _field("id", pa.int32(), unit="id", description="0..N-1 by submission time (task_ids.jsonl maps it to the task)"),
+        _field("submission_time", pa.int64(), unit="ms since the epoch", description="when the task was queued (controller clock)"),
+        _field("duration", pa.int64(), unit="ms", description="from its start to its end (at least 1)"),
+        _field("cpu_count", pa.int32(), unit="cores", description="the cores it asked for, else the most one of its slices used, rounded up"),
+        _field("cpu_capacity", pa.float64(), unit="MHz", description="cpu_count times its node's core speed"),
+        _field("mem_capacity", pa.int64(), unit="kB", description="its peak memory (OpenDC's loader reads kB)"),
+        _field("name", pa.string(), nullable=True, unit="", description="node/task_id#attempt: the invocation in the trace"),
         # OpenDC's workflows (its workload format's optional columns): the tasks a task waits for and the ones
         # that wait for it, by id. An HTTP chain's requests; empty for independent tasks.
-        _field("parents", pa.list_(pa.int32()), nullable=True),
-        _field("children", pa.list_(pa.int32()), nullable=True),
+        _field("parents", pa.list_(pa.int32()), nullable=True, unit="id", description="the tasks it waits for: the request that called it"),
+        _field("children", pa.list_(pa.int32()), nullable=True, unit="id", description="the tasks that wait for it: the requests it called"),
     ]
 )
 OPENDC_FRAGMENTS = pa.schema(
     [
-        _field("id", pa.int32()),
-        _field("duration", pa.int64()),
-        _field("cpu_usage", pa.float64()),
+        _field("id", pa.int32(), unit="id", description="the task's id, fragments in task then time order"),
+        _field("duration", pa.int64(), unit="ms", description="the slice's length: a sampling interval inside the task, or its tail"),
+        _field("cpu_usage", pa.float64(), unit="MHz", description="the task's CPU in the slice: CPU-seconds per second times its node's core MHz"),
     ]
 )
 OPENDC_TASKS_REQUIRED = ("id", "submission_time", "duration", "cpu_count", "cpu_capacity", "mem_capacity")

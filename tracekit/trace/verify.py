@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -245,11 +247,25 @@ def _check_workflow(tasks: dict, known: set[int], result: Verification) -> None:
                 result.add(f"tasks.parquet: task {task_id} names child {child}, which does not name it as a parent")
 
 
+# OpenDC's units of a data size (its DataSize: a bare number is MiB), as MiB.
+_MIB_PER = {"kib": 1 / 1024, "mib": 1.0, "gib": 1024.0, "tib": 1024.0**2}
+
+
+def memory_mib(size: Any) -> float:
+    """An OpenDC host's ``memory.size`` (``"16384 MiB"``, ``"16 GiB"``, or a number of MiB) in MiB."""
+    if isinstance(size, (int, float)) and not isinstance(size, bool):
+        return float(size)
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]iB)\s*", str(size), re.I)
+    if not match:
+        raise ValueError(f"memory size {size!r} is not a number of KiB, MiB, GiB or TiB")
+    return float(match[1]) * _MIB_PER[match[2].lower()]
+
+
 def _check_fit(tasks: dict, topology_path: Path, result: Verification) -> None:
     try:
         experiment = json.loads(topology_path.read_text())
         hosts = [
-            (host["cpu"]["coreCount"], host["memory"]["size"])
+            (host["cpu"]["coreCount"], memory_mib(host["memory"]["size"]))
             for topology in experiment["topologies"]
             for cluster in topology["clusters"]
             for host in cluster["hosts"]

@@ -8,6 +8,10 @@ A format's module (named as the format) declares:
 
     NAME: str                    the name on the command line and in export.formats
     TITLE, MAIN_FILES            how tracekit-run's summary names it and its main files
+    TABLES: {file: pa.Schema}    its tables, every column with its unit and description (``column``):
+                                 docs/columns.md and ``tracekit show`` read them
+    NEEDS_HOST_SAMPLES (optional) True: it cannot be written without the nodes' host samples (the experiment
+                                 refuses it with collectors.host: false)
     HELP: str                    one line for ``tracekit export --help``
     DESCRIPTION: str             what it writes, for ``tracekit export NAME --help``
     add_arguments(parser)        its own flags of ``tracekit export NAME`` (their dests: export's keywords)

@@ -44,6 +44,7 @@ DESCRIPTION = ("Write a parsed run as Alibaba's cluster-trace-v2018 tables (CSV 
                "batch tasks with their DAG in the task name, their instances with average and maximum CPU and "
                "memory, the machines and their usage over time; the trace's units (seconds from the start, "
                "100 = one core, memory normalized to the largest machine).")  # fmt: skip
+NEEDS_HOST_SAMPLES = True  # machine_usage: an experiment with collectors.host: false cannot have this format
 TASK_TYPE = "1"  # the original's 12 types are not published: every task is of type 1
 TERMINATED, FAILED = "Terminated", "Failed"
 USING = "USING"  # machine_meta's status of a machine in service
@@ -57,7 +58,7 @@ BATCH_TASK = pa.schema([
     column("status", pa.string(), "", "Terminated, or Failed when its last attempt failed"),
     column("start_time", pa.float64(), "s", "from the trace's start: its first instance's start"),
     column("end_time", pa.float64(), "s", "its last instance's end"),
-    column("plan_cpu", pa.float64(), "1/100 core", "the cores it needed (asked for, else its peak), 100 is one core"),
+    column("plan_cpu", pa.float64(), "% of one core", "the cores it needed (asked for, else its peak), 100 is one core"),
     column("plan_mem", pa.float64(), "% of the largest machine's memory", "its peak memory"),
 ])  # fmt: skip
 BATCH_INSTANCE = pa.schema([
@@ -71,8 +72,8 @@ BATCH_INSTANCE = pa.schema([
     column("machine_id", pa.string(), "", "m_<n>, as machine_meta"),
     column("seq_no", pa.int64(), "", "the attempt"),
     column("total_seq_no", pa.int64(), "", "the task's exported attempts"),
-    column("cpu_avg", pa.float64(), "1/100 core", "its CPU time / its runtime"),
-    column("cpu_max", pa.float64(), "1/100 core", "the most of one sampling interval"),
+    column("cpu_avg", pa.float64(), "% of one core", "its CPU time / its runtime"),
+    column("cpu_max", pa.float64(), "% of one core", "the most of one sampling interval"),
     column("mem_avg", pa.float64(), "% of the largest machine's memory", "the mean RSS sampled (empty: no sample)", nullable=True),
     column("mem_max", pa.float64(), "% of the largest machine's memory", "its peak memory"),
 ])  # fmt: skip

@@ -81,6 +81,7 @@ MACHINE_EVENTS = pa.schema([
     column("capacity", RESOURCES, "NCU, NMU", "its cores and memory, normalized to the largest machine's"),
     column("platform_id", pa.string(), "", "the node's name"),
 ])  # fmt: skip
+TABLES = {EVENTS_FILE: INSTANCE_EVENTS, USAGE_FILE: INSTANCE_USAGE, MACHINES_FILE: MACHINE_EVENTS}
 
 
 # -- the format, as tracekit.trace.export finds it ------------------------------------------------------
@@ -135,8 +136,7 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
     every instance, usage rows inside their instance's run; with --against RUN_DIR, one instance per exported
     invocation, and each one's usage rows holding its measured CPU time (within 0.1%)."""
     checked = Checked()
-    declared = {EVENTS_FILE: INSTANCE_EVENTS, USAGE_FILE: INSTANCE_USAGE, MACHINES_FILE: MACHINE_EVENTS}
-    tables = read_tables(out_dir, declared, NAME, "the declared ones", checked)
+    tables = read_tables(out_dir, TABLES, NAME, "the declared ones", checked)
     if not checked.ok:
         return checked
     events = tables[EVENTS_FILE].to_pydict()

@@ -31,6 +31,12 @@ from tracekit.trace.export import SUMMARY, Checked, ExportResult, prepare_out_di
 from tracekit.trace.slices import node_cores
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS
 
+# The OpenDC this export is written for and checked against (its workload format, its experiment file):
+# atlarge-research/opendc at 3.0-SNAPSHOT (commit 691036d, 2026-07-20; the last release: v2.4u).
+OPENDC_VERSION = "3.0-SNAPSHOT (691036d)"
+TASKS_FILE, FRAGMENTS_FILE = "tasks.parquet", "fragments.parquet"
+TABLES = {TASKS_FILE: OPENDC_TASKS, FRAGMENTS_FILE: OPENDC_FRAGMENTS}  # OpenDC's workload format, declared once
+
 
 # -- the format, as tracekit.trace.export finds it ------------------------------------------------------
 
@@ -109,6 +115,7 @@ def export_opendc(
     (out_dir / "experiment.json").write_text(json.dumps(experiment, indent=2) + "\n")
     summary = {
         "format": NAME,
+        "opendc_version": OPENDC_VERSION,
         "run_dir": str(run_dir),
         "tasks": len(chosen),
         "fragments": fragments.num_rows,
@@ -205,7 +212,9 @@ def measured_hosts(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def experiment_json(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """An `opendc run` experiment: the measured hosts (``measured_hosts``), grouped when identical."""
+    """An experiment for OpenDC's ``opendc run`` (its SDK format, OPENDC_VERSION): the measured hosts
+    (``measured_hosts``), grouped when identical, with their units written out (a bare number would be read
+    as MHz and MiB, with a warning); the workload is the folder the experiment is in."""
     groups: dict[tuple, list[str]] = {}
     for host in measured_hosts(nodes):
         key = (host["cores"], host["cpu_mhz"], host["mem_kb"] // 1024)
@@ -214,8 +223,8 @@ def experiment_json(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
         {
             "name": "+".join(members),
             "count": len(members),
-            "cpu": {"coreCount": cores, "coreSpeed": mhz},
-            "memory": {"size": mem_mib},
+            "cpu": {"coreCount": cores, "coreSpeed": f"{mhz:g} MHz"},
+            "memory": {"size": f"{mem_mib} MiB"},
         }
         for (cores, mhz, mem_mib), members in sorted(groups.items(), key=lambda item: item[1])
     ]

@@ -86,6 +86,7 @@ WORKFLOWS = pa.schema([
     column("total_resources", pa.float64(), "cores", "the sum of its tasks' resource_amount_requested"),
     column("ts_submit", pa.int64(), "ms since the epoch", "its first task's submission"),
 ])  # fmt: skip
+TABLES = {TASKS_FILE: TASKS, WORKFLOWS_FILE: WORKFLOWS}
 
 
 # -- the format, as tracekit.trace.export finds it ------------------------------------------------------
@@ -132,7 +133,7 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
     other within one workflow, each workflow's task count; with --against RUN_DIR, one task per exported
     invocation with its runtime, submission and dependencies as the trace has them."""
     checked = Checked()
-    tables = read_tables(out_dir, {TASKS_FILE: TASKS, WORKFLOWS_FILE: WORKFLOWS}, NAME, "the archive's schema 1.0", checked)
+    tables = read_tables(out_dir, TABLES, NAME, "the archive's schema 1.0", checked)
     if not checked.ok:
         return checked
     tasks = tables[TASKS_FILE].to_pydict()
