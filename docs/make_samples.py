@@ -3,7 +3,8 @@
     .venv/bin/python docs/make_samples.py          # as root, from the checkout: rewrites every sample block
 
 A sample block is a ```text block after a line ``<!-- sample of SOURCE ... -->``: SOURCE is ``the quick start``
-(the marked block of docs/by-hand.md that starts RUN_ID=test001, run as written in a scratch folder) or
+(the marked block of docs/by-hand.md that starts RUN_ID=test001, run as written in a scratch folder, then the
+``tracekit export|verify|show`` commands its samples show beyond it, on the same run) or
 ``tracekit-run`` (``tracekit-run experiments/smoke.yaml`` on inventory/local.yml with node roots and a Redis
 port of its own). The block is a transcript: ``$ COMMAND`` lines, each followed by what it printed. To show
 another command of a source, add its ``$`` line and run this script. tests/integration/test_readme.py runs
@@ -29,7 +30,7 @@ _MARK = "@@tracekit-sample-line "
 # What a real run measures (times, sizes, rates, samples, shares) changes from run to run; the counts of
 # what it ran do not. A number followed by one of these is kept, any other masked.
 _COUNTED = r"(?:/\d+)? (?:invocations?|tasks?|failed|nodes?|node\(s\)|workers?|done)\b"
-_NUMBER = re.compile(r"\d+(?:\.\d+)?(?!\.?\d)(?!" + _COUNTED + r")")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\.?\d)(?!" + _COUNTED + r")")
 
 
 def marked_blocks() -> list[tuple[Path, str]]:
@@ -136,8 +137,32 @@ def rewrite(sources: dict[str, dict[str, str]]) -> list[Path]:
 # -- the sources ---------------------------------------------------------------------------------------
 
 
-def quick_start(folder: Path) -> dict[str, str]:
+# Commands a quick start sample may show beyond its block: more of the same run (other formats, a table's rows).
+_FOLLOW_UPS = ("tracekit export ", "tracekit verify ", "tracekit show ")
+
+
+def quick_start_transcript(folder: Path) -> tuple[int, dict[str, str]]:
+    """The quick start's block run in ``folder``, then the commands its samples show that the block does not
+    run (each page's, in order: another export of the same run, a table's first rows), in one bash after it."""
     code, printed = transcript(block_of("test001"), folder, block_env())
+    if code != 0:
+        return code, printed
+    more: list[str] = []
+    for page in PAGES:
+        for source, sample in samples(page.read_text()):
+            for command in (line[2:] for line in sample.splitlines() if line.startswith("$ ")):
+                if source == "the quick start" and command not in printed and command not in more:
+                    if not command.startswith(_FOLLOW_UPS):
+                        raise KeyError(f"{page.name}: a quick start sample shows {command!r}, which its block does not run")
+                    more.append(command)
+    if more:
+        code, after = transcript("\n".join(more), folder, block_env())
+        printed.update(after)
+    return code, printed
+
+
+def quick_start(folder: Path) -> dict[str, str]:
+    code, printed = quick_start_transcript(folder)
     if code != 0:
         raise SystemExit(f"the quick start failed (exit {code}):\n" + "".join(printed.values()))
     return printed

@@ -53,7 +53,7 @@ def _kill_leftovers(cwd: Path) -> None:
 
 def test_quick_start_runs_as_written_and_prints_its_samples(tmp_path):
     try:
-        code, printed = samples.transcript(block_of("test001"), tmp_path, samples.block_env())
+        code, printed = samples.quick_start_transcript(tmp_path)
     finally:
         _kill_leftovers(tmp_path)
     output = "".join(printed.values())

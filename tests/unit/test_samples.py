@@ -30,3 +30,11 @@ def test_a_changed_count_or_a_new_line_makes_a_sample_stale():
     three = "logs/test001/cctf: 3 invocations (0 failed), 2 process samples on 1 node(s), 100.0% of invocations sampled\n"
     assert "+logs/test#/cctf: 3 invocations" in samples.stale(SAMPLE, printed(stop, three))
     assert samples.stale(SAMPLE, printed(stop + "error: the run folder is gone\n", three.replace("3", "2", 1)))
+
+
+def test_a_measured_value_in_scientific_notation_is_one_number():
+    samples = docs_samples()
+    shown = "$ tracekit show out/t.parquet\n  average_usage  {\"cpus\": 0.548332, \"memory\": 5.12888e-05}  [NCU, NMU]\n"
+    now = {"tracekit show out/t.parquet": "  average_usage  {\"cpus\": 0.6, \"memory\": 0.000102578}  [NCU, NMU]\n"}
+    assert samples.stale(shown, now) is None
+    assert samples.masked("1.5e-07 and 12") == "# and #"
