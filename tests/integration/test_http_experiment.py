@@ -13,11 +13,13 @@ import yaml
 
 from tests.helpers import make_wheel, read_jsonl
 from tests.integration.test_runner import kill_processes_under, processes_under, run_files
+from tests.integration.test_export_round_trip import EVERY_FORMAT
 from tests.inventories import ssh_inventory
+from tests.round_trip import assert_round_trip
 from tests.sshd import free_port
 from tracekit.errors import TracekitError
 from tracekit.experiment.runner import run_experiment
-from tracekit.trace import cctf
+from tracekit.trace import cctf, export
 from tracekit.trace.verify import verify_opendc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -176,7 +178,7 @@ def test_http_chain_over_ssh(tmp_path, ssh_site):
     sshd_nodes, port = ssh_site
     inventory = with_service_ports(ssh_inventory(sshd_nodes, port, tmp_path / "inventory.yml"))
     logs = tmp_path / "logs"
-    chain = [*SHORT, "workload.http.on=[cloud1, cloud2]", "workload.http.chain=true", "export.formats=[opendc, wta]"]
+    chain = [*SHORT, "workload.http.on=[cloud1, cloud2]", "workload.http.chain=true", EVERY_FORMAT]
     try:
         result = run_experiment(HTTP, inventory=inventory, run_id="http-ssh", logs_dir=logs, overrides=chain)
         assert_http_run(logs / "http-ssh", result, chain=True)
@@ -197,6 +199,9 @@ def test_http_chain_over_ssh(tmp_path, ssh_site):
         assert len(opendc) == 160 and sum(len(t["children"]) for t in opendc) == 80
         named = {t["id"]: t["name"].split("/")[0] for t in opendc}
         assert all(named[c] == "cloud2" for t in opendc if named[t["id"]] == "cloud1" for c in t["children"])
+        # Every format, read back as its readers would: 160 tasks, 80 dependencies where the format has them.
+        for name in export.names():
+            assert assert_round_trip(logs / "http-ssh", name) == 160, name
         for name in ("cloud1", "cloud2"):
             assert (sshd_nodes.nodes[name].root / "logs" / "http-ssh" / "events.http.jsonl").is_file()
         assert processes_under(sshd_nodes.folder / "nodes", port) == []

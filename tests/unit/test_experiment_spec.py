@@ -362,6 +362,9 @@ def test_export_formats_with_the_older_opendc_key_still_read(tmp_path, export, f
         ("export: {formats: [nope]}", "export.formats: unknown format 'nope'; known: alibaba, google, opendc, wta"),
         ("export: {formats: [opendc], opendc: false}", "export.opendc is false but export.formats lists opendc"),
         ("export: {formats: [opendc, opendc]}", "export.formats"),
+        ("collectors: {host: false}\nexport: {formats: [opendc, alibaba]}",
+         "export.formats: alibaba needs the nodes' host samples, which collectors.host: false leaves out; set "
+         "collectors.host: true or leave it out"),
     ],
 )
 def test_an_export_format_not_known_or_contradicted_is_one_line(tmp_path, export, error):

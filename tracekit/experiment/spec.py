@@ -193,7 +193,7 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         section=section,
         dispatch=Dispatch(**dispatch),
         parallel=document["workers"]["parallel"],
-        export_formats=export_formats(export, source),
+        export_formats=export_formats(export, source, host_samples=collectors["host"]),
         include_failed=export["include_failed"],
         export_jsonl=export["jsonl"],
         tags=dict(document["tags"]),
@@ -204,10 +204,10 @@ def build(document: dict[str, Any], source: str) -> Experiment:
     )
 
 
-def export_formats(export: dict[str, Any], source: str) -> tuple[str, ...]:
+def export_formats(export: dict[str, Any], source: str, host_samples: bool = True) -> tuple[str, ...]:
     """export.formats (default [opendc]), with export.opendc, the older key, still read: true adds opendc,
     false leaves it out; each format known to tracekit.trace.export."""
-    from tracekit.trace.export import names
+    from tracekit.trace.export import get, names
 
     opendc = export.get("opendc")
     if "formats" not in export:
@@ -220,6 +220,11 @@ def export_formats(export: dict[str, Any], source: str) -> tuple[str, ...]:
         raise ExperimentError(f"{source}: export.opendc is false but export.formats lists opendc; keep one of them")
     if opendc is True and "opendc" not in formats:
         formats.append("opendc")
+    if not host_samples:  # a format whose tables come from the nodes' host samples cannot be written without them
+        needing = [name for name in formats if getattr(get(name), "NEEDS_HOST_SAMPLES", False)]
+        if needing:
+            raise ExperimentError(f"{source}: export.formats: {needing[0]} needs the nodes' host samples, which "
+                                  "collectors.host: false leaves out; set collectors.host: true or leave it out")  # fmt: skip
     return tuple(formats)
 
 
