@@ -678,7 +678,7 @@ def baseline_export(cctf: Path, out: Path) -> None:
             tasks["duration"].append(max(1, end - start))
             tasks["cpu_count"].append(cpu_count)
             tasks["cpu_capacity"].append(cpu_count * mhz)
-            tasks["mem_capacity"].append(int(task.get("max_rss_kb") or peak_rss or 0))
+            tasks["mem_capacity"].append(max(int(task.get("max_rss_kb") or 0), int(peak_rss or 0)))  # as slices.peak_memory_kb
             tasks["name"].append(f"{task['node']}/{task['task_id']}#{task['attempt']}")
             tasks["parents"].append([])  # the generated workload has no HTTP chains
             tasks["children"].append([])

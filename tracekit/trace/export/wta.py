@@ -211,8 +211,7 @@ def critical_path(members: list[int], submit: list[int], runtime: list[int], par
                 children[p].append(i)
     finish: dict[int, int] = {}
     length: dict[int, int] = {}
-    wave: list[int] = []
-    reached: set[int] = set()
+    wave: set[int] = set()  # a set: a batch workflow's wave is all of its tasks (a list was quadratic)
     widest = 0
     while ready:
         i = ready.popleft()
@@ -220,8 +219,8 @@ def critical_path(members: list[int], submit: list[int], runtime: list[int], par
         start = max([submit[i], *(finish[p] for p in before)])
         finish[i] = start + runtime[i]
         length[i] = 1 + max((length[p] for p in before), default=0)
-        reached.update(before)
-        wave = [t for t in wave if t not in reached] + [i]
+        wave.difference_update(before)
+        wave.add(i)
         widest = max(widest, len(wave))
         for child in children[i]:
             waiting[child] -= 1
