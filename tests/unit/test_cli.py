@@ -8,6 +8,7 @@ COMMANDS = [
     [], ["collect"], ["collect", "start"], ["collect", "run"], ["collect", "stop"], ["collect", "status"],
     ["wrap"], ["ffmpeg"], ["inputs"], ["inputs", "generate"], ["parse"], ["adapt"], ["adapt", "nginx"],
     ["export"], ["export", "opendc"], ["report"], ["compare"], ["verify"], ["verify", "opendc"], ["worker"], ["dispatch"],
+    ["show"], *(["export", name] for name in ("alibaba", "google", "wta")), *(["verify", name] for name in ("alibaba", "google", "wta")),
 ]  # fmt: skip
 
 
