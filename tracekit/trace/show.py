@@ -41,7 +41,7 @@ def _export_csv(path: Path) -> pa.Table:
     from tracekit.trace import export
 
     summary = _summary_near(path)
-    module = export.get(str(summary.get("format"))) if summary else None
+    module = export.get(summary["format"]) if summary and summary.get("format") in export.names() else None
     schema = getattr(module, "TABLES", {}).get(path.name) if module else None
     if schema is None:
         raise UsageError(f"{path}: not a CSV table of an export (no export.json beside it that declares it)")

@@ -89,7 +89,7 @@ MACHINE_META = pa.schema([
 MACHINE_USAGE = pa.schema([
     column("machine_id", pa.string(), "", "as machine_meta"),
     column("time_stamp", pa.float64(), "s", "the sampling interval's end, from the trace's start"),
-    column("cpu_util_percent", pa.float64(), "%", "busy share of all its cores in the interval (user and system)"),
+    column("cpu_util_percent", pa.float64(), "%", "busy share of its CPUs in the interval: every mode but idle and iowait (cctf's cpu_util_pct)"),
     column("mem_util_percent", pa.float64(), "%", "memory used / its memory"),
     column("mem_gps", pa.float64(), "", "not measured: empty", nullable=True),
     column("mkpi", pa.int64(), "", "not measured: empty", nullable=True),
