@@ -30,7 +30,8 @@ _MARK = "@@tracekit-sample-line "
 # What a real run measures (times, sizes, rates, samples, shares) changes from run to run; the counts of
 # what it ran do not. A number followed by one of these is kept, any other masked.
 _COUNTED = r"(?:/\d+)? (?:invocations?|tasks?|failed|nodes?|node\(s\)|workers?|done)\b"
-_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\.?\d)(?!" + _COUNTED + r")")
+# A measured value may be missing (null: a task too short for a sample): it is masked as a number is.
+_NUMBER = re.compile(r"\bnull\b|\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\.?\d)(?!" + _COUNTED + r")")
 
 
 def marked_blocks() -> list[tuple[Path, str]]:

@@ -38,3 +38,5 @@ def test_a_measured_value_in_scientific_notation_is_one_number():
     now = {"tracekit show out/t.parquet": "  average_usage  {\"cpus\": 0.6, \"memory\": 0.000102578}  [NCU, NMU]\n"}
     assert samples.stale(shown, now) is None
     assert samples.masked("1.5e-07 and 12") == "# and #"
+    # A value measured in one run and missing (too short to sample) in another.
+    assert samples.stale("$ tracekit show t.csv\n  mem_avg  0.00512  [%]\n", {"tracekit show t.csv": "  mem_avg  null  [%]\n"}) is None

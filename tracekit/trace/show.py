@@ -95,4 +95,4 @@ def _text(value: Any) -> str:
     if isinstance(value, list):
         shown = ", ".join(_text(v) for v in value[:4])
         return f"[{shown}]" if len(value) <= 4 else f"[{shown}, ... {len(value)} values]"
-    return "" if value is None else str(value)
+    return "null" if value is None else str(value)
