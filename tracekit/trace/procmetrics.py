@@ -143,7 +143,9 @@ def _whole_ms_carried(step_ms: pa.Array, task_id: pa.Array, ts: pa.Array, pid: p
     """
     if isinstance(task_id, pa.ChunkedArray):
         task_id = task_id.combine_chunks()
-    group = pc.fill_null(task_id, "")
+    # Each task as a number (the order of the tasks does not matter, only their rows' order within each):
+    # sorting by integers, not by strings.
+    group = pc.dictionary_encode(pc.fill_null(task_id, "")).indices
     order = pc.sort_indices(pa.table({"g": group, "ts": ts, "pid": pid}),
                             sort_keys=[("g", "ascending"), ("ts", "ascending"), ("pid", "ascending")])  # fmt: skip
     steps, groups = pc.take(step_ms, order), pc.take(group, order)
@@ -187,14 +189,16 @@ def close_with_rusage(table: pa.Table, invocations: list[dict[str, Any]]) -> tup
     keys = pa.table({"task_id": pa.array(list(eligible), pa.string()),
                      "pid": pa.array([r["pid"] for r in eligible.values()], pa.int64()),
                      "create_time_ms": pa.array([r["create_time_ms"] for r in eligible.values()], pa.int64())})  # fmt: skip
-    own = table.join(keys, ["task_id", "pid", "create_time_ms"], join_type="inner", use_threads=False)
+    # The join and the grouping move only the key columns and row numbers, not the table.
+    keyed = table.select(["task_id", "pid", "create_time_ms", "ts_ms"]).append_column("row", row_numbers(table.num_rows))
+    own = keyed.join(keys, ["task_id", "pid", "create_time_ms"], join_type="inner", use_threads=False)
     if own.num_rows == 0:
         return table, 0
     latest = own.group_by("task_id", use_threads=False).aggregate([("ts_ms", "max")]).rename_columns(["task_id", "ts_ms"])
-    last_rows = {row["task_id"]: row for row in own.join(latest, ["task_id", "ts_ms"], join_type="inner",
-                                                         use_threads=False).to_pylist()}  # fmt: skip
-    task_rows = table.filter(pc.is_in(table.column("task_id"), value_set=pa.array(list(last_rows), pa.string())))
-    sums = task_rows.group_by("task_id", use_threads=False).aggregate([("cpu_user_ms", "sum"), ("cpu_system_ms", "sum")])
+    last_row = own.join(latest, ["task_id", "ts_ms"], join_type="inner", use_threads=False).column("row")
+    last_rows = {row["task_id"]: row for row in table.take(last_row).to_pylist()}
+    sums = table.select(["task_id", "cpu_user_ms", "cpu_system_ms"]).group_by("task_id", use_threads=False).aggregate(
+        [("cpu_user_ms", "sum"), ("cpu_system_ms", "sum")])  # fmt: skip
     shown_of = {task_id: (user or 0) + (system or 0) for task_id, user, system in
                 zip(*(sums.column(name).to_pylist() for name in ("task_id", "cpu_user_ms_sum", "cpu_system_ms_sum")))}  # fmt: skip
     closing = []
