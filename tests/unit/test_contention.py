@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -200,7 +201,20 @@ def test_the_same_samples_in_any_order_give_the_same_floats():
     from tracekit.trace.contention import _run_delay
 
     cgroups = tasks_table(*(task_metrics(f"t{i}", [cores]) for i, cores in enumerate([0.0001, 0.0002, 0.0003])))
-    assert run_cpu(cgroups, None) == run_cpu(cgroups.take([2, 1, 0]), None) == [(0, SECOND, 0.1 + 0.2 + 0.3)]
+    assert run_cpu(cgroups, None).rows() == run_cpu(cgroups.take([2, 1, 0]), None).rows() == [(0, SECOND, 0.1 + 0.2 + 0.3)]
     waits = pa.concat_tables([proc_metrics("t1", [0.5], run_delay_cores=[c]) for c in (0.0001, 0.0002, 0.0003)])
-    assert run_cpu(None, waits) == run_cpu(None, waits.take([2, 1, 0]))
-    assert _run_delay(waits, [0], [SECOND]) == _run_delay(waits.take([2, 1, 0]), [0], [SECOND])
+    assert run_cpu(None, waits).rows() == run_cpu(None, waits.take([2, 1, 0])).rows()
+    interval = (np.array([0]), np.array([SECOND]))
+    assert _run_delay(waits, *interval) == _run_delay(waits.take([2, 1, 0]), *interval)
+
+
+def test_a_value_is_spread_over_the_intervals_it_overlaps_in_proportion():
+    """_spread, vectorized: a row within one interval, one across two, one across four (a process's first
+    interval from its creation, long before), one of no length (the interval holding it), one outside all."""
+    from tracekit.trace.contention import Spans, _spread
+
+    starts, ends = np.array([0, 100, 200, 300]), np.array([100, 200, 300, 400])
+    spans = Spans.of([(10, 60, 5.0), (50, 150, 10.0), (-400, 400, 8.0), (200, 200, 3.0), (500, 600, 9.0)])
+    # The point at 200 is held by the interval that ends there.
+    assert _spread(starts, ends, spans).tolist() == pytest.approx([5.0 + 5.0 + 1.0, 5.0 + 1.0 + 3.0, 1.0, 1.0])
+    assert _spread(starts, ends, Spans.of([])).tolist() == [0.0] * 4

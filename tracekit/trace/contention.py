@@ -30,16 +30,17 @@ was), in its own table rather than as columns of host_metrics.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracekit.trace import cctf
+from tracekit.trace.arrowjson import round_like_python
 from tracekit.trace.records import CONTENTION, PROC_METRICS
 
 SATURATED_BUSY_PCT = 90.0  # the node's CPUs this busy (the host sample's cpu_util_pct) are saturated
@@ -56,40 +57,73 @@ class NodeContention:
     figures: dict[str, Any]  # the audit's contention.nodes[node]
 
 
-def _spread(starts: list[int], ends: list[int], rows: Iterable[tuple[float, float, float]]) -> list[float]:
-    """Each row's value (start, end, value) shared among the host intervals [starts[i], ends[i]] it
-    overlaps, in proportion to the overlap; a row of no length goes to the interval holding it. The
-    intervals are in time order and do not overlap (host samples)."""
-    out = [0.0] * len(ends)
-    for start, end, value in rows:
-        if end <= start:
-            i = bisect_left(ends, end)
-            if i < len(ends) and starts[i] <= end:
-                out[i] += value
-            continue
-        i = bisect_right(ends, start)  # the first interval that ends after the row starts
-        while i < len(ends) and starts[i] < end:
-            overlap = min(end, ends[i]) - max(start, starts[i])
-            if overlap > 0:
-                out[i] += value * overlap / (end - start)
-            i += 1
+@dataclass(frozen=True)
+class Spans:
+    """Values over time, one per row: [start, end] (ms) and the value (arrays of one length)."""
+
+    start: np.ndarray  # int64
+    end: np.ndarray  # int64
+    value: np.ndarray  # float64
+
+    @staticmethod
+    def of(rows: Iterable[tuple[int, int, float]]) -> Spans:
+        rows = list(rows)
+        return Spans(np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
+                     np.array([r[2] for r in rows], np.float64))  # fmt: skip
+
+    @staticmethod
+    def joined(parts: Iterable[Spans]) -> Spans:
+        parts = list(parts)
+        if not parts:
+            return Spans.of([])
+        return Spans(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("start", "end", "value")))
+
+    def rows(self) -> list[tuple[int, int, float]]:
+        return list(zip(self.start.tolist(), self.end.tolist(), self.value.tolist()))
+
+
+def _spread(starts: np.ndarray, ends: np.ndarray, spans: Spans) -> np.ndarray:
+    """Each row's value shared among the host intervals [starts[i], ends[i]] it overlaps, in proportion to
+    the overlap; a row of no length goes to the interval holding it. The intervals are in time order and do
+    not overlap (host samples). Vectorized: one pass per interval a row reaches into (rows reach one or two)."""
+    out = np.zeros(len(ends))
+    if not len(ends) or not len(spans.value):
+        return out
+    point = spans.end <= spans.start
+    at = spans.end[point]
+    i = np.searchsorted(ends, at, side="left")  # the first interval that ends at or after the point
+    held = i < len(ends)
+    held[held] = starts[i[held]] <= at[held]
+    np.add.at(out, i[held], spans.value[point][held])
+    start, end, value = spans.start[~point], spans.end[~point], spans.value[~point]
+    length = (end - start).astype(np.float64)
+    i = np.searchsorted(ends, start, side="right")  # the first interval that ends after the row starts
+    while len(i):
+        live = i < len(ends)
+        live[live] = starts[i[live]] < end[live]
+        i, start, end, value, length = i[live], start[live], end[live], value[live], length[live]
+        overlap = np.minimum(end, ends[i]) - np.maximum(start, starts[i])
+        counted = overlap > 0
+        np.add.at(out, i[counted], value[counted] * overlap[counted] / length[counted])
+        i = i + 1
     return out
 
 
-def _per_interval(table: pa.Table, values: dict[str, pa.Array]) -> Iterable[tuple[str, list[tuple[int, int, float]]]]:
-    """For each named value: (interval start, end, the value summed over the rows of that interval), in
-    time order. The same rows in any order give the same floats: integer values are summed exactly, float
-    ones in the order of their values."""
+def _per_interval(table: pa.Table, values: dict[str, pa.Array]) -> Iterable[tuple[str, Spans]]:
+    """For each named value: its sum over the rows of each (interval start, end), in time order. The same
+    rows in any order give the same floats: integer values are summed exactly, float ones in the order of
+    their values."""
     grouped = pa.table({"ts_ms": table.column("ts_ms"), "dt_ms": table.column("dt_ms"), **values})
     floats = [name for name, column in values.items() if pa.types.is_floating(column.type)]
     if floats:  # float addition is not associative: a canonical order first
         grouped = grouped.sort_by([("ts_ms", "ascending"), ("dt_ms", "ascending"), *((n, "ascending") for n in floats)])
     grouped = grouped.group_by(["ts_ms", "dt_ms"], use_threads=False).aggregate([(name, "sum") for name in values])
     grouped = grouped.sort_by([("ts_ms", "ascending"), ("dt_ms", "ascending")])
-    ts, dt = grouped.column("ts_ms").to_pylist(), grouped.column("dt_ms").to_pylist()
+    end = grouped.column("ts_ms").to_numpy()
+    start = end - grouped.column("dt_ms").to_numpy()
     for name in values:
-        sums = grouped.column(f"{name}_sum").to_pylist()
-        yield name, [(t - d, t, float(s or 0)) for t, d, s in zip(ts, dt, sums)]
+        sums = pc.cast(pc.fill_null(grouped.column(f"{name}_sum"), 0), pa.float64()).to_numpy()
+        yield name, Spans(start, end, sums)
 
 
 def _cpu_ms(table: pa.Table) -> pa.Array:
@@ -97,15 +131,15 @@ def _cpu_ms(table: pa.Table) -> pa.Array:
     return pc.add(table.column("cpu_user_ms"), table.column("cpu_system_ms"))
 
 
-def run_cpu(task_metrics: pa.Table | None, proc_metrics: pa.Table | None) -> list[tuple[int, int, float]]:
-    """A node's run CPU as (interval start, end, CPU ms): its task cgroups' samples, else (None) its
-    followed processes' samples."""
+def run_cpu(task_metrics: pa.Table | None, proc_metrics: pa.Table | None) -> Spans:
+    """A node's run CPU (ms) over time: its task cgroups' samples, else (None) its followed processes'
+    samples."""
     run = task_metrics if task_metrics is not None else proc_metrics
     if run is None or run.num_rows == 0:
-        return []
+        return Spans.of([])
     cpu = pc.cast(run.column("cpu_ms"), pa.float64()) if task_metrics is not None else _cpu_ms(run)
-    [(_, rows)] = _per_interval(run, {"cpu_ms": cpu})
-    return rows
+    [(_, spans)] = _per_interval(run, {"cpu_ms": cpu})
+    return spans
 
 
 def node_contention(
@@ -115,7 +149,7 @@ def node_contention(
     task_metrics: pa.Table | None,
     proc_metrics: pa.Table | None,
     cores_usable: int | None = None,
-    neighbours_cpu: list[tuple[int, int, float]] = (),
+    neighbours_cpu: Spans | None = None,
 ) -> NodeContention:
     """One node's contention. ``task_metrics``: its tasks' cgroup samples, or None when its tasks had
     no cgroups of their own (then ``proc_metrics``, its followed processes' samples, stands for the
@@ -124,16 +158,18 @@ def node_contention(
     ``neighbours_cpu``: the run CPU (``run_cpu``) of the run's other nodes on the same CPUs (nodes of one
     machine without CPU sets of their own): the run's too, not other work."""
     source = SOURCES[0] if task_metrics is not None else SOURCES[1]
-    ends = host.column("ts_ms").to_pylist()
-    starts = [end - dt for end, dt in zip(ends, host.column("dt_ms").to_pylist())]
+    ends = host.column("ts_ms").to_numpy()
+    starts = ends - host.column("dt_ms").to_numpy()
     cpus = [len(cores) or (cores_usable or 0) for cores in host.column("per_core_util_pct").to_pylist()]
     busy_pct = host.column("cpu_util_pct").to_pylist()
     busy = [pct * n / 100.0 for pct, n in zip(busy_pct, cpus)]
 
-    run_ms = _spread(starts, ends, [*run_cpu(task_metrics, proc_metrics), *neighbours_cpu])
+    run_spans = run_cpu(task_metrics, proc_metrics)
+    run_ms = _spread(starts, ends, Spans.joined([run_spans, neighbours_cpu]) if neighbours_cpu is not None else run_spans).tolist()
     dated = [r for r in invocations if r.get("ts_start") is not None and r.get("ts_end") is not None]
-    task_ms = _spread(starts, ends, ((r["ts_start"], r["ts_end"], r["ts_end"] - r["ts_start"]) for r in dated))
+    task_ms = _spread(starts, ends, Spans.of((r["ts_start"], r["ts_end"], r["ts_end"] - r["ts_start"]) for r in dated)).tolist()
     wait_ms, waited_cpu_ms = _run_delay(proc_metrics, starts, ends)
+    starts, ends = starts.tolist(), ends.tolist()
 
     run_cores = [ms / (end - start) for ms, start, end in zip(run_ms, starts, ends)]
     other = [max(0.0, b - r) for b, r in zip(busy, run_cores)]
@@ -148,7 +184,7 @@ def node_contention(
     return NodeContention(table, _figures(node, source, busy_pct, cpus, other, task_ms, wait_ms, waited_cpu_ms))
 
 
-def _run_delay(proc: pa.Table | None, starts: list[int], ends: list[int]) -> tuple[list, list]:
+def _run_delay(proc: pa.Table | None, starts: np.ndarray, ends: np.ndarray) -> tuple[list, list]:
     """Per interval, the run-queue wait of the tasks' processes and their CPU in the same samples
     (None where no sample of a task's process has a wait)."""
     nothing = [None] * len(ends)
@@ -159,17 +195,18 @@ def _run_delay(proc: pa.Table | None, starts: list[int], ends: list[int]) -> tup
         return nothing, nothing
     # Summed in ns (integers: exact, whatever the rows' order), then ms.
     per_interval = _per_interval(known, {"wait": known.column(RUN_DELAY), "cpu": _cpu_ms(known)})
-    spread = {name: _spread(starts, ends, [(a, b, v / 1e6 if name == "wait" else v) for a, b, v in rows])
-              for name, rows in per_interval}  # fmt: skip
+    spread = {name: _spread(starts, ends, Spans(spans.start, spans.end, spans.value / 1e6 if name == "wait" else spans.value)).tolist()
+              for name, spans in per_interval}  # fmt: skip
     # An interval none of whose samples had a wait says nothing (rather than "no wait").
     [(_, seen)] = _per_interval(known, {"one": pa.array([1] * known.num_rows, pa.int64())})
-    present = _spread(starts, ends, seen)
+    present = _spread(starts, ends, seen).tolist()
     return ([w if p else None for w, p in zip(spread["wait"], present)],
             [c if p else None for c, p in zip(spread["cpu"], present)])  # fmt: skip
 
 
 def _rounded(values: list[float | None]) -> pa.Array:
-    return pa.array([None if v is None else round(v, DIGITS) for v in values], pa.float64())
+    """As Python's round(v, DIGITS) gives them, a column at a time."""
+    return round_like_python(pa.array(values, pa.float64()), DIGITS)
 
 
 def _figures(node: str, source: str, busy_pct: list[float], cpus: list[int], other: list[float],
@@ -253,7 +290,7 @@ def write_contention(
         host = cctf.read_table(cctf_dir, "host_metrics", nodes=[node])
         tasks, proc = _node_tables(cctf_dir, record, wait_too=True)
         mine = [r for r in invocations if r["node"] == node]
-        beside = [row for other in shared[node] for row in neighbours[other]]
+        beside = Spans.joined(neighbours[other] for other in shared[node])
         result = node_contention(node, host, mine, tasks, proc, record.get("cores_usable"), beside)
         cctf.write_table(cctf.node_file(cctf_dir, "contention", node), "contention", result.table)
         figures[node] = result.figures
