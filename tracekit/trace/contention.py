@@ -33,15 +33,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracekit.trace import cctf
 from tracekit.trace.arrowjson import round_like_python
 from tracekit.trace.records import CONTENTION, PROC_METRICS
+
+if TYPE_CHECKING:
+    import numpy as np
+# numpy is imported where used: a node's parse (tracekit parse --node-part) reaches this module through the
+# audit's thresholds, and a node's venv has no numpy (tracekit.experiment.wheelhouse.NODE_DISTRIBUTIONS).
 
 SATURATED_BUSY_PCT = 90.0  # the node's CPUs this busy (the host sample's cpu_util_pct) are saturated
 OTHER_SHARE = 0.10  # other work holding this share of the node's CPUs or more is meaningful
@@ -67,12 +71,16 @@ class Spans:
 
     @staticmethod
     def of(rows: Iterable[tuple[int, int, float]]) -> Spans:
+        import numpy as np
+
         rows = list(rows)
         return Spans(np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
                      np.array([r[2] for r in rows], np.float64))  # fmt: skip
 
     @staticmethod
     def joined(parts: Iterable[Spans]) -> Spans:
+        import numpy as np
+
         parts = list(parts)
         if not parts:
             return Spans.of([])
@@ -86,6 +94,8 @@ def _spread(starts: np.ndarray, ends: np.ndarray, spans: Spans) -> np.ndarray:
     """Each row's value shared among the host intervals [starts[i], ends[i]] it overlaps, in proportion to
     the overlap; a row of no length goes to the interval holding it. The intervals are in time order and do
     not overlap (host samples). Vectorized: one pass per interval a row reaches into (rows reach one or two)."""
+    import numpy as np
+
     out = np.zeros(len(ends))
     if not len(ends) or not len(spans.value):
         return out
