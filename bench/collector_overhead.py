@@ -53,6 +53,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _load import add_arguments as add_load_arguments
+from _load import wait_for_quiet
+
 # Named after this run (at most 15 characters, the kernel's comm): another run of this bench on
 # the machine (another checkout's) must not add its children to this one's, nor this one to it.
 CHILD_NAME = f"tkbench-{os.getpid()}"
@@ -513,14 +516,6 @@ def run_all(runner: Runner, counts: tuple[int, ...]) -> str | None:
     return why_not
 
 
-def wait_for_quiet(load: float, most_s: float) -> float:
-    """Wait (up to ``most_s``) until the 1-minute load average is at most ``load``; the seconds waited."""
-    started = time.monotonic()
-    while os.getloadavg()[0] > load and time.monotonic() - started < most_s:
-        time.sleep(5)
-    return time.monotonic() - started
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="Measures; exits 0 whatever the numbers.")
@@ -530,9 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per configuration (default: 25 at 1 Hz, 15 at 10 Hz)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep the raw output in DIR (new or empty; default: a temp dir)")
-    parser.add_argument("--max-load", type=float, default=0.75 * (os.cpu_count() or 1), metavar="L",
-                        help="no PASS/FAIL when the 1-minute load average went above L "
-                             "(default: 0.75 per core)")  # fmt: skip
+    add_load_arguments(parser)
     parser.add_argument("--wait-quiet", type=float, default=180.0, metavar="S",
                         help="first wait up to S seconds for the 1-minute load average to fall to half of --max-load "
                              "(what a test suite just ended leaves decays in a few minutes; default: 180)")  # fmt: skip

@@ -52,11 +52,12 @@ from pathlib import Path
 
 import psutil
 import redis
+from _load import LoadWatch
+from _load import add_arguments as add_load_arguments
 
 NODES = ("bench1", "bench2")
 PARALLEL = (1, 2, 4)
 TARGET_TPS, TARGET_VS_RQ = 1000.0, 5.0
-VERDICT = {True: "PASS", False: "FAIL"}
 STALL_S = 60.0  # give up when no task finishes for this long
 NAN = float("nan")
 
@@ -390,6 +391,7 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="500 tasks instead of 5,000")
+    add_load_arguments(parser)
     parser.add_argument("--tasks", type=int, help="number of tasks (default: 5000, --quick 500)")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="profile a worker when Tracekit misses a target (default), always or never")  # fmt: skip
@@ -404,7 +406,8 @@ def main() -> int:
         return profiled_worker_main(args.profiled_worker, rest[1:] if rest[:1] == ["--"] else rest)
     n = args.tasks or (500 if args.quick else 5000)
     interrupt_on_sigterm()
-    print(f"# Dispatch throughput: {n:,} no-op tasks (`true`), 2 workers\n\n{machine()}\n\nstart: {load()}\n")
+    watch = LoadWatch.from_args(args)
+    print(f"# Dispatch throughput: {n:,} no-op tasks (`true`), 2 workers\n\n{machine()}\n\n{watch.start_line()}\n")
     children = Children()
     with tempfile.TemporaryDirectory(prefix="tkbench-dispatch-") as name:
         server = RedisServer(tmp := Path(name))
@@ -413,19 +416,20 @@ def main() -> int:
             rows = []
             for parallel in PARALLEL:
                 rows.append(run_tracekit(server, children, n, parallel, tmp))
+                watch.note()
                 print(f"- tracekit --parallel {parallel}: {rows[-1]['e2e_tps']:,.0f} tasks/s ({load()})", file=sys.stderr)
             # The price of a cgroup per task (one more exec: tracekit.taskcgroup), at the widest setting.
             rows.append(run_tracekit(server, children, n, PARALLEL[-1], tmp, task_cgroups=False))
             print(f"- tracekit --parallel {PARALLEL[-1]} --no-task-cgroups: {rows[-1]['e2e_tps']:,.0f} tasks/s", file=sys.stderr)
             best = max(rows[: len(PARALLEL)], key=lambda r: r["e2e_tps"])
             rows += [rq := run_rq(server, children, n, tmp), run_ceiling(server, children, n, tmp)]
-            print(table(rows) + f"\n\nend: {load()}\n")
+            print(table(rows) + f"\n\n{watch.end_line()}\n")
             checks = [(f">= {TARGET_TPS:,.0f} tasks/s end to end", best["e2e_tps"] >= TARGET_TPS, f"{best['e2e_tps']:,.0f}")]
             for kind in ("e2e", "drain"):
                 ratio = best[f"{kind}_tps"] / rq[f"{kind}_tps"]
                 checks.append((f">= {TARGET_VS_RQ:.0f}x rq ({kind} rate)", ratio >= TARGET_VS_RQ, f"{ratio:.2f}x"))
             for what, ok, value in checks:
-                print(f"- {VERDICT[ok]}: {best['system']} {what}: {value}")
+                print(f"- {watch.verdict(ok)}: {best['system']} {what}: {value}")
             if any(r["failed"] for r in rows):
                 print("- WARNING: some tasks failed; see the failed column")
             if args.profile == "always" or (args.profile == "auto" and not all(ok for _, ok, _ in checks)):

@@ -51,11 +51,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from _load import LoadWatch
+from _load import add_arguments as add_load_arguments
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 TRACEKIT = str(VENV_BIN / "tracekit")
 EXAMPLE = REPO / "examples" / "fastapi_svc"
-VERDICT = {True: "PASS", False: "FAIL"}
 # A request that does nothing (the worst case for the middleware's share) and one with 0.5 ms of CPU.
 OVERHEAD_PATHS = ("/work", "/work?cpu_ms=0.5")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -250,14 +252,16 @@ def generator(work: Path, duration: str, rates: list[int], ceiling_rates: list[i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (~1 min)")
+    add_load_arguments(parser)
     args = parser.parse_args(argv)
+    watch = LoadWatch.from_args(args)
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} is not installed: apt-get install -y {tool}")
     duration, rounds = ("5s", 1) if args.quick else ("15s", 2)
     print("# HTTP services benchmark\n")
     print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(watch.start_line())
     print(f"- pinning: {'server on CPU 1, generator on CPU 0' if cpus_for('server') else 'none (one CPU)'}\n")
     with tempfile.TemporaryDirectory(prefix="tkbench-http-") as tmp:
         work = Path(tmp)
@@ -296,15 +300,15 @@ def main(argv: list[str] | None = None) -> int:
           f"32 connections) on the same URL: {gen['wrk_per_s']:.0f} req/s\n")  # fmt: skip
     rate_ok = all(abs(r["achieved"] / r["rate"] - 1) <= 0.01 and r["errors"] == 0 for r in gen["rows"])
     lag_ok = all(r["p99_lag"] <= 5 for r in gen["rows"])
+    print(watch.end_line() + "\n")
     print("## Targets\n")
     for path, overhead in overheads.items():
-        print(f"- {VERDICT[overhead['cpu_ratio'] <= 1.05]} middleware CPU per request on `{path}` "
+        print(f"- {watch.verdict(overhead['cpu_ratio'] <= 1.05)} middleware CPU per request on `{path}` "
               f"{overhead['cpu_ratio']:.3f}x (target <= 1.05x)")  # fmt: skip
-        print(f"- {VERDICT[overhead['p99_ratio'] <= 1.10]} middleware p99 on `{path}` {overhead['p99_ratio']:.3f}x (target <= 1.10x)")
-    print(f"- {VERDICT[abs(accounting['ratio'] - 1) <= 0.10]} per-request CPU / process CPU {accounting['ratio']:.3f} (target 0.90 to 1.10)")
-    print(f"- {VERDICT[rate_ok]} achieved rate within 1% of target from 100 to 2,000 req/s")
-    print(f"- {VERDICT[lag_ok]} p99 send lag <= 5 ms at every rate")
-    print(f"\n- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"- {watch.verdict(overhead['p99_ratio'] <= 1.10)} middleware p99 on `{path}` {overhead['p99_ratio']:.3f}x (target <= 1.10x)")
+    print(f"- {watch.verdict(abs(accounting['ratio'] - 1) <= 0.10)} per-request CPU / process CPU {accounting['ratio']:.3f} (target 0.90 to 1.10)")
+    print(f"- {watch.verdict(rate_ok)} achieved rate within 1% of target from 100 to 2,000 req/s")
+    print(f"- {watch.verdict(lag_ok)} p99 send lag <= 5 ms at every rate")
     return 0
 
 

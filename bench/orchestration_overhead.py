@@ -85,6 +85,8 @@ from tests.sshd import SshNodes, free_port, start_sshd_nodes  # noqa: E402
 from tracekit.experiment.progress import Progress  # noqa: E402
 from tracekit.experiment.render import PHASES, play_phases  # noqa: E402
 from tracekit.experiment.runner import run_experiment  # noqa: E402
+from _load import LoadWatch
+from _load import add_arguments as add_load_arguments
 
 SMOKE = REPO / "experiments" / "smoke.yaml"
 NODES = ("cloud0", "cloud1", "cloud2")
@@ -92,7 +94,6 @@ KINDS = ("local", "ssh")
 TARGET_OVERHEAD_S = {"local": 30.0, "ssh": 45.0}
 TARGET_RATIO = 1.10
 DISPATCH_PHASE = "run"
-VERDICT = {True: "PASS", False: "FAIL"}
 ARG_SPEC_TASK = "Validating arguments against arg spec"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 PLAY_BANNER = re.compile(r"PLAY \[(?P<play>.*)\] \*+$")  # at least 3 stars, however long the name
@@ -441,17 +442,17 @@ def print_table(kind: str, first: Timing, measured: Timing, plain: Timing, repea
           f"first run: wheelhouse install, venvs and clips, not counted in the targets.")  # fmt: skip
 
 
-def verdicts(kind: str, measured: Timing, plain: Timing) -> list[str]:
+def verdicts(kind: str, measured: Timing, plain: Timing, watch: LoadWatch) -> list[str]:
     target = TARGET_OVERHEAD_S[kind]
     ratio = measured.overhead_s / plain.overhead_s
     return [
-        f"{VERDICT[measured.overhead_s <= target]}  {kind}: overhead {measured.overhead_s:.1f} s <= {target:g} s",
-        f"{VERDICT[ratio <= TARGET_RATIO]}  {kind}: overhead {ratio:.2f}x plain ansible-playbook "
+        f"{watch.verdict(measured.overhead_s <= target)}  {kind}: overhead {measured.overhead_s:.1f} s <= {target:g} s",
+        f"{watch.verdict(ratio <= TARGET_RATIO)}  {kind}: overhead {ratio:.2f}x plain ansible-playbook "
         f"({measured.overhead_s:.1f} s vs {plain.overhead_s:.1f} s) <= {TARGET_RATIO:.2f}x",
     ]
 
 
-def bench_kind(kind: str, folder: Path, top: int, repeat: int) -> list[str]:
+def bench_kind(kind: str, folder: Path, top: int, repeat: int, watch: LoadWatch) -> list[str]:
     phase_of = play_phases(REPO / "playbooks")
     with site(kind, folder) as (inventory, _port):
         logs = folder / "logs"
@@ -472,7 +473,8 @@ def bench_kind(kind: str, folder: Path, top: int, repeat: int) -> list[str]:
         measured, plain = Timing.median(measured_runs), Timing.median(plain_runs)
         print_table(kind, first, measured, plain, repeat)
         print_costs(kind, measured.run_dir, top, phase_of)
-        return verdicts(kind, measured, plain)
+        watch.note()
+        return verdicts(kind, measured, plain, watch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -482,7 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="measured tracekit-run and ansible-playbook runs each, alternating; medians (default 1)")
     parser.add_argument("--top", type=int, default=8, help="costliest tasks to list per kind (default 8)")
+    add_load_arguments(parser)
     args = parser.parse_args(argv)
+    watch = LoadWatch.from_args(args)
     interrupt_on_sigterm()
     kinds = (args.only,) if args.only else KINDS
     print(f"# Orchestration overhead: {SMOKE.relative_to(REPO)}, {', '.join(kinds)}\n\n{machine()}\n")
@@ -496,10 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with folder_context as name:
         for kind in kinds:
-            results += bench_kind(kind, Path(name) / kind, args.top, args.repeat)
+            results += bench_kind(kind, Path(name) / kind, args.top, args.repeat, watch)
         if args.keep:
             print(f"\nkept: {name}")
-    print(f"\nend: {load()}\n")
+    print(f"\n{watch.end_line()}\n")
     print("\n".join(results))
     return 0
 

@@ -59,6 +59,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from _load import LoadWatch
+from _load import add_arguments as add_load_arguments
 from tracekit.trace.export import names as export_formats
 
 TICK_MS = 1000
@@ -75,7 +77,11 @@ FAILED_SHARE = 0.02  # exit status 1
 KILLED_SHARE = 0.005  # SIGKILL
 DEFAULTS = {"samples": 2_000_000, "invocations": 10_000}
 QUICK = {"samples": 60_000, "invocations": 300}
-TARGET_SAMPLES_PER_S = 1_000_000
+# The pipeline is judged against what this machine can do in the same run (issue 29): parse + export at most
+# this multiple of the io floor (the raw files read and written back, nothing computed), and at least this
+# multiple of the per-record baseline. (1,000,000 samples/s on 2 cores was withdrawn: parse and export need
+# more CPU-seconds than 2 cores give in 2 s.)
+TARGET_VS_FLOOR = 2.5
 TARGET_SPEEDUP = 10.0
 RSS_GROWTH_TOLERANCE = 1.10  # 2x the nodes may cost at most 10 % more peak RSS
 TARGET_JSONL_SAMPLES_PER_S = 200_000  # with the JSON Lines copy (parse --jsonl)
@@ -83,7 +89,6 @@ TARGET_FORMAT_VS_OPENDC = 2.0  # every export format within 2x of the OpenDC exp
 FORMATS = tuple(export_formats())
 JOBS = ("tracekit-parse", "tracekit-parse-jsonl", "tracekit-merge", "tracekit-export", "baseline-parse", "baseline-export",
         "io-floor", *(f"export:{name}" for name in FORMATS))
-VERDICT = {True: "PASS", False: "FAIL"}
 
 
 # -- synthetic raw run ---------------------------------------------------------
@@ -801,10 +806,6 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")  # fmt: skip
 
 
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def count_lines(path: Path) -> int:
     lines = 0
     with open(path, "rb") as f:
@@ -867,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"invocations in total (default {fmt_int(DEFAULTS['invocations'])})")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=8, help="invocations running at once per node (default 8)")
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
+    add_load_arguments(parser)
     parser.add_argument("--keep", type=Path, metavar="DIR", help="generate into DIR and keep everything")
     parser.add_argument("--profile", action="store_true",
                         help="also cProfile tracekit's parse and export on the main run "
@@ -898,7 +900,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"# Trace pipeline benchmark{' (--quick: not representative)' if args.quick else ''}\n")
         print(f"- machine: {machine()}")
-        print(f"- load average at start: {load_average()}")
+        watch = LoadWatch.from_args(args)
+        print(watch.start_line())
         started = time.perf_counter()
         main_run = work / f"run-{nodes}n"
         data = generate_run(main_run, nodes, samples, invocations, args.concurrency, args.seed, jsonl_copy=True)
@@ -999,7 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"- {n} nodes: {merge['seconds']:.2f} s, peak RSS {merge['peak_rss_kb'] / 1024:.0f} MB")
             if nodes in merges and 2 * nodes in merges and not any("error" in m for m in merges.values()):
                 growth = merges[2 * nodes]["seconds"] / merges[nodes]["seconds"]
-                print(f"- {VERDICT[growth <= 1.5]} flat in the nodes: {growth:.2f}x the time with twice the nodes "
+                print(f"- {watch.verdict(growth <= 1.5)} flat in the nodes: {growth:.2f}x the time with twice the nodes "
                       "(parsing everything on the controller: about 2x)")  # fmt: skip
             for run in (main_run, big_run if big else None):  # the other jobs parse the raw files
                 for part in (run.glob("nodes/*/cctf-part") if run else ()):
@@ -1021,33 +1024,37 @@ def main(argv: list[str] | None = None) -> int:
             versus = (f"{result['seconds'] / exports['opendc']['seconds']:.2f}x"
                       if "error" not in exports.get("opendc", {"error": 1}) else "")  # fmt: skip
             print(f"| {name} | {result['seconds']:.2f} | {result['peak_rss_kb'] / 1024:.0f} | {versus} |")
-        print("\nTargets:\n")
+        watch.note()
+        print("\nTargets" + (" (not judged: the machine was busy, see the load average below)" if watch.busy else "")
+              + ":\n")
         if "error" not in exports.get("opendc", {"error": 1}):
             for name, result in exports.items():
                 if name != "opendc" and "error" not in result:
                     ratio = result["seconds"] / exports["opendc"]["seconds"]
-                    print(f"- {VERDICT[ratio <= TARGET_FORMAT_VS_OPENDC]} export {name}: {ratio:.2f}x the OpenDC "
+                    print(f"- {watch.verdict(ratio <= TARGET_FORMAT_VS_OPENDC)} export {name}: {ratio:.2f}x the OpenDC "
                           f"export's time (target <= {TARGET_FORMAT_VS_OPENDC:.0f}x)")  # fmt: skip
         tk_jsonl = results.get(("tracekit --jsonl", nodes))
         if tk and ok(tk):
-            rate = tk["samples"] / total_s(tk)
-            print(f"- {VERDICT[rate >= TARGET_SAMPLES_PER_S]} throughput: {fmt_int(round(rate))} samples/s end to end "
-                  f"(target >= {fmt_int(TARGET_SAMPLES_PER_S)})")  # fmt: skip
+            if "error" not in floor:
+                ratio = total_s(tk) / floor["seconds"]
+                print(f"- {watch.verdict(ratio <= TARGET_VS_FLOOR)} parse + export: {total_s(tk):.2f} s, {ratio:.2f}x the "
+                      f"io floor's {floor['seconds']:.2f} s (target <= {TARGET_VS_FLOOR:g}x; "
+                      f"{fmt_int(round(tk['samples'] / total_s(tk)))} samples/s end to end)")  # fmt: skip
             if base and ok(base):
                 ratio = total_s(base) / total_s(tk)
-                print(f"- {VERDICT[ratio >= TARGET_SPEEDUP]} speedup: {ratio:.1f}x the baseline "
+                print(f"- {watch.verdict(ratio >= TARGET_SPEEDUP)} speedup: {ratio:.1f}x the baseline "
                       f"(target >= {TARGET_SPEEDUP:.0f}x)")  # fmt: skip
             if tk_jsonl and ok(tk_jsonl):
                 rate = tk_jsonl["samples"] / total_s(tk_jsonl)
-                print(f"- {VERDICT[rate >= TARGET_JSONL_SAMPLES_PER_S]} throughput with --jsonl: {fmt_int(round(rate))} "
+                print(f"- {watch.verdict(rate >= TARGET_JSONL_SAMPLES_PER_S)} throughput with --jsonl: {fmt_int(round(rate))} "
                       f"samples/s end to end (target >= {fmt_int(TARGET_JSONL_SAMPLES_PER_S)})")  # fmt: skip
             tk2 = results.get(("tracekit", 2 * nodes))
             if tk2 and ok(tk2):
                 growth = peak_mb(tk2) / peak_mb(tk)
-                print(f"- {VERDICT[growth <= RSS_GROWTH_TOLERANCE]} memory: peak RSS {peak_mb(tk):.0f} MB with {nodes} "
+                print(f"- {watch.verdict(growth <= RSS_GROWTH_TOLERANCE)} memory: peak RSS {peak_mb(tk):.0f} MB with {nodes} "
                       f"nodes, {peak_mb(tk2):.0f} MB with {2 * nodes} ({growth:.2f}x; target: no growth, "
                       f"<= {RSS_GROWTH_TOLERANCE:.2f}x)")  # fmt: skip
-        print(f"\n- load average at end: {load_average()}")
+        print(f"\n{watch.end_line()}")
         sys.stdout.flush()
 
         if args.profile and tk and ok(tk):

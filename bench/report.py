@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import pipeline  # noqa: E402 - the generator of the pipeline benchmark, reused
+from _load import LoadWatch
+from _load import add_arguments as add_load_arguments
 
 TARGET_S = 30.0
 
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="60,000 samples, 300 invocations")
     parser.add_argument("--baseline-only-run", type=Path, help=argparse.SUPPRESS)
+    add_load_arguments(parser)
     args = parser.parse_args(argv)
+    watch = LoadWatch.from_args(args)
     if args.baseline_only_run:
         baseline(args.baseline_only_run, args.baseline_only_run / "baseline-report")
         return 0
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         page_kb = (run / "report" / "index.html").stat().st_size / 1024 if report_rc == 0 else 0
     print("# tracekit report benchmark\n")
     print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(watch.start_line().replace("at start", "before the run was made"))
     print(f"- run: 3 nodes, {totals['samples']:,} process samples, {totals['invocations']:,} invocations, "
           f"{totals['host']:,} host samples\n")  # fmt: skip
     print("| job | wall s (fresh process) | exit |\n|---|---:|---:|")
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if baseline_rc:
         print(f"baseline failed: {baseline_out}")
     print(f"\npage {page_kb:.0f} kB; figures: {', '.join(f'{k} {v // 1024} kB' for k, v in sizes.items())}\n")
-    print(f"- {'PASS' if report_rc == 0 and report_s < TARGET_S else 'FAIL'} report in {report_s:.1f} s "
+    print(watch.end_line() + "\n")
+    print(f"- {watch.verdict(report_rc == 0 and report_s < TARGET_S)} report in {report_s:.1f} s "
           f"(target < {TARGET_S:.0f} s); {baseline_s / report_s:.1f}x faster than the baseline")  # fmt: skip
     return 0
 

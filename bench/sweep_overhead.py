@@ -47,6 +47,8 @@ from tracekit.experiment.render import PHASES  # noqa: E402
 from tracekit.experiment.runner import run_experiment  # noqa: E402
 from tracekit.sweep.points import plan_sweep, with_command_line  # noqa: E402
 from tracekit.sweep.run import run_sweep  # noqa: E402
+from _load import LoadWatch
+from _load import add_arguments as add_load_arguments
 
 SMOKE = REPO / "experiments" / "smoke.yaml"
 MATRIX = ["dispatch.policy=[lpt, round-robin]"]
@@ -80,7 +82,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2, help="runs per point (default 2; 2 points)")
     parser.add_argument("--keep", type=Path, help="bench folder to keep (default: a temporary one, removed)")
+    add_load_arguments(parser)
     args = parser.parse_args()
+    watch = LoadWatch.from_args(args)
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tk-sweep-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -121,7 +125,8 @@ def main() -> int:
         print(row_sweep)
         print(f"\nPhase columns: medians over the runs (prepare 0.0: skipped). The sweep's wall time includes its "
               f"summary (table and page).\n\nsweep / one at a time, per run beyond dispatch: {float(per_sweep) / float(per_alone):.2f}x")  # fmt: skip
-        verdict = "PASS" if float(per_sweep) <= TARGET_S else "FAIL"
+        print("\n" + watch.end_line())
+        verdict = watch.verdict(float(per_sweep) <= TARGET_S)
         print(f"\n- {verdict}: a sweep's run costs {float(per_sweep):.1f} s beyond its dispatch (target <= {TARGET_S:.0f} s)")
     finally:
         kill_processes_under(folder, port)
