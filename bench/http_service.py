@@ -8,17 +8,24 @@ load generator (or wrk) to CPU 0 where the machine has two CPUs:
    (``create_app`` / ``create_untraced_app``), in turn, ROUNDS times each,
    under ``tracekit load`` at 1,000 req/s on ``/work`` (no work): the
    service process's CPU per request (utime + stime of /proc/PID/stat over
-   the load) and the p99 latency from the intended send. Targets: <= 5 %
-   more CPU per request, p99 within 10 %. On ``/work`` also the floor
-   under any tracer: the middleware reading only what every request's
-   record needs (wall, monotonic and thread CPU clocks, the trace headers,
-   traceparent parsed, a span id made) and recording nothing.
+   the load) and the p99 latency from the intended send; beside them the
+   peer, OpenTelemetry's ASGI instrumentation and SDK (spans batched,
+   then discarded), as it comes (3 spans per request) and with the
+   server span alone. Targets: the middleware adds at most 1/10 of the
+   server CPU per request OpenTelemetry's default adds on ``/work``, at
+   most 5 % on ``/work?cpu_ms=0.5``; p99 within 10 %. On ``/work`` also
+   the floor under any tracer: the middleware reading only what every
+   request's record needs (wall, monotonic and thread CPU clocks, the
+   trace headers, traceparent parsed, a span id made) and recording
+   nothing.
 2. **per-request CPU vs the process's**: the traced service under 500
    req/s of ``/work?cpu_ms=1`` (CPU-bound), followed by a real collector
    (``tracekit collect`` by command line), then parsed: the sum of the
    requests' ``cpu_ms`` against the service process's CPU in its samples
-   (cctf/proc_metrics) after its first (which covers the start-up).
-   Target: within 10 %.
+   (cctf/proc_metrics) after its first (which covers the start-up). No
+   target: the rest is the server's own work outside request steps (HTTP
+   parsing, the event loop), which the audit reports as the service's
+   overhead.
 3. **the load generator**: against nginx answering 'ok' from its config (so that the
    server is not the limit), ``tracekit load`` at 100, 500, 1,000 and
    2,000 req/s: achieved send rate against the target (target: within 1 %)
@@ -30,7 +37,8 @@ load generator (or wrk) to CPU 0 where the machine has two CPUs:
     .venv/bin/python bench/http_service.py            # ~4 min
     .venv/bin/python bench/http_service.py --quick    # ~1 min, shorter runs
 
-Needs nginx and wrk (Debian packages). Prints Markdown; the exit code is 0
+Needs nginx and wrk (Debian packages) and, for its OpenTelemetry rows, the
+bench extra (``pip install -e '.[bench]'``). Prints Markdown; the exit code is 0
 whatever the numbers; every process it starts is ended, also on Ctrl-C.
 """
 
@@ -61,6 +69,12 @@ EXAMPLE = REPO / "examples" / "fastapi_svc"
 # A request that does nothing (the worst case for the middleware's share) and one with 0.5 ms of CPU.
 OVERHEAD_PATHS = ("/work", "/work?cpu_ms=0.5")
 TICKS = os.sysconf("SC_CLK_TCK")
+OTEL, OTEL_ONE_SPAN = "otel", "otel-1span"  # the peer's rows (names that make valid run ids)
+LABEL = {"traced": "Tracekit middleware", OTEL: "OpenTelemetry (default: 3 spans)", OTEL_ONE_SPAN: "OpenTelemetry (1 span)"}
+# Targets (issue 29): the middleware adds at most a tenth of the server CPU per request OpenTelemetry's default
+# instrumentation adds on the do-nothing /work, and at most 5% on /work?cpu_ms=0.5.
+TARGET_VS_OTEL = 0.10
+TARGET_WITH_WORK = 1.05
 FLOOR_MODULE = "tracing_floor"
 FLOOR_SOURCE = '''"""The least a tracer does per request: TracingMiddleware's reading of the request (clocks, trace
 headers, span), nothing recorded (written by bench/http_service.py for its run)."""
@@ -80,6 +94,49 @@ def create_app():
     app.add_middleware(ReadsOnly)
     return app
 '''
+
+OTEL_MODULE = "otel_app"
+OTEL_SOURCE = '''"""The example service under OpenTelemetry's ASGI instrumentation and SDK (written by bench/http_service.py
+for its run): spans batched by a BatchSpanProcessor, then discarded (an exporter that sends nothing: the
+least OpenTelemetry can cost, and nothing leaves the machine)."""
+from app import create_untraced_app
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+
+class Discard(SpanExporter):
+    def export(self, spans):
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self):
+        pass
+
+
+def _provider():
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    return provider
+
+
+def create_app():
+    """The default: a server span and a span for each receive and send (3 per request)."""
+    return OpenTelemetryMiddleware(create_untraced_app(), tracer_provider=_provider())
+
+
+def create_app_one_span():
+    """The server span alone (receive and send spans excluded)."""
+    return OpenTelemetryMiddleware(create_untraced_app(), tracer_provider=_provider(), exclude_spans=["receive", "send"])
+'''
+
+
+def otel_available() -> bool:
+    try:
+        import opentelemetry.instrumentation.asgi  # noqa: F401
+        import opentelemetry.sdk.trace  # noqa: F401  # pyflakes: ignore
+    except ImportError:
+        return False
+    return True
 
 
 def free_port() -> int:
@@ -179,6 +236,9 @@ def middleware_overhead(work: Path, rounds: int, duration: str, path: str) -> di
     if path == "/work":
         (work / f"{FLOOR_MODULE}.py").write_text(FLOOR_SOURCE)
         kinds["reads-only"] = f"{FLOOR_MODULE}:create_app"
+    if otel_available():  # the peer: OpenTelemetry's ASGI instrumentation, as it comes and with one span
+        (work / f"{OTEL_MODULE}.py").write_text(OTEL_SOURCE)
+        kinds.update({OTEL: f"{OTEL_MODULE}:create_app", OTEL_ONE_SPAN: f"{OTEL_MODULE}:create_app_one_span"})
     figures: dict[str, dict[str, list[float]]] = {kind: {"cpu_us": [], "p99": []} for kind in kinds}
     for r in range(rounds):
         for kind, factory in kinds.items():
@@ -195,6 +255,9 @@ def middleware_overhead(work: Path, rounds: int, duration: str, path: str) -> di
     result["p99_ratio"] = result["traced"]["p99"] / result["untraced"]["p99"]
     if "reads-only" in result:
         result["floor_ratio"] = result["reads-only"]["cpu_us"] / result["untraced"]["cpu_us"]
+    for kind in ("traced", OTEL, OTEL_ONE_SPAN):
+        if kind in result:
+            result[kind]["added_us"] = result[kind]["cpu_us"] - result["untraced"]["cpu_us"]
     result["rounds"] = figures
     return result
 
@@ -269,12 +332,16 @@ def main(argv: list[str] | None = None) -> int:
         accounting = cpu_accounting(work, duration)
         gen = generator(work, duration, [100, 500, 1000, 2000], [4000, 8000, 12000, 16000, 24000, 32000])
     print(f"## Middleware overhead (1,000 req/s, {rounds} round(s) each, medians)\n")
-    print("| endpoint | app | server CPU µs/request | p99 latency from intended, ms |\n|---|---|---:|---:|")
+    if not otel_available():
+        print("OpenTelemetry is not installed (pip install -e '.[bench]'): its rows are left out.\n")
+    print("| endpoint | app | server CPU µs/request | added | p99 latency from intended, ms |\n|---|---|---:|---:|---:|")
     for path, overhead in overheads.items():
-        for kind in ("untraced", "reads-only", "traced"):
+        for kind in ("untraced", "reads-only", "traced", OTEL, OTEL_ONE_SPAN):
             if kind not in overhead:
                 continue
-            print(f"| `{path}` | {kind} | {overhead[kind]['cpu_us']:.1f} | {overhead[kind]['p99']:.3f} |")
+            added = f"{overhead[kind]['added_us']:+.1f}" if "added_us" in overhead[kind] else ""
+            print(f"| `{path}` | {LABEL.get(kind, kind)} | {overhead[kind]['cpu_us']:.1f} | "
+                  f"{added} | {overhead[kind]['p99']:.3f} |")  # fmt: skip
     for path, overhead in overheads.items():
         print(f"\n`{path}`: CPU per request {overhead['cpu_ratio']:.3f}x, p99 {overhead['p99_ratio']:.3f}x "
               f"(rounds: {json.dumps(overhead['rounds'])})")  # fmt: skip
@@ -285,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     print("## Per-request CPU against the process's (500 req/s of /work?cpu_ms=1)\n")
     print(f"- requests: {accounting['requests']} recorded, {accounting['answered']} answered")
     print(f"- sum of the requests' cpu_ms: {accounting['request_cpu_ms']:.0f} ms; the service process in the "
-          f"collector's samples: {accounting['process_cpu_ms']:.0f} ms; ratio {accounting['ratio']:.3f}\n")  # fmt: skip
+          f"collector's samples: {accounting['process_cpu_ms']:.0f} ms; ratio {accounting['ratio']:.3f}: the rest, "
+          f"{1 - accounting['ratio']:.1%}, is the server's own work outside request steps (HTTP parsing, the event "
+          "loop), which the audit reports as the service's overhead\n")  # fmt: skip
     print("## Load generator (nginx answering 200 'ok')\n")
     print("| target req/s | sent req/s | off by | p99 send lag ms | dropped | errors | p99 latency ms |\n|---:|---:|---:|---:|---:|---:|---:|")
     for row in gen["rows"]:
@@ -302,11 +371,19 @@ def main(argv: list[str] | None = None) -> int:
     lag_ok = all(r["p99_lag"] <= 5 for r in gen["rows"])
     print(watch.end_line() + "\n")
     print("## Targets\n")
+    bare = overheads["/work"]
+    if OTEL in bare:
+        share = bare["traced"]["added_us"] / bare[OTEL]["added_us"] if bare[OTEL]["added_us"] > 0 else float("nan")
+        print(f"- {watch.verdict(share <= TARGET_VS_OTEL)} middleware's added CPU per request on `/work`: "
+              f"{bare['traced']['added_us']:+.1f} µs, {share:.3f} of OpenTelemetry's default "
+              f"{bare[OTEL]['added_us']:+.1f} µs (target <= {TARGET_VS_OTEL:g})")  # fmt: skip
+    else:
+        print("- not judged: the middleware against OpenTelemetry (not installed: pip install -e '.[bench]')")
+    working = overheads["/work?cpu_ms=0.5"]
+    print(f"- {watch.verdict(working['cpu_ratio'] <= TARGET_WITH_WORK)} middleware CPU per request on "
+          f"`/work?cpu_ms=0.5` {working['cpu_ratio']:.3f}x untraced (target <= {TARGET_WITH_WORK:g}x)")  # fmt: skip
     for path, overhead in overheads.items():
-        print(f"- {watch.verdict(overhead['cpu_ratio'] <= 1.05)} middleware CPU per request on `{path}` "
-              f"{overhead['cpu_ratio']:.3f}x (target <= 1.05x)")  # fmt: skip
         print(f"- {watch.verdict(overhead['p99_ratio'] <= 1.10)} middleware p99 on `{path}` {overhead['p99_ratio']:.3f}x (target <= 1.10x)")
-    print(f"- {watch.verdict(abs(accounting['ratio'] - 1) <= 0.10)} per-request CPU / process CPU {accounting['ratio']:.3f} (target 0.90 to 1.10)")
     print(f"- {watch.verdict(rate_ok)} achieved rate within 1% of target from 100 to 2,000 req/s")
     print(f"- {watch.verdict(lag_ok)} p99 send lag <= 5 ms at every rate")
     return 0
