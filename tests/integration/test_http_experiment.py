@@ -55,6 +55,12 @@ def assert_http_run(run_dir: Path, result, chain: bool) -> None:
     audit = json.loads((trace / "audit.json").read_text())
     hops = 2 if chain else 1
     assert audit["requests"]["requests_joined"] == 120 and audit["invocations"] == 120 * hops
+    # Each service process's own work beside its requests' steps (HTTP parsing, the event loop), by name.
+    services = audit["service_overhead"]
+    assert {s["node"] for s in services.values()} == {"cloud1", "cloud2"}
+    assert sum(s["requests"] for s in services.values()) == 120 * hops
+    assert all(0 < s["request_cpu_ms"] < s["process_cpu_ms"] for s in services.values()), services
+    assert "is the server's own work outside them" in (trace / "audit.md").read_text()
     assert audit["requests"]["http_invocations_from_other_callers"] == 120 * (hops - 1)
     invocations = read_jsonl(trace / "invocations.jsonl")
     by_node = {node: [r for r in invocations if r["node"] == node] for node in ("cloud1", "cloud2")}

@@ -60,6 +60,8 @@ class Audit:
     task_cgroup_samples: dict[tuple[str, str, int], TaskSamples] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     requests: dict[str, int] | None = None  # an HTTP load's requests and how many joined (tracekit.trace.requests)
+    # "node pid" -> a traced service process's CPU outside its requests' steps (tracekit.trace.requests)
+    service_overhead: dict[str, dict[str, Any]] | None = None
     collectors_died: list[str] = field(default_factory=list)  # nodes whose collector never wrote its stop record
     queue_entries_rejected: dict[str, int] = field(default_factory=dict)  # node -> entries its worker deleted unrun
     services_without_spans: list[str] = field(default_factory=list)  # nodes whose service left no server-side spans
@@ -201,6 +203,7 @@ class Audit:
             ],
             "clock_offsets_ms": {n.node: n.clock_offset_ms for n in nodes},
             "requests": self.requests,
+            "service_overhead": self.service_overhead,
             "nodes_without_clock_offset": missing_clock,
             "collectors_died": sorted(self.collectors_died),
             "foreign_processes": dict(sorted(self.foreign_processes.items())),
@@ -273,6 +276,12 @@ class Audit:
                              f"joined to a server event, {r['requests_without_server_event']} without one; "
                              f"{r['http_invocations_from_other_callers']} HTTP invocations from other callers "
                              "(further hops, other clients)")  # fmt: skip
+        for name, service in (s.get("service_overhead") or {}).items():
+            share = service["outside_requests_share"]
+            lines.insert(-1, f"- service {name}: {service['requests']} requests whose own steps took "
+                             f"{service['request_cpu_ms'] / 1000:.3f} CPU-s of the process's {service['process_cpu_ms'] / 1000:.3f} s"
+                             + ("" if share is None else f": {share:.0%} is the server's own work outside them (HTTP "
+                                                         "parsing, the event loop), no one request's"))  # fmt: skip
         lines += [f"  - {printable(b['file'])}:{b['line']}: {printable(b['reason'])}" for b in s["bad_lines_listed"][:20]]
         lines.append(f"- not used as they were: {s['rejected']}")
         lines += [

@@ -74,7 +74,7 @@ from tracekit.trace.rawrun import (
     read_records,
 )
 from tracekit.trace.requests import join as join_requests
-from tracekit.trace.requests import read_requests
+from tracekit.trace.requests import read_requests, service_overhead
 from tracekit.trace.validate import validate_outputs
 
 __all__ = ["ParseResult", "parse_run"]
@@ -226,6 +226,7 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
         if requests:
             audit.requests = join_requests(requests, invocations)
             cctf.write_records(staging, cctf.REQUESTS, requests)
+        audit.service_overhead = service_overhead(staging, invocations)
         audit.finish(nodes, invocations, bad.lines, terminal_records, rejected)  # also counts each invocation's samples
         cctf.write_records(staging, cctf.INVOCATIONS, invocations)
         node_records = [node_record(n) for n in nodes]

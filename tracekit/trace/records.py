@@ -234,7 +234,7 @@ AUDIT_FIELDS = (
     "invocations_with_samples", "invocations_with_samples_pct", "fragments_per_task", "tasks_with_interior_samples",
     "processes_followed", "proc_samples", "proc_samples_outside_tasks", "proc_samples_wrong_node",
     "cpu_ms_by_source", "cgroup_accounting", "bad_lines", "bad_lines_listed", "rejected", "rejected_listed", "clock_offsets_ms",
-    "requests", "nodes_without_clock_offset", "collectors_died", "foreign_processes", "queue_entries_rejected",
+    "requests", "service_overhead", "nodes_without_clock_offset", "collectors_died", "foreign_processes", "queue_entries_rejected",
     "contention", "per_node", "notes",
 )  # fmt: skip
 # What parse may refuse to use as it is (audit.json's rejected_listed[].kind), and what it does instead.

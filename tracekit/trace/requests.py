@@ -110,3 +110,38 @@ def join(requests: list[dict[str, Any]], invocations: list[dict[str, Any]]) -> d
         "http_invocations_from_other_callers": sum(1 for r in invocations if r.get("module") == "http") - joined,
     }
 
+
+
+def service_overhead(cctf_dir: Path, invocations: list[dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
+    """Each traced service process's own work beside its requests' (the audit's service_overhead): the CPU its
+    requests' steps measured (their cpu_ms, the middleware's) against the process's CPU in the collector's
+    samples while it served them (rows ending from its first request's start to the first sample after its
+    last request's end). The rest is the server's work outside request steps (HTTP parsing, the event loop):
+    per "node pid" key; None when no service recorded its requests' CPU."""
+    import pyarrow.compute as pc
+
+    from tracekit.trace import cctf
+
+    served: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for r in invocations:
+        if r.get("process_shared") and r.get("cpu_ms") is not None and r.get("pid") is not None:
+            served.setdefault((r["node"], r["pid"], r["create_time_ms"]), []).append(r)
+    if not served or not cctf.has_table(cctf_dir, "proc_metrics"):
+        return None
+    figures = {}
+    for (node, pid, created), requests in sorted(served.items()):
+        rows = cctf.read_table(cctf_dir, "proc_metrics", ["ts_ms", "cpu_user_ms", "cpu_system_ms"], nodes=[node],
+                               where=(pc.field("pid") == pid) & (pc.field("create_time_ms") == created))  # fmt: skip
+        first, last = min(r["ts_start"] for r in requests), max(r["ts_end"] for r in requests)
+        ends = rows.column("ts_ms").to_pylist()
+        closing = min((ts for ts in ends if ts >= last), default=None)
+        window = [i for i, ts in enumerate(ends) if ts > first and (closing is None or ts <= closing)]
+        user, system = rows.column("cpu_user_ms").to_pylist(), rows.column("cpu_system_ms").to_pylist()
+        process_ms = sum((user[i] or 0) + (system[i] or 0) for i in window)
+        request_ms = sum(r["cpu_ms"] for r in requests)
+        figures[f"{node} {pid}"] = {
+            "node": node, "pid": pid, "requests": len(requests), "request_cpu_ms": round(request_ms, 3),
+            "process_cpu_ms": process_ms, "samples": len(window),
+            "outside_requests_share": round(1 - request_ms / process_ms, 3) if process_ms > 0 else None,
+        }  # fmt: skip
+    return figures
