@@ -53,8 +53,8 @@ class LoadWatch:
         self.note()
         said = f"- load average at end: {load_average()} (highest 1-minute figure seen: {max(self.seen):.2f})"
         if self.busy:
-            said += (f"\n- the machine was busy (above --max-load {self.max_load:g}): no PASS/FAIL below, the "
-                     "figures as measured; run again on a quiet machine to judge them")  # fmt: skip
+            said += (f"\n- the machine was busy (above --max-load {self.max_load:g}): the targets are not judged, "
+                     "the figures are as measured; run again on a quiet machine to judge them")  # fmt: skip
         return said
 
     def verdict(self, ok: bool) -> str:

@@ -987,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
                                         main_run / "cctf", work / f"baseline-{nodes}n" / "cctf"):  # fmt: skip
                 print(f"- {note}")
 
-        merges = {}
+        merges, flat = {}, None
         for n, run in ((nodes, main_run), (2 * nodes, big_run if big else None)):
             if run is not None:
                 merges[n] = run_job("tracekit-merge", run, work / "unused")
@@ -1002,8 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"- {n} nodes: {merge['seconds']:.2f} s, peak RSS {merge['peak_rss_kb'] / 1024:.0f} MB")
             if nodes in merges and 2 * nodes in merges and not any("error" in m for m in merges.values()):
                 growth = merges[2 * nodes]["seconds"] / merges[nodes]["seconds"]
-                print(f"- {watch.verdict(growth <= 1.5)} flat in the nodes: {growth:.2f}x the time with twice the nodes "
-                      "(parsing everything on the controller: about 2x)")  # fmt: skip
+                flat = growth  # judged with the targets, after the last load reading
             for run in (main_run, big_run if big else None):  # the other jobs parse the raw files
                 for part in (run.glob("nodes/*/cctf-part") if run else ()):
                     shutil.rmtree(part)
@@ -1024,9 +1023,11 @@ def main(argv: list[str] | None = None) -> int:
             versus = (f"{result['seconds'] / exports['opendc']['seconds']:.2f}x"
                       if "error" not in exports.get("opendc", {"error": 1}) else "")  # fmt: skip
             print(f"| {name} | {result['seconds']:.2f} | {result['peak_rss_kb'] / 1024:.0f} | {versus} |")
-        watch.note()
-        print("\nTargets" + (" (not judged: the machine was busy, see the load average below)" if watch.busy else "")
-              + ":\n")
+        print(f"\n{watch.end_line()}")  # the last reading before any target is judged
+        print("\nTargets:\n")
+        if flat is not None:
+            print(f"- {watch.verdict(flat <= 1.5)} flat in the nodes: the controller's parse with the nodes' parts took "
+                  f"{flat:.2f}x the time with twice the nodes (parsing everything on the controller: about 2x)")  # fmt: skip
         if "error" not in exports.get("opendc", {"error": 1}):
             for name, result in exports.items():
                 if name != "opendc" and "error" not in result:
@@ -1054,7 +1055,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"- {watch.verdict(growth <= RSS_GROWTH_TOLERANCE)} memory: peak RSS {peak_mb(tk):.0f} MB with {nodes} "
                       f"nodes, {peak_mb(tk2):.0f} MB with {2 * nodes} ({growth:.2f}x; target: no growth, "
                       f"<= {RSS_GROWTH_TOLERANCE:.2f}x)")  # fmt: skip
-        print(f"\n{watch.end_line()}")
         sys.stdout.flush()
 
         if args.profile and tk and ok(tk):

@@ -153,8 +153,9 @@ def quick_start_transcript(folder: Path) -> tuple[int, dict[str, str]]:
         for source, sample in samples(page.read_text()):
             for command in (line[2:] for line in sample.splitlines() if line.startswith("$ ")):
                 if source == "the quick start" and command not in printed and command not in more:
-                    if not command.startswith(_FOLLOW_UPS):
-                        raise KeyError(f"{page.name}: a quick start sample shows {command!r}, which its block does not run")
+                    if not command.startswith(_FOLLOW_UPS) or re.search(r"[;&|$`<>()\\\n]", command):
+                        raise KeyError(f"{page.name}: a quick start sample shows {command!r}, which its block does not "
+                                       "run (only a plain tracekit export|verify|show of the same run may follow it)")  # fmt: skip
                     more.append(command)
     if more:
         code, after = transcript("\n".join(more), folder, block_env())

@@ -676,8 +676,9 @@ def _cmd_parse(args: argparse.Namespace) -> int:
         out_dir = args.run_dir / format_name
         try:
             print(formats.get(format_name).export(args.run_dir, out_dir, include_failed=args.include_failed, force=True).line)
-        except TracekitError as exc:
-            print(f"tracekit parse: error: no {format_name} export: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - one format's failure, whatever it is, is not the others'
+            said = str(exc) if isinstance(exc, TracekitError) else f"{type(exc).__name__}: {exc}"
+            print(f"tracekit parse: error: no {format_name} export: {said}", file=sys.stderr)
             failed.append(format_name)
             continue
         if _verified(format_name, out_dir, args.run_dir, prog="tracekit parse") != 0:

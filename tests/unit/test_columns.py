@@ -115,3 +115,16 @@ def test_show_names_a_file_it_cannot_read(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UsageError, match=r"give a .parquet file"):
         show_lines(tmp_path / "notes.txt")
+
+
+def test_show_writes_node_data_as_printable_text(tmp_path):
+    """A process name is node data: a terminal's escape sequence or a newline in it is shown escaped."""
+    from tracekit.trace.show import show_lines
+
+    row = {f.name: None for f in records.PROC_METRICS} | {"node": "n1", "pid": 1, "create_time_ms": 0, "ts_ms": 1,
+                                                         "dt_ms": 1, "cpu_user_ms": 0, "cpu_system_ms": 0, "rss_kb": 0,
+                                                         "num_threads": 1, "comm": "x\x1b]0;owned\x07\nfake: line"}  # fmt: skip
+    path = tmp_path / "proc_metrics" / "n1.parquet"
+    cctf.write_table(path, "proc_metrics", pa.Table.from_pylist([row], schema=records.PROC_METRICS))
+    lines = show_lines(path)
+    assert len(lines) == 1 + len(records.PROC_METRICS) and not any("\x1b" in line or "\x07" in line for line in lines)

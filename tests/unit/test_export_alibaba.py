@@ -85,9 +85,10 @@ def test_jobs_tasks_instances_and_machines_in_the_trace_s_shape_and_units(sample
     usage = read(out, "machine_usage.csv")
     assert [(u["machine_id"], u["time_stamp"], u["cpu_util_percent"]) for u in usage[:2]] == [("m_1", 1.0, 10.0), ("m_1", 2.0, 50.0)]
     assert usage[0]["mem_util_percent"] == 25.0 and usage[0]["mem_gps"] is None and usage[0]["disk_io_percent"] is None
-    # Bytes per second over both interfaces, normalized to the column's most: cloud2's 8000 B/s received.
-    assert result.summary["net_max_bytes_per_s"] == 8000.0
-    assert (usage[0]["net_in"], usage[0]["net_out"], usage[-1]["net_in"]) == (25.0, 12.5, 100.0)
+    # Bytes per second over both interfaces, each column normalized to its own most (as the original's):
+    # cloud2's 8000 B/s received and 4000 B/s sent.
+    assert (result.summary["net_in_max_bytes_per_s"], result.summary["net_out_max_bytes_per_s"]) == (8000.0, 4000.0)
+    assert (usage[0]["net_in"], usage[0]["net_out"], usage[-1]["net_in"], usage[-1]["net_out"]) == (25.0, 25.0, 100.0, 100.0)
     assert (out / "batch_task.csv").read_text().splitlines()[0].startswith("M1,1,j_1,1,Terminated,")  # no header, no quotes
     checked = alibaba.verify(out, sampled)
     assert checked.ok, checked.violations
@@ -107,6 +108,9 @@ def test_verify_finds_what_does_not_hold_the_trace(sampled, tmp_path):
     violations = alibaba.verify(out).violations
     assert any("waits for task 7, not in the job" in v for v in violations)
     assert any("instances in batch_instance.csv" in v for v in violations)  # M3_2's instance has no task now
+    # A name without a DAG (how the original names independent tasks) is a violation, not a crash.
+    (out / "batch_task.csv").write_text((out / "batch_task.csv").read_text().replace("M1,", "task_abc,", 1))
+    assert any("task name 'task_abc' of job 'j_1' is not M<n>" in v for v in alibaba.verify(out).violations)
     (out / "machine_usage.csv").write_text("m_1,not a time\n")
     assert "not readable as the trace's machine_usage.csv columns" in alibaba.verify(out).violations[0]
 

@@ -30,7 +30,7 @@ def test_the_server_s_work_outside_its_requests_is_the_rest_of_its_cpu(tmp_path)
     samples(tmp_path, [(1000, 40, 300), (2000, 40, 50), (3000, 40, 50), (4000, 40, 100), (5000, 40, 20), (3000, 41, 999)])
     figures = service_overhead(tmp_path, [request(1500, 1600, 40.0), request(3500, 3700, 80.0),
                                           {**request(1500, 1600, 5.0), "process_shared": False}])  # fmt: skip
-    assert figures == {"cloud1 40": {"node": "cloud1", "pid": 40, "requests": 2, "request_cpu_ms": 120.0,
+    assert figures == {"cloud1 40@500": {"node": "cloud1", "pid": 40, "create_time_ms": 500, "requests": 2, "request_cpu_ms": 120.0,
                                      "process_cpu_ms": 200, "samples": 3, "outside_requests_share": 0.4}}  # fmt: skip
     declared = load_schema("cctf/audit")["properties"]["service_overhead"]
     jsonschema.validate(figures, declared)
@@ -41,3 +41,12 @@ def test_no_service_that_measured_its_requests_cpu_gives_none(tmp_path):
     samples(tmp_path, [(1000, 40, 300)])
     assert service_overhead(tmp_path, [{**request(100, 200, 1.0), "cpu_ms": None}]) is None
     assert service_overhead(tmp_path, []) is None
+
+
+def test_two_processes_of_one_pid_are_two_services(tmp_path):
+    """A restarted service (or two containers' pid 1) reuses a pid: each process is its own entry."""
+    samples(tmp_path, [(2000, 40, 50)])
+    later = {**request(1500, 1600, 10.0), "create_time_ms": 9000}
+    figures = service_overhead(tmp_path, [request(1500, 1600, 40.0), later])
+    assert sorted(figures) == ["cloud1 40@500", "cloud1 40@9000"]
+    assert figures["cloud1 40@9000"]["process_cpu_ms"] == 0 and figures["cloud1 40@9000"]["outside_requests_share"] is None

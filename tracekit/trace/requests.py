@@ -117,7 +117,7 @@ def service_overhead(cctf_dir: Path, invocations: list[dict[str, Any]]) -> dict[
     requests' steps measured (their cpu_ms, the middleware's) against the process's CPU in the collector's
     samples while it served them (rows ending from its first request's start to the first sample after its
     last request's end). The rest is the server's work outside request steps (HTTP parsing, the event loop):
-    per "node pid" key; None when no service recorded its requests' CPU."""
+    per "node pid@create_time_ms" key; None when no service recorded its requests' CPU."""
     import pyarrow.compute as pc
 
     from tracekit.trace import cctf
@@ -139,8 +139,9 @@ def service_overhead(cctf_dir: Path, invocations: list[dict[str, Any]]) -> dict[
         user, system = rows.column("cpu_user_ms").to_pylist(), rows.column("cpu_system_ms").to_pylist()
         process_ms = sum((user[i] or 0) + (system[i] or 0) for i in window)
         request_ms = sum(r["cpu_ms"] for r in requests)
-        figures[f"{node} {pid}"] = {
-            "node": node, "pid": pid, "requests": len(requests), "request_cpu_ms": round(request_ms, 3),
+        figures[f"{node} {pid}@{created}"] = {  # a pid may serve twice (a restarted service, two containers)
+            "node": node, "pid": pid, "create_time_ms": created, "requests": len(requests),
+            "request_cpu_ms": round(request_ms, 3),
             "process_cpu_ms": process_ms, "samples": len(window),
             "outside_requests_share": round(1 - request_ms / process_ms, 3) if process_ms > 0 else None,
         }  # fmt: skip

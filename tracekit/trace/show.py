@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from tracekit.errors import RunFolderError, UsageError
+from tracekit.jsonl import printable
 
 
 def read_described(path: Path) -> pa.Table:
@@ -91,8 +92,9 @@ def _text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)}: {_text(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{printable(json.dumps(k))}: {_text(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
         shown = ", ".join(_text(v) for v in value[:4])
         return f"[{shown}]" if len(value) <= 4 else f"[{shown}, ... {len(value)} values]"
-    return "null" if value is None else str(value)
+    # Strings come from node data (a process's name, a cgroup path): never a terminal's control sequence.
+    return "null" if value is None else printable(str(value))

@@ -296,7 +296,9 @@ def cores_needed(task: dict[str, Any], facts: dict[str, Any], node: dict[str, An
     return min(max(1, count), node_cores(node))
 
 
-def peak_memory_kb(task: dict[str, Any], facts: dict[str, Any]) -> int:
+def peak_memory_kb(task: dict[str, Any], facts: dict[str, Any], node: dict[str, Any]) -> int:
     """The task's peak memory: the larger of its rusage's max RSS (its largest process's peak) and the most its
-    samples saw at once (a process tree's sum can exceed any one of its processes); 0: unknown."""
-    return max(int(task.get("max_rss_kb") or 0), int(facts["peak_rss_kb"] or 0))
+    samples saw at once (a process tree's sum can exceed any one of its processes), at most its node's memory
+    (a sum of RSS counts pages its processes share once per process); 0: unknown."""
+    peak = max(int(task.get("max_rss_kb") or 0), int(facts["peak_rss_kb"] or 0))
+    return min(peak, int(node["mem_kb"])) if node.get("mem_kb") else peak

@@ -21,6 +21,7 @@ node and host sampling interval (the original: one per 10 s).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,8 @@ MACHINE_USAGE = pa.schema([
     column("mem_util_percent", pa.float64(), "%", "memory used / its memory"),
     column("mem_gps", pa.float64(), "", "not measured: empty", nullable=True),
     column("mkpi", pa.int64(), "", "not measured: empty", nullable=True),
-    column("net_in", pa.float64(), "% of the column's maximum", "bytes received per second (not packets), normalized to the most of any row (export.json: net_max_bytes_per_s)", nullable=True),
-    column("net_out", pa.float64(), "% of the column's maximum", "bytes sent per second, normalized as net_in", nullable=True),
+    column("net_in", pa.float64(), "% of the column's maximum", "bytes received per second (not packets), normalized to the most of any row (export.json: net_in_max_bytes_per_s)", nullable=True),
+    column("net_out", pa.float64(), "% of the column's maximum", "bytes sent per second, normalized to the most of any row (export.json: net_out_max_bytes_per_s)", nullable=True),
     column("disk_io_percent", pa.float64(), "", "not measured: empty", nullable=True),
 ])  # fmt: skip
 TABLES = {TASK_FILE: BATCH_TASK, INSTANCE_FILE: BATCH_INSTANCE, MACHINE_META_FILE: MACHINE_META,
@@ -140,7 +141,7 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
     summary = {"format": NAME, "run_dir": str(run_dir), "jobs": len(set(tasks.column("job_name").to_pylist())),
                "tasks": tasks.num_rows, "instances": instances.num_rows, "usage_rows": usage.num_rows,
                "trace_start_ms": t0_ms, "machines": {machine[n]: n for n in used}, "mem_kb_100": mem_kb,
-               "net_max_bytes_per_s": net_max, "cpu_ms_total": round(sum(f["cpu_ms"] for f in cut.facts), 3),
+               **net_max, "cpu_ms_total": round(sum(f["cpu_ms"] for f in cut.facts), 3),
                "columns": {name: [f.name for f in schema] for name, schema in TABLES.items()},
                "include_failed": include_failed, **slices.left_out(invocations, include_failed)}  # fmt: skip
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
@@ -169,20 +170,24 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
     counted: dict[tuple[str, str], int] = {}
     for job, task in zip(instances["job_name"], instances["task_name"]):
         counted[(job, task)] = counted.get((job, task), 0) + 1
-    for key in sorted(set(declared) | set(counted)):
+    for key in sorted(set(declared) | set(counted), key=str):
         if declared.get(key) != counted.get(key, 0):
             checked.violations.append(f"task {key[1]} of job {key[0]}: instance_num {declared.get(key)}, "
                                       f"{counted.get(key, 0)} instances in {INSTANCE_FILE}")  # fmt: skip
-    numbers = {(job, dag_of(task)[0]) for job, task in declared}
-    for job, task in declared:
-        missing = [p for p in dag_of(task)[1] if (job, p) not in numbers]
+    dags = {(job, task): dag_of(task) for job, task in declared}
+    for (job, task), dag in dags.items():
+        if dag is None:
+            checked.violations.append(f"{TASK_FILE}: task name {task!r} of job {job!r} is not M<n>[_<parent>...]")
+    numbers = {(job, dag[0]) for (job, _task), dag in dags.items() if dag}
+    for (job, task), dag in dags.items():
+        missing = [p for p in (dag[1] if dag else []) if (job, p) not in numbers]
         if missing:
             checked.violations.append(f"task {task} of job {job}: waits for task {missing[0]}, not in the job")
     for name, table in ((INSTANCE_FILE, tables[INSTANCE_FILE]), (MACHINE_USAGE_FILE, tables[MACHINE_USAGE_FILE])):
-        strange = set(table.column("machine_id").to_pylist()) - machines
+        strange = {str(m) for m in set(table.column("machine_id").to_pylist()) - machines}
         if strange:
             checked.violations.append(f"{name}: machine {sorted(strange)[0]} is not in {MACHINE_META_FILE}")
-    if any(b < a for a, b in zip(instances["start_time"], instances["end_time"])):
+    if any(a is None or b is None or b < a for a, b in zip(instances["start_time"], instances["end_time"])):
         checked.violations.append(f"{INSTANCE_FILE}: an instance ends before it starts")
     if against is not None and checked.ok:
         _check_against(tables, against, out_dir, checked)
@@ -209,10 +214,16 @@ def read_csv_tables(out_dir: Path, checked: Checked) -> dict[str, pa.Table]:
     return tables
 
 
-def dag_of(task_name: str) -> tuple[int, list[int]]:
-    """``M5_3_4`` -> (5, [3, 4]): the task's number in its job and those it waits for (the trace's naming)."""
-    number, *parents = task_name[1:].split("_")
-    return int(number), [int(p) for p in parents]
+DAG_NAME = re.compile(r"[A-Z](\d+)((?:_\d+)*)")
+
+
+def dag_of(task_name: str | None) -> tuple[int, list[int]] | None:
+    """``M5_3_4`` -> (5, [3, 4]): the task's number in its job and those it waits for (the trace's naming);
+    None for a name that carries no DAG (the original names independent tasks ``task_<random>``)."""
+    match = DAG_NAME.fullmatch(task_name or "")
+    if not match:
+        return None
+    return int(match[1]), [int(p) for p in match[2].split("_")[1:]]
 
 
 # -- the export --------------------------------------------------------------------------------------------
@@ -261,7 +272,7 @@ def _batch(chosen: list[dict], cut: slices.TaskSlices, nodes: dict[str, dict], m
         instance["cpu_avg"].append(100 * fact["cpu_ms"] / runtime_ms)
         instance["cpu_max"].append(100 * max(fact["peak_cores"], fact["cpu_ms"] / runtime_ms))
         instance["mem_avg"].append(None if rss_mean[i] is None else 100 * rss_mean[i] / mem_kb)
-        instance["mem_max"].append(100 * slices.peak_memory_kb(r, fact) / mem_kb)
+        instance["mem_max"].append(100 * slices.peak_memory_kb(r, fact, nodes[r["node"]]) / mem_kb)
     task: dict[str, list] = {name: [] for name in BATCH_TASK.names}
     for key, its in sorted(attempts.items()):
         task["task_name"].append(names[key])
@@ -301,11 +312,15 @@ def _host_usage(trace: Path, used: list[str]) -> pa.Table:
     return host.sort_by([("node", "ascending"), ("ts_ms", "ascending")])
 
 
-def _machine_usage(host: pa.Table, machine: dict[str, str], t0_ms: int) -> tuple[pa.Table, float | None]:
+def _machine_usage(host: pa.Table, machine: dict[str, str], t0_ms: int) -> tuple[pa.Table, dict[str, float | None]]:
+    """machine_usage, and each network column's maximum (bytes/s) it is normalized to, as the original's."""
     seconds = pc.divide(pc.cast(pc.max_element_wise(host.column("dt_ms"), 1), pa.float64()), 1000.0)
     rx, tx = (pc.divide(pc.cast(host.column(f"{way}_bytes_sum"), pa.float64()), seconds) for way in ("rx", "tx"))
-    net_max = max(pc.max(rx).as_py() or 0.0, pc.max(tx).as_py() or 0.0) or None
-    scale = 100.0 / net_max if net_max else 0.0
+    net_max = {"net_in_max_bytes_per_s": pc.max(rx).as_py() or None, "net_out_max_bytes_per_s": pc.max(tx).as_py() or None}
+
+    def normalized(rate: pa.Array, most: float | None) -> pa.Array:
+        return pc.multiply(rate, 100.0 / most if most else 0.0)
+
     usage = pa.table({
         "machine_id": [machine[n] for n in host.column("node").to_pylist()],
         "time_stamp": pc.divide(pc.cast(pc.subtract(host.column("ts_ms"), t0_ms), pa.float64()), 1000.0),
@@ -313,7 +328,8 @@ def _machine_usage(host: pa.Table, machine: dict[str, str], t0_ms: int) -> tuple
         "mem_util_percent": pc.divide(pc.multiply(pc.cast(host.column("mem_used_kb"), pa.float64()), 100.0),
                                       pc.cast(pc.max_element_wise(host.column("mem_total_kb"), 1), pa.float64())),
         "mem_gps": pa.nulls(host.num_rows, pa.float64()), "mkpi": pa.nulls(host.num_rows, pa.int64()),
-        "net_in": pc.multiply(rx, scale), "net_out": pc.multiply(tx, scale),
+        "net_in": normalized(rx, net_max["net_in_max_bytes_per_s"]),
+        "net_out": normalized(tx, net_max["net_out_max_bytes_per_s"]),
         "disk_io_percent": pa.nulls(host.num_rows, pa.float64()),
     }, schema=MACHINE_USAGE)  # fmt: skip
     return usage, net_max

@@ -190,7 +190,7 @@ def _instance_events(tasks: list[dict], facts: list[dict], nodes: dict[str, dict
     rows: dict[str, list] = {name: [] for name in INSTANCE_EVENTS.names}
     for i, (task, fact) in enumerate(zip(tasks, facts)):
         request = {"cpus": slices.cores_needed(task, fact, nodes[task["node"]]) / scale.cores,
-                   "memory": slices.peak_memory_kb(task, fact) / scale.mem_kb}  # fmt: skip
+                   "memory": slices.peak_memory_kb(task, fact, nodes[task["node"]]) / scale.mem_kb}  # fmt: skip
         for kind, ms, machine in ((SUBMIT, task["ts_enqueue"], None), (SCHEDULE, task["ts_start"], task["node"]),
                                   (FINISH if task["ok"] else FAIL, task["ts_end"], task["node"])):  # fmt: skip
             rows["time"].append(scale.us(ms))

@@ -162,7 +162,7 @@ def _tasks_table(tasks: list[dict], nodes: dict[str, dict], per_task: list[dict]
         rows["duration"].append(max(1, task["ts_end"] - task["ts_start"]))
         rows["cpu_count"].append(cpu_count)
         rows["cpu_capacity"].append(cpu_count * float(node["cpu_mhz"]))
-        rows["mem_capacity"].append(slices.peak_memory_kb(task, facts))
+        rows["mem_capacity"].append(slices.peak_memory_kb(task, facts, node))
         rows["name"].append(f"{task['node']}/{task['task_id']}#{task['attempt']}")
         rows["parents"].append(parents[opendc_id])
         rows["children"].append(children[opendc_id])
@@ -223,7 +223,7 @@ def experiment_json(name: str, nodes: list[dict[str, Any]]) -> dict[str, Any]:
         {
             "name": "+".join(members),
             "count": len(members),
-            "cpu": {"coreCount": cores, "coreSpeed": f"{mhz:g} MHz"},
+            "cpu": {"coreCount": cores, "coreSpeed": f"{mhz:.10g} MHz"},  # every digit measured (":g" keeps 6)
             "memory": {"size": f"{mem_mib} MiB"},
         }
         for (cores, mhz, mem_mib), members in sorted(groups.items(), key=lambda item: item[1])

@@ -170,7 +170,7 @@ def _tasks_table(tasks: list[dict], facts: list[dict], nodes: dict[str, dict], p
     rows: dict[str, list] = {name: [] for name in TASKS.names}
     for i, (task, fact) in enumerate(zip(tasks, facts)):
         runtime = max(0, task["ts_end"] - task["ts_start"])
-        memory_kb = slices.peak_memory_kb(task, fact)
+        memory_kb = slices.peak_memory_kb(task, fact, nodes[task["node"]])
         params = {"task_id": task["task_id"], "attempt": task["attempt"], "node": task["node"], "module": task["module"]}
         rows["children"].append(children[i])
         rows["disk_io_time"].append(UNKNOWN)
