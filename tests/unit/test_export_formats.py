@@ -70,3 +70,14 @@ def test_the_small_files_of_cctf_are_read_by_name_through_one_module(tmp_path):
         cctf.read_nodes(trace)
     with pytest.raises(ValueError, match="not a JSON file of cctf/: proc.csv"):
         cctf.read_json(trace, "proc.csv")
+
+
+def test_a_task_s_peak_memory_is_the_larger_measure_at_most_its_node_s():
+    from tracekit.trace import slices
+
+    node = {"mem_kb": 8000}
+    assert slices.peak_memory_kb({"max_rss_kb": 3000}, {"peak_rss_kb": 5000}, node) == 5000  # a tree's sum
+    assert slices.peak_memory_kb({"max_rss_kb": 3000}, {"peak_rss_kb": 0}, node) == 3000
+    # Summed RSS counts pages its processes share once per process: never more than the node had.
+    assert slices.peak_memory_kb({"max_rss_kb": 3000}, {"peak_rss_kb": 12000}, node) == 8000
+    assert slices.peak_memory_kb({}, {"peak_rss_kb": None}, {}) == 0
