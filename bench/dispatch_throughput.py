@@ -52,7 +52,7 @@ from pathlib import Path
 
 import psutil
 import redis
-from _load import LoadWatch
+from _load import LoadWatch, load_average
 from _load import add_arguments as add_load_arguments
 
 NODES = ("bench1", "bench2")
@@ -159,7 +159,7 @@ def machine() -> str:
 
 
 def load() -> str:
-    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return "load average " + load_average()
 
 
 def start_workers(children: Children, server: RedisServer, run_id: str, parallel: int, tmp: Path,

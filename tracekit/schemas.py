@@ -10,11 +10,12 @@ import copy
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from tracekit.errors import TracekitError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 
 def schema_dir() -> Path:
@@ -36,6 +37,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @cache
 def validator(name: str) -> jsonschema.protocols.Validator:
+    import jsonschema  # here, not at import: the Arrow schemas read their fields' units through load_schema
+
     schema = load_schema(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)

@@ -37,8 +37,6 @@ def read_described(path: Path) -> pa.Table:
 
 
 def _export_csv(path: Path) -> pa.Table:
-    import pyarrow.csv as pacsv
-
     from tracekit.trace import export
 
     summary = _summary_near(path)
@@ -47,9 +45,7 @@ def _export_csv(path: Path) -> pa.Table:
     if schema is None:
         raise UsageError(f"{path}: not a CSV table of an export (no export.json beside it that declares it)")
     try:
-        return pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=schema.names),
-                              convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=True)
-                              ).cast(schema)  # fmt: skip
+        return export.read_csv(path, schema).cast(schema)
     except (OSError, pa.ArrowException) as exc:
         raise RunFolderError(f"{path}: not readable as its declared columns ({str(exc).splitlines()[0][:200]})") from None
 

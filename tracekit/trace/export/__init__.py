@@ -135,6 +135,14 @@ def read_exported(run_dir: Path, include_failed: bool, why: str = "") -> tuple[P
     return trace, invocations, chosen, nodes
 
 
+def read_csv(path: Path, schema: Any) -> Any:
+    """An export's CSV table without a header (Alibaba's), read as its declared columns and types."""
+    import pyarrow.csv as pacsv
+
+    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=schema.names),
+                          convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=True))  # fmt: skip
+
+
 def read_tables(out_dir: Path, declared: dict[str, Any], format_name: str, what: str, checked: Checked) -> dict[str, Any]:
     """An export's Parquet tables (file -> its declared schema), each compared with its declared columns and
     types (``what`` names them in a violation); {} after a file it cannot read."""

@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 
 from tracekit.errors import TracekitError
 from tracekit.trace import cctf, slices
-from tracekit.trace.export import (SUMMARY, Checked, ExportResult, column, exported_by, prepare_out_dir,
+from tracekit.trace.export import (SUMMARY, Checked, ExportResult, column, exported_by, prepare_out_dir, read_csv,
                                    read_exported)
 from tracekit.trace.records import HOST_METRICS
 
@@ -202,10 +202,8 @@ def read_csv_tables(out_dir: Path, checked: Checked) -> dict[str, pa.Table]:
     """The export's four CSV files read as their declared columns; {} after one that does not read so."""
     tables = {}
     for name, schema in TABLES.items():
-        options = pacsv.ReadOptions(column_names=schema.names)
-        types = pacsv.ConvertOptions(column_types=schema, strings_can_be_null=True)
         try:
-            tables[name] = pacsv.read_csv(out_dir / name, read_options=options, convert_options=types)
+            tables[name] = read_csv(out_dir / name, schema)
         except (OSError, pa.ArrowException) as exc:
             checked.violations.append(f"{out_dir / name}: not readable as the trace's {name} columns "
                                       f"({str(exc).splitlines()[0][:200]}); export again (tracekit export {NAME} "
