@@ -50,6 +50,13 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def followed_processes(path: Path) -> list[dict]:
+    """The collector's processes.jsonl as parse reads it: one record per process (pid and start time), its
+    last line (a process's line is written again when its name or command line changed at an exec)."""
+    records = read_jsonl(path) if path.exists() else []
+    return list({(r["pid"], r["create_time_ms"]): r for r in records}.values())
+
+
 def csv_records(lines: list[str]) -> list[dict]:
     """Rows of a raw CSV file (header first) as dicts: ints, floats and strings as written, None for empty fields."""
     if not lines:

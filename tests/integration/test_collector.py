@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.helpers import ended, named_binary, read_csv, read_jsonl, read_proc_csv, tracekit_cmd, wait_until
+from tests.helpers import ended, followed_processes, named_binary, read_csv, read_jsonl, read_proc_csv, tracekit_cmd, wait_until
 from tracekit import cli, runfolder
 from tracekit import procfs as _procfs
 from tracekit.collect import daemon
@@ -44,9 +44,7 @@ def config(logs_dir, run_id="r1", **overrides) -> CollectorConfig:
 
 
 def tracked(folder, pid=None) -> list[dict]:
-    path = folder / runfolder.PROCESSES
-    records = read_jsonl(path) if path.exists() else []
-    return [r for r in records if pid is None or r["pid"] == pid]
+    return [r for r in followed_processes(folder / runfolder.PROCESSES) if pid is None or r["pid"] == pid]
 
 
 def samples_of(folder, pid) -> list[dict]:
@@ -827,13 +825,6 @@ def test_children_forked_before_the_narrowed_filter_knew_their_parent_are_follow
         assert events.followed == {shell.pid, *_children_of(shell.pid)}  # the filter knows them all
     finally:
         tracker.close()
-
-
-def _children_of(pid: int) -> list[int]:
-    try:
-        return [int(child) for child in open(f"/proc/{pid}/task/{pid}/children").read().split()]
-    except OSError:
-        return []
 
 
 def test_a_registered_task_whose_exec_event_never_came_is_followed_at_the_next_tick(tmp_path, children):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import kill_processes_under, processes_under, tracekit_cmd, wait_until
+from tests.helpers import followed_processes, kill_processes_under, processes_under, tracekit_cmd, wait_until
 from tests.integration.test_http_experiment import http_site
 from tracekit.container import ContainerSpec
 from tracekit.experiment.runner import run_experiment
@@ -172,7 +172,7 @@ def test_the_collector_follows_a_container_s_processes_as_its_task_s(tmp_path, t
     finally:
         collector.terminate()
         collector.wait(timeout=30)
-    processes = list(read_jsonl(folder / "processes.jsonl"))
+    processes = followed_processes(folder / "processes.jsonl")
     inside = [p for p in processes if p["container_id"] == event["container_id"]]
     # The container's python: not a child of the registered engine client, found in the task's cgroup.
     assert [p for p in inside if p["cmdline"][1:3] == ["-c", BURN]], processes

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import read_jsonl, read_proc_csv, tracekit_cmd
+from tests.helpers import followed_processes, read_jsonl, read_proc_csv, tracekit_cmd
 from tracekit import cli
 from tracekit.adapters.ffmpeg import SOURCE_NAMES, generate_clips, plan_clips, probe_duration_s
 from tracekit.collect import daemon
@@ -75,7 +75,7 @@ def test_traced_transcode_is_sampled_by_name(logs_dir, clips, tmp_path):
         assert event["bytes_in"] == clip.stat().st_size
         assert event["bytes_out"] == (outputs / clip.name).stat().st_size > 0
         assert "-nostdin" in event["argv"] and "-y" in event["argv"]
-    processes = read_jsonl(cfg.run_folder / "processes.jsonl")
+    processes = followed_processes(cfg.run_folder / "processes.jsonl")
     assert {p["task_id"] for p in processes if p["task_id"]} <= {c.stem for c in clips}
 
 
@@ -91,7 +91,7 @@ def test_ffmpeg_is_followed_by_name(logs_dir, clips, tmp_path):
         assert live.wait(timeout=60) == 0
     finally:
         daemon.stop_collector("f3", logs_dir)
-    [record] = [p for p in read_jsonl(cfg.run_folder / "processes.jsonl") if p["pid"] == live.pid]
+    [record] = [p for p in followed_processes(cfg.run_folder / "processes.jsonl") if p["pid"] == live.pid]
     assert record["reason"] == "name" and record["comm"] == "ffmpeg" and record["task_id"] is None
     samples = [s for s in read_proc_csv(cfg.run_folder / "proc.csv") if s["pid"] == live.pid]
     assert len(samples) >= 2 and samples[-1]["cpu_user_ms"] >= samples[0]["cpu_user_ms"]
