@@ -101,3 +101,16 @@ def test_the_audit_fields_are_the_schemas():
     assert tuple(schema["properties"]) == records.AUDIT_FIELDS
     listed = schema["properties"]["rejected_listed"]["items"]
     assert tuple(listed["properties"]["kind"]["enum"]) == tuple(records.REJECTED_KINDS)
+
+
+def test_every_json_schema_is_valid_against_its_meta_schema():
+    """Checked here, once: the validators (tracekit.schemas.validator) take the shipped schemas as they are."""
+    import jsonschema
+
+    from tracekit.schemas import schema_dir
+
+    paths = sorted(schema_dir().rglob("*.schema.json"))
+    assert len(paths) > 20
+    for path in paths:
+        schema = load_schema(str(path.relative_to(schema_dir())).removesuffix(".schema.json"))
+        jsonschema.validators.validator_for(schema).check_schema(schema)

@@ -23,9 +23,10 @@ wait / (wait + CPU) of their processes.
 Nodes of one machine without CPU sets of their own (the same boot_id, CPU sets that overlap) share
 its CPUs: each one's host samples hold the others' tasks too, which are the run's, not other work.
 
-It is made after the node parts are put together (it needs both parts of a node: the host samples
-and the task cgroups come from two parallel jobs, or from a part made on the node that stays as it
-was), in its own table rather than as columns of host_metrics.
+It is made once a node's part is in place (it needs both of its jobs: the host samples and the task
+cgroups come from two parallel jobs, or from a part made on the node that stays as it was), as a job of
+its own in parse's worker processes while other nodes' parts are still made, in its own table rather
+than as columns of host_metrics.
 """
 
 from __future__ import annotations
@@ -285,23 +286,17 @@ def _node_tables(cctf_dir: Path, record: dict[str, Any], wait_too: bool) -> tupl
     return tasks, cctf.read_table(cctf_dir, "proc_metrics", columns, nodes=[node])
 
 
-def write_contention(
-    cctf_dir: Path, invocations: list[dict[str, Any]], node_records: list[dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """cctf_dir/contention/<node>.parquet of every node (its host_metrics, task_metrics, proc_metrics
-    already there); node -> its figures for the audit."""
-    shared = sharing_cpus(node_records)
-    by_node = {record["node"]: record for record in node_records}
-    neighbours = {node: run_cpu(*_node_tables(cctf_dir, by_node[node], wait_too=False))
-                  for node in sorted({n for others in shared.values() for n in others})}  # fmt: skip
-    figures = {}
-    for record in node_records:
-        node = record["node"]
-        host = cctf.read_table(cctf_dir, "host_metrics", nodes=[node])
-        tasks, proc = _node_tables(cctf_dir, record, wait_too=True)
-        mine = [r for r in invocations if r["node"] == node]
-        beside = Spans.joined(neighbours[other] for other in shared[node])
-        result = node_contention(node, host, mine, tasks, proc, record.get("cores_usable"), beside)
-        cctf.write_table(cctf.node_file(cctf_dir, "contention", node), "contention", result.table)
-        figures[node] = result.figures
-    return figures
+def write_node_contention(cctf_dir: Path, record: dict[str, Any], task_times: list[tuple[int, int]],
+                          neighbours: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """cctf_dir/contention/<node>.parquet of one node (its host_metrics, task_metrics and proc_metrics, and
+    those of ``neighbours``, the run's other nodes on its CPUs: sharing_cpus, already there); its figures for
+    the audit. ``task_times``: its invocations' (ts_start, ts_end). One job per node: parse runs them in its
+    worker processes, each as soon as the tables it reads are in place."""
+    node = record["node"]
+    beside = Spans.joined(run_cpu(*_node_tables(cctf_dir, other, wait_too=False)) for other in neighbours)
+    host = cctf.read_table(cctf_dir, "host_metrics", nodes=[node])
+    tasks, proc = _node_tables(cctf_dir, record, wait_too=True)
+    dated = [{"ts_start": start, "ts_end": end} for start, end in task_times]
+    result = node_contention(node, host, dated, tasks, proc, record.get("cores_usable"), beside)
+    cctf.write_table(cctf.node_file(cctf_dir, "contention", node), "contention", result.table)
+    return result.figures

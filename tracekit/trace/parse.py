@@ -24,8 +24,9 @@ matches the raw files (and is sound, and of this run), else made here: two
 jobs per node (its processes, its host samples) run by WORKERS processes,
 each job holding one node's bulk at a time, so memory depends on the
 number of workers, not of nodes.
-The parts are put together in node order; then each node's contention
-(tracekit.trace.contention: it needs both jobs' tables). Every timestamp is moved to the
+The parts are put together in node order; each node's contention
+(tracekit.trace.contention: it needs both jobs' tables, and those of the
+nodes on its CPUs) is one more job, run as soon as those are in place. Every timestamp is moved to the
 controller's clock with the node's measured offset. The output is written
 to a temporary folder and renamed, so a failed parse never leaves a half
 trace; the same input always gives byte-identical files.
@@ -39,7 +40,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from tracekit.errors import RunFolderError
 from tracekit.jsonl import printable
 from tracekit.trace import audit as audit_mod
 from tracekit.trace import cctf, ownership
-from tracekit.trace.contention import write_contention
+from tracekit.trace.contention import sharing_cpus, write_node_contention
 from tracekit.trace.jsonl_copy import write_jsonl_copy
 from tracekit.trace.nodeparse import (
     HOST_TABLES,
@@ -184,11 +185,18 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
     staging = run_dir / f".{CCTF}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    node_records = [node_record(n) for n in nodes]
+    shared = sharing_cpus(node_records)
+    missing = [node for node in nodes if node.node not in ready]
+    pool = ProcessPoolExecutor(max_workers=max(1, min(WORKERS, max(2 * len(missing), len(nodes)))),
+                               mp_context=multiprocessing.get_context("fork"))  # the workers need only the arguments
     try:
         invocations: list[dict[str, Any]] = []
         placements: list[dict[str, Any]] = []
         terminal_records: list[dict[str, Any]] = []
-        for node, part in _node_parts(nodes, ready, staging / ".parts", strict):
+        placed: set[str] = set()
+        contention: dict[str, Future] = {}
+        for node, part in _node_parts(pool, nodes, ready, staging / ".parts", strict):
             invocations += part.processes.invocations
             audit.duplicate_invocations += part.processes.duplicate_invocations
             rejected += part.rejected
@@ -204,6 +212,13 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
                     os.replace(part.table_file(table), target)
                 else:
                     shutil.copyfile(part.table_file(table), target)
+            placed.add(node.node)
+            for record in node_records:  # each node's contention once its tables and its neighbours' are here
+                name = record["node"]
+                if name not in contention and placed.issuperset([name, *shared[name]]):
+                    times = [(r["ts_start"], r["ts_end"]) for r in invocations if r["node"] == name]
+                    neighbours = [other for other in node_records if other["node"] in shared[name]]
+                    contention[name] = pool.submit(_in_worker, write_node_contention, staging, record, times, neighbours)
             for event in read_records(node.path / runfolder.PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id")):
                 event["ts_ms"] = node.shift(event["ts_ms"])
                 placements.append(event)
@@ -229,9 +244,8 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
         audit.service_overhead = service_overhead(staging, invocations)
         audit.finish(nodes, invocations, bad.lines, terminal_records, rejected)  # also counts each invocation's samples
         cctf.write_records(staging, cctf.INVOCATIONS, invocations)
-        node_records = [node_record(n) for n in nodes]
         audit.add_ownership(ownership.samples_of_other_nodes(staging, invocations, node_records))
-        audit.add_contention(write_contention(staging, invocations, node_records))
+        audit.add_contention({record["node"]: contention[record["node"]].result() for record in node_records})
         if placements:
             placements.sort(key=lambda r: (r["ts_ms"], str(r.get("task_id")), r.get("attempt", 1)))
             cctf.write_records(staging, cctf.PLACEMENTS, placements)
@@ -245,8 +259,11 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
     except BaseException:
+        pool.shutdown(cancel_futures=True)  # before the staging folder goes: a job may be writing into it
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        pool.shutdown(cancel_futures=True)
     return ParseResult(final, audit.as_dict())
 
 
@@ -321,37 +338,35 @@ def _of_this_run(
 
 
 def _node_parts(
-    nodes: list[NodeFolder], made_on_node: dict[str, NodePart], parts: Path, strict: bool
+    pool: ProcessPoolExecutor, nodes: list[NodeFolder], made_on_node: dict[str, NodePart], parts: Path, strict: bool
 ) -> Iterator[tuple[NodeFolder, NodePart]]:
     """Each node's part, in node order: the one made on the node if it still fits, else made here.
 
-    Parts made here are two jobs per node, run by WORKERS processes.
+    Parts made here are two jobs per node, run by ``pool``'s WORKERS processes.
     Results are taken in node order, so with --strict the first bad line
     raised is the one a sequential parse would meet first.
     """
     missing = [node for node in nodes if node.node not in made_on_node]
-    context = multiprocessing.get_context("fork")  # the workers need nothing but the arguments
-    with ProcessPoolExecutor(max_workers=max(1, min(WORKERS, 2 * len(missing))), mp_context=context) as pool:
-        folders = {}
-        for index, node in enumerate(missing):
-            folders[node.node] = parts / f"{index:05d}"
-            folders[node.node].mkdir(parents=True)
-        # Every node's processes job first: they are the long ones, so the short host jobs fill
-        # the gaps at the end instead of a long job starting last (longest first).
-        processes = {node.node: pool.submit(_in_worker, parse_node_processes, node, folders[node.node], strict)
-                     for node in missing}  # fmt: skip
-        host = {node.node: pool.submit(_in_worker, parse_node_host, node, folders[node.node], strict)
-                for node in missing}  # fmt: skip
-        try:
-            for node in nodes:
-                ready = made_on_node.get(node.node)
-                if ready is None:
-                    ready = NodePart(folders[node.node], processes[node.node].result(), host[node.node].result(),
-                                     made_here=True)  # fmt: skip
-                yield node, ready
-        finally:
-            for job in [*processes.values(), *host.values()]:
-                job.cancel()
+    folders = {}
+    for index, node in enumerate(missing):
+        folders[node.node] = parts / f"{index:05d}"
+        folders[node.node].mkdir(parents=True)
+    # Every node's processes job first: they are the long ones, so the short host jobs fill
+    # the gaps at the end instead of a long job starting last (longest first).
+    processes = {node.node: pool.submit(_in_worker, parse_node_processes, node, folders[node.node], strict)
+                 for node in missing}  # fmt: skip
+    host = {node.node: pool.submit(_in_worker, parse_node_host, node, folders[node.node], strict)
+            for node in missing}  # fmt: skip
+    try:
+        for node in nodes:
+            ready = made_on_node.get(node.node)
+            if ready is None:
+                ready = NodePart(folders[node.node], processes[node.node].result(), host[node.node].result(),
+                                 made_here=True)  # fmt: skip
+            yield node, ready
+    finally:
+        for job in [*processes.values(), *host.values()]:
+            job.cancel()
 
 
 def _in_worker(job, *args):
