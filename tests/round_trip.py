@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tracekit.trace import cctf, slices
-from tracekit.trace.nodeparse import exact_cpu_ms
+from tracekit.trace.audit import exact_cpu_ms
 
 
 class Read:

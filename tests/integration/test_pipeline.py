@@ -25,6 +25,7 @@ from tracekit.errors import RunFolderError, TracekitError, UsageError
 from tracekit.jsonl import dumps
 from tracekit.trace import cctf as cctf_layout
 from tracekit.trace import nodeparse
+from tracekit.trace.jsonl_copy import COPIED_TABLES
 from tracekit.trace.export.opendc import export_opendc
 from tracekit.trace.parse import parse_run
 from tracekit.trace.records import CCTF_SORT_KEYS, CCTF_TABLES, OPENDC_FRAGMENTS, OPENDC_TASKS
@@ -213,7 +214,8 @@ def test_parse_is_byte_identical_and_parquet_matches_jsonl(run):
     snapshot = every_file(first)
     second = parse_run(run, jsonl=True).cctf_dir
     assert every_file(second) == snapshot
-    for table in CCTF_TABLES:
+    assert set(CCTF_TABLES) - set(COPIED_TABLES) == {"task_slices"}  # cut from the others: not copied
+    for table in COPIED_TABLES:
         parquet = cctf_layout.read_table(second, table)
         assert parquet.schema.equals(CCTF_TABLES[table])
         lines = read_jsonl(second / f"{table}.jsonl")
@@ -575,3 +577,28 @@ def test_every_file_round_trips(run, tmp_path):
         pq.write_table(pa.Table.from_pylist(table.to_pylist(), schema=schema), again)
         reread = pq.read_table(again)
         assert reread.schema.equals(schema) and reread.to_pylist() == table.to_pylist(), path.name
+
+
+def test_the_slices_parse_cuts_are_those_an_export_would_cut_from_the_samples(run, tmp_path):
+    """Parse cuts every invocation's slices once, in its node jobs (cctf's task_slices); a trace without them
+    (parsed before they existed) is cut from its samples at export: the same slices, the same facts."""
+    from tracekit.trace import slices
+    from tracekit.trace.audit import exact_cpu_ms
+
+    trace = parse_run(run).cctf_dir
+    invocations = cctf_layout.read_records(trace, cctf_layout.INVOCATIONS)
+    from_parse = slices.cut(invocations, trace)
+    older = tmp_path / "older" / "cctf"
+    shutil.copytree(trace, older)
+    shutil.rmtree(older / "task_slices")
+    from_samples = slices.cut(invocations, older)
+    assert from_parse.slices.equals(from_samples.slices) and from_parse.facts == from_samples.facts
+    assert from_parse.slices.num_rows > len(invocations) and any(f["samples"] for f in from_parse.facts)
+    # Every invocation's slices cover it and hold its exact CPU.
+    by_task = {}
+    for row in from_parse.slices.to_pylist():
+        by_task.setdefault(row["id"], []).append(row)
+    for index, invocation in enumerate(invocations):
+        rows = by_task[index]
+        assert sum(r["duration"] for r in rows) == max(1, invocation["ts_end"] - invocation["ts_start"])
+        assert sum(r["cpu_ms"] for r in rows) == pytest.approx(exact_cpu_ms(invocation) or from_parse.facts[index]["cpu_ms"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tracekit.schemas import validation_errors
 from tracekit.trace.audit import Audit
-from tracekit.trace.nodeparse import cgroup_counted, exact_cpu_ms
+from tracekit.trace.audit import cgroup_counted, exact_cpu_ms
 from tracekit.trace.rawrun import NodeFolder, load_node_folder
 
 V1 = {"available": True, "version": 1, "readings": ["cpu", "memory", "pids"], "why": None}

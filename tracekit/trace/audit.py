@@ -356,6 +356,7 @@ def _notes(nodes, invocations: list[dict[str, Any]], with_samples: int, missing_
         )
     return notes
 
+
 def cgroup_counted(invocation: dict[str, Any]) -> bool:
     """Did the task's own cgroup count it (tracekit.taskcgroup)? Not when its total falls short of its
     rusage beyond the spawn's share (the move into the cgroup failed: the task ran uncounted)."""
@@ -366,6 +367,19 @@ def cgroup_counted(invocation: dict[str, Any]) -> bool:
         return True
     rusage = invocation["cpu_user_ms"] + (invocation.get("cpu_system_ms") or 0)
     return cgroup >= rusage * (1 - CGROUP_TOLERANCE) - CGROUP_FLOOR_MS
+
+
+def exact_cpu_ms(invocation: dict[str, Any]) -> float | None:
+    """An invocation's exact CPU total: its task cgroup's (every process it started: cgroup_counted), else
+    its rusage (the processes it waited for), else a request's own CPU (the HTTP middleware); None when
+    nothing measured it."""
+    if cgroup_counted(invocation):
+        return float(invocation["cgroup_cpu_ms"])
+    if invocation.get("cpu_user_ms") is not None:
+        return invocation["cpu_user_ms"] + (invocation.get("cpu_system_ms") or 0)
+    if invocation.get("cpu_ms") is not None:
+        return invocation["cpu_ms"]
+    return None
 
 
 def _cgroup_accounting(nodes, invocations: list[dict[str, Any]]) -> dict[str, Any]:

@@ -35,6 +35,8 @@ PROC_FILES = ("proc_metrics.jsonl", "proc_cpu.jsonl", "proc_rss.jsonl")
 ROW_FILES = {"host_metrics": "host_metrics.jsonl", "link_metrics": "link_metrics.jsonl",
              "task_metrics": "task_metrics.jsonl", "contention": "contention.jsonl"}  # fmt: skip
 JSONL_FILES = (*PROC_FILES, *ROW_FILES.values())
+# task_slices is not copied: it is cut from these tables (tracekit.trace.slices), the exports' input.
+COPIED_TABLES = ("proc_metrics", *ROW_FILES)
 SLICE_ROWS = 1 << 19  # rows formatted at a time: bounded memory, and writing overlaps formatting
 
 

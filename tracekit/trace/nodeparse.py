@@ -2,8 +2,8 @@
 
 input:  a node folder (node.json, clock.json, events.*.jsonl, processes.jsonl,
         proc.csv, cgroup.csv, host.csv, host_cpus.csv, host_net.csv)
-output: a part folder: proc_metrics.parquet, task_metrics.parquet, host_metrics.parquet,
-        link_metrics.parquet (this node's rows of cctf's tables, written
+output: a part folder: proc_metrics.parquet, task_metrics.parquet, task_slices.parquet,
+        host_metrics.parquet, link_metrics.parquet (this node's rows of cctf's tables, written
         exactly as parse writes them) and part.json (the node's
         invocations, audit figures, bad lines and what was rejected, the
         run it belongs to, a fingerprint of the raw files it was made from
@@ -40,11 +40,11 @@ from tracekit import __version__, runfolder
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import BadLine, printable
 from tracekit.trace import audit as audit_mod
-from tracekit.trace.audit import cgroup_counted
 from tracekit.trace import cctf
 from tracekit.trace.hostmetrics import build_host_metrics
 from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics, close_with_rusage
 from tracekit.trace.records import RAW_CGROUP
+from tracekit.trace.slices import node_slices
 from tracekit.trace.taskmetrics import build_task_metrics
 from tracekit.trace.rawrun import (
     BadLines,
@@ -61,8 +61,8 @@ from tracekit.trace.rawrun import (
 
 PART_DIR = "cctf-part"
 PART_MANIFEST = "part.json"
-PART_FORMAT = 3  # raised whenever what a part holds, or how it is made, changes
-PROC_TABLES = ("proc_metrics", "task_metrics")
+PART_FORMAT = 4  # raised whenever what a part holds, or how it is made, changes
+PROC_TABLES = ("proc_metrics", "task_metrics", "task_slices")
 HOST_TABLES = ("host_metrics", "link_metrics")
 
 # Fields of an invocation in cctf/, in order (events may carry more: kept after these).
@@ -84,19 +84,6 @@ def invocation_ok(event: dict[str, Any]) -> bool:
     if event.get("module") in ("nginx", "http"):
         return isinstance(status, int) and status < 500
     return status == 0
-
-
-def exact_cpu_ms(invocation: dict[str, Any]) -> float | None:
-    """An invocation's exact CPU total: its task cgroup's (every process it started: cgroup_counted), else
-    its rusage (the processes it waited for), else a request's own CPU (the HTTP middleware); None when
-    nothing measured it."""
-    if cgroup_counted(invocation):
-        return float(invocation["cgroup_cpu_ms"])
-    if invocation.get("cpu_user_ms") is not None:
-        return invocation["cpu_user_ms"] + (invocation.get("cpu_system_ms") or 0)
-    if invocation.get("cpu_ms") is not None:
-        return invocation["cpu_ms"]
-    return None
 
 
 def normalize_invocation(event: dict[str, Any], node: NodeFolder) -> dict[str, Any]:
@@ -169,7 +156,8 @@ class NodePart:
 
 
 def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> ProcessesPart:
-    """Events, processes and process samples of one node -> part/proc_metrics.parquet."""
+    """Events, processes, process and task cgroup samples of one node -> part/proc_metrics.parquet,
+    task_metrics.parquet and task_slices.parquet."""
     bad = BadLines(strict=strict)
     offset = node.clock_offset_ms or 0
     invocations, duplicates = _read_invocations(node, bad)
@@ -194,6 +182,9 @@ def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> Processe
     cgroup_samples = read_csv_table(node.path / runfolder.CGROUP_SAMPLES, RAW_CGROUP, bad)
     task_metrics = build_task_metrics(node.node, cgroup_samples, invocations, offset)
     cctf.write_table(part / f"task_metrics{cctf.SUFFIX}", "task_metrics", task_metrics.table)
+    # Every invocation cut at its samples once, here where they are in memory: the exports read the slices.
+    cctf.write_table(part / f"task_slices{cctf.SUFFIX}", "task_slices",
+                     node_slices(node.node, invocations, task_metrics.table, metrics.table))  # fmt: skip
     audit = audit_mod.Audit(run_dir=node.path)
     audit.add_node(node, metrics, len(by_key))  # a process exec'd after its first line has a second
     audit.add_task_metrics(node.node, task_metrics)

@@ -198,6 +198,20 @@ CONTENTION = pa.schema(
     ]
 )
 
+# task_slices: one row per invocation and slice of its time (tracekit.trace.slices): its CPU and memory in each,
+# the CPU summing to the invocation's exact total; every export format is built from it.
+TASK_SLICES = pa.schema(
+    [
+        _field("ts_ms", pa.int64()),
+        _field("node", pa.string()),
+        _field("task_id", pa.string()),
+        _field("attempt", pa.int64()),
+        _field("dt_ms", pa.int64()),
+        _field("cpu_ms", pa.float64()),
+        _field("rss_kb", pa.int64(), nullable=True),
+    ]
+)
+
 
 def described(schema: pa.Schema, json_schema: str) -> pa.Schema:
     """``schema`` with each field's unit and description, as its JSON Schema (``schemas/<json_schema>``)
@@ -212,18 +226,19 @@ def described(schema: pa.Schema, json_schema: str) -> pa.Schema:
 
 # The tables of cctf/ kept as Parquet, one file per node: <name>/<node>.parquet; each column's unit and
 # description come from schemas/cctf/<name>.schema.json, where every cctf field is described once.
-PROC_METRICS, HOST_METRICS, LINK_METRICS, TASK_METRICS, CONTENTION = (
+PROC_METRICS, HOST_METRICS, LINK_METRICS, TASK_METRICS, TASK_SLICES, CONTENTION = (
     described(schema, f"cctf/{name}") for schema, name in ((PROC_METRICS, "proc_metrics"), (HOST_METRICS, "host_metrics"),
                                                            (LINK_METRICS, "link_metrics"), (TASK_METRICS, "task_metrics"),
-                                                           (CONTENTION, "contention")))  # fmt: skip
+                                                           (TASK_SLICES, "task_slices"), (CONTENTION, "contention")))  # fmt: skip
 CCTF_TABLES = {"proc_metrics": PROC_METRICS, "host_metrics": HOST_METRICS, "link_metrics": LINK_METRICS,
-               "task_metrics": TASK_METRICS, "contention": CONTENTION}  # fmt: skip
+               "task_metrics": TASK_METRICS, "task_slices": TASK_SLICES, "contention": CONTENTION}  # fmt: skip
 # Their sort order within a node's file (the node is the file).
 CCTF_SORT_KEYS = {
     "proc_metrics": ("ts_ms", "pid", "create_time_ms"),
     "host_metrics": ("ts_ms",),
     "link_metrics": ("ts_ms", "iface"),
     "task_metrics": ("ts_ms", "task_id", "attempt"),
+    "task_slices": ("task_id", "attempt", "ts_ms"),  # a task's slices together, in time order
     "contention": ("ts_ms",),
 }
 

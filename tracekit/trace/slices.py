@@ -1,22 +1,25 @@
 """Each task's time cut into slices, with its CPU and memory in each: the format-neutral part of every export.
 
-input:  a parsed trace (cctf/: task_metrics, proc_metrics; tracekit.trace.cctf) and the invocations to cut
-output: ``TaskSlices``: one row per slice (``SLICES``: the task's index, its end, its duration, the CPU-ms
-        and, for a sampled slice, the RSS in it), in task then time order, and per task its facts
-        (samples, the exact CPU total, peak RSS, peak cores, stretched)
+input:  one node's invocations and samples (parse's node job: task_metrics, proc_metrics in memory), or a
+        parsed trace (cctf/: task_slices; tracekit.trace.cctf) and the invocations an export takes
+output: ``node_slices``: the node's rows of cctf's task_slices (records.TASK_SLICES); ``cut``: per export,
+        ``TaskSlices``: one row per slice of the chosen invocations (``SLICES``: the task's index in the
+        list, its end, its duration, the CPU-ms and, for a sampled slice, the RSS in it), in task then time
+        order, and per task its facts (its exact CPU total, peak RSS, peak cores)
 
 A task's slices cover [ts_start, ts_end] exactly: one per sampling interval that ended inside the task
 (its cgroup's samples where the task had a cgroup of its own: every process it started; else its
 processes' samples), then a tail slice to ts_end whose CPU is the exact total (its cgroup's, else its
 rusage) minus what the samples counted, so the CPU-ms of a task's slices equal its measured CPU time
 (samples that overshoot it are scaled down). A task of no length lasts 1 ms (formats need positive
-durations). Every exporter (tracekit.trace.export) builds its rows from these.
+durations). The slices are cut once, where a node's samples are in memory (parse's node jobs, or
+``tracekit parse --node-part`` on the node); every exporter (tracekit.trace.export) reads them and never
+the samples. A trace parsed before task_slices existed is cut here from its samples instead.
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,46 +29,128 @@ import pyarrow.compute as pc
 
 from tracekit.trace import cctf
 from tracekit.trace.arrowjson import row_numbers, shifted_down
-from tracekit.trace.nodeparse import cgroup_counted, exact_cpu_ms
+from tracekit.trace.audit import cgroup_counted, exact_cpu_ms
+from tracekit.trace.records import TASK_SLICES
 
 # One row per slice of a task: ``id`` the task's index in the list cut, ``end_ms`` when the slice ended
 # (controller clock), ``duration`` ms, ``cpu_ms`` its CPU in it, ``rss_kb`` the RSS sampled at its end
 # (null for the tail slice, which no sample ends).
 SLICES = pa.schema([("id", pa.int32()), ("end_ms", pa.int64()), ("duration", pa.int64()),
                     ("cpu_ms", pa.float64()), ("rss_kb", pa.int64())])  # fmt: skip
+_KEY = ["node", "task_id", "attempt"]
 
 
 @dataclass(frozen=True)
 class TaskSlices:
     slices: pa.Table  # SLICES, sorted by id then end_ms
-    # Per task (the list's order): samples, sampled_cpu_ms, cpu_ms (the exact total, else the sampled),
-    # peak_rss_kb, peak_cores (the most cores one slice used), stretched (no length: made 1 ms).
+    # Per task (the list's order): cpu_ms (the exact total, else the sampled), samples (its sampled slices:
+    # every one but the tail has an RSS), peak_rss_kb (the most its samples saw at once), peak_cores (the
+    # most cores one slice used), stretched (no length: made 1 ms).
     facts: list[dict[str, Any]]
 
 
 def cut(tasks: list[dict[str, Any]], cctf_dir: Path) -> TaskSlices:
     """The slices of every task (invocations of the trace, each with node, task_id, attempt, ts_start, ts_end)."""
-    by_node: dict[str, list[int]] = {}
-    for index, task in enumerate(tasks):
-        by_node.setdefault(task["node"], []).append(index)
-    # Nodes are independent and Arrow's kernels release the GIL: two at a time keep both cores busy.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        per_node = pool.map(lambda node: _node_ticks(node, tasks, by_node[node], cctf_dir), sorted(by_node))
-        ticks = pa.concat_tables(list(per_node))
-    ticks = ticks.append_column("row", row_numbers(ticks.num_rows))
+    rows = _trace_slices(tasks, cctf_dir).combine_chunks()
+    ids = _task_index(rows, tasks)
+    chosen = pc.is_valid(ids)
+    rows, ids = rows.filter(chosen), ids.filter(chosen)
+    # A task's rows are together and in time order (task_slices' sort keys): a stable sort by task keeps them so.
+    order = pc.sort_indices(ids)
+    slices = pa.table({"id": ids.take(order), "end_ms": rows.column("ts_ms").take(order),
+                       "duration": rows.column("dt_ms").take(order), "cpu_ms": rows.column("cpu_ms").take(order),
+                       "rss_kb": rows.column("rss_kb").take(order)}, schema=SLICES)  # fmt: skip
 
-    # Per task, from its ticks: how many, their CPU, the last one, peak RSS.
-    facts = [
-        {"samples": 0, "sampled_cpu_ms": 0.0, "last_tick": t["ts_start"], "peak_rss_kb": 0, "last_row": None,
-         "peak_cores": 0.0}  # fmt: skip
-        for t in tasks
-    ]
-    summary = ticks.group_by("id", use_threads=False).aggregate(
-        [("cpu_ms", "count"), ("cpu_ms", "sum"), ("ts_ms", "max"), ("rss_kb", "max"), ("row", "max")]
-    )
-    for index, count, cpu, last, rss, row in zip(*(summary.column(name).to_pylist() for name in (
-            "id", "cpu_ms_count", "cpu_ms_sum", "ts_ms_max", "rss_kb_max", "row_max"))):  # fmt: skip
-        facts[index].update(samples=count, sampled_cpu_ms=cpu, last_tick=last, peak_rss_kb=rss, last_row=row)
+    facts = [{"cpu_ms": 0.0, "samples": 0, "peak_rss_kb": 0, "peak_cores": 0.0,
+              "stretched": t["ts_end"] <= t["ts_start"]} for t in tasks]  # fmt: skip
+    cores_used = pc.divide(slices.column("cpu_ms"), pc.cast(slices.column("duration"), pa.float64()))
+    summary = pa.table({"id": slices.column("id"), "cpu_ms": slices.column("cpu_ms"), "rss_kb": slices.column("rss_kb"),
+                        "cores": cores_used}).group_by("id", use_threads=False).aggregate(
+        [("cpu_ms", "sum"), ("rss_kb", "count"), ("rss_kb", "max"), ("cores", "max")])  # fmt: skip
+    for index, cpu, sampled, rss, cores in zip(*(summary.column(name).to_pylist() for name in (
+            "id", "cpu_ms_sum", "rss_kb_count", "rss_kb_max", "cores_max"))):  # fmt: skip
+        facts[index].update(cpu_ms=cpu, samples=sampled, peak_rss_kb=rss or 0, peak_cores=cores)
+    for task, fact in zip(tasks, facts):
+        exact = exact_cpu_ms(task)  # what the slices sum to, without their float rounding
+        if exact is not None:
+            fact["cpu_ms"] = float(exact)
+    return TaskSlices(slices, facts)
+
+
+def _task_index(rows: pa.Table, tasks: list[dict[str, Any]]) -> pa.Array:
+    """Each row's task: its index in ``tasks`` (by node, task id and attempt), null for a task not among them.
+    The keys as integers (node and task id by their index among the rows' distinct ones): a hash lookup of
+    numbers instead of a join on strings."""
+    node_codes = pc.dictionary_encode(rows.column("node").chunk(0) if rows.num_rows else pa.array([], pa.string()))
+    task_codes = pc.dictionary_encode(rows.column("task_id").chunk(0) if rows.num_rows else pa.array([], pa.string()))
+    node_of = {name: code for code, name in enumerate(node_codes.dictionary.to_pylist())}
+    task_of = {name: code for code, name in enumerate(task_codes.dictionary.to_pylist())}
+    attempts = rows.column("attempt")
+    span = (pc.max(attempts).as_py() or 0) + 1  # attempt numbers below it: a key per (node, task, attempt)
+    tasks_span = len(task_of) * span
+
+    def key(node: int, task: int, attempt: Any) -> int:
+        return node * tasks_span + task * span + attempt
+
+    wanted = [key(node_of[t["node"]], task_of[t["task_id"]], t["attempt"])
+              if t["node"] in node_of and t["task_id"] in task_of and 0 <= t["attempt"] < span else -1
+              for t in tasks]  # fmt: skip
+    row_keys = pc.add(pc.add(pc.multiply(pc.cast(node_codes.indices, pa.int64()), tasks_span),
+                             pc.multiply(pc.cast(task_codes.indices, pa.int64()), span)),
+                      attempts.chunk(0) if rows.num_rows else pa.array([], pa.int64()))  # fmt: skip
+    return pc.cast(pc.index_in(row_keys, value_set=pa.array(wanted, pa.int64())), pa.int32())
+
+
+def _trace_slices(tasks: list[dict[str, Any]], cctf_dir: Path) -> pa.Table:
+    """The trace's task_slices rows of the tasks' nodes; cut here from the samples for a trace parsed before
+    task_slices existed."""
+    nodes = sorted({t["node"] for t in tasks})
+    columns = [*_KEY, "ts_ms", "dt_ms", "cpu_ms", "rss_kb"]
+    if cctf.has_table(cctf_dir, "task_slices"):
+        return cctf.read_table(cctf_dir, "task_slices", columns, nodes=nodes)
+    per_node = []
+    for node in nodes:
+        task_metrics = (cctf.read_table(cctf_dir, "task_metrics", nodes=[node])
+                        if cctf.has_table(cctf_dir, "task_metrics") else None)  # fmt: skip
+        proc_metrics = cctf.read_table(cctf_dir, "proc_metrics", ["task_id", "ts_ms", "cpu_user_ms", "cpu_system_ms",
+                                                                  "rss_kb"], nodes=[node])  # fmt: skip
+        per_node.append(node_slices(node, [t for t in tasks if t["node"] == node], task_metrics, proc_metrics))
+    return pa.concat_tables(per_node).select(columns) if per_node else TASK_SLICES.empty_table().select(columns)
+
+
+def node_slices(node: str, invocations: list[dict[str, Any]], task_metrics: pa.Table | None,
+                proc_metrics: pa.Table) -> pa.Table:  # fmt: skip
+    """The node's rows of cctf's task_slices: every one of ``invocations`` (this node's) cut at its samples.
+    ``task_metrics``: the node's task cgroup samples (None: none made); ``proc_metrics``: its process samples
+    (task_id, ts_ms, cpu_user_ms, cpu_system_ms and rss_kb are read)."""
+    # In task_slices' order (task id, attempt; UTF-8's byte order is the code points'): the slices, cut in
+    # the order of the tasks' indices, need no sort of their own.
+    tasks = sorted((r for r in invocations if r["node"] == node), key=lambda r: (r["task_id"], r["attempt"]))
+    indices = list(range(len(tasks)))
+    in_cgroups, cgroup_ticks = _cgroup_ticks(tasks, indices, task_metrics)
+    ticks = pa.concat_tables([cgroup_ticks, _process_ticks(tasks, [i for i in indices if i not in in_cgroups],
+                                                           proc_metrics)])  # fmt: skip
+    slices = _slices_of(tasks, ticks)
+    ids = slices.column("id")
+    table = pa.table({
+        "ts_ms": slices.column("end_ms"), "node": pa.array([node] * slices.num_rows, pa.string()),
+        "task_id": pc.take(pa.array([t["task_id"] for t in tasks], pa.string()), ids),
+        "attempt": pc.take(pa.array([t["attempt"] for t in tasks], pa.int64()), ids),
+        "dt_ms": slices.column("duration"), "cpu_ms": slices.column("cpu_ms"), "rss_kb": slices.column("rss_kb"),
+    }, schema=TASK_SLICES)  # fmt: skip
+    return table.combine_chunks()
+
+
+def _slices_of(tasks: list[dict[str, Any]], ticks: pa.Table) -> pa.Table:
+    """SLICES of ``tasks`` from their sampling ticks (id, ts_ms, duration, cpu_ms, rss_kb): the ticks' CPU
+    scaled or topped up to each task's exact total, a tail slice to its end, no slice of no length."""
+    ticks = ticks.append_column("row", row_numbers(ticks.num_rows))
+    # Per task, from its ticks: their CPU, the last one, its row.
+    facts = [{"sampled_cpu_ms": 0.0, "last_tick": t["ts_start"], "last_row": None} for t in tasks]
+    summary = ticks.group_by("id", use_threads=False).aggregate([("cpu_ms", "sum"), ("ts_ms", "max"), ("row", "max")])
+    for index, cpu, last, row in zip(*(summary.column(name).to_pylist() for name in (
+            "id", "cpu_ms_sum", "ts_ms_max", "row_max"))):  # fmt: skip
+        facts[index].update(sampled_cpu_ms=cpu, last_tick=last, last_row=row)
 
     scale, extra_on_last_row, tails = _close_the_books(tasks, facts)
     cpu = pc.multiply(ticks.column("cpu_ms"), pc.take(pa.array(scale, pa.float64()), ticks.column("id")))
@@ -74,45 +159,26 @@ def cut(tasks: list[dict[str, Any]], cctf_dir: Path) -> TaskSlices:
         for row, value in extra_on_last_row.items():
             extra[row] = value
         cpu = pc.add(cpu, pa.array(extra, pa.float64()))
-
-    slices = _no_empty_slices(pa.concat_tables([
+    return _no_empty_slices(pa.concat_tables([
         pa.table({"id": ticks.column("id"), "end_ms": ticks.column("ts_ms"), "duration": ticks.column("duration"),
                   "cpu_ms": cpu, "rss_kb": ticks.column("rss_kb")}, schema=SLICES),
         tails,
     ]).sort_by([("id", "ascending"), ("end_ms", "ascending")]))  # fmt: skip
-    cores_used = pc.divide(slices.column("cpu_ms"), pc.cast(slices.column("duration"), pa.float64()))
-    peaks = pa.table({"id": slices.column("id"), "cores": cores_used}).group_by("id", use_threads=False).aggregate(
-        [("cores", "max")]
-    )
-    for index, most in zip(peaks.column("id").to_pylist(), peaks.column("cores_max").to_pylist()):
-        facts[index]["peak_cores"] = most
-    for fact in facts:
-        del fact["last_tick"], fact["last_row"]
-    return TaskSlices(slices.combine_chunks(), facts)
 
 
 _TICK_COLUMNS = {"id": pa.int32(), "ts_ms": pa.int64(), "duration": pa.int64(), "cpu_ms": pa.float64(),
                  "rss_kb": pa.int64()}  # fmt: skip
 
 
-def _node_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], cctf_dir: Path) -> pa.Table:
-    """One node's sampling ticks inside its tasks: id, ts_ms, slice duration, cpu_ms, rss_kb.
-
-    A task in a cgroup of its own that was sampled has its ticks from its cgroup's samples (every
-    process it started, task_metrics); the others from their processes' samples (proc_metrics).
-    """
-    in_cgroups, cgroup_ticks = _cgroup_ticks(node, tasks, indices, cctf_dir)
-    return pa.concat_tables([cgroup_ticks, _process_ticks(node, tasks, [i for i in indices if i not in in_cgroups],
-                                                          cctf_dir)])  # fmt: skip
+def _no_ticks() -> pa.Table:
+    return pa.table({name: pa.array([], kind) for name, kind in _TICK_COLUMNS.items()})
 
 
-def _cgroup_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], cctf_dir: Path) -> tuple[set[int], pa.Table]:
+def _cgroup_ticks(tasks: list[dict[str, Any]], indices: list[int], rows: pa.Table | None) -> tuple[set[int], pa.Table]:
     """The tasks of ``indices`` with task cgroup samples, and their ticks (task_metrics: already one per
     task and interval, the first from the task's start)."""
-    if not cctf.has_table(cctf_dir, "task_metrics"):  # a trace parsed before task cgroups
-        return set(), pa.table({name: pa.array([], kind) for name, kind in _TICK_COLUMNS.items()})
-    rows = cctf.read_table(cctf_dir, "task_metrics", columns=["task_id", "attempt", "ts_ms", "dt_ms", "cpu_ms",
-                                                              "memory_bytes"], nodes=[node])  # fmt: skip
+    if rows is None:  # no task cgroups on the node (or a trace parsed before them)
+        return set(), _no_ticks()
     # A task whose move into its cgroup failed keeps its processes' samples (its cgroup counted little).
     index_of = {(tasks[i]["task_id"], tasks[i]["attempt"]): i for i in indices if cgroup_counted(tasks[i])}
     ids = [index_of.get(key, -1) for key in zip(rows.column("task_id").to_pylist(), rows.column("attempt").to_pylist())]
@@ -124,17 +190,14 @@ def _cgroup_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], cc
     return set(ticks.column("id").to_pylist()), ticks.combine_chunks()
 
 
-def _process_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], cctf_dir: Path) -> pa.Table:
-    """The ticks of the tasks of ``indices`` from their processes' samples.
+def _process_ticks(tasks: list[dict[str, Any]], indices: list[int], samples: pa.Table) -> pa.Table:
+    """The ticks of the tasks of ``indices`` from their processes' samples (one node's).
 
     All processes of a task are sampled in the same tick, so a tick's CPU is
-    the sum over them. Only this node's samples are read (memory follows the
-    largest node, not the run).
+    the sum over them.
     """
-    samples = cctf.read_table(
-        cctf_dir, "proc_metrics", columns=["task_id", "ts_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb"],
-        nodes=[node], where=pc.is_valid(pc.field("task_id")),
-    )
+    samples = samples.select(["task_id", "ts_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb"])
+    samples = samples.filter(pc.is_valid(samples.column("task_id")))
     # Task ids as small integers (their index among this node's distinct ids): grouping
     # and joining on them costs a fraction of doing it on the strings.
     encoded = pc.dictionary_encode(samples.column("task_id").combine_chunks())
@@ -160,7 +223,7 @@ def _process_ticks(node: str, tasks: list[dict[str, Any]], indices: list[int], c
                      pc.less_equal(ticks.column("ts_ms"), ticks.column("ts_end")))  # fmt: skip
     ticks = ticks.filter(inside).sort_by([("id", "ascending"), ("ts_ms", "ascending")]).combine_chunks()
     if ticks.num_rows == 0:
-        return pa.table({name: pa.array([], kind) for name, kind in _TICK_COLUMNS.items()})
+        return _no_ticks()
     ids, ts = ticks.column("id").chunk(0), ticks.column("ts_ms").chunk(0)
     previous_ts, previous_id = shifted_down(ts), shifted_down(ids)
     first = pc.fill_null(pc.not_equal(ids, previous_id), True)
@@ -215,9 +278,7 @@ def _close_the_books(tasks: list[dict], per_task: list[dict]) -> tuple[list[floa
             scale[index] = total / facts["sampled_cpu_ms"]
         remainder = max(0.0, total - facts["sampled_cpu_ms"])
         tail = task["ts_end"] - facts["last_tick"]
-        facts["cpu_ms"] = total
-        facts["stretched"] = task["ts_end"] <= task["ts_start"]
-        if facts["stretched"]:
+        if task["ts_end"] <= task["ts_start"]:
             tail = 1  # OpenDC needs positive durations; a sub-millisecond task lasts 1 ms
         if tail > 0:
             tail_ids.append(index)
@@ -235,8 +296,6 @@ def _close_the_books(tasks: list[dict], per_task: list[dict]) -> tuple[list[floa
 def node_cores(node: dict[str, Any]) -> int:
     """The cores a node had: its own CPUs where it was given some (nodes sharing a machine), else the machine's."""
     return int(node.get("cores_usable") or node.get("cores_logical") or 1)
-
-
 
 
 def exported(invocations: list[dict[str, Any]], include_failed: bool) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import printable, read_jsonl
 from tracekit.trace import cctf, ownership
-from tracekit.trace.nodeparse import cgroup_counted, exact_cpu_ms
+from tracekit.trace.audit import cgroup_counted, exact_cpu_ms
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_FRAGMENTS_REQUIRED, OPENDC_TASKS, OPENDC_TASKS_REQUIRED
 
 CONSERVATION_TOLERANCE = 0.01  # 1 % of the measured CPU time

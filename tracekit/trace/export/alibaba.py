@@ -1,6 +1,6 @@
 """``tracekit export alibaba``: cctf/ -> tables of Alibaba's cluster-trace-v2018 shape (CSV).
 
-input:  RUN_DIR/cctf/ invocations.jsonl, nodes.json, host_metrics/ and link_metrics/, the task samples
+input:  RUN_DIR/cctf/ invocations.jsonl, nodes.json, host_metrics/ and link_metrics/, task_slices/
         (tracekit.trace.slices)
 output: OUT_DIR/ batch_task.csv, batch_instance.csv, machine_meta.csv, machine_usage.csv (no header and the
         columns in the order of the trace's schema.md, as Alibaba publishes them), export.json

@@ -1,6 +1,6 @@
 """``tracekit export google``: cctf/ -> tables of Google's cluster-data v3 (ClusterData2019) shape.
 
-input:  RUN_DIR/cctf/ invocations.jsonl, nodes.json and the task samples (tracekit.trace.slices)
+input:  RUN_DIR/cctf/ invocations.jsonl, nodes.json and task_slices/ (tracekit.trace.slices)
 output: OUT_DIR/ instance_events.parquet, instance_usage.parquet, machine_events.parquet, export.json
 
 As Google's trace defines them: times in microseconds, 0 being 600 s before the trace's start (here: the

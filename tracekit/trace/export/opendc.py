@@ -1,6 +1,6 @@
 """``tracekit export opendc``: cctf/ -> an OpenDC workload (the format ``opendc`` of tracekit.trace.export).
 
-input:  RUN_DIR/cctf/ invocations.jsonl, proc_metrics/, task_metrics/, nodes.json
+input:  RUN_DIR/cctf/ invocations.jsonl, task_slices/ (tracekit.trace.slices), nodes.json
 output: OUT_DIR/ tasks.parquet, fragments.parquet (current OpenDC `workload`
         format, schemas in tracekit.trace.records), experiment.json (topology
         from the measured nodes), task_ids.jsonl (OpenDC id -> task_id,

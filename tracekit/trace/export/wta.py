@@ -1,6 +1,6 @@
 """``tracekit export wta``: cctf/ -> the Workflow Trace Archive's format (Parquet, schema 1.0).
 
-input:  RUN_DIR/cctf/ invocations.jsonl, nodes.json, and the task samples (tracekit.trace.slices: the cores and
+input:  RUN_DIR/cctf/ invocations.jsonl, nodes.json, and task_slices/ (tracekit.trace.slices: the cores and
         memory each task needed)
 output: OUT_DIR/ tasks/schema-1.0/part.0.parquet, workflows/schema-1.0/part.0.parquet,
         workload/schema-1.0/generic_information.json (the layout and columns the archive's own tools,
