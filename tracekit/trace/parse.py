@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tracekit import runfolder
 from tracekit.errors import RunFolderError
@@ -188,6 +189,8 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
     node_records = [node_record(n) for n in nodes]
     shared = sharing_cpus(node_records)
     missing = [node for node in nodes if node.node not in ready]
+    # Arrow registers its compute kernels at the first call (0.2 s): once here, before the fork, not in each worker.
+    pc.add(pa.array([0]), 0)
     pool = ProcessPoolExecutor(max_workers=max(1, min(WORKERS, max(2 * len(missing), len(nodes)))),
                                mp_context=multiprocessing.get_context("fork"))  # the workers need only the arguments
     try:
