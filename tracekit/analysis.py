@@ -98,7 +98,8 @@ class Run:
         return cctf.records_table(self.cctf_dir, cctf.REQUESTS)
 
     def table(self, name: str, nodes: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
-        """A per-node table of cctf/ (proc_metrics, host_metrics, link_metrics, task_metrics, contention),
+        """A per-node table of cctf/ (proc_metrics, host_metrics, link_metrics, task_metrics, task_slices,
+        contention),
         of every node or of ``nodes``, its ``columns`` or all of them."""
         return cctf.read_table(self.cctf_dir, name, columns=columns, nodes=nodes)
 

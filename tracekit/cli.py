@@ -218,8 +218,9 @@ def _add_parse(commands: argparse._SubParsersAction) -> None:
         "parse",
         help="raw node files of a run -> the normalized trace cctf/",
         description="Read RUN_DIR (one node's raw files, or nodes/<node>/ folders) and write RUN_DIR/cctf/:\n"
-        "process, host and link metrics as Parquet (a file per node under proc_metrics/, host_metrics/,\n"
-        "link_metrics/), invocations, nodes, links, placement events, audit. A node's part made on the\n"
+        "process, task, host and link metrics as Parquet (a file per node under proc_metrics/,\n"
+        "task_metrics/, host_metrics/, link_metrics/, contention/), each task's slices (task_slices/: what\n"
+        "every export is made from), invocations, nodes, links, placement events, audit. A node's part made on the\n"
         "node (--node-part) is taken as it is while it matches the node's raw files. Garbled lines are\n"
         "skipped and listed in the audit (with --strict they are fatal). The same input gives\n"
         "byte-identical output.",

@@ -81,3 +81,46 @@ def test_a_task_s_peak_memory_is_the_larger_measure_at_most_its_node_s():
     # Summed RSS counts pages its processes share once per process: never more than the node had.
     assert slices.peak_memory_kb({"max_rss_kb": 3000}, {"peak_rss_kb": 12000}, node) == 8000
     assert slices.peak_memory_kb({}, {"peak_rss_kb": None}, {}) == 0
+
+
+def test_a_table_file_of_an_older_trace_reads_with_its_missing_column_as_nulls(tmp_path):
+    """A collector before run_delay_ns wrote no such column: the table reads with it null, read file by file
+    or through a filter."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tracekit.trace.records import PROC_METRICS
+
+    trace = tmp_path / cctf.CCTF
+    row = {f.name: 0 for f in PROC_METRICS if pa.types.is_integer(f.type)} | {"node": "cloud1", "pid": 7, "task_id": "t1"}
+    older = pa.Table.from_pylist([row], schema=PROC_METRICS).drop_columns(["run_delay_ns"])
+    path = cctf.node_file(trace, "proc_metrics", "cloud1")
+    path.parent.mkdir(parents=True)
+    pq.write_table(older, path)
+    for where in (None, pc.field("pid") == 7):
+        table = cctf.read_table(trace, "proc_metrics", ["pid", "run_delay_ns"], where=where)
+        assert table.to_pylist() == [{"pid": 7, "run_delay_ns": None}]
+    assert cctf.read_table(trace, "proc_metrics").column("run_delay_ns").to_pylist() == [None]
+
+
+def test_slices_are_cut_for_any_attempt_number(tmp_path):
+    """Attempts are told apart by their numbers whatever they are (a key of node, task and attempt must not
+    overflow), and the export takes the attempts it is given."""
+    from tracekit.trace import slices
+    from tracekit.trace.records import PROC_METRICS
+
+    trace = tmp_path / cctf.CCTF
+    for node in ("cloud1", "cloud2"):
+        cctf.write_table(cctf.node_file(trace, "proc_metrics", node), "proc_metrics", PROC_METRICS.empty_table())
+    base = {"node": "cloud1", "task_id": "t1", "cpu_user_ms": 30.0, "cpu_system_ms": 0.0}
+    tasks = [{**base, "attempt": 1, "ts_start": 0, "ts_end": 100},
+             {**base, "attempt": 2**62, "ts_start": 200, "ts_end": 250, "cpu_user_ms": 10.0},
+             {**base, "task_id": "t2", "attempt": 3, "ts_start": 300, "ts_end": 320, "cpu_user_ms": 5.0},
+             {**base, "node": "cloud2", "task_id": "u1", "attempt": 0, "ts_start": 0, "ts_end": 10, "cpu_user_ms": 1.0}]  # fmt: skip
+    cut = slices.cut(tasks, trace)
+    assert cut.slices.to_pylist() == [{"id": 0, "end_ms": 100, "duration": 100, "cpu_ms": 30.0, "rss_kb": None},
+                                      {"id": 1, "end_ms": 250, "duration": 50, "cpu_ms": 10.0, "rss_kb": None},
+                                      {"id": 2, "end_ms": 320, "duration": 20, "cpu_ms": 5.0, "rss_kb": None},
+                                      {"id": 3, "end_ms": 10, "duration": 10, "cpu_ms": 1.0, "rss_kb": None}]  # fmt: skip
+    assert slices.cut(tasks[1:2], trace).slices.column("duration").to_pylist() == [50]

@@ -216,13 +216,15 @@ def test_an_event_of_another_run_is_left_out(tmp_path, plain):
 def test_an_event_with_fields_of_the_wrong_type_is_a_skipped_line(tmp_path):
     run = golden(tmp_path)
     [event] = read_jsonl(run / "nodes" / "cloud1" / "events.quick.jsonl")
-    bad = [{**event, "task_id": ["t"]}, {**event, "task_id": "t-2", "ts_start": "soon"}, {**event, "task_id": "t-3", "attempt": 1.5}]
+    bad = [{**event, "task_id": ["t"]}, {**event, "task_id": "t-2", "ts_start": "soon"}, {**event, "task_id": "t-3", "attempt": 1.5},
+           {**event, "task_id": "t-4", "attempt": None}, {**event, "task_id": "t-5", "attempt": 0}]  # fmt: skip
     (run / "nodes" / "cloud1" / "events.bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bad))
     audit = parse_run(run).audit
     assert set(invocations(run)) == TASKS
     assert [(b["line"], b["reason"]) for b in audit["bad_lines_listed"]] == [
-        (1, "task_id is not a string"), (2, "ts_start is not a whole number"), (3, "attempt is not a whole number")
-    ]
+        (1, "task_id is not a string"), (2, "ts_start is not a whole number"), (3, "attempt is not a whole number"),
+        (4, "attempt is not a whole number"), (5, "attempt is below 1"),
+    ]  # fmt: skip
 
 
 def test_a_bad_line_of_a_collector_s_records_is_counted_once(tmp_path):

@@ -98,12 +98,14 @@ def read_table(
     if not files:
         empty = schema.empty_table()
         return empty.select(columns) if columns is not None else empty
-    if where is None:
+    wanted = schema if columns is None else pa.schema([schema.field(name) for name in columns])
+    readers = [pq.ParquetFile(path) for path in files]
+    if where is None and all(set(wanted.names) <= set(r.schema_arrow.names) for r in readers):
         # File by file: importing pyarrow.dataset costs a command that reads a trace 0.17 s.
-        wanted = schema if columns is None else pa.schema([schema.field(name) for name in columns])
-        parts = [pq.ParquetFile(path).read(columns=wanted.names).select(wanted.names).cast(wanted) for path in files]
-        return pa.concat_tables(parts)
-    import pyarrow.dataset as ds  # a filter pushed down into the files' row groups
+        return pa.concat_tables([r.read(columns=wanted.names).select(wanted.names).cast(wanted) for r in readers])
+    # A filter pushed down into the files' row groups, or a file of an older trace that lacks a column
+    # (read as nulls, as the declared schema makes it).
+    import pyarrow.dataset as ds
 
     dataset = ds.dataset([str(path) for path in files], schema=schema, format="parquet")
     return dataset.to_table(columns=columns, filter=where, use_threads=True)

@@ -24,9 +24,9 @@ Nodes of one machine without CPU sets of their own (the same boot_id, CPU sets t
 its CPUs: each one's host samples hold the others' tasks too, which are the run's, not other work.
 
 It is made once a node's part is in place (it needs both of its jobs: the host samples and the task
-cgroups come from two parallel jobs, or from a part made on the node that stays as it was), as a job of
-its own in parse's worker processes while other nodes' parts are still made, in its own table rather
-than as columns of host_metrics.
+cgroups come from two parallel jobs, or from a part made on the node that stays as it was), and those
+of the nodes on its CPUs, as a job of its own in parse's worker processes while other nodes' parts are
+still made, in its own table rather than as columns of host_metrics.
 """
 
 from __future__ import annotations

@@ -112,6 +112,11 @@ def event_problem(event: dict[str, Any]) -> str | None:
         value = event.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             return f"{name} is not a whole number"
+    if "attempt" in event:  # absent: the first; a task's attempts are told apart by it
+        if event["attempt"] is None:
+            return "attempt is not a whole number"
+        if event["attempt"] < 1:
+            return "attempt is below 1"
     return None
 
 

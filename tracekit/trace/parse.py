@@ -6,7 +6,7 @@ input:  RUN_DIR with one node's raw files, or nodes/<node>/ folders
         placement_events.jsonl, terminal_records.jsonl, load/**/results.jsonl
         and cctf-part/)
 output: RUN_DIR/cctf/ (layout: tracekit.trace.cctf) proc_metrics/,
-        task_metrics/, host_metrics/, link_metrics/, contention/ (a Parquet file per node),
+        task_metrics/, task_slices/, host_metrics/, link_metrics/, contention/ (a Parquet file per node),
         invocations.jsonl, nodes.json, links.json, placement_events.jsonl,
         requests.jsonl (HTTP load runs: the load generator's requests joined
         to the services' invocations, tracekit.trace.requests), audit.json,

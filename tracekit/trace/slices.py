@@ -79,26 +79,26 @@ def cut(tasks: list[dict[str, Any]], cctf_dir: Path) -> TaskSlices:
 
 def _task_index(rows: pa.Table, tasks: list[dict[str, Any]]) -> pa.Array:
     """Each row's task: its index in ``tasks`` (by node, task id and attempt), null for a task not among them.
-    The keys as integers (node and task id by their index among the rows' distinct ones): a hash lookup of
-    numbers instead of a join on strings."""
-    node_codes = pc.dictionary_encode(rows.column("node").chunk(0) if rows.num_rows else pa.array([], pa.string()))
-    task_codes = pc.dictionary_encode(rows.column("task_id").chunk(0) if rows.num_rows else pa.array([], pa.string()))
-    node_of = {name: code for code, name in enumerate(node_codes.dictionary.to_pylist())}
-    task_of = {name: code for code, name in enumerate(task_codes.dictionary.to_pylist())}
-    attempts = rows.column("attempt")
-    span = (pc.max(attempts).as_py() or 0) + 1  # attempt numbers below it: a key per (node, task, attempt)
-    tasks_span = len(task_of) * span
-
-    def key(node: int, task: int, attempt: Any) -> int:
-        return node * tasks_span + task * span + attempt
-
-    wanted = [key(node_of[t["node"]], task_of[t["task_id"]], t["attempt"])
-              if t["node"] in node_of and t["task_id"] in task_of and 0 <= t["attempt"] < span else -1
-              for t in tasks]  # fmt: skip
-    row_keys = pc.add(pc.add(pc.multiply(pc.cast(node_codes.indices, pa.int64()), tasks_span),
-                             pc.multiply(pc.cast(task_codes.indices, pa.int64()), span)),
-                      attempts.chunk(0) if rows.num_rows else pa.array([], pa.int64()))  # fmt: skip
-    return pc.cast(pc.index_in(row_keys, value_set=pa.array(wanted, pa.int64())), pa.int32())
+    The keys as integers (each part by its index among the rows' distinct values: no key overflows whatever
+    the attempt numbers): a hash lookup of numbers instead of a join on strings."""
+    if rows.num_rows == 0:
+        return pa.array([], pa.int32())
+    codes = [pc.dictionary_encode(rows.column(name).chunk(0)) for name in _KEY]
+    code_of = [{value: code for code, value in enumerate(c.dictionary.to_pylist())} for c in codes]
+    key = pc.cast(codes[0].indices, pa.int64())
+    for part, known in zip(codes[1:], code_of[1:]):
+        key = pc.add(pc.multiply(key, len(known)), pc.cast(part.indices, pa.int64()))
+    wanted = []
+    for task in tasks:
+        parts = [known.get(task[name]) for known, name in zip(code_of, _KEY)]
+        if None in parts:
+            wanted.append(-1)  # not in the trace's slices
+            continue
+        value = parts[0]
+        for part, known in zip(parts[1:], code_of[1:]):
+            value = value * len(known) + part
+        wanted.append(value)
+    return pc.cast(pc.index_in(key, value_set=pa.array(wanted, pa.int64())), pa.int32())
 
 
 def _trace_slices(tasks: list[dict[str, Any]], cctf_dir: Path) -> pa.Table:
