@@ -602,3 +602,29 @@ def test_the_slices_parse_cuts_are_those_an_export_would_cut_from_the_samples(ru
         rows = by_task[index]
         assert sum(r["duration"] for r in rows) == max(1, invocation["ts_end"] - invocation["ts_start"])
         assert sum(r["cpu_ms"] for r in rows) == pytest.approx(exact_cpu_ms(invocation) or from_parse.facts[index]["cpu_ms"])
+
+
+def test_the_audit_counts_the_fragments_the_export_cuts_attempt_by_attempt(run):
+    """fragments_per_task is what the export cuts: each invocation's task_slices. A second attempt of a task,
+    later and unsampled, is one slice, not the first attempt's samples again (the audit grouped the samples
+    by task, not attempt)."""
+    import statistics
+
+    from tracekit.trace import slices
+
+    events = run / "nodes" / "cloud1" / "events.burn.jsonl"
+    [first] = read_jsonl(events)
+    again = {**first, "attempt": 2, "ts_start": first["ts_end"] + 5_000, "ts_end": first["ts_end"] + 6_000, "pid": None,
+             "create_time_ms": None}  # fmt: skip
+    with open(events, "a") as f:
+        f.write(dumps(again) + "\n")
+    trace = parse_run(run).cctf_dir
+    invocations = [r for r in cctf_layout.read_records(trace, cctf_layout.INVOCATIONS) if r["ok"]]
+    cut = slices.cut(invocations, trace)
+    counts = [0] * len(invocations)
+    for index in cut.slices.column("id").to_pylist():
+        counts[index] += 1
+    assert counts[[(r["task_id"], r["attempt"]) for r in invocations].index(("t-burn", 2))] == 1
+    audit = json.loads((trace / "audit.json").read_text())
+    assert audit["fragments_per_task"] == {"median": statistics.median(counts), "min": min(counts), "max": max(counts)}
+    assert audit["tasks_with_interior_samples"] == sum(1 for count in counts if count > 1)

@@ -45,8 +45,6 @@ class TaskSamples(NamedTuple):
 
     rows: int  # samples of its processes
     cpu_ms: int  # CPU in them
-    ticks: int  # distinct sampling times: the slices the export cuts inside the task
-    last_tick_ms: int
 
 
 @dataclass
@@ -58,6 +56,8 @@ class Audit:
     task_samples: dict[tuple[str, str], TaskSamples] = field(default_factory=dict)
     # (node, task, attempt) -> its task cgroup's samples (task_metrics): the export's slices where they exist
     task_cgroup_samples: dict[tuple[str, str, int], TaskSamples] = field(default_factory=dict)
+    # (node, task, attempt) -> its slices (cctf's task_slices, tracekit.trace.slices): what every export cuts
+    task_slices: dict[tuple[str, str, int], int] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     requests: dict[str, int] | None = None  # an HTTP load's requests and how many joined (tracekit.trace.requests)
     # "node pid" -> a traced service process's CPU outside its requests' steps (tracekit.trace.requests)
@@ -73,11 +73,9 @@ class Audit:
         cpu_ms = pc.add(table.column("cpu_user_ms"), table.column("cpu_system_ms"))
         with_cpu = pa.table({"task_id": table.column("task_id"), "cpu_ms": cpu_ms, "ts_ms": table.column("ts_ms")})
         attributed = with_cpu.filter(pc.is_valid(with_cpu.column("task_id")))
-        grouped = attributed.group_by("task_id").aggregate(
-            [("cpu_ms", "count"), ("cpu_ms", "sum"), ("ts_ms", "count_distinct"), ("ts_ms", "max")]
-        )
+        grouped = attributed.group_by("task_id").aggregate([("cpu_ms", "count"), ("cpu_ms", "sum")])
         for task_id, *figures in zip(*(grouped.column(name).to_pylist() for name in (
-                "task_id", "cpu_ms_count", "cpu_ms_sum", "ts_ms_count_distinct", "ts_ms_max"))):  # fmt: skip
+                "task_id", "cpu_ms_count", "cpu_ms_sum"))):  # fmt: skip
             self.task_samples[(node.node, task_id)] = TaskSamples(*figures)
         cpu_total = pc.sum(cpu_ms).as_py() or 0
         self.per_node[node.node] = {
@@ -99,11 +97,17 @@ class Audit:
         figures = self.per_node.setdefault(node, {})
         figures["task_cgroup_samples"] = metrics.table.num_rows
         figures["task_cgroup_samples_left_out"] = metrics.rows_without_task + metrics.rows_left_out
-        grouped = metrics.table.group_by(["task_id", "attempt"]).aggregate(
-            [("cpu_ms", "count"), ("cpu_ms", "sum"), ("ts_ms", "max")])
-        for task_id, attempt, rows, cpu_ms, last in zip(*(grouped.column(name).to_pylist() for name in (
-                "task_id", "attempt", "cpu_ms_count", "cpu_ms_sum", "ts_ms_max"))):  # fmt: skip
-            self.task_cgroup_samples[(node, task_id, attempt)] = TaskSamples(rows, round(cpu_ms), rows, last)
+        grouped = metrics.table.group_by(["task_id", "attempt"]).aggregate([("cpu_ms", "count"), ("cpu_ms", "sum")])
+        for task_id, attempt, rows, cpu_ms in zip(*(grouped.column(name).to_pylist() for name in (
+                "task_id", "attempt", "cpu_ms_count", "cpu_ms_sum"))):  # fmt: skip
+            self.task_cgroup_samples[(node, task_id, attempt)] = TaskSamples(rows, round(cpu_ms))
+
+    def add_task_slices(self, node: str, slices: pa.Table) -> None:
+        """A node's task_slices: how many slices each invocation has."""
+        grouped = slices.group_by(["task_id", "attempt"], use_threads=False).aggregate([("ts_ms", "count")])
+        for task_id, attempt, count in zip(*(grouped.column(name).to_pylist() for name in (
+                "task_id", "attempt", "ts_ms_count"))):  # fmt: skip
+            self.task_slices[(node, task_id, attempt)] = count
 
     def finish(
         self,
@@ -125,7 +129,7 @@ class Audit:
         cpu_sampled = 0
         fragments = []
         for record in invocations:
-            samples = self.task_samples.get((record["node"], record["task_id"]), TaskSamples(0, 0, 0, 0))
+            samples = self.task_samples.get((record["node"], record["task_id"]), TaskSamples(0, 0))
             record["samples"] = samples.rows
             record["sampled_cpu_ms"] = samples.cpu_ms
             with_samples += samples.rows > 0
@@ -134,9 +138,8 @@ class Audit:
             in_cgroup = self.task_cgroup_samples.get((record["node"], record["task_id"], record["attempt"]))
             if in_cgroup is not None or "cgroup_cpu_ms" in record:
                 record["cgroup_samples"] = in_cgroup.rows if in_cgroup else 0
-            if record["ok"]:  # the export slices a task by its cgroup's samples where they counted it
-                counted = in_cgroup is not None and in_cgroup.rows and cgroup_counted(record)
-                fragments.append(_fragments(record, in_cgroup if counted else samples))
+            if record["ok"]:  # what the export cuts it into
+                fragments.append(self.task_slices.get((record["node"], record["task_id"], record["attempt"]), 0))
         failed = [r for r in invocations if not r["ok"]]
         cgroups = _cgroup_accounting(nodes, invocations)
         missing_clock = [n.node for n in nodes if n.clock_offset_ms is None]
@@ -173,7 +176,8 @@ class Audit:
             "invocations_duplicate": self.duplicate_invocations,
             "invocations_with_samples": with_samples,
             "invocations_with_samples_pct": round(100.0 * with_samples / len(invocations), 2) if invocations else None,
-            # The export's slices of each successful invocation: one per sampling tick inside it, and the tail.
+            # The export's slices of each successful invocation (task_slices): one per sampling tick inside
+            # it, and the tail.
             "fragments_per_task": {
                 "median": statistics.median(fragments) if fragments else None,
                 "min": min(fragments, default=None),
@@ -320,14 +324,6 @@ def _contention_lines(section: dict[str, Any] | None) -> list[str]:
         lines.append(f"| {printable(node)} | {n['source']} | {n['task_time_s']:g} | {pct(n['saturated_task_share'])} "
                      f"| {pct(n['contended_task_share'])} | {other} | {pct(n['task_run_delay_share'])} |")  # fmt: skip
     return lines
-
-
-def _fragments(invocation: dict[str, Any], samples: TaskSamples) -> int:
-    """How many slices the export cuts the invocation into: its ticks, and a tail after the last."""
-    if samples.ticks == 0:
-        return 1
-    return samples.ticks + (invocation["ts_end"] > samples.last_tick_ms)
-
 
 
 def _notes(nodes, invocations: list[dict[str, Any]], with_samples: int, missing_clock: list[str],

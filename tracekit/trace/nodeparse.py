@@ -125,11 +125,12 @@ class ProcessesPart:
     invocations: list[dict[str, Any]]
     bad_lines: list[BadLine]
     audit_per_node: dict[str, dict[str, Any]] = field(default_factory=dict)
-    audit_task_samples: dict[tuple[str, str], tuple[int, int, int, int]] = field(default_factory=dict)
+    audit_task_samples: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     duplicate_invocations: int = 0  # identical copies of an event met before, left out
     rejected: list[Rejected] = field(default_factory=list)
     # (node, task, attempt) -> its task cgroup samples' figures (the audit's fragments, where they exist)
-    audit_task_cgroup_samples: dict[tuple[str, str, int], tuple[int, int, int, int]] = field(default_factory=dict)
+    audit_task_cgroup_samples: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
+    audit_task_slices: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (node, task, attempt) -> slices
 
 
 @dataclass
@@ -188,13 +189,14 @@ def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> Processe
     task_metrics = build_task_metrics(node.node, cgroup_samples, invocations, offset)
     cctf.write_table(part / f"task_metrics{cctf.SUFFIX}", "task_metrics", task_metrics.table)
     # Every invocation cut at its samples once, here where they are in memory: the exports read the slices.
-    cctf.write_table(part / f"task_slices{cctf.SUFFIX}", "task_slices",
-                     node_slices(node.node, invocations, task_metrics.table, metrics.table))  # fmt: skip
+    task_slices = node_slices(node.node, invocations, task_metrics.table, metrics.table)
+    cctf.write_table(part / f"task_slices{cctf.SUFFIX}", "task_slices", task_slices)
     audit = audit_mod.Audit(run_dir=node.path)
     audit.add_node(node, metrics, len(by_key))  # a process exec'd after its first line has a second
     audit.add_task_metrics(node.node, task_metrics)
+    audit.add_task_slices(node.node, task_slices)
     return ProcessesPart(invocations, bad.lines, audit.per_node, audit.task_samples, duplicates, bad.rejected,
-                         audit.task_cgroup_samples)  # fmt: skip
+                         audit.task_cgroup_samples, audit.task_slices)  # fmt: skip
 
 
 def _read_invocations(node: NodeFolder, bad: BadLines) -> tuple[list[dict[str, Any]], int]:
@@ -299,6 +301,8 @@ def write_part(folder: Path, strict: bool = False) -> tuple[Path, bool]:
             "audit_task_samples": [[task, *figures] for (_, task), figures in processes.audit_task_samples.items()],
             "audit_task_cgroup_samples": [[task, attempt, *figures] for (_, task, attempt), figures
                                           in processes.audit_task_cgroup_samples.items()],  # fmt: skip
+            "audit_task_slices": [[task, attempt, count] for (_, task, attempt), count
+                                  in processes.audit_task_slices.items()],  # fmt: skip
             "bad_lines": [_bad_line_record(b, folder) for b in processes.bad_lines],
             "host_bad_lines": [_bad_line_record(b, folder) for b in host.bad_lines],
             "rejected": [_rejected_record(r, folder) for r in processes.rejected],
@@ -397,6 +401,7 @@ def check_part(node: NodeFolder, run_id: str | None = None, folder_names_count: 
             rejected(manifest["rejected"]),
             {(node.node, task, attempt): audit_mod.TaskSamples(*figures)
              for task, attempt, *figures in manifest["audit_task_cgroup_samples"]},  # fmt: skip
+            {(node.node, task, attempt): int(count) for task, attempt, count in manifest["audit_task_slices"]},
         )
         host = HostPart(bad_lines(manifest["host_bad_lines"]), rejected(manifest["host_rejected"]))
         return PartCheck(NodePart(path, processes, host), None, part_run, part_run_from)

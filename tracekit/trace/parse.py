@@ -208,6 +208,7 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
             audit.per_node.update(part.processes.audit_per_node)
             audit.task_samples.update(part.processes.audit_task_samples)
             audit.task_cgroup_samples.update(part.processes.audit_task_cgroup_samples)
+            audit.task_slices.update(part.processes.audit_task_slices)
             for table in PROC_TABLES + HOST_TABLES:
                 target = cctf.node_file(staging, table, node.node)
                 target.parent.mkdir(exist_ok=True)
