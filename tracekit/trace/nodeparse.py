@@ -128,7 +128,7 @@ class ProcessesPart:
     audit_task_samples: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     duplicate_invocations: int = 0  # identical copies of an event met before, left out
     rejected: list[Rejected] = field(default_factory=list)
-    # (node, task, attempt) -> its task cgroup samples' figures (the audit's fragments, where they exist)
+    # (node, task, attempt) -> its task cgroup samples' figures (the invocation's cgroup_samples)
     audit_task_cgroup_samples: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
     audit_task_slices: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (node, task, attempt) -> slices
 
