@@ -197,7 +197,7 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
         invocations: list[dict[str, Any]] = []
         placements: list[dict[str, Any]] = []
         terminal_records: list[dict[str, Any]] = []
-        placed: set[str] = set()
+        task_times: dict[str, list[tuple[int, int]]] = {}  # node -> its invocations' (ts_start, ts_end)
         contention: dict[str, Future] = {}
         for node, part in _node_parts(pool, nodes, ready, staging / ".parts", strict):
             invocations += part.processes.invocations
@@ -216,13 +216,13 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
                     os.replace(part.table_file(table), target)
                 else:
                     shutil.copyfile(part.table_file(table), target)
-            placed.add(node.node)
+            task_times[node.node] = [(r["ts_start"], r["ts_end"]) for r in part.processes.invocations]
             for record in node_records:  # each node's contention once its tables and its neighbours' are here
                 name = record["node"]
-                if name not in contention and placed.issuperset([name, *shared[name]]):
-                    times = [(r["ts_start"], r["ts_end"]) for r in invocations if r["node"] == name]
+                if name not in contention and task_times.keys() >= {name, *shared[name]}:
                     neighbours = [other for other in node_records if other["node"] in shared[name]]
-                    contention[name] = pool.submit(_in_worker, write_node_contention, staging, record, times, neighbours)
+                    contention[name] = pool.submit(_in_worker, write_node_contention, staging, record,
+                                                   task_times[name], neighbours)  # fmt: skip
             for event in read_records(node.path / runfolder.PLACEMENT_EVENTS, bad, required=("ts_ms", "task_id")):
                 event["ts_ms"] = node.shift(event["ts_ms"])
                 placements.append(event)

@@ -126,9 +126,8 @@ def node_slices(node: str, invocations: list[dict[str, Any]], task_metrics: pa.T
     # In task_slices' order (task id, attempt; UTF-8's byte order is the code points'): the slices, cut in
     # the order of the tasks' indices, need no sort of their own.
     tasks = sorted((r for r in invocations if r["node"] == node), key=lambda r: (r["task_id"], r["attempt"]))
-    indices = list(range(len(tasks)))
-    in_cgroups, cgroup_ticks = _cgroup_ticks(tasks, indices, task_metrics)
-    ticks = pa.concat_tables([cgroup_ticks, _process_ticks(tasks, [i for i in indices if i not in in_cgroups],
+    in_cgroups, cgroup_ticks = _cgroup_ticks(tasks, task_metrics)
+    ticks = pa.concat_tables([cgroup_ticks, _process_ticks(tasks, [i for i in range(len(tasks)) if i not in in_cgroups],
                                                            proc_metrics)])  # fmt: skip
     slices = _slices_of(tasks, ticks)
     ids = slices.column("id")
@@ -174,13 +173,13 @@ def _no_ticks() -> pa.Table:
     return pa.table({name: pa.array([], kind) for name, kind in _TICK_COLUMNS.items()})
 
 
-def _cgroup_ticks(tasks: list[dict[str, Any]], indices: list[int], rows: pa.Table | None) -> tuple[set[int], pa.Table]:
-    """The tasks of ``indices`` with task cgroup samples, and their ticks (task_metrics: already one per
+def _cgroup_ticks(tasks: list[dict[str, Any]], rows: pa.Table | None) -> tuple[set[int], pa.Table]:
+    """The tasks (their indices) with task cgroup samples, and their ticks (task_metrics: already one per
     task and interval, the first from the task's start)."""
     if rows is None:  # no task cgroups on the node (or a trace parsed before them)
         return set(), _no_ticks()
     # A task whose move into its cgroup failed keeps its processes' samples (its cgroup counted little).
-    index_of = {(tasks[i]["task_id"], tasks[i]["attempt"]): i for i in indices if cgroup_counted(tasks[i])}
+    index_of = {(task["task_id"], task["attempt"]): i for i, task in enumerate(tasks) if cgroup_counted(task)}
     ids = [index_of.get(key, -1) for key in zip(rows.column("task_id").to_pylist(), rows.column("attempt").to_pylist())]
     ticks = pa.table({
         "id": pa.array(ids, pa.int32()), "ts_ms": rows.column("ts_ms"), "duration": rows.column("dt_ms"),
