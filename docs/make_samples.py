@@ -157,7 +157,8 @@ def quick_start_transcript(folder: Path) -> tuple[int, dict[str, str]]:
                         raise KeyError(f"{page.name}: a quick start sample shows {command!r}, which its block does not "
                                        "run (only a plain tracekit export|verify|show of the same run may follow it)")  # fmt: skip
                     more.append(command)
-    if more:
+    if more:  # exports first, then their checks, then tables' rows (the README shows rows of every format)
+        more.sort(key=lambda command: [command.startswith(prefix) for prefix in _FOLLOW_UPS].index(True))
         code, after = transcript("\n".join(more), folder, block_env())
         printed.update(after)
     return code, printed

@@ -709,17 +709,29 @@ def _add_show(commands: argparse._SubParsersAction) -> None:
         description="Print a table's row count and its first rows, one line per column: its value, its unit and "
         "what it holds (from the columns' declarations: every table of cctf/ and of an export carries them). "
         "FILE: a Parquet file of cctf/ or of an export, or a CSV file of an export.",
-        epilog="example: tracekit show logs/test001/opendc/tasks.parquet",
+        epilog="examples: tracekit show logs/test001/opendc/tasks.parquet\n"
+        "          tracekit show --table --rows 5 --columns id,duration,cpu_count logs/test001/opendc/tasks.parquet",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     show.add_argument("file", type=Path, metavar="FILE")
     show.add_argument("--rows", type=int, default=1, metavar="N", help="rows to show (default 1)")
+    show.add_argument("--columns", type=_column_list, metavar="A,B,...", help="only these columns, in this order")
+    show.add_argument("--table", action="store_true",
+                      help="the columns side by side under their names and units, one line per row")  # fmt: skip
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from tracekit.trace.show import show_lines
 
-    print("\n".join(show_lines(args.file, args.rows)))
+    print("\n".join(show_lines(args.file, args.rows, args.columns, args.table)))
     return 0
+
+
+def _column_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give column names separated by commas, e.g. id,duration")
+    return names
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:

@@ -96,6 +96,27 @@ def test_show_prints_rows_with_units_of_parquet_and_of_an_export_s_csv(sampled, 
     assert lines[1] == "row 1:" and any(line.split()[0] == "cpu_util_pct" and "[%]" in line for line in lines)
 
 
+def test_show_as_a_table_puts_the_chosen_columns_side_by_side_under_their_units(sampled, tmp_path, capsys):
+    out = tmp_path / "alibaba"
+    alibaba.export(sampled, out)
+    path = out / "batch_instance.csv"
+    lines = cli_lines(["show", "--table", "--rows", "2", "--columns", "instance_name,cpu_avg,start_time", str(path)],
+                      capsys)  # fmt: skip
+    assert lines[0] == f"{path}: 6 rows of 14 columns; the first 2, 3 of them, [unit] under each column's name:"
+    assert lines[1].split() == ["instance_name", "cpu_avg", "start_time"]
+    assert lines[2].split() == ["[%", "of", "one", "core]", "[s]"]
+    rows = alibaba.read_csv(path, alibaba.BATCH_INSTANCE).slice(0, 2).to_pylist()
+    assert [line.split()[0] for line in lines[3:]] == [row["instance_name"] for row in rows]
+    assert len(lines) == 5 and lines[2].index("[s]") == lines[1].index("start_time")  # aligned
+    from tracekit.trace.show import show_lines
+
+    with pytest.raises(UsageError, match=r"batch_instance.csv: no column cpu_avrg \(it has: instance_name, task_name"):
+        show_lines(path, columns=["cpu_avg", "cpu_avrg"])
+    with pytest.raises(SystemExit):
+        cli.main(["show", "--columns", ",", str(path)])
+    assert "give column names separated by commas" in capsys.readouterr().err
+
+
 def cli_lines(argv: list[str], capsys) -> list[str]:
     assert cli.main(argv) == 0
     return capsys.readouterr().out.splitlines()

@@ -124,3 +124,49 @@ def test_slices_are_cut_for_any_attempt_number(tmp_path):
                                       {"id": 2, "end_ms": 320, "duration": 20, "cpu_ms": 5.0, "rss_kb": None},
                                       {"id": 3, "end_ms": 10, "duration": 10, "cpu_ms": 1.0, "rss_kb": None}]  # fmt: skip
     assert slices.cut(tasks[1:2], trace).slices.column("duration").to_pylist() == [50]
+
+
+def _process_rows(task_id: str, rows: list[tuple[int, float, int, int]]):
+    """PROC_METRICS rows of one process of ``task_id``: (ts_ms, CPU ms in the interval, rss_kb, num_threads)."""
+    import pyarrow as pa
+
+    from tracekit.trace.records import PROC_METRICS
+
+    return pa.Table.from_pylist([{f.name: None for f in PROC_METRICS} | {
+        "node": "cloud1", "pid": 7, "create_time_ms": 0, "task_id": task_id, "ts_ms": ts, "dt_ms": 10,
+        "cpu_user_ms": cpu, "cpu_system_ms": 0.0, "rss_kb": rss, "num_threads": threads}
+        for ts, cpu, rss, threads in rows], schema=PROC_METRICS)  # fmt: skip
+
+
+def test_an_rss_of_0_is_no_memory_sample():
+    """A process sampled at its exit (its memory released: rss_kb 0) or its last row made from its rusage says
+    nothing of its memory: its slice has no RSS (a 0 halved the task's mean memory in every export)."""
+    from tracekit.trace import slices
+
+    task = {"node": "cloud1", "task_id": "t1", "attempt": 1, "ts_start": 0, "ts_end": 100, "cpu_user_ms": 100.0,
+            "cpu_system_ms": 0.0}  # fmt: skip
+    rows = _process_rows("t1", [(40, 40.0, 5000, 3), (90, 50.0, 0, 1), (100, 10.0, 0, 0)])
+    cut = slices.node_slices("cloud1", [task], None, rows, cores=2)
+    assert cut.column("rss_kb").to_pylist() == [5000, None, None]
+    assert cut.column("cpu_ms").to_pylist() == [40.0, 50.0, 10.0]
+
+
+def test_no_slice_holds_more_cpu_than_its_node_s_cores_in_its_time():
+    """The CPU a task's samples missed (counters in 10 ms ticks) lands on its last slice, here 2 ms long: it
+    is spread over the task's other slices as far as they have room, the task's total kept."""
+    from tracekit.trace import slices
+
+    task = {"node": "cloud1", "task_id": "t1", "attempt": 1, "ts_start": 0, "ts_end": 100, "cpu_user_ms": 110.0,
+            "cpu_system_ms": 0.0}  # fmt: skip
+    rows = _process_rows("t1", [(50, 50.0, 5000, 1), (98, 40.0, 5000, 1)])
+    cut = slices.node_slices("cloud1", [task], None, rows, cores=2).to_pylist()
+    assert [r["dt_ms"] for r in cut] == [50, 48, 2]
+    assert sum(r["cpu_ms"] for r in cut) == pytest.approx(110.0, rel=1e-12)
+    assert all(r["cpu_ms"] <= 2 * r["dt_ms"] * (1 + 1e-9) for r in cut), cut
+    assert cut[2]["cpu_ms"] == pytest.approx(4.0)  # full, the rest where there was room
+    # Where the other slices are full too (more CPU than the cores had in the task's time), nothing moves.
+    busy = _process_rows("t1", [(50, 100.0, 5000, 1), (98, 96.0, 5000, 1)])
+    crowded = slices.node_slices("cloud1", [{**task, "cpu_user_ms": 216.0}], None, busy, cores=2).to_pylist()
+    assert [r["cpu_ms"] for r in crowded] == [100.0, 96.0, 20.0]
+    # Without the node's cores known, the slices are as cut.
+    assert slices.node_slices("cloud1", [task], None, rows, cores=None).column("cpu_ms").to_pylist() == [50.0, 40.0, 20.0]

@@ -44,7 +44,7 @@ from tracekit.trace import cctf
 from tracekit.trace.hostmetrics import build_host_metrics
 from tracekit.trace.procmetrics import attribute_tasks, build_proc_metrics, close_with_rusage
 from tracekit.trace.records import RAW_CGROUP
-from tracekit.trace.slices import node_slices
+from tracekit.trace.slices import node_cores, node_slices
 from tracekit.trace.taskmetrics import build_task_metrics
 from tracekit.trace.rawrun import (
     BadLines,
@@ -61,7 +61,7 @@ from tracekit.trace.rawrun import (
 
 PART_DIR = "cctf-part"
 PART_MANIFEST = "part.json"
-PART_FORMAT = 4  # raised whenever what a part holds, or how it is made, changes
+PART_FORMAT = 5  # raised whenever what a part holds, or how it is made, changes
 PROC_TABLES = ("proc_metrics", "task_metrics", "task_slices")
 HOST_TABLES = ("host_metrics", "link_metrics")
 
@@ -189,7 +189,7 @@ def parse_node_processes(node: NodeFolder, part: Path, strict: bool) -> Processe
     task_metrics = build_task_metrics(node.node, cgroup_samples, invocations, offset)
     cctf.write_table(part / f"task_metrics{cctf.SUFFIX}", "task_metrics", task_metrics.table)
     # Every invocation cut at its samples once, here where they are in memory: the exports read the slices.
-    task_slices = node_slices(node.node, invocations, task_metrics.table, metrics.table)
+    task_slices = node_slices(node.node, invocations, task_metrics.table, metrics.table, node_cores(node.facts))
     cctf.write_table(part / f"task_slices{cctf.SUFFIX}", "task_slices", task_slices)
     audit = audit_mod.Audit(run_dir=node.path)
     audit.add_node(node, metrics, len(by_key))  # a process exec'd after its first line has a second

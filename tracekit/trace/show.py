@@ -5,7 +5,7 @@ input:  a Parquet file of cctf/ or of an export (its columns' units and descript
         or a CSV file of an export without a header (its format's declared columns: the export.json beside it
         names the format)
 output: lines for a person: the file, its row count, then per row each column's name, value, unit and
-        description
+        description (or, as a table, the columns side by side under their names and units, a line per row)
 """
 
 from __future__ import annotations
@@ -63,24 +63,47 @@ def _summary_near(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def show_lines(path: Path, rows: int = 1) -> list[str]:
-    """The file, its row count and its first ``rows`` rows: one line per column with its value, unit and
-    what it holds."""
+def show_lines(path: Path, rows: int = 1, columns: list[str] | None = None, as_table: bool = False) -> list[str]:
+    """The file, its row count and its first ``rows`` rows (of ``columns``, else every column): one line per
+    column with its value, unit and what it holds, or ``as_table``: the columns side by side under their names
+    and units, one line per row."""
     table = read_described(path)
+    total_columns = table.num_columns
+    if columns:
+        unknown = [name for name in columns if name not in table.column_names]
+        if unknown:
+            raise UsageError(f"{path}: no column {', '.join(unknown)} (it has: {', '.join(table.column_names)})")
+        table = table.select(columns)
     shown = table.slice(0, max(0, rows)).to_pylist()
-    lines = [f"{path}: {table.num_rows} rows of {table.num_columns} columns"
-             + (f"; the first {len(shown)}, each column with its value, [unit] and what it holds:" if shown else "")]  # fmt: skip
-    width = max((len(name) for name in table.column_names), default=0)
+    chosen = f", {table.num_columns} of them" if table.num_columns != total_columns else ""
+    layout = "[unit] under each column's name" if as_table else "each column with its value, [unit] and what it holds"
+    lines = [f"{path}: {table.num_rows} rows of {total_columns} columns"
+             + (f"; the first {len(shown)}{chosen}, {layout}:" if shown else "")]  # fmt: skip
     values = [[_text(row[name]) for name in table.column_names] for row in shown]
+    if as_table:
+        return lines + (_side_by_side(table.schema, values) if shown else [])
+    width = max((len(name) for name in table.column_names), default=0)
     value_width = min(44, max((len(v) for row in values for v in row), default=0))
     for number, row in enumerate(values, 1):
         if len(shown) > 1:
             lines.append(f"row {number}:")
         for field, value in zip(table.schema, row):
-            meta = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+            meta = _meta(field)
             unit = f"[{meta['unit']}] " if meta.get("unit") else ""
             lines.append(f"  {field.name:<{width}}  {value:<{value_width}}  {unit}{meta.get('description', '')}".rstrip())
     return lines
+
+
+def _side_by_side(schema: pa.Schema, values: list[list[str]]) -> list[str]:
+    """A header line of names, one of units, then a line per row, each column as wide as its widest cell."""
+    units = [f"[{_meta(field)['unit']}]" if _meta(field).get("unit") else "" for field in schema]
+    grid = [schema.names, units, *values]
+    widths = [max(len(line[column]) for line in grid) for column in range(len(schema))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in grid]
+
+
+def _meta(field: pa.Field) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
 
 
 def _text(value: Any) -> str:

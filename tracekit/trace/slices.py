@@ -109,27 +109,30 @@ def _trace_slices(tasks: list[dict[str, Any]], cctf_dir: Path) -> pa.Table:
     if cctf.has_table(cctf_dir, "task_slices"):
         return cctf.read_table(cctf_dir, "task_slices", columns, nodes=nodes)
     per_node = []
+    facts = cctf.read_nodes(cctf_dir) if cctf.has(cctf_dir, cctf.NODES) else {}
     for node in nodes:
         task_metrics = (cctf.read_table(cctf_dir, "task_metrics", nodes=[node])
                         if cctf.has_table(cctf_dir, "task_metrics") else None)  # fmt: skip
         proc_metrics = cctf.read_table(cctf_dir, "proc_metrics", ["task_id", "ts_ms", "cpu_user_ms", "cpu_system_ms",
                                                                   "rss_kb"], nodes=[node])  # fmt: skip
-        per_node.append(node_slices(node, [t for t in tasks if t["node"] == node], task_metrics, proc_metrics))
+        cores = node_cores(facts[node]) if node in facts else None
+        per_node.append(node_slices(node, [t for t in tasks if t["node"] == node], task_metrics, proc_metrics, cores))
     return pa.concat_tables(per_node).select(columns) if per_node else TASK_SLICES.empty_table().select(columns)
 
 
 def node_slices(node: str, invocations: list[dict[str, Any]], task_metrics: pa.Table | None,
-                proc_metrics: pa.Table) -> pa.Table:  # fmt: skip
+                proc_metrics: pa.Table, cores: int | None) -> pa.Table:  # fmt: skip
     """The node's rows of cctf's task_slices: every one of ``invocations`` (this node's) cut at its samples.
     ``task_metrics``: the node's task cgroup samples (None: none made); ``proc_metrics``: its process samples
-    (task_id, ts_ms, cpu_user_ms, cpu_system_ms and rss_kb are read)."""
+    (task_id, ts_ms, cpu_user_ms, cpu_system_ms and rss_kb are read); ``cores``: the node's
+    (node_cores; None: unknown), the most CPU a slice can hold per ms."""
     # In task_slices' order (task id, attempt; UTF-8's byte order is the code points'): the slices, cut in
     # the order of the tasks' indices, need no sort of their own.
     tasks = sorted((r for r in invocations if r["node"] == node), key=lambda r: (r["task_id"], r["attempt"]))
     in_cgroups, cgroup_ticks = _cgroup_ticks(tasks, task_metrics)
     ticks = pa.concat_tables([cgroup_ticks, _process_ticks(tasks, [i for i in range(len(tasks)) if i not in in_cgroups],
                                                            proc_metrics)])  # fmt: skip
-    slices = _slices_of(tasks, ticks)
+    slices = _within_cores(_slices_of(tasks, ticks), cores)
     ids = slices.column("id")
     table = pa.table({
         "ts_ms": slices.column("end_ms"), "node": pa.array([node] * slices.num_rows, pa.string()),
@@ -165,6 +168,40 @@ def _slices_of(tasks: list[dict[str, Any]], ticks: pa.Table) -> pa.Table:
     ]).sort_by([("id", "ascending"), ("end_ms", "ascending")]))  # fmt: skip
 
 
+def _within_cores(slices: pa.Table, cores: int | None) -> pa.Table:
+    """``slices`` (SLICES) with no slice holding more CPU than its length's worth of the node's cores.
+
+    Counters read in 10 ms ticks can leave up to a tick of a task's CPU per counter out of its samples; its
+    exact total puts it back on the last slice, which may be a few ms long: a task of 1.1 cores on average
+    showed 10 cores there. Such an excess goes to the task's other slices in proportion to the room they
+    have (what is left over, where they are full, stays where it was), so the task's CPU stays its total.
+    """
+    if not cores or slices.num_rows == 0:
+        return slices
+    capacity = pc.multiply(pc.cast(slices.column("duration"), pa.float64()), float(cores))
+    over = pc.greater(slices.column("cpu_ms"), pc.multiply(capacity, 1 + 1e-9))
+    if not pc.any(over).as_py():
+        return slices
+    crowded = set(pc.filter(slices.column("id"), over).to_pylist())
+    ids, caps, cpu = (column.to_pylist() for column in (slices.column("id"), capacity, slices.column("cpu_ms")))
+    rows_of: dict[int, list[int]] = {}
+    for row, task in enumerate(ids):
+        if task in crowded:
+            rows_of.setdefault(task, []).append(row)
+    for rows in rows_of.values():
+        excess = {row: cpu[row] - caps[row] for row in rows if cpu[row] > caps[row]}
+        room = {row: caps[row] - cpu[row] for row in rows if cpu[row] < caps[row]}
+        total_excess, total_room = sum(excess.values()), sum(room.values())
+        moved = min(total_excess, total_room)
+        if moved <= 0:
+            continue
+        for row, share in excess.items():
+            cpu[row] -= moved * share / total_excess
+        for row, share in room.items():
+            cpu[row] += moved * share / total_room
+    return slices.set_column(slices.schema.get_field_index("cpu_ms"), "cpu_ms", pa.array(cpu, pa.float64()))
+
+
 _TICK_COLUMNS = {"id": pa.int32(), "ts_ms": pa.int64(), "duration": pa.int64(), "cpu_ms": pa.float64(),
                  "rss_kb": pa.int64()}  # fmt: skip
 
@@ -184,7 +221,7 @@ def _cgroup_ticks(tasks: list[dict[str, Any]], rows: pa.Table | None) -> tuple[s
     ticks = pa.table({
         "id": pa.array(ids, pa.int32()), "ts_ms": rows.column("ts_ms"), "duration": rows.column("dt_ms"),
         "cpu_ms": rows.column("cpu_ms"),
-        "rss_kb": pc.cast(pc.divide(pc.fill_null(rows.column("memory_bytes"), 0), 1024), pa.int64()),
+        "rss_kb": pc.cast(pc.divide(rows.column("memory_bytes"), 1024), pa.int64()),  # null: not read
     }).filter(pc.greater_equal(pc.field("id"), 0)).sort_by([("id", "ascending"), ("ts_ms", "ascending")])  # fmt: skip
     return set(ticks.column("id").to_pylist()), ticks.combine_chunks()
 
@@ -197,6 +234,10 @@ def _process_ticks(tasks: list[dict[str, Any]], indices: list[int], samples: pa.
     """
     samples = samples.select(["task_id", "ts_ms", "cpu_user_ms", "cpu_system_ms", "rss_kb"])
     samples = samples.filter(pc.is_valid(samples.column("task_id")))
+    # A running process has resident pages: an RSS of 0 is an exiting one's (sampled at its exit event, its
+    # memory already released) or a row closed from its rusage, no reading of its memory. Summed as 0, it made a
+    # task's mean memory half what it was and its minimum 0.
+    rss_kb = pc.if_else(pc.greater(samples.column("rss_kb"), 0), samples.column("rss_kb"), pa.scalar(None, pa.int64()))
     # Task ids as small integers (their index among this node's distinct ids): grouping
     # and joining on them costs a fraction of doing it on the strings.
     encoded = pc.dictionary_encode(samples.column("task_id").combine_chunks())
@@ -213,7 +254,7 @@ def _process_ticks(tasks: list[dict[str, Any]], indices: list[int], samples: pa.
     ticks = (
         pa.table({"code": pc.cast(encoded.indices, pa.int32()), "ts_ms": samples.column("ts_ms"),
                   "cpu_ms": pc.add(samples.column("cpu_user_ms"), samples.column("cpu_system_ms")),
-                  "rss_kb": samples.column("rss_kb")})  # fmt: skip
+                  "rss_kb": rss_kb})  # fmt: skip
         .group_by(["code", "ts_ms"], use_threads=False)
         .aggregate([("cpu_ms", "sum"), ("rss_kb", "sum")])
         .join(task_table, "code", join_type="inner", use_threads=False)
