@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,43 @@ def test_an_earlier_export_of_the_same_run_is_replaced_anything_else_only_with_f
     assert (out / "notes.txt").read_text() == "mine"
     export.prepare_out_dir(out, True, run, "opendc")
     assert not any(out.iterdir())
+
+
+def test_force_never_deletes_the_run_and_a_file_is_no_output_folder(tmp_path):
+    run = tmp_path / "run"
+    (run / cctf.CCTF).mkdir(parents=True)
+    (run / cctf.CCTF / cctf.NODES).write_text("{}")
+    for out in (run, tmp_path, run / cctf.CCTF):
+        with pytest.raises(UsageError, match=rf"output folder {out} (holds the run folder|is part of the run folder)"):
+            export.prepare_out_dir(out, True, run, "opendc")
+    assert (run / cctf.CCTF / cctf.NODES).read_text() == "{}"
+    export.prepare_out_dir(run / "mine", True, run, "opendc")  # a new folder of its own in the run's is fine
+    (tmp_path / "out.parquet").write_text("x")
+    with pytest.raises(RunFolderError, match=r"output folder .*out.parquet is a file"):
+        export.prepare_out_dir(tmp_path / "out.parquet", True, run, "opendc")
+
+
+def test_an_earlier_export_is_known_from_any_folder_and_after_the_run_moved(tmp_path, monkeypatch):
+    from tests.unit.test_export_wta import hand_made_run
+
+    run = hand_made_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    wta = export.get("wta")
+    wta.export(Path(run.name), Path(run.name) / "wta")  # as typed: relative to here
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    wta.export(run, run / "wta")  # the same run, named from another folder: replaced
+    wta.export(run, tmp_path / "apart")
+    wta.export(Path("..") / run.name, tmp_path / "apart")
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    wta.export(moved, moved / "wta")  # its own RUN_DIR/wta, though its export.json names the old place
+    with pytest.raises(UsageError, match="is not an earlier wta export"):
+        wta.export(moved, tmp_path / "apart")  # that one names the old place: another run, for all it says
+    (moved / "opendc").mkdir()
+    (moved / "opendc" / export.SUMMARY).write_text(json.dumps({"run_dir": str(moved)}))  # no format: not one
+    with pytest.raises(UsageError, match="is not an earlier opendc export"):
+        export.prepare_out_dir(moved / "opendc", False, moved, "opendc")
 
 
 def test_the_small_files_of_cctf_are_read_by_name_through_one_module(tmp_path):
@@ -170,3 +208,35 @@ def test_no_slice_holds_more_cpu_than_its_node_s_cores_in_its_time():
     assert [r["cpu_ms"] for r in crowded] == [100.0, 96.0, 20.0]
     # Without the node's cores known, the slices are as cut.
     assert slices.node_slices("cloud1", [task], None, rows, cores=None).column("cpu_ms").to_pylist() == [50.0, 40.0, 20.0]
+
+
+def test_no_format_is_named_as_a_folder_of_the_run_itself():
+    """A run's exports go to RUN_DIR/<format>, replaced at each parse: a format named as one of the run's own
+    files or folders (its trace, its nodes' files, its report) would delete it."""
+    from tracekit import runfolder
+    from tracekit.report import REPORT
+
+    own = {cctf.CCTF, "nodes", REPORT} | {value.split("/")[0].split(".")[0] for name, value in vars(runfolder).items()
+                                          if name.isupper() and isinstance(value, str)}  # fmt: skip
+    assert {"cctf", "nodes", "load", "pids"} <= own
+    assert not own & set(export.names())
+
+
+def test_a_task_measured_under_a_millisecond_lasts_1_ms_in_every_format(tmp_path):
+    """One rule for all formats (OpenDC needs positive durations, a usage window a length): WTA and Google
+    wrote 0 ms where OpenDC and Alibaba wrote 1 ms."""
+    from tests.round_trip import assert_round_trip
+    from tests.unit.test_export_alibaba import with_host_samples
+    from tests.unit.test_export_wta import hand_made_run, invocation
+
+    run = hand_made_run(tmp_path)
+    invocations = cctf.read_records(run / cctf.CCTF, cctf.INVOCATIONS)
+    cctf.write_records(run / cctf.CCTF, cctf.INVOCATIONS, [*invocations, invocation("quick", 1200, 1200)])
+    with_host_samples(run, "cloud1", [10.0, 50.0, 80.0, 20.0], rx_bytes=1000)
+    with_host_samples(run, "cloud2", [5.0, 5.0, 5.0], rx_bytes=4000)
+    for name in export.names():
+        out = tmp_path / name
+        export.get(name).export(run, out)
+        checked = export.get(name).verify(out, run)
+        assert checked.ok, (name, checked.violations)
+        assert assert_round_trip(run, name, out) == 7, name

@@ -71,6 +71,8 @@ def test_verify_finds_usage_that_does_not_hold_the_trace_and_a_bad_window_is_ref
     pq.write_table(table.set_column(table.schema.get_field_index("average_usage"), table.schema.field("average_usage"),
                                     [pa.array(average, google.RESOURCES)]), path)  # fmt: skip
     assert google.verify(out).ok and any("usage rows hold" in v for v in google.verify(out, run).violations)
-    with pytest.raises(UsageError, match=r"--window-s 0: give a window of more than 0 s"):
-        google.export(run, tmp_path / "other", window_s=0)
+    for bad in (0, -300, float("inf"), float("nan"), 1e-300, 0.0001, 0.0015):  # each crashed or was cut before
+        with pytest.raises(UsageError, match=rf"--window-s {bad:g}: give a window of whole milliseconds"):
+            google.export(run, tmp_path / "other", window_s=bad)
+    assert google.export(run, tmp_path / "other", window_s=0.001).summary["window_s"] == 0.001
     assert json.loads((out / "export.json").read_text())["format"] == "google"

@@ -4,6 +4,7 @@ every other request one of its own, the run's batch tasks one; read back, it is 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +28,12 @@ def invocation(task_id: str, start: int, end: int, node: str = "cloud1", trace: 
 
 @pytest.fixture
 def run(tmp_path):
+    return hand_made_run(tmp_path)
+
+
+def hand_made_run(tmp_path: Path) -> Path:
+    """tmp_path/r1: a parsed run made by hand (a chain of three requests, a request alone, batch tasks, a
+    failed one), its process samples empty."""
     run = tmp_path / "r1"
     trace = run / cctf.CCTF
     trace.mkdir(parents=True)

@@ -333,6 +333,12 @@ def _close_the_books(tasks: list[dict], per_task: list[dict]) -> tuple[list[floa
     return scale, extra_on_last_row, tails
 
 
+def runtime_ms(invocation: dict[str, Any]) -> int:
+    """An invocation's length in every format: from its start to its end, at least 1 ms (one measured under
+    a millisecond lasts 1 ms, as its slices do: simulators need positive durations, usage needs a length)."""
+    return max(1, invocation["ts_end"] - invocation["ts_start"])
+
+
 def node_cores(node: dict[str, Any]) -> int:
     """The cores a node had: its own CPUs where it was given some (nodes sharing a machine), else the machine's."""
     return int(node.get("cores_usable") or node.get("cores_logical") or 1)

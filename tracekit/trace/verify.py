@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from tracekit.errors import RunFolderError
 from tracekit.jsonl import printable, read_jsonl
-from tracekit.trace import cctf, ownership
+from tracekit.trace import cctf, ownership, slices
 from tracekit.trace.audit import cgroup_counted, exact_cpu_ms
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_FRAGMENTS_REQUIRED, OPENDC_TASKS, OPENDC_TASKS_REQUIRED
 
@@ -304,7 +304,7 @@ def _check_conservation(tasks: dict, fragments: dict, trace: _RunTrace, result: 
             result.add(f"task {task_id}: {entry['task_id']} (attempt {entry['attempt']}) is not in {trace.cctf}")
             continue
         result.checked_conservation += 1
-        expected_duration = max(1, invocation["ts_end"] - invocation["ts_start"])
+        expected_duration = slices.runtime_ms(invocation)
         if duration_ms[task_id] != expected_duration:
             result.add(
                 f"task {task_id} ({entry['task_id']}): fragments last {duration_ms[task_id]} ms, "

@@ -79,8 +79,20 @@ SUMMARY = "export.json"  # in every export's folder: the format, the run and wha
 
 def prepare_out_dir(out_dir: Path, force: bool, run_dir: Path, format_name: str) -> None:
     """An empty ``out_dir``. One that holds files is replaced when it is an earlier export of the same run
-    in the same format (its export.json says so), else only with ``force``."""
+    in the same format (its export.json says so, or it is the run's own ``RUN_DIR/<format>``), else only with
+    ``force``; never when it is the run folder, holds it, or is one of the run's own folders (its trace, its
+    nodes' files): ``force`` would delete the run."""
+    out, run = out_dir.resolve(), run_dir.resolve()
+    if out == run or out in run.parents:
+        raise UsageError(f"output folder {out_dir} holds the run folder {run_dir}: write the export into "
+                         f"{run_dir}/{format_name} or a folder of its own")  # fmt: skip
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunFolderError(f"output folder {out_dir} is a file: give a folder (it is made if missing)")
     if out_dir.exists() and any(out_dir.iterdir()):
+        if out.is_relative_to(run) and out.relative_to(run).parts[0] not in names():
+            raise UsageError(f"output folder {out_dir} is part of the run folder {run_dir} ({run_dir}/"
+                             f"{out.relative_to(run).parts[0]}), not an export: write the export into "
+                             f"{run_dir}/{format_name} or a folder of its own")  # fmt: skip
         if not force and not _earlier_export(out_dir, run_dir, format_name):
             raise UsageError(f"output folder {out_dir} exists and is not an earlier {format_name} export of "
                              f"{run_dir}; pass --force to replace it")  # fmt: skip
@@ -92,12 +104,18 @@ def prepare_out_dir(out_dir: Path, force: bool, run_dir: Path, format_name: str)
 
 
 def _earlier_export(out_dir: Path, run_dir: Path, format_name: str) -> bool:
+    """Whether ``out_dir`` holds an export of ``run_dir`` in ``format_name``: its export.json names the format
+    and the run (an absolute path; an older export's relative one is taken from here), or it is the run's own
+    ``RUN_DIR/<format>`` (a run folder moved with its exports)."""
     try:
         summary = json.loads((out_dir / SUMMARY).read_text())
     except (OSError, ValueError):
         return False
-    return (isinstance(summary, dict) and summary.get("format", format_name) == format_name
-            and Path(str(summary.get("run_dir"))).resolve() == run_dir.resolve())  # fmt: skip
+    if not isinstance(summary, dict) or summary.get("format") != format_name:
+        return False
+    own_folder = out_dir.resolve() == (run_dir / format_name).resolve()
+    recorded = summary.get("run_dir")
+    return own_folder or (isinstance(recorded, str) and Path(recorded).resolve() == run_dir.resolve())
 
 
 # -- what the format modules share (pyarrow imported where used: the command line lists formats without it) --

@@ -138,7 +138,7 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
     for name, table in ((TASK_FILE, tasks), (INSTANCE_FILE, instances), (MACHINE_META_FILE, meta),
                         (MACHINE_USAGE_FILE, usage)):  # fmt: skip
         pacsv.write_csv(table, out_dir / name, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-    summary = {"format": NAME, "run_dir": str(run_dir), "jobs": len(set(tasks.column("job_name").to_pylist())),
+    summary = {"format": NAME, "run_dir": str(run_dir.resolve()), "jobs": len(set(tasks.column("job_name").to_pylist())),
                "tasks": tasks.num_rows, "instances": instances.num_rows, "usage_rows": usage.num_rows,
                "trace_start_ms": t0_ms, "machines": {machine[n]: n for n in used}, "mem_kb_100": mem_kb,
                **net_max, "cpu_ms_total": round(sum(f["cpu_ms"] for f in cut.facts), 3),
@@ -256,7 +256,7 @@ def _batch(chosen: list[dict], cut: slices.TaskSlices, nodes: dict[str, dict], m
     instance: dict[str, list] = {name: [] for name in BATCH_INSTANCE.names}
     for i, (r, fact) in enumerate(zip(chosen, cut.facts)):
         key = (job_of[i], number[(job_of[i], r["task_id"])])
-        runtime_ms = max(1, r["ts_end"] - r["ts_start"])
+        runtime_ms = slices.runtime_ms(r)
         instance["instance_name"].append(f"ins_{i}")
         instance["task_name"].append(names[key])
         instance["job_name"].append(f"j_{job_of[i] + 1}")
@@ -354,7 +354,7 @@ def _check_against(tables: dict[str, pa.Table], run_dir: Path, out_dir: Path, ch
     parents, _children = slices.dependencies(chosen)
     for i, r in enumerate(chosen):
         x = row[f"ins_{i}"]
-        measured = max(1, r["ts_end"] - r["ts_start"])
+        measured = slices.runtime_ms(r)
         if runtime[i] != measured:
             checked.violations.append(f"instance ins_{i} ({r['task_id']}): runs {runtime[i]} ms, the trace {measured} ms")
         cpu = instances["cpu_avg"][x] * runtime[i] / 100

@@ -21,6 +21,7 @@ of every node at the trace's start with its capacity.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,9 @@ def add_arguments(parser: Any) -> None:
 def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force: bool = False,
            window_s: float = DEFAULT_WINDOW_S) -> ExportResult:  # fmt: skip
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if not window_s > 0:
-        raise UsageError(f"--window-s {window_s}: give a window of more than 0 s, e.g. 300")
+    window_ms = round(window_s * 1000) if math.isfinite(window_s) else 0
+    if window_ms < 1 or abs(window_ms - window_s * 1000) > 1e-6:  # the trace's times are whole ms
+        raise UsageError(f"--window-s {window_s:g}: give a window of whole milliseconds, at least 0.001 s, e.g. 300")
     trace, invocations, chosen, nodes = read_exported(run_dir, include_failed)  # ids 0..N-1 by submission time
     used = sorted({r["node"] for r in chosen})
     unknown = [n for n in used if not (nodes.get(n) or {}).get("mem_kb")]
@@ -108,7 +110,7 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
     cut = slices.cut(chosen, trace)
     collection, index = _collections(chosen)
     events = _instance_events(chosen, cut.facts, nodes, scale, collection, index)
-    usage = _instance_usage(chosen, cut.slices, scale, collection, index, int(window_s * 1000))
+    usage = _instance_usage(chosen, cut.slices, scale, collection, index, window_ms)
     machines = pa.table({
         "time": [0] * len(used), "machine_id": [scale.machine[n] for n in used], "type": [ADD] * len(used),
         "capacity": [{"cpus": slices.node_cores(nodes[n]) / scale.cores, "memory": nodes[n]["mem_kb"] / scale.mem_kb}
@@ -117,7 +119,7 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
     }, schema=MACHINE_EVENTS)  # fmt: skip
     for name, table in ((EVENTS_FILE, events), (USAGE_FILE, usage), (MACHINES_FILE, machines)):
         pq.write_table(table, out_dir / name)
-    summary = {"format": NAME, "run_dir": str(run_dir), "tasks": len(chosen), "usage_rows": usage.num_rows,
+    summary = {"format": NAME, "run_dir": str(run_dir.resolve()), "tasks": len(chosen), "usage_rows": usage.num_rows,
                "window_s": window_s, "trace_start_ms": scale.t0_ms, "ncu_cores": scale.cores,
                "nmu_kb": scale.mem_kb, "cpu_ms_total": round(sum(f["cpu_ms"] for f in cut.facts), 3),
                "include_failed": include_failed, **slices.left_out(invocations, include_failed)}  # fmt: skip
@@ -192,7 +194,7 @@ def _instance_events(tasks: list[dict], facts: list[dict], nodes: dict[str, dict
         request = {"cpus": slices.cores_needed(task, fact, nodes[task["node"]]) / scale.cores,
                    "memory": slices.peak_memory_kb(task, fact, nodes[task["node"]]) / scale.mem_kb}  # fmt: skip
         for kind, ms, machine in ((SUBMIT, task["ts_enqueue"], None), (SCHEDULE, task["ts_start"], task["node"]),
-                                  (FINISH if task["ok"] else FAIL, task["ts_end"], task["node"])):  # fmt: skip
+                                  (FINISH if task["ok"] else FAIL, task["ts_start"] + slices.runtime_ms(task), task["node"])):  # fmt: skip
             rows["time"].append(scale.us(ms))
             rows["type"].append(kind)
             rows["collection_id"].append(collection[i])

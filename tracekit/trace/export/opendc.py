@@ -116,7 +116,7 @@ def export_opendc(
     summary = {
         "format": NAME,
         "opendc_version": OPENDC_VERSION,
-        "run_dir": str(run_dir),
+        "run_dir": str(run_dir.resolve()),
         "tasks": len(chosen),
         "fragments": fragments.num_rows,
         **slices.left_out(invocations, include_failed),
@@ -159,7 +159,7 @@ def _tasks_table(tasks: list[dict], nodes: dict[str, dict], per_task: list[dict]
         cpu_count = slices.cores_needed(task, facts, node)
         rows["id"].append(opendc_id)
         rows["submission_time"].append(task["ts_enqueue"])
-        rows["duration"].append(max(1, task["ts_end"] - task["ts_start"]))
+        rows["duration"].append(slices.runtime_ms(task))
         rows["cpu_count"].append(cpu_count)
         rows["cpu_capacity"].append(cpu_count * float(node["cpu_mhz"]))
         rows["mem_capacity"].append(slices.peak_memory_kb(task, facts, node))

@@ -115,7 +115,7 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
         pq.write_table(table, out_dir / path)
     (out_dir / WORKLOAD_FILE).parent.mkdir(parents=True, exist_ok=True)
     (out_dir / WORKLOAD_FILE).write_text(json.dumps(_workload(run_dir.name, tasks, len(workflows)), indent=2) + "\n")
-    summary = {"format": NAME, "run_dir": str(run_dir), "tasks": tasks.num_rows, "workflows": len(workflows),
+    summary = {"format": NAME, "run_dir": str(run_dir.resolve()), "tasks": tasks.num_rows, "workflows": len(workflows),
                "dependencies": sum(len(p) for p in parents), **slices.left_out(invocations, include_failed),
                "include_failed": include_failed}  # fmt: skip
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
@@ -169,7 +169,7 @@ def _tasks_table(tasks: list[dict], facts: list[dict], nodes: dict[str, dict], p
                  children: list[list[int]], workflow_of: list[int]) -> pa.Table:  # fmt: skip
     rows: dict[str, list] = {name: [] for name in TASKS.names}
     for i, (task, fact) in enumerate(zip(tasks, facts)):
-        runtime = max(0, task["ts_end"] - task["ts_start"])
+        runtime = slices.runtime_ms(task)
         memory_kb = slices.peak_memory_kb(task, fact, nodes[task["node"]])
         params = {"task_id": task["task_id"], "attempt": task["attempt"], "node": task["node"], "module": task["module"]}
         rows["children"].append(children[i])
@@ -313,8 +313,8 @@ def _check_against(tasks: dict[str, list], run_dir: Path, out_dir: Path, checked
         said = json.loads(params)
         if (said["task_id"], said["attempt"]) != (invocation["task_id"], invocation["attempt"]):
             checked.violations.append(f"task {i}: {said['task_id']} in the export, {invocation['task_id']} in the run")
-        elif tasks["runtime"][i] != max(0, invocation["ts_end"] - invocation["ts_start"]):
+        elif tasks["runtime"][i] != slices.runtime_ms(invocation):
             checked.violations.append(f"task {i} ({invocation['task_id']}): runtime {tasks['runtime'][i]} ms, "
-                                      f"the invocation {invocation['ts_end'] - invocation['ts_start']} ms")  # fmt: skip
+                                      f"the invocation {slices.runtime_ms(invocation)} ms")  # fmt: skip
         elif tasks["ts_submit"][i] != invocation["ts_enqueue"] or sorted(tasks["parents"][i]) != sorted(parents[i]):
             checked.violations.append(f"task {i} ({invocation['task_id']}): submission or parents differ from the run")
