@@ -104,6 +104,10 @@ def test_verify_finds_what_does_not_hold_the_trace(sampled, tmp_path):
     (out / "batch_instance.csv").write_text("\n".join(lines[:4] + [",".join(fields)] + lines[5:]) + "\n")
     assert alibaba.verify(out).ok
     assert any("CPU-ms, the trace" in v for v in alibaba.verify(out, sampled).violations)
+    fields[11] = "250.0"  # cpu_max: 2.5 cores on a node of 2
+    (out / "batch_instance.csv").write_text("\n".join(lines[:4] + [",".join(fields)] + lines[5:]) + "\n")
+    assert any(f"instance {fields[0]}: cpu_max 250 is above its machine m_1's 200 (2 cores)" in v
+               for v in alibaba.verify(out).violations)  # fmt: skip
     (out / "batch_task.csv").write_text((out / "batch_task.csv").read_text().replace("M3_2", "M3_7"))
     violations = alibaba.verify(out).violations
     assert any("waits for task 7, not in the job" in v for v in violations)

@@ -76,3 +76,24 @@ def test_verify_finds_usage_that_does_not_hold_the_trace_and_a_bad_window_is_ref
             google.export(run, tmp_path / "other", window_s=bad)
     assert google.export(run, tmp_path / "other", window_s=0.001).summary["window_s"] == 0.001
     assert json.loads((out / "export.json").read_text())["format"] == "google"
+
+
+def test_verify_finds_a_usage_row_outside_its_run_or_above_its_machine(run, tmp_path):
+    out = tmp_path / "google"
+    google.export(run, out)
+    path = out / "instance_usage.parquet"
+    clean = pq.read_table(path)
+    assert google.verify(out).ok
+
+    def written(column: str, change) -> None:
+        values = clean.column(column).to_pylist()
+        values[0] = change(values[0])
+        index = clean.schema.get_field_index(column)
+        pq.write_table(clean.set_column(index, clean.schema.field(column), [pa.array(values, clean.schema.field(column).type)]),
+                       path)  # fmt: skip
+
+    written("end_time", lambda end: end + 5_000_000)  # 5 s past its instance's finish
+    assert any("row 0 " in v and "lies outside its instance's run" in v for v in google.verify(out).violations)
+    written("maximum_usage", lambda peak: {"cpus": 1.5, "memory": peak["memory"]})  # 1.5 of the largest machine
+    assert any("row 0 " in v and "maximum CPU 1.5 NCU is above its machine's capacity 1 NCU" in v
+               for v in google.verify(out).violations)  # fmt: skip

@@ -147,6 +147,12 @@ BROKEN = {
     "task without fragments": (dict(fragments=[f for f in FRAGMENTS if f[0] != 2]), "task 2 has no fragments"),
     "fragments not contiguous": (
         dict(fragments=FRAGMENTS[1:3] + FRAGMENTS[3:] + FRAGMENTS[:1]), "fragments of task 0 are not contiguous"),
+    "fragments not in task order": (
+        dict(fragments=FRAGMENTS[3:5] + FRAGMENTS[:3] + FRAGMENTS[5:]),
+        "row 2: fragments of task 0 come after those of task 1, which is below it in tasks.parquet"),
+    "cpu_usage above cpu_capacity": (
+        dict(fragments=replace_fragment(1, cpu_usage=2500.0)),
+        "row 1: task 0: cpu_usage 2500 MHz is above its cpu_capacity 2000 MHz"),
     "empty workload": (dict(tasks=[], fragments=[]), "no tasks (an empty workload crashes OpenDC)"),
     "tasks not in submission order": (
         dict(tasks=replace_task(2, submission_time=-1)), "task 2 was submitted before task 1 above it: tasks are not in"),

@@ -207,6 +207,11 @@ def _check_values(tasks: dict, fragments: dict, result: Verification) -> None:
     with_fragments: set[int] = set()
     previous = None
     closed: set[int] = set()
+    position = {task_id: row for row, task_id in enumerate(ids)} if len(known) == len(ids) else {}
+    # A capacity that is no positive number is reported above, once.
+    capacity_of = {task_id: capacity for task_id, capacity in zip(ids, tasks.get("cpu_capacity") or [None] * len(ids))
+                   if _finite_nonnegative(capacity) and capacity > 0}  # fmt: skip
+    out_of_order = False
     for row, (task_id, duration, usage) in enumerate(zip(fragments["id"], fragments["duration"], fragments["cpu_usage"])):
         if task_id not in known:
             result.add(f"fragments.parquet: row {row}: task {task_id} does not exist (OpenDC drops it silently)")
@@ -214,9 +219,18 @@ def _check_values(tasks: dict, fragments: dict, result: Verification) -> None:
             result.add(f"fragments.parquet: row {row}: task {task_id}: duration {duration} is not positive")
         if not _finite_nonnegative(usage):
             result.add(f"fragments.parquet: row {row}: task {task_id}: cpu_usage {usage} is not finite and >= 0")
+        elif task_id in capacity_of and usage > capacity_of[task_id] * (1 + 1e-9):
+            result.add(f"fragments.parquet: row {row}: task {task_id}: cpu_usage {usage:.6g} MHz is above its "
+                       f"cpu_capacity {capacity_of[task_id]:.6g} MHz (the simulator gives it no more)")  # fmt: skip
         if task_id != previous:
             if task_id in closed:
                 result.add(f"fragments.parquet: row {row}: fragments of task {task_id} are not contiguous")
+            elif previous in position and task_id in position and position[task_id] < position[previous] \
+                    and not out_of_order:  # fmt: skip
+                out_of_order = True
+                result.add(f"fragments.parquet: row {row}: fragments of task {task_id} come after those of task "
+                           f"{previous}, which is below it in tasks.parquet: fragments are not in task order "
+                           "(OpenDC's newer loaders require it)")  # fmt: skip
             if previous is not None:
                 closed.add(previous)
             previous = task_id

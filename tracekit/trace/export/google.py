@@ -135,8 +135,9 @@ def add_verify_arguments(parser: Any) -> None:
 
 def verify(out_dir: Path, against: Path | None = None) -> Checked:
     """Check a Google-shape export: its tables' columns and types, a SUBMIT, a SCHEDULE and a FINISH or FAIL for
-    every instance, usage rows inside their instance's run; with --against RUN_DIR, one instance per exported
-    invocation, and each one's usage rows holding its measured CPU time (within 0.1%)."""
+    every instance, usage rows inside their instance's run and no more CPU than their machine has; with --against
+    RUN_DIR, one instance per exported invocation, and each one's usage rows holding its measured CPU time
+    (within 0.1%)."""
     checked = Checked()
     tables = read_tables(out_dir, TABLES, NAME, "the declared ones", checked)
     if not checked.ok:
@@ -151,11 +152,35 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
     usage = tables[USAGE_FILE]
     if pc.any(pc.less(usage.column("end_time"), usage.column("start_time"))).as_py():
         checked.violations.append(f"{USAGE_FILE}: a row ends before it starts")
+    _check_usage_rows(events, usage.to_pydict(), tables[MACHINES_FILE].to_pydict(), checked)
     if against is not None and checked.ok:
         _check_against(kinds, usage, against, out_dir, checked)
     checked.line = (f"{out_dir}: OK: {len(kinds)} instances, {usage.num_rows} usage rows"
                     + (", CPU time checked against the run" if against is not None else ""))
     return checked
+
+
+def _check_usage_rows(events: dict[str, list], usage: dict[str, list], machines: dict[str, list],
+                      checked: Checked) -> None:  # fmt: skip
+    """Each usage row inside its instance's run (its SCHEDULE to its FINISH or FAIL), its peak CPU at most its
+    machine's capacity (the first row of each naming its problem)."""
+    runs: dict[tuple[int, int], list[int]] = {}
+    for key, kind, time in zip(zip(events["collection_id"], events["instance_index"]), events["type"], events["time"]):
+        if kind in (SCHEDULE, FINISH, FAIL):
+            runs.setdefault(key, [0, 0])[0 if kind == SCHEDULE else 1] = time
+    capacity = {m: c["cpus"] for m, c in zip(machines["machine_id"], machines["capacity"]) if c and c["cpus"] is not None}
+    outside = over = False
+    for row, key in enumerate(zip(usage["collection_id"], usage["instance_index"])):
+        run = runs.get(key)
+        if not outside and (run is None or usage["start_time"][row] < run[0] or usage["end_time"][row] > run[1]):
+            outside = True
+            checked.violations.append(f"{USAGE_FILE}: row {row} (instance {key}) lies outside its instance's run "
+                                      f"{run[0] if run else '?'}..{run[1] if run else '?'} us")  # fmt: skip
+        peak, machine = (usage["maximum_usage"][row] or {}).get("cpus"), usage["machine_id"][row]
+        if not over and peak is not None and machine in capacity and peak > capacity[machine] * (1 + 1e-9):
+            over = True
+            checked.violations.append(f"{USAGE_FILE}: row {row} (instance {key}): maximum CPU {peak:.6g} NCU is above "
+                                      f"its machine's capacity {capacity[machine]:.6g} NCU")  # fmt: skip
 
 
 # -- the export --------------------------------------------------------------------------------------------
