@@ -125,3 +125,24 @@ def test_a_slice_of_no_length_gives_its_cpu_to_a_neighbour_and_is_left_out(run):
     cut = slices.cut([task], trace)
     assert cut.slices.column("duration").to_pylist() == [1000, 1000, 1000]
     assert cut.slices.column("cpu_ms").to_pylist() == [350.0, 250.0, 300.0]  # 900 ms, every one kept
+
+
+def test_the_nodes_are_the_archive_s_resources_and_each_task_names_its_own(run, tmp_path):
+    """As wta-tools' parsers write them (resources/schema-1.0: one per machine, its cores and memory in GB)."""
+    out = tmp_path / "wta"
+    wta.export(run, out)
+    resources = pq.read_table(out / "resources/schema-1.0/part.0.parquet")
+    assert resources.column_names == sorted(resources.column_names)  # the archive's writers sort them
+    rows = resources.to_pylist()
+    assert [(r["id"], json.loads(r["details"])["node"], r["num_resources"], r["memory"], r["type"]) for r in rows] == \
+        [(0, "cloud1", 2.0, 8, "core"), (1, "cloud2", 2.0, 8, "core")]  # fmt: skip
+    tasks = pq.read_table(out / "tasks/schema-1.0/part.0.parquet").to_pylist()
+    assert {(json.loads(t["params"])["node"], t["resource_used"]) for t in tasks} == {("cloud1", 0), ("cloud2", 1)}
+    workload = json.loads((out / "workload/schema-1.0/generic_information.json").read_text())
+    assert workload["mean_network_usage"] == workload["max_energy"] == workload["cov_disk_space_usage"] == -1
+    assert wta.verify(out, run).ok
+    table = pq.read_table(out / "tasks/schema-1.0/part.0.parquet")
+    swapped = [1 - r for r in table.column("resource_used").to_pylist()]
+    pq.write_table(table.set_column(table.schema.get_field_index("resource_used"), table.schema.field("resource_used"),
+                                    [pa.array(swapped, pa.int64())]), out / "tasks/schema-1.0/part.0.parquet")  # fmt: skip
+    assert any("its resource" in v for v in wta.verify(out).violations)

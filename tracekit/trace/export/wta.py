@@ -3,17 +3,18 @@
 input:  RUN_DIR/cctf/ invocations.jsonl, nodes.json, and task_slices/ (tracekit.trace.slices: the cores and
         memory each task needed)
 output: OUT_DIR/ tasks/schema-1.0/part.0.parquet, workflows/schema-1.0/part.0.parquet,
-        workload/schema-1.0/generic_information.json (the layout and columns the archive's own tools,
-        atlarge-research/wta-tools, write: its Task, Workflow and Workload objects; columns in alphabetical
-        order as their pandas writer leaves them), export.json
+        resources/schema-1.0/part.0.parquet, workload/schema-1.0/generic_information.json (the layout and
+        columns the archive's own tools, atlarge-research/wta-tools, write: its Task, Workflow, Resource and
+        Workload objects; columns in alphabetical order as their writers leave them), export.json
 
 One task per successful invocation (failed ones too with --include-failed), ids 0..N-1 by submission time as
 in the OpenDC export. Workflows: the requests of one HTTP chain (invocations that share a trace id and link by
 their spans) are one workflow whose tasks carry parents and children (a request's parent is the request
 whose span called it); every other request is a workflow of its own (what one client submitted); the run's
 other tasks (a batch workload: submitted together by one dispatcher, with no dependencies between them) are
-one workflow. Times are the controller's clock in ms since the epoch (not shifted to 0); unknown values
-are -1, as the archive writes them.
+one workflow. A resource is a node the exported tasks ran on (its cores, memory, CPU model and OS), each
+task's resource_used its node's. Times are the controller's clock in ms since the epoch (not shifted to 0);
+unknown values are -1, as the archive writes them.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ TITLE = "WTA"  # in tracekit-run's summary
 SCHEMA_DIR = "schema-1.0"
 TASKS_FILE = f"tasks/{SCHEMA_DIR}/part.0.parquet"
 WORKFLOWS_FILE = f"workflows/{SCHEMA_DIR}/part.0.parquet"
+RESOURCES_FILE = f"resources/{SCHEMA_DIR}/part.0.parquet"
 WORKLOAD_FILE = f"workload/{SCHEMA_DIR}/generic_information.json"
-MAIN_FILES = ("tasks/", "workflows/", "workload/")
+MAIN_FILES = ("tasks/", "workflows/", "resources/", "workload/")
 HELP = "cctf/ -> Workflow Trace Archive (tasks, workflows, workload; Parquet, schema 1.0)"
 DESCRIPTION = ("Write a parsed run in the Workflow Trace Archive's format (schema 1.0): tasks with parents and "
-               "children, workflows with their critical path, the workload's generic information. An HTTP chain "
+               "children, workflows with their critical path, the nodes as resources, the workload's generic "
+               "information. An HTTP chain "
                "is a workflow of its requests, every other request one of its own, the run's other tasks one.")  # fmt: skip
 UNKNOWN = -1
 LOAD = "tracekit load"  # the scheduler of a request's workflow: the open-loop load generator
@@ -62,7 +65,7 @@ TASKS = pa.schema([
     column("parents", pa.list_(pa.int64()), "task id", "the tasks this one depends on (the request that called it)"),
     column("resource_amount_requested", pa.float64(), "cores", "the cores it needed: asked for, else its peak use"),
     column("resource_type", pa.string(), "", "core"),
-    column("resource_used", pa.int64(), "", "unknown: -1"),
+    column("resource_used", pa.int64(), "", "the resource it ran on (resources/: its node)"),
     column("runtime", pa.int64(), "ms", "from its start to its end"),
     column("submission_site", pa.int32(), "", "unknown: -1"),
     column("ts_submit", pa.int64(), "ms since the epoch", "when it was queued (controller clock)"),
@@ -86,7 +89,18 @@ WORKFLOWS = pa.schema([
     column("total_resources", pa.float64(), "cores", "the sum of its tasks' resource_amount_requested"),
     column("ts_submit", pa.int64(), "ms since the epoch", "its first task's submission"),
 ])  # fmt: skip
-TABLES = {TASKS_FILE: TASKS, WORKFLOWS_FILE: WORKFLOWS}
+RESOURCES = pa.schema([
+    column("details", pa.string(), "JSON", "the node as the trace has it: node, mem_kb, cpu_mhz, cores_logical"),
+    column("disk_space", pa.int64(), "GB", "unknown: -1"),
+    column("id", pa.int64(), "", "0..R-1, the nodes by name"),
+    column("memory", pa.int64(), "GiB", "the node's memory, rounded (details has it in kB)"),
+    column("network", pa.int64(), "Gbps", "unknown: -1"),
+    column("num_resources", pa.float64(), "cores", "the node's cores (its own CPUs where nodes shared a machine)"),
+    column("os", pa.string(), "", "the node's operating system"),
+    column("proc_model", pa.string(), "", "the node's CPU model"),
+    column("type", pa.string(), "", "core: num_resources counts cores, as the tasks' resource_type"),
+])  # fmt: skip
+TABLES = {TASKS_FILE: TASKS, WORKFLOWS_FILE: WORKFLOWS, RESOURCES_FILE: RESOURCES}
 
 
 # -- the format, as tracekit.trace.export finds it ------------------------------------------------------
@@ -107,15 +121,18 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
     cut = slices.cut(chosen, trace)
     parents, children = slices.dependencies(chosen)
     workflow_of, workflows = slices.jobs(chosen)
-    tasks = _tasks_table(chosen, cut.facts, nodes, parents, children, workflow_of)
+    resource_of = {node: i for i, node in enumerate(sorted({r["node"] for r in chosen}))}
+    tasks = _tasks_table(chosen, cut.facts, nodes, parents, children, workflow_of, resource_of)
     schedulers = [LOAD if chosen[members[0]].get("span_id") else _policy(run_dir) for members in workflows]
     workflow_rows = _workflows_table(workflows, tasks, parents, schedulers)
-    for path, table in ((TASKS_FILE, tasks), (WORKFLOWS_FILE, workflow_rows)):
+    resources = _resources_table(resource_of, nodes)
+    for path, table in ((TASKS_FILE, tasks), (WORKFLOWS_FILE, workflow_rows), (RESOURCES_FILE, resources)):
         (out_dir / path).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out_dir / path)
     (out_dir / WORKLOAD_FILE).parent.mkdir(parents=True, exist_ok=True)
     (out_dir / WORKLOAD_FILE).write_text(json.dumps(_workload(run_dir.name, tasks, len(workflows)), indent=2) + "\n")
     summary = {"format": NAME, "run_dir": str(run_dir.resolve()), "tasks": tasks.num_rows, "workflows": len(workflows),
+               "resources": resources.num_rows,
                "dependencies": sum(len(p) for p in parents), **slices.left_out(invocations, include_failed),
                "include_failed": include_failed}  # fmt: skip
     (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
@@ -130,7 +147,7 @@ def add_verify_arguments(parser: Any) -> None:
 
 def verify(out_dir: Path, against: Path | None = None) -> Checked:
     """Check a WTA export: the archive's columns and types, unique ids, parents and children that mirror each
-    other within one workflow, each workflow's task count; with --against RUN_DIR, one task per exported
+    other within one workflow, each workflow's task count, each task's resource its node; with --against RUN_DIR, one task per exported
     invocation with its runtime, submission and dependencies as the trace has them."""
     checked = Checked()
     tables = read_tables(out_dir, TABLES, NAME, "the archive's schema 1.0", checked)
@@ -151,6 +168,20 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
         for child in its_children:
             if child not in row or task_id not in tasks["parents"][row[child]]:
                 checked.violations.append(f"task {task_id}: child {child} does not list it as a parent")
+    node_of = {}
+    for resource, details in zip(*(tables[RESOURCES_FILE].column(n).to_pylist() for n in ("id", "details"))):
+        try:
+            node_of[resource] = json.loads(details).get("node")
+        except (ValueError, AttributeError):
+            checked.violations.append(f"{RESOURCES_FILE}: resource {resource}: details are not a JSON object")
+    for task_id, resource, params in zip(ids, tasks["resource_used"], tasks["params"]):
+        if resource not in node_of:
+            checked.violations.append(f"task {task_id}: resource_used {resource} is not in {RESOURCES_FILE}")
+            break
+        if node_of[resource] != _node_in(params):
+            checked.violations.append(f"task {task_id}: ran on {_node_in(params)}, its resource {resource} is "
+                                      f"{node_of[resource]}")  # fmt: skip
+            break
     counted = {w: list(tasks["workflow_id"]).count(w) for w in set(tasks["workflow_id"])}
     for w, count in zip(*(tables[WORKFLOWS_FILE].column(n).to_pylist() for n in ("id", "task_count"))):
         if counted.get(w, 0) != count:
@@ -162,11 +193,19 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
     return checked
 
 
+def _node_in(params: str) -> str | None:
+    """The node a task's params name (None where they are no JSON object)."""
+    try:
+        return json.loads(params).get("node")
+    except (ValueError, AttributeError):
+        return None
+
+
 # -- the export --------------------------------------------------------------------------------------------
 
 
 def _tasks_table(tasks: list[dict], facts: list[dict], nodes: dict[str, dict], parents: list[list[int]],
-                 children: list[list[int]], workflow_of: list[int]) -> pa.Table:  # fmt: skip
+                 children: list[list[int]], workflow_of: list[int], resource_of: dict[str, int]) -> pa.Table:  # fmt: skip
     rows: dict[str, list] = {name: [] for name in TASKS.names}
     for i, (task, fact) in enumerate(zip(tasks, facts)):
         runtime = slices.runtime_ms(task)
@@ -185,7 +224,7 @@ def _tasks_table(tasks: list[dict], facts: list[dict], nodes: dict[str, dict], p
         rows["parents"].append(parents[i])
         rows["resource_amount_requested"].append(float(slices.cores_needed(task, fact, nodes[task["node"]])))
         rows["resource_type"].append("core")
-        rows["resource_used"].append(UNKNOWN)
+        rows["resource_used"].append(resource_of[task["node"]])
         rows["runtime"].append(runtime)
         rows["submission_site"].append(UNKNOWN)
         rows["ts_submit"].append(task["ts_enqueue"])
@@ -194,6 +233,26 @@ def _tasks_table(tasks: list[dict], facts: list[dict], nodes: dict[str, dict], p
         rows["wait_time"].append(max(0, task["ts_start"] - task["ts_enqueue"]))
         rows["workflow_id"].append(workflow_of[i])
     return pa.table(rows, schema=TASKS)
+
+
+def _resources_table(resource_of: dict[str, int], nodes: dict[str, dict]) -> pa.Table:
+    """One resource per node the exported tasks ran on, as wta-tools' Resource (its parsers write one per
+    machine: cores, memory in GB)."""
+    rows: dict[str, list] = {name: [] for name in RESOURCES.names}
+    for node, number in resource_of.items():
+        facts = nodes[node]
+        details = {"node": node, "mem_kb": facts.get("mem_kb"), "cpu_mhz": facts.get("cpu_mhz"),
+                   "cores_logical": facts.get("cores_logical")}  # fmt: skip
+        rows["details"].append(json.dumps(details, sort_keys=True))
+        rows["disk_space"].append(UNKNOWN)
+        rows["id"].append(number)
+        rows["memory"].append(round(int(facts["mem_kb"]) / 1024**2) if facts.get("mem_kb") else UNKNOWN)
+        rows["network"].append(UNKNOWN)
+        rows["num_resources"].append(float(slices.node_cores(facts)))
+        rows["os"].append(str(facts.get("os") or ""))
+        rows["proc_model"].append(str(facts.get("cpu_model") or ""))
+        rows["type"].append("core")
+    return pa.table(rows, schema=RESOURCES)
 
 
 def critical_path(members: list[int], submit: list[int], runtime: list[int], parents: list[list[int]]) -> tuple[int, int, int]:
@@ -294,6 +353,10 @@ def _workload(run_id: str, tasks: pa.Table, workflows: int) -> dict[str, Any]:
         "authors": [],
         **spread(cores, "resource_task"),
         **spread(memory, "memory"),
+        # Not measured per task (tasks' network_io_time, disk_space_requested, energy_consumption are -1).
+        **spread([], "network_usage"),
+        **spread([], "disk_space_usage"),
+        **spread([], "energy"),
         "workload_description": f"Tracekit run {run_id}: times in ms since the epoch (controller clock), "
                                 "memory in MB (peak RSS), resources in cores",
         "version": "1.0",
