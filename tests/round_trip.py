@@ -4,7 +4,8 @@ came from (cctf/): the acceptance of every export format, used by the end-to-end
 Each reader below knows only the format (its files, columns and units: docs/exports.md), not the exporter's
 code: task count, the sum of runtimes (exact: every format keeps milliseconds), the sum of CPU-seconds
 (within 0.1%, where the format has CPU), every dependency (where it has them), and for the usage tables the
-samples they cover.
+samples they cover: each Google usage row the CPU of the task's slices in its window, each Alibaba machine
+usage row its node's host sample (CPU and memory).
 """
 
 from __future__ import annotations
@@ -97,7 +98,32 @@ def assert_round_trip(run_dir: Path, format_name: str, out: Path | None = None) 
         assert read.edges == called, format_name
     if format_name == "alibaba":
         _machine_usage_holds_the_host_samples(out, run_dir)
+    if format_name == "google":
+        _usage_windows_hold_the_slices_they_cover(out, run_dir, chosen)
     return len(chosen)
+
+
+def _usage_windows_hold_the_slices_they_cover(out: Path, run_dir: Path, chosen: list[dict]) -> None:
+    """Every instance_usage row (a task in one window) holds the CPU of the task's slices it covers (a slice
+    across its edges by its share of the slice's time), within 0.1%."""
+    summary = json.loads((out / "export.json").read_text())
+    t0_ms, ncu = summary["trace_start_ms"], summary["ncu_cores"]
+    events = pq.read_table(out / "instance_events.parquet").to_pylist()
+    instances = sorted({(e["collection_id"], e["instance_index"]) for e in events})
+    submitted = {(e["collection_id"], e["instance_index"]): e["time"] for e in events if e["type"] == 0}
+    position = {key: i for i, key in enumerate(sorted(instances, key=lambda key: (submitted[key], key)))}
+    cut = slices.cut(chosen, run_dir / cctf.CCTF).slices.to_pylist()
+    of_task: dict[int, list[tuple[int, int, float]]] = {}
+    for s in cut:
+        of_task.setdefault(s["id"], []).append((s["end_ms"] - s["duration"], s["end_ms"], s["cpu_ms"]))
+    rows = pq.read_table(out / "instance_usage.parquet").to_pylist()
+    assert rows
+    for u in rows:
+        start, end = ((u[name] - 600_000_000) / 1000 + t0_ms for name in ("start_time", "end_time"))
+        covered = sum(cpu * max(0.0, min(end, b) - max(start, a)) / (b - a)
+                      for a, b, cpu in of_task.get(position[(u["collection_id"], u["instance_index"])], []) if b > a)  # fmt: skip
+        held = u["average_usage"]["cpus"] * ncu * (end - start)
+        assert abs(held - covered) <= 0.001 * max(covered, 1.0), (u, held, covered)
 
 
 def _machine_usage_holds_the_host_samples(out: Path, run_dir: Path) -> None:
@@ -106,8 +132,12 @@ def _machine_usage_holds_the_host_samples(out: Path, run_dir: Path) -> None:
 
     machines = json.loads((out / "export.json").read_text())["machines"]
     usage = pacsv.read_csv(out / "machine_usage.csv", read_options=pacsv.ReadOptions(column_names=MACHINE_USAGE.names)).to_pylist()
-    host = cctf.read_table(run_dir / cctf.CCTF, "host_metrics", ["node", "ts_ms", "cpu_util_pct"]).to_pylist()
+    host = cctf.read_table(run_dir / cctf.CCTF, "host_metrics", ["node", "ts_ms", "cpu_util_pct", "mem_used_kb",
+                                                                 "mem_total_kb"]).to_pylist()  # fmt: skip
     for machine, node in machines.items():
         ours = [u["cpu_util_percent"] for u in usage if u["machine_id"] == machine]
         theirs = [h["cpu_util_pct"] for h in sorted(host, key=lambda h: h["ts_ms"]) if h["node"] == node]
         assert len(ours) == len(theirs) and all(abs(a - b) < 1e-9 for a, b in zip(ours, theirs)), machine
+        memory = [u["mem_util_percent"] for u in usage if u["machine_id"] == machine]
+        used = [100 * h["mem_used_kb"] / h["mem_total_kb"] for h in sorted(host, key=lambda h: h["ts_ms"]) if h["node"] == node]
+        assert all(abs(a - b) < 1e-9 for a, b in zip(memory, used)), machine

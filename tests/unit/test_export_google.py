@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.round_trip import assert_round_trip
 from tests.unit.test_export_wta import T0, invocation
 from tests.unit.test_export_wta import run as run  # noqa: F401 - the fixture: a chain, a request, batch tasks
 from tracekit.errors import UsageError
@@ -59,6 +60,7 @@ def test_events_windows_and_machines_in_google_s_units_hold_the_trace(run, tmp_p
     checked = google.verify(out, run)
     assert checked.ok, checked.violations
     assert pq.read_schema(out / "instance_usage.parquet").field("average_usage").metadata[b"unit"] == b"NCU, NMU"
+    assert assert_round_trip(run, "google", out) == 6  # every window against the slices it covers, read back
 
 
 def test_verify_finds_usage_that_does_not_hold_the_trace_and_a_bad_window_is_refused(run, tmp_path):
