@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tracekit.experiment.spec import ExperimentError, load_experiment
+from tracekit.trace.export import names as export_names
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = "name: x\nworkload:\n  ffmpeg:\n    generate: {count: 2}\n"
@@ -359,7 +360,7 @@ def test_export_formats_with_the_older_opendc_key_still_read(tmp_path, export, f
 @pytest.mark.parametrize(
     ("export", "error"),
     [
-        ("export: {formats: [nope]}", "export.formats: unknown format 'nope'; known: alibaba, google, opendc, wta"),
+        ("export: {formats: [nope]}", "export.formats: unknown format 'nope'; known: " + ", ".join(export_names())),
         ("export: {formats: [opendc], opendc: false}", "export.opendc is false but export.formats lists opendc"),
         ("export: {formats: [opendc, opendc]}", "export.formats"),
         ("collectors: {host: false}\nexport: {formats: [opendc, alibaba]}",

@@ -123,7 +123,7 @@ def _requests(run_dir: Path) -> dict[str, Any] | None:
 
 def _contention(run_dir: Path) -> list[str]:
     """The audit's note on each node whose tasks shared saturated CPUs with other work (tracekit.trace.contention)."""
-    audit = read_json_object(run_dir / cctf.CCTF / cctf.AUDIT) or {}
+    audit = cctf.read_audit(run_dir / cctf.CCTF) or {}
     nodes = (audit.get("contention") or {}).get("nodes") or {}
     return [str(n["note"]) for _, n in sorted(nodes.items()) if isinstance(n, dict) and n.get("note")]
 
@@ -131,7 +131,7 @@ def _contention(run_dir: Path) -> list[str]:
 def _contended_task_share(run_dir: Path) -> float | None:
     """The share of the run's task time on saturated CPUs beside other work (the audit's per-node
     contended_task_share, weighted by each node's task time); None where the audit has no such figure."""
-    audit = read_json_object(run_dir / cctf.CCTF / cctf.AUDIT) or {}
+    audit = cctf.read_audit(run_dir / cctf.CCTF) or {}
     nodes = (audit.get("contention") or {}).get("nodes") or {}
     weighted = [(n["contended_task_share"], n.get("task_time_s") or 0) for n in nodes.values()
                 if isinstance(n, dict) and isinstance(n.get("contended_task_share"), int | float)]  # fmt: skip

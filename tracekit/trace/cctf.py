@@ -52,6 +52,7 @@ LINKS = "links.json"  # each node's network interfaces
 AUDIT = "audit.json"  # tracekit.trace.audit: how far to trust the trace
 AUDIT_TEXT = "audit.md"  # the same for a person
 JSON_FILES = (NODES, LINKS, AUDIT)
+TEXT_FILES = (AUDIT_TEXT,)
 
 
 def node_file(cctf_dir: Path, table: str, node: str) -> Path:
@@ -199,6 +200,25 @@ def write_json(cctf_dir: Path, name: str, value: Any) -> None:
     if name not in JSON_FILES:
         raise ValueError(f"not a JSON file of cctf/: {name}")
     (cctf_dir / name).write_text(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def write_text(cctf_dir: Path, name: str, text: str) -> None:
+    """A text file of cctf/ for a reader (TEXT_FILES); characters that cannot be written escaped."""
+    if name not in TEXT_FILES:
+        raise ValueError(f"not a text file of cctf/: {name}")
+    (cctf_dir / name).write_text(text, errors="backslashreplace")
+
+
+def json_lines_files(cctf_dir: Path) -> list[Path]:
+    """The JSON Lines files of cctf/: its record files (RECORD_FILES) and those of a --jsonl copy."""
+    return sorted(cctf_dir.glob("*.jsonl"))
+
+
+def json_file(cctf_dir: Path, name: str) -> Path:
+    """Where a JSON document of cctf/ (JSON_FILES) is: for a reader that needs its bytes (validation)."""
+    if name not in JSON_FILES:
+        raise ValueError(f"not a JSON file of cctf/: {name}")
+    return cctf_dir / name
 
 
 def read_nodes(cctf_dir: Path) -> dict[str, dict[str, Any]]:

@@ -258,7 +258,7 @@ def _parse_run(run_dir: Path, strict: bool, jsonl: bool) -> ParseResult:
         cctf.write_json(staging, cctf.NODES, node_records)
         cctf.write_json(staging, cctf.LINKS, [link for n in nodes for link in link_records(n)])
         cctf.write_json(staging, cctf.AUDIT, audit.as_dict())
-        (staging / cctf.AUDIT_TEXT).write_text(audit.as_markdown(), errors="backslashreplace")
+        cctf.write_text(staging, cctf.AUDIT_TEXT, audit.as_markdown())
         validate_outputs(staging)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)

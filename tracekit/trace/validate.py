@@ -54,15 +54,15 @@ def sampled_lines(path: Path) -> Iterator[tuple[int | None, bytes]]:
 
 
 def validate_outputs(cctf_dir: Path) -> None:
-    for path in sorted(cctf_dir.glob("*.jsonl")):
+    for path in cctf.json_lines_files(cctf_dir):
         for line_no, line in sampled_lines(path):
             problems = validation_errors(f"cctf/{path.stem}", json.loads(line))
             if problems:
                 where = f":{line_no}" if line_no else f" (line {line.decode(errors='replace')[:200]!r})"
                 _fail(path, where, problems)
     for name in cctf.JSON_FILES:
-        path = cctf_dir / name
-        problems = validation_errors(f"cctf/{path.stem}", json.loads(path.read_text()))
+        path = cctf.json_file(cctf_dir, name)
+        problems = validation_errors(f"cctf/{path.stem}", cctf.read_json(cctf_dir, name))
         if problems:
             _fail(path, "", problems)
     cctf.check_schemas(cctf_dir)
