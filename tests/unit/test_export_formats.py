@@ -258,3 +258,16 @@ def test_no_module_but_cctf_names_a_file_of_the_trace():
              for number, line in enumerate(path.read_text().splitlines(), 1)
              if joined.search(line) or literal.search(line)]  # fmt: skip
     assert not found, "\n".join(found)
+
+
+def test_a_node_missing_from_nodes_json_asks_for_a_parse_in_every_format(tmp_path):
+    """(OpenDC said to restart the node's collector with --cpu-mhz, which would not bring its facts back.)"""
+    from tests.unit.test_export_wta import hand_made_run
+    from tracekit.errors import TracekitError
+
+    run = hand_made_run(tmp_path)
+    nodes = cctf.read_json(run / cctf.CCTF, cctf.NODES)
+    cctf.write_json(run / cctf.CCTF, cctf.NODES, [n for n in nodes if n["node"] != "cloud2"])
+    for name in export.names():
+        with pytest.raises(TracekitError, match=r"nodes.json (has no facts|lacks the memory) of node cloud2; parse the run again"):
+            export.get(name).export(run, tmp_path / name)

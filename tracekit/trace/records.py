@@ -313,7 +313,8 @@ OPENDC_TASKS = pa.schema(
         _field("duration", pa.int64(), unit="ms", description="from its start to its end (at least 1)"),
         _field("cpu_count", pa.int32(), unit="cores", description="the cores it asked for, else the most one of its slices used, rounded up"),
         _field("cpu_capacity", pa.float64(), unit="MHz", description="cpu_count times its node's core speed"),
-        _field("mem_capacity", pa.int64(), unit="kB", description="its peak memory (OpenDC's loader reads kB)"),
+        _field("mem_capacity", pa.int64(), unit="kB",
+               description="its peak memory (OpenDC's loader reads kB); 0 for an HTTP request, whose memory is its server's"),
         _field("name", pa.string(), nullable=True, unit="", description="node/task_id#attempt: the invocation in the trace"),
         # OpenDC's workflows (its workload format's optional columns): the tasks a task waits for and the ones
         # that wait for it, by id. An HTTP chain's requests; empty for independent tasks.
