@@ -241,6 +241,9 @@ def _add_parse(commands: argparse._SubParsersAction) -> None:
                        help="then export the run into RUN_DIR/<FORMAT>/ (replaced) and verify it against the run, "
                        f"as 'tracekit export' and 'tracekit verify' do (repeatable; formats: {', '.join(formats.names())})")
     parse.add_argument("--include-failed", action="store_true", help="with --export: export failed invocations too")
+    parse.add_argument("--export-option", action="append", default=[], metavar="FORMAT.OPTION=VALUE",
+                       help="with --export: one of a format's own options, by its flag's keyword (repeatable), "
+                       "e.g. google.window_s=60 for 'tracekit export google --window-s 60'")  # fmt: skip
     parse.add_argument("--report", action="store_true", help="then write RUN_DIR/report/, as 'tracekit report' does")
     _add_json(parse)
 
@@ -652,11 +655,12 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     if args.node_part:
         from tracekit.trace.nodeparse import check_part_folder, write_part
 
-        if args.jsonl or args.export or args.report:
+        if args.jsonl or args.export or args.report or args.export_option:
             raise UsageError("--jsonl, --export and --report are for the whole run's parse; a node's part is Parquet only")
         part, written = write_part(check_part_folder(args.run_dir), strict=args.strict)
         _answer(args, f"{part}: {'written' if written else 'up to date (it matches the raw files)'}", written, part=part)
         return 0
+    options = _export_options(args.export_option, args.export)  # checked before the parse's work
     result = parse_run(args.run_dir, strict=args.strict, jsonl=args.jsonl)
     audit = result.audit
     print(
@@ -676,7 +680,8 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     for format_name in args.export:
         out_dir = args.run_dir / format_name
         try:
-            print(formats.get(format_name).export(args.run_dir, out_dir, include_failed=args.include_failed, force=True).line)
+            print(formats.get(format_name).export(args.run_dir, out_dir, include_failed=args.include_failed, force=True,
+                                                  **options.get(format_name, {})).line)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - one format's failure, whatever it is, is not the others'
             said = str(exc) if isinstance(exc, TracekitError) else f"{type(exc).__name__}: {exc}"
             print(f"tracekit parse: error: no {format_name} export: {said}", file=sys.stderr)
@@ -689,6 +694,23 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     if args.report:
         _reported(args.run_dir, None)
     return 0
+
+
+def _export_options(given: list[str], exported: list[str]) -> dict[str, dict[str, Any]]:
+    """--export-option FORMAT.OPTION=VALUE ... -> {format: {option: value}}, each converted and checked by its
+    format; an error for one that is malformed or of a format not exported."""
+    from tracekit.trace import export as formats
+
+    raw: dict[str, dict[str, str]] = {}
+    for text in given:
+        name, dot, rest = text.partition(".")
+        key, equals, value = rest.partition("=")
+        if not (dot and equals and key):
+            raise UsageError(f"--export-option {text!r}: give FORMAT.OPTION=VALUE, e.g. google.window_s=60")
+        if name not in exported:
+            raise UsageError(f"--export-option {text!r}: {name} is not exported here (--export {name})")
+        raw.setdefault(name, {})[key] = value
+    return {name: formats.option_values(name, values, f"--export-option {name}") for name, values in raw.items()}
 
 
 def _cmd_adapt(args: argparse.Namespace) -> int:

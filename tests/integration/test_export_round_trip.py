@@ -4,6 +4,7 @@ and compared with the trace (tests/round_trip.py). The HTTP chain's round trip i
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,11 @@ def test_every_format_of_the_default_experiment_reads_back_as_its_trace(tmp_path
     logs = tmp_path / "logs"
     try:
         result = run_experiment(REPO / "experiments" / "ffmpeg.yaml", inventory=inventory, run_id="ffmpeg-exports",
-                                logs_dir=logs, overrides=[*SMALLER, EVERY_FORMAT])  # fmt: skip
+                                logs_dir=logs, overrides=[*SMALLER, EVERY_FORMAT,
+                                                          "export.options={google: {window_s: 1}}"])  # fmt: skip
         assert result.state == "succeeded", result.summary
+        google_summary = json.loads((logs / "ffmpeg-exports" / "google" / "export.json").read_text())
+        assert google_summary["window_s"] == 1.0  # the experiment's option reached the parse phase
         for name in export.names():
             assert any(line.startswith(f"  {export.get(name).TITLE}:") for line in result.summary), (name, result.summary)
             assert assert_round_trip(logs / "ffmpeg-exports", name) == 4, name

@@ -1,8 +1,11 @@
 """Every command has a complete --help; argument errors exit 2."""
 
+import re
+
 import pytest
 
 from tracekit import cli
+from tracekit.errors import UsageError
 
 COMMANDS = [
     [], ["collect"], ["collect", "start"], ["collect", "run"], ["collect", "stop"], ["collect", "status"],
@@ -55,3 +58,16 @@ def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(tmp_path):
     child.stderr.close()
     assert child.wait(timeout=60) == 141, stderr
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_parse_takes_a_format_s_own_options_checked_before_any_work():
+    from tracekit.cli import _export_options
+
+    assert _export_options(["google.window_s=60", "opendc.merge_tolerance_pct=5"], ["opendc", "google"]) == \
+        {"google": {"window_s": 60.0}, "opendc": {"merge_tolerance_pct": 5.0}}  # fmt: skip
+    for given, said in ((["google.window_s"], "give FORMAT.OPTION=VALUE"), (["window_s=60"], "give FORMAT.OPTION=VALUE"),
+                        (["wta.x=1"], "wta is not exported here (--export wta)"),
+                        (["google.window_s=0"], "--export-option google: --window-s 0: give a window of whole"),
+                        (["google.windows=60"], "google has no option 'windows'; its options: window_s")):  # fmt: skip
+        with pytest.raises(UsageError, match=re.escape(said)):
+            _export_options(given, ["google"])

@@ -366,9 +366,27 @@ def test_export_formats_with_the_older_opendc_key_still_read(tmp_path, export, f
         ("collectors: {host: false}\nexport: {formats: [opendc, alibaba]}",
          "export.formats: alibaba needs the nodes' host samples, which collectors.host: false leaves out; set "
          "collectors.host: true or leave it out"),
+        ("export: {formats: [opendc], options: {google: {window_s: 60}}}",
+         "export.options.google: google is not among export.formats (opendc); list it there or leave its options out"),
+        ("export: {formats: [google], options: {google: {window: 60}}}",
+         "export.options.google: google has no option 'window'; its options: window_s"),
+        ("export: {formats: [google], options: {google: {window_s: 0.0005}}}",
+         "export.options.google: --window-s 0.0005: give a window of whole milliseconds"),
+        ("export: {formats: [opendc], options: {opendc: {merge_tolerance_pct: 100}}}",
+         "export.options.opendc: --merge-tolerance 100 must be a percentage from 0 to 100"),
+        ("export: {formats: [google], options: {google: {window_s: '60'}}}", "export.options.google.window_s"),
     ],
 )
 def test_an_export_format_not_known_or_contradicted_is_one_line(tmp_path, export, error):
     path = write(tmp_path, f"{MINIMAL}{export}\n")
     with pytest.raises(ExperimentError, match=re.escape(error)):
         load_experiment(path)
+
+
+def test_a_format_s_own_options_are_read_and_checked(tmp_path):
+    path = write(tmp_path, f"{MINIMAL}export: {{formats: [opendc, google], options: {{google: {{window_s: 60}}, "
+                           "opendc: {merge_tolerance_pct: 2.5}}}\n")  # fmt: skip
+    experiment = load_experiment(path)
+    assert experiment.export_options == {"google": {"window_s": 60.0}, "opendc": {"merge_tolerance_pct": 2.5}}
+    assert experiment.as_dict()["export_options"] == experiment.export_options  # in the resolved experiment
+    assert load_experiment(write(tmp_path, MINIMAL)).export_options == {}

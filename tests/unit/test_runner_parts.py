@@ -456,3 +456,16 @@ def test_a_module_that_did_not_run_is_described_by_its_own_stderr_and_what_to_do
         "msg": "MODULE FAILURE\nSee stdout/stderr for the exact error", "rc": 1, "module_stdout": "",
         "module_stderr": 'Traceback (most recent call last):\n  File "x", line 1\nSyntaxError: invalid syntax\n'}}}
     assert describe_failure(crashed) == "MODULE FAILURE See stdout/stderr for the exact error: SyntaxError: invalid syntax"
+
+
+def test_a_format_s_own_options_reach_the_parse_phase_as_its_arguments(tmp_path):
+    from tracekit.experiment.render import extravars
+
+    inventory = read_inventory(write(tmp_path, hosts(w1={})))
+    experiment = load_experiment("experiments/smoke.yaml", ["export.formats=[opendc, google]",
+                                                            "export.options={google: {window_s: 60}}"])  # fmt: skip
+    variables = extravars(experiment, "r1", tmp_path, tmp_path, tmp_path / "s", "python3", inventory)
+    assert variables["tracekit_run_export"]["option_args"] == ["--export-option=google.window_s=60.0"]
+    plain = extravars(load_experiment("experiments/smoke.yaml"), "r1", tmp_path, tmp_path, tmp_path / "s", "python3",
+                      inventory)  # fmt: skip
+    assert plain["tracekit_run_export"]["option_args"] == []

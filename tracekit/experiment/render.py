@@ -376,6 +376,9 @@ def extravars(
             "formats": list(experiment.export_formats),
             "include_failed": experiment.include_failed,
             "jsonl": experiment.export_jsonl,
+            # Each format's own options as parse's arguments (numbers and switches the format has checked).
+            "option_args": [f"--export-option={name}.{key}={value}" for name, given in experiment.export_options.items()
+                            for key, value in given.items()],  # fmt: skip
         },
         # Per node: which processes its collector may follow (node where nodes share a machine).
         "tracekit_run_node_scopes": {host: inventory.scope(host) for host in inventory.hosts},

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tracekit import workloads
-from tracekit.errors import ExperimentError
+from tracekit.errors import ExperimentError, UsageError
 from tracekit.experiment import strict_yaml, validate
 from tracekit.experiment.validate import Unquoted
 from tracekit.schemas import with_defaults
@@ -62,6 +62,8 @@ class Experiment:
     parallel: int
     export_formats: tuple[str, ...]  # tracekit.trace.export's, in the order given
     include_failed: bool
+    # Each format's own options (export.options), converted and checked by the format: {name: {keyword: value}}.
+    export_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     export_jsonl: bool = False
     tags: dict[str, Any] = field(default_factory=dict)
     source: str = ""
@@ -193,8 +195,9 @@ def build(document: dict[str, Any], source: str) -> Experiment:
         section=section,
         dispatch=Dispatch(**dispatch),
         parallel=document["workers"]["parallel"],
-        export_formats=export_formats(export, source, host_samples=collectors["host"]),
+        export_formats=(formats := export_formats(export, source, host_samples=collectors["host"])),
         include_failed=export["include_failed"],
+        export_options=export_options(export.get("options") or {}, formats, source),
         export_jsonl=export["jsonl"],
         tags=dict(document["tags"]),
         source=source,
@@ -226,6 +229,20 @@ def export_formats(export: dict[str, Any], source: str, host_samples: bool = Tru
             raise ExperimentError(f"{source}: export.formats: {needing[0]} needs the nodes' host samples, which "
                                   "collectors.host: false leaves out; set collectors.host: true or leave it out")  # fmt: skip
     return tuple(formats)
+
+
+def export_options(options: dict[str, dict[str, Any]], formats: tuple[str, ...], source: str) -> dict[str, dict[str, Any]]:
+    """export.options: each listed format's own options as its flags take them (tracekit.trace.export)."""
+    from tracekit.trace.export import option_values
+
+    for name in options:
+        if name not in formats:
+            raise ExperimentError(f"{source}: export.options.{name}: {name} is not among export.formats "
+                                  f"({', '.join(formats) or 'none'}); list it there or leave its options out")  # fmt: skip
+    try:
+        return {name: option_values(name, given, f"{source}: export.options.{name}") for name, given in options.items()}
+    except UsageError as exc:
+        raise ExperimentError(str(exc)) from None
 
 
 def check_here(experiment: Experiment, inventory: Inventory) -> None:

@@ -77,6 +77,40 @@ def get(name: str) -> ModuleType:
 SUMMARY = "export.json"  # in every export's folder: the format, the run and what was written
 
 
+def option_values(name: str, given: dict[str, Any], where: str) -> dict[str, Any]:
+    """A format's own options (the flags its add_arguments declares, by their keyword: ``window_s`` for
+    ``--window-s``) from an experiment's export.options.<name> or ``tracekit parse --export-option``, each
+    converted as its flag converts it and checked by the format (its check_options, where it has one); an error
+    naming ``where`` and the option for one it does not know or a value it refuses."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    module = get(name)
+    module.add_arguments(parser)
+    actions = {action.dest: action for action in parser._actions}
+    values: dict[str, Any] = {}
+    for key, value in given.items():
+        action = actions.get(key)
+        if action is None:
+            raise UsageError(f"{where}: {name} has no option {key!r}; its options: {', '.join(actions) or 'none'}")
+        if action.nargs == 0:  # a switch
+            if not isinstance(value, bool) and str(value).lower() not in ("true", "false"):
+                raise UsageError(f"{where}.{key}: give true or false, not {value!r}")
+            values[key] = value if isinstance(value, bool) else str(value).lower() == "true"
+            continue
+        try:
+            values[key] = action.type(str(value)) if action.type else str(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{where}.{key}: {value!r} is not a value of {action.option_strings[0]}") from None
+    check = getattr(module, "check_options", None)
+    if check is not None:
+        try:
+            check(values)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+    return values
+
+
 def prepare_out_dir(out_dir: Path, force: bool, run_dir: Path, format_name: str) -> None:
     """An empty ``out_dir``. One that holds files is replaced when it is an earlier export of the same run
     in the same format (its export.json says so, or it is the run's own ``RUN_DIR/<format>``), else only with

@@ -93,12 +93,23 @@ def add_arguments(parser: Any) -> None:
                         help=f"instance_usage's window (default {DEFAULT_WINDOW_S} s, as Google's)")  # fmt: skip
 
 
-def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force: bool = False,
-           window_s: float = DEFAULT_WINDOW_S) -> ExportResult:  # fmt: skip
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+def check_options(values: dict[str, Any]) -> None:
+    """Its options as an experiment gives them, checked before the run (tracekit.trace.export.option_values)."""
+    if "window_s" in values:
+        _window_ms(values["window_s"])
+
+
+def _window_ms(window_s: float) -> int:
     window_ms = round(window_s * 1000) if math.isfinite(window_s) else 0
     if window_ms < 1 or abs(window_ms - window_s * 1000) > 1e-6:  # the trace's times are whole ms
         raise UsageError(f"--window-s {window_s:g}: give a window of whole milliseconds, at least 0.001 s, e.g. 300")
+    return window_ms
+
+
+def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force: bool = False,
+           window_s: float = DEFAULT_WINDOW_S) -> ExportResult:  # fmt: skip
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    window_ms = _window_ms(window_s)
     trace, invocations, chosen, nodes = read_exported(run_dir, include_failed)  # ids 0..N-1 by submission time
     used = sorted({r["node"] for r in chosen})
     unknown = [n for n in used if not (nodes.get(n) or {}).get("mem_kb")]

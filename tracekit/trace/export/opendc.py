@@ -54,6 +54,17 @@ def add_arguments(parser: Any) -> None:
                         help="merge adjacent slices whose usage differs by less")  # fmt: skip
 
 
+def check_options(values: dict[str, Any]) -> None:
+    """Its options as an experiment gives them, checked before the run (tracekit.trace.export.option_values)."""
+    if "merge_tolerance_pct" in values:
+        _check_merge_tolerance(values["merge_tolerance_pct"])
+
+
+def _check_merge_tolerance(merge_tolerance_pct: float | None) -> None:
+    if merge_tolerance_pct is not None and not (0 <= merge_tolerance_pct < 100):
+        raise UsageError(f"--merge-tolerance {merge_tolerance_pct:g} must be a percentage from 0 to 100")
+
+
 def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force: bool = False,
            merge_tolerance_pct: float | None = None) -> ExportResult:  # fmt: skip
     return export_opendc(run_dir, out_dir, include_failed, merge_tolerance_pct, force)
@@ -85,8 +96,7 @@ def export_opendc(
     force: bool = False,
 ) -> ExportResult:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if merge_tolerance_pct is not None and not (0 <= merge_tolerance_pct < 100):
-        raise UsageError(f"--merge-tolerance {merge_tolerance_pct} must be a percentage from 0 to 100")
+    _check_merge_tolerance(merge_tolerance_pct)
     # ids 0..N-1 by submission time
     cctf_dir, invocations, chosen, nodes = read_exported(run_dir, include_failed, "; an empty workload crashes OpenDC")
     for node in {r["node"] for r in chosen}:
