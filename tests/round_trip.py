@@ -46,13 +46,27 @@ def _wta(out: Path, run_dir: Path) -> Read:
     return Read([t["runtime"] for t in tasks], None, edges)  # the archive's tasks carry no CPU time
 
 
+def _exported(out: Path, run_dir: Path) -> list[dict]:
+    """The run's invocations the export in ``out`` holds, in the exports' order (ids 0..N-1)."""
+    invocations = cctf.read_records(run_dir / cctf.CCTF, cctf.INVOCATIONS)
+    return slices.exported(invocations, json.loads((out / "export.json").read_text()).get("include_failed", False))
+
+
+def _google_instances(out: Path, run_dir: Path) -> list[tuple[int, int]]:
+    """Each exported task's instance (collection_id, instance_index), in the exports' order. Google numbers
+    instances by collection (a job: docs/exports.md), so two tasks submitted in one ms may be numbered apart from
+    their submission order: the numbering is taken from the jobs, not from the events' times."""
+    job_of, members = slices.jobs(_exported(out, run_dir))
+    index = {i: position for job in members for position, i in enumerate(job)}
+    return [(job + 1, index[i]) for i, job in enumerate(job_of)]
+
+
 def _google(out: Path, run_dir: Path) -> Read:
     ncu = json.loads((out / "export.json").read_text())["ncu_cores"]
     events = pq.read_table(out / "instance_events.parquet").to_pylist()
-    instances = sorted({(e["collection_id"], e["instance_index"]) for e in events})
     times = {(e["collection_id"], e["instance_index"], e["type"]): e["time"] for e in events}
-    # Instances are numbered by collection; the exports' ids are by submission: order them by SUBMIT time.
-    instances.sort(key=lambda key: (times[(*key, 0)], key))
+    instances = _google_instances(out, run_dir)
+    assert sorted(instances) == sorted({(e["collection_id"], e["instance_index"]) for e in events})
     cpu: dict[tuple[int, int], float] = {}
     for u in pq.read_table(out / "instance_usage.parquet").to_pylist():
         key = (u["collection_id"], u["instance_index"])
@@ -108,10 +122,7 @@ def _usage_windows_hold_the_slices_they_cover(out: Path, run_dir: Path, chosen: 
     across its edges by its share of the slice's time), within 0.1%."""
     summary = json.loads((out / "export.json").read_text())
     t0_ms, ncu = summary["trace_start_ms"], summary["ncu_cores"]
-    events = pq.read_table(out / "instance_events.parquet").to_pylist()
-    instances = sorted({(e["collection_id"], e["instance_index"]) for e in events})
-    submitted = {(e["collection_id"], e["instance_index"]): e["time"] for e in events if e["type"] == 0}
-    position = {key: i for i, key in enumerate(sorted(instances, key=lambda key: (submitted[key], key)))}
+    position = {key: i for i, key in enumerate(_google_instances(out, run_dir))}
     cut = slices.cut(chosen, run_dir / cctf.CCTF).slices.to_pylist()
     of_task: dict[int, list[tuple[int, int, float]]] = {}
     for s in cut:

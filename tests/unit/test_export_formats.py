@@ -65,6 +65,18 @@ def test_force_never_deletes_the_run_and_a_file_is_no_output_folder(tmp_path):
     (tmp_path / "out.parquet").write_text("x")
     with pytest.raises(RunFolderError, match=r"output folder .*out.parquet is a file"):
         export.prepare_out_dir(tmp_path / "out.parquet", True, run, "opendc")
+    other = tmp_path / "logs" / "another-run"  # another run, or a folder of runs: --force would delete them
+    (other / "nodes" / "cloud1").mkdir(parents=True)
+    for out in (other, other.parent):
+        with pytest.raises(UsageError, match=rf"output folder {out} holds a run"):
+            export.prepare_out_dir(out, True, run, "opendc")
+    assert (other / "nodes" / "cloud1").is_dir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x").write_text("x")
+    (run / "opendc").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match=r"output folder .*opendc is a symbolic link"):
+        export.prepare_out_dir(run / "opendc", True, run, "opendc")
+    assert (tmp_path / "elsewhere" / "x").exists()
 
 
 def test_an_earlier_export_is_known_from_any_folder_and_after_the_run_moved(tmp_path, monkeypatch):
@@ -85,9 +97,11 @@ def test_an_earlier_export_is_known_from_any_folder_and_after_the_run_moved(tmp_
     with pytest.raises(UsageError, match="is not an earlier wta export"):
         wta.export(moved, tmp_path / "apart")  # that one names the old place: another run, for all it says
     (moved / "opendc").mkdir()
-    (moved / "opendc" / export.SUMMARY).write_text(json.dumps({"run_dir": str(moved)}))  # no format: not one
-    with pytest.raises(UsageError, match="is not an earlier opendc export"):
-        export.prepare_out_dir(moved / "opendc", False, moved, "opendc")
+    (moved / "opendc" / export.SUMMARY).write_text(json.dumps({"run_dir": "r1"}))  # an OpenDC export of before
+    export.prepare_out_dir(moved / "opendc", False, moved, "opendc")  # the seam wrote no format: replaced
+    (moved / "opendc" / export.SUMMARY).write_text(json.dumps({"run_dir": str(moved)}))
+    with pytest.raises(UsageError, match="is not an earlier wta export"):  # but as no other format's
+        export.prepare_out_dir(moved / "opendc", False, moved, "wta")
 
 
 def test_the_small_files_of_cctf_are_read_by_name_through_one_module(tmp_path):
@@ -271,3 +285,23 @@ def test_a_node_missing_from_nodes_json_asks_for_a_parse_in_every_format(tmp_pat
     for name in export.names():
         with pytest.raises(TracekitError, match=r"nodes.json (has no facts|lacks the memory) of node cloud2; parse the run again"):
             export.get(name).export(run, tmp_path / name)
+
+
+def test_a_task_above_its_cores_in_its_whole_time_keeps_its_cpu_and_verifies_in_every_format(tmp_path):
+    """Times cut to the ms: a task using both cores of its node for 1.75 ms shows 3.5 ms of CPU in 1 ms. No slice
+    can take the excess; every format keeps the CPU (its total is measured) and its verify accepts it."""
+    from tests.unit.test_export_alibaba import with_host_samples
+    from tests.unit.test_export_wta import hand_made_run, invocation
+
+    run = hand_made_run(tmp_path)
+    invocations = cctf.read_records(run / cctf.CCTF, cctf.INVOCATIONS)
+    cctf.write_records(run / cctf.CCTF, cctf.INVOCATIONS,
+                       [*invocations, invocation("full", 1200, 1201) | {"cpu_user_ms": 3.5}])  # fmt: skip
+    with_host_samples(run, "cloud1", [10.0, 50.0, 80.0, 20.0], rx_bytes=1000)
+    with_host_samples(run, "cloud2", [5.0, 5.0, 5.0], rx_bytes=4000)
+    for name in export.names():
+        result = export.get(name).export(run, tmp_path / name)
+        checked = export.get(name).verify(tmp_path / name, run)
+        assert checked.ok, (name, checked.violations)
+    assert result.summary["format"] == "wta"
+    assert json.loads((tmp_path / "opendc" / export.SUMMARY).read_text())["tasks_above_their_cores"] == 1

@@ -96,6 +96,9 @@ VALID = {
     "memory exactly the host's": dict(tasks=replace_task(2, mem_capacity=8192 * 1000)),
     "no name column": dict(task_columns=dict(name=None)),
     "no topology": dict(experiment=None),
+    # More CPU than its capacity over its whole time (times cut to the ms): kept, above it, where it is.
+    "a task above its cores in its whole time": dict(fragments=[(0, 1000, 2500.0), (0, 1000, 2500.0), (0, 1000, 2500.0),
+                                                                *FRAGMENTS[3:]]),
 }
 
 

@@ -43,9 +43,10 @@ _KEY = ["node", "task_id", "attempt"]
 @dataclass(frozen=True)
 class TaskSlices:
     slices: pa.Table  # SLICES, sorted by id then end_ms
-    # Per task (the list's order): cpu_ms (the exact total, else the sampled), samples (its sampled slices:
-    # every one but the tail has an RSS), peak_rss_kb (the most its samples saw at once), peak_cores (the
-    # most cores one slice used), stretched (no length: made 1 ms).
+    # Per task (the list's order): cpu_ms (the exact total, else the sampled), samples (its slices with a
+    # memory reading: sampled while it ran; not the tail, nor a process sampled at its exit or closed from its
+    # rusage), peak_rss_kb (the most its samples saw at once), peak_cores (the most cores one slice used),
+    # stretched (no length: made 1 ms).
     facts: list[dict[str, Any]]
 
 
@@ -169,12 +170,14 @@ def _slices_of(tasks: list[dict[str, Any]], ticks: pa.Table) -> pa.Table:
 
 
 def _within_cores(slices: pa.Table, cores: int | None) -> pa.Table:
-    """``slices`` (SLICES) with no slice holding more CPU than its length's worth of the node's cores.
+    """``slices`` (SLICES) with no slice holding more CPU than its length's worth of the node's cores, where the
+    task's other slices have room for the excess.
 
     Counters read in 10 ms ticks can leave up to a tick of a task's CPU per counter out of its samples; its
     exact total puts it back on the last slice, which may be a few ms long: a task of 1.1 cores on average
     showed 10 cores there. Such an excess goes to the task's other slices in proportion to the room they
-    have (what is left over, where they are full, stays where it was), so the task's CPU stays its total.
+    have, so the task's CPU stays its total. A task that used more than its cores in its whole time (its
+    start and end are cut to the ms: up to a ms of every core) keeps what does not fit (over_cores).
     """
     if not cores or slices.num_rows == 0:
         return slices
@@ -182,24 +185,34 @@ def _within_cores(slices: pa.Table, cores: int | None) -> pa.Table:
     over = pc.greater(slices.column("cpu_ms"), pc.multiply(capacity, 1 + 1e-9))
     if not pc.any(over).as_py():
         return slices
-    crowded = set(pc.filter(slices.column("id"), over).to_pylist())
-    ids, caps, cpu = (column.to_pylist() for column in (slices.column("id"), capacity, slices.column("cpu_ms")))
-    rows_of: dict[int, list[int]] = {}
-    for row, task in enumerate(ids):
-        if task in crowded:
-            rows_of.setdefault(task, []).append(row)
-    for rows in rows_of.values():
-        excess = {row: cpu[row] - caps[row] for row in rows if cpu[row] > caps[row]}
-        room = {row: caps[row] - cpu[row] for row in rows if cpu[row] < caps[row]}
+    # Only the rows of the tasks with a crowded slice go through Python (few: a busy node's millions do not).
+    # (Arrow only: a node's own parse has no numpy.)
+    crowded = pc.is_in(slices.column("id"), value_set=pc.unique(pc.filter(slices.column("id"), over)))
+    ids, caps, cpu = (pc.filter(column, crowded).to_pylist() for column in (slices.column("id"), capacity,
+                                                                             slices.column("cpu_ms")))  # fmt: skip
+    of_task: dict[int, list[int]] = {}
+    for position, task in enumerate(ids):
+        of_task.setdefault(task, []).append(position)
+    for positions in of_task.values():
+        excess = {i: cpu[i] - caps[i] for i in positions if cpu[i] > caps[i]}
+        room = {i: caps[i] - cpu[i] for i in positions if cpu[i] < caps[i]}
         total_excess, total_room = sum(excess.values()), sum(room.values())
         moved = min(total_excess, total_room)
         if moved <= 0:
             continue
-        for row, share in excess.items():
-            cpu[row] -= moved * share / total_excess
-        for row, share in room.items():
-            cpu[row] += moved * share / total_room
-    return slices.set_column(slices.schema.get_field_index("cpu_ms"), "cpu_ms", pa.array(cpu, pa.float64()))
+        for i, share in excess.items():
+            cpu[i] -= moved * share / total_excess
+        for i, share in room.items():
+            cpu[i] += moved * share / total_room
+    spread = pc.replace_with_mask(slices.column("cpu_ms").combine_chunks(), crowded.combine_chunks()
+                                  if isinstance(crowded, pa.ChunkedArray) else crowded, pa.array(cpu, pa.float64()))  # fmt: skip
+    return slices.set_column(slices.schema.get_field_index("cpu_ms"), "cpu_ms", spread)
+
+
+def over_cores(task: dict[str, Any], fact: dict[str, Any], node: dict[str, Any]) -> bool:
+    """Whether a task's CPU is more than its node's cores could give in its runtime (its start and end cut to
+    the ms, a task using every core can show up to a ms of each more): its slices cannot all fit its cores."""
+    return fact["cpu_ms"] > node_cores(node) * runtime_ms(task) * (1 + 1e-9)
 
 
 _TICK_COLUMNS = {"id": pa.int32(), "ts_ms": pa.int64(), "duration": pa.int64(), "cpu_ms": pa.float64(),

@@ -208,9 +208,7 @@ def _check_values(tasks: dict, fragments: dict, result: Verification) -> None:
     previous = None
     closed: set[int] = set()
     position = {task_id: row for row, task_id in enumerate(ids)} if len(known) == len(ids) else {}
-    # A capacity that is no positive number is reported above, once.
-    capacity_of = {task_id: capacity for task_id, capacity in zip(ids, tasks.get("cpu_capacity") or [None] * len(ids))
-                   if _finite_nonnegative(capacity) and capacity > 0}  # fmt: skip
+    capacity_of = _capacity_where_the_task_fits(ids, tasks, fragments)
     out_of_order = False
     for row, (task_id, duration, usage) in enumerate(zip(fragments["id"], fragments["duration"], fragments["cpu_usage"])):
         if task_id not in known:
@@ -221,7 +219,8 @@ def _check_values(tasks: dict, fragments: dict, result: Verification) -> None:
             result.add(f"fragments.parquet: row {row}: task {task_id}: cpu_usage {usage} is not finite and >= 0")
         elif task_id in capacity_of and usage > capacity_of[task_id] * (1 + 1e-9):
             result.add(f"fragments.parquet: row {row}: task {task_id}: cpu_usage {usage:.6g} MHz is above its "
-                       f"cpu_capacity {capacity_of[task_id]:.6g} MHz (the simulator gives it no more)")  # fmt: skip
+                       f"cpu_capacity {capacity_of[task_id]:.6g} MHz (the simulator gives it no more; a trace parsed "
+                       "by an older Tracekit: parse it again)")  # fmt: skip
         if task_id != previous:
             if task_id in closed:
                 result.add(f"fragments.parquet: row {row}: fragments of task {task_id} are not contiguous")
@@ -238,6 +237,22 @@ def _check_values(tasks: dict, fragments: dict, result: Verification) -> None:
     for task_id in sorted(known - with_fragments):
         result.add(f"tasks.parquet: task {task_id} has no fragments (OpenDC drops it silently)")
     _check_workflow(tasks, known, result)
+
+
+def _capacity_where_the_task_fits(ids: list, tasks: dict, fragments: dict) -> dict[int, float]:
+    """Each task's cpu_capacity, for the tasks whose whole CPU fits it over their duration: theirs can be held
+    by no fragment above it. A task that used more (its start and end cut to the ms, one using every core can
+    show up to a ms of each more: tracekit.trace.slices.over_cores, counted in export.json) keeps the rest in
+    a fragment above it. A capacity that is no positive number is reported on its own, once."""
+    held: dict[int, float] = defaultdict(float)
+    lasted: dict[int, int] = defaultdict(int)
+    for task_id, duration, usage in zip(fragments["id"], fragments["duration"], fragments["cpu_usage"]):
+        if _finite_nonnegative(usage) and duration is not None and duration > 0:
+            held[task_id] += usage * duration
+            lasted[task_id] += duration
+    return {task_id: capacity for task_id, capacity in zip(ids, tasks.get("cpu_capacity") or [None] * len(ids))
+            if _finite_nonnegative(capacity) and capacity > 0
+            and held[task_id] <= capacity * lasted[task_id] * (1 + 1e-9)}  # fmt: skip
 
 
 def _check_workflow(tasks: dict, known: set[int], result: Verification) -> None:

@@ -120,6 +120,8 @@ def prepare_out_dir(out_dir: Path, force: bool, run_dir: Path, format_name: str)
     if out == run or out in run.parents:
         raise UsageError(f"output folder {out_dir} holds the run folder {run_dir}: write the export into "
                          f"{run_dir}/{format_name} or a folder of its own")  # fmt: skip
+    if out_dir.is_symlink():
+        raise UsageError(f"output folder {out_dir} is a symbolic link: give the folder it leads to, or another")
     if out_dir.exists() and not out_dir.is_dir():
         raise RunFolderError(f"output folder {out_dir} is a file: give a folder (it is made if missing)")
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -127,6 +129,9 @@ def prepare_out_dir(out_dir: Path, force: bool, run_dir: Path, format_name: str)
             raise UsageError(f"output folder {out_dir} is part of the run folder {run_dir} ({run_dir}/"
                              f"{out.relative_to(run).parts[0]}), not an export: write the export into "
                              f"{run_dir}/{format_name} or a folder of its own")  # fmt: skip
+        if _holds_a_run(out_dir):
+            raise UsageError(f"output folder {out_dir} holds a run (a cctf/ or nodes/ folder), which --force would "
+                             "delete: write the export into a folder of its own")  # fmt: skip
         if not force and not _earlier_export(out_dir, run_dir, format_name):
             raise UsageError(f"output folder {out_dir} exists and is not an earlier {format_name} export of "
                              f"{run_dir}; pass --force to replace it")  # fmt: skip
@@ -137,6 +142,16 @@ def prepare_out_dir(out_dir: Path, force: bool, run_dir: Path, format_name: str)
         raise RunFolderError(f"cannot write output folder {out_dir}: {exc.strerror}") from None
 
 
+def _holds_a_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder or holds one (a logs folder): a trace or nodes' files in it or in a
+    folder of it."""
+    marks = ("cctf", "nodes")
+    if any((folder / mark).is_dir() for mark in marks):
+        return True
+    return any(child.is_dir() and not child.is_symlink() and any((child / mark).is_dir() for mark in marks)
+               for child in folder.iterdir())  # fmt: skip
+
+
 def _earlier_export(out_dir: Path, run_dir: Path, format_name: str) -> bool:
     """Whether ``out_dir`` holds an export of ``run_dir`` in ``format_name``: its export.json names the format
     and the run (an absolute path; an older export's relative one is taken from here), or it is the run's own
@@ -145,7 +160,8 @@ def _earlier_export(out_dir: Path, run_dir: Path, format_name: str) -> bool:
         summary = json.loads((out_dir / SUMMARY).read_text())
     except (OSError, ValueError):
         return False
-    if not isinstance(summary, dict) or summary.get("format") != format_name:
+    # An export.json without a format is an OpenDC export made before there were others.
+    if not isinstance(summary, dict) or summary.get("format", "opendc") != format_name:
         return False
     own_folder = out_dir.resolve() == (run_dir / format_name).resolve()
     recorded = summary.get("run_dir")

@@ -174,12 +174,18 @@ def verify(out_dir: Path, against: Path | None = None) -> Checked:
 def _check_usage_rows(events: dict[str, list], usage: dict[str, list], machines: dict[str, list],
                       checked: Checked) -> None:  # fmt: skip
     """Each usage row inside its instance's run (its SCHEDULE to its FINISH or FAIL), its peak CPU at most its
-    machine's capacity (the first row of each naming its problem)."""
+    machine's capacity where the instance's whole CPU fits that capacity over its run (one that used more,
+    its times cut to the ms, keeps the rest above it: tracekit.trace.slices.over_cores); the first row of each
+    naming its problem."""
     runs: dict[tuple[int, int], list[int]] = {}
     for key, kind, time in zip(zip(events["collection_id"], events["instance_index"]), events["type"], events["time"]):
         if kind in (SCHEDULE, FINISH, FAIL):
             runs.setdefault(key, [0, 0])[0 if kind == SCHEDULE else 1] = time
     capacity = {m: c["cpus"] for m, c in zip(machines["machine_id"], machines["capacity"]) if c and c["cpus"] is not None}
+    held: dict[tuple[int, int], float] = {}  # NCU x us
+    for key, average, start, end in zip(zip(usage["collection_id"], usage["instance_index"]), usage["average_usage"],
+                                        usage["start_time"], usage["end_time"]):  # fmt: skip
+        held[key] = held.get(key, 0.0) + ((average or {}).get("cpus") or 0.0) * (end - start)
     outside = over = False
     for row, key in enumerate(zip(usage["collection_id"], usage["instance_index"])):
         run = runs.get(key)
@@ -188,7 +194,8 @@ def _check_usage_rows(events: dict[str, list], usage: dict[str, list], machines:
             checked.violations.append(f"{USAGE_FILE}: row {row} (instance {key}) lies outside its instance's run "
                                       f"{run[0] if run else '?'}..{run[1] if run else '?'} us")  # fmt: skip
         peak, machine = (usage["maximum_usage"][row] or {}).get("cpus"), usage["machine_id"][row]
-        if not over and peak is not None and machine in capacity and peak > capacity[machine] * (1 + 1e-9):
+        fits = run is not None and machine in capacity and held[key] <= capacity[machine] * (run[1] - run[0]) * (1 + 1e-9)
+        if not over and fits and peak is not None and peak > capacity[machine] * (1 + 1e-9):
             over = True
             checked.violations.append(f"{USAGE_FILE}: row {row} (instance {key}): maximum CPU {peak:.6g} NCU is above "
                                       f"its machine's capacity {capacity[machine]:.6g} NCU")  # fmt: skip
