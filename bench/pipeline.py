@@ -663,20 +663,23 @@ def baseline_export(cctf: Path, out: Path) -> None:
             tail = 1 if end <= start else end - last
             if tail <= 0 and remainder > 0 and slices:
                 slices[-1][1] += remainder  # the last tick was exactly at ts_end
+            cut = [[duration, cpu * scale] for duration, cpu in slices] + ([[tail, remainder]] if tail > 0 else [])
+            cores = int(node.get("cores_usable") or node.get("cores_logical") or 1)
+            # No slice above its length's worth of the node's cores: the excess to the others' room, as parse does.
+            excess = sum(max(0.0, cpu - cores * duration) for duration, cpu in cut)
+            room = sum(max(0.0, cores * duration - cpu) for duration, cpu in cut)
+            moved = min(excess, room)
+            if moved > 0:
+                for piece in cut:
+                    over, free = piece[1] - cores * piece[0], cores * piece[0] - piece[1]
+                    piece[1] += -moved * over / excess if over > 0 else moved * free / room if free > 0 else 0.0
             peak_cores = 0.0
-            for duration, cpu in slices:
-                usage = cpu * scale / duration * mhz
+            for duration, cpu in cut:
+                usage = cpu / duration * mhz
                 fragments["id"].append(opendc_id)
                 fragments["duration"].append(duration)
                 fragments["cpu_usage"].append(usage)
                 peak_cores = max(peak_cores, usage / mhz)
-            if tail > 0:
-                usage = remainder / tail * mhz
-                fragments["id"].append(opendc_id)
-                fragments["duration"].append(tail)
-                fragments["cpu_usage"].append(usage)
-                peak_cores = max(peak_cores, usage / mhz)
-            cores = int(node.get("cores_logical") or 1)
             cpu_count = min(max(1, math.ceil(round(peak_cores, 6))), cores)
             tasks["id"].append(opendc_id)
             tasks["submission_time"].append(task["ts_enqueue"])
