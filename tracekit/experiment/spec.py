@@ -231,7 +231,8 @@ def export_formats(export: dict[str, Any], source: str, host_samples: bool = Tru
     return tuple(formats)
 
 
-def export_options(options: dict[str, dict[str, Any]], formats: tuple[str, ...], source: str) -> dict[str, dict[str, Any]]:
+def export_options(options: dict[str, dict[str, Any]], formats: tuple[str, ...],
+                   source: str) -> dict[str, dict[str, Any]]:  # fmt: skip
     """export.options: each listed format's own options as its flags take them (tracekit.trace.export)."""
     from tracekit.trace.export import option_values
 

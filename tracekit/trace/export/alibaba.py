@@ -138,7 +138,8 @@ def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force:
     for name, table in ((TASK_FILE, tasks), (INSTANCE_FILE, instances), (MACHINE_META_FILE, meta),
                         (MACHINE_USAGE_FILE, usage)):  # fmt: skip
         pacsv.write_csv(table, out_dir / name, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-    summary = {"format": NAME, "run_dir": str(run_dir.resolve()), "jobs": len(set(tasks.column("job_name").to_pylist())),
+    summary = {"format": NAME, "run_dir": str(run_dir.resolve()),
+               "jobs": len(set(tasks.column("job_name").to_pylist())),
                "tasks": tasks.num_rows, "instances": instances.num_rows, "usage_rows": usage.num_rows,
                "trace_start_ms": t0_ms, "machines": {machine[n]: n for n in used}, "mem_kb_100": mem_kb,
                **net_max, "cpu_ms_total": round(sum(f["cpu_ms"] for f in cut.facts), 3),
@@ -157,7 +158,8 @@ def add_verify_arguments(parser: Any) -> None:
 def verify(out_dir: Path, against: Path | None = None) -> Checked:
     """Check an Alibaba-shape export: every file's columns readable as the trace's schema, every instance's task
     in batch_task with as many instances as it says, its DAG naming tasks of its job, instances and usage on
-    machines of machine_meta, no instance's cpu_max above its machine's cores (where its average is within them); with --against RUN_DIR, one instance per exported invocation, their runtimes,
+    machines of machine_meta, no instance's cpu_max above its machine's cores (where its average is within
+    them); with --against RUN_DIR, one instance per exported invocation, their runtimes,
     CPU time (within 0.1%) and dependencies as the trace has them, and machine_usage holding the nodes' host
     samples."""
     checked = Checked()

@@ -181,7 +181,8 @@ def _check_usage_rows(events: dict[str, list], usage: dict[str, list], machines:
     for key, kind, time in zip(zip(events["collection_id"], events["instance_index"]), events["type"], events["time"]):
         if kind in (SCHEDULE, FINISH, FAIL):
             runs.setdefault(key, [0, 0])[0 if kind == SCHEDULE else 1] = time
-    capacity = {m: c["cpus"] for m, c in zip(machines["machine_id"], machines["capacity"]) if c and c["cpus"] is not None}
+    capacity = {m: c["cpus"] for m, c in zip(machines["machine_id"], machines["capacity"])
+                if c and c["cpus"] is not None}  # fmt: skip
     held: dict[tuple[int, int], float] = {}  # NCU x us
     for key, average, start, end in zip(zip(usage["collection_id"], usage["instance_index"]), usage["average_usage"],
                                         usage["start_time"], usage["end_time"]):  # fmt: skip
@@ -194,7 +195,8 @@ def _check_usage_rows(events: dict[str, list], usage: dict[str, list], machines:
             checked.violations.append(f"{USAGE_FILE}: row {row} (instance {key}) lies outside its instance's run "
                                       f"{run[0] if run else '?'}..{run[1] if run else '?'} us")  # fmt: skip
         peak, machine = (usage["maximum_usage"][row] or {}).get("cpus"), usage["machine_id"][row]
-        fits = run is not None and machine in capacity and held[key] <= capacity[machine] * (run[1] - run[0]) * (1 + 1e-9)
+        fits = (run is not None and machine in capacity
+                and held[key] <= capacity[machine] * (run[1] - run[0]) * (1 + 1e-9))  # fmt: skip
         if not over and fits and peak is not None and peak > capacity[machine] * (1 + 1e-9):
             over = True
             checked.violations.append(f"{USAGE_FILE}: row {row} (instance {key}): maximum CPU {peak:.6g} NCU is above "
@@ -236,8 +238,9 @@ def _instance_events(tasks: list[dict], facts: list[dict], nodes: dict[str, dict
     for i, (task, fact) in enumerate(zip(tasks, facts)):
         request = {"cpus": slices.cores_needed(task, fact, nodes[task["node"]]) / scale.cores,
                    "memory": slices.peak_memory_kb(task, fact, nodes[task["node"]]) / scale.mem_kb}  # fmt: skip
+        end = task["ts_start"] + slices.runtime_ms(task)
         for kind, ms, machine in ((SUBMIT, task["ts_enqueue"], None), (SCHEDULE, task["ts_start"], task["node"]),
-                                  (FINISH if task["ok"] else FAIL, task["ts_start"] + slices.runtime_ms(task), task["node"])):  # fmt: skip
+                                  (FINISH if task["ok"] else FAIL, end, task["node"])):  # fmt: skip
             rows["time"].append(scale.us(ms))
             rows["type"].append(kind)
             rows["collection_id"].append(collection[i])

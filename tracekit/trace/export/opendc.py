@@ -139,7 +139,8 @@ def export_opendc(
         "tasks_without_samples": sum(1 for t in per_task if t["samples"] == 0),
         "zero_duration_tasks_stretched_to_1_ms": sum(1 for t in per_task if t["stretched"]),
         # CPU past cores x runtime (times cut to the ms): a fragment of theirs holds more than cpu_capacity.
-        "tasks_above_their_cores": sum(1 for r, t in zip(chosen, per_task) if slices.over_cores(r, t, nodes[r["node"]])),
+        "tasks_above_their_cores": sum(1 for r, t in zip(chosen, per_task)
+                                       if slices.over_cores(r, t, nodes[r["node"]])),  # fmt: skip
         # Nodes that shared CPUs of one machine, exported as one host each group.
         "nodes_merged_into_one_host": [h["nodes"] for h in measured_hosts(topology_nodes) if len(h["nodes"]) > 1],
     }

@@ -147,7 +147,8 @@ def add_verify_arguments(parser: Any) -> None:
 
 def verify(out_dir: Path, against: Path | None = None) -> Checked:
     """Check a WTA export: the archive's columns and types, unique ids, parents and children that mirror each
-    other within one workflow, each workflow's task count, each task's resource its node; with --against RUN_DIR, one task per exported
+    other within one workflow, each workflow's task count, each task's resource its node; with --against
+    RUN_DIR, one task per exported
     invocation with its runtime, submission and dependencies as the trace has them."""
     checked = Checked()
     tables = read_tables(out_dir, TABLES, NAME, "the archive's schema 1.0", checked)
@@ -205,7 +206,8 @@ def _node_in(params: str) -> str | None:
 
 
 def _tasks_table(tasks: list[dict], facts: list[dict], nodes: dict[str, dict], parents: list[list[int]],
-                 children: list[list[int]], workflow_of: list[int], resource_of: dict[str, int]) -> pa.Table:  # fmt: skip
+                 children: list[list[int]], workflow_of: list[int],
+                 resource_of: dict[str, int]) -> pa.Table:  # fmt: skip
     rows: dict[str, list] = {name: [] for name in TASKS.names}
     for i, (task, fact) in enumerate(zip(tasks, facts)):
         runtime = slices.runtime_ms(task)
