@@ -95,9 +95,7 @@ READERS = {"opendc": _opendc, "wta": _wta, "google": _google, "alibaba": _alibab
 def assert_round_trip(run_dir: Path, format_name: str, out: Path | None = None) -> int:
     """The export in ``out`` (default RUN_DIR/<format>/) holds the run's exported tasks; their count."""
     out = out or run_dir / format_name
-    invocations = cctf.read_records(run_dir / cctf.CCTF, cctf.INVOCATIONS)
-    include_failed = json.loads((out / "export.json").read_text()).get("include_failed", False)
-    chosen = slices.exported(invocations, include_failed)
+    chosen = _exported(out, run_dir)
     read = READERS[format_name](out, run_dir)
     assert len(read.runtime_ms) == len(chosen), (format_name, len(read.runtime_ms), len(chosen))
     assert sum(read.runtime_ms) == sum(max(1, r["ts_end"] - r["ts_start"]) for r in chosen), format_name

@@ -204,8 +204,8 @@ def _within_cores(slices: pa.Table, cores: int | None) -> pa.Table:
             cpu[i] -= moved * share / total_excess
         for i, share in room.items():
             cpu[i] += moved * share / total_room
-    mask = crowded.combine_chunks() if isinstance(crowded, pa.ChunkedArray) else crowded
-    spread = pc.replace_with_mask(slices.column("cpu_ms").combine_chunks(), mask, pa.array(cpu, pa.float64()))
+    spread = pc.replace_with_mask(slices.column("cpu_ms").combine_chunks(), crowded.combine_chunks(),
+                                  pa.array(cpu, pa.float64()))  # fmt: skip
     return slices.set_column(slices.schema.get_field_index("cpu_ms"), "cpu_ms", spread)
 
 

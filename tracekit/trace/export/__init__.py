@@ -191,15 +191,20 @@ def read_trace(run_dir: Path) -> tuple[Path, list[dict[str, Any]], dict[str, dic
 
 def read_exported(run_dir: Path, include_failed: bool, why: str = "") -> tuple[Path, list[dict], list[dict], dict[str, dict]]:
     """A parsed run's cctf/ folder, its invocations, those every format exports (tracekit.trace.slices.exported)
-    and its nodes' facts; an error when there is none to export (``why`` says what an empty export would do)."""
+    and its nodes' facts; an error when there is none to export (``why`` says what an empty export would do) or
+    an exported invocation's node has no facts."""
     from tracekit.errors import TracekitError
-    from tracekit.trace import slices
+    from tracekit.trace import cctf, slices
 
     trace, invocations, nodes = read_trace(run_dir)
     chosen = slices.exported(invocations, include_failed)
     if not chosen:
         raise TracekitError(f"{run_dir}: no {'invocations' if include_failed else 'successful invocations'} to "
                             f"export, warm-up left out ({len(invocations)} in the trace){why}")  # fmt: skip
+    missing = sorted({r["node"] for r in chosen} - set(nodes))
+    if missing:
+        raise TracekitError(f"{trace}/{cctf.NODES} has no facts of node {missing[0]}; parse the run again "
+                            f"(tracekit parse {run_dir})")  # fmt: skip
     return trace, invocations, chosen, nodes
 
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from tracekit.errors import TracekitError, UsageError
 from tracekit.jsonl import dumps
-from tracekit.trace import cctf, slices
+from tracekit.trace import slices
 from tracekit.trace.export import SUMMARY, Checked, ExportResult, prepare_out_dir, read_exported
 from tracekit.trace.slices import node_cores
 from tracekit.trace.records import OPENDC_FRAGMENTS, OPENDC_TASKS
@@ -100,11 +100,7 @@ def export_opendc(
     # ids 0..N-1 by submission time
     cctf_dir, invocations, chosen, nodes = read_exported(run_dir, include_failed, "; an empty workload crashes OpenDC")
     for node in {r["node"] for r in chosen}:
-        facts = nodes.get(node)
-        if facts is None:
-            raise TracekitError(f"{cctf_dir}/{cctf.NODES} has no facts of node {node}; parse the run again "
-                                f"(tracekit parse {run_dir})")  # fmt: skip
-        if not facts.get("cpu_mhz"):
+        if not nodes[node].get("cpu_mhz"):
             raise TracekitError(
                 f"node {node} has no measured CPU speed in cctf/nodes.json; restart its collector with "
                 "--cpu-mhz MHZ (the nominal core speed) and parse again"

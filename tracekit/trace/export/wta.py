@@ -28,8 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tracekit.errors import TracekitError
-from tracekit.trace import cctf, slices
+from tracekit.trace import slices
 from tracekit.trace.export import (SUMMARY, Checked, ExportResult, column, exported_by, prepare_out_dir, read_tables,
                                    read_exported)
 
@@ -113,10 +112,6 @@ def add_arguments(parser: Any) -> None:
 def export(run_dir: Path, out_dir: Path, *, include_failed: bool = False, force: bool = False) -> ExportResult:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     trace, invocations, chosen, nodes = read_exported(run_dir, include_failed)  # ids 0..N-1 by submission time
-    missing = sorted({r["node"] for r in chosen} - set(nodes))
-    if missing:
-        raise TracekitError(f"{trace}/{cctf.NODES} has no facts of node {missing[0]}; parse the run again "
-                            f"(tracekit parse {run_dir})")  # fmt: skip
     prepare_out_dir(out_dir, force, run_dir, NAME)
     cut = slices.cut(chosen, trace)
     parents, children = slices.dependencies(chosen)
